@@ -1,0 +1,1 @@
+"""HTTP only: parse, authenticate, authorise, call a service, render."""

@@ -1,0 +1,41 @@
+"""Dependencies: the wired services and the authenticated caller of a request."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..auth.principal import Principal
+from ..services.catalog import FlavorCatalog, ImageCatalog
+from ..services.identity import IdentityService
+from ..services.notebooks import NotebookService
+
+
+@dataclass
+class Services:
+    identity: IdentityService
+    notebooks: NotebookService
+    images: ImageCatalog
+    flavors: FlavorCatalog
+    reconciler: object
+    runtime: object
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def get_principal(request: Request, project_id: str) -> Principal:
+    """Authenticate the request (signature or token) and scope it to the path's project."""
+    services: Services = request.app.state.services
+    body = await request.body()
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+    return services.identity.authenticate(
+        method=request.method, path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+        raw_query=request.scope.get("query_string", b"").decode("latin-1"), headers=headers, body=body,
+        project_id=project_id)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+Caller = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,82 @@
+"""Notebook routes (spec notebooks.md §1). Literal paths are registered before ``{id}`` paths."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from .deps import Caller, ServicesDep
+from .http import JSONBytes, first, parse_json, query_params
+
+router = APIRouter(prefix="/v1/{project_id}/notebooks", default_response_class=JSONBytes)
+
+
+@router.get("/all")
+async def list_all_notebooks(request: Request, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.notebooks.list(caller, query_params(request), all_view=True))
+
+
+@router.get("/flavors")
+async def list_flavors(request: Request, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.flavors.page(query_params(request)))
+
+
+@router.get("")
+async def list_notebooks(request: Request, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.notebooks.list(caller, query_params(request), all_view=False))
+
+
+@router.post("")
+async def create_notebook(request: Request, caller: Caller, services: ServicesDep):
+    body = parse_json(await request.body(), allow_empty=False)
+    return JSONBytes(await run_in_threadpool(services.notebooks.create, caller, body))
+
+
+@router.get("/{notebook_id}")
+async def show_notebook(notebook_id: str, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.notebooks.get(caller, notebook_id))
+
+
+@router.put("/{notebook_id}")
+async def update_notebook(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    body = parse_json(await request.body(), allow_empty=True)
+    return JSONBytes(await run_in_threadpool(services.notebooks.update, caller, notebook_id,
+                                             {} if body is None else body))
+
+
+@router.delete("/{notebook_id}")
+async def delete_notebook(notebook_id: str, caller: Caller, services: ServicesDep):
+    return JSONBytes(await run_in_threadpool(services.notebooks.delete, caller, notebook_id))
+
+
+@router.post("/{notebook_id}/start")
+async def start_notebook(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    params = query_params(request)
+    return JSONBytes(await run_in_threadpool(services.notebooks.start, caller, notebook_id,
+                                             first(params, "duration"), first(params, "type")))
+
+
+@router.post("/{notebook_id}/stop")
+async def stop_notebook(notebook_id: str, caller: Caller, services: ServicesDep):
+    return JSONBytes(await run_in_threadpool(services.notebooks.stop, caller, notebook_id))
+
+
+@router.get("/{notebook_id}/lease")
+async def show_lease(notebook_id: str, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.notebooks.show_lease(caller, notebook_id))
+
+
+@router.patch("/{notebook_id}/lease")
+async def renew_lease(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    body = parse_json(await request.body(), allow_empty=True)
+    duration = first(query_params(request), "duration")
+    return JSONBytes(await run_in_threadpool(services.notebooks.renew_lease, caller, notebook_id, duration, body))
+
+
+@router.get("/{notebook_id}/flavors")
+async def switchable_flavors(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.notebooks.switchable_flavors(caller, notebook_id, query_params(request)))
+
+
+@router.get("/{notebook_id}/events")
+async def notebook_events(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.notebooks.events(caller, notebook_id, query_params(request)))

@@ -1,0 +1,98 @@
+"""``create_app(settings)``: wires store, identity, catalogues, runtime and reconciler into FastAPI."""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+from .api import catalog as catalog_routes
+from .api import notebooks as notebook_routes
+from .api import ops as ops_routes
+from .api.deps import Services
+from .api.errors import RequestIdMiddleware, install_error_handlers
+from .auth.secrets import SecretBox
+from .clock import SystemClock
+from .controller.reconciler import Reconciler
+from .services.catalog import FlavorCatalog, ImageCatalog
+from .services.identity import IdentityService
+from .services.notebooks import NotebookService
+from .settings import Settings
+from .store.db import Database
+from .store.migrate import upgrade
+
+log = logging.getLogger("nbfleet")
+
+
+def build_runtime(settings: Settings):
+    if settings.runtime == "simulated":
+        from .runtime.simulated import SimulatedRuntime
+        return SimulatedRuntime(delay=settings.simulated_delay, failures=settings.simulated_fail)
+    from .runtime.limits import ResourceLimiter
+    from .runtime.local import LocalRuntime
+    return LocalRuntime(settings.data_dir.resolve(), port_range=(settings.port_range_start, settings.port_range_end),
+                        ready_timeout=settings.ready_timeout,
+                        limiter=ResourceLimiter(use_cgroups=settings.cgroups))
+
+
+def open_store(settings: Settings) -> tuple[Database, IdentityService]:
+    """The migrated database and the identity service (also used by ``nbfleet admin``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.sqlalchemy_url())
+    upgrade(db)
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+    identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds,
+                               skew_seconds=settings.signature_skew_seconds)
+    return db, identity
+
+
+def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) -> FastAPI:
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        db, identity = open_store(settings)
+        identity.clock = clock
+        creds = identity.bootstrap(settings.data_dir, settings.base_url())
+        if creds is not None:
+            announce(_credentials_banner(creds, settings))
+        rt = runtime or build_runtime(settings)
+        flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
+        images = ImageCatalog(db, clock, settings.images_file)
+        images.sync_builtins()
+        reconciler = Reconciler(db, rt, clock, settings, flavors)
+        notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
+        app.state.services = Services(identity=identity, notebooks=notebooks, images=images, flavors=flavors,
+                                      reconciler=reconciler, runtime=rt)
+        app.state.settings = settings
+        await reconciler.start()
+        log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
+                 "sqlite" if db.is_sqlite else "postgresql")
+        try:
+            yield
+        finally:
+            await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
+            await rt.close()
+            db.dispose()
+
+    app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+                  docs_url="/docs", openapi_url="/openapi.json")
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(ops_routes.router)
+    app.include_router(notebook_routes.router)
+    app.include_router(catalog_routes.router)
+    return app
+
+
+def _credentials_banner(creds: dict, settings: Settings) -> str:
+    path = settings.data_dir / "credentials.json"
+    return (
+        "\n=== nbfleet: first start, bootstrap credentials (shown once) ===\n"
+        f"  endpoint:   {creds['endpoint']}\n"
+        f"  project_id: {creds['project_id']}\n"
+        f"  user:       {creds['user_name']} ({creds['user_id']}, admin)\n"
+        f"  AK:         {creds['ak']}\n"
+        f"  SK:         {creds['sk']}\n"
+        f"  saved to {path} (mode 0600)\n"
+    )

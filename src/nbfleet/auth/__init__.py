@@ -1,0 +1,1 @@
+"""Who is calling: AK/SK signatures, tokens, principals."""

@@ -1,0 +1,211 @@
+"""The ``nbfleet`` command: ``serve``, ``admin …`` and ``db upgrade``."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..settings import Settings
+
+app = typer.Typer(help="nbfleet: notebook instances behind a ModelArts-compatible API.", no_args_is_help=True)
+admin = typer.Typer(help="Manage projects, users, access keys and tokens (works while the server runs).",
+                    no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+app.add_typer(db_app, name="db")
+
+DataDir = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR).")
+DbUrl = typer.Option(None, "--database-url", help="SQLAlchemy URL (env NBFLEET_DATABASE_URL).")
+
+
+def settings_from(**overrides) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Address to listen on (env NBFLEET_HOST, default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (env NBFLEET_PORT, default 8080)."),
+    data_dir: Optional[Path] = DataDir,
+    database_url: Optional[str] = DbUrl,
+    runtime: Optional[str] = typer.Option(None, help="simulated | local (env NBFLEET_RUNTIME, default local)."),
+    public_url: Optional[str] = typer.Option(None, help="Base URL users reach nbfleet at (env NBFLEET_PUBLIC_URL)."),
+    stop_notebooks_on_exit: Optional[bool] = typer.Option(
+        None, "--stop-notebooks-on-exit/--keep-notebooks-on-exit",
+        help="Stop RUNNING notebooks when nbfleet exits (default: keep them running)."),
+    log_level: str = typer.Option("info", help="debug | info | warning | error"),
+):
+    """Run the API server (and its reconciler and notebook proxy)."""
+    import uvicorn
+
+    from ..app import create_app
+
+    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url, runtime=runtime,
+                             public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    application = create_app(settings, announce=lambda text: typer.echo(text))
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                server_header=False, date_header=False, timeout_graceful_shutdown=10)
+
+
+def _identity(data_dir, database_url):
+    from ..app import open_store
+    settings = settings_from(data_dir=data_dir, database_url=database_url)
+    _, identity = open_store(settings)
+    return identity
+
+
+def _out(data: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            typer.echo(f"{key}: {value}")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@admin.command("create-project")
+def create_project(name: str = typer.Option(..., "--name"), as_json: bool = typer.Option(False, "--json"),
+                   data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Create a project; prints its id."""
+    try:
+        project_id = _identity(data_dir, database_url).create_project(name)
+    except ValueError as exc:
+        _fail(str(exc))
+    _out({"project_id": project_id}, as_json)
+
+
+@admin.command("create-user")
+def create_user(name: str = typer.Option(..., "--name"),
+                project: Optional[str] = typer.Option(None, "--project", help="Project id (default: the bootstrap project)."),
+                is_admin: bool = typer.Option(False, "--admin"), as_json: bool = typer.Option(False, "--json"),
+                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Create a user in a project with a fresh AK/SK pair."""
+    identity = _identity(data_dir, database_url)
+    project = project or identity.bootstrap_project()
+    if not project:
+        _fail("no project given and the store has no bootstrap project yet (start `nbfleet serve` once)")
+    try:
+        user = identity.create_user(name, project, is_admin=is_admin)
+    except ValueError as exc:
+        _fail(str(exc))
+    _out({"user_id": user.user_id, "project_id": user.project_id, "ak": user.ak, "sk": user.sk}, as_json)
+
+
+@admin.command("add-member")
+def add_member(user: str = typer.Option(..., "--user"), project: str = typer.Option(..., "--project"),
+               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Let a user work in one more project."""
+    try:
+        _identity(data_dir, database_url).add_member(user, project)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@admin.command("create-key")
+def create_key(user: str = typer.Option(..., "--user"), as_json: bool = typer.Option(False, "--json"),
+               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Create another AK/SK pair for a user."""
+    try:
+        ak, sk = _identity(data_dir, database_url).create_access_key(user)
+    except ValueError as exc:
+        _fail(str(exc))
+    _out({"ak": ak, "sk": sk}, as_json)
+
+
+@admin.command("disable-key")
+def disable_key(ak: str = typer.Argument(...), enable: bool = typer.Option(False, "--enable"),
+                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Disable (or with --enable, re-enable) an access key."""
+    try:
+        _identity(data_dir, database_url).set_access_key_enabled(ak, enable)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@admin.command("create-token")
+def create_token(user: str = typer.Option(..., "--user"), project: Optional[str] = typer.Option(None, "--project"),
+                 as_json: bool = typer.Option(False, "--json"),
+                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Issue an X-Auth-Token for a user, scoped to a project (24 h)."""
+    identity = _identity(data_dir, database_url)
+    try:
+        token, expires = identity.create_token(user, project or identity.bootstrap_project())
+    except ValueError as exc:
+        _fail(str(exc))
+    _out({"token": token, "expires_at": expires}, as_json)
+
+
+@admin.command("set-quota")
+def set_quota(user: str = typer.Option(..., "--user"),
+              quota: int = typer.Option(..., "--quota", help="Instances the user may own; -1 = unlimited."),
+              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Change a user's instance quota."""
+    try:
+        _identity(data_dir, database_url).set_quota(user, quota)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@admin.command("set-admin")
+def set_admin(user: str = typer.Option(..., "--user"), revoke: bool = typer.Option(False, "--revoke"),
+              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Grant (or with --revoke, take away) the admin flag."""
+    try:
+        _identity(data_dir, database_url).set_admin(user, not revoke)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@admin.command("add-keypair")
+def add_keypair(user: str = typer.Option(..., "--user"), name: str = typer.Option(..., "--name"),
+                public_key: Path = typer.Option(..., "--public-key", exists=True, readable=True),
+                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Register an SSH public key under a name usable in `endpoints[].key_pair_names`."""
+    try:
+        _identity(data_dir, database_url).add_keypair(user, name, public_key.read_text())
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@admin.command("create-workspace")
+def create_workspace(project: str = typer.Option(..., "--project"), name: str = typer.Option(..., "--name"),
+                     as_json: bool = typer.Option(False, "--json"),
+                     data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Create a workspace in a project (notebooks default to workspace "0")."""
+    try:
+        workspace_id = _identity(data_dir, database_url).create_workspace(project, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    _out({"workspace_id": workspace_id}, as_json)
+
+
+@admin.command("list-users")
+def list_users(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """List users with their projects."""
+    from ..store import identity_repo
+    identity = _identity(data_dir, database_url)
+    with identity.db.read() as conn:
+        for user in identity_repo.list_users(conn):
+            projects = ",".join(identity_repo.user_projects(conn, user["id"]))
+            flag = " admin" if user["is_admin"] else ""
+            typer.echo(f"{user['id']}  {user['name']}{flag}  projects={projects}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Run the schema migrations to the newest revision."""
+    from ..app import open_store
+    open_store(settings_from(data_dir=data_dir, database_url=database_url))
+    typer.echo("schema is up to date")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Pure rules of nbfleet: no web framework, no database driver."""

@@ -1,0 +1,111 @@
+"""THE status x operation table of nbfleet (spec README §6.2 and §6.3).
+
+Every status change in nbfleet — by a user's call or by the reconciler — is looked up here. No
+other module compares statuses to decide what is allowed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .errors import IllegalTransition
+from .model import Status as S
+
+
+class Op(StrEnum):
+    """Operations a user may ask for; each either moves the status or is refused with a code."""
+
+    START = "start"
+    STOP = "stop"
+    DELETE = "delete"
+    UPDATE_A = "update"              # name, description, hooks, dew_secret_name, public_network_config
+    UPDATE_B = "update-spec"         # flavor, image_id, endpoints
+    UPDATE_C = "update-storage"      # storage_new_size
+    RUN_ONLY = "run-only"            # renew lease, create-image, attach/detach storage
+
+
+class Event(StrEnum):
+    """Outcomes the reconciler observes; each moves the status along §6.2."""
+
+    SCHEDULED = "scheduled"          # INIT -> CREATING
+    PROVISIONED = "provisioned"      # CREATING -> RUNNING
+    PROVISION_FAILED = "provision_failed"
+    READY = "ready"                  # STARTING -> RUNNING
+    START_FAILED = "start_failed"
+    STOPPED = "stopped"              # STOPPING -> STOPPED
+    STOP_FAILED = "stop_failed"      # STOPPING -> ERROR
+    LOST = "lost"                    # RUNNING -> ERROR (process died)
+    AUTO_STOP = "auto_stop"          # RUNNING -> STOPPING (lease expired or idle)
+    DELETED = "deleted"              # DELETING -> DELETED (row removed)
+    DELETE_FAILED = "delete_failed"  # DELETING -> DELETE_FAILED
+    SNAPSHOT_DONE = "snapshot_done"  # SNAPSHOTTING -> RUNNING
+    RECOVERED = "recovered"          # ERROR -> RUNNING (process found alive again)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    target: S | None  # None: allowed, status unchanged (updates, renew)
+
+
+_ = None  # allowed, no status change
+OK_START = Allowed(S.STARTING)
+OK_STOP = Allowed(S.STOPPING)
+OK_DELETE = Allowed(S.DELETING)
+OK = Allowed(_)
+
+# rows: status; columns: START, STOP, DELETE, UPDATE_A, UPDATE_B, UPDATE_C, RUN_ONLY.
+# A string is the ModelArts code of the refusal (all HTTP 400).
+_COLUMNS = (Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY)
+_TABLE: dict[S, tuple] = {
+    S.INIT:          ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327"),
+    S.CREATING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327"),
+    S.STARTING:      ("6306",   "6306",  "6306",    "6306", "6306", "6306", "6327"),
+    S.RUNNING:       ("6305",   OK_STOP, OK_DELETE, OK,     "6347", OK,     OK),
+    S.SNAPSHOTTING:  ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357"),
+    S.STOPPING:      ("6308",   "6308",  "6308",    "6308", "6308", "6308", "6327"),
+    S.STOPPED:       (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327"),
+    S.CREATE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327"),
+    S.START_FAILED:  (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327"),
+    S.ERROR:         (OK_START, OK_STOP, OK_DELETE, OK,     "6347", "6327", "6327"),
+    S.DELETING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357"),
+    S.DELETE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327"),
+    S.FROZEN:        ("6326",   "6326",  OK_DELETE, "6326", "6326", "6326", "6326"),
+}
+OPERATIONS: dict[tuple[S, Op], Allowed | str] = {
+    (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row)
+}
+
+# §6.2: what each reconciler event does from which status.
+EVENTS: dict[tuple[S, Event], S] = {
+    (S.INIT, Event.SCHEDULED): S.CREATING,
+    (S.INIT, Event.PROVISIONED): S.RUNNING,
+    (S.INIT, Event.PROVISION_FAILED): S.CREATE_FAILED,
+    (S.CREATING, Event.PROVISIONED): S.RUNNING,
+    (S.CREATING, Event.PROVISION_FAILED): S.CREATE_FAILED,
+    (S.STARTING, Event.READY): S.RUNNING,
+    (S.STARTING, Event.START_FAILED): S.START_FAILED,
+    (S.STOPPING, Event.STOPPED): S.STOPPED,
+    (S.STOPPING, Event.STOP_FAILED): S.ERROR,
+    (S.RUNNING, Event.LOST): S.ERROR,
+    (S.RUNNING, Event.AUTO_STOP): S.STOPPING,
+    (S.DELETING, Event.DELETED): S.DELETED,
+    (S.DELETING, Event.DELETE_FAILED): S.DELETE_FAILED,
+    (S.SNAPSHOTTING, Event.SNAPSHOT_DONE): S.RUNNING,
+    (S.ERROR, Event.RECOVERED): S.RUNNING,
+}
+
+
+def check(status: str, op: Op, *, strict_delete: bool = False) -> S | None:
+    """Return the status ``op`` moves to (None = unchanged) or raise the refusal for ``status``."""
+    status = S(status)
+    if strict_delete and op is Op.DELETE and status is S.RUNNING:
+        raise IllegalTransition("ModelArts.6304", status, op)
+    cell = OPERATIONS[(status, op)]
+    if isinstance(cell, str):
+        raise IllegalTransition(f"ModelArts.{cell}", status, op)
+    return cell.target
+
+
+def after(status: str, event: Event) -> S | None:
+    """Return the status that ``event`` leads to from ``status``, or None if it does not apply."""
+    return EVENTS.get((S(status), event))

@@ -1,0 +1,114 @@
+"""The runtime protocol: the seam between the reconciler and whatever runs notebooks.
+
+A runtime is told *what* an instance should be (``InstanceSpec``) and reports *where* it runs
+(``Placement``, persisted by the reconciler in the store). Every method is idempotent, because
+after a crash the reconciler repeats whatever it was doing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..domain.model import StepStatus
+
+
+@dataclass(frozen=True)
+class FlavorLimits:
+    """The resources a flavor grants, as the runtime needs them."""
+
+    id: str
+    vcpus: int
+    memory_mb: int
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What the reconciler asks a runtime to run."""
+
+    id: str
+    name: str
+    token: str
+    flavor: FlavorLimits
+    image_swr_path: str
+    owner_id: str
+    project_id: str
+    first_start: bool = False   # True while the instance is being created (CREATING), False on a restart
+
+
+@dataclass
+class Placement:
+    """Where a running instance answers; stored with the instance so any process can find it."""
+
+    host: str
+    port: int
+    pid: int | None = None
+    details: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Placement | None":
+        if not data:
+            return None
+        return cls(host=data["host"], port=data["port"], pid=data.get("pid"), details=data.get("details") or {})
+
+
+@dataclass(frozen=True)
+class Observation:
+    alive: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the instance itself says about its use, for idle auto-stop."""
+
+    last_activity_ms: int | None
+    busy: bool
+    detail: str = ""
+
+
+class RuntimeFailure(Exception):
+    """A step of start/stop/delete failed; ``step`` is the action_progress step (1–4) or None."""
+
+    def __init__(self, reason: str, step: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
+class Reporter(Protocol):
+    """How a runtime tells the reconciler what it is doing."""
+
+    async def step(self, number: int, status: StepStatus, description: str | None = None) -> None: ...
+
+    async def event(self, kind: str, message: str) -> None: ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:
+        """Prepare storage, limits, port and process, and return once the instance answers."""
+
+    async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
+        """Stop the instance's processes; its storage stays."""
+
+    async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
+        """Stop everything and remove the instance's storage."""
+
+    async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
+        """Is the instance still alive where it was placed?"""
+
+    async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
+        """Usage signal for idle auto-stop, or None if the runtime cannot tell."""
+
+    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
+        """End processes of instances the store does not know; return what was ended."""
+
+    def has_capacity(self, flavor: FlavorLimits) -> bool:
+        """False when the flavor cannot be served at all on this runtime (shown as sold out)."""
+
+    async def close(self) -> None: ...

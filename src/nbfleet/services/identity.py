@@ -1,0 +1,228 @@
+"""Projects, users, keys and tokens: bootstrap, administration, and authentication of requests."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..auth import signature as sig
+from ..auth.principal import Principal
+from ..auth.secrets import SecretBox
+from ..clock import SystemClock
+from ..domain import errors as E
+from ..store import identity_repo as repo
+from ..store.db import Database
+
+
+def new_id() -> str:
+    """32 lower-case hex characters, the id format of projects and users."""
+    return uuid.uuid4().hex
+
+
+def new_access_key() -> tuple[str, str]:
+    ak = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(20))
+    return ak, secrets.token_urlsafe(30)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewUser:
+    user_id: str
+    user_name: str
+    project_id: str
+    ak: str
+    sk: str
+
+
+class IdentityService:
+    def __init__(self, db: Database, box: SecretBox, clock=None, *, token_ttl_seconds: int = 86_400,
+                 skew_seconds: int = 900):
+        self.db = db
+        self.box = box
+        self.clock = clock or SystemClock()
+        self.token_ttl_ms = token_ttl_seconds * 1000
+        self.skew_seconds = skew_seconds
+
+    # --- domain (the installation's account) -------------------------------------------------
+    def domain(self) -> tuple[str, str]:
+        with self.db.read() as conn:
+            return repo.get_meta(conn, "domain_id") or "", repo.get_meta(conn, "domain_name") or ""
+
+    # --- administration ---------------------------------------------------------------------
+    def create_project(self, name: str) -> str:
+        with self.db.write() as conn:
+            if repo.find_project_by_name(conn, name):
+                raise ValueError(f"a project named {name!r} exists")
+            project_id = new_id()
+            repo.insert_project(conn, project_id, name, self.clock.now_ms())
+            return project_id
+
+    def create_user(self, name: str, project_id: str, *, is_admin: bool = False) -> NewUser:
+        """A user, member of ``project_id``, with one fresh access key pair."""
+        with self.db.write() as conn:
+            if repo.get_project(conn, project_id) is None:
+                raise ValueError(f"project {project_id} does not exist")
+            if repo.find_user_by_name(conn, name):
+                raise ValueError(f"a user named {name!r} exists")
+            user_id = new_id()
+            now = self.clock.now_ms()
+            repo.insert_user(conn, user_id, name, is_admin, now)
+            repo.add_membership(conn, user_id, project_id)
+            ak, sk = new_access_key()
+            repo.insert_access_key(conn, ak, user_id, self.box.seal(sk), now)
+            return NewUser(user_id, name, project_id, ak, sk)
+
+    def add_member(self, user_id: str, project_id: str) -> None:
+        with self.db.write() as conn:
+            if repo.get_user(conn, user_id) is None or repo.get_project(conn, project_id) is None:
+                raise ValueError("unknown user or project")
+            repo.add_membership(conn, user_id, project_id)
+
+    def create_access_key(self, user_id: str) -> tuple[str, str]:
+        with self.db.write() as conn:
+            if repo.get_user(conn, user_id) is None:
+                raise ValueError(f"user {user_id} does not exist")
+            ak, sk = new_access_key()
+            repo.insert_access_key(conn, ak, user_id, self.box.seal(sk), self.clock.now_ms())
+            return ak, sk
+
+    def set_access_key_enabled(self, ak: str, enabled: bool) -> None:
+        with self.db.write() as conn:
+            if not repo.set_access_key_enabled(conn, ak, enabled):
+                raise ValueError(f"access key {ak} does not exist")
+
+    def create_token(self, user_id: str, project_id: str | None) -> tuple[str, int]:
+        """An opaque token; only its hash is stored. Returns (token, expires_at ms)."""
+        with self.db.write() as conn:
+            if repo.get_user(conn, user_id) is None:
+                raise ValueError(f"user {user_id} does not exist")
+            if project_id is not None and not repo.is_member(conn, user_id, project_id):
+                raise ValueError(f"user {user_id} is not a member of project {project_id}")
+            token = "nbt-" + secrets.token_urlsafe(40)
+            now = self.clock.now_ms()
+            expires = now + self.token_ttl_ms
+            repo.insert_token(conn, token_hash(token), user_id, project_id, expires, now)
+            return token, expires
+
+    def set_quota(self, user_id: str, quota: int | None) -> None:
+        with self.db.write() as conn:
+            if not repo.update_user(conn, user_id, instance_quota=quota):
+                raise ValueError(f"user {user_id} does not exist")
+
+    def set_admin(self, user_id: str, is_admin: bool) -> None:
+        with self.db.write() as conn:
+            if not repo.update_user(conn, user_id, is_admin=is_admin):
+                raise ValueError(f"user {user_id} does not exist")
+
+    def add_keypair(self, user_id: str, name: str, public_key: str) -> None:
+        with self.db.write() as conn:
+            if repo.get_user(conn, user_id) is None:
+                raise ValueError(f"user {user_id} does not exist")
+            repo.insert_keypair(conn, user_id, name, public_key.strip(), self.clock.now_ms())
+
+    def create_workspace(self, project_id: str, name: str) -> str:
+        with self.db.write() as conn:
+            if repo.get_project(conn, project_id) is None:
+                raise ValueError(f"project {project_id} does not exist")
+            workspace_id = new_id()
+            repo.insert_workspace(conn, workspace_id, project_id, name, self.clock.now_ms())
+            return workspace_id
+
+    # --- bootstrap ----------------------------------------------------------------------------
+    def bootstrap(self, data_dir: Path, endpoint: str) -> dict | None:
+        """On the first start: a domain, a project, an admin user and a key pair.
+
+        Returns the credentials (also written to ``<data dir>/credentials.json``, mode 0600), or
+        None when the store was already bootstrapped.
+        """
+        with self.db.write() as conn:
+            if repo.get_meta(conn, "bootstrapped"):
+                return None
+            now = self.clock.now_ms()
+            repo.set_meta(conn, "domain_id", new_id())
+            repo.set_meta(conn, "domain_name", "nbfleet")
+            project_id, user_id = new_id(), new_id()
+            repo.insert_project(conn, project_id, "default", now)
+            repo.insert_user(conn, user_id, "admin", True, now)
+            repo.add_membership(conn, user_id, project_id)
+            ak, sk = new_access_key()
+            repo.insert_access_key(conn, ak, user_id, self.box.seal(sk), now)
+            repo.set_meta(conn, "bootstrapped", str(now))
+            repo.set_meta(conn, "bootstrap_project", project_id)
+        creds = {"project_id": project_id, "user_id": user_id, "user_name": "admin", "ak": ak, "sk": sk,
+                 "endpoint": endpoint}
+        write_credentials(data_dir / "credentials.json", creds)
+        return creds
+
+    def bootstrap_project(self) -> str | None:
+        with self.db.read() as conn:
+            return repo.get_meta(conn, "bootstrap_project")
+
+    # --- authentication -------------------------------------------------------------------------
+    def authenticate(self, *, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes,
+                     project_id: str) -> Principal:
+        """Resolve a request to a principal scoped to ``project_id`` or raise the gateway's error."""
+        authorization = headers.get("authorization")
+        if authorization:
+            return self._by_signature(authorization, method, path, raw_query, headers, body, project_id)
+        if "x-auth-token" in headers:
+            return self._by_token(headers["x-auth-token"], headers, project_id)
+        raise E.AuthenticationFailed("no credentials")
+
+    def _by_signature(self, authorization, method, path, raw_query, headers, body, project_id) -> Principal:
+        try:
+            signed = sig.parse_authorization(authorization)
+        except sig.SignatureError as exc:
+            raise E.AuthenticationFailed(str(exc)) from None
+        with self.db.read() as conn:
+            key = repo.get_access_key(conn, signed.access_key)
+            if key is None:
+                raise E.AuthenticationFailed("Get secretKey failed, ak not exist")
+            member = repo.is_member(conn, key["user_id"], project_id)
+            domain_id, domain_name = repo.get_meta(conn, "domain_id"), repo.get_meta(conn, "domain_name")
+        if not key["enabled"]:
+            raise E.AccessKeyDisabled()
+        try:
+            sig.verify(signed, self.box.open(key["secret_enc"]), method, path, raw_query, headers, body,
+                       self.clock.now(), self.skew_seconds)
+        except sig.SignatureError as exc:
+            raise E.AuthenticationFailed(str(exc)) from None
+        header_project = headers.get("x-project-id")
+        if not member or (header_project and header_project != project_id):
+            raise E.ProjectMismatch()
+        return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), project_id,
+                         domain_id or "", domain_name or "")
+
+    def _by_token(self, token: str, headers, project_id) -> Principal:
+        if not token.strip():
+            raise E.TokenEmpty()
+        with self.db.read() as conn:
+            row = repo.get_token(conn, token_hash(token.strip()))
+            domain_id, domain_name = repo.get_meta(conn, "domain_id"), repo.get_meta(conn, "domain_name")
+        if row is None:
+            raise E.TokenInvalid()
+        if row["expires_at"] <= self.clock.now_ms():
+            raise E.TokenExpired()
+        if row["project_id"] is None:
+            raise E.ModelArtsError("Invalid token header because the token does not contain a project.",
+                                   code="ModelArts.0212", http_status=401)
+        header_project = headers.get("x-project-id")
+        if row["project_id"] != project_id or (header_project and header_project != project_id):
+            raise E.ProjectMismatch()
+        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), project_id,
+                         domain_id or "", domain_name or "")
+
+
+def write_credentials(path: Path, creds: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f, indent=2)
+    os.chmod(path, 0o600)

@@ -1,0 +1,92 @@
+"""The wire form (``NotebookResp``) of a stored notebook row."""
+from __future__ import annotations
+
+import orjson
+
+from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
+from ..runtime.base import Placement
+
+
+def progress_json(notebook_id: str, steps: list[dict] | None) -> list[dict]:
+    """JobProgress items with both the SDK's and the reference's member names (A13)."""
+    out = []
+    for step in steps or []:
+        text = step.get("description") or STEP_DESCRIPTIONS.get(step["step"], "")
+        out.append({"notebook_id": notebook_id, "step": step["step"], "status": step["status"],
+                    "description": text, "step_description": text})
+    return out
+
+
+def initial_progress() -> list[dict]:
+    return [{"step": n, "status": "WAITING", "description": text} for n, text in STEP_DESCRIPTIONS.items()]
+
+
+def lease_json(row) -> dict:
+    return {"create_at": row["create_at"], "duration": row["lease_duration"], "enable": bool(row["lease_enable"]),
+            "type": row["lease_type"], "update_at": row["lease_update_at"]}
+
+
+def endpoints_json(row, spec: dict) -> list[dict]:
+    placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
+    running = row["status"] in (Status.RUNNING, Status.SNAPSHOTTING)
+    out = []
+    requested = spec.get("endpoints") or [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}]
+    if not any(ep["service"] == "NOTEBOOK" for ep in requested):
+        requested = [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}, *requested]
+    for ep in requested:
+        uri = None
+        if ep["service"] == "NOTEBOOK" and running and placement is not None:
+            uri = f"{placement.host}:{placement.port}"
+        elif ep["service"] == "SSH" and running and placement is not None:
+            ssh_port = placement.details.get("ssh_port")
+            uri = f"ssh://ma-user@{placement.host}:{ssh_port}" if ssh_port else None
+        out.append({"service": ep["service"], "dev_service": ep["service"], "uri": uri,
+                    "key_pair_names": ep.get("key_pair_names") or [], "ssh_keys": ep.get("key_pair_names") or [],
+                    "allowed_access_ips": ep.get("allowed_access_ips") or []})
+    return out
+
+
+def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, str]) -> dict:
+    """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans)."""
+    spec = orjson.loads(row["spec"])
+    volume = dict(spec["volume"])
+    volume.pop("mount_type", None)
+    notebook_id = row["id"]
+    pool = {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None
+    return {
+        "id": notebook_id,
+        "name": row["name"],
+        "description": row["description"],
+        "status": row["status"],
+        "feature": row["feature"],
+        "flavor": row["flavor"],
+        "custom_spec": spec.get("custom_spec"),
+        "image": spec["image"],
+        "lease": lease_json(row),
+        "pool": pool,
+        "volume": volume,
+        "data_volumes": [{"category": v["category"], "mount_path": v["mount_path"], "url": v.get("uri"),
+                          "status": "MOUNTED" if row["status"] == Status.RUNNING else "UNMOUNTED",
+                          "mount_type": v.get("mount_type", "STATIC")} for v in spec.get("data_volumes") or []],
+        "endpoints": endpoints_json(row, spec),
+        "action_progress": progress_json(notebook_id, orjson.loads(row["action_progress"])
+                                         if row["action_progress"] else []),
+        "fail_reason": row["fail_reason"],
+        "token": row["token"] if show_token else None,
+        "url": f"{base_url}/notebooks/{notebook_id}/lab",
+        "workspace_id": row["workspace_id"],
+        "billing_items": billing_items(row["status"], row["volume_category"]),
+        "user": {"id": row["user_id"], "name": row["user_name"], "domain": {"id": domain[0], "name": domain[1]}},
+        "user_id": row["user_id"],
+        "affinity": spec.get("affinity"),
+        "run_user": spec.get("run_user"),
+        "ip": row["ip"],
+        "user_vpc": spec.get("user_vpc"),
+        "is_need_credentials": True,
+        "jupyter_version": spec.get("jupyter_version"),
+        "tags": orjson.loads(row["tags"]),
+        "hooks": spec.get("hooks"),
+        "public_network_config": spec.get("public_network_config"),
+        "create_at": row["create_at"],
+        "update_at": row["update_at"],
+    }

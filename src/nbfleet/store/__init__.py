@@ -1,0 +1,1 @@
+"""The store: the single source of truth (SQLite or PostgreSQL through SQLAlchemy Core)."""

@@ -1,0 +1,160 @@
+"""Table definitions. Nested, rarely-filtered parts of a notebook live in JSON text columns;
+everything a list filter or sort touches is a real, indexed column."""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+projects = Table(
+    "projects", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("create_at", BigInteger, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("password_hash", Text, nullable=True),
+    Column("instance_quota", Integer, nullable=True),  # None: the service default
+    Column("create_at", BigInteger, nullable=False),
+)
+
+memberships = Table(
+    "memberships", metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+)
+
+access_keys = Table(
+    "access_keys", metadata,
+    Column("ak", String(64), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("secret_enc", Text, nullable=False),  # encrypted with a key kept outside the database
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("create_at", BigInteger, nullable=False),
+)
+
+tokens = Table(
+    "tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 of the token; the token itself is never stored
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("project_id", String(32), ForeignKey("projects.id", ondelete="CASCADE"), nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("create_at", BigInteger, nullable=False),
+)
+
+keypairs = Table(
+    "keypairs", metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("public_key", Text, nullable=False),
+    Column("create_at", BigInteger, nullable=False),
+)
+
+workspaces = Table(
+    "workspaces", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("create_at", BigInteger, nullable=False),
+)
+
+images = Table(
+    "images", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(32), nullable=True),  # None: built-in, visible in every project
+    Column("owner_id", String(32), nullable=True),
+    Column("name", String(512), nullable=False),
+    Column("namespace", String(64), nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("swr_path", String(2048), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("visibility", String(16), nullable=False),
+    Column("workspace_id", String(32), nullable=False, default="0"),
+    Column("service_type", String(16), nullable=False),
+    Column("show_name", String(128), nullable=True),
+    Column("show_tag", String(64), nullable=True),
+    Column("create_at", BigInteger, nullable=False),
+    Column("update_at", BigInteger, nullable=False),
+    Column("doc", Text, nullable=False),  # the rest of the Image object, JSON
+    Index("ix_images_scope", "project_id", "owner_id", "create_at"),
+)
+
+notebooks = Table(
+    "notebooks", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("user_name", String(256), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("description", String(512), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("desired", String(16), nullable=False),  # RUNNING | STOPPED | DELETED: what the user asked for
+    Column("version", Integer, nullable=False),     # bumped on every status change; the compare-and-set key
+    Column("feature", String(16), nullable=False),
+    Column("workspace_id", String(32), nullable=False),
+    Column("flavor", String(256), nullable=False),
+    Column("image_id", String(36), nullable=False),
+    Column("swr_path", String(2048), nullable=False),
+    Column("pool_id", String(64), nullable=True),
+    Column("pool_name", String(64), nullable=True),
+    Column("ip", String(45), nullable=True),
+    Column("volume_category", String(8), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("fail_reason", Text, nullable=True),
+    Column("action_progress", Text, nullable=True),  # JSON list of JobProgress
+    Column("lease_type", String(8), nullable=False),
+    Column("lease_duration", BigInteger, nullable=True),
+    Column("lease_enable", Boolean, nullable=False),
+    Column("lease_update_at", BigInteger, nullable=False),
+    Column("last_activity_at", BigInteger, nullable=True),
+    Column("create_at", BigInteger, nullable=False),
+    Column("update_at", BigInteger, nullable=False),
+    Column("spec", Text, nullable=False),            # JSON: volume, endpoints, hooks, image snapshot, ...
+    Column("tags", Text, nullable=False, default="[]"),
+    Column("placement", Text, nullable=True),       # JSON: where the runtime runs it
+    Column("claim_owner", String(64), nullable=True),
+    Column("claim_until", BigInteger, nullable=True),
+    Index("ix_notebooks_scope_created", "project_id", "workspace_id", "feature", "create_at", "id"),
+    Index("ix_notebooks_owner_created", "project_id", "user_id", "workspace_id", "feature", "create_at", "id"),
+    Index("ix_notebooks_status", "status"),
+    Index("ix_notebooks_user_feature", "user_id", "feature"),
+)
+
+notebook_tags = Table(
+    "notebook_tags", metadata,
+    Column("notebook_id", String(36), ForeignKey("notebooks.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(255), nullable=False, default=""),
+    Index("ix_notebook_tags_kv", "key", "value"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notebook_id", String(36), nullable=False),
+    Column("project_id", String(32), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Index("ix_events_notebook", "notebook_id", "id"),
+)
+
+__all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
+           "workspaces", "images", "notebooks", "notebook_tags", "events"]
