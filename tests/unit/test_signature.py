@@ -1,0 +1,95 @@
+"""AK/SK signature verification against the three worked vectors of spec README §3.1."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from nbfleet.auth import signature as sig
+
+PROJECT = "0123456789abcdef0123456789abcdef"
+HEADERS = {"content-type": "application/json", "host": "127.0.0.1:8080", "user-agent": "test-agent",
+           "x-project-id": PROJECT, "x-sdk-date": "20240101T000000Z"}
+SIGNED = ("content-type", "host", "user-agent", "x-project-id", "x-sdk-date")
+WHEN = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+VECTORS = [
+    ("GET", f"/v1/{PROJECT}/notebooks", "limit=10&name=my%20nb%2F1&offset=0", b"",
+     "7efa1062166ed99337639317d709b2c0f271eff4c0483030b1f8a82d2e3fdff7",
+     "768ffc1ed0dde971d92687fd73b6419aa9f89d2d6cb302a8ed7f660c38c4b9a2"),
+    ("POST", f"/v1/{PROJECT}/notebooks/abc/start", "duration=3600000", b"",
+     "042fc86db59ffa8022a35fe9195da29af55fb29ed813012e23a7127fdf3075d0",
+     "669bacac6e245e1819afdc43d1fc8399267ba78abe4c4047609edfd8ba62813d"),
+    ("PATCH", f"/v1/{PROJECT}/notebooks/abc/lease", "", b'{"duration": 3600000, "type": "TIMING"}',
+     "bd202095e01088b4a816a1cebc49e9576e0545a11fc5d10d74d740ebb0f3f150",
+     "34e838e500776788a1d367fcffa7435bf13a501b76f51b487583822027312875"),
+]
+
+
+def _auth(signature: str) -> sig.SignedRequest:
+    return sig.parse_authorization(
+        f"SDK-HMAC-SHA256 Access=AKEXAMPLE, SignedHeaders={';'.join(SIGNED)}, Signature={signature}")
+
+
+@pytest.mark.parametrize("method,path,query,body,creq_hash,signature", VECTORS)
+def test_worked_vectors(method, path, query, body, creq_hash, signature):
+    import hashlib
+    canonical = sig.canonical_request(method, path, query, HEADERS, SIGNED, body)
+    assert hashlib.sha256(canonical.encode()).hexdigest() == creq_hash
+    assert sig.sign("SKEXAMPLE", HEADERS["x-sdk-date"], canonical) == signature
+    sig.verify(_auth(signature), "SKEXAMPLE", method, path, query, HEADERS, body, WHEN)
+
+
+@pytest.mark.parametrize("method,path,query,body,creq_hash,signature", VECTORS[:1])
+def test_wrong_secret_and_tampered_query_fail(method, path, query, body, creq_hash, signature):
+    with pytest.raises(sig.SignatureError):
+        sig.verify(_auth(signature), "WRONG", method, path, query, HEADERS, body, WHEN)
+    with pytest.raises(sig.SignatureError):
+        sig.verify(_auth(signature), "SKEXAMPLE", method, path, query.replace("limit=10", "limit=20"),
+                   HEADERS, body, WHEN)
+
+
+def test_query_order_and_trailing_slash_do_not_matter():
+    method, path, query, body, _, signature = VECTORS[0]
+    sig.verify(_auth(signature), "SKEXAMPLE", method, path + "/", "offset=0&name=my%20nb%2F1&limit=10",
+               HEADERS, body, WHEN)
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=14), timedelta(minutes=-14)])
+def test_date_within_fifteen_minutes_is_accepted(skew):
+    method, path, query, body, _, signature = VECTORS[0]
+    sig.verify(_auth(signature), "SKEXAMPLE", method, path, query, HEADERS, body, WHEN + skew)
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=16), timedelta(minutes=-16)])
+def test_date_outside_fifteen_minutes_is_refused(skew):
+    method, path, query, body, _, signature = VECTORS[0]
+    with pytest.raises(sig.SignatureError, match="skew"):
+        sig.verify(_auth(signature), "SKEXAMPLE", method, path, query, HEADERS, body, WHEN + skew)
+
+
+def test_missing_signed_header_and_malformed_date_fail():
+    method, path, query, body, _, signature = VECTORS[0]
+    headers = {k: v for k, v in HEADERS.items() if k != "user-agent"}
+    with pytest.raises(sig.SignatureError, match="missing"):
+        sig.verify(_auth(signature), "SKEXAMPLE", method, path, query, headers, body, WHEN)
+    with pytest.raises(sig.SignatureError, match="malformed"):
+        sig.verify(_auth(signature), "SKEXAMPLE", method, path, query, {**HEADERS, "x-sdk-date": "2024"}, body, WHEN)
+
+
+def test_authorization_parsing_variants():
+    parsed = sig.parse_authorization("SDK-HMAC-SHA256 Credential=AK1/20240101/x, SignedHeaders=host;x-sdk-date, "
+                                     "Signature=ABCDEF")
+    assert parsed.access_key == "AK1" and parsed.signed_headers == ("host", "x-sdk-date")
+    assert parsed.signature == "abcdef"
+    for bad in ("SDK-HMAC-SM3 Access=a, SignedHeaders=host, Signature=00", "SDK-HMAC-SHA256 Access=a",
+                "Basic dXNlcjpwYXNz"):
+        with pytest.raises(sig.SignatureError):
+            sig.parse_authorization(bad)
+
+
+def test_host_and_date_must_be_signed():
+    method, path, query, body, _, signature = VECTORS[0]
+    partial = sig.parse_authorization(f"SDK-HMAC-SHA256 Access=AK, SignedHeaders=content-type, Signature={signature}")
+    with pytest.raises(sig.SignatureError):
+        sig.verify(partial, "SKEXAMPLE", method, path, query, HEADERS, body, WHEN)
