@@ -11,12 +11,14 @@ from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
 from .api.deps import Services
 from .api.errors import RequestIdMiddleware, install_error_handlers
+from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
 from .clock import SystemClock
 from .controller.reconciler import Reconciler
 from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
 from .services.notebooks import NotebookService
+from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
 from .store.migrate import upgrade
@@ -52,7 +54,6 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         db, identity = open_store(settings)
-        identity.clock = clock
         creds = identity.bootstrap(settings.data_dir, settings.base_url())
         if creds is not None:
             announce(_credentials_banner(creds, settings))
@@ -62,7 +63,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         images.sync_builtins()
         reconciler = Reconciler(db, rt, clock, settings, flavors)
         notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
-        app.state.services = Services(identity=identity, notebooks=notebooks, images=images, flavors=flavors,
+        app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       reconciler=reconciler, runtime=rt)
         app.state.settings = settings
         await reconciler.start()
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             yield
         finally:
             await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
+            await close_notebook_proxy(app)
             await rt.close()
             db.dispose()
 
@@ -82,6 +84,14 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
     app.include_router(catalog_routes.router)
+
+    async def resolve(notebook_id: str):
+        where = app.state.services.notebooks.route(notebook_id)
+        if isinstance(where, tuple):
+            return ProxyTarget(*where)
+        return ProxyRefusal(where.http_status, where.code, where.message)
+
+    install_notebook_proxy(app, resolve)
     return app
 
 

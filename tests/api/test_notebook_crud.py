@@ -85,6 +85,7 @@ def test_stop_start_delete_cycle_and_wrong_state_errors(api):
     assert stopping["status"] == "STOPPING"
     stopped = api.wait_status(nb["id"], "STOPPED")
     assert stopped["billing_items"] == ["STORAGE"]
+    assert nb["ip"] == "127.0.0.1" and stopped["ip"] is None  # a stopped instance has no address
     assert api.error("POST", f"/notebooks/{nb['id']}/stop") == (400, "ModelArts.6357")
     assert api.error("PATCH", f"/notebooks/{nb['id']}/lease") == (400, "ModelArts.6327")
     starting = api.ok("POST", f"/notebooks/{nb['id']}/start")

@@ -10,12 +10,14 @@ from ..auth.principal import Principal
 from ..services.catalog import FlavorCatalog, ImageCatalog
 from ..services.identity import IdentityService
 from ..services.notebooks import NotebookService
+from ..services.tags import TagService
 
 
 @dataclass
 class Services:
     identity: IdentityService
     notebooks: NotebookService
+    tags: TagService
     images: ImageCatalog
     flavors: FlavorCatalog
     reconciler: object

@@ -1,7 +1,7 @@
 """Notebook routes (spec notebooks.md §1). Literal paths are registered before ``{id}`` paths."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from .deps import Caller, ServicesDep
@@ -18,6 +18,11 @@ async def list_all_notebooks(request: Request, caller: Caller, services: Service
 @router.get("/flavors")
 async def list_flavors(request: Request, caller: Caller, services: ServicesDep):
     return JSONBytes(services.flavors.page(query_params(request)))
+
+
+@router.get("/tags")
+async def notebook_tags_in_use(request: Request, caller: Caller, services: ServicesDep):
+    return JSONBytes(services.tags.in_use(caller, first(query_params(request), "workspace_id")))
 
 
 @router.get("")
@@ -80,3 +85,17 @@ async def switchable_flavors(notebook_id: str, request: Request, caller: Caller,
 @router.get("/{notebook_id}/events")
 async def notebook_events(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
     return JSONBytes(services.notebooks.events(caller, notebook_id, query_params(request)))
+
+
+@router.post("/{notebook_id}/tags/create", status_code=204)
+async def create_notebook_tags(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    body = parse_json(await request.body(), allow_empty=False)
+    await run_in_threadpool(services.tags.add, caller, notebook_id, body)
+    return Response(status_code=204)
+
+
+@router.delete("/{notebook_id}/tags/delete", status_code=204)
+async def delete_notebook_tags(notebook_id: str, request: Request, caller: Caller, services: ServicesDep):
+    body = parse_json(await request.body(), allow_empty=False)
+    await run_in_threadpool(services.tags.remove, caller, notebook_id, body)
+    return Response(status_code=204)

@@ -27,6 +27,11 @@ log = logging.getLogger("nbfleet.reconciler")
 _LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
 
 
+def _lease_of(row) -> Lease:
+    return Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]), LeaseType(row["lease_type"]),
+                 row["lease_update_at"])
+
+
 class ProgressReporter:
     """Writes action_progress steps and runtime events for one bring-up."""
 
@@ -130,12 +135,17 @@ class Reconciler:
                          .values(claim_owner=None, claim_until=None))
 
     async def recover(self) -> None:
-        """After a restart: free stale claims, adopt live instances, mark dead ones, reap orphans."""
+        """After a restart: free stale claims, adopt live instances, mark dead ones, reap orphans.
+
+        Transitional rows need nothing here: the first sweep redoes their work. Runtimes that run
+        nothing (simulated) have nothing to adopt, so a large store costs nothing at start.
+        """
         if self.db.is_sqlite:  # one process owns a SQLite store, so any claim left is from a dead one
             await self.db_call(repo.release_all)
+        if not getattr(self.runtime, "observes", True):
+            return
         rows = await self.db_read(repo.get_many, [s.value for s in (*_LIVE, *TRANSITIONAL)])
-        known = {row["id"] for row in rows}
-        reaped = await self.runtime.reap_orphans(known)
+        reaped = await self.runtime.reap_orphans({row["id"] for row in rows})
         for notebook_id in reaped:
             log.warning("ended orphan process of unknown instance %s", notebook_id)
         for row in rows:
@@ -242,7 +252,7 @@ class Reconciler:
             await self._set(row, Event.STOP_FAILED, {"fail_reason": failure.reason})
             await self.record(row, "failed", f"Stop failed: {failure.reason}")
             return
-        if await self._set(row, Event.STOPPED, {"placement": None, "action_progress": None}):
+        if await self._set(row, Event.STOPPED, {"placement": None, "ip": None, "action_progress": None}):
             await self.record(row, "stopped", reason or "Instance stopped")
 
     async def _finish_delete(self, row) -> None:
@@ -266,24 +276,32 @@ class Reconciler:
 
     # --- observation of running instances ----------------------------------------------------------
     async def observe_running(self) -> None:
-        rows = await self.db_read(repo.get_many, [Status.RUNNING.value])
+        """Auto-stop expired and idle instances; for runtimes that run something, check liveness.
+
+        Expired TIMING leases are found in SQL, so a store with many RUNNING rows (the simulated
+        runtime at scale) costs one indexed query, not a scan in Python.
+        """
         now = self.clock.now_ms()
-        for row in rows:
-            if row["id"] in self.inflight:
+        for row in await self.db_read(repo.expired_timing_leases, now):
+            if row["id"] not in self.inflight:
+                await self._auto_stop(row, lease_decision(_lease_of(row), now).reason)
+        if not getattr(self.runtime, "observes", True):
+            return
+        for row in await self.db_read(repo.running_with_idle_lease):
+            if row["id"] in self.inflight or not row["placement"]:
                 continue
-            lease = Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]),
-                          LeaseType(row["lease_type"]), row["lease_update_at"])
-            decision = lease_decision(lease, now)
-            if not decision.stop and lease.type is LeaseType.IDLE and lease.enable:
-                placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
-                activity = await self.runtime.activity(self.spec_of(row), placement) if placement else None
-                decision = self.idle_policy.decide(lease, activity, row["update_at"], now)
+            placement = Placement.from_json(orjson.loads(row["placement"]))
+            activity = await self.runtime.activity(self.spec_of(row), placement)
+            decision = self.idle_policy.decide(_lease_of(row), activity, row["update_at"], self.clock.now_ms())
             if decision.stop:
-                await self.record(row, "auto_stopped", f"Auto-stopped: {decision.reason}")
-                await self._stop_row(row, reason=f"Auto-stopped: {decision.reason}")
-                continue
-            if getattr(self.runtime, "observes", True):
+                await self._auto_stop(row, decision.reason)
+        for row in await self.db_read(repo.get_many, [Status.RUNNING.value]):
+            if row["id"] not in self.inflight:
                 await self._check_alive(row)
+
+    async def _auto_stop(self, row, reason: str) -> None:
+        await self.record(row, "auto_stopped", f"Auto-stopped: {reason}")
+        await self._stop_row(row, reason=f"Auto-stopped: {reason}")
 
     async def _check_alive(self, row, *, adopting: bool = False) -> None:
         spec = self.spec_of(row)
@@ -298,5 +316,5 @@ class Reconciler:
             return
         await self.runtime.stop(spec, placement)  # leave nothing half-alive behind
         reason = reason or "the instance stopped unexpectedly"
-        if await self._set(row, Event.LOST, {"fail_reason": reason, "placement": None}):
+        if await self._set(row, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None}):
             await self.record(row, "failed", f"Instance lost: {reason}")

@@ -32,6 +32,7 @@ _FLAVOR_RE = re.compile(r"^[A-Za-z0-9._\-]{1,256}$")
 _SWR_RE = re.compile(r"^[A-Za-z0-9_\-.:/]{0,2048}$")
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9._\-]{1,256}$")
 _TAG_CHARS_RE = re.compile(r"^[\w .:/=+\-@|,]*$")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,15 @@ def _one(params, name: str) -> str | None:
 def _int(raw: str | None, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw, 10)
-    except ValueError:
-        raise InvalidParameter(f"Parameter error: '{name}' must be an integer.") from None
+    if not _INT_RE.fullmatch(raw):  # int() alone would take " 10", "1_0" and non-ASCII digits
+        raise InvalidParameter(f"Parameter error: '{name}' must be an integer.")
+    return int(raw, 10)
 
 
 def _match(raw: str | None, name: str, pattern: re.Pattern) -> str | None:
     if raw is None or raw == "":
         return None
-    if not pattern.match(raw):
+    if not pattern.fullmatch(raw):  # fullmatch: '$' alone would let a trailing newline through
         raise InvalidParameter(f"Parameter error: '{name}' has an invalid value.")
     return raw
 
@@ -125,7 +125,7 @@ def parse_tags(raw: str | None) -> tuple[TagFilter, ...]:
     if raw is None or raw == "":
         return ()
     bad = (raw.startswith((",", "|")) or raw.endswith(",") or ",," in raw or "||" in raw
-           or not _TAG_CHARS_RE.match(raw))
+           or not _TAG_CHARS_RE.fullmatch(raw))
     if bad:
         raise InvalidParameter("Parameter error: 'tags' must look like k1|v1,k2|v2.")
     result = []
@@ -199,7 +199,7 @@ def parse_notebook_query(params, *, project_id: str, caller_id: str, caller_is_a
     else:
         ip = None
     swr_path = _one(params, "swr_path")
-    if swr_path is not None and not _SWR_RE.match(swr_path):
+    if swr_path is not None and not _SWR_RE.fullmatch(swr_path):
         raise InvalidParameter("Parameter error: 'swr_path' has an invalid value.")
 
     sort, descending = parse_sort(_one(params, "sort_key"), _one(params, "sort_dir"))

@@ -338,6 +338,21 @@ class NotebookService:
         return Page(data, total, query.offset, query.limit).envelope()
 
 
+    def route(self, notebook_id: str) -> tuple[str, int] | E.ModelArtsError:
+        """Where the notebook proxy sends ``/notebooks/<id>/…``, or why it cannot.
+
+        The proxy is authenticated by the instance's own Jupyter token, so no principal is needed.
+        """
+        with self.db.read() as conn:
+            row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
+        if row is None:
+            return E.NotebookNotFound(http_status=404)
+        if row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
+            return E.ModelArtsError(f"The instance is {row['status']}; start it and try again.",
+                                    code="ModelArts.6327", http_status=409)
+        placement = orjson.loads(row["placement"])
+        return placement["host"], placement["port"]
+
     def feature_quota(self, principal: Principal) -> dict:
         """The caller's NOTEBOOK feature: whether creating is possible, the quota and what is used."""
         with self.db.read() as conn:
@@ -347,6 +362,14 @@ class NotebookService:
         return {"id": f"{principal.user_id}-NOTEBOOK", "name": "NOTEBOOK", "enabled": True, "quota": quota,
                 "used": used, "user_id": principal.user_id, "create_at": user["create_at"],
                 "update_at": user["create_at"]}
+
+
+def _looks_like_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _lease(row) -> leases.Lease:

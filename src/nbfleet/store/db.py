@@ -43,6 +43,10 @@ class Database:
         self.engine.dispose()
 
 
+def _unicode_lower(value):
+    return value.lower() if isinstance(value, str) else value
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -53,6 +57,9 @@ def _configure_sqlite(engine: Engine) -> None:
                        "temp_store=MEMORY", "cache_size=-65536", "mmap_size=1073741824"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
+        # SQLite's built-in lower() folds ASCII only, so ILIKE (lower(x) LIKE lower(y)) missed 'É' for 'é';
+        # fuzzy filters are case-insensitive for every script, as on PostgreSQL.
+        dbapi_conn.create_function("lower", 1, _unicode_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):

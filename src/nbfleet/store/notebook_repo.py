@@ -81,6 +81,20 @@ def get_many(conn: Connection, statuses: Iterable[str]):
     return conn.execute(select(notebooks).where(N.status.in_(list(statuses)))).mappings().all()
 
 
+def expired_timing_leases(conn: Connection, now: int, limit: int = 500):
+    """RUNNING instances whose TIMING lease ran out (found in SQL, however many rows the table has)."""
+    stmt = (select(notebooks).where(N.status == Status.RUNNING.value, N.lease_enable.is_(True),
+                                    N.lease_type == "TIMING", N.lease_duration.is_not(None),
+                                    N.create_at + N.lease_duration <= now).limit(limit))
+    return conn.execute(stmt).mappings().all()
+
+
+def running_with_idle_lease(conn: Connection):
+    stmt = select(notebooks).where(N.status == Status.RUNNING.value, N.lease_enable.is_(True),
+                                   N.lease_type == "IDLE")
+    return conn.execute(stmt).mappings().all()
+
+
 def all_ids(conn: Connection) -> set[str]:
     return set(conn.execute(select(N.id)).scalars())
 

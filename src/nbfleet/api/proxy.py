@@ -1,0 +1,332 @@
+"""Notebook traffic on nbfleet's public port: ``/notebooks/<id>/…`` → the instance's Jupyter.
+
+The app supplies ``resolve(notebook_id)``, which answers where a notebook runs (``ProxyTarget``) or
+why it cannot be reached (``ProxyRefusal``). The proxy itself keeps no state per notebook and
+writes nothing per request.
+
+Client lifecycle: ``install_notebook_proxy`` stores a ``NotebookProxy`` on
+``app.state.notebook_proxy``; the app's lifespan closes it at shutdown with
+``await app.state.notebook_proxy.aclose()``.
+
+What the proxy must get right for Jupyter (see research/feasibility.md §2):
+- the public Host header goes upstream unchanged (Jupyter compares it with Origin on websockets);
+- no cookie jar: a login cookie of one user must never be replayed for another;
+- bodies stream both ways, and duplicate Set-Cookie headers survive;
+- websocket frames keep their type (text/bytes) and subprotocol; a refused upstream handshake
+  closes the client with a 4xxx code instead of failing with a stack trace.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import http.cookiejar
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Collection
+from urllib.parse import quote_from_bytes
+
+import anyio
+import httpx
+from fastapi import FastAPI, Request, WebSocket
+from starlette.requests import ClientDisconnect
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.websockets import WebSocketDisconnect
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/notebooks"
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+# The server in front of us adds its own; a second copy would make the response invalid.
+RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
+# Set by the websocket client library itself for the upstream handshake.
+WS_DROP = HOP_BY_HOP | {
+    "host", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+    "sec-websocket-protocol", "sec-websocket-accept", "content-length", "user-agent",
+}
+# nbfleet's own credentials mean nothing to Jupyter, and a notebook's owner controls what its
+# server runs (config in its HOME), so they must not reach it.
+DEFAULT_DROP_REQUEST_HEADERS = ("x-auth-token", "x-security-token")
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+PATH_SAFE = b"/%:@!$&'()*+,;=~-._"
+
+
+@dataclass(frozen=True)
+class ProxyTarget:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ProxyRefusal:
+    http_status: int
+    error_code: str
+    message: str
+
+
+Resolver = Callable[[str], Awaitable["ProxyTarget | ProxyRefusal"]]
+
+
+class NotebookProxy:
+    """Owns the upstream HTTP client; one per app."""
+
+    def __init__(self, resolve: Resolver, *, connect_timeout: float = 5.0,
+                 drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS):
+        self.resolve = resolve
+        self.connect_timeout = connect_timeout
+        self.drop_request = HOP_BY_HOP | {h.lower() for h in drop_request_headers}
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        # A pooled connection belongs to the loop that opened it; test clients run one loop each.
+        if self._client is None or self._client_loop is not loop:
+            jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            self._client = httpx.AsyncClient(
+                cookies=jar, follow_redirects=False, trust_env=False,
+                # No read timeout: downloads, long polls and slow notebooks are legitimate.
+                timeout=httpx.Timeout(None, connect=self.connect_timeout, pool=self.connect_timeout),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    async def http(self, request: Request, notebook_id: str, path: str | None) -> Response:
+        target = await self.resolve(notebook_id)
+        if isinstance(target, ProxyRefusal):
+            return refusal_response(request, target)
+        if path is None:
+            # /notebooks/<id> → /notebooks/<id>/, where Jupyter's base_url starts.
+            location = f"{request.scope.get('root_path', '')}{PREFIX}/{notebook_id}/"
+            if request.url.query:
+                location += "?" + request.url.query
+            return RedirectResponse(location, status_code=307)
+
+        url = httpx.URL(f"http://{target.host}:{target.port}", raw_path=_raw_target(request.scope))
+        headers = self._request_headers(request)
+        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        upstream_request = self.client.build_request(
+            request.method, url, headers=headers, content=request.stream() if has_body else None)
+        try:
+            upstream = await self.client.send(upstream_request, stream=True)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except httpx.TransportError as exc:
+            log.warning("notebook %s: upstream %s:%s unreachable: %r", notebook_id, target.host, target.port, exc)
+            return refusal_response(request, ProxyRefusal(
+                502, "ModelArts.6102",
+                f"The notebook instance {notebook_id} is not answering. Please try again later."))
+        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                       for k, v in upstream.headers.multi_items() if k.lower() not in RESPONSE_DROP]
+        return _UpstreamResponse(upstream, raw_headers)
+
+    def _request_headers(self, request: Request) -> list[tuple[str, str]]:
+        drop = self.drop_request | _connection_tokens(request.headers.get("connection", ""))
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+        client = request.client.host if request.client else None
+        if client:
+            prior = request.headers.get("x-forwarded-for")
+            headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for",)]
+            headers.append(("x-forwarded-for", f"{prior}, {client}" if prior else client))
+        if "x-forwarded-proto" not in request.headers:
+            headers.append(("x-forwarded-proto", request.url.scheme))
+        return headers
+
+    # -- WebSocket -----------------------------------------------------------------------
+
+    async def websocket(self, ws: WebSocket, notebook_id: str) -> None:
+        try:
+            target = await self.resolve(notebook_id)
+        except Exception:
+            log.exception("notebook %s: resolving the websocket target failed", notebook_id)
+            await _refuse_ws(ws, 1011, "internal error")
+            return
+        if isinstance(target, ProxyRefusal):
+            await _refuse_ws(ws, 4000 + target.http_status, target.message)
+            return
+
+        public_host = ws.headers.get("host") or f"{target.host}:{target.port}"
+        uri = f"ws://{public_host}{_raw_target(ws.scope).decode('ascii')}"
+        drop = WS_DROP | {h for h in self.drop_request} | _connection_tokens(ws.headers.get("connection", ""))
+        headers = [(k, v) for k, v in ws.headers.items() if k.lower() not in drop]
+        offered = ws.scope.get("subprotocols") or []
+        try:
+            # The public Host goes into the handshake via the URI; the socket dials the target.
+            upstream = await ws_connect(
+                uri, host=target.host, port=target.port, additional_headers=headers,
+                subprotocols=offered or None, user_agent_header=None, proxy=None,
+                compression=None, max_size=None, open_timeout=self.connect_timeout,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            await _refuse_ws(ws, 4000 + status if 400 <= status < 1000 else 4502,
+                             f"notebook refused the websocket: HTTP {status}")
+            return
+        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+            log.warning("notebook %s: upstream websocket failed: %r", notebook_id, exc)
+            await _refuse_ws(ws, 4502, "notebook instance is not answering")
+            return
+
+        try:
+            await ws.accept(subprotocol=upstream.subprotocol)
+            await _pump(ws, upstream)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await upstream.close()
+
+
+class _UpstreamResponse(StreamingResponse):
+    """Streams an upstream response and always gives its connection back, even on disconnect."""
+
+    def __init__(self, upstream: httpx.Response, raw_headers: list[tuple[bytes, bytes]]):
+        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code)
+        self.raw_headers = raw_headers
+        self._upstream = upstream
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._upstream.aclose()
+
+
+async def _pump(ws: WebSocket, upstream) -> None:
+    """Copy frames both ways until one side closes, then close the other with the same code."""
+
+    async def client_to_upstream() -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                code = message.get("code") or 1000
+                await upstream.close(code=code if _sendable(code) else 1000)
+                return
+            if message.get("text") is not None:
+                await upstream.send(message["text"])
+            elif message.get("bytes") is not None:
+                await upstream.send(message["bytes"])
+
+    async def upstream_to_client() -> None:
+        try:
+            async for data in upstream:
+                if isinstance(data, str):
+                    await ws.send_text(data)
+                else:
+                    await ws.send_bytes(data)
+        except ConnectionClosed:
+            pass
+        code = upstream.close_code
+        try:
+            await ws.close(code=code if code is not None and _sendable(code) else 1000,
+                           reason=(upstream.close_reason or "")[:120])
+        except (RuntimeError, WebSocketDisconnect, OSError):
+            pass  # the client left at the same moment
+
+    tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, (ConnectionClosed, WebSocketDisconnect, OSError)):
+            log.warning("websocket proxy ended with %r", exc)
+
+
+def _sendable(code: int) -> bool:
+    # 1005/1006/1015 describe a missing or broken close frame; they may not be sent.
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999
+
+
+async def _refuse_ws(ws: WebSocket, code: int, reason: str) -> None:
+    # Accept first so the browser gets the close code and reason; a denied handshake tells it nothing.
+    # Browsers fail a handshake that offered subprotocols but selected none, so select the first.
+    offered = ws.scope.get("subprotocols") or []
+    try:
+        await ws.accept(subprotocol=offered[0] if offered else None)
+        await ws.close(code=code, reason=reason.encode()[:120].decode("utf-8", "ignore"))
+    except (RuntimeError, WebSocketDisconnect, OSError):
+        pass
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "").lower()
+    if "text/html" not in accept:
+        return False
+    return "application/json" not in accept or accept.index("text/html") < accept.index("application/json")
+
+
+def refusal_response(request: Request, refusal: ProxyRefusal) -> Response:
+    if wants_html(request):
+        message = html.escape(refusal.message)
+        code = html.escape(refusal.error_code)
+        page = (
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Notebook unavailable</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;"
+            "color:#222}code{color:#666}</style></head><body>"
+            f"<h1>Notebook unavailable</h1><p>{message}</p><p><code>{code}</code></p></body></html>"
+        )
+        return HTMLResponse(page, status_code=refusal.http_status)
+    return JSONResponse({"error_code": refusal.error_code, "error_msg": refusal.message},
+                        status_code=refusal.http_status)
+
+
+def _raw_target(scope) -> bytes:
+    """Path and query exactly as the client sent them, so encoded names (%2F, %20) survive."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    raw = quote_from_bytes(raw, safe=PATH_SAFE).encode("ascii")
+    query = scope.get("query_string") or b""
+    if query:
+        raw += b"?" + quote_from_bytes(query, safe=PATH_SAFE + b"?").encode("ascii")
+    return raw
+
+
+def _connection_tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, connect_timeout: float = 5.0,
+                           drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS) -> NotebookProxy:
+    """Mount the notebook proxy routes on ``app``; the proxy is also kept on ``app.state.notebook_proxy``."""
+    proxy = NotebookProxy(resolve, connect_timeout=connect_timeout, drop_request_headers=drop_request_headers)
+    app.state.notebook_proxy = proxy
+
+    async def proxy_http(request: Request, notebook_id: str, path: str = "") -> Response:
+        return await proxy.http(request, notebook_id, path)
+
+    async def proxy_http_bare(request: Request, notebook_id: str) -> Response:
+        return await proxy.http(request, notebook_id, None)
+
+    async def proxy_ws(websocket: WebSocket, notebook_id: str, path: str = "") -> None:
+        await proxy.websocket(websocket, notebook_id)
+
+    app.add_api_route(PREFIX + "/{notebook_id}/{path:path}", proxy_http, methods=METHODS, include_in_schema=False)
+    app.add_api_route(PREFIX + "/{notebook_id}", proxy_http_bare, methods=METHODS, include_in_schema=False)
+    app.add_api_websocket_route(PREFIX + "/{notebook_id}/{path:path}", proxy_ws)
+    app.add_api_websocket_route(PREFIX + "/{notebook_id}", proxy_ws)
+    return proxy
+
+
+async def close_notebook_proxy(app: FastAPI) -> None:
+    """Convenience for lifespans: close the proxy's upstream client if one was installed."""
+    proxy = getattr(app.state, "notebook_proxy", None)
+    if proxy is not None:
+        await proxy.aclose()

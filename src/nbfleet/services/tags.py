@@ -1,0 +1,97 @@
+"""Notebook tags (spec images-flavors-tags-storage.md §3): add, remove, and the tags in use."""
+from __future__ import annotations
+
+import re
+
+import orjson
+from sqlalchemy import select
+
+from ..auth.principal import Principal
+from ..domain import errors as E
+from ..domain.transitions import Op, check
+from ..store import notebook_repo as repo
+from ..store.tables import notebook_tags, notebooks
+from .notebooks import NotebookService
+
+MAX_TAGS = 20
+_KEY_RE = re.compile(r"^[\w .:=+\-@]{1,128}$")
+_VALUE_RE = re.compile(r"^[\w .:/=+\-@]{0,255}$")
+
+
+def _parse(body, *, need_value: bool) -> list[tuple[str, str | None]]:
+    if not isinstance(body, dict):
+        raise E.InvalidPayload("Invalid request payload: the body must be a JSON object.")
+    tags = body.get("tags")
+    if tags is None:
+        raise E.MissingProperty("tags")
+    if not isinstance(tags, list):
+        raise E.WrongType("tags", "array")
+    if not tags:
+        raise E.InvalidProperty("tags", "At least one tag is needed.")
+    out = []
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, dict):
+            raise E.WrongType(f"tags[{i}]", "object")
+        key, value = tag.get("key"), tag.get("value")
+        if key is None:
+            raise E.MissingProperty(f"tags[{i}].key")
+        if not isinstance(key, str) or (value is not None and not isinstance(value, str)):
+            raise E.WrongType(f"tags[{i}]", "string key and value")
+        if not _KEY_RE.match(key) or key != key.strip() or key.startswith("_sys_"):
+            raise E.InvalidProperty(f"tags[{i}].key")
+        if value is not None and not _VALUE_RE.match(value):
+            raise E.InvalidProperty(f"tags[{i}].value")
+        out.append((key, value if value is not None else ("" if need_value else None)))
+    return out
+
+
+class TagService:
+    def __init__(self, notebooks: NotebookService):
+        self.nb = notebooks
+
+    def _store(self, conn, row, tags: dict[str, str]) -> None:
+        ordered = sorted(tags.items())
+        repo.replace_tags(conn, row["id"], ordered)
+        repo.compare_and_set(conn, row["id"], row["version"],
+                             {"tags": orjson.dumps([{"key": k, "value": v} for k, v in ordered]).decode()})
+
+    def add(self, principal: Principal, notebook_id: str, body) -> None:
+        """Upsert tags; more than 20 in all is refused."""
+        wanted = _parse(body, need_value=True)
+        with self.nb.db.write() as conn:
+            row = self.nb._visible(conn, principal, notebook_id)
+            if row["status"] == "DELETING":  # tags go with the instance; nothing to add to it now
+                check(row["status"], Op.UPDATE_A)
+            current = {t["key"]: t["value"] for t in orjson.loads(row["tags"])}
+            current.update({k: v or "" for k, v in wanted})
+            if len(current) > MAX_TAGS:
+                raise E.InvalidProperty("tags", f"At most {MAX_TAGS} tags per instance.")
+            self._store(conn, row, current)
+
+    def remove(self, principal: Principal, notebook_id: str, body) -> None:
+        """Remove tags whose key matches (and value, when one is given); unknown keys are ignored."""
+        unwanted = _parse(body, need_value=False)
+        with self.nb.db.write() as conn:
+            row = self.nb._visible(conn, principal, notebook_id)
+            current = {t["key"]: t["value"] for t in orjson.loads(row["tags"])}
+            for key, value in unwanted:
+                if key in current and (value is None or current[key] == value):
+                    del current[key]
+            self._store(conn, row, current)
+
+    def in_use(self, principal: Principal, workspace_id: str | None) -> dict:
+        """Every distinct key over the caller's notebooks in the project (admins: all of them)."""
+        cond = [notebooks.c.project_id == principal.project_id]
+        if not principal.is_admin:
+            cond.append(notebooks.c.user_id == principal.user_id)
+        if workspace_id:
+            cond.append(notebooks.c.workspace_id == workspace_id)
+        stmt = (select(notebook_tags.c.key, notebook_tags.c.value).distinct()
+                .join(notebooks, notebooks.c.id == notebook_tags.c.notebook_id).where(*cond)
+                .order_by(notebook_tags.c.key, notebook_tags.c.value))
+        with self.nb.db.read() as conn:
+            rows = conn.execute(stmt).all()
+        grouped: dict[str, list[str]] = {}
+        for key, value in rows:
+            grouped.setdefault(key, []).append(value)
+        return {"tags": [{"key": k, "values": v} for k, v in grouped.items()]}

@@ -1,0 +1,142 @@
+"""A real ``nbfleet serve`` process for tests that need one (SDK, local runtime, crash recovery)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+from .support import Creds, encode_query, sign_headers
+
+STARTUP_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """``nbfleet serve`` on a free port with its own data dir; start, SIGTERM, SIGKILL, restart."""
+
+    def __init__(self, data_dir: Path, *, runtime: str = "simulated", env: dict | None = None,
+                 args: list[str] | None = None, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.runtime = runtime
+        self.env = env or {}
+        self.args = args or []
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
+        self.creds: dict = {}
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServeProcess":
+        env = dict(os.environ, NBFLEET_RECONCILE_INTERVAL="0.05", NBFLEET_SIMULATED_DELAY="0.05", **self.env)
+        env.pop("NBFLEET_DATABASE_URL", None) if "NBFLEET_DATABASE_URL" not in self.env else None
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
+             "--data-dir", str(self.data_dir), *self.args],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nbfleet serve exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"nbfleet serve not healthy after {STARTUP_TIMEOUT} s:\n{self.log()}")
+            time.sleep(0.05)
+        self.creds = json.loads((self.data_dir / "credentials.json").read_text())
+        return self
+
+    def terminate(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(SHUTDOWN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash would."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.kill(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait(SHUTDOWN_TIMEOUT)
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-6000:]
+        return ""
+
+    def admin_creds(self) -> Creds:
+        c = self.creds
+        return Creds(c["ak"], c["sk"], c["project_id"], c["user_id"])
+
+    def cli(self, *args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", *args, "--data-dir", str(self.data_dir)],
+                             capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(out.stdout)
+
+
+class SignedClient:
+    """httpx against a server process, every request signed like the SDK signs it."""
+
+    def __init__(self, endpoint: str, creds: Creds):
+        self.endpoint = endpoint
+        self.creds = creds
+        self.http = httpx.Client(base_url=endpoint, timeout=30)
+
+    def call(self, method: str, path: str, query=None, body=None) -> httpx.Response:
+        full = f"/v1/{self.creds.project_id}{path}"
+        qs = encode_query(query or {})
+        data = json.dumps(body).encode() if body is not None else b""
+        host = self.endpoint.split("://", 1)[1]
+        headers = sign_headers(self.creds, method, full, qs, data, host)
+        return self.http.request(method, full + ("?" + qs if qs else ""), content=data, headers=headers)
+
+    def ok(self, method: str, path: str, query=None, body=None) -> dict:
+        response = self.call(method, path, query, body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, notebook_id: str, *statuses: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            nb = self.ok("GET", f"/notebooks/{notebook_id}")
+            if nb["status"] in statuses:
+                return nb
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}")
+            time.sleep(0.02)
+
+    def image_id(self, name: str = "notebook-python3.11") -> str:
+        return next(i["id"] for i in self.ok("GET", "/images")["data"] if i["name"] == name)
+
+    def create(self, name: str, **extra) -> dict:
+        body = {"name": name, "image_id": self.image_id(), "flavor": "modelarts.vm.cpu.2u",
+                "volume": {"category": "EVS", "ownership": "MANAGED"}, **extra}
+        return self.ok("POST", "/notebooks", body=body)
+
+    def close(self) -> None:
+        self.http.close()

@@ -1,0 +1,249 @@
+"""nbfleet with the local runtime, end to end: real Jupyter processes behind nbfleet's own port."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from ..jupyter_client import execute, send_without_waiting, start_kernel
+from ..procs import ServeProcess, SignedClient
+
+pytestmark = pytest.mark.slow
+
+SHORT_LEASES = {"NBFLEET_LEASE__TIMING_MIN_MS": "2000", "NBFLEET_LEASE__IDLE_MIN_MS": "2000",
+                "NBFLEET_OBSERVE_INTERVAL": "0.3"}
+
+
+def jupyter_processes(data_dir: Path, *, servers_only: bool = True) -> list[psutil.Process]:
+    """Processes whose environment marks them as an instance of this data dir (by default only the
+    jupyter-server processes, not kernels or short-lived helpers they spawn)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+            cmdline = " ".join(proc.cmdline())
+        except (psutil.Error, OSError):
+            continue
+        if env.get("NBFLEET_DATA_DIR") == str(data_dir.resolve()) and env.get("NBFLEET_INSTANCE_ID"):
+            if not servers_only or "jupyter_server" in cmdline or "jupyter-server" in cmdline:
+                found.append(proc)
+    return found
+
+
+def notebook_base(nb: dict) -> str:
+    return nb["url"].rsplit("/lab", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    proc = ServeProcess(root / "data", runtime="local", env=SHORT_LEASES).start()
+    client = SignedClient(proc.endpoint, proc.admin_creds())
+    yield proc, client
+    for nb in client.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
+        client.call("DELETE", f"/notebooks/{nb['id']}")
+    deadline = time.monotonic() + 30
+    while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client.close()
+    proc.terminate()
+    for leftover in jupyter_processes(proc.data_dir):
+        leftover.kill()
+
+
+def test_jupyter_through_nbfleets_port(server):
+    proc, client = server
+    nb = client.wait_status(client.create("proxied")["id"], "RUNNING")
+    base = notebook_base(nb)
+    assert base.startswith(proc.endpoint + "/notebooks/")
+    with httpx.Client() as fresh:
+        assert fresh.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
+    with httpx.Client() as fresh:
+        assert fresh.get(f"{base}/api/status").status_code == 403
+    with httpx.Client() as fresh:
+        lab = fresh.get(nb["url"], headers={"Authorization": f"token {nb['token']}"})
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
+    kernel = start_kernel(base, nb["token"])
+    assert execute(base, nb["token"], kernel, "6*7") == "42"
+    steps = {s["step"]: s["status"] for s in nb["action_progress"]}
+    assert steps == {1: "COMPLETED", 2: "COMPLETED", 3: "COMPLETED", 4: "COMPLETED"}
+    kinds = [e["type"] for e in client.ok("GET", f"/notebooks/{nb['id']}/events", {"limit": 50})["data"]]
+    assert "limits" in kinds and "ready" in kinds
+
+
+def test_proxy_refuses_instances_that_are_not_running(server):
+    proc, client = server
+    with httpx.Client() as fresh:
+        unknown = fresh.get(f"{proc.endpoint}/notebooks/00000000-0000-0000-0000-000000000000/lab")
+        assert unknown.status_code == 404 and unknown.json()["error_code"] == "ModelArts.6309"
+
+
+def test_work_survives_stop_and_start_and_delete_removes_everything(server):
+    proc, client = server
+    nb = client.wait_status(client.create("persist")["id"], "RUNNING")
+    headers = {"Authorization": f"token {nb['token']}"}
+    put = httpx.put(f"{notebook_base(nb)}/api/contents/keep.txt", headers=headers,
+                    json={"type": "file", "format": "text", "content": "still here"})
+    assert put.status_code in (200, 201), put.text
+    procs = [p for p in jupyter_processes(proc.data_dir) if p.environ()["NBFLEET_INSTANCE_ID"] == nb["id"]]
+    assert procs
+    nb_pid = procs[0].pid
+    client.ok("POST", f"/notebooks/{nb['id']}/stop")
+    stopped = client.wait_status(nb["id"], "STOPPED", timeout=30)
+    assert stopped["billing_items"] == ["STORAGE"]
+    assert not psutil.pid_exists(nb_pid) or psutil.Process(nb_pid).status() == psutil.STATUS_ZOMBIE
+    client.ok("POST", f"/notebooks/{nb['id']}/start")
+    running = client.wait_status(nb["id"], "RUNNING")
+    got = httpx.get(f"{notebook_base(running)}/api/contents/keep.txt",
+                    headers={"Authorization": f"token {running['token']}"})
+    assert got.status_code == 200 and got.json()["content"] == "still here"
+    work_dirs = list(proc.data_dir.glob(f"instances/{nb['id']}*"))
+    assert work_dirs
+    client.ok("DELETE", f"/notebooks/{nb['id']}")
+    deadline = time.monotonic() + 30
+    while client.call("GET", f"/notebooks/{nb['id']}").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.call("GET", f"/notebooks/{nb['id']}").json()["error_code"] == "ModelArts.6309"
+    assert not any(d.exists() for d in work_dirs)
+    assert not [p for p in jupyter_processes(proc.data_dir) if p.environ().get("NBFLEET_INSTANCE_ID") == nb["id"]]
+
+
+def test_timing_lease_auto_stops_with_an_event(server):
+    proc, client = server
+    nb = client.wait_status(client.create("short-lease", duration=4000)["id"], "RUNNING")
+    stopped = client.wait_status(nb["id"], "STOPPED", timeout=30)
+    assert stopped["lease"]["enable"] is True
+    events = client.ok("GET", f"/notebooks/{nb['id']}/events", {"limit": 50})["data"]
+    assert any(e["type"] == "auto_stopped" and "lease expired" in e["message"] for e in events)
+    client.ok("DELETE", f"/notebooks/{nb['id']}")
+
+
+def test_idle_lease_stops_idle_instances_but_not_busy_ones(server):
+    proc, client = server
+    idle = client.create("idle-one", lease={"type": "IDLE", "duration": 4000})
+    busy = client.create("busy-one", lease={"type": "IDLE", "duration": 4000})
+    idle = client.wait_status(idle["id"], "RUNNING")
+    busy = client.wait_status(busy["id"], "RUNNING")
+    kernel = start_kernel(notebook_base(busy), busy["token"])
+    send_without_waiting(notebook_base(busy), busy["token"], kernel, "import time; time.sleep(14)")
+    client.wait_status(idle["id"], "STOPPED", timeout=30)
+    events = client.ok("GET", f"/notebooks/{idle['id']}/events", {"limit": 50})["data"]
+    assert any(e["type"] == "auto_stopped" and "idle since" in e["message"] for e in events)
+    assert client.ok("GET", f"/notebooks/{busy['id']}")["status"] == "RUNNING"
+    time.sleep(4)
+    assert client.ok("GET", f"/notebooks/{busy['id']}")["status"] == "RUNNING"
+    client.wait_status(busy["id"], "STOPPED", timeout=40)
+    for nb in (idle, busy):
+        client.ok("DELETE", f"/notebooks/{nb['id']}")
+
+
+def test_dead_process_is_error_and_can_be_started_again(server):
+    proc, client = server
+    nb = client.wait_status(client.create("doomed")["id"], "RUNNING")
+    victims = [p for p in jupyter_processes(proc.data_dir) if p.environ()["NBFLEET_INSTANCE_ID"] == nb["id"]]
+    for victim in victims:
+        victim.kill()
+    failed = client.wait_status(nb["id"], "ERROR", timeout=30)
+    assert failed["fail_reason"]
+    client.ok("POST", f"/notebooks/{nb['id']}/start")
+    client.wait_status(nb["id"], "RUNNING")
+    client.ok("DELETE", f"/notebooks/{nb['id']}")
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path):
+    """Whatever a test leaves behind in its own data dir, even when it fails, is ended."""
+    yield
+    data_dir = str(tmp_path / "data")
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "serve" in cmdline and data_dir in cmdline:
+            proc.kill()
+    for leftover in jupyter_processes(tmp_path / "data", servers_only=False):
+        leftover.kill()
+
+
+def _crash_server(tmp_path, **kw) -> ServeProcess:
+    return ServeProcess(tmp_path / "data", runtime="local", env={**SHORT_LEASES, **kw}).start()
+
+
+def test_sigterm_leaves_notebooks_running_and_restart_adopts_them(tmp_path):
+    first = _crash_server(tmp_path)
+    client = SignedClient(first.endpoint, first.admin_creds())
+    nb = client.wait_status(client.create("survivor")["id"], "RUNNING")
+    pids = {p.pid for p in jupyter_processes(first.data_dir)}
+    assert first.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+    assert "Application shutdown complete" in first.log()
+    assert all(psutil.pid_exists(pid) for pid in pids), (pids, [psutil.pid_exists(p) for p in pids])
+    second = ServeProcess(first.data_dir, runtime="local", env=SHORT_LEASES, port=first.port).start()
+    try:
+        again = client.wait_status(nb["id"], "RUNNING")
+        assert {p.pid for p in jupyter_processes(first.data_dir)} == pids
+        with httpx.Client() as fresh:
+            status = fresh.get(f"{notebook_base(again)}/api/status", headers={"Authorization": f"token {again['token']}"})
+            assert status.status_code == 200
+    finally:
+        client.ok("DELETE", f"/notebooks/{nb['id']}")
+        deadline = time.monotonic() + 30
+        while jupyter_processes(first.data_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second.terminate()
+        client.close()
+
+
+@pytest.mark.parametrize("moment", ["create", "start", "stop"])
+def test_kill_minus_nine_mid_transition_recovers(tmp_path, moment):
+    first = _crash_server(tmp_path)
+    client = SignedClient(first.endpoint, first.admin_creds())
+    nb = client.create(f"crash-{moment}")
+    if moment != "create":
+        client.wait_status(nb["id"], "RUNNING")
+        client.ok("POST", f"/notebooks/{nb['id']}/stop")
+        if moment == "start":
+            client.wait_status(nb["id"], "STOPPED", timeout=30)
+            client.ok("POST", f"/notebooks/{nb['id']}/start")
+    time.sleep(0.3)  # let the reconciler get into the middle of its work
+    first.kill()
+    second = ServeProcess(first.data_dir, runtime="local", env=SHORT_LEASES, port=first.port).start()
+    try:
+        final = client.wait_status(nb["id"], "RUNNING", "STOPPED", "CREATE_FAILED", "START_FAILED", timeout=60)
+        expected = "STOPPED" if moment == "stop" else "RUNNING"
+        assert final["status"] == expected, final
+        alive = jupyter_processes(first.data_dir)
+        assert len(alive) == (1 if expected == "RUNNING" else 0), [p.pid for p in alive]
+        work = first.data_dir / "instances" / nb["id"]
+        assert work.exists()
+    finally:
+        client.call("DELETE", f"/notebooks/{nb['id']}")
+        deadline = time.monotonic() + 30
+        while jupyter_processes(first.data_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second.terminate()
+        client.close()
+        for leftover in jupyter_processes(first.data_dir):
+            leftover.kill()
+
+
+def test_orphan_processes_are_reaped_on_start(tmp_path):
+    first = _crash_server(tmp_path)
+    client = SignedClient(first.endpoint, first.admin_creds())
+    nb = client.wait_status(client.create("orphan")["id"], "RUNNING")
+    first.kill()
+    # The store forgets the instance while nbfleet is down (as if restored from an older backup).
+    import sqlite3
+    with sqlite3.connect(first.data_dir / "nbfleet.db") as conn:
+        conn.execute("DELETE FROM notebooks WHERE id = ?", (nb["id"],))
+    assert jupyter_processes(first.data_dir)
+    second = ServeProcess(first.data_dir, runtime="local", env=SHORT_LEASES, port=first.port).start()
+    try:
+        deadline = time.monotonic() + 15
+        while jupyter_processes(first.data_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not jupyter_processes(first.data_dir, servers_only=False)
+    finally:
+        second.terminate()
+        client.close()
+
