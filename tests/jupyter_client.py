@@ -16,17 +16,25 @@ def start_kernel(base: str, token: str) -> str:
     return response.json()["id"]
 
 
-def execute(base: str, token: str, kernel_id: str, code: str, timeout: float = 60) -> str:
-    """Run ``code`` in the kernel over its websocket; return the text/plain result or stream output."""
-    ws_url = base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels?token={token}"
+def _channels_url(base: str, token: str, kernel_id: str) -> str:
+    return base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels?token={token}"
+
+
+def _execute_request(code: str) -> tuple[str, dict]:
     msg_id = uuid.uuid4().hex
-    message = {
+    return msg_id, {
         "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
                    "version": "5.3"},
         "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
         "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                     "allow_stdin": False, "stop_on_error": True},
     }
+
+
+def execute(base: str, token: str, kernel_id: str, code: str, timeout: float = 60) -> str:
+    """Run ``code`` in the kernel over its websocket; return the text/plain result or stream output."""
+    ws_url = _channels_url(base, token, kernel_id)
+    msg_id, message = _execute_request(code)
     deadline = time.monotonic() + timeout
     output = []
     with connect(ws_url, open_timeout=30) as ws:
@@ -49,15 +57,8 @@ def execute(base: str, token: str, kernel_id: str, code: str, timeout: float = 6
 
 def send_without_waiting(base: str, token: str, kernel_id: str, code: str) -> None:
     """Submit code and return as soon as the kernel reports busy (for long-running cells)."""
-    ws_url = base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels?token={token}"
-    msg_id = uuid.uuid4().hex
-    message = {
-        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
-                   "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }
+    ws_url = _channels_url(base, token, kernel_id)
+    msg_id, message = _execute_request(code)
     with connect(ws_url, open_timeout=30) as ws:
         ws.send(json.dumps(message))
         deadline = time.monotonic() + 30

@@ -45,8 +45,9 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServeProcess":
-        env = dict(os.environ, NBFLEET_RECONCILE_INTERVAL="0.05", NBFLEET_SIMULATED_DELAY="0.05", **self.env)
-        env.pop("NBFLEET_DATABASE_URL", None) if "NBFLEET_DATABASE_URL" not in self.env else None
+        env = dict(os.environ, NBFLEET_RECONCILE_INTERVAL="0.05", NBFLEET_SIMULATED_DELAY="0.05")
+        env.pop("NBFLEET_DATABASE_URL", None)  # a stray setting of the caller's shell must not pick the store
+        env.update(self.env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),

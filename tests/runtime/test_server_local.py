@@ -1,6 +1,7 @@
 """nbfleet with the local runtime, end to end: real Jupyter processes behind nbfleet's own port."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -247,3 +248,60 @@ def test_orphan_processes_are_reaped_on_start(tmp_path):
         second.terminate()
         client.close()
 
+
+
+def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
+    """A flavor of 512 MiB: a cell that allocates 1.5 GiB loses its kernel; the server lives on."""
+    flavors = tmp_path / "flavors.json"
+    flavors.write_text(json.dumps([{"id": "tiny.512m", "name": "tiny", "description": "test", "arch": "x86_64",
+                                    "category": "CPU", "feature": "NOTEBOOK", "free": False, "vcpus": 1,
+                                    "memory_gb": 0.5}]))
+    server = _crash_server(tmp_path, NBFLEET_FLAVORS_FILE=str(flavors))
+    client = SignedClient(server.endpoint, server.admin_creds())
+    try:
+        nb = client.wait_status(client.create("tiny", flavor="tiny.512m")["id"], "RUNNING")
+        events = client.ok("GET", f"/notebooks/{nb['id']}/events", {"limit": 50})["data"]
+        limits = [e["message"] for e in events if e["type"] == "limits"][0]
+        base = notebook_base(nb)
+        kernel = start_kernel(base, nb["token"])
+        if limits.startswith("cgroup"):
+            assert "512 MiB" in limits
+            with pytest.raises(Exception):
+                execute(base, nb["token"], kernel, "b = bytearray(1536 * 2**20); b[::4096] = b'x' * len(b[::4096]); 1",
+                        timeout=60)
+        else:  # rlimit fallback: the allocation fails inside the kernel instead
+            out = execute(base, nb["token"], kernel, "try:\n b = bytearray(1536 * 2**20)\nexcept MemoryError:\n print('MemoryError')")
+            assert "MemoryError" in out
+        with httpx.Client() as fresh:  # the server itself is still there
+            assert fresh.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
+    finally:
+        server.terminate()
+        client.close()
+
+
+def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkmodelarts.v1 import (ModelArtsClient, RenewLeaseRequest, ShowLeaseRequest, ShowNotebookRequest,
+                                            StartNotebookRequest, StopNotebookRequest)
+    proc, client = server
+    c = proc.creds
+    sdk = (ModelArtsClient.new_builder().with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
+           .with_endpoint(proc.endpoint).build())
+    nb = client.wait_status(client.create("via-sdk")["id"], "RUNNING")
+    assert sdk.stop_notebook(StopNotebookRequest(id=nb["id"])).status == "STOPPING"
+    client.wait_status(nb["id"], "STOPPED", timeout=30)
+    started = sdk.start_notebook(StartNotebookRequest(id=nb["id"], duration=7_200_000))
+    assert started.status == "STARTING"
+    client.wait_status(nb["id"], "RUNNING")
+    shown = sdk.show_notebook(ShowNotebookRequest(id=nb["id"]))
+    assert shown.lease.enable is True and shown.lease.duration >= 7_200_000
+    lease = sdk.show_lease(ShowLeaseRequest(id=nb["id"]))
+    assert lease.duration == shown.lease.duration
+    renewed = sdk.renew_lease(RenewLeaseRequest(id=nb["id"], duration=3_600_000))
+    assert renewed.duration <= lease.duration and renewed.update_at >= lease.update_at
+    current = client.ok("GET", f"/notebooks/{nb['id']}")
+    assert current["token"] == shown.token  # rotated by the start, and the one Jupyter now accepts
+    with httpx.Client() as fresh:
+        status = fresh.get(f"{notebook_base(current)}/api/status", headers={"Authorization": f"token {shown.token}"})
+        assert status.status_code == 200
+    client.ok("DELETE", f"/notebooks/{nb['id']}")

@@ -6,19 +6,13 @@ with the ``nbfleet admin`` CLI while the server runs.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -33,17 +27,11 @@ from huaweicloudsdkmodelarts.v1 import (
     VolumeMountRequest,
 )
 
-STARTUP_TIMEOUT = 30.0
-SHUTDOWN_TIMEOUT = 10.0
+from ..procs import ServeProcess
+
 WAIT_TIMEOUT = 15.0
 DEFAULT_FLAVOR = "modelarts.vm.cpu.2u"
 DEFAULT_IMAGE = "notebook-python3.11"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_client(endpoint: str, ak: str, sk: str, project_id: str, *, credentials=None, http_handler=None):
@@ -75,59 +63,11 @@ class User:
             self.client = make_client(self.endpoint, self.ak, self.sk, self.project_id)
 
 
-class Server:
-    """A running ``nbfleet serve`` process and the admin CLI of its data directory."""
-
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.log_path = data_dir.parent / "serve.log"
-        self.creds: dict = {}
-
-    # --- process ----------------------------------------------------------------------------
-    def start(self) -> None:
-        env = dict(os.environ, NBFLEET_SIMULATED_DELAY="0.05", NBFLEET_RECONCILE_INTERVAL="0.05")
-        env.pop("NBFLEET_DATABASE_URL", None)
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nbfleet.cli.main", "serve", "--runtime", "simulated", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nbfleet serve exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nbfleet serve not healthy after {STARTUP_TIMEOUT} s:\n{self.log()}")
-            time.sleep(0.1)
-        self.creds = json.loads((self.data_dir / "credentials.json").read_text())
+class Server(ServeProcess):
+    """A running ``nbfleet serve`` process (simulated runtime) and the admin CLI of its data directory."""
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(SHUTDOWN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(SHUTDOWN_TIMEOUT)
-        self._log.close()
-
-    def log(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-4000:]
-        return ""
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.terminate()
 
     # --- admin CLI --------------------------------------------------------------------------
     def cli(self, *args: str, env: dict | None = None, as_json: bool = True):

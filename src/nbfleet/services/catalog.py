@@ -31,19 +31,19 @@ class Flavor:
     feature: str
     free: bool
     vcpus: int
-    memory_gb: int
+    memory_gb: float   # fractions allowed for small operator-defined flavors (0.5 = 512 MiB)
     gpu: dict | None = None
     storages: tuple[str, ...] = ("EVS", "EFS", "OBS", "OBSFS")
     extra: dict = field(default_factory=dict)
 
     def limits(self) -> FlavorLimits:
-        return FlavorLimits(self.id, self.vcpus, self.memory_gb * 1024, (self.gpu or {}).get("gpu", 0))
+        return FlavorLimits(self.id, self.vcpus, int(self.memory_gb * 1024), (self.gpu or {}).get("gpu", 0))
 
     def to_json(self, sold_out: bool) -> dict:
         return {
             "id": self.id, "name": self.name, "description": self.description, "arch": self.arch.lower(),
             "category": self.category, "feature": self.feature, "free": self.free, "sold_out": sold_out,
-            "vcpus": self.vcpus, "memory": self.memory_gb * 1024 * 1024, "gpu": self.gpu,
+            "vcpus": self.vcpus, "memory": int(self.memory_gb * 1024 * 1024), "gpu": self.gpu,
             "billing": {"code": self.id, "unit_num": 1}, "storages": list(self.storages),
             "evs_max_size": "4096", "evs_sku_code": "nbfleet.evs", "grow_support_type": "COMMON",
         }
