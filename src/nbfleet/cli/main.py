@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..settings import Settings
+from .dev import dev
 
 app = typer.Typer(help="nbfleet: notebook instances behind a ModelArts-compatible API.", no_args_is_help=True)
 admin = typer.Typer(help="Manage projects, users, access keys and tokens (works while the server runs).",
@@ -16,6 +17,7 @@ admin = typer.Typer(help="Manage projects, users, access keys and tokens (works 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.add_typer(db_app, name="db")
+app.add_typer(dev, name="dev")
 
 DataDir = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR).")
 DbUrl = typer.Option(None, "--database-url", help="SQLAlchemy URL (env NBFLEET_DATABASE_URL).")

@@ -1,0 +1,184 @@
+"""Lifecycle benchmark of the local runtime, in one run on one machine.
+
+Measures the floor (a bare ``jupyter_server`` with the same flags nbfleet uses, start to
+``/api/status`` 200) next to nbfleet as the official SDK sees it: create → RUNNING, stop → STOPPED,
+start → RUNNING (polling ``show_notebook`` every 20 ms), and 10 instances created at once. Also the
+RSS of one idle instance and of nbfleet itself.
+
+    python bench/lifecycle.py [--runs 7] [--concurrent 10] [--no-record]
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import median, publish, table  # noqa: E402
+from tests.procs import ServeProcess, free_port  # noqa: E402
+
+POLL = 0.02
+
+
+def bare_start(root: Path) -> tuple[float, float, float]:
+    """Start one jupyter_server exactly as nbfleet does; return (ready s, RSS MiB, SIGTERM→exit s)."""
+    port, token, nid = free_port(), uuid.uuid4().hex, str(uuid.uuid4())
+    home = root / nid
+    work = home / "work"
+    work.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+           f"--ServerApp.base_url=/notebooks/{nid}/", "--ServerApp.open_browser=False",
+           "--ServerApp.allow_root=True", "--ServerApp.allow_remote_access=True"]
+    env = dict(os.environ, HOME=str(home), JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
+               JUPYTER_DATA_DIR=str(home / ".local/share/jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".rt"))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/notebooks/{nid}/api/status"
+    with httpx.Client() as client:
+        while True:
+            try:
+                if client.get(url, headers={"Authorization": f"token {token}"}).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - t0 > 120:
+                raise RuntimeError("bare jupyter_server never became ready")
+            time.sleep(0.01)
+    ready = time.perf_counter() - t0
+    rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+    t1 = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    return ready, rss, time.perf_counter() - t1
+
+
+def sdk_client(server: ServeProcess):
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkmodelarts.v1 import ModelArtsClient
+    c = server.creds
+    return (ModelArtsClient.new_builder().with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
+            .with_endpoint(server.endpoint).build())
+
+
+def wait(client, notebook_id: str, status: str, t0: float, timeout: float = 120) -> float:
+    from huaweicloudsdkmodelarts.v1 import ShowNotebookRequest
+    while True:
+        nb = client.show_notebook(ShowNotebookRequest(id=notebook_id))
+        if nb.status == status:
+            return time.perf_counter() - t0
+        if nb.status.endswith("FAILED") or nb.status == "ERROR":
+            raise RuntimeError(f"{notebook_id} went {nb.status}: {nb.fail_reason}")
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"{notebook_id} stuck in {nb.status}")
+        time.sleep(POLL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    from huaweicloudsdkmodelarts.v1 import (CreateNotebookRequest, DeleteNotebookRequest, ListImageRequest,
+                                            NotebookCreateRequest, StartNotebookRequest, StopNotebookRequest,
+                                            VolumeMountRequest)
+
+    root = Path(tempfile.mkdtemp(prefix="nbfleet-bench-"))
+    bare = [bare_start(root / "bare") for _ in range(args.runs)]
+
+    server = ServeProcess(root / "data", runtime="local").start()
+    client = sdk_client(server)
+    image = next(i.id for i in client.list_image(ListImageRequest()).data if i.name == "notebook-python3.11")
+
+    def create(name: str) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        nb = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
+            name=name, image_id=image, flavor="modelarts.vm.cpu.2u",
+            volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))))
+        return nb.id, wait(client, nb.id, "RUNNING", t0)
+
+    creates, stops, starts, rss = [], [], [], []
+    try:
+        for i in range(args.runs):
+            nid, took = create(f"bench-{i}")
+            creates.append(took)
+            rss.append(sum(p.memory_info().rss for p in _instance_procs(server.data_dir, nid)) / 2**20)
+            t0 = time.perf_counter()
+            client.stop_notebook(StopNotebookRequest(id=nid))
+            stops.append(wait(client, nid, "STOPPED", t0))
+            t0 = time.perf_counter()
+            client.start_notebook(StartNotebookRequest(id=nid))
+            starts.append(wait(client, nid, "RUNNING", t0))
+            client.delete_notebook(DeleteNotebookRequest(id=nid))
+        time.sleep(2)
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(args.concurrent) as pool:
+            results = list(pool.map(lambda i: _safe(create, f"burst-{i}"), range(args.concurrent)))
+        burst_total = time.perf_counter() - t0
+        ok = [r for r in results if isinstance(r, tuple)]
+        failed = [r for r in results if not isinstance(r, tuple)]
+        nbfleet_rss = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+        for nid, _ in ok:
+            client.delete_notebook(DeleteNotebookRequest(id=nid))
+        time.sleep(3)
+    finally:
+        server.terminate()
+
+    bare_ready = median([b[0] for b in bare])
+    rows = [
+        ["bare jupyter_server start → /api/status 200 (floor)", f"{bare_ready:.2f} s",
+         f"{min(b[0] for b in bare):.2f}–{max(b[0] for b in bare):.2f}", ""],
+        ["nbfleet create → RUNNING (SDK polling 20 ms)", f"{median(creates):.2f} s",
+         f"{min(creates):.2f}–{max(creates):.2f}", f"{median(creates) / bare_ready:.2f}× floor (target ≤ 1.15×)"],
+        ["nbfleet start → RUNNING", f"{median(starts):.2f} s", f"{min(starts):.2f}–{max(starts):.2f}",
+         f"{median(starts) / bare_ready:.2f}× floor"],
+        ["nbfleet stop → STOPPED", f"{median(stops):.2f} s", f"{min(stops):.2f}–{max(stops):.2f}",
+         "target < 1 s"],
+        ["bare jupyter_server SIGTERM → exit", f"{median([b[2] for b in bare]):.2f} s", "", ""],
+        [f"{args.concurrent} creates at once → all RUNNING", f"{burst_total:.2f} s",
+         f"{len(ok)} RUNNING, {len(failed)} failed", f"median each {median([r[1] for r in ok]):.2f} s"],
+        ["RSS of one idle instance (server, no kernel)", f"{median(rss):.0f} MiB", "",
+         f"bare: {median([b[1] for b in bare]):.0f} MiB"],
+        ["RSS of nbfleet after the run", f"{nbfleet_rss:.0f} MiB", "", ""],
+    ]
+    text = table(["what", "median", "range / result", "note"], rows) + f"\n\nRuns: {args.runs} each."
+    publish("lifecycle", "Lifecycle (local runtime)", text, {
+        "bare_ready_s": [b[0] for b in bare], "bare_rss_mib": [b[1] for b in bare], "create_s": creates,
+        "start_s": starts, "stop_s": stops, "burst_total_s": burst_total, "burst_ok": len(ok),
+        "burst_failed": [str(f) for f in failed], "instance_rss_mib": rss, "nbfleet_rss_mib": nbfleet_rss,
+    }, record=not args.no_record)
+
+
+def _safe(fn, *a):
+    try:
+        return fn(*a)
+    except Exception as exc:  # a failed create is a result to report, not a crash of the benchmark
+        return exc
+
+
+def _instance_procs(data_dir: Path, notebook_id: str) -> list[psutil.Process]:
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("NBFLEET_INSTANCE_ID") == notebook_id:
+                out.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The list API at scale: nbfleet next to its floor, in one run on one database.
+
+Seeds (or reuses) a store, starts the real server, and for each query of the matrix measures
+  - nbfleet: the HTTP request through the real server (auth, validation, SQL, JSON), one keep-alive
+    connection, pre-signed requests, p50/p99 over --samples runs;
+  - the SQL floor: the same store query (``notebook_repo.page``) executed directly on the same file;
+  - the HTTP floor: an empty endpoint of the same app (``/health``).
+It checks that every ``total`` equals a plain ``COUNT(*)``, measures throughput with 8 connections
+(wrk when installed), the server's RSS, and create latency with the table full.
+
+    python bench/list_api.py --quick                 # 20k rows, < 1 min (what CI runs)
+    python bench/list_api.py --instances 1000000     # the issue's scale (seeding takes minutes once)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._report import median, percentile, publish, table  # noqa: E402
+from tests.procs import ServeProcess  # noqa: E402
+from tests.support import Creds, encode_query, sign_headers  # noqa: E402
+
+
+def seed_store(data_dir: Path, instances: int, projects: int) -> dict:
+    marker = data_dir / "seed.json"
+    if marker.exists():
+        report = json.loads(marker.read_text())
+        if report["instances"] == instances:
+            return report
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "dev", "seed", "--instances", str(instances),
+                          "--projects", str(projects), "--data-dir", str(data_dir), "--json"],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report["seed_wall_s"] = round(time.monotonic() - started, 1)
+    marker.write_text(json.dumps(report))
+    return report
+
+
+class Signed:
+    """Pre-signed GETs (valid for the 15-minute signature window) so the client adds no signing time."""
+
+    def __init__(self, endpoint: str, creds: Creds):
+        self.endpoint, self.creds = endpoint, creds
+        self.host = endpoint.split("://", 1)[1]
+
+    def request(self, path: str, query: dict, *, method: str = "GET", body: bytes = b"") -> tuple[str, dict]:
+        full = f"/v1/{self.creds.project_id}{path}"
+        qs = encode_query(query)
+        headers = sign_headers(self.creds, method, full, qs, body, self.host)
+        return full + ("?" + qs if qs else ""), headers
+
+
+def time_http(client: httpx.Client, url: str, headers: dict, samples: int) -> tuple[list[float], dict]:
+    last = None
+    for _ in range(10):
+        last = client.get(url, headers=headers)
+        assert last.status_code == 200, last.text
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        response = client.get(url, headers=headers)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert response.status_code == 200
+    return times, last.json()
+
+
+def sql_floor(db, query, samples: int) -> list[float]:
+    from nbfleet.store import notebook_repo
+    times = []
+    for i in range(samples + 10):
+        t0 = time.perf_counter()
+        with db.read() as conn:
+            notebook_repo.page(conn, query)
+        if i >= 10:
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def plain_count(db, query) -> int:
+    """COUNT(*) with the query's filters, without any counter or index trick: the check on ``total``."""
+    from sqlalchemy import func, select
+
+    from nbfleet.store import notebook_repo
+    from nbfleet.store.tables import notebooks
+    with db.read() as conn:
+        return conn.execute(select(func.count()).select_from(notebooks)
+                            .where(*notebook_repo.conditions(query))).scalar_one()
+
+
+def throughput(endpoint: str, requests: list[tuple[str, dict]], seconds: int, connections: int = 8) -> float:
+    if shutil.which("wrk"):
+        script = Path(tempfile.mkdtemp()) / "mixed.lua"
+        lines = ["local reqs = {}"]
+        for i, (url, headers) in enumerate(requests):
+            hdr = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+            lines.append(f"reqs[{i + 1}] = wrk.format('GET', {json.dumps(url)}, {{{hdr}}})")
+        lines += ["local n = 0", "request = function()", "  n = n % #reqs + 1", "  return reqs[n]", "end",
+                  "local shown = false",
+                  "response = function(status, headers, body)",
+                  "  if status ~= 200 and not shown then shown = true; io.stderr:write(body .. '\\n') end",
+                  "end"]
+        script.write_text("\n".join(lines))
+        done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), endpoint],
+                              capture_output=True, text=True, check=True)
+        out = done.stdout + done.stderr
+        for line in out.splitlines():
+            if line.startswith("Requests/sec:"):
+                non2xx = [ln for ln in out.splitlines() if "Non-2xx" in ln]
+                if non2xx:
+                    raise RuntimeError(f"throughput run got errors: {non2xx}\n{out[-1500:]}")
+                return float(line.split()[1])
+        raise RuntimeError(out)
+    import asyncio
+
+    async def run() -> float:
+        done = 0
+        deadline = time.monotonic() + seconds
+        async with httpx.AsyncClient(base_url=endpoint) as client:
+            async def worker(offset: int):
+                nonlocal done
+                i = offset
+                while time.monotonic() < deadline:
+                    url, headers = requests[i % len(requests)]
+                    assert (await client.get(url, headers=headers)).status_code == 200
+                    done += 1
+                    i += 1
+            await asyncio.gather(*(worker(k) for k in range(connections)))
+        return done / seconds
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=1_000_000)
+    parser.add_argument("--projects", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="20,000 rows, fewer samples (CI)")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.instances, args.projects, args.samples = 20_000, 10, 50
+    data_dir = args.data_dir or Path(tempfile.gettempdir()) / f"nbfleet-bench-{args.instances}"
+    report = seed_store(data_dir, args.instances, args.projects)
+    big_n = report["big_project_instances"]
+
+    os.environ["NBFLEET_DATA_DIR"] = str(data_dir)
+    from nbfleet.app import open_store
+    from nbfleet.domain.query import parse_notebook_query
+    from nbfleet.settings import Settings
+    db, _identity = open_store(Settings(data_dir=data_dir))
+
+    server = ServeProcess(data_dir, runtime="simulated").start()
+    try:
+        admin = Creds(server.creds["ak"], server.creds["sk"], server.creds["project_id"], server.creds["user_id"])
+        sample = report["sample_user"]
+        user = Creds(sample["ak"], sample["sk"], sample["project_id"], sample["user_id"])
+        with db.read() as conn:
+            from sqlalchemy import select
+
+            from nbfleet.store.tables import notebooks as nb_table
+            ws = conn.execute(select(nb_table.c.workspace_id).where(nb_table.c.project_id == admin.project_id,
+                                                                     nb_table.c.workspace_id != "0").limit(1)).scalar()
+        offset_deep = 100_000 if big_n > 150_000 else big_n // 2
+        matrix = [
+            ("no filter", "/notebooks/all", {}, "1.5"),
+            ("status=RUNNING", "/notebooks/all", {"status": "RUNNING"}, "1.5"),
+            ("feature=DEFAULT", "/notebooks/all", {"feature": "DEFAULT"}, "1.5"),
+            ("owner=<user>", "/notebooks/all", {"owner": user.user_id}, "1.5"),
+            ("workspace_id=<ws>", "/notebooks/all", {"workspace_id": ws}, "1.5"),
+            ("status=STOPPED&owner=<user>", "/notebooks/all", {"status": "STOPPED", "owner": user.user_id}, "1.5"),
+            ("status=RUNNING&workspace_id=<ws>", "/notebooks/all", {"status": "RUNNING", "workspace_id": ws}, "1.5"),
+            ("name=tan (fuzzy)", "/notebooks/all", {"name": "tan"}, "3"),
+            ("name=TANGO-ECHO (fuzzy)", "/notebooks/all", {"name": "TANGO-ECHO"}, "3"),
+            ("description=resnet", "/notebooks/all", {"description": "resnet"}, "3"),
+            ("username=user-0 (fuzzy)", "/notebooks/all", {"username": "user-0"}, "3"),
+            (f"offset={offset_deep}", "/notebooks/all", {"offset": offset_deep}, "6"),
+            ("sort_key=name ASC", "/notebooks/all", {"sort_key": "name", "sort_dir": "ASC"}, "3"),
+            ("sort_key=name DESC", "/notebooks/all", {"sort_key": "name", "sort_dir": "DESC"}, "3"),
+            ("sort_key=status,name ASC", "/notebooks/all", {"sort_key": "status,name", "sort_dir": "ASC"}, "3"),
+            ("sort_key=status,name DESC", "/notebooks/all", {"sort_key": "status,name"}, "3"),
+            ("sort_key=update_at ASC", "/notebooks/all", {"sort_key": "update_at", "sort_dir": "ASC"}, "3"),
+            ("sort_key=update_at DESC", "/notebooks/all", {"sort_key": "update_at"}, "3"),
+            ("non-admin own list", "/notebooks", {}, "1.2"),
+        ]
+        signer_admin, signer_user = Signed(server.endpoint, admin), Signed(server.endpoint, user)
+        rows = []
+        results = []
+        mixed = []
+        with httpx.Client(base_url=server.endpoint) as client:
+            empty_times, _ = time_http(client, "/health", {}, args.samples)
+            empty = median(empty_times)
+            for label, path, query, target in matrix:
+                own = path == "/notebooks"
+                creds = user if own else admin
+                url, headers = (signer_user if own else signer_admin).request(path, query)
+                mixed.append((url, headers))
+                times, page = time_http(client, url, headers, args.samples)
+                q = parse_notebook_query({k: [str(v)] for k, v in query.items()}, project_id=creds.project_id,
+                                         caller_id=creds.user_id, caller_is_admin=not own, all_view=not own)
+                floor = sql_floor(db, q, min(args.samples, 100))
+                exact = plain_count(db, q)
+                assert page["total"] == exact, (label, page["total"], exact)
+                p50, p99, f50 = median(times), percentile(times, 99), median(floor)
+                ratio = p50 / (f50 + empty)
+                ok = "✓" if p50 <= float(target) else "✗"
+                rows.append([label, f"{page['total']:,}", f"{p50:.2f}", f"{p99:.2f}", f"{f50:.2f}",
+                             f"{ratio:.2f}", f"≤ {target} {ok}"])
+                results.append({"query": label, "total": page["total"], "p50_ms": p50, "p99_ms": p99,
+                                "sql_floor_p50_ms": f50, "ratio": ratio, "target_ms": float(target)})
+            rps = throughput(server.endpoint, mixed, 5 if args.quick else 10)
+            rss = psutil.Process(server.proc.pid).memory_info()
+            create_times = []
+            url, headers = signer_admin.request("/images", {})
+            image = next(i["id"] for i in client.get(url, headers=headers).json()["data"]
+                         if i["name"] == "notebook-python3.11")
+            body_tpl = {"image_id": image, "flavor": "modelarts.vm.cpu.2u",
+                        "volume": {"category": "EVS", "ownership": "MANAGED"}, "duration": -1}
+            subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-quota", "--user", admin.user_id,
+                            "--quota", "-1", "--data-dir", str(data_dir)], check=True, capture_output=True)
+            for i in range(30 if args.quick else 100):
+                body = json.dumps({**body_tpl, "name": f"bench-create-{i}"}).encode()
+                url, headers = signer_admin.request("/notebooks", {}, method="POST", body=body)
+                t0 = time.perf_counter()
+                response = client.post(url, content=body, headers=headers)
+                create_times.append((time.perf_counter() - t0) * 1000)
+                assert response.status_code == 200, response.text
+    finally:
+        server.terminate()
+        db.dispose()
+
+    text = table(["query (admin /notebooks/all on the big project)", "total", "p50 ms", "p99 ms", "SQL floor p50 ms",
+                  "ratio to floor", "target p50"], rows)
+    text += (f"\n\nEmpty endpoint of the same app (`/health`): p50 {empty:.2f} ms. Ratio = nbfleet p50 / "
+             f"(SQL floor p50 + empty endpoint p50). Every `total` was checked against a plain `COUNT(*)`.\n\n"
+             f"| other | result | target |\n| --- | --- | --- |\n"
+             f"| throughput, 8 connections, mixed matrix ({'wrk' if shutil.which('wrk') else 'python client'}) "
+             f"| {rps:,.0f} req/s | ≥ 1,200 |\n"
+             f"| server RSS after the run | {rss.rss / 2**20:.0f} MiB (anonymous {_anon(rss):.0f} MiB) | ≤ 150 MiB |\n"
+             f"| create through the API with the table full, p50 / p99 | {median(create_times):.2f} / "
+             f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
+             f"\nStore: {report['instances']:,} instances in {report['projects']} projects, {big_n:,} in the big "
+             f"project; samples per query: {args.samples}.")
+    publish("list_api" + ("_quick" if args.quick else ""), f"List API, {report['instances']:,} instances", text,
+            {"store": report, "empty_endpoint_p50_ms": empty, "queries": results, "throughput_rps": rps,
+             "rss_mib": rss.rss / 2**20, "create_ms": create_times}, record=not args.no_record)
+
+
+def _anon(meminfo) -> float:
+    shared = getattr(meminfo, "shared", 0)
+    return (meminfo.rss - shared) / 2**20
+
+
+if __name__ == "__main__":
+    main()
