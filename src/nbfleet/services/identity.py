@@ -49,11 +49,28 @@ class IdentityService:
         self.clock = clock or SystemClock()
         self.token_ttl_ms = token_ttl_seconds * 1000
         self.skew_seconds = skew_seconds
+        self._domain: tuple[str, str] | None = None
+        self._secrets: dict[str, str] = {}
 
     # --- domain (the installation's account) -------------------------------------------------
     def domain(self) -> tuple[str, str]:
-        with self.db.read() as conn:
-            return repo.get_meta(conn, "domain_id") or "", repo.get_meta(conn, "domain_name") or ""
+        """The installation's account; set once at bootstrap, so it is read once."""
+        if self._domain is None:
+            with self.db.read() as conn:
+                domain_id, name = repo.get_meta(conn, "domain_id"), repo.get_meta(conn, "domain_name")
+            if domain_id is None:
+                return "", ""
+            self._domain = (domain_id, name or "")
+        return self._domain
+
+    def _secret(self, sealed: str) -> str:
+        """Decrypt a stored SK; cached by its ciphertext, so a changed or deleted key is never served stale."""
+        secret = self._secrets.get(sealed)
+        if secret is None:
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            secret = self._secrets[sealed] = self.box.open(sealed)
+        return secret
 
     # --- administration ---------------------------------------------------------------------
     def create_project(self, name: str) -> str:
@@ -182,30 +199,28 @@ class IdentityService:
         except sig.SignatureError as exc:
             raise E.AuthenticationFailed(str(exc)) from None
         with self.db.read() as conn:
-            key = repo.get_access_key(conn, signed.access_key)
-            if key is None:
-                raise E.AuthenticationFailed("Get secretKey failed, ak not exist")
-            member = repo.is_member(conn, key["user_id"], project_id)
-            domain_id, domain_name = repo.get_meta(conn, "domain_id"), repo.get_meta(conn, "domain_name")
+            key = repo.access_key_for_project(conn, signed.access_key, project_id)
+        if key is None:
+            raise E.AuthenticationFailed("Get secretKey failed, ak not exist")
         if not key["enabled"]:
             raise E.AccessKeyDisabled()
         try:
-            sig.verify(signed, self.box.open(key["secret_enc"]), method, path, raw_query, headers, body,
+            sig.verify(signed, self._secret(key["secret_enc"]), method, path, raw_query, headers, body,
                        self.clock.now(), self.skew_seconds)
         except sig.SignatureError as exc:
             raise E.AuthenticationFailed(str(exc)) from None
         header_project = headers.get("x-project-id")
-        if not member or (header_project and header_project != project_id):
+        if not key["member"] or (header_project and header_project != project_id):
             raise E.ProjectMismatch()
-        return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), project_id,
-                         domain_id or "", domain_name or "")
+        domain_id, domain_name = self.domain()
+        return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), project_id, domain_id, domain_name)
 
     def _by_token(self, token: str, headers, project_id) -> Principal:
         if not token.strip():
             raise E.TokenEmpty()
         with self.db.read() as conn:
             row = repo.get_token(conn, token_hash(token.strip()))
-            domain_id, domain_name = repo.get_meta(conn, "domain_id"), repo.get_meta(conn, "domain_name")
+        domain_id, domain_name = self.domain()
         if row is None:
             raise E.TokenInvalid()
         if row["expires_at"] <= self.clock.now_ms():
@@ -216,8 +231,7 @@ class IdentityService:
         header_project = headers.get("x-project-id")
         if row["project_id"] != project_id or (header_project and header_project != project_id):
             raise E.ProjectMismatch()
-        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), project_id,
-                         domain_id or "", domain_name or "")
+        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), project_id, domain_id, domain_name)
 
 
 def write_credentials(path: Path, creds: dict) -> None:

@@ -1,7 +1,7 @@
 """Projects, users, memberships, access keys, tokens and key pairs."""
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from .tables import access_keys, keypairs, memberships, meta, projects, tokens, users, workspaces
 
@@ -77,12 +77,20 @@ def insert_access_key(conn: Connection, ak: str, user_id: str, secret_enc: str, 
                                             create_at=now))
 
 
-def get_access_key(conn: Connection, ak: str):
-    """The key joined with its user (what a signed request needs to become a principal)."""
-    stmt = (select(access_keys.c.ak, access_keys.c.secret_enc, access_keys.c.enabled, users.c.id.label("user_id"),
-                   users.c.name.label("user_name"), users.c.is_admin)
-            .join(users, users.c.id == access_keys.c.user_id).where(access_keys.c.ak == ak))
-    return conn.execute(stmt).mappings().first()
+# Built once: this runs on every signed request, and building the expression costs more than running it.
+_KEY_FOR_PROJECT = (
+    select(access_keys.c.secret_enc, access_keys.c.enabled, users.c.id.label("user_id"),
+           users.c.name.label("user_name"), users.c.is_admin,
+           select(func.count()).select_from(memberships)
+           .where(memberships.c.user_id == users.c.id, memberships.c.project_id == bindparam("project_id"))
+           .scalar_subquery().label("member"))
+    .join(users, users.c.id == access_keys.c.user_id).where(access_keys.c.ak == bindparam("ak"))
+)
+
+
+def access_key_for_project(conn: Connection, ak: str, project_id: str):
+    """Key, user and whether the user belongs to ``project_id``, in one query (the per-request path)."""
+    return conn.execute(_KEY_FOR_PROJECT, {"ak": ak, "project_id": project_id}).mappings().first()
 
 
 def list_access_keys(conn: Connection, user_id: str | None = None):
