@@ -1,0 +1,267 @@
+"""Example-based tests of the notebook list (seed "Querying Notebook Instances", notebooks.md §1.2-§1.3,
+README §8 and §9 A1-A7, A19)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from nbfleet.app import create_app
+
+from ..conftest import make_settings
+from ..support import Api, Creds
+
+ENVELOPE = {"current", "data", "pages", "size", "total"}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    # instances whose name starts with "undeletable" fail to release their resources (-> DELETE_FAILED)
+    return make_settings(tmp_path, simulated_fail=["name=undeletable*;op=delete"])
+
+
+def names(page: dict) -> list[str]:
+    return [item["name"] for item in page["data"]]
+
+
+def empty(size: int = 10) -> dict:
+    return {"current": 0, "data": [], "pages": 0, "size": size, "total": 0}
+
+
+# --- the seed's envelope ---------------------------------------------------------------------------------
+
+def test_empty_list_envelope(api):
+    assert api.ok("GET", "/notebooks") == empty()
+    assert api.ok("GET", "/notebooks/all") == empty()
+
+
+def test_seed_envelope_with_no_query(api):
+    older = api.create("notebooks_test", description="api-test")
+    newer = api.create("notebook_5ee4bf0e", description="api-test")
+    page = api.ok("GET", "/notebooks")
+    assert set(page) == ENVELOPE
+    assert (page["current"], page["pages"], page["size"], page["total"]) == (0, 1, 10, 2)
+    assert all(isinstance(page[k], int) and not isinstance(page[k], bool) for k in ENVELOPE - {"data"})
+    # default order: create_at DESC (the seed lists the later instance first), then id DESC
+    expected = sorted([older, newer], key=lambda nb: (nb["create_at"], nb["id"]), reverse=True)
+    assert [item["id"] for item in page["data"]] == [nb["id"] for nb in expected]
+    for item in page["data"]:
+        # every member the seed example shows, with its JSON type
+        assert item["description"] == "api-test" and item["feature"] == "NOTEBOOK"
+        assert item["flavor"] == "modelarts.vm.cpu.2u" and item["workspace_id"] == "0"
+        assert item["status"] == "RUNNING" and isinstance(item["token"], str)
+        assert {"id", "name", "swr_path", "type"} <= set(item["image"])
+        assert {"create_at", "duration", "enable", "update_at"} <= set(item["lease"])
+        assert isinstance(item["lease"]["create_at"], int) and isinstance(item["lease"]["enable"], bool)
+        assert item["volume"]["category"] == "EVS" and item["volume"]["ownership"] == "MANAGED"
+        assert item["volume"]["mount_path"] == "/home/ma-user/work/" and isinstance(item["volume"]["capacity"], int)
+    # a list item is the same NotebookResp that GET shows
+    for item in page["data"]:
+        assert item == api.ok("GET", f"/notebooks/{item['id']}")
+
+
+def test_raw_response_is_plain_json_with_the_five_members(api):
+    api.create("raw")
+    response = api.call("GET", "/notebooks")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert set(json.loads(response.content)) == ENVELOPE
+
+
+# --- feature (A7) ----------------------------------------------------------------------------------------
+
+def test_default_feature_notebook_hides_codelab_instances(api):
+    codelab = api.create("codelab", feature="DEFAULT", flavor="modelarts.vm.cpu.free")
+    billed = api.create("billed")
+    for path in ("/notebooks", "/notebooks/all"):
+        assert [i["id"] for i in api.ok("GET", path)["data"]] == [billed["id"]]
+        assert [i["id"] for i in api.ok("GET", path, {"feature": "NOTEBOOK"})["data"]] == [billed["id"]]
+        for spelling in ("DEFAULT", "default", "Default"):
+            page = api.ok("GET", path, {"feature": spelling})
+            assert [i["id"] for i in page["data"]] == [codelab["id"]] and page["total"] == 1
+            assert page["data"][0]["feature"] == "DEFAULT"
+    assert api.error("GET", "/notebooks", {"feature": "FREE"}) == (400, "ModelArts.0104")
+
+
+# --- status (A6) -----------------------------------------------------------------------------------------
+
+def test_status_deleted_is_always_an_empty_page(api):
+    nb = api.create("soon_gone")
+    api.create("stays")
+    assert api.ok("GET", "/notebooks", {"status": "DELETED"}) == empty()
+    api.ok("DELETE", f"/notebooks/{nb['id']}")
+    for _ in range(500):
+        if api.call("GET", f"/notebooks/{nb['id']}").status_code != 200:
+            break
+    assert api.error("GET", f"/notebooks/{nb['id']}") == (400, "ModelArts.6309")
+    assert api.ok("GET", "/notebooks", {"status": "DELETED"}) == empty()
+    assert api.ok("GET", "/notebooks/all", {"status": "deleted", "limit": 50}) == empty(50)
+    assert names(api.ok("GET", "/notebooks")) == ["stays"]
+
+
+def test_status_filter_is_exact_and_case_insensitive(api):
+    running = api.create("running_one")
+    stopped = api.create("stopped_one")
+    api.ok("POST", f"/notebooks/{stopped['id']}/stop")
+    api.wait_status(stopped["id"], "STOPPED")
+    assert [i["id"] for i in api.ok("GET", "/notebooks", {"status": "RUNNING"})["data"]] == [running["id"]]
+    assert [i["id"] for i in api.ok("GET", "/notebooks", {"status": "stopped"})["data"]] == [stopped["id"]]
+    assert api.ok("GET", "/notebooks", {"status": "STOPPING"}) == empty()
+    assert api.error("GET", "/notebooks", {"status": "STOP"}) == (400, "ModelArts.0104")
+
+
+def test_delete_failed_instances_stay_listed(api):
+    nb = api.create("undeletable_nb")
+    api.ok("DELETE", f"/notebooks/{nb['id']}")
+    api.wait_status(nb["id"], "DELETE_FAILED")
+    assert names(api.ok("GET", "/notebooks")) == ["undeletable_nb"]
+    assert api.ok("GET", "/notebooks", {"status": "DELETE_FAILED"})["total"] == 1
+
+
+@pytest.fixture
+def slow_api(tmp_path):
+    """Like ``api`` but every runtime step takes 0.25 s, so that transitional states can be listed."""
+    settings = make_settings(tmp_path, simulated_delay=0.25)
+    app = create_app(settings, announce=lambda _text: None)
+    with TestClient(app) as client:
+        creds = json.loads((settings.data_dir / "credentials.json").read_text())
+        yield Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]),
+                  app.state.services)
+
+
+def test_creating_and_deleting_instances_are_listed(slow_api):
+    api = slow_api
+    nb = api.create("in_flight", wait=False)
+    page = api.ok("GET", "/notebooks", {"status": "CREATING"})
+    assert [i["id"] for i in page["data"]] == [nb["id"]]
+    api.wait_status(nb["id"], "RUNNING")
+    assert api.ok("DELETE", f"/notebooks/{nb['id']}")["status"] == "DELETING"
+    page = api.ok("GET", "/notebooks")
+    assert [(i["id"], i["status"]) for i in page["data"]] == [(nb["id"], "DELETING")]
+    assert api.ok("GET", "/notebooks", {"status": "DELETING"})["total"] == 1
+
+
+# --- fuzzy filters treat LIKE wildcards literally ---------------------------------------------------------
+
+def test_fuzzy_name_treats_underscore_literally(api):
+    for name in ("a_b", "aXb", "a-b", "ab", "A_B_c"):
+        api.create(name)
+    assert sorted(names(api.ok("GET", "/notebooks", {"name": "a_b"}))) == ["A_B_c", "a_b"]
+    assert sorted(names(api.ok("GET", "/notebooks", {"name": "_"}))) == ["A_B_c", "a_b"]
+    assert sorted(names(api.ok("GET", "/notebooks", {"name": "A_B"}))) == ["A_B_c", "a_b"]
+    assert sorted(names(api.ok("GET", "/notebooks", {"name": "a-"}))) == ["a-b"]
+    assert sorted(names(api.ok("GET", "/notebooks", {"name": "XB"}))) == ["aXb"]
+    assert api.ok("GET", "/notebooks", {"name": "a__b"})["total"] == 0
+
+
+def test_fuzzy_name_refuses_percent_and_other_like_syntax(api):
+    api.create("a_b")
+    for pattern in ("%", "a%b", "a*", "a?b", "[ab]"):
+        assert api.error("GET", "/notebooks", {"name": pattern}) == (400, "ModelArts.0104"), pattern
+
+
+def test_fuzzy_description_treats_percent_underscore_and_backslash_literally(api):
+    for name, description in (("pct", "100% sure"), ("num", "1000 sure"), ("und", "50_50"), ("x50", "50x50"),
+                              ("bsl", "C:\\temp"), ("plain", "Ctemp")):
+        api.create(name, description=description)
+    assert names(api.ok("GET", "/notebooks", {"description": "0%"})) == ["pct"]
+    assert names(api.ok("GET", "/notebooks", {"description": "%"})) == ["pct"]
+    assert names(api.ok("GET", "/notebooks", {"description": "0_5"})) == ["und"]
+    assert names(api.ok("GET", "/notebooks", {"description": "_"})) == ["und"]
+    assert names(api.ok("GET", "/notebooks", {"description": "\\"})) == ["bsl"]
+    assert names(api.ok("GET", "/notebooks", {"description": ":\\T"})) == ["bsl"]
+    assert sorted(names(api.ok("GET", "/notebooks", {"description": "SURE"}))) == ["num", "pct"]
+
+
+def test_fuzzy_filters_are_case_insensitive_beyond_ascii(api):
+    api.create("École_nb")
+    api.create("ecole_nb")
+    api.create("Ünïcode", description="Élan vital")
+    assert names(api.ok("GET", "/notebooks", {"name": "éCOLE"})) == ["École_nb"]
+    assert names(api.ok("GET", "/notebooks", {"name": "üNÏ"})) == ["Ünïcode"]
+    assert names(api.ok("GET", "/notebooks", {"description": "élan"})) == ["Ünïcode"]
+
+
+def test_fuzzy_flavor_and_username(api):
+    api.create("small")
+    api.create("big", flavor="modelarts.vm.cpu.8u")
+    assert names(api.ok("GET", "/notebooks", {"flavor": "8U"})) == ["big"]
+    assert sorted(names(api.ok("GET", "/notebooks", {"flavor": "vm.CPU"}))) == ["big", "small"]
+    assert api.ok("GET", "/notebooks", {"flavor": "gpu"})["total"] == 0
+    assert api.ok("GET", "/notebooks/all", {"username": "DMI"})["total"] == 2
+    assert api.ok("GET", "/notebooks/all", {"username": "nobody"})["total"] == 0
+
+
+# --- routing and parameter spellings ---------------------------------------------------------------------
+
+def test_trailing_slash_on_the_list_paths(api):
+    api.create("slashed")
+    plain = api.ok("GET", "/notebooks")
+    assert api.ok("GET", "/notebooks/") == plain
+    assert api.ok("GET", "/notebooks/all/") == api.ok("GET", "/notebooks/all")
+    assert api.ok("GET", "/notebooks/", {"limit": 1, "name": "slash"})["total"] == 1
+    assert names(plain) == ["slashed"]
+
+
+def test_workspace_id_and_workspaceId(api):
+    workspace = api.services.identity.create_workspace(api.creds.project_id, "team-ws")
+    in_ws = api.create("in_workspace", workspace_id=workspace)
+    default = api.create("in_default")
+    assert [i["id"] for i in api.ok("GET", "/notebooks")["data"]] == [default["id"]]
+    for spelling in ("workspaceId", "workspace_id"):
+        page = api.ok("GET", "/notebooks", {spelling: workspace})
+        assert [i["id"] for i in page["data"]] == [in_ws["id"]]
+        assert page["data"][0]["workspace_id"] == workspace
+        assert [i["id"] for i in api.ok("GET", "/notebooks", {spelling: "0"})["data"]] == [default["id"]]
+        assert [i["id"] for i in api.ok("GET", "/notebooks/all", {spelling: workspace})["data"]] == [in_ws["id"]]
+        assert api.error("GET", "/notebooks", {spelling: "not-a-workspace"}) == (400, "ModelArts.0104")
+    # both given: workspace_id wins
+    both = api.ok("GET", "/notebooks", {"workspace_id": "0", "workspaceId": workspace})
+    assert [i["id"] for i in both["data"]] == [default["id"]]
+    both = api.ok("GET", "/notebooks", {"workspace_id": workspace, "workspaceId": "0"})
+    assert [i["id"] for i in both["data"]] == [in_ws["id"]]
+
+
+# --- paging and sorting over HTTP --------------------------------------------------------------------------
+
+def test_offset_is_a_record_offset_and_current_is_offset_over_size(api):
+    for n in range(5):
+        api.create(f"nb{n}")
+    page = api.ok("GET", "/notebooks", {"limit": 2, "offset": 2, "sort_key": "name", "sort_dir": "ASC"})
+    assert names(page) == ["nb2", "nb3"]
+    assert (page["current"], page["pages"], page["size"], page["total"]) == (1, 3, 2, 5)
+    page = api.ok("GET", "/notebooks", {"limit": 2, "offset": 3, "sort_key": "name", "sort_dir": "asc"})
+    assert names(page) == ["nb3", "nb4"] and page["current"] == 1
+    page = api.ok("GET", "/notebooks", {"limit": 2, "offset": 4, "sort_key": "name", "sort_dir": "ASC"})
+    assert names(page) == ["nb4"] and (page["current"], page["pages"]) == (2, 3)
+    page = api.ok("GET", "/notebooks", {"limit": 2, "offset": 9})
+    assert page["data"] == [] and (page["current"], page["pages"], page["total"]) == (4, 3, 5)
+    page = api.ok("GET", "/notebooks", {"limit": 50, "sort_key": "name", "sort_dir": "DESC"})
+    assert names(page) == ["nb4", "nb3", "nb2", "nb1", "nb0"] and page["size"] == 50
+
+
+def test_sort_aliases_and_multiple_keys(api):
+    for name in ("b", "a", "c"):
+        api.create(name)
+    by_create = api.ok("GET", "/notebooks", {"sort_key": "createTime", "sort_dir": "ASC"})
+    items = by_create["data"]
+    assert [(i["create_at"], i["id"]) for i in items] == sorted((i["create_at"], i["id"]) for i in items)
+    api.ok("PUT", f"/notebooks/{items[0]['id']}", body={"description": "touched"})
+    newest_update = api.ok("GET", "/notebooks", {"sort_key": "updateTime", "sort_dir": "DESC"})["data"][0]
+    assert newest_update["id"] == items[0]["id"]
+    assert names(api.ok("GET", "/notebooks", {"sort_key": "status,name", "sort_dir": "ASC"})) == ["a", "b", "c"]
+    assert names(api.ok("GET", "/notebooks", {"sort_key": "feature,flavor,name", "sort_dir": "DESC"})) == ["c", "b", "a"]
+
+
+def test_list_parameter_errors_over_http(api):
+    for query, code in (({"limit": 0}, "ModelArts.0104"), ({"limit": 51}, "ModelArts.0104"),
+                        ({"limit": "ten"}, "ModelArts.0104"), ({"offset": -1}, "ModelArts.0104"),
+                        ({"sort_dir": "up"}, "ModelArts.0104"), ({"sort_key": "user_id"}, "ModelArts.6303"),
+                        ({"sort_key": "name," * 30}, "ModelArts.0104"), ({"id": "nope"}, "ModelArts.0104"),
+                        ({"tags": ",a|b"}, "ModelArts.0104"), ({"billing": "FREE"}, "ModelArts.0104"),
+                        ({"ip": "300.1.1.1"}, "ModelArts.0104"), ({"owner": "ABC"}, "ModelArts.0104"),
+                        ([("limit", "10"), ("limit", "20")], "ModelArts.0104"),
+                        ([("name", "a"), ("name", "b")], "ModelArts.0104")):
+        for path in ("/notebooks", "/notebooks/all"):
+            assert api.error("GET", path, query) == (400, code), (path, query)
