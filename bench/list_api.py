@@ -93,14 +93,10 @@ def sql_floor(db, query, samples: int) -> list[float]:
 
 
 def plain_count(db, query) -> int:
-    """COUNT(*) with the query's filters, without any counter or index trick: the check on ``total``."""
-    from sqlalchemy import func, select
-
-    from nbfleet.store import notebook_repo
-    from nbfleet.store.tables import notebooks
+    """COUNT(*) with the query's filters, without the counter table: the check on ``total``."""
+    from nbfleet.store import notebook_list
     with db.read() as conn:
-        return conn.execute(select(func.count()).select_from(notebooks)
-                            .where(*notebook_repo.conditions(query))).scalar_one()
+        return notebook_list.count_matching(conn, query)
 
 
 def throughput(endpoint: str, requests: list[tuple[str, dict]], seconds: int, connections: int = 8) -> float:

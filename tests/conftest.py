@@ -22,8 +22,12 @@ def reset_database(url: str) -> None:
     """Drop every nbfleet table so that each test starts from an empty schema."""
     engine = create_engine(url)
     with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        if conn.dialect.name == "postgresql":  # also functions, triggers and extensions of the migrations
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        else:
+            metadata.drop_all(conn)
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     engine.dispose()
 
 

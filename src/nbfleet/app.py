@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from .api import catalog as catalog_routes
+from .api import iam as iam_routes
 from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
 from .api.deps import Services
@@ -14,6 +15,7 @@ from .api.errors import RequestIdMiddleware, install_error_handlers
 from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
 from .clock import SystemClock
+from .console.routes import install_console
 from .controller.reconciler import Reconciler
 from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
@@ -84,6 +86,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
     app.include_router(catalog_routes.router)
+    app.include_router(iam_routes.router)
+    install_console(app)
 
     async def resolve(notebook_id: str):
         where = app.state.services.notebooks.route(notebook_id)

@@ -178,3 +178,8 @@ def test_default_quota_is_ten(api):
     for i in range(10):
         api.ok("POST", "/notebooks", body=body(api, name=f"n{i}"), creds=user)
     assert api.error("POST", "/notebooks", body=body(api, name="n10"), creds=user) == (400, "ModelArts.6302")
+
+
+@pytest.mark.parametrize("member,value", [("name", "trailing\n"), ("workspace_id", "0\n")])
+def test_a_trailing_newline_is_not_accepted(api, member, value):
+    assert_refused(api, body(api, **{member: value}), "ModelArts.6336")

@@ -83,7 +83,18 @@ def test_concurrent_starts_exactly_one_wins(api):
     assert started == 6  # the create plus one start per round, never two
 
 
-def test_stop_and_delete_race(api):
+@pytest.fixture
+def slow(tmp_path):
+    """Each runtime step takes 0.2 s, so transitional statuses last long enough to race against."""
+    settings = make_settings(tmp_path, simulated_delay=0.2)
+    app = create_app(settings, announce=lambda _t: None)
+    with TestClient(app) as client:
+        c = json.loads((settings.data_dir / "credentials.json").read_text())
+        yield Api(client, Creds(c["ak"], c["sk"], c["project_id"], c["user_id"]), app.state.services)
+
+
+def test_stop_and_delete_race(slow):
+    api = slow
     nb = api.create("race2")
     barrier = threading.Barrier(2)
     results = {}
@@ -110,9 +121,23 @@ def test_restart_finishes_transitions_left_in_flight(tmp_path):
         api = Api(client, Creds(c["ak"], c["sk"], c["project_id"], c["user_id"]), app.state.services)
         creating = api.create("in-flight", wait=False)
         assert creating["status"] == "CREATING"
-    fast = make_settings(tmp_path, simulated_delay=0.0)
-    fast.data_dir = settings.data_dir
+    fast = settings.model_copy(update={"simulated_delay": 0.0})  # same store, not a fresh one
     app2 = create_app(fast, announce=lambda _t: None)
     with TestClient(app2) as client2:
         api2 = Api(client2, api.creds, app2.state.services)
         assert api2.wait_status(creating["id"], "RUNNING")["status"] == "RUNNING"
+
+
+def test_a_wake_up_during_a_sweep_is_not_lost(tmp_path):
+    """With no periodic sweeps at all, every create must still be picked up by its own wake-up."""
+    settings = make_settings(tmp_path, reconcile_interval=3600, observe_interval=3600)
+    app = create_app(settings, announce=lambda _t: None)
+    with TestClient(app) as client:
+        c = json.loads((settings.data_dir / "credentials.json").read_text())
+        api = Api(client, Creds(c["ak"], c["sk"], c["project_id"], c["user_id"]), app.state.services)
+        api.services.identity.set_quota(api.creds.user_id, -1)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(8) as pool:  # concurrent calls land while a sweep is running
+            made = list(pool.map(lambda i: api.create(f"burst-{i}", wait=False)["id"], range(40)))
+        for notebook_id in made:
+            assert api.wait_status(notebook_id, "RUNNING", timeout=10)["status"] == "RUNNING"

@@ -10,6 +10,7 @@ import typer
 
 from ..settings import Settings
 from .dev import dev
+from .notebooks import configure, flavors_app, images_app, notebooks_app
 
 app = typer.Typer(help="nbfleet: notebook instances behind a ModelArts-compatible API.", no_args_is_help=True)
 admin = typer.Typer(help="Manage projects, users, access keys and tokens (works while the server runs).",
@@ -18,6 +19,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.add_typer(db_app, name="db")
 app.add_typer(dev, name="dev")
+app.add_typer(notebooks_app, name="notebooks")
+app.add_typer(images_app, name="images")
+app.add_typer(flavors_app, name="flavors")
+app.command("configure")(configure)
 
 DataDir = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR).")
 DbUrl = typer.Option(None, "--database-url", help="SQLAlchemy URL (env NBFLEET_DATABASE_URL).")
@@ -143,6 +148,24 @@ def create_token(user: str = typer.Option(..., "--user"), project: Optional[str]
     except ValueError as exc:
         _fail(str(exc))
     _out({"token": token, "expires_at": expires}, as_json)
+
+
+@admin.command("set-password")
+def set_password(user: str = typer.Option(..., "--user", help="User id."),
+                 password_stdin: bool = typer.Option(False, "--password-stdin",
+                                                     help="Read the password from the first line of stdin."),
+                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+    """Set a user's password (for the web console and POST /v3/auth/tokens); prompts unless --password-stdin."""
+    import sys
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        _identity(data_dir, database_url).set_password(user, password)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo("password set", err=True)
 
 
 @admin.command("set-quota")

@@ -154,13 +154,14 @@ class Reconciler:
 
     async def _run(self) -> None:
         while not self.stopping:
+            # Clear before sweeping: a wake-up that arrives during the sweep must cause another sweep.
+            self._wake.clear()
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a sweep must never kill the loop; the next one retries
                 log.exception("reconciler sweep failed")
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reconcile_interval)
             except asyncio.TimeoutError:

@@ -120,7 +120,7 @@ def _check_hooks_types(hooks: dict) -> None:
 
 
 def check_name(name: str) -> str:
-    if not 1 <= len(name) <= 128 or not _NAME_RE.match(name):
+    if not 1 <= len(name) <= 128 or not _NAME_RE.fullmatch(name):
         raise E.InvalidProperty("name", "Use 1 to 128 letters, digits, hyphens (-) or underscores (_).")
     return name
 
@@ -173,7 +173,7 @@ def check_create_shape(body) -> CreateShape:
     description = check_description(body.get("description") or "")
     feature = _upper_enum(body.get("feature"), "feature", Feature, Feature.NOTEBOOK)
     workspace = body.get("workspace_id") or "0"
-    if not _WORKSPACE_RE.match(workspace):
+    if not _WORKSPACE_RE.fullmatch(workspace):
         raise E.InvalidProperty("workspace_id", "Use \"0\" or 32 lower-case letters and digits.")
     return CreateShape(name=name, image_id=body["image_id"], flavor=body.get("flavor"), description=description,
                        feature=feature, workspace_id=workspace, pool_id=body.get("pool_id"), body=body)
@@ -224,7 +224,7 @@ def check_volume(volume: dict, *, main: bool, prefix: str = "volume") -> dict:
     if volume.get("id") is not None:
         out["id"] = volume["id"]
     if volume.get("dew_secret_name") is not None:
-        if not _SECRET_RE.match(volume["dew_secret_name"]):
+        if not _SECRET_RE.fullmatch(volume["dew_secret_name"]):
             raise E.InvalidProperty(f"{prefix}.dew_secret_name")
         out["dew_secret_name"] = volume["dew_secret_name"]
     mount_path = volume.get("mount_path")
@@ -277,7 +277,7 @@ def check_network(config: dict) -> dict:
 
 
 def check_secret_name(value: str) -> str:
-    if not _SECRET_RE.match(value):
+    if not _SECRET_RE.fullmatch(value):
         raise E.InvalidProperty("dew_secret_name", "Use 1 to 64 letters, digits, _ or -.")
     return value
 

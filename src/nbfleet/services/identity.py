@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..auth import passwords
 from ..auth import signature as sig
 from ..auth.principal import Principal
 from ..auth.secrets import SecretBox
@@ -151,6 +152,69 @@ class IdentityService:
             workspace_id = new_id()
             repo.insert_workspace(conn, workspace_id, project_id, name, self.clock.now_ms())
             return workspace_id
+
+    # --- passwords and sessions ------------------------------------------------------------------
+    def set_password(self, user_id: str, password: str) -> None:
+        """Store a salted Argon2id hash of ``password``; raises ValueError for a weak one or an unknown user."""
+        hashed = passwords.hash_password(password)
+        with self.db.write() as conn:
+            if not repo.update_user(conn, user_id, password_hash=hashed):
+                raise ValueError(f"user {user_id} does not exist")
+
+    def check_password(self, user_name: str, password: str, *, domain_name: str | None = None) -> dict | None:
+        """``{"id", "name", "is_admin"}`` if ``password`` is the user's, else None.
+
+        An unknown user, a user without a password and a wrong domain cost the same hashing time as a
+        wrong password, so the answer's timing does not reveal which names exist.
+        """
+        with self.db.read() as conn:
+            user = repo.find_user_by_name(conn, user_name)
+        stored = user["password_hash"] if user is not None else None
+        if not passwords.verify_password(stored, password):
+            return None
+        if domain_name is not None and domain_name != self.domain()[1]:
+            return None
+        if passwords.needs_rehash(stored):
+            with self.db.write() as conn:
+                repo.update_user(conn, user["id"], password_hash=passwords.hash_password(password))
+        return {"id": user["id"], "name": user["name"], "is_admin": bool(user["is_admin"])}
+
+    def member_project(self, user_id: str, *, project_id: str | None = None,
+                       project_name: str | None = None) -> tuple[str, str] | None:
+        """(id, name) of the project picked by id or name, if the user is a member of it.
+
+        With neither given: the bootstrap project if the user is a member, else the user's first one.
+        """
+        with self.db.read() as conn:
+            if project_id:
+                row = repo.get_project(conn, project_id)
+            elif project_name:
+                row = repo.find_project_by_name(conn, project_name)
+            else:
+                ids = repo.user_projects(conn, user_id)
+                preferred = repo.get_meta(conn, "bootstrap_project")
+                chosen = preferred if preferred in ids else (sorted(ids)[0] if ids else None)
+                row = repo.get_project(conn, chosen) if chosen else None
+            if row is None or not repo.is_member(conn, user_id, row["id"]):
+                return None
+            return row["id"], row["name"]
+
+    def principal_for_token(self, token: str) -> Principal | None:
+        """The principal of a valid, project-scoped token (a console session), or None."""
+        if not token:
+            return None
+        with self.db.read() as conn:
+            row = repo.get_token(conn, token_hash(token))
+        if row is None or row["project_id"] is None or row["expires_at"] <= self.clock.now_ms():
+            return None
+        domain_id, domain_name = self.domain()
+        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), row["project_id"], domain_id,
+                         domain_name)
+
+    def revoke_token(self, token: str) -> None:
+        """Forget a token (sign-out); unknown tokens are ignored."""
+        with self.db.write() as conn:
+            repo.delete_token(conn, token_hash(token))
 
     # --- bootstrap ----------------------------------------------------------------------------
     def bootstrap(self, data_dir: Path, endpoint: str) -> dict | None:

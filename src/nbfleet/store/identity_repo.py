@@ -121,6 +121,10 @@ def get_token(conn: Connection, token_hash: str):
     return conn.execute(stmt).mappings().first()
 
 
+def delete_token(conn: Connection, token_hash: str) -> int:
+    return conn.execute(delete(tokens).where(tokens.c.token_hash == token_hash)).rowcount
+
+
 def delete_tokens_of(conn: Connection, user_id: str) -> int:
     return conn.execute(delete(tokens).where(tokens.c.user_id == user_id)).rowcount
 

@@ -1,70 +1,22 @@
-"""Notebook rows: insert, fetch, compare-and-set transitions, and the list query in SQL.
-
-The list is built in one order: scope -> filters -> count -> sort (whitelisted keys, ``id`` as
-the unique tie-breaker) -> offset/limit. Nothing is filtered or sorted in Python.
-"""
+"""Notebook rows: insert, fetch, compare-and-set transitions, events. The list query lives in
+``notebook_list``."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
-from ..domain.model import HOLDS_COMPUTE, Billing, Status
+from ..domain.model import Status
 from ..domain.query import NotebookQuery
+from . import notebook_list
 from .tables import events, notebook_tags, notebooks
 
 N = notebooks.c
-_SORT_COLUMNS = {"create_at": N.create_at, "update_at": N.update_at, "name": N.name, "status": N.status,
-                 "flavor": N.flavor, "id": N.id, "feature": N.feature}
-_FUZZY_COLUMNS = {"name": N.name, "pool_name": N.pool_name, "flavor": N.flavor, "swr_path": N.swr_path,
-                  "description": N.description, "user_name": N.user_name}
-
-
-def _like_pattern(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def conditions(q: NotebookQuery) -> list:
-    """WHERE clauses of a list query (scope first, then every filter that is set)."""
-    cond = [N.project_id == q.project_id, N.workspace_id == q.workspace_id, N.feature == q.feature.value]
-    if q.owner_id is not None:
-        cond.append(N.user_id == q.owner_id)
-    if q.status is not None:
-        cond.append(N.status == q.status.value)
-    for column, value in ((N.pool_id, q.pool_id), (N.image_id, q.image_id), (N.id, q.id), (N.ip, q.ip)):
-        if value is not None:
-            cond.append(column == value)
-    if q.billing is Billing.COMPUTE:
-        cond.append(N.status.in_([s.value for s in HOLDS_COMPUTE]))
-    elif q.billing is Billing.STORAGE:
-        cond.append(N.volume_category.in_(["EVS", "EFS"]))
-    for tag in q.tags:
-        match = [notebook_tags.c.notebook_id == N.id, notebook_tags.c.key == tag.key]
-        if tag.value is not None:
-            match.append(notebook_tags.c.value == tag.value)
-        cond.append(exists().where(and_(*match)))
-    for column, text in q.fuzzy_filters().items():
-        cond.append(_FUZZY_COLUMNS[column].ilike(_like_pattern(text), escape="\\"))
-    return cond
-
-
-def order_by(q: NotebookQuery) -> list:
-    columns = [_SORT_COLUMNS[k] for k in q.sort]
-    if "id" not in q.sort:
-        columns.append(N.id)
-    return [c.desc() if q.descending else c.asc() for c in columns]
 
 
 def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
-    """The rows of one page and the exact total of rows matching the filters."""
-    cond = conditions(q)
-    total = conn.execute(select(func.count()).select_from(notebooks).where(*cond)).scalar_one()
-    if total == 0 or q.offset >= total:
-        return [], total
-    # Page by primary key first (an index-only walk), then fetch just the rows of the page.
-    ids = select(N.id).where(*cond).order_by(*order_by(q)).offset(q.offset).limit(q.limit).subquery()
-    rows = conn.execute(select(notebooks).join(ids, ids.c.id == N.id).order_by(*order_by(q))).mappings().all()
-    return list(rows), total
+    """The rows of one list page and its exact total (see ``notebook_list``)."""
+    return notebook_list.page(conn, q)
 
 
 def insert_notebook(conn: Connection, row: dict, tags: Iterable[tuple[str, str]] = ()) -> None:

@@ -2,7 +2,8 @@
 everything a list filter or sort touches is a real, indexed column."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Identity, Index, Integer, MetaData, String, Table,
+                        Text)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -98,7 +99,10 @@ images = Table(
 
 notebooks = Table(
     "notebooks", metadata,
-    Column("id", String(36), primary_key=True),
+    # A stable integer key: SQLite's rowid alias (it survives VACUUM, which the full-text index relies on)
+    # and an identity column on PostgreSQL. The public id is the UUID.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), Identity(), primary_key=True),
+    Column("id", String(36), nullable=False, unique=True),
     Column("project_id", String(32), nullable=False),
     Column("user_id", String(32), nullable=False),
     Column("user_name", String(256), nullable=False),
@@ -131,10 +135,30 @@ notebooks = Table(
     Column("placement", Text, nullable=True),       # JSON: where the runtime runs it
     Column("claim_owner", String(64), nullable=True),
     Column("claim_until", BigInteger, nullable=True),
+    # One index per supported order, each led by the list scope, so a page is an index walk.
     Index("ix_notebooks_scope_created", "project_id", "workspace_id", "feature", "create_at", "id"),
     Index("ix_notebooks_owner_created", "project_id", "user_id", "workspace_id", "feature", "create_at", "id"),
+    Index("ix_notebooks_status_created", "project_id", "workspace_id", "feature", "status", "create_at", "id"),
+    Index("ix_notebooks_owner_status_created", "project_id", "user_id", "workspace_id", "feature", "status",
+          "create_at", "id"),
+    Index("ix_notebooks_scope_name", "project_id", "workspace_id", "feature", "name", "id"),
+    Index("ix_notebooks_scope_status_name", "project_id", "workspace_id", "feature", "status", "name", "id"),
+    Index("ix_notebooks_scope_updated", "project_id", "workspace_id", "feature", "update_at", "id"),
     Index("ix_notebooks_status", "status"),
     Index("ix_notebooks_user_feature", "user_id", "feature"),
+    Index("ix_notebooks_lease", "status", "lease_enable", "lease_type"),
+)
+
+# Exact row counts per list scope and status, kept by database triggers in the same transaction as every
+# insert, delete and status change (migration 0002). user_id '*' rows count all users of a scope.
+notebook_counts = Table(
+    "notebook_counts", metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("workspace_id", String(32), primary_key=True),
+    Column("feature", String(16), primary_key=True),
+    Column("user_id", String(32), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 notebook_tags = Table(
@@ -157,4 +181,4 @@ events = Table(
 )
 
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "notebooks", "notebook_tags", "events"]
+           "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events"]

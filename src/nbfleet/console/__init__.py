@@ -1,0 +1,1 @@
+"""The web console: sign-in, notebook list, create form and detail pages over the notebook services."""

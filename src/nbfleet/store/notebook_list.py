@@ -1,0 +1,162 @@
+"""The notebook list query in SQL: scope -> filters -> count -> sort -> offset/limit.
+
+Three things keep it fast at a million rows (see docs/benchmarks.md):
+- ``total`` comes from ``notebook_counts`` (kept by triggers) whenever the filters are only scope,
+  owner and status; otherwise from ``COUNT(*)`` over an index;
+- case-insensitive substring filters on name, description and user name use a trigram index
+  (SQLite FTS5, PostgreSQL pg_trgm) instead of scanning;
+- the page is found by walking an index that matches the sort order (row keys only), and only the
+  rows of the page are read.
+Statements are built once per query *shape* and reused with new parameters: building the SQLAlchemy
+expression costs more than running it.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Connection, and_, bindparam, exists, func, literal_column, select, text
+
+from ..domain.model import HOLDS_COMPUTE, Billing
+from ..domain.query import NotebookQuery
+from .tables import notebook_counts, notebook_tags, notebooks
+
+N = notebooks.c
+C = notebook_counts.c
+SORT_COLUMNS = {"create_at": N.create_at, "update_at": N.update_at, "name": N.name, "status": N.status,
+                "flavor": N.flavor, "id": N.id, "feature": N.feature}
+FUZZY_COLUMNS = {"name": N.name, "pool_name": N.pool_name, "flavor": N.flavor, "swr_path": N.swr_path,
+                 "description": N.description, "user_name": N.user_name}
+TRIGRAM_COLUMNS = ("name", "description", "user_name")   # the columns of notebooks_fts
+TRIGRAM_MIN = 3                                           # shorter substrings cannot use trigrams
+EXACT = ("pool_id", "image_id", "id", "ip")
+ALL_USERS = "*"
+_COMPUTE = sorted(s.value for s in HOLDS_COMPUTE)
+_cache: dict[tuple, tuple] = {}
+
+
+def like_pattern(text_: str) -> str:
+    """A LIKE pattern matching ``text_`` anywhere, with ``_``, ``%`` and ``\\`` taken literally."""
+    return "%" + text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _fts_query(terms: dict[str, str]) -> str:
+    """An FTS5 query: every term as a quoted phrase in its column (quotes doubled), ANDed."""
+    return " AND ".join(f'{column} : "{value.replace(chr(34), chr(34) * 2)}"' for column, value in terms.items())
+
+
+def _split_fuzzy(q: NotebookQuery, trigram: bool) -> tuple[dict[str, str], dict[str, str]]:
+    by_index, by_like = {}, {}
+    for column, value in q.fuzzy_filters().items():
+        if trigram and column in TRIGRAM_COLUMNS and len(value) >= TRIGRAM_MIN:
+            by_index[column] = value
+        else:
+            by_like[column] = value
+    return by_index, by_like
+
+
+def _shape(q: NotebookQuery, fts: dict, like: dict) -> tuple:
+    return (q.owner_id is not None, q.status is not None, tuple(f for f in EXACT if getattr(q, f) is not None),
+            q.billing, tuple(t.value is not None for t in q.tags), tuple(fts), tuple(like), q.sort, q.descending)
+
+
+def _build(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> tuple:
+    cond = [N.project_id == bindparam("project_id"), N.workspace_id == bindparam("workspace_id"),
+            N.feature == bindparam("feature")]
+    if q.owner_id is not None:
+        cond.append(N.user_id == bindparam("owner_id"))
+    if q.status is not None:
+        cond.append(N.status == bindparam("status"))
+    for name in EXACT:
+        if getattr(q, name) is not None:
+            cond.append(N[name] == bindparam(f"x_{name}"))
+    if q.billing is Billing.COMPUTE:
+        cond.append(N.status.in_(_COMPUTE))
+    elif q.billing is Billing.STORAGE:
+        cond.append(N.volume_category.in_(["EVS", "EFS"]))
+    for i, tag in enumerate(q.tags):
+        match = [notebook_tags.c.notebook_id == N.id, notebook_tags.c.key == bindparam(f"tag_k{i}")]
+        if tag.value is not None:
+            match.append(notebook_tags.c.value == bindparam(f"tag_v{i}"))
+        cond.append(exists().where(and_(*match)))
+    if fts:
+        if sqlite:
+            matches = select(literal_column("rowid")).select_from(text("notebooks_fts")).where(
+                text("notebooks_fts MATCH :fts_query"))
+            cond.append(N.seq.in_(matches))
+        else:
+            for column in fts:
+                cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
+    for column in like:
+        cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
+
+    plain_count = select(func.count()).select_from(notebooks).where(*cond)
+    countable = not (fts or like or q.tags or any(getattr(q, f) is not None for f in EXACT)
+                     or q.billing is Billing.STORAGE)
+    if countable:
+        count_cond = [C.project_id == bindparam("project_id"), C.workspace_id == bindparam("workspace_id"),
+                      C.feature == bindparam("feature"), C.user_id == bindparam("count_user")]
+        if q.status is not None:
+            count_cond.append(C.status == bindparam("status"))
+        elif q.billing is Billing.COMPUTE:
+            count_cond.append(C.status.in_(_COMPUTE))
+        total_stmt = select(func.coalesce(func.sum(C.n), 0)).where(*count_cond)
+    else:
+        total_stmt = plain_count
+
+    columns = [SORT_COLUMNS[k] for k in q.sort]
+    if "id" not in q.sort:
+        columns.append(N.id)
+    order = [c.desc() if q.descending else c.asc() for c in columns]
+    keys = (select(N.seq).where(*cond).order_by(*order)
+            .offset(bindparam("offset", type_=None)).limit(bindparam("limit", type_=None)).subquery())
+    page_stmt = select(notebooks).join(keys, keys.c.seq == N.seq).order_by(*order)
+    return total_stmt, page_stmt, plain_count
+
+
+def _params(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> dict:
+    params = {"project_id": q.project_id, "workspace_id": q.workspace_id, "feature": q.feature.value,
+              "count_user": q.owner_id if q.owner_id is not None else ALL_USERS, "offset": q.offset,
+              "limit": q.limit}
+    if q.owner_id is not None:
+        params["owner_id"] = q.owner_id
+    if q.status is not None:
+        params["status"] = q.status.value
+    for name in EXACT:
+        if getattr(q, name) is not None:
+            params[f"x_{name}"] = getattr(q, name)
+    for i, tag in enumerate(q.tags):
+        params[f"tag_k{i}"] = tag.key
+        if tag.value is not None:
+            params[f"tag_v{i}"] = tag.value
+    if fts and sqlite:
+        params["fts_query"] = _fts_query(fts)
+    elif fts:
+        params.update({f"like_{c}": like_pattern(v) for c, v in fts.items()})
+    params.update({f"like_{c}": like_pattern(v) for c, v in like.items()})
+    return params
+
+
+def statements(q: NotebookQuery, sqlite: bool) -> tuple:
+    """(total statement, page statement, plain COUNT statement, parameters), built once per shape."""
+    fts, like = _split_fuzzy(q, trigram=True)
+    key = (sqlite, *_shape(q, fts, like))
+    built = _cache.get(key)
+    if built is None:
+        if len(_cache) > 2048:
+            _cache.clear()
+        built = _cache[key] = _build(q, fts, like, sqlite)
+    return (*built, _params(q, fts, like, sqlite))
+
+
+def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
+    """The rows of one page and the exact total of rows matching the filters."""
+    sqlite = conn.dialect.name == "sqlite"
+    total_stmt, page_stmt, _plain, params = statements(q, sqlite)
+    total = int(conn.execute(total_stmt, params).scalar_one())
+    if total == 0 or q.offset >= total:
+        return [], total
+    return list(conn.execute(page_stmt, params).mappings().all()), total
+
+
+def count_matching(conn: Connection, q: NotebookQuery) -> int:
+    """A plain ``COUNT(*)`` with the query's filters (no counters): what ``total`` must equal."""
+    _total, _page, plain_count, params = statements(q, conn.dialect.name == "sqlite")
+    return int(conn.execute(plain_count, params).scalar_one())
