@@ -1,4 +1,4 @@
-"""The ``nbfleet`` command: ``serve``, ``admin …`` and ``db upgrade``."""
+"""The ``nbfleet`` command: ``serve``, ``admin …``, ``db upgrade``, and the API client (``notebooks`` …)."""
 from __future__ import annotations
 
 import json

@@ -258,6 +258,7 @@ def delete(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.
                 out_console().print(f"{nb['name']} ({nb['id']}) is {nb['status']}", markup=False, highlight=False)
             return
         deadline = time.monotonic() + timeout
+        pause = 0.2
         with err_console().status(f"deleting {nb['name']}…"):
             while time.monotonic() < deadline:
                 try:
@@ -271,7 +272,8 @@ def delete(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.
                     raise
                 if nb["status"] == "DELETE_FAILED":
                     fail(f"{nb['name']} is DELETE_FAILED: {nb.get('fail_reason') or 'no reason given'}", EXIT_API)
-                time.sleep(0.5)
+                time.sleep(pause)
+                pause = min(pause * 1.5, 2.0)
         fail(f"{nb['name']} is still {nb['status']} after {timeout:g} s", EXIT_API)
 
 

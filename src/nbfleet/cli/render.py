@@ -15,7 +15,8 @@ from rich.text import Text
 
 STATUS_STYLES = {"RUNNING": "green", "STOPPED": "dim", "CREATE_FAILED": "red", "START_FAILED": "red",
                  "ERROR": "red", "DELETE_FAILED": "red", "FROZEN": "blue"}
-POLL_SECONDS = 0.5
+# Poll quickly at first (fast operations end fast), then back off so a long start does not hammer the API.
+POLL_FIRST, POLL_MAX = 0.2, 2.0
 STEPS = 4   # action_progress: storage, compute, network, instance initialisation
 
 
@@ -147,6 +148,7 @@ def wait_with_progress(client, nb: dict, targets: tuple[str, ...], failed: set[s
     console = err_console()
     has_steps = "RUNNING" in targets
     seen: dict[int, str] = {}
+    pause = POLL_FIRST
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn()] if has_steps else [SpinnerColumn(), TextColumn("{task.description}"),
                                                        TimeElapsedColumn()]
@@ -173,5 +175,6 @@ def wait_with_progress(client, nb: dict, targets: tuple[str, ...], failed: set[s
             progress.update(task, description=label, completed=done if has_steps else 0)
             if nb["status"] in failed or time.monotonic() > deadline:
                 return nb
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_MAX)
             nb = client.notebook(nb["id"])

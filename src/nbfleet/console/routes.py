@@ -1,15 +1,15 @@
 """The web console at ``/console/``: server-rendered pages over the same services as the API.
 
 Pages call ``NotebookService`` with the caller's ``Principal`` exactly as the API routes do; the list
-page hands its own query string to ``NotebookService.list`` through the API's ``query_params``, so a
-page and an API call with the same query show the same rows. Refusals are the API's
+page hands its own query string, as ``{name: [values]}``, to ``NotebookService.list``, so a page and an
+API call with the same query show the same rows. Refusals are the API's
 ``ModelArtsError``s, shown with their code and message.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -179,7 +179,7 @@ async def list_all(request: Request, session: Console):
 
 def _list_page(request: Request, session: S.Session, *, all_view: bool) -> Response:
     services = _services(request)
-    params = query_params(request)   # the API's own parsing of the same query string
+    params = form_query(request)
     error, status_code = None, 200
     try:
         page = services.notebooks.list(session.principal, params, all_view=all_view)
@@ -216,6 +216,14 @@ def _list_page(request: Request, session: S.Session, *, all_view: bool) -> Respo
     }, session=session, status_code=status_code)
 
 
+def form_query(request: Request) -> dict[str, list[str]]:
+    """The query string as ``{name: [values]}``, the mapping the API hands to ``NotebookService.list``.
+
+    Decoded the way HTML forms encode (``+`` is a space), since forms and the page's script build it.
+    """
+    return parse_qs(request.url.query, keep_blank_values=True)
+
+
 def _int(raw: str | None, default: int) -> int:
     try:
         return int(raw) if raw is not None else default
@@ -245,8 +253,13 @@ def _create_page(request: Request, session: S.Session, values: dict, error: dict
     services = _services(request)
     principal = session.principal
     flavors = [{**f.to_json(services.flavors.sold_out(f))} for f in services.flavors.flavors.values()]
-    images = [i for i in services.images.page({"limit": ["200"]}, principal.project_id, principal.user_id)["data"]
-              if "NOTEBOOK" in i["dev_services"]]
+    images = sorted((i for i in services.images.page({"limit": ["200"]}, principal.project_id,
+                                                     principal.user_id)["data"] if "NOTEBOOK" in i["dev_services"]),
+                    key=lambda i: (i["name"], i["tag"]))
+    if not values.get("image_id"):  # preselect an image the preselected flavor can run
+        flavor = services.flavors.get(values.get("flavor", ""))
+        fitting = [i for i in images if flavor is None or flavor.category in i["resource_categories"]]
+        values = {**values, "image_id": (fitting or images or [{"id": ""}])[0]["id"]}
     return render(request, "create.html", {
         "values": values, "error": error, "flavors": flavors, "images": images,
         "lease_choices": V.lease_choices(services.notebooks.limits), "nav": "new",

@@ -1,10 +1,18 @@
 """The wire form (``NotebookResp``) of a stored notebook row."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import orjson
 
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..runtime.base import Placement
+
+
+@lru_cache(maxsize=8192)
+def parsed(document: str):
+    """A JSON column parsed once and shared: rows of a page repeat the same documents, and callers only read."""
+    return orjson.loads(document)
 
 
 def progress_json(notebook_id: str, steps: list[dict] | None) -> list[dict]:
@@ -27,8 +35,8 @@ def lease_json(row) -> dict:
 
 
 def endpoints_json(row, spec: dict) -> list[dict]:
-    placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
     running = row["status"] in (Status.RUNNING, Status.SNAPSHOTTING)
+    placement = Placement.from_json(parsed(row["placement"])) if running and row["placement"] else None
     out = []
     requested = spec.get("endpoints") or [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}]
     if not any(ep["service"] == "NOTEBOOK" for ep in requested):
@@ -47,8 +55,11 @@ def endpoints_json(row, spec: dict) -> list[dict]:
 
 
 def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, str]) -> dict:
-    """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans)."""
-    spec = orjson.loads(row["spec"])
+    """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
+
+    Nested objects (image, tags, …) are shared with a parse cache: render the result, never mutate it.
+    """
+    spec = parsed(row["spec"])
     volume = dict(spec["volume"])
     volume.pop("mount_type", None)
     notebook_id = row["id"]
@@ -69,8 +80,8 @@ def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, st
                           "status": "MOUNTED" if row["status"] == Status.RUNNING else "UNMOUNTED",
                           "mount_type": v.get("mount_type", "STATIC")} for v in spec.get("data_volumes") or []],
         "endpoints": endpoints_json(row, spec),
-        "action_progress": progress_json(notebook_id, orjson.loads(row["action_progress"])
-                                         if row["action_progress"] else []),
+        "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
+                                         if row["action_progress"] else None),
         "fail_reason": row["fail_reason"],
         "token": row["token"] if show_token else None,
         "url": f"{base_url}/notebooks/{notebook_id}/lab",
@@ -84,7 +95,7 @@ def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, st
         "user_vpc": spec.get("user_vpc"),
         "is_need_credentials": True,
         "jupyter_version": spec.get("jupyter_version"),
-        "tags": orjson.loads(row["tags"]),
+        "tags": parsed(row["tags"]),
         "hooks": spec.get("hooks"),
         "public_network_config": spec.get("public_network_config"),
         "create_at": row["create_at"],
