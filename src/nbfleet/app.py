@@ -23,7 +23,7 @@ from .services.notebooks import NotebookService
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
-from .store.migrate import upgrade
+from .store.migrate import ensure_current, upgrade
 
 log = logging.getLogger("nbfleet")
 
@@ -39,11 +39,19 @@ def build_runtime(settings: Settings):
                         limiter=ResourceLimiter(use_cgroups=settings.cgroups))
 
 
-def open_store(settings: Settings) -> tuple[Database, IdentityService]:
-    """The migrated database and the identity service (also used by ``nbfleet admin``)."""
+def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Database, IdentityService]:
+    """The migrated database and the identity service (also used by ``nbfleet admin``).
+
+    ``migrate`` (default: ``settings.migrate``) runs the migrations; without it the schema must already
+    be current. Replicas starting together take turns (an advisory lock on PostgreSQL)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.sqlalchemy_url())
-    upgrade(db)
+    db = Database(settings.sqlalchemy_url(), pool_size=settings.db_pool_size,
+                  max_overflow=settings.db_max_overflow)
+    with db.startup_lock():
+        if settings.migrate if migrate is None else migrate:
+            upgrade(db)
+        else:
+            ensure_current(db)
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds,
                                skew_seconds=settings.signature_skew_seconds)
@@ -56,13 +64,15 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         db, identity = open_store(settings)
-        creds = identity.bootstrap(settings.data_dir, settings.base_url())
+        with db.startup_lock():  # one replica bootstraps; the others must not insert the same rows
+            creds = identity.bootstrap(settings.data_dir, settings.base_url())
+            identity.check_secret_key()
+            rt = runtime or build_runtime(settings)
+            flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
+            images = ImageCatalog(db, clock, settings.images_file)
+            images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
-        rt = runtime or build_runtime(settings)
-        flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
-        images = ImageCatalog(db, clock, settings.images_file)
-        images.sync_builtins()
         reconciler = Reconciler(db, rt, clock, settings, flavors)
         notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
         app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     port: int = 8080
     data_dir: Path = Path("./nbfleet-data")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in the data dir")
+    migrate: bool = Field(default=True, description="run the schema migrations at start; false: the operator "
+                          "runs `nbfleet db upgrade` and serve refuses an out-of-date schema")
+    db_pool_size: int = Field(default=10, ge=1, description="connections each process keeps open")
+    db_max_overflow: int | None = Field(default=None, ge=0, description="extra connections under load; "
+                                        "default 10 (SQLite: 20)")
     runtime: Literal["simulated", "local"] = "local"
     public_url: str | None = Field(default=None, description="Base URL users reach nbfleet at; default http://host:port")
 
@@ -56,7 +61,8 @@ class Settings(BaseSettings):
     # reconciler
     reconcile_interval: float = Field(default=1.0, gt=0, description="seconds between reconciler sweeps")
     observe_interval: float = Field(default=5.0, gt=0, description="seconds between liveness/lease checks")
-    claim_seconds: float = 30.0
+    claim_seconds: float = Field(default=30.0, gt=0, description="how long a replica's claim on an instance "
+                                 "lasts without renewal; a dead replica's work is taken over after this")
     max_concurrent_starts: int = 8
     max_pending_starts: int = Field(default=64, description="CREATING+STARTING instances before 429")
 

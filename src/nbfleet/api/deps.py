@@ -24,7 +24,8 @@ class Services:
     runtime: object
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain def dependency would cost a thread hop on every request
     return request.app.state.services
 
 

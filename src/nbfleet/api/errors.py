@@ -12,11 +12,13 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..domain import errors as E
+from ..store.db import store_unavailable
 
 log = logging.getLogger("nbfleet.api")
 
@@ -54,10 +56,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         return error_response(request, E.InvalidParameter("Parameter error."))
 
-    @app.exception_handler(OperationalError)
-    async def _store_down(request: Request, exc: OperationalError):
-        log.error("store unavailable (request %s): %s", request_id_of(request.scope), exc)
-        return error_response(request, E.BackendUnavailable())
+    async def _store_error(request: Request, exc: Exception):
+        # A database that is away (restart, failover, network) is a 503 the client retries, not a bug;
+        # everything else SQLAlchemy raises (integrity, programming errors) is.
+        if store_unavailable(exc):
+            log.error("store unavailable (request %s): %s", request_id_of(request.scope),
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return error_response(request, E.BackendUnavailable(), {"Retry-After": "1"})
+        return await _unexpected(request, exc)
+
+    for store_error in (DBAPIError, SATimeoutError):
+        app.add_exception_handler(store_error, _store_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

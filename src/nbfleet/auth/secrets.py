@@ -22,9 +22,18 @@ class SecretBox:
         path = data_dir / "secret.key"
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Written aside and published with link(), which fails if the name exists: two processes
+            # starting together on one data dir agree on one key and never read a half-written file.
+            tmp = data_dir / f".secret.key.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(Fernet.generate_key())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return cls(path.read_bytes().strip())
 
     def seal(self, plaintext: str) -> str:

@@ -43,6 +43,10 @@ def serve(
     stop_notebooks_on_exit: Optional[bool] = typer.Option(
         None, "--stop-notebooks-on-exit/--keep-notebooks-on-exit",
         help="Stop RUNNING notebooks when nbfleet exits (default: keep them running)."),
+    migrate: Optional[bool] = typer.Option(
+        None, "--migrate/--no-migrate",
+        help="Run the schema migrations at start (env NBFLEET_MIGRATE, default on). With --no-migrate run "
+             "`nbfleet db upgrade` yourself; serve refuses a schema that is not current."),
     log_level: str = typer.Option("info", help="debug | info | warning | error"),
 ):
     """Run the API server (and its reconciler and notebook proxy)."""
@@ -51,7 +55,8 @@ def serve(
     from ..app import create_app
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url, runtime=runtime,
-                             public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit)
+                             public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
+                             migrate=migrate)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = create_app(settings, announce=lambda text: typer.echo(text))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
@@ -60,8 +65,12 @@ def serve(
 
 def _identity(data_dir, database_url):
     from ..app import open_store
+    from ..store.migrate import SchemaOutOfDate
     settings = settings_from(data_dir=data_dir, database_url=database_url)
-    _, identity = open_store(settings)
+    try:
+        _, identity = open_store(settings)
+    except SchemaOutOfDate as exc:  # NBFLEET_MIGRATE=false and an old schema
+        _fail(str(exc))
     return identity
 
 
@@ -226,9 +235,9 @@ def list_users(data_dir: Optional[Path] = DataDir, database_url: Optional[str] =
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
-    """Run the schema migrations to the newest revision."""
+    """Run the schema migrations to the newest revision (also with NBFLEET_MIGRATE=false)."""
     from ..app import open_store
-    open_store(settings_from(data_dir=data_dir, database_url=database_url))
+    open_store(settings_from(data_dir=data_dir, database_url=database_url), migrate=True)
     typer.echo("schema is up to date")
 
 

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from ..domain import errors as E
 from ..domain import lease as leases
-from ..domain.model import LeaseType, Status
+from ..domain.model import TRANSITIONAL, LeaseType, Status
 from ..domain.transitions import Op, check
 
 # The buttons of the console and the operation of the transition table each one asks for.
@@ -53,14 +53,15 @@ def status_json(nb: dict, *, strict_delete: bool) -> dict:
     """The live part of a notebook the list page polls for."""
     steps = nb.get("action_progress") or []
     done = sum(1 for s in steps if s["status"] == "COMPLETED")
-    return {"status": nb["status"], "actions": allowed_actions(nb["status"], strict_delete=strict_delete),
+    return {"status": nb["status"], "busy": nb["status"] in TRANSITIONAL or nb["status"] == Status.SNAPSHOTTING,
+            "actions": allowed_actions(nb["status"], strict_delete=strict_delete),
             "lease": lease_summary(nb),
             "progress": f"{done}/{len(steps)}" if nb["status"] in PROGRESSING and steps else None,
             "fail_reason": nb.get("fail_reason")}
 
 
 def gone_json() -> dict:
-    return {"status": "DELETED", "actions": {name: False for name, _ in ACTIONS},
+    return {"status": "DELETED", "busy": False, "actions": {name: False for name, _ in ACTIONS},
             "lease": {"expires_at": None, "text": "—"}, "progress": None, "fail_reason": None}
 
 

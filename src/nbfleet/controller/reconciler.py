@@ -4,6 +4,13 @@ It is level-triggered: every sweep reads the store, and for each instance in a t
 status it claims the row and does what the status asks (bring up, stop, delete). It never trusts
 memory across a restart: on start it releases stale claims, adopts what still runs and reaps the
 rest. Slow database calls run in threads; runtime calls are async.
+
+Several replicas (PostgreSQL) each run one. The store decides who acts: a worker acts on an
+instance only while it holds the row's claim (``claim_owner``/``claim_until``), renews it every
+third of ``claim_seconds`` while the work lasts, and writes results with a compare-and-set that
+also requires the claim. A replica that dies stops renewing, so after ``claim_seconds`` another one
+claims the row and redoes the (idempotent) work. ``inflight`` only keeps one replica from starting
+a second task for a row it already works on; it decides nothing between replicas.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from ..runtime.base import InstanceSpec, Placement, RuntimeFailure
 from ..services.catalog import FlavorCatalog
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
-from ..store.db import Database
+from ..store.db import Database, store_unavailable
 from .culler import KernelIdlePolicy, lease_decision
 
 log = logging.getLogger("nbfleet.reconciler")
@@ -68,6 +75,8 @@ class Reconciler:
         self.inflight: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._heartbeat_task: asyncio.Task | None = None
+        self._db_threads: set[asyncio.Future] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_starts)
         self._last_observe = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -78,13 +87,34 @@ class Reconciler:
         def run():
             with self.db.write() as conn:
                 return fn(conn, *args)
-        return await asyncio.to_thread(run)
+        return await self._in_thread(run)
 
     async def db_read(self, fn, *args):
         def run():
             with self.db.read() as conn:
                 return fn(conn, *args)
-        return await asyncio.to_thread(run)
+        return await self._in_thread(run)
+
+    async def _in_thread(self, run):
+        """Run a blocking store call in a thread. A thread cannot be interrupted, so a task cancelled at
+        stop leaves its statement running; ``stop`` waits for these before releasing its claims, or a
+        claim committed late by a cancelled sweep would outlive the release."""
+        future = asyncio.ensure_future(asyncio.to_thread(run))
+        self._db_threads.add(future)
+        future.add_done_callback(self._forget_thread)
+        return await asyncio.shield(future)
+
+    def _forget_thread(self, future: asyncio.Future) -> None:
+        self._db_threads.discard(future)
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure is reported by whoever awaited it, if anyone still does
+
+    @property
+    def short_id(self) -> str:
+        return self.replica_id[:8]
+
+    def _claim_until(self) -> int:
+        return self.clock.now_ms() + int(self.settings.claim_seconds * 1000)
 
     async def record(self, row, kind: str, message: str) -> None:
         await self.db_call(repo.add_event, row["id"], row["project_id"], self.clock.now_ms(), kind, message)
@@ -108,24 +138,36 @@ class Reconciler:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.recover()
+        log.info("reconciler %s started (claims last %g s)", self.replica_id, self.settings.claim_seconds)
         self._task = asyncio.create_task(self._run(), name="nbfleet-reconciler")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="nbfleet-claim-heartbeat")
 
     async def stop(self, *, stop_notebooks: bool = False) -> None:
         self.stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for loop_task in (self._task, self._heartbeat_task):
+            if loop_task is not None:
+                loop_task.cancel()
+                try:
+                    await loop_task
+                except asyncio.CancelledError:
+                    pass
         for task in list(self.inflight.values()):
             task.cancel()
         await asyncio.gather(*self.inflight.values(), return_exceptions=True)
-        if stop_notebooks:
-            rows = await self.db_read(repo.get_many, [s.value for s in _LIVE])
-            for row in rows:
-                await self._stop_row(row, reason="nbfleet is shutting down")
-        await asyncio.to_thread(self._release_claims)
+        try:
+            if stop_notebooks:
+                rows = await self.db_read(repo.get_many, [s.value for s in _LIVE])
+                for row in rows:
+                    fresh = await self.db_call(repo.claim_row, row["id"], self.replica_id, self.clock.now_ms(),
+                                               self._claim_until())
+                    if fresh is not None and fresh["status"] in _LIVE:
+                        await self._stop_row(fresh, reason="nbfleet is shutting down")
+            await asyncio.gather(*self._db_threads, return_exceptions=True)
+            await asyncio.to_thread(self._release_claims)
+        except Exception as exc:  # the store is away: the claims expire by themselves after claim_seconds
+            if not store_unavailable(exc):
+                raise
+            log.warning("could not release this replica's claims (store unavailable): %s", _first_line(exc))
 
     def _release_claims(self) -> None:
         with self.db.write() as conn:
@@ -153,68 +195,134 @@ class Reconciler:
                 await self._check_alive(row, adopting=True)
 
     async def _run(self) -> None:
+        down_since: float | None = None  # loop time the store became unreachable, while it is
         while not self.stopping:
             # Clear before sweeping: a wake-up that arrives during the sweep must cause another sweep.
             self._wake.clear()
+            interval = self.settings.reconcile_interval
             try:
                 await self.sweep()
+                if down_since is not None:
+                    log.warning("store reachable again after %.1f s; reconciling", self._loop.time() - down_since)
+                    down_since = None
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a sweep must never kill the loop; the next one retries
-                log.exception("reconciler sweep failed")
+            except Exception as exc:  # a sweep must never kill the loop; the next one retries
+                if not store_unavailable(exc):
+                    log.exception("reconciler sweep failed")
+                elif down_since is None:  # once per outage, not once per retry
+                    down_since = self._loop.time()
+                    log.warning("store unavailable, retrying every %.1f s: %s", max(interval, 0.5), _first_line(exc))
+                if down_since is not None:
+                    interval = max(interval, 0.5)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.reconcile_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except asyncio.TimeoutError:
                 pass
 
+    async def _heartbeat(self) -> None:
+        """Renew the claims of the work in progress, so a slow start is not taken over; give up work
+        whose claim expired anyway (this replica was stalled) and was taken by another one."""
+        interval = self.settings.claim_seconds / 3
+        while not self.stopping:
+            await asyncio.sleep(interval)
+            ids = list(self.inflight)
+            if not ids:
+                continue
+            try:
+                taken = await self.db_call(repo.renew, ids, self.replica_id, self._claim_until())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing claims failed: %s", _first_line(exc))
+                continue
+            for notebook_id in taken:
+                task = self.inflight.get(notebook_id)
+                if task is not None and not task.done():
+                    log.warning("instance %s: claim expired and another replica took the work over; "
+                                "abandoning it here", notebook_id)
+                    task.cancel()
+
+    def _dispatch(self, row, work, *args) -> None:
+        """Run ``work(row, *args)`` for a row this replica has just claimed; release the claim after."""
+        task = asyncio.create_task(self._claimed(row, work, *args), name=f"reconcile-{row['id']}")
+        self.inflight[row["id"]] = task
+        task.add_done_callback(lambda done, nid=row["id"]: self._done(nid, done))
+
+    def _done(self, notebook_id: str, task: asyncio.Task) -> None:
+        self.inflight.pop(notebook_id, None)
+        if not task.cancelled() and task.result():
+            # Room for more work now. Not after a failure: that waits for the next periodic sweep,
+            # so an instance that keeps failing is not retried in a tight loop.
+            self._wake.set()
+
     async def sweep(self) -> None:
-        rows = await self.db_read(repo.get_many, [s.value for s in TRANSITIONAL])
-        for row in rows:
-            if row["id"] in self.inflight:
-                continue
-            until = self.clock.now_ms() + int(self.settings.claim_seconds * 1000)
-            if not await self.db_call(repo.claim, row["id"], self.replica_id, self.clock.now_ms(), until):
-                continue
-            task = asyncio.create_task(self._handle(row), name=f"reconcile-{row['id']}")
-            self.inflight[row["id"]] = task
-            task.add_done_callback(lambda _t, nid=row["id"]: self.inflight.pop(nid, None))
+        room = self.settings.max_concurrent_starts * 4 - len(self.inflight)
+        if room > 0:
+            rows = await self.db_call(repo.claim_in_status, [s.value for s in TRANSITIONAL], self.replica_id,
+                                      self.clock.now_ms(), self._claim_until(), list(self.inflight), room)
+            for row in rows:
+                self._dispatch(row, self._handle)
         loop_time = asyncio.get_running_loop().time()
         if loop_time - self._last_observe >= self.settings.observe_interval:
             self._last_observe = loop_time
             await self.observe_running()
 
     # --- work on one instance --------------------------------------------------------------------
-    async def _handle(self, row) -> None:
+    async def _claimed(self, row, work, *args) -> bool:
+        """Run the work, then release the claim; True when the work ran through."""
         try:
-            status = Status(row["status"])
-            if status in (Status.INIT, Status.CREATING):
-                await self._bring_up(row, Event.PROVISIONED, Event.PROVISION_FAILED)
-            elif status is Status.STARTING:
-                await self._bring_up(row, Event.READY, Event.START_FAILED)
-            elif status is Status.STOPPING:
-                await self._finish_stop(row)
-            elif status is Status.DELETING:
-                await self._finish_delete(row)
+            await work(row, *args)
+            return True
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("reconciling instance %s failed", row["id"])
+        except Exception as exc:  # the row keeps its status; a later sweep retries
+            if store_unavailable(exc):
+                log.warning("reconciling instance %s: store unavailable, will retry: %s", row["id"],
+                            _first_line(exc))
+            else:
+                log.exception("reconciling instance %s failed", row["id"])
+            return False
         finally:
             try:
                 await self.db_call(repo.release, row["id"], self.replica_id)
-            except Exception:
-                log.exception("releasing claim of %s failed", row["id"])
+            except Exception as exc:  # unreleased, the claim expires after claim_seconds
+                log.warning("releasing claim of %s failed: %s", row["id"], _first_line(exc))
 
-    async def _set(self, row, event: Event, values: dict) -> bool:
+    async def _handle(self, row) -> None:
+        status = Status(row["status"])
+        if status in (Status.INIT, Status.CREATING):
+            await self._bring_up(row, Event.PROVISIONED, Event.PROVISION_FAILED)
+        elif status is Status.STARTING:
+            await self._bring_up(row, Event.READY, Event.START_FAILED)
+        elif status is Status.STOPPING:
+            await self._finish_stop(row)
+        elif status is Status.DELETING:
+            await self._finish_delete(row)
+
+    async def _set(self, row, event: Event, values: dict, note: tuple[str, str] | None = None) -> bool:
+        """Move the row along ``event`` if it is unchanged and still claimed by this replica; the
+        event row ``note`` (kind, message) is written in the same transaction, so it exists exactly
+        when the status change does."""
         target = after(row["status"], event)
         if target is None:
             return False
-        values = {"status": target.value, "update_at": self.clock.now_ms(), **values}
-        return await self.db_call(repo.compare_and_set, row["id"], row["version"], values, True)
+        now = self.clock.now_ms()
+        values = {"status": target.value, "update_at": now, **values}
+
+        def change(conn) -> bool:
+            if not repo.compare_and_set(conn, row["id"], row["version"], values, True, owner=self.replica_id):
+                return False
+            if note is not None:
+                repo.add_event(conn, row["id"], row["project_id"], now, *note)
+            return True
+
+        return await self.db_call(change)
 
     async def _bring_up(self, row, ok: Event, failed: Event) -> None:
         spec = self.spec_of(row)
-        await self.record(row, "scheduled", f"Scheduled on the {self.runtime.name} runtime")
+        await self.record(row, "scheduled",
+                          f"Scheduled on the {self.runtime.name} runtime (replica {self.short_id})")
         reporter = ProgressReporter(self, row)
         async with self._slots:
             # Whatever a crashed predecessor left half-started is ended first, so a start is always clean.
@@ -228,8 +336,8 @@ class Reconciler:
                         step["status"] = StepStatus.FAILED.value
                         step["description"] = failure.reason
                 await self._set(row, failed, {"fail_reason": failure.reason, "placement": None,
-                                              "action_progress": orjson.dumps(reporter.steps).decode()})
-                await self.record(row, "failed", failure.reason)
+                                              "action_progress": orjson.dumps(reporter.steps).decode()},
+                                note=("failed", failure.reason))
                 return
         now = self.clock.now_ms()
         for step in reporter.steps:
@@ -237,11 +345,11 @@ class Reconciler:
         values = {"placement": orjson.dumps(placement.to_json()).decode(), "ip": placement.host,
                   "fail_reason": None, "last_activity_at": now,
                   "action_progress": orjson.dumps(reporter.steps).decode()}
-        if await self._set(row, ok, values):
-            await self.record(row, "started" if ok is Event.READY else "ready",
-                              f"Jupyter is ready on {placement.host}:{placement.port}"
-                              if placement.port else "Instance is running")
-        else:  # the intent changed while we worked: do not leave a process nobody wants
+        note = ("started" if ok is Event.READY else "ready",
+                f"Jupyter is ready on {placement.host}:{placement.port}" if placement.port else "Instance is running")
+        if not await self._set(row, ok, values, note=note):
+            # The intent changed, or this replica lost its claim, while we worked: leave no process
+            # nobody wants (a new owner starts from a clean slate anyway).
             await self.runtime.stop(spec, placement)
 
     async def _finish_stop(self, row, reason: str | None = None) -> None:
@@ -250,11 +358,11 @@ class Reconciler:
         try:
             await self.runtime.stop(spec, placement)
         except RuntimeFailure as failure:
-            await self._set(row, Event.STOP_FAILED, {"fail_reason": failure.reason})
-            await self.record(row, "failed", f"Stop failed: {failure.reason}")
+            await self._set(row, Event.STOP_FAILED, {"fail_reason": failure.reason},
+                            note=("failed", f"Stop failed: {failure.reason}"))
             return
-        if await self._set(row, Event.STOPPED, {"placement": None, "ip": None, "action_progress": None}):
-            await self.record(row, "stopped", reason or "Instance stopped")
+        await self._set(row, Event.STOPPED, {"placement": None, "ip": None, "action_progress": None},
+                        note=("stopped", reason or "Instance stopped"))
 
     async def _finish_delete(self, row) -> None:
         spec = self.spec_of(row)
@@ -262,15 +370,20 @@ class Reconciler:
         try:
             await self.runtime.delete(spec, placement)
         except RuntimeFailure as failure:
-            await self._set(row, Event.DELETE_FAILED, {"fail_reason": failure.reason})
-            await self.record(row, "failed", f"Delete failed: {failure.reason}")
+            await self._set(row, Event.DELETE_FAILED, {"fail_reason": failure.reason},
+                            note=("failed", f"Delete failed: {failure.reason}"))
             return
-        await self.record(row, "deleted", "Instance and its storage deleted")
-        await self.db_call(repo.remove, row["id"], row["version"])
 
-    async def _stop_row(self, row, reason: str) -> None:
-        """Move a live instance to STOPPING (auto-stop, shutdown) and finish the stop."""
-        if not await self._set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value}):
+        def remove(conn) -> None:
+            if repo.remove(conn, row["id"], row["version"]):
+                repo.add_event(conn, row["id"], row["project_id"], self.clock.now_ms(), "deleted",
+                               "Instance and its storage deleted")
+
+        await self.db_call(remove)
+
+    async def _stop_row(self, row, reason: str, note: tuple[str, str] | None = None) -> None:
+        """Move a live instance this replica has claimed to STOPPING (auto-stop, shutdown) and finish the stop."""
+        if not await self._set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value}, note=note):
             return
         fresh = await self.db_read(repo.get, row["id"])
         await self._finish_stop(fresh, reason)
@@ -283,9 +396,10 @@ class Reconciler:
         runtime at scale) costs one indexed query, not a scan in Python.
         """
         now = self.clock.now_ms()
-        for row in await self.db_read(repo.expired_timing_leases, now):
-            if row["id"] not in self.inflight:
-                await self._auto_stop(row, lease_decision(_lease_of(row), now).reason)
+        # Claimed in the query itself, so of replicas sweeping together exactly one stops each instance.
+        for row in await self.db_call(repo.claim_expired_timing, self.replica_id, now, self._claim_until(),
+                                      list(self.inflight)):
+            self._dispatch(row, self._auto_stop, lease_decision(_lease_of(row), now).reason)
         if not getattr(self.runtime, "observes", True):
             return
         for row in await self.db_read(repo.running_with_idle_lease):
@@ -295,14 +409,27 @@ class Reconciler:
             activity = await self.runtime.activity(self.spec_of(row), placement)
             decision = self.idle_policy.decide(_lease_of(row), activity, row["update_at"], self.clock.now_ms())
             if decision.stop:
-                await self._auto_stop(row, decision.reason)
+                fresh = await self._claim_unchanged(row)
+                if fresh is not None:
+                    self._dispatch(fresh, self._auto_stop, decision.reason)
         for row in await self.db_read(repo.get_many, [Status.RUNNING.value]):
             if row["id"] not in self.inflight:
                 await self._check_alive(row)
 
+    async def _claim_unchanged(self, row):
+        """Claim ``row`` and return it if nothing changed since it was read (same version and lease),
+        else release it and return None (another replica acted, or the user renewed the lease)."""
+        fresh = await self.db_call(repo.claim_row, row["id"], self.replica_id, self.clock.now_ms(),
+                                   self._claim_until())
+        if fresh is None:
+            return None
+        if (fresh["version"], fresh["lease_update_at"]) == (row["version"], row["lease_update_at"]):
+            return fresh
+        await self.db_call(repo.release, row["id"], self.replica_id)
+        return None
+
     async def _auto_stop(self, row, reason: str) -> None:
-        await self.record(row, "auto_stopped", f"Auto-stopped: {reason}")
-        await self._stop_row(row, reason=f"Auto-stopped: {reason}")
+        await self._stop_row(row, reason=f"Auto-stopped: {reason}", note=("auto_stopped", f"Auto-stopped: {reason}"))
 
     async def _check_alive(self, row, *, adopting: bool = False) -> None:
         spec = self.spec_of(row)
@@ -315,7 +442,20 @@ class Reconciler:
             alive, reason = observation.alive, observation.reason
         if alive:
             return
-        await self.runtime.stop(spec, placement)  # leave nothing half-alive behind
-        reason = reason or "the instance stopped unexpectedly"
-        if await self._set(row, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None}):
-            await self.record(row, "failed", f"Instance lost: {reason}")
+        # Observed without a claim (cheap, and every replica may look); acting on it needs one, and a
+        # row that changed meanwhile (stopped, restarted elsewhere) is not this observation's business.
+        fresh = await self._claim_unchanged(row)
+        if fresh is None:
+            return
+        try:
+            await self.runtime.stop(spec, placement)  # leave nothing half-alive behind
+            reason = reason or "the instance stopped unexpectedly"
+            await self._set(fresh, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None},
+                            note=("failed", f"Instance lost: {reason}"))
+        finally:
+            await self.db_call(repo.release, row["id"], self.replica_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -242,6 +242,22 @@ class IdentityService:
         write_credentials(data_dir / "credentials.json", creds)
         return creds
 
+    def check_secret_key(self) -> None:
+        """Refuse to start with a secret key other than the one that sealed the stored SKs.
+
+        Replicas on other machines need the same ``NBFLEET_SECRET_KEY`` (or a copy of ``secret.key``);
+        with another key every signed request would fail, so say so at start instead."""
+        with self.db.read() as conn:
+            sealed = repo.any_sealed_secret(conn)
+        if sealed is None:
+            return
+        try:
+            self.box.open(sealed)
+        except ValueError:
+            raise RuntimeError("the secret key (NBFLEET_SECRET_KEY or <data dir>/secret.key) is not the one "
+                               "that encrypted the access keys in this database; give every replica the same "
+                               "key") from None
+
     def bootstrap_project(self) -> str | None:
         with self.db.read() as conn:
             return repo.get_meta(conn, "bootstrap_project")

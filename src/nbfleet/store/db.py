@@ -2,29 +2,41 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 
 class Database:
     """Owns the engine. ``read()`` gives a snapshot; ``write()`` a transaction that holds the write lock
-    from its first statement, so check-then-write sequences (quotas, compare-and-set) cannot interleave."""
+    from its first statement, so check-then-write sequences (quotas, compare-and-set) cannot interleave.
+    On PostgreSQL (READ COMMITTED, several replicas) the same guarantees come from row locks instead: the
+    user row is locked for quota checks and every status change is a compare-and-set on ``version``."""
 
-    def __init__(self, url: str, *, pool_size: int = 10):
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int | None = None):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._write_lock = threading.Lock()
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, pool_size=pool_size, max_overflow=20,
+            self.engine: Engine = create_engine(url, pool_size=pool_size,
+                                                max_overflow=20 if max_overflow is None else max_overflow,
                                                 connect_args={"check_same_thread": False, "timeout": 30})
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            # A database that is unreachable must fail a request quickly (503), not hang it; a URL's own
+            # connect_timeout wins. pool_pre_ping replaces connections that died while the database was away.
+            connect_args = {} if "connect_timeout=" in url else {"connect_timeout": 5}
+            self.engine = create_engine(url, pool_size=pool_size,
+                                        max_overflow=10 if max_overflow is None else max_overflow,
+                                        pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -33,14 +45,48 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            if self.is_sqlite:
-                conn.execution_options(sqlite_begin="IMMEDIATE")
+        if not self.is_sqlite:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        # SQLite has one writer at a time. Writers of this process queue on a lock instead of in
+        # SQLite's busy handler, whose growing sleeps collapse throughput when many threads write at once.
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 yield conn
 
+    @contextlib.contextmanager
+    def startup_lock(self) -> Iterator[None]:
+        """Serialise start-up work (migrations, bootstrap, built-in images) across replicas that start
+        together on one PostgreSQL database. SQLite has one owning process and needs none."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _STARTUP_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _STARTUP_LOCK_KEY})
+                conn.commit()
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# An arbitrary constant that names nbfleet's start-up advisory lock ("nbfleet" in ASCII, as an int).
+_STARTUP_LOCK_KEY = 0x6E62666C656574
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database cannot be reached right now" (answer 503, retry later)
+    rather than a bug: lost or refused connections, a server shutting down, an exhausted pool, a
+    deadlock or serialization failure the database resolved by aborting us."""
+    if isinstance(exc, (OperationalError, InterfaceError, SATimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _unicode_lower(value):
@@ -53,8 +99,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's begin event, not the sqlite3 module, decide when transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # A modest page cache per connection and no mmap: the operating system's file cache already keeps
+        # hot pages, and the server's own memory stays small and flat however large the database grows.
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON",
-                       "temp_store=MEMORY", "cache_size=-65536", "mmap_size=1073741824"):
+                       "temp_store=MEMORY", "cache_size=-16384", "mmap_size=0"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
         # SQLite's built-in lower() folds ASCII only, so ILIKE (lower(x) LIKE lower(y)) missed 'É' for 'é';

@@ -93,6 +93,11 @@ def access_key_for_project(conn: Connection, ak: str, project_id: str):
     return conn.execute(_KEY_FOR_PROJECT, {"ak": ak, "project_id": project_id}).mappings().first()
 
 
+def any_sealed_secret(conn: Connection) -> str | None:
+    """One stored (encrypted) secret key, to check the installation's key against."""
+    return conn.execute(select(access_keys.c.secret_enc).order_by(access_keys.c.create_at).limit(1)).scalar()
+
+
 def list_access_keys(conn: Connection, user_id: str | None = None):
     stmt = select(access_keys.c.ak, access_keys.c.user_id, access_keys.c.enabled, access_keys.c.create_at)
     if user_id:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from .db import Database
 
@@ -24,3 +26,17 @@ def upgrade(db: Database) -> None:
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database is not at the revision this nbfleet needs (and it was told not to migrate)."""
+
+
+def ensure_current(db: Database) -> None:
+    """Refuse to run on a schema other than the newest revision (``serve --no-migrate``)."""
+    head = ScriptDirectory.from_config(alembic_config(db.url)).get_current_head()
+    with db.engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        raise SchemaOutOfDate(f"the database schema is at revision {current or '(empty)'}, this nbfleet needs "
+                              f"{head}: run `nbfleet db upgrade` first (or start without --no-migrate)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from ..domain.model import Status
 from ..domain.query import NotebookQuery
 from . import notebook_list
-from .tables import events, notebook_tags, notebooks
+from .tables import IN_FLIGHT, IN_FLIGHT_SQL, events, notebook_tags, notebooks
 
 N = notebooks.c
 
@@ -30,14 +30,26 @@ def get(conn: Connection, notebook_id: str):
 
 
 def get_many(conn: Connection, statuses: Iterable[str]):
-    return conn.execute(select(notebooks).where(N.status.in_(list(statuses)))).mappings().all()
+    return conn.execute(select(notebooks).where(_status_in(statuses))).mappings().all()
+
+
+def _status_in(statuses: Iterable[str]):
+    """``status IN (…)``, written so that a subset of the in-flight statuses can use their partial index."""
+    wanted = sorted(str(s) for s in statuses)
+    if set(wanted) <= set(IN_FLIGHT):
+        # The partial index applies only when the query's WHERE visibly implies the index's WHERE.
+        return and_(IN_FLIGHT_SQL, N.status.in_(wanted))
+    return N.status.in_(wanted)
+
+
+def _timing_expired(now: int) -> list:
+    return [N.status == Status.RUNNING.value, N.lease_enable.is_(True), N.lease_type == "TIMING",
+            N.lease_duration.is_not(None), N.create_at + N.lease_duration <= now]
 
 
 def expired_timing_leases(conn: Connection, now: int, limit: int = 500):
     """RUNNING instances whose TIMING lease ran out (found in SQL, however many rows the table has)."""
-    stmt = (select(notebooks).where(N.status == Status.RUNNING.value, N.lease_enable.is_(True),
-                                    N.lease_type == "TIMING", N.lease_duration.is_not(None),
-                                    N.create_at + N.lease_duration <= now).limit(limit))
+    stmt = select(notebooks).where(*_timing_expired(now)).limit(limit)
     return conn.execute(stmt).mappings().all()
 
 
@@ -52,11 +64,15 @@ def all_ids(conn: Connection) -> set[str]:
 
 
 def compare_and_set(conn: Connection, notebook_id: str, version: int, values: dict,
-                    bump: bool = False) -> bool:
-    """Apply ``values`` only if the row is still at ``version``; bump the version on status changes."""
+                    bump: bool = False, owner: str | None = None) -> bool:
+    """Apply ``values`` only if the row is still at ``version`` (and, with ``owner``, still claimed by
+    that worker: a replica that lost its claim cannot write a result); bump the version on status changes."""
     if bump:
         values = {**values, "version": version + 1}
-    result = conn.execute(update(notebooks).where(N.id == notebook_id, N.version == version).values(**values))
+    cond = [N.id == notebook_id, N.version == version]
+    if owner is not None:
+        cond.append(N.claim_owner == owner)
+    result = conn.execute(update(notebooks).where(*cond).values(**values))
     return result.rowcount == 1
 
 
@@ -80,10 +96,61 @@ def count_owned(conn: Connection, user_id: str, feature: str | None = None) -> i
 
 def claim(conn: Connection, notebook_id: str, owner: str, now: int, until: int) -> bool:
     """Take the right to act on an instance, unless another live worker holds it."""
-    free = (N.claim_owner.is_(None)) | (N.claim_until < now) | (N.claim_owner == owner)
-    result = conn.execute(update(notebooks).where(N.id == notebook_id, free)
+    result = conn.execute(update(notebooks).where(N.id == notebook_id, _claimable(owner, now))
                           .values(claim_owner=owner, claim_until=until))
     return result.rowcount == 1
+
+
+def _claimable(owner: str, now: int):
+    return (N.claim_owner.is_(None)) | (N.claim_until < now) | (N.claim_owner == owner)
+
+
+def _claim_where(conn: Connection, cond: list, owner: str, now: int, until: int, exclude: Iterable[str],
+                 limit: int) -> list:
+    """Claim up to ``limit`` free rows matching ``cond``; return them as they are now.
+
+    ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) lets replicas sweeping at the same moment take disjoint rows
+    without waiting on each other; on SQLite the write transaction already excludes everyone else."""
+    exclude = list(exclude)
+    stmt = select(N.id).where(*cond, _claimable(owner, now))
+    if exclude:
+        stmt = stmt.where(N.id.not_in(exclude))
+    stmt = stmt.order_by(N.update_at, N.id).limit(limit).with_for_update(skip_locked=True)
+    ids = list(conn.execute(stmt).scalars())
+    if not ids:
+        return []
+    conn.execute(update(notebooks).where(N.id.in_(ids)).values(claim_owner=owner, claim_until=until))
+    return list(conn.execute(select(notebooks).where(N.id.in_(ids)).order_by(N.update_at, N.id)).mappings())
+
+
+def claim_in_status(conn: Connection, statuses: Iterable[str], owner: str, now: int, until: int,
+                    exclude: Iterable[str] = (), limit: int = 100) -> list:
+    """Claim instances in ``statuses`` (the transitional ones: work a replica must finish)."""
+    return _claim_where(conn, [N.status.in_(list(statuses))], owner, now, until, exclude, limit)
+
+
+def claim_expired_timing(conn: Connection, owner: str, now: int, until: int, exclude: Iterable[str] = (),
+                         limit: int = 100) -> list:
+    """Claim RUNNING instances whose TIMING lease ran out, so exactly one replica stops each."""
+    return _claim_where(conn, _timing_expired(now), owner, now, until, exclude, limit)
+
+
+def claim_row(conn: Connection, notebook_id: str, owner: str, now: int, until: int):
+    """Claim one instance and return it as it is now, or None if another live worker holds it."""
+    if not claim(conn, notebook_id, owner, now, until):
+        return None
+    return get(conn, notebook_id)
+
+
+def renew(conn: Connection, notebook_ids: Iterable[str], owner: str, until: int) -> set[str]:
+    """Extend this worker's claims (the heartbeat of long operations); return the ids another worker
+    holds now, i.e. claims that expired and were taken over."""
+    ids = list(notebook_ids)
+    if not ids:
+        return set()
+    conn.execute(update(notebooks).where(N.id.in_(ids), N.claim_owner == owner).values(claim_until=until))
+    return set(conn.execute(select(N.id).where(N.id.in_(ids), N.claim_owner.is_not(None),
+                                               N.claim_owner != owner)).scalars())
 
 
 def release(conn: Connection, notebook_id: str, owner: str) -> None:
@@ -115,8 +182,7 @@ def events_page(conn: Connection, notebook_id: str, offset: int, limit: int, des
 
 
 def count_in_status(conn: Connection, statuses: Iterable[str]) -> int:
-    return conn.execute(select(func.count()).select_from(notebooks)
-                        .where(N.status.in_(list(statuses)))).scalar_one()
+    return conn.execute(select(func.count()).select_from(notebooks).where(_status_in(statuses))).scalar_one()
 
 
 def status_counts(conn: Connection) -> dict[str, int]:

@@ -11,7 +11,8 @@
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
-  var POLL_MS = 1500;
+  var POLL_BUSY_MS = 1000;   // while something shown is starting, stopping, ... (data-busy)
+  var POLL_IDLE_MS = 3000;   // otherwise: only the culler or another tab changes things
   var DEBOUNCE_MS = 250;
   var clockOffset = 0;  // server clock minus browser clock, so countdowns follow the server
 
@@ -48,15 +49,23 @@
     });
   }
 
-  function every(fn) {
-    var busy = false;
-    function run() {
-      if (busy || document.hidden) return;
-      busy = true;
-      Promise.resolve().then(fn).catch(function () { /* network hiccup: try again next round */ })
-        .then(function () { busy = false; });
+  // Run fn now and again after each answer: soon while the page shows something in motion.
+  // Returns a function that polls at once (after the page changed).
+  function every(fn, root) {
+    var running = false, timer = null;
+    function schedule() {
+      clearTimeout(timer);
+      timer = setTimeout(run, root.querySelector("[data-busy]") ? POLL_BUSY_MS : POLL_IDLE_MS);
     }
-    setInterval(run, POLL_MS);
+    function run() {
+      if (running) return;
+      if (document.hidden) { schedule(); return; }
+      running = true;
+      Promise.resolve().then(fn).catch(function () { /* network hiccup: try again next round */ })
+        .then(function () { running = false; schedule(); });
+    }
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) run(); });
+    schedule();
     return run;
   }
 
@@ -98,10 +107,13 @@
   if (results && filters) {
     var seq = 0, timer = null;
 
-    var syncForm = function (url) {
+    // The form follows the URL after links (sort, pages: only the hidden sort fields) and history
+    // moves (every field). After the form's own changes it is already right, and rewriting it then
+    // would wipe what the user typed while the answer was on its way.
+    var syncForm = function (url, hiddenOnly) {
       var params = new URL(url, window.location.href).searchParams;
       Array.prototype.forEach.call(filters.elements, function (el) {
-        if (!el.name) return;
+        if (!el.name || (hiddenOnly && el.type !== "hidden")) return;
         if (el.tagName === "SELECT") {
           var want = params.get(el.name);
           if (want === null) want = el.name === "feature" ? "NOTEBOOK" : el.name === "limit" ? "10" : "";
@@ -124,7 +136,7 @@
           var u = new URL(url, window.location.href);
           if (mode === "push") window.history.pushState(null, "", u.pathname + u.search);
           else if (mode === "replace") window.history.replaceState(null, "", u.pathname + u.search);
-          syncForm(u.href);
+          if (mode !== "replace") syncForm(u.href, mode === "push");
           localize(results);
           tick();
           pollList();
@@ -168,6 +180,7 @@
 
     var applyRow = function (row, s) {
       row.dataset.status = s.status;
+      if (s.busy) row.dataset.busy = "1"; else delete row.dataset.busy;
       setBadge(row.querySelector("[data-role=status]"), s.status);
       var progress = row.querySelector("[data-role=progress]");
       if (progress) progress.textContent = s.progress || "";
@@ -198,7 +211,7 @@
           tick();
         });
       });
-    });
+    }, results);
   }
 
   // --- detail page ------------------------------------------------------------------------------
@@ -233,6 +246,6 @@
           tick();
         });
       });
-    });
+    }, live);
   }
 })();
