@@ -5,6 +5,7 @@ Never run ``playwright install``: the tests launch ``/usr/bin/chromium`` (``apt-
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -83,7 +84,11 @@ class Fleet:
 def chromium():
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "install Debian's browser: apt-get install -y chromium (never `playwright install`)"
+    if not Path(CHROMIUM).exists():
+        message = "install Debian's browser: apt-get install -y chromium (never `playwright install`)"
+        if os.environ.get("NBFLEET_REQUIRE_BROWSER") == "1":  # .ci/run sets it: CI must not skip these
+            pytest.fail(message)
+        pytest.skip(message)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser

@@ -192,8 +192,10 @@ def test_replica_death_mid_storm(pg_db, fleet_factory):
     assert len(done) == len(held_ids), f"work of the dead replica not finished: {set(held_ids) - set(done)}"
     for notebook_id in held_ids:  # a row claimed and finished between two looks counts as taken when done
         taken[notebook_id] = min(taken.get(notebook_id, done[notebook_id]), done[notebook_id])
-    # Taken over once the claim ran out (renewed every claim_seconds / 3, so not much sooner either) ...
-    assert claim_seconds * 2 / 3 - 0.3 <= min(taken.values()) and max(taken.values()) <= claim_seconds + 1, taken
+    # Taken over by the time the claim ran out. (No lower bound: on a loaded machine the victim's last
+    # heartbeat may have been late, so a claim can legitimately lapse right after the kill; that no work
+    # was done twice is what the storm's one-outcome-per-request check proves.)
+    assert max(taken.values()) <= claim_seconds + 1, taken
     # ... and finished within a bring-up (1.6 s here) after that.
     assert max(done.values()) <= claim_seconds + 4, done
     tally = storm.tally
