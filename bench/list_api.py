@@ -34,7 +34,7 @@ from tests.procs import ServeProcess  # noqa: E402
 from tests.support import Creds, encode_query, sign_headers  # noqa: E402
 
 
-def seed_store(data_dir: Path, instances: int, projects: int) -> dict:
+def seed_store(data_dir: Path, instances: int, projects: int, database_url: str | None = None) -> dict:
     marker = data_dir / "seed.json"
     if marker.exists():
         report = json.loads(marker.read_text())
@@ -43,8 +43,9 @@ def seed_store(data_dir: Path, instances: int, projects: int) -> dict:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    extra = ["--database-url", database_url] if database_url else []
     out = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "dev", "seed", "--instances", str(instances),
-                          "--projects", str(projects), "--data-dir", str(data_dir), "--json"],
+                          "--projects", str(projects), "--data-dir", str(data_dir), "--json", *extra],
                          capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["seed_wall_s"] = round(time.monotonic() - started, 1)
@@ -162,21 +163,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 rows, fewer samples (CI)")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--database-url", default=os.environ.get("NBFLEET_DATABASE_URL"),
+                        help="measure on PostgreSQL (postgresql+psycopg://…); default: SQLite in the data dir")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
     if args.quick:
         args.instances, args.projects, args.samples = 20_000, 10, 50
-    data_dir = args.data_dir or Path(tempfile.gettempdir()) / f"nbfleet-bench-{args.instances}"
-    report = seed_store(data_dir, args.instances, args.projects)
+    suffix = "-pg" if args.database_url else ""
+    data_dir = args.data_dir or Path(tempfile.gettempdir()) / f"nbfleet-bench-{args.instances}{suffix}"
+    report = seed_store(data_dir, args.instances, args.projects, args.database_url)
     big_n = report["big_project_instances"]
 
     os.environ["NBFLEET_DATA_DIR"] = str(data_dir)
     from nbfleet.app import open_store
     from nbfleet.domain.query import parse_notebook_query
     from nbfleet.settings import Settings
-    db, _identity = open_store(Settings(data_dir=data_dir))
-
-    server = ServeProcess(data_dir, runtime="simulated", env={"NBFLEET_SIMULATED_DELAY": "0"}).start()
+    db, _identity = open_store(Settings(data_dir=data_dir, database_url=args.database_url))
+    server_env = {"NBFLEET_SIMULATED_DELAY": "0"}
+    if args.database_url:
+        server_env["NBFLEET_DATABASE_URL"] = args.database_url
+    server = ServeProcess(data_dir, runtime="simulated", env=server_env).start()
     try:
         settle(db)
         admin = Creds(server.creds["ak"], server.creds["sk"], server.creds["project_id"], server.creds["user_id"])
@@ -278,7 +284,9 @@ def main() -> None:
              f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
              f"\nStore: {report['instances']:,} instances in {report['projects']} projects, {big_n:,} in the big "
              f"project; samples per query: {args.samples}.")
-    publish("list_api" + ("_quick" if args.quick else ""), f"List API, {report['instances']:,} instances", text,
+    store = "PostgreSQL" if args.database_url else "SQLite"
+    publish("list_api" + ("_quick" if args.quick else "") + suffix,
+            f"List API, {report['instances']:,} instances, {store}", text,
             {"store": report, "empty_endpoint_p50_ms": empty, "queries": results, "throughput_rps": rps,
              "rss_mib": rss.rss / 2**20, "create_ms": create_times}, record=not args.no_record)
 
