@@ -253,7 +253,9 @@ def main() -> None:
             body_tpl = {"image_id": image, "flavor": "modelarts.vm.cpu.2u",
                         "volume": {"category": "EVS", "ownership": "MANAGED"}, "duration": -1}
             subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-quota", "--user", admin.user_id,
-                            "--quota", "-1", "--data-dir", str(data_dir)], check=True, capture_output=True)
+                            "--quota", "-1", "--data-dir", str(data_dir),
+                            *(["--database-url", args.database_url] if args.database_url else [])],
+                           check=True, capture_output=True)
             for i in range(30 if args.quick else 100):
                 body = json.dumps({**body_tpl, "name": f"bench-create-{i}"}).encode()
                 url, headers = signer_admin.request("/notebooks", {}, method="POST", body=body)

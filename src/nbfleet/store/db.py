@@ -34,6 +34,9 @@ class Database:
             # A database that is unreachable must fail a request quickly (503), not hang it; a URL's own
             # connect_timeout wins. pool_pre_ping replaces connections that died while the database was away.
             connect_args = {} if "connect_timeout=" in url else {"connect_timeout": 5}
+            # psycopg prepares repeated statements; PostgreSQL's generic plan for them cannot see the search
+            # pattern or the offset, and falls back to scans the trigram and ordering indexes exist to avoid.
+            connect_args["options"] = "-c plan_cache_mode=force_custom_plan"
             self.engine = create_engine(url, pool_size=pool_size,
                                         max_overflow=10 if max_overflow is None else max_overflow,
                                         pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
