@@ -105,9 +105,12 @@ def _build(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> tuple:
     if "id" not in q.sort:
         columns.append(N.id)
     order = [c.desc() if q.descending else c.asc() for c in columns]
-    keys = (select(N.seq).where(*cond).order_by(*order)
+    # The key walk must stay inside the index: SQLite's indexes carry the rowid (seq) for free, while
+    # PostgreSQL's carry only their columns, of which ``id`` is one (else it falls back to scan + sort).
+    key = N.seq if sqlite else N.id
+    keys = (select(key).where(*cond).order_by(*order)
             .offset(bindparam("offset", type_=None)).limit(bindparam("limit", type_=None)).subquery())
-    page_stmt = select(notebooks).join(keys, keys.c.seq == N.seq).order_by(*order)
+    page_stmt = select(notebooks).join(keys, keys.c[key.name] == key).order_by(*order)
     return total_stmt, page_stmt, plain_count
 
 
