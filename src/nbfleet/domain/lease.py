@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .errors import DurationOutOfRange, InvalidProperty
 from .model import LeaseType
@@ -84,6 +84,3 @@ def idle_window(lease: Lease) -> int | None:
         return None
     return lease.duration - (lease.update_at - lease.create_at)
 
-
-def disabled(lease: Lease, now: int) -> Lease:
-    return replace(lease, enable=False, update_at=now)

@@ -29,8 +29,6 @@ def find_project_by_name(conn: Connection, name: str):
     return conn.execute(select(projects).where(projects.c.name == name)).mappings().first()
 
 
-def list_projects(conn: Connection):
-    return conn.execute(select(projects).order_by(projects.c.create_at, projects.c.id)).mappings().all()
 
 
 def insert_user(conn: Connection, user_id: str, name: str, is_admin: bool, now: int) -> None:
@@ -98,19 +96,12 @@ def any_sealed_secret(conn: Connection) -> str | None:
     return conn.execute(select(access_keys.c.secret_enc).order_by(access_keys.c.create_at).limit(1)).scalar()
 
 
-def list_access_keys(conn: Connection, user_id: str | None = None):
-    stmt = select(access_keys.c.ak, access_keys.c.user_id, access_keys.c.enabled, access_keys.c.create_at)
-    if user_id:
-        stmt = stmt.where(access_keys.c.user_id == user_id)
-    return conn.execute(stmt.order_by(access_keys.c.create_at)).mappings().all()
 
 
 def set_access_key_enabled(conn: Connection, ak: str, enabled: bool) -> int:
     return conn.execute(update(access_keys).where(access_keys.c.ak == ak).values(enabled=enabled)).rowcount
 
 
-def delete_access_key(conn: Connection, ak: str) -> int:
-    return conn.execute(delete(access_keys).where(access_keys.c.ak == ak)).rowcount
 
 
 def insert_token(conn: Connection, token_hash: str, user_id: str, project_id: str | None, expires_at: int,
@@ -130,8 +121,6 @@ def delete_token(conn: Connection, token_hash: str) -> int:
     return conn.execute(delete(tokens).where(tokens.c.token_hash == token_hash)).rowcount
 
 
-def delete_tokens_of(conn: Connection, user_id: str) -> int:
-    return conn.execute(delete(tokens).where(tokens.c.user_id == user_id)).rowcount
 
 
 def insert_keypair(conn: Connection, user_id: str, name: str, public_key: str, now: int) -> None:

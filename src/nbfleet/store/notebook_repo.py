@@ -47,10 +47,6 @@ def _timing_expired(now: int) -> list:
             N.lease_duration.is_not(None), N.create_at + N.lease_duration <= now]
 
 
-def expired_timing_leases(conn: Connection, now: int, limit: int = 500):
-    """RUNNING instances whose TIMING lease ran out (found in SQL, however many rows the table has)."""
-    stmt = select(notebooks).where(*_timing_expired(now)).limit(limit)
-    return conn.execute(stmt).mappings().all()
 
 
 def running_with_idle_lease(conn: Connection):
@@ -59,8 +55,6 @@ def running_with_idle_lease(conn: Connection):
     return conn.execute(stmt).mappings().all()
 
 
-def all_ids(conn: Connection) -> set[str]:
-    return set(conn.execute(select(N.id)).scalars())
 
 
 def compare_and_set(conn: Connection, notebook_id: str, version: int, values: dict,
@@ -185,9 +179,6 @@ def count_in_status(conn: Connection, statuses: Iterable[str]) -> int:
     return conn.execute(select(func.count()).select_from(notebooks).where(_status_in(statuses))).scalar_one()
 
 
-def status_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(N.status, func.count()).group_by(N.status)).all()
-    return {status: n for status, n in rows}
 
 
 __all__ = ["page", "insert_notebook", "get", "compare_and_set", "remove", "Status"]
