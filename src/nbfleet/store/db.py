@@ -114,7 +114,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # SQLAlchemy never commits these, so a BEGIN here would silently drop their writes
+        mode = options.get("sqlite_begin", "DEFERRED")
         # Straight to the driver: this runs for every transaction, and SQLAlchemy's statement machinery
         # costs more than the BEGIN itself.
         conn.connection.driver_connection.execute(f"BEGIN {mode}")
