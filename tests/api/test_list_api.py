@@ -193,6 +193,38 @@ def test_fuzzy_flavor_and_username(api):
     assert api.ok("GET", "/notebooks/all", {"username": "nobody"})["total"] == 0
 
 
+
+@pytest.mark.parametrize("owners_listed", [True, False], ids=["via-matching-users", "via-instance-column"])
+def test_username_matches_owners_names_in_any_case(api, monkeypatch, owners_listed):
+    """Few matching users: their instances through the owner index and counters; many: the instances' own
+    user name column. Both give the same rows and totals."""
+    from nbfleet.store import notebook_list
+    if not owners_listed:
+        monkeypatch.setattr(notebook_list, "OWNERS_BY_NAME_MAX", 0)
+    zoe, zoltan = api.new_user("Zoe-lab"), api.new_user("zoltan_ops")
+    for creds, count in ((zoe, 3), (zoltan, 2)):
+        for i in range(count):
+            api.create(f"nb-{i}", creds=creds)
+    api.create("admins-own")
+
+    def owners(query: dict) -> tuple[int, list[str]]:
+        page = api.ok("GET", "/notebooks/all", {"limit": 2, **query})
+        return page["total"], sorted({item["user"]["name"] for item in page["data"]})
+
+    assert owners({"username": "zOE"}) == (3, ["Zoe-lab"])
+    assert owners({"username": "zo"}) == (5, ["zoltan_ops"])        # newest first: zoltan's came last
+    assert owners({"username": "o", "sort_dir": "ASC"}) == (5, ["Zoe-lab"])
+    assert owners({"username": "n_o"}) == (2, ["zoltan_ops"])        # '_' is literal, not LIKE's wildcard
+    assert owners({"username": "n.o"}) == (0, [])
+    assert owners({"username": "zoltan", "owner": zoe.user_id}) == (0, [])
+    assert owners({"username": "ltan", "owner": zoltan.user_id, "offset": 1}) == (2, ["zoltan_ops"])
+    assert owners({"username": "dmin"}) == (1, ["admin"])
+    assert owners({"username": "lab", "name": "nb-2"}) == (1, ["Zoe-lab"])
+    # a user's own list keeps to the caller, whatever the name matches
+    mine = api.ok("GET", "/notebooks", {"username": "o"}, creds=zoltan)
+    assert mine["total"] == 2 and {item["user_id"] for item in mine["data"]} == {zoltan.user_id}
+
+
 # --- routing and parameter spellings ---------------------------------------------------------------------
 
 def test_trailing_slash_on_the_list_paths(api):

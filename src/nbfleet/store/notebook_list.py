@@ -3,8 +3,9 @@
 Three things keep it fast at a million rows (see docs/benchmarks.md):
 - ``total`` comes from ``notebook_counts`` (kept by triggers) whenever the filters are only scope,
   owner and status; otherwise from ``COUNT(*)`` over an index;
-- case-insensitive substring filters on name, description and user name use a trigram index
-  (SQLite FTS5, PostgreSQL pg_trgm) instead of scanning;
+- case-insensitive substring filters on name and description use a trigram index (SQLite FTS5,
+  PostgreSQL pg_trgm) instead of scanning; the user name filter first finds the matching users in
+  their own (small) trigram index, then lists their instances like an owner filter;
 - the page is found by walking an index that matches the sort order (row keys only), and only the
   rows of the page are read.
 Statements are built once per query *shape* and reused with new parameters: building the SQLAlchemy
@@ -16,7 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, literal_column
 
 from ..domain.model import HOLDS_COMPUTE, Billing
 from ..domain.query import NotebookQuery
-from .tables import notebook_counts, notebook_tags, notebooks
+from .tables import notebook_counts, notebook_tags, notebooks, users
 
 N = notebooks.c
 C = notebook_counts.c
@@ -28,6 +29,7 @@ TRIGRAM_COLUMNS = ("name", "description", "user_name")   # the columns of notebo
 TRIGRAM_MIN = 3                                           # shorter substrings cannot use trigrams
 EXACT = ("pool_id", "image_id", "id", "ip")
 ALL_USERS = "*"
+OWNERS_BY_NAME_MAX = 500   # more users than this match a user name: filter the instances' own column instead
 _COMPUTE = sorted(s.value for s in HOLDS_COMPUTE)
 _cache: dict[tuple, tuple] = {}
 
@@ -42,9 +44,11 @@ def _fts_query(terms: dict[str, str]) -> str:
     return " AND ".join(f'{column} : "{value.replace(chr(34), chr(34) * 2)}"' for column, value in terms.items())
 
 
-def _split_fuzzy(q: NotebookQuery, trigram: bool) -> tuple[dict[str, str], dict[str, str]]:
+def _split_fuzzy(q: NotebookQuery, trigram: bool, by_owner: bool) -> tuple[dict[str, str], dict[str, str]]:
     by_index, by_like = {}, {}
     for column, value in q.fuzzy_filters().items():
+        if column == "user_name" and by_owner:
+            continue
         if trigram and column in TRIGRAM_COLUMNS and len(value) >= TRIGRAM_MIN:
             by_index[column] = value
         else:
@@ -52,16 +56,18 @@ def _split_fuzzy(q: NotebookQuery, trigram: bool) -> tuple[dict[str, str], dict[
     return by_index, by_like
 
 
-def _shape(q: NotebookQuery, fts: dict, like: dict) -> tuple:
-    return (q.owner_id is not None, q.status is not None, tuple(f for f in EXACT if getattr(q, f) is not None),
+def _shape(q: NotebookQuery, fts: dict, like: dict, owners: list | None) -> tuple:
+    return (q.owner_id is not None, owners is not None, q.status is not None, tuple(f for f in EXACT if getattr(q, f) is not None),
             q.billing, tuple(t.value is not None for t in q.tags), tuple(fts), tuple(like), q.sort, q.descending)
 
 
-def _build(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> tuple:
+def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite: bool) -> tuple:
     cond = [N.project_id == bindparam("project_id"), N.workspace_id == bindparam("workspace_id"),
             N.feature == bindparam("feature")]
     if q.owner_id is not None:
         cond.append(N.user_id == bindparam("owner_id"))
+    if owners is not None:
+        cond.append(N.user_id.in_(bindparam("owner_ids", expanding=True)))
     if q.status is not None:
         cond.append(N.status == bindparam("status"))
     for name in EXACT:
@@ -92,7 +98,9 @@ def _build(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> tuple:
                      or q.billing is Billing.STORAGE)
     if countable:
         count_cond = [C.project_id == bindparam("project_id"), C.workspace_id == bindparam("workspace_id"),
-                      C.feature == bindparam("feature"), C.user_id == bindparam("count_user")]
+                      C.feature == bindparam("feature"),
+                      C.user_id.in_(bindparam("owner_ids", expanding=True)) if owners is not None
+                      else C.user_id == bindparam("count_user")]
         if q.status is not None:
             count_cond.append(C.status == bindparam("status"))
         elif q.billing is Billing.COMPUTE:
@@ -104,22 +112,28 @@ def _build(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> tuple:
     columns = [SORT_COLUMNS[k] for k in q.sort]
     if "id" not in q.sort:
         columns.append(N.id)
-    order = [c.desc() if q.descending else c.asc() for c in columns]
     # The key walk must stay inside the index: SQLite's indexes carry the rowid (seq) for free, while
     # PostgreSQL's carry only their columns, of which ``id`` is one (else it falls back to scan + sort).
     key = N.seq if sqlite else N.id
-    keys = (select(key).where(*cond).order_by(*order)
-            .offset(bindparam("offset", type_=None)).limit(bindparam("limit", type_=None)).subquery())
-    page_stmt = select(notebooks).join(keys, keys.c[key.name] == key).order_by(*order)
-    return total_stmt, page_stmt, plain_count
+
+    def page_in(descending: bool):
+        order = [c.desc() if descending else c.asc() for c in columns]
+        keys = (select(key).where(*cond).order_by(*order)
+                .offset(bindparam("offset", type_=None)).limit(bindparam("limit", type_=None)).subquery())
+        return select(notebooks).join(keys, keys.c[key.name] == key).order_by(*order)
+
+    # The order ends in the unique id, so walking it backwards visits exactly the same rows reversed.
+    return total_stmt, page_in(q.descending), page_in(not q.descending), plain_count
 
 
-def _params(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> dict:
+def _params(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite: bool) -> dict:
     params = {"project_id": q.project_id, "workspace_id": q.workspace_id, "feature": q.feature.value,
               "count_user": q.owner_id if q.owner_id is not None else ALL_USERS, "offset": q.offset,
               "limit": q.limit}
     if q.owner_id is not None:
         params["owner_id"] = q.owner_id
+    if owners is not None:
+        params["owner_ids"] = owners
     if q.status is not None:
         params["status"] = q.status.value
     for name in EXACT:
@@ -137,29 +151,57 @@ def _params(q: NotebookQuery, fts: dict, like: dict, sqlite: bool) -> dict:
     return params
 
 
-def statements(q: NotebookQuery, sqlite: bool) -> tuple:
-    """(total statement, page statement, plain COUNT statement, parameters), built once per shape."""
-    fts, like = _split_fuzzy(q, trigram=True)
-    key = (sqlite, *_shape(q, fts, like))
+def statements(q: NotebookQuery, sqlite: bool, owners: list | None = None) -> tuple:
+    """(total statement, page statement, page statement walking backwards, plain COUNT statement,
+    parameters), built once per shape. ``owners``: the users the user name filter resolved to."""
+    fts, like = _split_fuzzy(q, trigram=True, by_owner=owners is not None)
+    key = (sqlite, *_shape(q, fts, like, owners))
     built = _cache.get(key)
     if built is None:
         if len(_cache) > 2048:
             _cache.clear()
-        built = _cache[key] = _build(q, fts, like, sqlite)
-    return (*built, _params(q, fts, like, sqlite))
+        built = _cache[key] = _build(q, fts, like, owners, sqlite)
+    return (*built, _params(q, fts, like, owners, sqlite))
+
+
+def owners_named(conn: Connection, text_: str, sqlite: bool) -> list[str] | None:
+    """The ids of the users whose name contains ``text_`` (any case), or None when more than
+    ``OWNERS_BY_NAME_MAX`` do. An instance's user name is its owner's, copied at creation, and users
+    are never renamed: so these users' instances are exactly the instances matching the filter."""
+    pattern = like_pattern(text_)
+    if sqlite and len(text_) >= TRIGRAM_MIN:
+        stmt = text("SELECT user_id FROM users_fts WHERE users_fts MATCH :q LIMIT :n").bindparams(
+            q=_fts_query({"name": text_}), n=OWNERS_BY_NAME_MAX + 1)
+    else:
+        stmt = (select(users.c.id).where(users.c.name.ilike(pattern, escape="\\"))
+                .limit(OWNERS_BY_NAME_MAX + 1))
+    ids = list(conn.execute(stmt).scalars())
+    return ids if len(ids) <= OWNERS_BY_NAME_MAX else None
 
 
 def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
     """The rows of one page and the exact total of rows matching the filters."""
     sqlite = conn.dialect.name == "sqlite"
-    total_stmt, page_stmt, _plain, params = statements(q, sqlite)
+    owners = owners_named(conn, q.username, sqlite) if q.username else None
+    if owners is not None and q.owner_id is not None:
+        owners = [o for o in owners if o == q.owner_id]
+    if owners == []:
+        return [], 0
+    total_stmt, forward, backward, _plain, params = statements(q, sqlite, owners)
     total = int(conn.execute(total_stmt, params).scalar_one())
     if total == 0 or q.offset >= total:
         return [], total
-    return list(conn.execute(page_stmt, params).mappings().all()), total
+    # An offset walks the index one entry at a time, so a page past the middle is found from the other
+    # end: the exact total (same snapshot) says where that is. The last page costs what the first does.
+    size = min(q.limit, total - q.offset)
+    from_end = total - q.offset - size
+    if from_end < q.offset:
+        rows = conn.execute(backward, {**params, "offset": from_end, "limit": size}).mappings().all()
+        return list(reversed(rows)), total
+    return list(conn.execute(forward, params).mappings().all()), total
 
 
 def count_matching(conn: Connection, q: NotebookQuery) -> int:
     """A plain ``COUNT(*)`` with the query's filters (no counters): what ``total`` must equal."""
-    _total, _page, plain_count, params = statements(q, conn.dialect.name == "sqlite")
+    _total, _forward, _backward, plain_count, params = statements(q, conn.dialect.name == "sqlite")
     return int(conn.execute(plain_count, params).scalar_one())
