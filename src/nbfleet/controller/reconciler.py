@@ -15,6 +15,7 @@ a second task for a row it already works on; it decides nothing between replicas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -40,12 +41,22 @@ def _lease_of(row) -> Lease:
 
 
 class ProgressReporter:
-    """Writes action_progress steps and runtime events for one bring-up."""
+    """Writes action_progress steps and runtime events for one bring-up.
+
+    Steps that follow each other within ``FLUSH_SECONDS`` are written together: a fast runtime reports
+    eight steps in a millisecond, and eight write transactions for them would queue every API write
+    behind this one start. The first change is written at once (so a poll sees the start begin), later
+    ones at the end of the window; the final status write carries all steps anyway (``close``).
+    """
+
+    FLUSH_SECONDS = 0.1
 
     def __init__(self, reconciler: "Reconciler", row):
         self.r = reconciler
         self.row = row
         self.steps = orjson.loads(row["action_progress"]) if row["action_progress"] else initial_progress()
+        self._last_write = float("-inf")
+        self._pending: asyncio.Task | None = None
 
     async def step(self, number: int, status: StepStatus, description: str | None = None) -> None:
         for step in self.steps:
@@ -53,9 +64,32 @@ class ProgressReporter:
                 step["status"] = StepStatus(status).value
                 if description:
                     step["description"] = description
+        if self._pending is not None:
+            return  # the scheduled write will carry this change too
+        wait = self._last_write + self.FLUSH_SECONDS - asyncio.get_running_loop().time()
+        if wait <= 0:
+            await self._write()
+        else:
+            self._pending = asyncio.create_task(self._write_after(wait))
+
+    async def _write_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._pending = None
+        await self._write()
+
+    async def _write(self) -> None:
+        self._last_write = asyncio.get_running_loop().time()
         payload = orjson.dumps(self.steps).decode()
         await self.r.db_call(repo.update_if_status, self.row["id"], self.row["status"],
                              {"action_progress": payload})
+
+    async def close(self) -> None:
+        """Drop a scheduled write: the caller writes the final steps with the status change."""
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pending
+            self._pending = None
 
     async def event(self, kind: str, message: str) -> None:
         log.info("instance %s: %s: %s", self.row["id"], kind, message)
@@ -329,7 +363,10 @@ class Reconciler:
             await self.runtime.stop(spec, Placement.from_json(orjson.loads(row["placement"]))
                                     if row["placement"] else None)
             try:
-                placement = await self.runtime.start(spec, reporter)
+                try:
+                    placement = await self.runtime.start(spec, reporter)
+                finally:
+                    await reporter.close()
             except RuntimeFailure as failure:
                 for step in reporter.steps:
                     if failure.step is not None and step["step"] == failure.step:
