@@ -8,6 +8,8 @@ import orjson
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..runtime.base import Placement
 
+_ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})   # where endpoints have addresses
+
 
 @lru_cache(maxsize=8192)
 def parsed(document: str):
@@ -34,18 +36,17 @@ def lease_json(row) -> dict:
             "type": row["lease_type"], "update_at": row["lease_update_at"]}
 
 
-def endpoints_json(row, spec: dict) -> list[dict]:
-    running = row["status"] in (Status.RUNNING, Status.SNAPSHOTTING)
-    placement = Placement.from_json(parsed(row["placement"])) if running and row["placement"] else None
+def endpoints_json(spec: dict, placement: Placement | None) -> list[dict]:
+    """The requested endpoints (NOTEBOOK always first-class), with addresses while ``placement`` is known."""
     out = []
     requested = spec.get("endpoints") or [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}]
     if not any(ep["service"] == "NOTEBOOK" for ep in requested):
         requested = [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}, *requested]
     for ep in requested:
         uri = None
-        if ep["service"] == "NOTEBOOK" and running and placement is not None:
+        if ep["service"] == "NOTEBOOK" and placement is not None:
             uri = f"{placement.host}:{placement.port}"
-        elif ep["service"] == "SSH" and running and placement is not None:
+        elif ep["service"] == "SSH" and placement is not None:
             ssh_port = placement.details.get("ssh_port")
             uri = f"ssh://ma-user@{placement.host}:{ssh_port}" if ssh_port else None
         out.append({"service": ep["service"], "dev_service": ep["service"], "uri": uri,
@@ -54,50 +55,80 @@ def endpoints_json(row, spec: dict) -> list[dict]:
     return out
 
 
+@lru_cache(maxsize=4096)
+def spec_members(spec_document: str, mounted: bool, placement_document: str | None) -> dict:
+    """The members that follow from the stored spec, whether its volumes are mounted and where it runs.
+
+    A page repeats few distinct combinations (and a polling console repeats whole pages), so they are
+    built once and shared: render the result, never mutate it.
+    """
+    spec = parsed(spec_document)
+    volume = dict(spec["volume"])
+    volume.pop("mount_type", None)
+    placement = Placement.from_json(parsed(placement_document)) if placement_document else None
+    return {
+        "custom_spec": spec.get("custom_spec"),
+        "image": spec["image"],
+        "volume": volume,
+        "data_volumes": [{"category": v["category"], "mount_path": v["mount_path"], "url": v.get("uri"),
+                          "status": "MOUNTED" if mounted else "UNMOUNTED",
+                          "mount_type": v.get("mount_type", "STATIC")} for v in spec.get("data_volumes") or []],
+        "endpoints": endpoints_json(spec, placement),
+        "affinity": spec.get("affinity"),
+        "run_user": spec.get("run_user"),
+        "user_vpc": spec.get("user_vpc"),
+        "jupyter_version": spec.get("jupyter_version"),
+        "hooks": spec.get("hooks"),
+        "public_network_config": spec.get("public_network_config"),
+    }
+
+
+@lru_cache(maxsize=64)
+def _billing(status: str, volume_category: str | None) -> list[str]:
+    return billing_items(status, volume_category)
+
+
 def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, str]) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
 
     Nested objects (image, tags, …) are shared with a parse cache: render the result, never mutate it.
     """
-    spec = parsed(row["spec"])
-    volume = dict(spec["volume"])
-    volume.pop("mount_type", None)
+    status = row["status"]
+    running = status in _ADDRESSABLE
+    from_spec = spec_members(row["spec"], status == Status.RUNNING.value, row["placement"] if running else None)
     notebook_id = row["id"]
-    pool = {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None
     return {
         "id": notebook_id,
         "name": row["name"],
         "description": row["description"],
-        "status": row["status"],
+        "status": status,
         "feature": row["feature"],
         "flavor": row["flavor"],
-        "custom_spec": spec.get("custom_spec"),
-        "image": spec["image"],
+        "custom_spec": from_spec["custom_spec"],
+        "image": from_spec["image"],
         "lease": lease_json(row),
-        "pool": pool,
-        "volume": volume,
-        "data_volumes": [{"category": v["category"], "mount_path": v["mount_path"], "url": v.get("uri"),
-                          "status": "MOUNTED" if row["status"] == Status.RUNNING else "UNMOUNTED",
-                          "mount_type": v.get("mount_type", "STATIC")} for v in spec.get("data_volumes") or []],
-        "endpoints": endpoints_json(row, spec),
+        "pool": {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None,
+        "volume": from_spec["volume"],
+        "data_volumes": from_spec["data_volumes"],
+        "endpoints": from_spec["endpoints"],
         "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
                                          if row["action_progress"] else None),
         "fail_reason": row["fail_reason"],
         "token": row["token"] if show_token else None,
         "url": f"{base_url}/notebooks/{notebook_id}/lab",
         "workspace_id": row["workspace_id"],
-        "billing_items": billing_items(row["status"], row["volume_category"]),
+        "billing_items": _billing(status, row["volume_category"]),
         "user": {"id": row["user_id"], "name": row["user_name"], "domain": {"id": domain[0], "name": domain[1]}},
         "user_id": row["user_id"],
-        "affinity": spec.get("affinity"),
-        "run_user": spec.get("run_user"),
+        "affinity": from_spec["affinity"],
+        "run_user": from_spec["run_user"],
         "ip": row["ip"],
-        "user_vpc": spec.get("user_vpc"),
+        "user_vpc": from_spec["user_vpc"],
         "is_need_credentials": True,
-        "jupyter_version": spec.get("jupyter_version"),
+        "jupyter_version": from_spec["jupyter_version"],
         "tags": parsed(row["tags"]),
-        "hooks": spec.get("hooks"),
-        "public_network_config": spec.get("public_network_config"),
+        "hooks": from_spec["hooks"],
+        "public_network_config": from_spec["public_network_config"],
         "create_at": row["create_at"],
         "update_at": row["update_at"],
     }
