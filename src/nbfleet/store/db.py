@@ -13,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 
 class Database:
-    """Owns the engine. ``read()`` gives a snapshot; ``write()`` a transaction that holds the write lock
+    """Owns the engine. ``read()`` gives a read-only snapshot; ``write()`` a transaction that holds the write lock
     from its first statement, so check-then-write sequences (quotas, compare-and-set) cannot interleave.
     On PostgreSQL (READ COMMITTED, several replicas) the same guarantees come from row locks instead: the
     user row is locked for quota checks and every status change is a compare-and-set on ``version``."""
@@ -43,8 +43,14 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                # READ COMMITTED would give each statement its own snapshot; a list's total and its page
+                # must come from one (the page of a deep offset is found from the total). psycopg puts
+                # both settings into the BEGIN it sends anyway, so this costs no round trip.
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
