@@ -25,8 +25,9 @@ AWAY = {
 
 
 def _broken(db, monkeypatch, exc, *, on: str) -> None:
-    """Make ``db.read``/``db.write`` fail with ``exc``: at checkout (before the body) or at commit (after)."""
-    for name in ("read", "write"):
+    """Make ``db.read``/``read_one``/``write`` fail with ``exc``: at checkout (before the body) or at commit
+    (after)."""
+    for name in ("read", "read_one", "write"):
         original = getattr(db, name)
 
         @contextlib.contextmanager

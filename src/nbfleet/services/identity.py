@@ -278,7 +278,7 @@ class IdentityService:
             signed = sig.parse_authorization(authorization)
         except sig.SignatureError as exc:
             raise E.AuthenticationFailed(str(exc)) from None
-        with self.db.read() as conn:
+        with self.db.read_one() as conn:
             key = repo.access_key_for_project(conn, signed.access_key, project_id)
         if key is None:
             raise E.AuthenticationFailed("Get secretKey failed, ak not exist")
@@ -298,7 +298,7 @@ class IdentityService:
     def _by_token(self, token: str, headers, project_id) -> Principal:
         if not token.strip():
             raise E.TokenEmpty()
-        with self.db.read() as conn:
+        with self.db.read_one() as conn:
             row = repo.get_token(conn, token_hash(token.strip()))
         domain_id, domain_name = self.domain()
         if row is None:

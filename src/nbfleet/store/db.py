@@ -53,6 +53,19 @@ class Database:
                 yield conn
 
     @contextlib.contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """A connection for a single read statement, which is its own snapshot. On PostgreSQL it runs
+        without a transaction: BEGIN and COMMIT would be two more round trips than the query itself
+        (every request's credential lookup is one). SQLite has no round trips; there it is ``read()``."""
+        if self.is_sqlite:
+            with self.read() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         if not self.is_sqlite:
             with self.engine.connect() as conn, conn.begin():

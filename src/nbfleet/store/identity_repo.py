@@ -96,8 +96,6 @@ def any_sealed_secret(conn: Connection) -> str | None:
     return conn.execute(select(access_keys.c.secret_enc).order_by(access_keys.c.create_at).limit(1)).scalar()
 
 
-
-
 def set_access_key_enabled(conn: Connection, ak: str, enabled: bool) -> int:
     return conn.execute(update(access_keys).where(access_keys.c.ak == ak).values(enabled=enabled)).rowcount
 
