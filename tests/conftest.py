@@ -11,6 +11,7 @@ from nbfleet.app import create_app
 from nbfleet.settings import LeaseSettings, Settings
 from nbfleet.store.tables import metadata
 
+from .procs import test_databases
 from .support import Api, Creds
 
 
@@ -54,6 +55,51 @@ def api(settings):
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
         yield Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]),
                   app.state.services)
+
+
+# --- the databases of server processes (tests/procs.py, NBFLEET_TEST_DATABASE_URL) --------------------------
+
+class _TestDatabaseOwners:
+    """Drops each database of ``test_databases`` once what created it is torn down: the fixture whose set-up
+    created it (after the fixture stopped its servers), else the test (after its teardown).
+
+    A plugin rather than hooks of this conftest: a conftest's hooks are not called for session-scoped
+    fixtures, whose node (the session) lies above this directory.
+    """
+
+    def __init__(self):
+        self.by_fixture: dict[object, set[str]] = {}
+
+    def owned(self) -> set[str]:
+        return set().union(*self.by_fixture.values())
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        before = test_databases.names()
+        try:
+            return (yield)
+        finally:
+            made = test_databases.names() - before - self.owned()
+            if made:
+                self.by_fixture.setdefault(fixturedef, set()).update(made)
+
+    def pytest_fixture_post_finalizer(self, fixturedef, request):
+        test_databases.drop(self.by_fixture.pop(fixturedef, ()))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        try:
+            return (yield)
+        finally:
+            test_databases.drop(test_databases.names() - self.owned())
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        test_databases.drop(test_databases.names())
+
+
+def pytest_configure(config):
+    if test_databases.base is not None:
+        config.pluginmanager.register(_TestDatabaseOwners(), "nbfleet-test-databases")
 
 
 __all__ = ["make_settings", "LeaseSettings"]

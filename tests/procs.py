@@ -8,16 +8,86 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from .support import Creds, encode_query, sign_headers
 
 STARTUP_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 15.0
+
+# A PostgreSQL URL here runs the whole suite on PostgreSQL: the in-process tests on that database itself
+# (tests/conftest.py), every server process on a database of its own next to it (``TestDatabases``).
+TEST_DATABASE_URL = os.environ.get("NBFLEET_TEST_DATABASE_URL") or None
+
+
+class TestDatabases:
+    """One PostgreSQL database per data dir for the server processes of the tests, when
+    ``NBFLEET_TEST_DATABASE_URL`` is set: ``<its database>_<hex>`` on the same server.
+
+    The first ``ServeProcess`` of a data dir creates it; later ones of that data dir (a restart after a crash)
+    get the same one, as they would get the same SQLite file. tests/conftest.py drops each database when the
+    fixture or test that created it has been torn down (and any left at the end of the session).
+    """
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, base_url: str | None):
+        url = make_url(base_url) if base_url else None
+        # Any other URL (a SQLite file) is for the in-process tests; servers keep SQLite in their data dirs.
+        self.base = url if url is not None and url.drivername.startswith("postgresql") else None
+        self._lock = threading.Lock()
+        self._by_dir: dict[Path, str] = {}
+
+    def url_for(self, data_dir: Path) -> str | None:
+        """The database URL of the servers of ``data_dir`` (None: SQLite in the data dir)."""
+        if self.base is None:
+            return None
+        key = Path(data_dir).resolve()
+        with self._lock:
+            name = self._by_dir.get(key)
+            if name is None:
+                name = f"{(self.base.database or 'nbfleet')[:50]}_{uuid.uuid4().hex[:12]}"
+                self._admin(f'CREATE DATABASE "{name}"')
+                self._by_dir[key] = name
+        return self.base.set(database=name).render_as_string(hide_password=False)
+
+    def names(self) -> set[str]:
+        with self._lock:
+            return set(self._by_dir.values())
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Drop these databases (connections still open to them, e.g. of a leaked server, are ended)."""
+        names = set(names)
+        if not names:
+            return
+        with self._lock:
+            for key in [k for k, v in self._by_dir.items() if v in names]:
+                del self._by_dir[key]
+        for name in sorted(names):
+            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        server = self.base.set(drivername="postgresql")
+        try:  # the test database itself, else the server's maintenance database
+            conn = psycopg.connect(server.render_as_string(hide_password=False), autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError:
+            conn = psycopg.connect(server.set(database="postgres").render_as_string(hide_password=False),
+                                   autocommit=True, connect_timeout=10)
+        with conn:
+            conn.execute(statement)
+
+
+test_databases = TestDatabases(TEST_DATABASE_URL)
 
 
 def free_port() -> int:
@@ -39,15 +109,16 @@ class ServeProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
         self.creds: dict = {}
+        # The store: the caller's NBFLEET_DATABASE_URL (tests/pg), else a test database of this data dir on
+        # PostgreSQL (NBFLEET_TEST_DATABASE_URL), else None: SQLite in the data dir.
+        self.database_url: str | None = self.env.get("NBFLEET_DATABASE_URL") or test_databases.url_for(self.data_dir)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServeProcess":
-        env = dict(os.environ, NBFLEET_RECONCILE_INTERVAL="0.05", NBFLEET_SIMULATED_DELAY="0.05")
-        env.pop("NBFLEET_DATABASE_URL", None)  # a stray setting of the caller's shell must not pick the store
-        env.update(self.env)
+        env = self.cli_env({"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05", **self.env})
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
@@ -94,9 +165,19 @@ class ServeProcess:
         c = self.creds
         return Creds(c["ak"], c["sk"], c["project_id"], c["user_id"])
 
+    def cli_env(self, extra: dict | None = None) -> dict:
+        """The environment for this server or its admin CLI: the caller's, with this server's store (a stray
+        NBFLEET_DATABASE_URL of the caller's shell must not pick it) and ``extra``."""
+        env = dict(os.environ)
+        env.pop("NBFLEET_DATABASE_URL", None)
+        if self.database_url:
+            env["NBFLEET_DATABASE_URL"] = self.database_url
+        env.update(extra or {})
+        return env
+
     def cli(self, *args: str) -> dict:
         out = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", *args, "--data-dir", str(self.data_dir)],
-                             capture_output=True, text=True, timeout=60, check=True)
+                             capture_output=True, text=True, timeout=60, check=True, env=self.cli_env())
         return json.loads(out.stdout)
 
 

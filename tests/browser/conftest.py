@@ -44,7 +44,7 @@ class User:
 def set_password(server: ServeProcess, user_id: str, password: str) -> None:
     done = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user", user_id,
                            "--password-stdin", "--data-dir", str(server.data_dir)],
-                          input=password + "\n", capture_output=True, text=True, timeout=60)
+                          input=password + "\n", capture_output=True, text=True, timeout=60, env=server.cli_env())
     assert done.returncode == 0, done.stderr
 
 

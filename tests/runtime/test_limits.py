@@ -15,6 +15,8 @@ import pytest
 from nbfleet.runtime.base import FlavorLimits
 from nbfleet.runtime.limits import ResourceLimiter
 
+pytestmark = pytest.mark.runtime_only  # no store at all: the same on SQLite and PostgreSQL (.ci/run runs it once)
+
 ALLOCATE_300_MIB = "b = bytearray(300 * 1024 * 1024); print('survived', len(b))"
 
 cgroup_limiter = ResourceLimiter()

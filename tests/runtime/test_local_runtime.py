@@ -24,7 +24,8 @@ from nbfleet.runtime.base import FlavorLimits, InstanceSpec, Placement, RuntimeF
 from nbfleet.runtime.limits import ResourceLimiter
 from nbfleet.runtime.local import LocalRuntime
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+# No store at all: the same on SQLite and PostgreSQL (.ci/run runs it once).
+pytestmark = [pytest.mark.slow, pytest.mark.runtime_only, pytest.mark.asyncio(loop_scope="module")]
 
 FLAVOR = FlavorLimits("modelarts.vm.cpu.2u", vcpus=2, memory_mb=4096)
 # For tests that only need the server to get as far as binding its port: skips ~1-2 s of extension loading.

@@ -24,7 +24,8 @@ from nbfleet.api.proxy import ProxyRefusal, ProxyTarget, install_notebook_proxy
 from nbfleet.runtime.base import FlavorLimits, InstanceSpec
 from nbfleet.runtime.local import LocalRuntime
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+# No store at all: the same on SQLite and PostgreSQL (.ci/run runs it once).
+pytestmark = [pytest.mark.slow, pytest.mark.runtime_only, pytest.mark.asyncio(loop_scope="module")]
 
 KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 STOPPED = ProxyRefusal(409, "ModelArts.6357", "The notebook instance is STOPPED; start it to open it.")

@@ -7,7 +7,6 @@ with the ``nbfleet admin`` CLI while the server runs.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -74,9 +73,7 @@ class Server(ServeProcess):
         cmd = [sys.executable, "-m", "nbfleet.cli.main", "admin", *args, "--data-dir", str(self.data_dir)]
         if as_json:
             cmd.insert(-2, "--json")
-        run_env = dict(os.environ, **(env or {}))
-        run_env.pop("NBFLEET_DATABASE_URL", None)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=run_env)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=self.cli_env(env))
         assert done.returncode == 0, f"{cmd} failed: {done.stderr}"
         return json.loads(done.stdout) if as_json else done.stdout
 
