@@ -120,7 +120,7 @@ def _claim_where(conn: Connection, cond: list, owner: str, now: int, until: int,
 def claim_in_status(conn: Connection, statuses: Iterable[str], owner: str, now: int, until: int,
                     exclude: Iterable[str] = (), limit: int = 100) -> list:
     """Claim instances in ``statuses`` (the transitional ones: work a replica must finish)."""
-    return _claim_where(conn, [N.status.in_(list(statuses))], owner, now, until, exclude, limit)
+    return _claim_where(conn, [_status_in(statuses)], owner, now, until, exclude, limit)
 
 
 def claim_expired_timing(conn: Connection, owner: str, now: int, until: int, exclude: Iterable[str] = (),
@@ -177,8 +177,6 @@ def events_page(conn: Connection, notebook_id: str, offset: int, limit: int, des
 
 def count_in_status(conn: Connection, statuses: Iterable[str]) -> int:
     return conn.execute(select(func.count()).select_from(notebooks).where(_status_in(statuses))).scalar_one()
-
-
 
 
 __all__ = ["page", "insert_notebook", "get", "compare_and_set", "remove", "Status"]
