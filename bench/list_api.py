@@ -2,7 +2,8 @@
 
 Seeds (or reuses) a store, starts the real server, and for each query of the matrix measures
   - nbfleet: the HTTP request through the real server (auth, validation, SQL, JSON), one keep-alive
-    connection, pre-signed requests, p50/p99 over --samples runs;
+    connection, pre-signed requests, p50/p99: with wrk when installed (a C client, so that reading a
+    15 KB page in Python does not count as the server's time), else httpx over --samples runs;
   - the SQL floor: the same store query (``notebook_repo.page``) executed directly on the same file;
   - the HTTP floor: an empty endpoint of the same app (``/health``).
 It checks that every ``total`` equals a plain ``COUNT(*)``, measures throughput with 8 connections
@@ -32,6 +33,18 @@ sys.path.insert(0, str(ROOT))
 from bench._report import median, percentile, publish, table  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
 from tests.support import Creds, encode_query, sign_headers  # noqa: E402
+
+
+def machine_speed_ms() -> float:
+    """Milliseconds this machine takes for 3 million interpreted additions (best of 5): a yardstick to
+    compare runs made on different machines (a typical 3 GHz core: ~150 ms)."""
+    best = float("inf")
+    for _ in range(5):
+        t0, x = time.perf_counter(), 0
+        for i in range(3_000_000):
+            x += i
+        best = min(best, (time.perf_counter() - t0) * 1000)
+    return best
 
 
 def seed_store(data_dir: Path, instances: int, projects: int, database_url: str | None = None) -> dict:
@@ -81,6 +94,48 @@ def time_http(client: httpx.Client, url: str, headers: dict, samples: int) -> tu
     return times, last.json()
 
 
+def _wrk_script(requests: list[tuple[str, dict]]) -> Path:
+    script = Path(tempfile.mkdtemp()) / "requests.lua"
+    lines = ["local reqs = {}"]
+    for i, (url, headers) in enumerate(requests):
+        hdr = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+        lines.append(f"reqs[{i + 1}] = wrk.format('GET', {json.dumps(url)}, {{{hdr}}})")
+    lines += ["local n = 0", "request = function()", "  n = n % #reqs + 1", "  return reqs[n]", "end",
+              "local shown = false",
+              "response = function(status, headers, body)",
+              "  if status ~= 200 and not shown then shown = true; io.stderr:write(body .. '\\n') end",
+              "end"]
+    script.write_text("\n".join(lines))
+    return script
+
+
+def _run_wrk(endpoint: str, requests: list[tuple[str, dict]], seconds: int, connections: int,
+             latency: bool = False) -> str:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(_wrk_script(requests)), endpoint]
+    out = subprocess.run(args + (["--latency"] if latency else []), capture_output=True, text=True, check=True)
+    text = out.stdout + out.stderr
+    if any("Non-2xx" in line for line in text.splitlines()):
+        raise RuntimeError(f"wrk got errors:\n{text[-1500:]}")
+    return text
+
+
+def _ms(value: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if value.endswith(unit):
+            return float(value[:-len(unit)]) * factor
+    raise ValueError(value)
+
+
+def latency_wrk(endpoint: str, url: str, headers: dict, seconds: int) -> tuple[float, float, int]:
+    """p50, p99 (ms) and the number of requests of one connection sending ``url`` back to back. wrk is a
+    C client: unlike a Python one, its own cost of reading a 15 KB page does not count as the server's."""
+    text = _run_wrk(endpoint, [(url, headers)], seconds, 1, latency=True)
+    pct = {line.split()[0]: _ms(line.split()[1]) for line in text.splitlines()
+           if line.strip().startswith(("50%", "99%"))}
+    count = next(int(line.split()[0]) for line in text.splitlines() if "requests in" in line)
+    return pct["50%"], pct["99%"], count
+
+
 def sql_floor(db, query, samples: int) -> list[float]:
     from nbfleet.store import notebook_repo
     times = []
@@ -116,27 +171,8 @@ def settle(db, timeout: float = 120) -> None:
 
 def throughput(endpoint: str, requests: list[tuple[str, dict]], seconds: int, connections: int = 8) -> float:
     if shutil.which("wrk"):
-        script = Path(tempfile.mkdtemp()) / "mixed.lua"
-        lines = ["local reqs = {}"]
-        for i, (url, headers) in enumerate(requests):
-            hdr = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
-            lines.append(f"reqs[{i + 1}] = wrk.format('GET', {json.dumps(url)}, {{{hdr}}})")
-        lines += ["local n = 0", "request = function()", "  n = n % #reqs + 1", "  return reqs[n]", "end",
-                  "local shown = false",
-                  "response = function(status, headers, body)",
-                  "  if status ~= 200 and not shown then shown = true; io.stderr:write(body .. '\\n') end",
-                  "end"]
-        script.write_text("\n".join(lines))
-        done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), endpoint],
-                              capture_output=True, text=True, check=True)
-        out = done.stdout + done.stderr
-        for line in out.splitlines():
-            if line.startswith("Requests/sec:"):
-                non2xx = [ln for ln in out.splitlines() if "Non-2xx" in ln]
-                if non2xx:
-                    raise RuntimeError(f"throughput run got errors: {non2xx}\n{out[-1500:]}")
-                return float(line.split()[1])
-        raise RuntimeError(out)
+        text = _run_wrk(endpoint, requests, seconds, connections)
+        return float(next(line.split()[1] for line in text.splitlines() if line.startswith("Requests/sec:")))
     import asyncio
 
     async def run() -> float:
@@ -224,23 +260,33 @@ def main() -> None:
         mixed = []
         plain = []   # filters, sorts and own lists: the per-request cost without search or deep paging
         with httpx.Client(base_url=server.endpoint) as client:
-            empty_times, _ = time_http(client, "/health", {}, args.samples)
-            empty = median(empty_times)
+            use_wrk = shutil.which("wrk") is not None
+            seconds = 1 if args.quick else 4
+
+            def measure(url: str, headers: dict) -> tuple[float, float, int, dict]:
+                times, page = time_http(client, url, headers, 10 if use_wrk else args.samples)
+                if use_wrk:
+                    return (*latency_wrk(server.endpoint, url, headers, seconds), page)
+                return median(times), percentile(times, 99), len(times), page
+
+            empty, _p99, _n, _page = measure("/health", {})
+            samples = []
             for label, path, query, target in matrix:
                 own = path == "/notebooks"
                 creds = user if own else admin
                 url, headers = (signer_user if own else signer_admin).request(path, query)
                 if "†" not in label:  # the load mix is what consoles and scripts ask; † = worst-case terms
                     mixed.append((url, headers))
-                if "fuzzy" not in label and "offset" not in label:
+                if not any(k in query for k in ("name", "description", "username", "offset")):
                     plain.append((url, headers))
-                times, page = time_http(client, url, headers, args.samples)
+                p50, p99, n, page = measure(url, headers)
+                samples.append(n)
                 q = parse_notebook_query({k: [str(v)] for k, v in query.items()}, project_id=creds.project_id,
                                          caller_id=creds.user_id, caller_is_admin=not own, all_view=not own)
                 floor = sql_floor(db, q, min(args.samples, 100))
                 exact = plain_count(db, q)
                 assert page["total"] == exact, (label, page["total"], exact)
-                p50, p99, f50 = median(times), percentile(times, 99), median(floor)
+                f50 = median(floor)
                 ratio = p50 / (f50 + empty)
                 ok = "✓" if p50 <= float(target) else "✗"
                 rows.append([label, f"{page['total']:,}", f"{p50:.2f}", f"{p99:.2f}", f"{f50:.2f}",
@@ -279,7 +325,9 @@ def main() -> None:
 
     text = table(["query (admin /notebooks/all on the big project)", "total", "p50 ms", "p99 ms", "SQL floor p50 ms",
                   "ratio to floor", "target p50"], rows)
-    text += (f"\n\nEmpty endpoint of the same app (`/health`): p50 {empty:.2f} ms. Ratio = nbfleet p50 / "
+    speed = machine_speed_ms()
+    text += (f"\n\nEmpty endpoint of the same app (`/health`): p50 {empty:.2f} ms. Machine yardstick: "
+             f"{speed:.0f} ms for 3M interpreted additions (a typical 3 GHz core: ~150 ms). Ratio = nbfleet p50 / "
              f"(SQL floor p50 + empty endpoint p50). Every `total` was checked against a plain `COUNT(*)`. "
              f"† = a substring that a large share of all rows contain (worst case for a trigram index).\n\n"
              f"| other | result | target |\n| --- | --- | --- |\n"
@@ -291,12 +339,13 @@ def main() -> None:
              f"| create through the API with the table full, p50 / p99 | {median(create_times):.2f} / "
              f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
              f"\nStore: {report['instances']:,} instances in {report['projects']} projects, {big_n:,} in the big "
-             f"project; samples per query: {args.samples}.")
+             f"project; requests per query: {min(samples):,}–{max(samples):,} "
+             f"({'wrk, one connection' if use_wrk else 'httpx, one connection'}).")
     store = "PostgreSQL" if args.database_url else "SQLite"
     publish("list_api" + ("_quick" if args.quick else "") + suffix,
             f"List API, {report['instances']:,} instances, {store}", text,
             {"store": report, "empty_endpoint_p50_ms": empty, "queries": results, "throughput_rps": rps,
-             "throughput_plain_rps": rps_plain,
+             "throughput_plain_rps": rps_plain, "machine_speed_ms": speed,
              "rss_mib": rss.rss / 2**20, "create_ms": create_times}, record=not args.no_record)
 
 
