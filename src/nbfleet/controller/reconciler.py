@@ -107,6 +107,7 @@ class Reconciler:
         self.idle_policy = idle_policy or KernelIdlePolicy()
         self.replica_id = replica_id or uuid.uuid4().hex
         self.inflight: dict[str, asyncio.Task] = {}
+        self._released: set[str] = set()   # claims the final status write already gave up
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat_task: asyncio.Task | None = None
@@ -319,9 +320,15 @@ class Reconciler:
             return False
         finally:
             try:
-                await self.db_call(repo.release, row["id"], self.replica_id)
+                await self._release(row["id"])
             except Exception as exc:  # unreleased, the claim expires after claim_seconds
                 log.warning("releasing claim of %s failed: %s", row["id"], _first_line(exc))
+
+    async def _release(self, notebook_id: str) -> None:
+        if notebook_id in self._released:
+            self._released.discard(notebook_id)   # the final status write gave the claim up already
+        else:
+            await self.db_call(repo.release, notebook_id, self.replica_id)
 
     async def _handle(self, row) -> None:
         status = Status(row["status"])
@@ -343,6 +350,11 @@ class Reconciler:
             return False
         now = self.clock.now_ms()
         values = {"status": target.value, "update_at": now, **values}
+        # A stable status ends the work: the claim goes in the same write (one transaction fewer per
+        # transition). A transitional one (AUTO_STOP -> STOPPING) keeps it for the work that follows.
+        settles = target not in TRANSITIONAL
+        if settles:
+            values.update(claim_owner=None, claim_until=None)
 
         def change(conn) -> bool:
             if not repo.compare_and_set(conn, row["id"], row["version"], values, True, owner=self.replica_id):
@@ -351,7 +363,10 @@ class Reconciler:
                 repo.add_event(conn, row["id"], row["project_id"], now, *note)
             return True
 
-        return await self.db_call(change)
+        changed = await self.db_call(change)
+        if changed and settles:
+            self._released.add(row["id"])
+        return changed
 
     async def _bring_up(self, row, ok: Event, failed: Event) -> None:
         spec = self.spec_of(row)
@@ -490,7 +505,7 @@ class Reconciler:
             await self._set(fresh, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None},
                             note=("failed", f"Instance lost: {reason}"))
         finally:
-            await self.db_call(repo.release, row["id"], self.replica_id)
+            await self._release(row["id"])
 
 
 def _first_line(exc: BaseException) -> str:
