@@ -225,6 +225,21 @@ def test_username_matches_owners_names_in_any_case(api, monkeypatch, owners_list
     assert mine["total"] == 2 and {item["user_id"] for item in mine["data"]} == {zoltan.user_id}
 
 
+
+def test_status_and_billing_together_count_only_rows_matching_both(api):
+    """The total comes from counter rows: with status and billing both given it must honour both."""
+    from sqlalchemy import update
+
+    from nbfleet.store.tables import notebooks
+    frozen = api.create("frozen-one")
+    api.create("running-one")
+    with api.services.notebooks.db.write() as conn:   # FROZEN is set by operators, not by the API
+        conn.execute(update(notebooks).where(notebooks.c.id == frozen["id"]).values(status="FROZEN"))
+    assert api.ok("GET", "/notebooks/all", {"status": "FROZEN", "billing": "COMPUTE"}) == empty()
+    assert api.ok("GET", "/notebooks/all", {"status": "FROZEN", "billing": "STORAGE"})["total"] == 1
+    assert names(api.ok("GET", "/notebooks/all", {"status": "RUNNING", "billing": "COMPUTE"})) == ["running-one"]
+
+
 # --- routing and parameter spellings ---------------------------------------------------------------------
 
 def test_trailing_slash_on_the_list_paths(api):

@@ -101,9 +101,10 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
                       C.feature == bindparam("feature"),
                       C.user_id.in_(bindparam("owner_ids", expanding=True)) if owners is not None
                       else C.user_id == bindparam("count_user")]
+        # Both may be given: status=FROZEN&billing=COMPUTE matches nothing, and the count must say so.
         if q.status is not None:
             count_cond.append(C.status == bindparam("status"))
-        elif q.billing is Billing.COMPUTE:
+        if q.billing is Billing.COMPUTE:
             count_cond.append(C.status.in_(_COMPUTE))
         total_stmt = select(func.coalesce(func.sum(C.n), 0)).where(*count_cond)
     else:
