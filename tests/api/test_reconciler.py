@@ -141,3 +141,21 @@ def test_a_wake_up_during_a_sweep_is_not_lost(tmp_path):
             made = list(pool.map(lambda i: api.create(f"burst-{i}", wait=False)["id"], range(40)))
         for notebook_id in made:
             assert api.wait_status(notebook_id, "RUNNING", timeout=10)["status"] == "RUNNING"
+
+
+def test_the_final_status_write_gives_up_the_claim_without_a_separate_release(api, monkeypatch):
+    from nbfleet.store import notebook_repo
+    released = []
+    original = notebook_repo.release
+
+    def counting_release(conn, notebook_id, owner):
+        released.append(notebook_id)
+        return original(conn, notebook_id, owner)
+
+    monkeypatch.setattr(notebook_repo, "release", counting_release)
+    nb = api.create("claim-folded")
+    assert nb["status"] == "RUNNING"
+    with api.services.notebooks.db.read() as conn:
+        row = notebook_repo.get(conn, nb["id"])
+    assert (row["claim_owner"], row["claim_until"]) == (None, None)
+    assert nb["id"] not in released

@@ -28,40 +28,34 @@ def statuses(steps: list[dict]) -> dict[int, str]:
     return {s["step"]: s["status"] for s in steps}
 
 
-def test_a_burst_of_steps_is_one_write_now_and_one_at_the_end_of_the_window():
-    async def run():
-        rec = RecordingReconciler()
-        reporter = ProgressReporter(rec, ROW)
-        for n in (1, 2, 3, 4):
-            await reporter.step(n, StepStatus.PROCESSING)
-            await reporter.step(n, StepStatus.COMPLETED)
-        assert [statuses(w) for w in rec.writes] == [{1: "PROCESSING", 2: "WAITING", 3: "WAITING", 4: "WAITING"}]
-        await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 2)
-        assert len(rec.writes) == 2
-        assert statuses(rec.writes[1]) == {1: "COMPLETED", 2: "COMPLETED", 3: "COMPLETED", 4: "COMPLETED"}
-    asyncio.run(run())
+async def test_a_burst_of_steps_is_one_write_now_and_one_at_the_end_of_the_window():
+    rec = RecordingReconciler()
+    reporter = ProgressReporter(rec, ROW)
+    for n in (1, 2, 3, 4):
+        await reporter.step(n, StepStatus.PROCESSING)
+        await reporter.step(n, StepStatus.COMPLETED)
+    assert [statuses(w) for w in rec.writes] == [{1: "PROCESSING", 2: "WAITING", 3: "WAITING", 4: "WAITING"}]
+    await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 2)
+    assert len(rec.writes) == 2
+    assert statuses(rec.writes[1]) == {1: "COMPLETED", 2: "COMPLETED", 3: "COMPLETED", 4: "COMPLETED"}
 
 
-def test_steps_further_apart_than_the_window_are_each_written():
-    async def run():
-        rec = RecordingReconciler()
-        reporter = ProgressReporter(rec, ROW)
-        await reporter.step(1, StepStatus.PROCESSING)
-        await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 1.5)
-        await reporter.step(1, StepStatus.COMPLETED, "Work directory ready")
-        assert [statuses(w)[1] for w in rec.writes] == ["PROCESSING", "COMPLETED"]
-        assert rec.writes[1][0]["description"] == "Work directory ready"
-    asyncio.run(run())
+async def test_steps_further_apart_than_the_window_are_each_written():
+    rec = RecordingReconciler()
+    reporter = ProgressReporter(rec, ROW)
+    await reporter.step(1, StepStatus.PROCESSING)
+    await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 1.5)
+    await reporter.step(1, StepStatus.COMPLETED, "Work directory ready")
+    assert [statuses(w)[1] for w in rec.writes] == ["PROCESSING", "COMPLETED"]
+    assert rec.writes[1][0]["description"] == "Work directory ready"
 
 
-def test_close_drops_the_scheduled_write():
-    async def run():
-        rec = RecordingReconciler()
-        reporter = ProgressReporter(rec, ROW)
-        await reporter.step(1, StepStatus.PROCESSING)
-        await reporter.step(1, StepStatus.COMPLETED)   # scheduled, not written
-        await reporter.close()                          # the status write carries it instead
-        await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 2)
-        assert len(rec.writes) == 1
-        assert statuses(reporter.steps)[1] == "COMPLETED"
-    asyncio.run(run())
+async def test_close_drops_the_scheduled_write():
+    rec = RecordingReconciler()
+    reporter = ProgressReporter(rec, ROW)
+    await reporter.step(1, StepStatus.PROCESSING)
+    await reporter.step(1, StepStatus.COMPLETED)   # scheduled, not written
+    await reporter.close()                          # the status write carries it instead
+    await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 2)
+    assert len(rec.writes) == 1
+    assert statuses(reporter.steps)[1] == "COMPLETED"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 ALGORITHM = "SDK-HMAC-SHA256"

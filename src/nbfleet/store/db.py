@@ -13,10 +13,11 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 
 class Database:
-    """Owns the engine. ``read()`` gives a read-only snapshot; ``write()`` a transaction that holds the write lock
-    from its first statement, so check-then-write sequences (quotas, compare-and-set) cannot interleave.
-    On PostgreSQL (READ COMMITTED, several replicas) the same guarantees come from row locks instead: the
-    user row is locked for quota checks and every status change is a compare-and-set on ``version``."""
+    """Owns the engine. ``read()`` gives a read-only snapshot; ``write()`` a transaction that holds the
+    write lock from its first statement, so check-then-write sequences (quotas, compare-and-set) cannot
+    interleave. On PostgreSQL (writes READ COMMITTED, several replicas) the same guarantees come from row
+    locks instead: the user row is locked for quota checks and every status change is a compare-and-set
+    on ``version``."""
 
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int | None = None):
         self.url = url

@@ -57,8 +57,9 @@ def _split_fuzzy(q: NotebookQuery, trigram: bool, by_owner: bool) -> tuple[dict[
 
 
 def _shape(q: NotebookQuery, fts: dict, like: dict, owners: list | None) -> tuple:
-    return (q.owner_id is not None, owners is not None, q.status is not None, tuple(f for f in EXACT if getattr(q, f) is not None),
-            q.billing, tuple(t.value is not None for t in q.tags), tuple(fts), tuple(like), q.sort, q.descending)
+    return (q.owner_id is not None, owners is not None, q.status is not None,
+            tuple(f for f in EXACT if getattr(q, f) is not None), q.billing,
+            tuple(t.value is not None for t in q.tags), tuple(fts), tuple(like), q.sort, q.descending)
 
 
 def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite: bool) -> tuple:
@@ -165,18 +166,20 @@ def statements(q: NotebookQuery, sqlite: bool, owners: list | None = None) -> tu
     return (*built, _params(q, fts, like, owners, sqlite))
 
 
+_OWNERS_BY_TRIGRAM = text("SELECT user_id FROM users_fts WHERE users_fts MATCH :q LIMIT :n")   # SQLite
+_OWNERS_BY_LIKE = (select(users.c.id).where(users.c.name.ilike(bindparam("pattern"), escape="\\"))
+                   .limit(bindparam("n", type_=None)))
+
+
 def owners_named(conn: Connection, text_: str, sqlite: bool) -> list[str] | None:
     """The ids of the users whose name contains ``text_`` (any case), or None when more than
     ``OWNERS_BY_NAME_MAX`` do. An instance's user name is its owner's, copied at creation, and users
     are never renamed: so these users' instances are exactly the instances matching the filter."""
-    pattern = like_pattern(text_)
     if sqlite and len(text_) >= TRIGRAM_MIN:
-        stmt = text("SELECT user_id FROM users_fts WHERE users_fts MATCH :q LIMIT :n").bindparams(
-            q=_fts_query({"name": text_}), n=OWNERS_BY_NAME_MAX + 1)
+        result = conn.execute(_OWNERS_BY_TRIGRAM, {"q": _fts_query({"name": text_}), "n": OWNERS_BY_NAME_MAX + 1})
     else:
-        stmt = (select(users.c.id).where(users.c.name.ilike(pattern, escape="\\"))
-                .limit(OWNERS_BY_NAME_MAX + 1))
-    ids = list(conn.execute(stmt).scalars())
+        result = conn.execute(_OWNERS_BY_LIKE, {"pattern": like_pattern(text_), "n": OWNERS_BY_NAME_MAX + 1})
+    ids = list(result.scalars())
     return ids if len(ids) <= OWNERS_BY_NAME_MAX else None
 
 
