@@ -1,9 +1,11 @@
 """Lifecycle benchmark of the local runtime, in one run on one machine.
 
-Measures the floor (a bare ``jupyter_server`` with the same flags nbfleet uses, start to
-``/api/status`` 200) next to nbfleet as the official SDK sees it: create → RUNNING, stop → STOPPED,
-start → RUNNING (polling ``show_notebook`` every 20 ms), and 10 instances created at once. Also the
-RSS of one idle instance and of nbfleet itself.
+Measures the floor (a bare ``jupyter_server`` from the same image environment with the same flags
+nbfleet uses, no sandbox, start to ``/api/status`` 200 on its socket) next to nbfleet as the official
+SDK sees it, sandbox included: create → RUNNING, stop → STOPPED, start → RUNNING (polling
+``show_notebook`` every 20 ms), and 10 instances created at once. Also the one-off build of the image
+environment (uv's cache warm, and empty), the RSS of one idle instance (and of its sandbox's own
+processes), and of nbfleet itself.
 
     python bench/lifecycle.py [--runs 7] [--concurrent 10] [--no-record]
 """
@@ -26,31 +28,36 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import median, publish, table  # noqa: E402
-from tests.procs import ServeProcess, free_port  # noqa: E402
+from nbfleet.runtime.environments import EnvironmentSpec  # noqa: E402
+from tests.images import catalogue_environment, make_reachable, shared_environments  # noqa: E402
+from tests.procs import ServeProcess  # noqa: E402
+from tests.runtime.local_helpers import marked  # noqa: E402
 
 POLL = 0.02
 
 
-def bare_start(root: Path) -> tuple[float, float, float]:
-    """Start one jupyter_server exactly as nbfleet does; return (ready s, RSS MiB, SIGTERM→exit s)."""
-    port, token, nid = free_port(), uuid.uuid4().hex, str(uuid.uuid4())
+def bare_start(root: Path, python: Path) -> tuple[float, float, float]:
+    """Start one jupyter_server as nbfleet does, minus the sandbox; return (ready s, RSS MiB, SIGTERM→exit s)."""
+    token, nid = uuid.uuid4().hex, str(uuid.uuid4())
     home = root / nid
     work = home / "work"
     work.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-           f"--ServerApp.base_url=/notebooks/{nid}/", "--ServerApp.open_browser=False",
+    (home / "run").mkdir()
+    cmd = [str(python), "-m", "jupyter_server", "--ServerApp.sock=../run/jupyter.sock",
+           f"--ServerApp.root_dir={work}", f"--ServerApp.base_url=/notebooks/{nid}/",
+           "--ServerApp.open_browser=False", "--ServerApp.no_browser_open_file=True",
            "--ServerApp.allow_root=True", "--ServerApp.allow_remote_access=True"]
-    env = dict(os.environ, HOME=str(home), JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
-               JUPYTER_DATA_DIR=str(home / ".local/share/jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".rt"))
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "JUPYTER_TOKEN": token,
+           "JUPYTER_RUNTIME_DIR": str(home / ".rt")}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    url = f"http://127.0.0.1:{port}/notebooks/{nid}/api/status"
-    with httpx.Client() as client:
+    socket = home / "run" / "jupyter.sock"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
         while True:
             try:
-                if client.get(url, headers={"Authorization": f"token {token}"}).status_code == 200:
+                if socket.exists() and client.get(f"http://notebook/notebooks/{nid}/api/status",
+                                                  headers={"Authorization": f"token {token}"}).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -63,6 +70,24 @@ def bare_start(root: Path) -> tuple[float, float, float]:
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(30)
     return ready, rss, time.perf_counter() - t1
+
+
+def image_builds(root: Path) -> tuple[float, float]:
+    """Seconds to build the default image environment into an empty image dir: with uv's cache as it is
+    (warm after any earlier build on this host), and with an empty cache (every package downloaded)."""
+    from nbfleet.runtime.environments import EnvironmentSpec, ImageEnvironments
+    spec = EnvironmentSpec.from_json(catalogue_environment())
+    _, warm = ImageEnvironments(root / "images-warm", shared=True).build("notebook-python3.11", spec)
+    previous = os.environ.get("UV_CACHE_DIR")
+    os.environ["UV_CACHE_DIR"] = str(root / "uv-cache-empty")
+    try:
+        _, cold = ImageEnvironments(root / "images-cold", shared=True).build("notebook-python3.11", spec)
+    finally:
+        if previous is None:
+            del os.environ["UV_CACHE_DIR"]
+        else:
+            os.environ["UV_CACHE_DIR"] = previous
+    return warm, cold
 
 
 def sdk_client(server: ServeProcess):
@@ -96,8 +121,11 @@ def main() -> None:
                                             NotebookCreateRequest, StartNotebookRequest, StopNotebookRequest,
                                             VolumeMountRequest)
 
-    root = Path(tempfile.mkdtemp(prefix="nbfleet-bench-"))
-    bare = [bare_start(root / "bare") for _ in range(args.runs)]
+    root = make_reachable(Path(tempfile.mkdtemp(prefix="nbfleet-bench-")))
+    environments = shared_environments()
+    python = environments.find("notebook-python3.11", EnvironmentSpec.from_json(catalogue_environment())).python
+    build_warm, build_cold = image_builds(root)
+    bare = [bare_start(root / "bare", python) for _ in range(args.runs)]
 
     server = ServeProcess(root / "data", runtime="local").start()
     client = sdk_client(server)
@@ -110,12 +138,14 @@ def main() -> None:
             volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))))
         return nb.id, wait(client, nb.id, "RUNNING", t0)
 
-    creates, stops, starts, rss = [], [], [], []
+    creates, stops, starts, rss, sandbox_rss = [], [], [], [], []
     try:
         for i in range(args.runs):
             nid, took = create(f"bench-{i}")
             creates.append(took)
-            rss.append(sum(p.memory_info().rss for p in _instance_procs(server.data_dir, nid)) / 2**20)
+            everything, wrapper = _instance_rss(server.data_dir, nid)
+            rss.append(everything)
+            sandbox_rss.append(wrapper)
             t0 = time.perf_counter()
             client.stop_notebook(StopNotebookRequest(id=nid))
             stops.append(wait(client, nid, "STOPPED", t0))
@@ -151,13 +181,17 @@ def main() -> None:
         [f"{args.concurrent} creates at once → all RUNNING", f"{burst_total:.2f} s",
          f"{len(ok)} RUNNING, {len(failed)} failed", f"median each {median([r[1] for r in ok]):.2f} s"],
         ["RSS of one idle instance (server, no kernel)", f"{median(rss):.0f} MiB", "",
-         f"bare: {median([b[1] for b in bare]):.0f} MiB"],
+         f"bare: {median([b[1] for b in bare]):.0f} MiB; of it the sandbox's sh + bwrap: "
+         f"{median(sandbox_rss):.1f} MiB"],
+        ["image environment build (notebook-python3.11), uv cache warm", f"{build_warm:.1f} s", "", "once per image"],
+        ["image environment build, uv cache empty (downloads)", f"{build_cold:.1f} s", "", "once per image"],
         ["RSS of nbfleet after the run", f"{nbfleet_rss:.0f} MiB", "", ""],
     ]
     text = table(["what", "median", "range / result", "note"], rows) + f"\n\nRuns: {args.runs} each."
     publish("lifecycle", "Lifecycle (local runtime)", text, {
         "bare_ready_s": [b[0] for b in bare], "bare_rss_mib": [b[1] for b in bare], "create_s": creates,
         "start_s": starts, "stop_s": stops, "burst_total_s": burst_total, "burst_ok": len(ok),
+        "sandbox_rss_mib": sandbox_rss, "image_build_warm_s": build_warm, "image_build_cold_s": build_cold,
         "burst_failed": [str(f) for f in failed], "instance_rss_mib": rss, "nbfleet_rss_mib": nbfleet_rss,
     }, record=not args.no_record)
 
@@ -169,15 +203,20 @@ def _safe(fn, *a):
         return exc
 
 
-def _instance_procs(data_dir: Path, notebook_id: str) -> list[psutil.Process]:
-    out = []
-    for proc in psutil.process_iter():
+def _instance_rss(data_dir: Path, notebook_id: str) -> tuple[float, float]:
+    """(RSS of all the instance's processes, RSS of its sandbox's own sh and bwrap processes), MiB."""
+    roots = [p for p in marked(data_dir, notebook_id)]
+    total = wrapper = 0
+    for proc in roots:
         try:
-            if proc.environ().get("NBFLEET_INSTANCE_ID") == notebook_id:
-                out.append(proc)
-        except (psutil.Error, OSError):
+            rss = proc.memory_info().rss
+            name = proc.name()
+        except psutil.Error:
             continue
-    return out
+        total += rss
+        if name in ("sh", "bwrap"):
+            wrapper += rss
+    return total / 2**20, wrapper / 2**20
 
 
 if __name__ == "__main__":

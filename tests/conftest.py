@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 import pytest
 from sqlalchemy import create_engine
@@ -97,9 +99,22 @@ class _TestDatabaseOwners:
         test_databases.drop(test_databases.names())
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # As root, sandboxed notebooks run as uids of their own and must pass through the test's temporary
+    # directories (tests/images.py make_reachable). pytest's shared /tmp/pytest-of-root is reset to 0700 by
+    # every session that starts, so each session gets a base of its own that only it touches.
+    if config.option.basetemp is None and os.geteuid() == 0:
+        config.option.basetemp = tempfile.mkdtemp(prefix="nbfleet-pytest-")
+        config.nbfleet_own_basetemp = config.option.basetemp
     if test_databases.base is not None:
         config.pluginmanager.register(_TestDatabaseOwners(), "nbfleet-test-databases")
+
+
+def pytest_unconfigure(config):
+    own = getattr(config, "nbfleet_own_basetemp", None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 __all__ = ["make_settings", "LeaseSettings"]

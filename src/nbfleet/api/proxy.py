@@ -32,7 +32,10 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.client import unix_connect as ws_unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ..runtime.upstream import UpstreamClients, connectable
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,11 @@ PATH_SAFE = b"/%:@!$&'()*+,;=~-._"
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    host: str
-    port: int
+    """Where an instance's Jupyter answers: its Unix socket, else ``host:port``."""
+
+    host: str = ""
+    port: int = 0
+    socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ class NotebookProxy:
         self.drop_request = HOP_BY_HOP | {h.lower() for h in drop_request_headers}
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        # No read timeout: downloads, long polls and slow notebooks are legitimate.
+        self._sockets = UpstreamClients(timeout=httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout),
+                                        size=1024, keepalive=20)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -101,6 +110,12 @@ class NotebookProxy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        await self._sockets.aclose()
+
+    def _upstream(self, target: ProxyTarget, raw_target: bytes) -> tuple[httpx.AsyncClient, httpx.URL]:
+        if target.socket:
+            return self._sockets.get(target.socket), httpx.URL("http://notebook", raw_path=raw_target)
+        return self.client, httpx.URL(f"http://{target.host}:{target.port}", raw_path=raw_target)
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -115,17 +130,17 @@ class NotebookProxy:
                 location += "?" + request.url.query
             return RedirectResponse(location, status_code=307)
 
-        url = httpx.URL(f"http://{target.host}:{target.port}", raw_path=_raw_target(request.scope))
+        client, url = self._upstream(target, _raw_target(request.scope))
         headers = self._request_headers(request)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        upstream_request = self.client.build_request(
+        upstream_request = client.build_request(
             request.method, url, headers=headers, content=request.stream() if has_body else None)
         try:
-            upstream = await self.client.send(upstream_request, stream=True)
+            upstream = await client.send(upstream_request, stream=True)
         except ClientDisconnect:
             return Response(status_code=400)
         except httpx.TransportError as exc:
-            log.warning("notebook %s: upstream %s:%s unreachable: %r", notebook_id, target.host, target.port, exc)
+            log.warning("notebook %s: upstream unreachable: %r", notebook_id, exc)
             return refusal_response(request, ProxyRefusal(
                 502, "ModelArts.6102",
                 f"The notebook instance {notebook_id} is not answering. Please try again later."))
@@ -158,18 +173,20 @@ class NotebookProxy:
             await _refuse_ws(ws, 4000 + target.http_status, target.message)
             return
 
-        public_host = ws.headers.get("host") or f"{target.host}:{target.port}"
+        public_host = ws.headers.get("host") or "notebook"
         uri = f"ws://{public_host}{_raw_target(ws.scope).decode('ascii')}"
         drop = WS_DROP | {h for h in self.drop_request} | _connection_tokens(ws.headers.get("connection", ""))
         headers = [(k, v) for k, v in ws.headers.items() if k.lower() not in drop]
         offered = ws.scope.get("subprotocols") or []
+        options = dict(additional_headers=headers, subprotocols=offered or None, user_agent_header=None,
+                       compression=None, max_size=None, open_timeout=self.connect_timeout)
         try:
             # The public Host goes into the handshake via the URI; the socket dials the target.
-            upstream = await ws_connect(
-                uri, host=target.host, port=target.port, additional_headers=headers,
-                subprotocols=offered or None, user_agent_header=None, proxy=None,
-                compression=None, max_size=None, open_timeout=self.connect_timeout,
-            )
+            if target.socket:
+                with connectable(target.socket) as path:
+                    upstream = await ws_unix_connect(path, uri, **options)
+            else:
+                upstream = await ws_connect(uri, host=target.host, port=target.port, proxy=None, **options)
         except InvalidStatus as exc:
             status = exc.response.status_code
             await _refuse_ws(ws, 4000 + status if 400 <= status < 1000 else 4502,

@@ -47,20 +47,70 @@ def serve(
         None, "--migrate/--no-migrate",
         help="Run the schema migrations at start (env NBFLEET_MIGRATE, default on). With --no-migrate run "
              "`nbfleet db upgrade` yourself; serve refuses a schema that is not current."),
+    single_user: Optional[bool] = typer.Option(
+        None, "--single-user",
+        help="Run notebooks without a sandbox, as nbfleet's own user (env NBFLEET_SINGLE_USER). Every notebook "
+             "can then read nbfleet's data and every other notebook: for one trusted user only."),
     log_level: str = typer.Option("info", help="debug | info | warning | error"),
 ):
     """Run the API server (and its reconciler and notebook proxy)."""
     import uvicorn
 
-    from ..app import create_app
+    from ..app import build_isolation, create_app
+    from ..runtime.sandbox import SandboxUnavailable
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url, runtime=runtime,
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
-                             migrate=migrate)
+                             migrate=migrate, single_user=single_user)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.runtime == "local":
+        try:   # refuse before listening: notebooks for many users need their sandbox
+            build_isolation(settings).check([settings.image_root()])
+        except SandboxUnavailable as exc:
+            typer.echo(f"error: the local runtime cannot isolate notebooks: {exc}", err=True)
+            raise typer.Exit(2)
     application = create_app(settings, announce=lambda text: typer.echo(text))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                 server_header=False, date_header=False, timeout_graceful_shutdown=10)
+
+
+@images_app.command("build")
+def images_build(
+    name: Optional[str] = typer.Argument(None, help="Image name (default: every image of the catalogue)."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Build the local runtime's image environments ahead of time (on this host, into the image dir)."""
+    import os
+
+    from ..runtime.environments import EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
+    from ..services.catalog import load_catalogue
+
+    settings = settings_from(data_dir=data_dir)
+    entries = [e for e in load_catalogue(settings.images_file, "images.json") if e.get("environment")]
+    if name is not None:
+        entries = [e for e in entries if e["name"] == name]
+        if not entries:
+            _fail(f"no image named {name!r} with an environment in the catalogue")
+    environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
+                                     shared=os.geteuid() == 0 and not settings.single_user)
+    results = []
+    for entry in entries:
+        if not as_json:
+            typer.echo(f"{entry['name']}: building ...", nl=False)
+        try:
+            built, seconds = environments.build(entry["name"], EnvironmentSpec.from_json(entry["environment"]))
+        except ImageEnvironmentError as exc:
+            if not as_json:
+                typer.echo(" failed")
+            _fail(f"{entry['name']}: {exc}")
+        results.append({"name": entry["name"], "path": str(built.path), "python": built.interpreter.version,
+                        "built_seconds": None if seconds is None else round(seconds, 1)})
+        if not as_json:
+            typer.echo(f"\r{entry['name']}: " + ("already built" if seconds is None else f"built in {seconds:.1f} s")
+                       + f" (Python {built.interpreter.version}) at {built.path}")
+    if as_json:
+        typer.echo(json.dumps(results))
 
 
 def _identity(data_dir, database_url):

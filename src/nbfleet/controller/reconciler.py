@@ -24,8 +24,8 @@ import orjson
 from ..domain.lease import Lease
 from ..domain.model import TRANSITIONAL, LeaseType, Status, StepStatus
 from ..domain.transitions import Event, after
-from ..runtime.base import InstanceSpec, Placement, RuntimeFailure
-from ..services.catalog import FlavorCatalog
+from ..runtime.base import ImageRef, InstanceSpec, Placement, RuntimeFailure
+from ..services.catalog import FlavorCatalog, ImageCatalog
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
 from ..store.db import Database, store_unavailable
@@ -97,13 +97,14 @@ class ProgressReporter:
 
 
 class Reconciler:
-    def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, *,
+    def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
                  idle_policy=None, replica_id: str | None = None):
         self.db = db
         self.runtime = runtime
         self.clock = clock
         self.settings = settings
         self.flavors = flavors
+        self.images = images
         self.idle_policy = idle_policy or KernelIdlePolicy()
         self.replica_id = replica_id or uuid.uuid4().hex
         self.inflight: dict[str, asyncio.Task] = {}
@@ -165,8 +166,10 @@ class Reconciler:
         if limits is None:
             from ..runtime.base import FlavorLimits
             limits = FlavorLimits(row["flavor"], 1, 1024)
+        image_name, environment = self.images.environment(row["swr_path"])
         return InstanceSpec(id=row["id"], name=row["name"], token=row["token"], flavor=limits,
-                            image_swr_path=row["swr_path"], owner_id=row["user_id"], project_id=row["project_id"],
+                            image=ImageRef(image_name, row["swr_path"], environment),
+                            owner_id=row["user_id"], project_id=row["project_id"],
                             first_start=row["status"] in (Status.INIT, Status.CREATING))
 
     # --- lifecycle of the loop -------------------------------------------------------------------
@@ -394,11 +397,10 @@ class Reconciler:
         now = self.clock.now_ms()
         for step in reporter.steps:
             step["status"] = StepStatus.COMPLETED.value
-        values = {"placement": orjson.dumps(placement.to_json()).decode(), "ip": placement.host,
+        values = {"placement": orjson.dumps(placement.to_json()).decode(), "ip": placement.host or None,
                   "fail_reason": None, "last_activity_at": now,
                   "action_progress": orjson.dumps(reporter.steps).decode()}
-        note = ("started" if ok is Event.READY else "ready",
-                f"Jupyter is ready on {placement.host}:{placement.port}" if placement.port else "Instance is running")
+        note = ("started" if ok is Event.READY else "ready", "Jupyter is ready")
         if not await self._set(row, ok, values, note=note):
             # The intent changed, or this replica lost its claim, while we worked: leave no process
             # nobody wants (a new owner starts from a clean slate anyway).

@@ -7,7 +7,7 @@ after a crash the reconciler repeats whatever it was doing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Mapping, Protocol
 
 from ..domain.model import StepStatus
 
@@ -23,6 +23,16 @@ class FlavorLimits:
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    """The instance's image: its name, where a container runtime pulls it from, and what a runtime that
+    builds environments itself (local) builds (``environment``: ``{"python": "3.11", "packages": [...]}``)."""
+
+    name: str
+    swr_path: str
+    environment: Mapping | None = None
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """What the reconciler asks a runtime to run."""
 
@@ -30,7 +40,7 @@ class InstanceSpec:
     name: str
     token: str
     flavor: FlavorLimits
-    image_swr_path: str
+    image: ImageRef
     owner_id: str
     project_id: str
     first_start: bool = False   # True while the instance is being created (CREATING), False on a restart
@@ -38,21 +48,28 @@ class InstanceSpec:
 
 @dataclass
 class Placement:
-    """Where a running instance answers; stored with the instance so any process can find it."""
+    """Where a running instance answers; stored with the instance so any process can find it.
 
-    host: str
-    port: int
+    Jupyter answers on a Unix socket (``socket``) in a directory only the instance and nbfleet share, or
+    on ``host:port`` for runtimes that can only offer a network address. ``details`` is for the runtime
+    itself and never shown to users."""
+
+    host: str = ""
+    port: int = 0
     pid: int | None = None
     details: dict = field(default_factory=dict)
+    socket: str | None = None
 
     def to_json(self) -> dict:
-        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details}
+        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details,
+                "socket": self.socket}
 
     @classmethod
     def from_json(cls, data: dict | None) -> "Placement | None":
         if not data:
             return None
-        return cls(host=data["host"], port=data["port"], pid=data.get("pid"), details=data.get("details") or {})
+        return cls(host=data.get("host") or "", port=data.get("port") or 0, pid=data.get("pid"),
+                   details=data.get("details") or {}, socket=data.get("socket"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +105,19 @@ class Reporter(Protocol):
 
 
 class Runtime(Protocol):
+    """What every runtime implements. The reconciler is its only caller, one call per instance at a time.
+
+    Isolation is part of the contract, not an option of a runtime: whatever an instance's owner runs in
+    it reaches nothing but the instance's own work (not nbfleet's data, environment or processes, not
+    another instance), sees its volume at ``/home/ma-user/work`` as an unprivileged ``ma-user``, and answers
+    only where ``Placement`` says, at an address no other instance can take.
+    """
+
     name: str
+    observes: bool    # False: nothing runs (simulated), so there is nothing to watch or adopt
+
+    def isolation(self) -> dict:
+        """What keeps instances apart on this runtime, for ``GET /health`` and the start events."""
 
     async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:
         """Prepare storage, limits, port and process, and return once the instance answers."""

@@ -1,34 +1,29 @@
-"""The local runtime: one jupyter-server process per notebook instance on this host.
+"""The local runtime: one sandboxed jupyter-server per notebook instance on this host.
 
-Layout of an instance (``<data_dir>/instances/<id>/``)::
+Layout of an instance (``<data_dir>/instances/<id>/``, see ``sandbox.InstanceDirs``)::
 
-    work/                  the notebook root (kept across stop/start, removed by delete)
-    .jupyter/              JUPYTER_CONFIG_DIR
-    .local/share/jupyter/  JUPYTER_DATA_DIR
-    .jupyter-runtime/      JUPYTER_RUNTIME_DIR (kernel connection files)
-    jupyter.log            stdout+stderr of the server, appended across starts
+    work/          the volume: /home/ma-user/work inside (kept across stop/start, removed by delete)
+    run/           Jupyter's Unix socket: /run/nbfleet/jupyter.sock inside
+    uid            the instance's host uid (root only)
+    jupyter.log    what the server prints, appended across starts
 
-HOME is the instance directory, so ``~/work`` is the work dir as on ModelArts
-(``/home/ma-user/work``) and nothing Jupyter writes for itself lands in the user's files.
+The server runs from the image's environment (``environments.py``), in the sandbox (``sandbox.py``),
+inside the flavor's limits (``limits.py``), and answers only on its socket.
 
-Recognising our processes: every process of an instance carries ``NBFLEET_INSTANCE_ID`` and
-``NBFLEET_DATA_DIR`` in its environment (kernels and terminals inherit them), read back through
-``/proc/<pid>/environ``. That survives restarts of nbfleet, tells apart two nbfleet installations
-with different data dirs on one host, and guards against signalling a recycled pid. A pidfile
-could do neither for the kernels, which jupyter_client starts in sessions of their own.
+Recognising our processes: the process this runtime starts (the sandbox's outer bwrap) carries
+``NBFLEET_INSTANCE_ID`` and ``NBFLEET_DATA_DIR`` in its environment, read back through ``/proc/<pid>/environ``
+(``processes.py``). That survives restarts of nbfleet, tells apart two installations with different data
+dirs on one host, and guards against signalling a recycled pid.
 """
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import logging
 import os
-import random
 import shutil
 import signal
-import socket
+import stat
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,16 +34,19 @@ import psutil
 
 from ..domain.model import StepStatus
 from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure
+from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
 from .limits import LimitPlan, ResourceLimiter
 from .processes import (ENV_DATA_DIR, ENV_INSTANCE, alive as _alive, belongs, describe_rc as _describe_rc,
-                        marked_processes, reap as _reap, signal_group as _signal_group)
+                        descendants, in_own_namespace, marked_processes, reap as _reap,
+                        signal_group as _signal_group)
+from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
+from .upstream import UpstreamClients
 
 log = logging.getLogger(__name__)
 
-# Only these reach the notebook: nbfleet's own environment may hold database URLs and secrets.
-PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 READY_POLL_S = 0.02
+DEFAULT_COMMAND = ("{python}", "-m", "jupyter_server")
 
 
 class LocalRuntime:
@@ -59,51 +57,43 @@ class LocalRuntime:
         self,
         data_dir: Path,
         *,
-        port_range: tuple[int, int] = (20000, 29999),
+        isolation: Isolation | None = None,
+        environments: ImageEnvironments | None = None,
         ready_timeout: float = 60.0,
         limiter: ResourceLimiter | None = None,
-        jupyter_command: Sequence[str] | None = None,
+        jupyter_command: Sequence[str] = DEFAULT_COMMAND,
         base_url_prefix: str = "/notebooks/",
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
     ):
-        """``limiter=None`` means ``ResourceLimiter()``: the best mechanism the host offers."""
+        """``isolation=None`` means the bubblewrap sandbox; ``limiter=None`` the best limits the host offers.
+        ``jupyter_command`` may name the image's interpreter as ``{python}``."""
         self.data_dir = Path(data_dir).resolve()
-        self.port_range = port_range
+        self.sandbox: Isolation = isolation if isolation is not None else Bubblewrap(self.data_dir)
+        shared = bool(getattr(self.sandbox, "per_instance_uid", False))
+        self.environments = environments or ImageEnvironments(self.data_dir / "images", shared=shared)
         self.ready_timeout = ready_timeout
         self.limiter = limiter if limiter is not None else ResourceLimiter()
-        self.jupyter_command = list(jupyter_command or [sys.executable, "-m", "jupyter_server"])
+        self.jupyter_command = list(jupyter_command)
         self.base_url_prefix = "/" + base_url_prefix.strip("/") + "/"
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
         self._children: dict[str, subprocess.Popen] = {}  # started by this process, to reap them
-        self._reserved_ports: set[int] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._upstreams = UpstreamClients(timeout=httpx.Timeout(5.0, connect=2.0), keepalive=2)
+        self._checked = False
+
+    def isolation(self) -> dict:
+        return {**self.sandbox.describe(), "limits": self.limiter.mechanism}
 
     # -- paths ---------------------------------------------------------------------------
 
-    def instance_dir(self, instance_id: str) -> Path:
-        if not instance_id or "/" in instance_id or instance_id in (".", ".."):
+    def dirs(self, instance_id: str) -> InstanceDirs:
+        if not instance_id or "/" in instance_id or instance_id in (".", "..") or "\0" in instance_id:
             raise RuntimeFailure(f"unusable instance id {instance_id!r}")
-        return self.data_dir / "instances" / instance_id
-
-    def work_dir(self, instance_id: str) -> Path:
-        return self.instance_dir(instance_id) / "work"
-
-    def log_path(self, instance_id: str) -> Path:
-        return self.instance_dir(instance_id) / "jupyter.log"
+        return InstanceDirs(self.data_dir / "instances" / instance_id)
 
     def base_url(self, instance_id: str) -> str:
         return f"{self.base_url_prefix}{instance_id}/"
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # No cookie jar: a login cookie from one probe must never authenticate another request.
-            jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-            self._client = httpx.AsyncClient(cookies=jar, trust_env=False, follow_redirects=False,
-                                             timeout=httpx.Timeout(5.0, connect=2.0))
-        return self._client
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -112,41 +102,48 @@ class LocalRuntime:
         step = 1
         plan: LimitPlan | None = None
         proc: subprocess.Popen | None = None
-        port: int | None = None
         try:
-            home = self.instance_dir(iid)
-            await reporter.step(1, StepStatus.PROCESSING, "Preparing the work directory")
+            dirs = self.dirs(iid)
+            await reporter.step(1, StepStatus.PROCESSING, "Preparing the work volume")
+            if not self._checked:   # serve checked at start; a runtime made otherwise checks here, once
+                await asyncio.to_thread(self.sandbox.check, [self.environments.root])
+                self._checked = True
             # A start repeated after a crash must not leave the first attempt's server running.
             await self._terminate(iid, None, grace=self.stop_timeout)
-            work = self.work_dir(iid)
-            for d in (work, home / ".jupyter", home / ".local/share/jupyter", home / ".jupyter-runtime"):
-                d.mkdir(parents=True, exist_ok=True)
-            await reporter.step(1, StepStatus.COMPLETED, f"Work directory {work}")
+            await asyncio.to_thread(self.sandbox.prepare, dirs)
+            await reporter.step(1, StepStatus.COMPLETED, f"Work volume ready at {self.sandbox.inside(dirs).work}")
 
             step = 2
-            await reporter.step(2, StepStatus.PROCESSING, "Setting resource limits")
+            await reporter.step(2, StepStatus.PROCESSING, f"Preparing the {spec.image.name} environment")
+            environment = await self._environment(spec, reporter)
             plan = self.limiter.prepare(iid, spec.flavor)
             limits = plan.describe()
-            log.info("instance %s: limits %s", iid, limits)
+            sandbox = _describe_isolation(self.sandbox.describe())
+            log.info("instance %s: %s; limits %s", iid, sandbox, limits)
             await reporter.event("limits", limits)
-            await reporter.step(2, StepStatus.COMPLETED, limits)
+            await reporter.event("sandbox", sandbox)
+            await reporter.step(2, StepStatus.COMPLETED, f"{spec.image.name} environment ready; {limits}")
 
             step = 3
-            await reporter.step(3, StepStatus.PROCESSING, "Allocating a port")
-            port = self._pick_port()
-            await reporter.step(3, StepStatus.COMPLETED,
-                                f"Port 127.0.0.1:{port} allocated; route {self.base_url(iid)} bound")
+            await reporter.step(3, StepStatus.PROCESSING, "Configuring the network")
+            _remove_stale_socket(dirs.socket)
+            network = ("private network; Jupyter reachable through nbfleet only"
+                       if self.sandbox.describe().get("network") == "private"
+                       else "Jupyter reachable through nbfleet only")
+            await reporter.step(3, StepStatus.COMPLETED, network[0].upper() + network[1:])
 
             step = 4
-            await reporter.step(4, StepStatus.PROCESSING, "Starting jupyter-server")
+            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
             started = time.monotonic()
-            proc, log_offset = self._spawn(spec, port, plan)
-            await self._wait_ready(spec, port, proc, log_offset)
+            proc, log_offset = self._spawn(spec, dirs, environment, plan)
+            await self._wait_ready(spec, dirs, proc, log_offset)
             elapsed = time.monotonic() - started
-            log.info("instance %s: jupyter-server pid %s ready on port %s in %.2f s", iid, proc.pid, port, elapsed)
+            log.info("instance %s: jupyter-server (process %s) ready in %.2f s", iid, proc.pid, elapsed)
             await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {elapsed:.1f} s")
         except BaseException as exc:
             self._kill_now(iid, proc)
+            if isinstance(exc, SandboxUnavailable):
+                exc = RuntimeFailure(f"the sandbox cannot run: {exc}", step)
             if isinstance(exc, RuntimeFailure):
                 failure = exc
             elif isinstance(exc, Exception):
@@ -160,28 +157,42 @@ class LocalRuntime:
             except Exception:
                 log.exception("instance %s: could not report the failed step", iid)
             raise failure from (None if exc is failure else exc)
-        finally:
-            if port is not None:
-                self._reserved_ports.discard(port)
-        return Placement(host="127.0.0.1", port=port, pid=proc.pid,
-                         details={"limits": plan.mechanism, "work_dir": str(work)})
+        # host: the node the instance runs on (the API's ``ip``); the proxy connects to the socket.
+        return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket),
+                         details={"limits": plan.mechanism, "isolation": self.sandbox.name})
+
+    async def _environment(self, spec: InstanceSpec, reporter: Reporter) -> BuiltEnvironment:
+        if not spec.image.environment:
+            raise RuntimeFailure(f"the image {spec.image.name} declares no environment the local runtime can "
+                                 "build (an 'environment' member in the image catalogue)", step=2)
+
+        async def building() -> None:
+            await reporter.step(2, StepStatus.PROCESSING,
+                                f"Building the {spec.image.name} environment (first use of this image)")
+            await reporter.event("image", f"Building the {spec.image.name} environment")
+        try:
+            declared = EnvironmentSpec.from_json(spec.image.environment)
+            return await self.environments.ensure(spec.image.name, declared, on_build=building)
+        except ImageEnvironmentError as exc:
+            raise RuntimeFailure(str(exc), step=2) from None
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self._terminate(spec.id, placement.pid if placement else None, grace=self.stop_timeout)
+        if placement is not None and placement.socket:
+            await self._upstreams.drop(placement.socket)
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self.stop(spec, placement)
-        home = self.instance_dir(spec.id)
+        dirs = self.dirs(spec.id)
         try:
-            await asyncio.to_thread(shutil.rmtree, home)
-        except FileNotFoundError:
-            pass
+            self.sandbox.forget(dirs)
+            await asyncio.to_thread(_remove_tree, dirs.root)
         except OSError as exc:
-            raise RuntimeFailure(f"could not remove {home}: {exc}") from exc
+            raise RuntimeFailure(f"could not remove the instance's volume: {exc.strerror or exc}") from exc
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
         if placement is None or placement.pid is None:
-            return Observation(False, "no jupyter process recorded for the instance")
+            return Observation(False, "no Jupyter process recorded for the instance")
         pid = placement.pid
         try:
             proc = psutil.Process(pid)
@@ -189,31 +200,32 @@ class LocalRuntime:
         except psutil.NoSuchProcess:  # includes ZombieProcess
             gone = True
         if gone or self._exit_code(pid) is not None:
-            return Observation(False, self._exit_reason(spec.id, pid, await self._wait_exit_code(pid)))
-        belongs = self._belongs(proc, spec.id)
-        if belongs is None:
+            return Observation(False, self._exit_reason(spec.id, await self._wait_exit_code(pid)))
+        belongs_here = belongs(proc, self.data_dir, spec.id)
+        if belongs_here is None:
             # Environment unreadable: the process is exiting right now.
-            return Observation(False, self._exit_reason(spec.id, pid, await self._wait_exit_code(pid)))
-        if not belongs:
-            return Observation(False, f"process {pid} is no longer this instance's jupyter-server")
+            return Observation(False, self._exit_reason(spec.id, await self._wait_exit_code(pid)))
+        if not belongs_here:
+            return Observation(False, "the instance's process is no longer running")
         return Observation(True)
 
     async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
         """After a restart: is the recorded server still ours, alive and answering with the token?"""
-        if placement is None or not (await self.observe(spec, placement)).alive:
+        if placement is None or not placement.socket or not (await self.observe(spec, placement)).alive:
             return False
         try:
-            r = await self.client.get(self._url(placement, spec.id, "api/status"), headers=_auth(spec))
+            r = await self._get(placement, spec, "api/status")
         except httpx.HTTPError:
             return False
         return r.status_code == 200
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         # /api/status does not count as activity; other endpoints do unless told not to track.
+        if not placement.socket:
+            return None
         try:
-            status = await self.client.get(self._url(placement, spec.id, "api/status"), headers=_auth(spec))
-            kernels = await self.client.get(self._url(placement, spec.id, "api/kernels"),
-                                            params={"no_track_activity": "1"}, headers=_auth(spec))
+            status = await self._get(placement, spec, "api/status")
+            kernels = await self._get(placement, spec, "api/kernels", params={"no_track_activity": "1"})
         except httpx.HTTPError:
             return None
         if status.status_code != 200 or kernels.status_code != 200:
@@ -232,7 +244,7 @@ class LocalRuntime:
         return Activity(last_activity_ms=max(known) if known else None, busy=busy_count > 0, detail=detail)
 
     async def reap_orphans(self, known_ids: set[str]) -> list[str]:
-        orphans = sorted({iid for iid, _ in self._marked_processes() if iid not in known_ids})
+        orphans = sorted({iid for iid, _ in marked_processes(self.data_dir) if iid not in known_ids})
         for iid in orphans:
             log.warning("ending orphaned instance %s (not in the store)", iid)
         await asyncio.gather(*(self._terminate(iid, None, grace=self.stop_timeout) for iid in orphans))
@@ -244,64 +256,43 @@ class LocalRuntime:
         return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._upstreams.aclose()
 
     # -- starting ------------------------------------------------------------------------
 
-    def _pick_port(self) -> int:
-        """A port free on 127.0.0.1 now. Jupyter runs with port_retries=0, so a port taken in the
-        meantime fails the start loudly instead of moving the server somewhere we do not look."""
-        lo, hi = self.port_range
-        count = hi - lo + 1
-        # A random start keeps two nbfleet processes on one host from racing for the same ports.
-        first = random.randrange(count)
-        for i in range(count):
-            port = lo + (first + i) % count
-            if port in self._reserved_ports:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                # Same option as tornado, so a port in TIME_WAIT counts as free, a listener as taken.
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            self._reserved_ports.add(port)
-            return port
-        raise RuntimeFailure(f"no free port on 127.0.0.1 in the range {lo}-{hi}", step=3)
-
-    def _command(self, spec: InstanceSpec, port: int) -> list[str]:
+    def _command(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> list[str]:
+        inside = self.sandbox.inside(dirs)
+        command = [part.replace("{python}", str(environment.python)) for part in self.jupyter_command]
         return [
-            *self.jupyter_command,
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={self.work_dir(spec.id)}",
+            *command,
+            f"--ServerApp.sock={inside.socket}",
+            "--ServerApp.sock_mode=0600",
+            f"--ServerApp.root_dir={inside.work}",
             f"--ServerApp.base_url={self.base_url(spec.id)}",
             "--ServerApp.open_browser=False",
-            "--ServerApp.allow_root=True",
+            # The redirect file holds the token; nobody opens a browser here.
+            "--ServerApp.no_browser_open_file=True",
             # The proxy keeps the public Host header, which Jupyter would otherwise refuse.
             "--ServerApp.allow_remote_access=True",
             *self.extra_args,
         ]
 
-    def _env(self, spec: InstanceSpec) -> dict[str, str]:
-        home = self.instance_dir(spec.id)
-        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        # The interpreter that runs Jupyter first on PATH, so `python`/`pip` in a terminal match the kernel.
-        bindir = str(Path(self.jupyter_command[0]).parent) if os.sep in self.jupyter_command[0] else None
-        path = env.get("PATH", os.defpath)
-        if bindir and bindir not in path.split(os.pathsep):
-            path = bindir + os.pathsep + path
+    def _env(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> dict[str, str]:
+        """The notebook's environment: nothing of nbfleet's own (which may hold database URLs and secrets)."""
+        inside = self.sandbox.inside(dirs)
+        env = {k: os.environ[k] for k in ("LANG", "LANGUAGE", "LC_ALL", "TZ") if k in os.environ}
+        env.setdefault("LANG", "C.UTF-8")
         env.update({
-            "PATH": path,
-            "HOME": str(home),
-            "SHELL": os.environ.get("SHELL", "/bin/bash"),
-            "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
-            "JUPYTER_DATA_DIR": str(home / ".local/share/jupyter"),
-            "JUPYTER_RUNTIME_DIR": str(home / ".jupyter-runtime"),
+            "PATH": os.pathsep.join([str(environment.path / "bin"), f"{inside.home}/.local/bin",
+                                     "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": inside.home,
+            "USER": inside.user,
+            "LOGNAME": inside.user,
+            "SHELL": "/bin/bash",
+            "VIRTUAL_ENV": str(environment.path),
+            # pip's --user layer lives in the volume, so it persists with the work and goes with it.
+            "PYTHONUSERBASE": f"{inside.work}/.local",
+            "JUPYTER_RUNTIME_DIR": inside.runtime_dir,
             "PYTHONUNBUFFERED": "1",
             # The token goes in the environment, not argv: argv is readable by every user through ps.
             "JUPYTER_TOKEN": spec.token,
@@ -310,88 +301,88 @@ class LocalRuntime:
         })
         return env
 
-    def _spawn(self, spec: InstanceSpec, port: int, plan: LimitPlan) -> tuple[subprocess.Popen, int]:
-        log_path = self.log_path(spec.id)
+    def _spawn(self, spec: InstanceSpec, dirs: InstanceDirs, environment: BuiltEnvironment,
+               plan: LimitPlan) -> tuple[subprocess.Popen, int]:
+        launch = self.sandbox.launch(self._command(spec, environment, dirs), self._env(spec, environment, dirs),
+                                     dirs, environment, spec.flavor, hostname=f"notebook-{spec.id[:8]}")
+
+        def preexec() -> None:   # limits first, while still allowed to join the groups; then the uid
+            plan.preexec()
+            if launch.become is not None:
+                launch.become()
+
+        log_path = dirs.log
         try:
             if log_path.stat().st_size > LOG_ROTATE_BYTES:
                 log_path.replace(log_path.with_suffix(".log.1"))
         except FileNotFoundError:
             pass
-        with open(log_path, "ab") as fh:
-            fh.write(f"---- nbfleet: starting jupyter-server on 127.0.0.1:{port} at "
-                     f"{datetime.now().astimezone().isoformat(timespec='seconds')} ----\n".encode())
-            fh.flush()
-            offset = fh.tell()
-            try:
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as fh:
+                fh.write(f"---- nbfleet: starting jupyter-server at "
+                         f"{datetime.now().astimezone().isoformat(timespec='seconds')} ----\n".encode())
+                fh.flush()
+                offset = fh.tell()
                 proc = subprocess.Popen(
-                    self._command(spec, port),
-                    cwd=self.work_dir(spec.id), env=self._env(spec),
-                    stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                    launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=fh,
+                    stderr=subprocess.STDOUT, pass_fds=launch.pass_fds,
                     # Own session: the server outlives nbfleet and its group can be signalled as one.
-                    start_new_session=True, preexec_fn=plan.preexec, close_fds=True,
+                    start_new_session=True, preexec_fn=preexec, close_fds=True,
                 )
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise RuntimeFailure(f"could not start jupyter-server: {exc}", step=4) from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeFailure(f"could not start jupyter-server: {exc}", step=4) from exc
+        finally:
+            launch.close()
         self._children[spec.id] = proc
         return proc, offset
 
-    async def _wait_ready(self, spec: InstanceSpec, port: int, proc: subprocess.Popen, log_offset: int) -> None:
-        url = f"http://127.0.0.1:{port}{self.base_url(spec.id)}api/status"
+    async def _wait_ready(self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen,
+                          log_offset: int) -> None:
+        placement = Placement(pid=proc.pid, socket=str(dirs.socket))
         deadline = time.monotonic() + self.ready_timeout
         last = "no answer yet"
         while True:
             rc = proc.poll()
             if rc is not None:
                 tail = self._log_tail(spec.id, log_offset)
-                if "is not available" in tail or "already in use" in tail:
-                    raise RuntimeFailure(f"port {port} is already in use: jupyter-server could not bind it "
-                                         f"(exit code {rc}). Log: {tail}", step=4)
                 raise RuntimeFailure(f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
                                      f"Log: {tail or '(empty)'}", step=4)
-            try:
-                r = await self.client.get(url, headers=_auth(spec), timeout=httpx.Timeout(2.0, connect=0.5))
-                if r.status_code == 200:
-                    return
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
+            if dirs.socket.exists():
+                try:
+                    r = await self._get(placement, spec, "api/status", timeout=httpx.Timeout(2.0, connect=0.5))
+                    if r.status_code == 200:
+                        return
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
             if time.monotonic() >= deadline:
                 tail = self._log_tail(spec.id, log_offset)
-                raise RuntimeFailure(f"jupyter-server was not ready on port {port} within {self.ready_timeout:g} s "
+                raise RuntimeFailure(f"jupyter-server was not ready within {self.ready_timeout:g} s "
                                      f"(last probe: {last}). Log: {tail or '(empty)'}", step=4)
             await asyncio.sleep(READY_POLL_S)
 
+    async def _get(self, placement: Placement, spec: InstanceSpec, path: str, **kwargs) -> httpx.Response:
+        client = self._upstreams.get(placement.socket)
+        return await client.get(f"{self.base_url(spec.id)}{path}",
+                                headers={"Authorization": f"token {spec.token}"}, **kwargs)
+
     # -- stopping ------------------------------------------------------------------------
 
-    def _marked_processes(self, instance_id: str | None = None) -> list[tuple[str, psutil.Process]]:
-        return marked_processes(self.data_dir, instance_id)
-
-    def _belongs(self, proc: psutil.Process, instance_id: str) -> bool | None:
-        return belongs(proc, self.data_dir, instance_id)
-
     async def _terminate(self, instance_id: str, pid: int | None, grace: float) -> None:
-        """SIGTERM the instance's server (it shuts its kernels down itself), SIGKILL what is left
+        """SIGTERM the instance's Jupyter server (it shuts its kernels down itself), SIGKILL what is left
         after ``grace`` seconds, then remove the limit groups. Nothing running is fine."""
-        procs = [p for _, p in self._marked_processes(instance_id)]
-        pids = {p.pid for p in procs}
-        roots = []
-        for p in procs:
-            try:
-                if p.ppid() not in pids:
-                    roots.append(p)
-            except psutil.Error:
-                pass
-        for p in roots:
-            _signal_group(p.pid, signal.SIGTERM)
+        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
+        for root in roots:
+            _signal_server(root, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while procs and time.monotonic() < deadline:
+        while roots and time.monotonic() < deadline:
             self._reap_child(instance_id)
-            procs = [p for p in procs if _alive(p)]
-            if procs:
+            roots = [p for p in roots if _alive(p)]
+            if roots:
                 await asyncio.sleep(0.02)
-        if procs:
-            log.warning("instance %s: %d process(es) ignored SIGTERM for %.1f s; killing",
-                        instance_id, len(procs), grace)
+        if roots:
+            log.warning("instance %s: the server ignored SIGTERM for %.1f s; killing", instance_id, grace)
         self._kill_now(instance_id, None, pid)
 
     def _kill_now(self, instance_id: str, proc: subprocess.Popen | None, pid: int | None = None) -> None:
@@ -399,14 +390,22 @@ class LocalRuntime:
 
         Used on failed starts too, where it must also work while the task is being cancelled."""
         pid = pid if pid is not None else proc.pid if proc is not None else None
-        if proc is not None and proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGKILL)
-        for _, p in self._marked_processes(instance_id):
-            _signal_group(p.pid, signal.SIGKILL)
+        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
+        if proc is not None and proc.poll() is None and all(r.pid != proc.pid for r in roots):
+            try:
+                roots.append(psutil.Process(proc.pid))
+            except psutil.Error:
+                pass
+        for root in roots:
+            # The sandbox's first process takes its whole PID namespace with it; single-user servers
+            # and kernels are found by their markers.
+            for process in descendants(root):
+                _kill(process)
+            _signal_group(root.pid, signal.SIGKILL)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             self._reap_child(instance_id)
-            if not self._marked_processes(instance_id):
+            if not marked_processes(self.data_dir, instance_id):
                 break
             time.sleep(0.01)
         try:
@@ -445,13 +444,10 @@ class LocalRuntime:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _url(self, placement: Placement, instance_id: str, path: str) -> str:
-        return f"http://{placement.host}:{placement.port}{self.base_url(instance_id)}{path}"
-
     def _log_tail(self, instance_id: str, offset: int = 0, limit: int = 1200, lines: int = 8) -> str:
         """The last lines jupyter-server wrote since ``offset``, on one line, at most ``limit`` chars."""
         try:
-            with open(self.log_path(instance_id), "rb") as fh:
+            with open(self.dirs(instance_id).log, "rb") as fh:
                 size = fh.seek(0, os.SEEK_END)
                 start = max(offset, size - 16384)
                 fh.seek(start)
@@ -467,8 +463,8 @@ class LocalRuntime:
         joined = " | ".join(kept)
         return joined if len(joined) <= limit else "..." + joined[-(limit - 3):]
 
-    def _exit_reason(self, instance_id: str, pid: int, rc: int | None) -> str:
-        reason = f"jupyter process {pid} exited"
+    def _exit_reason(self, instance_id: str, rc: int | None) -> str:
+        reason = "Jupyter exited"
         if rc is not None:
             reason += f" with {_describe_rc(rc)}"
         tail = self._log_tail(instance_id, limit=300)
@@ -477,8 +473,68 @@ class LocalRuntime:
         return reason
 
 
-def _auth(spec: InstanceSpec) -> dict[str, str]:
-    return {"Authorization": f"token {spec.token}"}
+def _signal_server(root: psutil.Process, sig: int) -> None:
+    """Ask the instance to end: signal its processes inside the sandbox (the sandbox's first process
+    ends by itself once they are gone), or, unsandboxed, ``root`` (the Jupyter server) and its group."""
+    members = [p for p in descendants(root) if not in_own_namespace(p.pid)]
+    if not members:
+        _signal_group(root.pid, sig)
+        return
+    for process in members:
+        if not _namespace_init(process.pid):
+            try:
+                process.send_signal(sig)
+            except psutil.Error:
+                pass
+
+
+def _namespace_init(pid: int) -> bool:
+    """Whether ``pid`` is the first process (PID 1) of its PID namespace."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return line.split()[-1] == "1"
+    except OSError:
+        pass
+    return False
+
+
+def _kill(process: psutil.Process) -> None:
+    try:
+        process.kill()
+    except psutil.Error:
+        pass
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket left by a server that died is in the way of the next one's bind."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove an instance directory, also what its owner made unreadable (chmod 000) in it."""
+    if not path.exists():
+        return
+    if os.geteuid() != 0:   # root reads and removes anything; the owner must first open up what it locked
+        for directory, subdirs, _ in os.walk(path):
+            for name in subdirs:
+                try:
+                    os.chmod(os.path.join(directory, name), 0o700, follow_symlinks=False)
+                except (OSError, NotImplementedError):
+                    pass
+    shutil.rmtree(path, ignore_errors=False)
+
+
+def _describe_isolation(info: dict) -> str:
+    if info.get("mechanism") == "none":
+        return "no sandbox (single-user mode): the notebook runs as nbfleet's own user"
+    return (f"sandbox: {info['mechanism']} ({', '.join(info['namespaces'])} namespaces), "
+            f"{info['user']}, host uid: {info['host_uid']}, network: {info['network']}")
 
 
 def _epoch_ms(value: str | None) -> int | None:

@@ -1,8 +1,11 @@
 """Finding and ending the processes of local instances.
 
-Every process of an instance carries ``NBFLEET_INSTANCE_ID`` and ``NBFLEET_DATA_DIR`` in its
-environment (kernels and terminals inherit them), so they are found even after nbfleet restarted and
-even when jupyter_client put kernels in sessions of their own.
+The process nbfleet starts for an instance (the sandbox's outer ``bwrap``, or the Jupyter server itself in
+single-user mode) carries ``NBFLEET_INSTANCE_ID`` and ``NBFLEET_DATA_DIR`` in its environment, so it is found
+even after nbfleet restarted. Only processes in nbfleet's own PID namespace count: whatever runs inside a
+sandbox lives in a namespace of its own and can write anything into its environment, so a marker there
+proves nothing. The sandbox's processes are reached as descendants of its outer process, and die together
+with its namespace's first process.
 """
 from __future__ import annotations
 
@@ -16,8 +19,23 @@ ENV_INSTANCE = "NBFLEET_INSTANCE_ID"
 ENV_DATA_DIR = "NBFLEET_DATA_DIR"
 
 
+def _pid_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+_OWN_NAMESPACE = _pid_namespace("self")
+
+
+def in_own_namespace(pid: int) -> bool:
+    """Whether ``pid`` lives in nbfleet's PID namespace (not inside some sandbox)."""
+    return _OWN_NAMESPACE is not None and _pid_namespace(pid) == _OWN_NAMESPACE
+
+
 def marked_processes(data_dir: Path, instance_id: str | None = None) -> list[tuple[str, psutil.Process]]:
-    """(instance id, process) for every live process this runtime's data dir started."""
+    """(instance id, process) for every live process this runtime's data dir started (outside sandboxes)."""
     found = []
     me = os.getpid()
     for proc in psutil.process_iter():
@@ -28,9 +46,11 @@ def marked_processes(data_dir: Path, instance_id: str | None = None) -> list[tup
         except (psutil.Error, OSError):
             continue  # gone, zombie, or a kernel thread
         iid = env.get(ENV_INSTANCE)
-        if iid and env.get(ENV_DATA_DIR) == str(data_dir) and instance_id in (None, iid):
+        if iid and env.get(ENV_DATA_DIR) == str(data_dir) and instance_id in (None, iid) \
+                and in_own_namespace(proc.pid):
             found.append((iid, proc))
     return found
+
 
 def belongs(proc: psutil.Process, data_dir: Path, instance_id: str) -> bool | None:
     """Whether ``proc`` carries this instance's marker; None when its environment is unreadable."""
@@ -40,15 +60,25 @@ def belongs(proc: psutil.Process, data_dir: Path, instance_id: str) -> bool | No
         return None
     if not env:
         return None  # an exiting process has no memory left to read the environment from
-    return env.get(ENV_INSTANCE) == instance_id and env.get(ENV_DATA_DIR) == str(data_dir)
+    return (env.get(ENV_INSTANCE) == instance_id and env.get(ENV_DATA_DIR) == str(data_dir)
+            and in_own_namespace(proc.pid))
+
+
+def descendants(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def describe_rc(rc: int) -> str:
-    if rc < 0:
+    """``rc`` as Popen reports it; a shell or sandbox reports death by signal N as 128+N."""
+    signum = -rc if rc < 0 else rc - 128 if 128 < rc < 128 + 65 else None
+    if signum is not None:
         try:
-            return f"signal {signal.Signals(-rc).name}"
+            return f"signal {signal.Signals(signum).name}"
         except ValueError:
-            return f"signal {-rc}"
+            return f"signal {signum}"
     return f"exit code {rc}"
 
 

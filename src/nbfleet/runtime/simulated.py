@@ -49,6 +49,9 @@ class SimulatedRuntime:
         self.rules = [FailureRule.parse(r) for r in failures or []]
         self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
 
+    def isolation(self) -> dict:
+        return {"mechanism": "none", "note": "simulated runtime: no notebook code runs"}
+
     def _rule(self, spec: InstanceSpec, op: str) -> FailureRule | None:
         return next((r for r in self.rules if r.matches(spec, op)), None)
 
@@ -64,7 +67,7 @@ class SimulatedRuntime:
                 raise RuntimeFailure(reason, number)
             await reporter.step(number, StepStatus.COMPLETED, text)
         self.started[spec.id] = self.started.get(spec.id, 0) + 1
-        return Placement(host="127.0.0.1", port=0, pid=None, details={"runtime": "simulated"})
+        return Placement(host="127.0.0.1", pid=None, details={"runtime": "simulated"})
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
         if self._rule(spec, "stop") is not None:

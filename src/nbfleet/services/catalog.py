@@ -49,7 +49,7 @@ class Flavor:
         }
 
 
-def _load_json(path: Path | None, default_name: str) -> list[dict]:
+def load_catalogue(path: Path | None, default_name: str) -> list[dict]:
     if path is not None:
         return json.loads(Path(path).read_text())
     return json.loads(resources.files("nbfleet.catalog").joinpath(default_name).read_text())
@@ -58,7 +58,7 @@ def _load_json(path: Path | None, default_name: str) -> list[dict]:
 class FlavorCatalog:
     def __init__(self, path: Path | None = None, has_capacity=lambda limits: True):
         self.flavors = {f["id"]: Flavor(**{k: (tuple(v) if k == "storages" else v) for k, v in f.items()})
-                        for f in _load_json(path, "flavors.json")}
+                        for f in load_catalogue(path, "flavors.json")}
         self.has_capacity = has_capacity
 
     def get(self, flavor_id: str) -> Flavor | None:
@@ -131,6 +131,10 @@ def _nonneg_int(raw, name, default):
     return value
 
 
+def builtin_swr_path(img: dict) -> str:
+    return img.get("swr_path") or f"{REGISTRY}/{img['namespace']}/{img['name']}:{img['tag']}"
+
+
 def builtin_image_id(namespace: str, name: str, tag: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nbfleet:image:{namespace}/{name}:{tag}"))
 
@@ -139,7 +143,14 @@ class ImageCatalog:
     def __init__(self, db: Database, clock, path: Path | None = None):
         self.db = db
         self.clock = clock
-        self.builtins = _load_json(path, "images.json")
+        self.builtins = load_catalogue(path, "images.json")
+        # swr_path -> (name, environment declaration): what the local runtime builds for an image.
+        self._environments = {builtin_swr_path(img): (img["name"], img.get("environment"))
+                              for img in self.builtins}
+
+    def environment(self, swr_path: str) -> tuple[str, dict | None]:
+        """The image's name and the environment it declares (None: none, e.g. an image not in the catalogue)."""
+        return self._environments.get(swr_path, (swr_path.rsplit("/", 1)[-1], None))
 
     def sync_builtins(self) -> None:
         """Upsert the configured built-in images (ids are stable across restarts)."""
@@ -158,7 +169,7 @@ class ImageCatalog:
                 image_repo.upsert(conn, {
                     "id": image_id, "project_id": None, "owner_id": None, "name": img["name"],
                     "namespace": img["namespace"], "tag": img["tag"],
-                    "swr_path": img.get("swr_path") or f"{REGISTRY}/{img['namespace']}/{img['name']}:{img['tag']}",
+                    "swr_path": builtin_swr_path(img),
                     "type": "BUILD_IN", "status": "ACTIVE", "visibility": "PUBLIC", "workspace_id": "0",
                     "service_type": img.get("service_type", "DEV"), "show_name": img.get("show_name"),
                     "show_tag": img.get("show_tag"),

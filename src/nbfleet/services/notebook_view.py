@@ -43,10 +43,8 @@ def endpoints_json(spec: dict, placement: Placement | None) -> list[dict]:
     if not any(ep["service"] == "NOTEBOOK" for ep in requested):
         requested = [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}, *requested]
     for ep in requested:
-        uri = None
-        if ep["service"] == "NOTEBOOK" and placement is not None:
-            uri = f"{placement.host}:{placement.port}"
-        elif ep["service"] == "SSH" and placement is not None:
+        uri = None   # NOTEBOOK: the public address, filled in by notebook_json (never the upstream)
+        if ep["service"] == "SSH" and placement is not None:
             ssh_port = placement.details.get("ssh_port")
             uri = f"ssh://ma-user@{placement.host}:{ssh_port}" if ssh_port else None
         out.append({"service": ep["service"], "dev_service": ep["service"], "uri": uri,
@@ -83,6 +81,10 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
     }
 
 
+def _with_notebook_uri(endpoints: list[dict], uri: str) -> list[dict]:
+    return [dict(ep, uri=uri) if ep["service"] == "NOTEBOOK" else ep for ep in endpoints]
+
+
 @lru_cache(maxsize=64)
 def _billing(status: str, volume_category: str | None) -> list[str]:
     return billing_items(status, volume_category)
@@ -110,7 +112,8 @@ def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, st
         "pool": {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None,
         "volume": from_spec["volume"],
         "data_volumes": from_spec["data_volumes"],
-        "endpoints": from_spec["endpoints"],
+        "endpoints": _with_notebook_uri(from_spec["endpoints"], f"{base_url}/notebooks/{notebook_id}/")
+        if running else from_spec["endpoints"],
         "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
                                          if row["action_progress"] else None),
         "fail_reason": row["fail_reason"],

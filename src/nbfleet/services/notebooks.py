@@ -17,6 +17,7 @@ from ..domain import requests as R
 from ..domain.model import Feature, Status
 from ..domain.query import Page, parse_notebook_query
 from ..domain.transitions import Op, check
+from ..runtime.base import Placement
 from ..store import identity_repo, image_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
@@ -338,7 +339,7 @@ class NotebookService:
         return Page(data, total, query.offset, query.limit).envelope()
 
 
-    def route(self, notebook_id: str) -> tuple[str, int] | E.ModelArtsError:
+    def route(self, notebook_id: str) -> Placement | E.ModelArtsError:
         """Where the notebook proxy sends ``/notebooks/<id>/…``, or why it cannot.
 
         The proxy is authenticated by the instance's own Jupyter token, so no principal is needed.
@@ -350,8 +351,7 @@ class NotebookService:
         if row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.ModelArtsError(f"The instance is {row['status']}; start it and try again.",
                                     code="ModelArts.6327", http_status=409)
-        placement = orjson.loads(row["placement"])
-        return placement["host"], placement["port"]
+        return Placement.from_json(orjson.loads(row["placement"]))
 
     def feature_quota(self, principal: Principal) -> dict:
         """The caller's NOTEBOOK feature: whether creating is possible, the quota and what is used."""
