@@ -5,13 +5,12 @@ import json
 import time
 import uuid
 
-import httpx
-from websockets.sync.client import connect
+from . import notebook_http
 
 
 def start_kernel(base: str, token: str) -> str:
-    response = httpx.post(f"{base}/api/kernels", json={"name": "python3"},
-                          headers={"Authorization": f"token {token}"}, timeout=30)
+    response = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"},
+                                  headers={"Authorization": f"token {token}"}, timeout=30)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -37,7 +36,7 @@ def execute(base: str, token: str, kernel_id: str, code: str, timeout: float = 6
     msg_id, message = _execute_request(code)
     deadline = time.monotonic() + timeout
     output = []
-    with connect(ws_url, open_timeout=30) as ws:
+    with notebook_http.websocket(ws_url, open_timeout=30) as ws:
         ws.send(json.dumps(message))
         while time.monotonic() < deadline:
             reply = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
@@ -59,7 +58,7 @@ def send_without_waiting(base: str, token: str, kernel_id: str, code: str) -> No
     """Submit code and return as soon as the kernel reports busy (for long-running cells)."""
     ws_url = _channels_url(base, token, kernel_id)
     msg_id, message = _execute_request(code)
-    with connect(ws_url, open_timeout=30) as ws:
+    with notebook_http.websocket(ws_url, open_timeout=30) as ws:
         ws.send(json.dumps(message))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ from .runtime.base import Placement
 from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
 from .services.notebooks import NotebookService
+from .services.routing import RouteCache
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
@@ -41,8 +42,11 @@ def build_runtime(settings: Settings):
     isolation.check([settings.image_root()])
     environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
                                      shared=bool(getattr(isolation, "per_instance_uid", False)))
+    # Host routing: every instance has an origin of its own, so its Jupyter lives at "/".
+    path_prefix = "/notebooks/" if settings.notebook_routing == "path" else None
     return LocalRuntime(settings.data_dir.resolve(), isolation=isolation, environments=environments,
-                        ready_timeout=settings.ready_timeout, limiter=ResourceLimiter(use_cgroups=settings.cgroups))
+                        ready_timeout=settings.ready_timeout, limiter=ResourceLimiter(use_cgroups=settings.cgroups),
+                        path_prefix=path_prefix)
 
 
 def build_isolation(settings: Settings):
@@ -88,8 +92,10 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
-        reconciler = Reconciler(db, rt, clock, settings, flavors, images)
-        notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
+        notebooks = NotebookService(db, clock, flavors, settings)
+        app.state.routes = RouteCache(notebooks.route)
+        reconciler = Reconciler(db, rt, clock, settings, flavors, images, on_status=app.state.routes.forget)
+        notebooks.on_change = reconciler.wake
         app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       reconciler=reconciler, runtime=rt)
         app.state.settings = settings
@@ -115,12 +121,13 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     install_console(app)
 
     async def resolve(notebook_id: str):
-        where = app.state.services.notebooks.route(notebook_id)
+        where = await app.state.routes.resolve(notebook_id)
         if isinstance(where, Placement):
             return ProxyTarget(host=where.host, port=where.port, socket=where.socket)
         return ProxyRefusal(where.http_status, where.code, where.message)
 
-    install_notebook_proxy(app, resolve)
+    install_notebook_proxy(app, resolve, addresses=settings.addresses(),
+                           forget=lambda notebook_id: app.state.routes.forget(notebook_id))
     return app
 
 

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
                                         "default 10 (SQLite: 20)")
     runtime: Literal["simulated", "local"] = "local"
     public_url: str | None = Field(default=None, description="Base URL users reach nbfleet at; default http://host:port")
+    notebook_routing: Literal["host", "path"] = Field(
+        default="host", description="host: every instance on an origin of its own, <id>.<notebook_domain>; "
+        "path: /notebooks/<id>/ on nbfleet's own origin (any notebook page can then act as whoever opens it: "
+        "one trusted user only)")
+    notebook_domain: str = Field(default="nb.localhost", pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$",
+                                 description="host routing: instances are reached at <id>.<this>, on nbfleet's "
+                                 "scheme and port (a wildcard DNS name and certificate in production)")
 
     # simulated runtime
     simulated_delay: float = Field(default=2.0, ge=0, description="seconds per progress step")
@@ -88,6 +95,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'nbfleet.db').resolve()}"
+
+    def addresses(self):
+        from .services.addresses import NotebookAddresses
+        return NotebookAddresses(self.notebook_routing, self.base_url(), self.notebook_domain)
 
     def image_root(self) -> Path:
         return (self.image_dir or self.data_dir / "images").resolve()

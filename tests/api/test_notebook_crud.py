@@ -15,7 +15,9 @@ def test_create_answers_creating_then_runs(api):
     running = api.wait_status(nb["id"], "RUNNING")
     assert [s["status"] for s in running["action_progress"]] == ["COMPLETED"] * 4
     assert running["billing_items"] == ["COMPUTE", "STORAGE"]
-    assert running["url"].endswith(f"/notebooks/{nb['id']}/lab")
+    # Every instance on an origin of its own, on nbfleet's scheme and port; the endpoint names its root.
+    assert running["url"] == f"http://{nb['id']}.nb.localhost:8080/lab"
+    assert running["endpoints"][0]["uri"] == f"http://{nb['id']}.nb.localhost:8080/"
 
 
 def test_every_notebook_resp_member_has_its_json_type(api):

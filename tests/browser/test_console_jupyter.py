@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import time
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
+from .. import notebook_http
 from ..procs import ServeProcess
 from ..runtime.test_server_local import jupyter_processes
 from .conftest import Fleet, screenshot, sign_in
@@ -48,7 +48,8 @@ def test_open_jupyterlab_from_the_console_and_run_a_cell(local_fleet: Fleet, new
     expect(page.locator("#live [data-role=status]").first).to_have_text("RUNNING", timeout=LOCAL_WAIT_MS)
 
     nb = admin.api.ok("GET", f"/notebooks/{notebook_id}")
-    assert nb["url"].startswith(local_fleet.endpoint + "/notebooks/")          # through nbfleet's one port
+    port = local_fleet.server.port
+    assert nb["url"] == f"http://{notebook_id}.nb.localhost:{port}/lab"       # its own origin, nbfleet's port
     assert page.get_attribute("#open-lab", "href") == f"{nb['url']}?token={nb['token']}"
     with page.context.expect_page() as opened:
         page.click("#open-lab")
@@ -58,8 +59,8 @@ def test_open_jupyterlab_from_the_console_and_run_a_cell(local_fleet: Fleet, new
     expect(lab).to_have_title(re.compile("JupyterLab"), timeout=LOCAL_WAIT_MS)
 
     base = nb["url"].rsplit("/lab", 1)[0]
-    created = httpx.put(f"{base}/api/contents/x.ipynb", json={"type": "notebook", "content": NOTEBOOK},
-                        headers={"Authorization": f"token {nb['token']}"}, timeout=30)
+    created = notebook_http.put(f"{base}/api/contents/x.ipynb", json={"type": "notebook", "content": NOTEBOOK},
+                                headers={"Authorization": f"token {nb['token']}"}, timeout=30)
     assert created.status_code in (200, 201), created.text
     lab.goto(f"{base}/lab/tree/x.ipynb?reset&token={nb['token']}")
     # An execute sent while the kernel still says "Connecting" is dropped: wait for Idle first.
@@ -75,8 +76,8 @@ def test_open_jupyterlab_from_the_console_and_run_a_cell(local_fleet: Fleet, new
     page.click("#live button[data-action=stop]")
     expect(page.locator("#live [data-role=status]").first).to_have_text("STOPPED", timeout=LOCAL_WAIT_MS)
     assert admin.api.ok("GET", f"/notebooks/{notebook_id}")["status"] == "STOPPED"
-    with httpx.Client() as fresh:   # the proxy no longer reaches a Jupyter server
-        assert fresh.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 409
+    # the proxy no longer reaches a Jupyter server
+    assert notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 404
     page.click("#live button[data-action=delete]")
     page.wait_for_url(f"{local_fleet.endpoint}/console/notebooks")
     expect(page.locator(f"tr[data-id='{notebook_id}'] [data-role=status]")).to_have_text("DELETED",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
+from .. import notebook_http
 from ..runtime.local_helpers import instance_servers
 from .conftest import check_converged, wait_settled
 
@@ -18,9 +18,10 @@ def jupyter_servers(data_dir: Path) -> dict[str, int]:
 
 
 def through(endpoint: str, nb: dict, path: str = "api/status") -> int:
-    with httpx.Client(timeout=10) as http:
-        return http.get(f"{endpoint}/notebooks/{nb['id']}/{path}",
-                        headers={"Authorization": f"token {nb['token']}"}).status_code
+    """The status of a request for the instance through the replica at ``endpoint`` (its port)."""
+    port = endpoint.rsplit(":", 1)[1]
+    return notebook_http.get(f"http://{nb['id']}.nb.localhost:{port}/{path}",
+                             headers={"Authorization": f"token {nb['token']}"}).status_code
 
 
 def test_local_runtime_on_two_replicas(pg_db, fleet_factory):
@@ -39,7 +40,7 @@ def test_local_runtime_on_two_replicas(pg_db, fleet_factory):
         clients[1].ok("POST", f"/notebooks/{ids[0]}/stop")
         clients[0].wait_status(ids[0], "STOPPED", timeout=30)
         assert ids[0] not in jupyter_servers(data_dir)
-        assert [through(e, nbs[0]) for e in endpoints] == [409, 409]
+        assert [through(e, nbs[0]) for e in endpoints] == [404, 404]
 
         # Start again through the other one; the new server (new token) answers through both.
         clients[0].ok("POST", f"/notebooks/{ids[0]}/start")

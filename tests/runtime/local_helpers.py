@@ -103,10 +103,10 @@ def in_sandbox(processes: list[psutil.Process]) -> list[psutil.Process]:
 class Jupyter:
     """One instance's Jupyter, reached the way nbfleet's proxy reaches it: over its Unix socket."""
 
-    def __init__(self, spec: InstanceSpec, placement: Placement):
+    def __init__(self, spec: InstanceSpec, placement: Placement, base: str = "/"):
         self.spec = spec
         self.placement = placement
-        self.base = f"/notebooks/{spec.id}/"
+        self.base = base   # Jupyter's base_url: "/" unless the runtime routes by path
 
     @contextlib.asynccontextmanager
     async def client(self):

@@ -24,6 +24,7 @@ import httpx
 import psutil
 import pytest
 
+from .. import notebook_http
 from ..images import shared_environments
 from ..jupyter_client import execute, start_kernel
 from ..procs import ServeProcess, SignedClient, UnprivilegedUser
@@ -64,9 +65,9 @@ class Fleet:
 
     def upload(self, key: str, name: str, data: bytes) -> None:
         nb = self.nbs[key]
-        r = httpx.put(f"{self.base(key)}/api/contents/{name}", headers={"Authorization": f"token {nb['token']}"},
-                      json={"type": "file", "format": "base64", "content": base64.b64encode(data).decode()},
-                      timeout=30)
+        r = notebook_http.put(f"{self.base(key)}/api/contents/{name}",
+                              headers={"Authorization": f"token {nb['token']}"},
+                              json={"type": "file", "format": "base64", "content": base64.b64encode(data).decode()})
         assert r.status_code in (200, 201), r.text
 
     def server_pid(self, key: str) -> int:

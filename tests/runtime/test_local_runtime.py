@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from nbfleet.domain.model import StepStatus
-from nbfleet.runtime.base import FlavorLimits, Placement, RuntimeFailure
+from nbfleet.runtime.base import FlavorLimits, RuntimeFailure
 from nbfleet.runtime.limits import ResourceLimiter
 from nbfleet.runtime.local import LocalRuntime
 

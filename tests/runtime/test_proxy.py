@@ -127,7 +127,7 @@ def free_port() -> int:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def notebook(tmp_path_factory):
     data_dir = make_reachable(tmp_path_factory.mktemp("proxy-runtime"))
-    runtime = LocalRuntime(data_dir, environments=shared_environments())
+    runtime = LocalRuntime(data_dir, environments=shared_environments(), path_prefix="/notebooks/")
     spec = make_spec("proxied")
     placement = await runtime.start(spec, Reporter())
     yield spec, placement

@@ -10,6 +10,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
+from .. import notebook_http
 from ..jupyter_client import execute, send_without_waiting, start_kernel
 from ..procs import ServeProcess, SignedClient
 from .local_helpers import marked
@@ -68,14 +69,11 @@ def test_jupyter_through_nbfleets_port(server):
     proc, client = server
     nb = client.wait_status(client.create("proxied")["id"], "RUNNING")
     base = notebook_base(nb)
-    assert base.startswith(proc.endpoint + "/notebooks/")
-    with httpx.Client() as fresh:
-        assert fresh.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
-    with httpx.Client() as fresh:
-        assert fresh.get(f"{base}/api/status").status_code == 403
-    with httpx.Client() as fresh:
-        lab = fresh.get(nb["url"], headers={"Authorization": f"token {nb['token']}"})
-        assert lab.status_code == 200 and "JupyterLab" in lab.text
+    assert base == f"http://{nb['id']}.nb.localhost:{proc.port}"   # an origin of its own, on nbfleet's port
+    assert notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
+    assert notebook_http.get(f"{base}/api/status").status_code == 403
+    lab = notebook_http.get(nb["url"], headers={"Authorization": f"token {nb['token']}"})
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
     kernel = start_kernel(base, nb["token"])
     assert execute(base, nb["token"], kernel, "6*7") == "42"
     steps = {s["step"]: s["status"] for s in nb["action_progress"]}
@@ -84,11 +82,20 @@ def test_jupyter_through_nbfleets_port(server):
     assert "limits" in kinds and "ready" in kinds
 
 
-def test_proxy_refuses_instances_that_are_not_running(server):
+def test_proxy_answers_unknown_and_stopped_instances_alike(server):
     proc, client = server
-    with httpx.Client() as fresh:
-        unknown = fresh.get(f"{proc.endpoint}/notebooks/00000000-0000-0000-0000-000000000000/lab")
-        assert unknown.status_code == 404 and unknown.json()["error_code"] == "ModelArts.6309"
+    unknown = notebook_http.get(f"http://00000000-0000-0000-0000-000000000000.nb.localhost:{proc.port}/lab")
+    stopped = client.create("stopped-one")
+    client.wait_status(stopped["id"], "RUNNING")
+    client.ok("POST", f"/notebooks/{stopped['id']}/stop")
+    client.wait_status(stopped["id"], "STOPPED", timeout=30)
+    answer = notebook_http.get(f"{notebook_base(stopped)}/lab")
+    # Nobody learns from the proxy which instances exist or what state they are in.
+    assert (unknown.status_code, unknown.json()) == (answer.status_code, answer.json())
+    assert unknown.status_code == 404 and unknown.json()["error_code"] == "ModelArts.6309"
+    # The path form of notebook addresses is not served: notebooks never share nbfleet's origin.
+    assert httpx.get(f"{proc.endpoint}/notebooks/{stopped['id']}/lab").status_code == 404
+    client.ok("DELETE", f"/notebooks/{stopped['id']}")
 
 
 @pytest.mark.runtime_only
@@ -96,7 +103,7 @@ def test_work_survives_stop_and_start_and_delete_removes_everything(server):
     proc, client = server
     nb = client.wait_status(client.create("persist")["id"], "RUNNING")
     headers = {"Authorization": f"token {nb['token']}"}
-    put = httpx.put(f"{notebook_base(nb)}/api/contents/keep.txt", headers=headers,
+    put = notebook_http.put(f"{notebook_base(nb)}/api/contents/keep.txt", headers=headers,
                     json={"type": "file", "format": "text", "content": "still here"})
     assert put.status_code in (200, 201), put.text
     procs = jupyter_processes(proc.data_dir, instance_id=nb["id"])
@@ -108,7 +115,7 @@ def test_work_survives_stop_and_start_and_delete_removes_everything(server):
     assert not psutil.pid_exists(nb_pid) or psutil.Process(nb_pid).status() == psutil.STATUS_ZOMBIE
     client.ok("POST", f"/notebooks/{nb['id']}/start")
     running = client.wait_status(nb["id"], "RUNNING")
-    got = httpx.get(f"{notebook_base(running)}/api/contents/keep.txt",
+    got = notebook_http.get(f"{notebook_base(running)}/api/contents/keep.txt",
                     headers={"Authorization": f"token {running['token']}"})
     assert got.status_code == 200 and got.json()["content"] == "still here"
     work_dirs = list(proc.data_dir.glob(f"instances/{nb['id']}*"))
@@ -194,9 +201,9 @@ def test_sigterm_leaves_notebooks_running_and_restart_adopts_them(tmp_path):
     try:
         again = client.wait_status(nb["id"], "RUNNING")
         assert {p.pid for p in jupyter_processes(first.data_dir)} == pids
-        with httpx.Client() as fresh:
-            status = fresh.get(f"{notebook_base(again)}/api/status", headers={"Authorization": f"token {again['token']}"})
-            assert status.status_code == 200
+        status = notebook_http.get(f"{notebook_base(again)}/api/status",
+                                   headers={"Authorization": f"token {again['token']}"})
+        assert status.status_code == 200
     finally:
         client.ok("DELETE", f"/notebooks/{nb['id']}")
         deadline = time.monotonic() + 30
@@ -285,8 +292,8 @@ def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
         else:  # rlimit fallback: the allocation fails inside the kernel instead
             out = execute(base, nb["token"], kernel, "try:\n b = bytearray(1536 * 2**20)\nexcept MemoryError:\n print('MemoryError')")
             assert "MemoryError" in out
-        with httpx.Client() as fresh:  # the server itself is still there
-            assert fresh.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
+        # the server itself is still there
+        assert notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
     finally:
         server.terminate()
         client.close()
@@ -315,9 +322,8 @@ def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
     assert renewed.duration <= lease.duration and renewed.update_at >= lease.update_at
     current = client.ok("GET", f"/notebooks/{nb['id']}")
     assert current["token"] == shown.token  # rotated by the start, and the one Jupyter now accepts
-    with httpx.Client() as fresh:
-        status = fresh.get(f"{notebook_base(current)}/api/status", headers={"Authorization": f"token {shown.token}"})
-        assert status.status_code == 200
+    status = notebook_http.get(f"{notebook_base(current)}/api/status", headers={"Authorization": f"token {shown.token}"})
+    assert status.status_code == 200
     client.ok("DELETE", f"/notebooks/{nb['id']}")
 
 

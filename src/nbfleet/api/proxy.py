@@ -36,6 +36,8 @@ from websockets.asyncio.client import unix_connect as ws_unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ..runtime.upstream import UpstreamClients, connectable
+from ..services.addresses import NotebookAddresses
+from .proxy_policy import filter_set_cookie, foreign_origin
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,15 @@ Resolver = Callable[[str], Awaitable["ProxyTarget | ProxyRefusal"]]
 class NotebookProxy:
     """Owns the upstream HTTP client; one per app."""
 
-    def __init__(self, resolve: Resolver, *, connect_timeout: float = 5.0,
-                 drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS):
+    def __init__(self, resolve: Resolver, *, per_instance_origin: bool = False, connect_timeout: float = 5.0,
+                 drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
+                 forget: Callable[[str], None] | None = None):
+        """``per_instance_origin``: every instance is served on an origin of its own (host routing), so
+        requests from other origins can be told apart and refused; else under ``/notebooks/<id>/``.
+        ``forget(id)``: drop what ``resolve`` remembers of an instance that stopped answering."""
         self.resolve = resolve
+        self.forget = forget
+        self.per_instance_origin = per_instance_origin
         self.connect_timeout = connect_timeout
         self.drop_request = HOP_BY_HOP | {h.lower() for h in drop_request_headers}
         self._client: httpx.AsyncClient | None = None
@@ -123,6 +131,10 @@ class NotebookProxy:
         target = await self.resolve(notebook_id)
         if isinstance(target, ProxyRefusal):
             return refusal_response(request, target)
+        if self.per_instance_origin:
+            foreign = foreign_origin(request.method, request.headers)
+            if foreign is not None:
+                return refusal_response(request, ProxyRefusal(403, "ModelArts.0108", _cross_origin_message(foreign)))
         if path is None:
             # /notebooks/<id> → /notebooks/<id>/, where Jupyter's base_url starts.
             location = f"{request.scope.get('root_path', '')}{PREFIX}/{notebook_id}/"
@@ -141,12 +153,34 @@ class NotebookProxy:
             return Response(status_code=400)
         except httpx.TransportError as exc:
             log.warning("notebook %s: upstream unreachable: %r", notebook_id, exc)
-            return refusal_response(request, ProxyRefusal(
-                502, "ModelArts.6102",
-                f"The notebook instance {notebook_id} is not answering. Please try again later."))
-        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                       for k, v in upstream.headers.multi_items() if k.lower() not in RESPONSE_DROP]
-        return _UpstreamResponse(upstream, raw_headers)
+            return refusal_response(request, await self._unreachable(notebook_id))
+        return _UpstreamResponse(upstream, self._response_headers(upstream, notebook_id))
+
+    async def _unreachable(self, notebook_id: str) -> ProxyRefusal:
+        """Why an instance did not answer: it stopped meanwhile (a route cached here, changed by another
+        replica), so the answer every stopped instance gets; or it is not answering (502)."""
+        if self.forget is not None:
+            self.forget(notebook_id)
+            fresh = await self.resolve(notebook_id)
+            if isinstance(fresh, ProxyRefusal):
+                return fresh
+        return ProxyRefusal(502, "ModelArts.6102", f"The notebook instance {notebook_id} is not answering. "
+                            "Please try again later.")
+
+    def _response_headers(self, upstream: httpx.Response, notebook_id: str) -> list[tuple[bytes, bytes]]:
+        prefix = None if self.per_instance_origin else f"{PREFIX}/{notebook_id}/"
+        headers = []
+        for key, value in upstream.headers.multi_items():
+            key = key.lower()
+            if key in RESPONSE_DROP:
+                continue
+            if key == "set-cookie":
+                value = filter_set_cookie(value, prefix)
+                if value is None:
+                    log.info("notebook %s: dropped a cookie that would leave the instance", notebook_id)
+                    continue
+            headers.append((key.encode("latin-1"), value.encode("latin-1")))
+        return headers
 
     def _request_headers(self, request: Request) -> list[tuple[str, str]]:
         drop = self.drop_request | _connection_tokens(request.headers.get("connection", ""))
@@ -172,6 +206,11 @@ class NotebookProxy:
         if isinstance(target, ProxyRefusal):
             await _refuse_ws(ws, 4000 + target.http_status, target.message)
             return
+        if self.per_instance_origin:
+            foreign = foreign_origin(None, ws.headers, websocket=True)
+            if foreign is not None:
+                await _refuse_ws(ws, 4403, _cross_origin_message(foreign))
+                return
 
         public_host = ws.headers.get("host") or "notebook"
         uri = f"ws://{public_host}{_raw_target(ws.scope).decode('ascii')}"
@@ -194,7 +233,8 @@ class NotebookProxy:
             return
         except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
             log.warning("notebook %s: upstream websocket failed: %r", notebook_id, exc)
-            await _refuse_ws(ws, 4502, "notebook instance is not answering")
+            refusal = await self._unreachable(notebook_id)
+            await _refuse_ws(ws, 4000 + refusal.http_status, refusal.message)
             return
 
         try:
@@ -265,6 +305,11 @@ async def _pump(ws: WebSocket, upstream) -> None:
             log.warning("websocket proxy ended with %r", exc)
 
 
+def _cross_origin_message(why: str) -> str:
+    return (f"You are not authorized to perform the (notebook request) operation: {why}; a notebook accepts "
+            "changes only from its own pages.")
+
+
 def _sendable(code: int) -> bool:
     # 1005/1006/1015 describe a missing or broken close frame; they may not be sent.
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999
@@ -320,11 +365,18 @@ def _connection_tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
-def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, connect_timeout: float = 5.0,
+def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, addresses: NotebookAddresses | None = None,
+                           connect_timeout: float = 5.0, forget: Callable[[str], None] | None = None,
                            drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS) -> NotebookProxy:
-    """Mount the notebook proxy routes on ``app``; the proxy is also kept on ``app.state.notebook_proxy``."""
-    proxy = NotebookProxy(resolve, connect_timeout=connect_timeout, drop_request_headers=drop_request_headers)
+    """Route notebook traffic on ``app`` to the proxy (kept on ``app.state.notebook_proxy``): requests for
+    ``<id>.<domain>`` hosts (host routing, the default of ``addresses``), or ``/notebooks/<id>/…`` paths."""
+    per_instance_origin = addresses is not None and addresses.per_instance_origin
+    proxy = NotebookProxy(resolve, per_instance_origin=per_instance_origin, connect_timeout=connect_timeout,
+                          drop_request_headers=drop_request_headers, forget=forget)
     app.state.notebook_proxy = proxy
+    if per_instance_origin:
+        app.add_middleware(NotebookHostRouter, proxy=proxy, addresses=addresses)
+        return proxy
 
     async def proxy_http(request: Request, notebook_id: str, path: str = "") -> Response:
         return await proxy.http(request, notebook_id, path)
@@ -340,6 +392,35 @@ def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, connect_timeout: 
     app.add_api_websocket_route(PREFIX + "/{notebook_id}/{path:path}", proxy_ws)
     app.add_api_websocket_route(PREFIX + "/{notebook_id}", proxy_ws)
     return proxy
+
+
+class NotebookHostRouter:
+    """ASGI middleware, outermost: a request whose Host names an instance (``<id>.<domain>``) goes to the
+    proxy whole, path and all; nbfleet's API and console are not served on any instance's origin."""
+
+    def __init__(self, app, *, proxy: NotebookProxy, addresses: NotebookAddresses):
+        self.app = app
+        self.proxy = proxy
+        self.addresses = addresses
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
+            notebook_id = self.addresses.notebook_of_host(host)
+            if notebook_id is not None:
+                if scope["type"] == "websocket":
+                    await self.proxy.websocket(WebSocket(scope, receive, send), notebook_id)
+                    return
+                request = Request(scope, receive)
+                try:
+                    response = await self.proxy.http(request, notebook_id, "")
+                except Exception:
+                    log.exception("notebook %s: proxying failed", notebook_id)
+                    response = JSONResponse({"error_code": "ModelArts.0010",
+                                             "error_msg": "Internal error. Please try again later."}, status_code=500)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def close_notebook_proxy(app: FastAPI) -> None:

@@ -98,13 +98,15 @@ class ProgressReporter:
 
 class Reconciler:
     def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
-                 idle_policy=None, replica_id: str | None = None):
+                 idle_policy=None, replica_id: str | None = None, on_status=lambda notebook_id: None):
+        """``on_status(id)`` is told of every status this reconciler writes (the proxy forgets its route)."""
         self.db = db
         self.runtime = runtime
         self.clock = clock
         self.settings = settings
         self.flavors = flavors
         self.images = images
+        self.on_status = on_status
         self.idle_policy = idle_policy or KernelIdlePolicy()
         self.replica_id = replica_id or uuid.uuid4().hex
         self.inflight: dict[str, asyncio.Task] = {}
@@ -367,8 +369,10 @@ class Reconciler:
             return True
 
         changed = await self.db_call(change)
-        if changed and settles:
-            self._released.add(row["id"])
+        if changed:
+            self.on_status(row["id"])
+            if settles:
+                self._released.add(row["id"])
         return changed
 
     async def _bring_up(self, row, ok: Event, failed: Event) -> None:
@@ -434,6 +438,7 @@ class Reconciler:
                                "Instance and its storage deleted")
 
         await self.db_call(remove)
+        self.on_status(row["id"])
 
     async def _stop_row(self, row, reason: str, note: tuple[str, str] | None = None) -> None:
         """Move a live instance this replica has claimed to STOPPING (auto-stop, shutdown) and finish the stop."""

@@ -62,12 +62,13 @@ class LocalRuntime:
         ready_timeout: float = 60.0,
         limiter: ResourceLimiter | None = None,
         jupyter_command: Sequence[str] = DEFAULT_COMMAND,
-        base_url_prefix: str = "/notebooks/",
+        path_prefix: str | None = None,
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
     ):
         """``isolation=None`` means the bubblewrap sandbox; ``limiter=None`` the best limits the host offers.
-        ``jupyter_command`` may name the image's interpreter as ``{python}``."""
+        ``jupyter_command`` may name the image's interpreter as ``{python}``. ``path_prefix``: Jupyter under
+        ``<prefix><id>/`` (path routing); None: at ``/``, each instance being on an origin of its own."""
         self.data_dir = Path(data_dir).resolve()
         self.sandbox: Isolation = isolation if isolation is not None else Bubblewrap(self.data_dir)
         shared = bool(getattr(self.sandbox, "per_instance_uid", False))
@@ -75,7 +76,7 @@ class LocalRuntime:
         self.ready_timeout = ready_timeout
         self.limiter = limiter if limiter is not None else ResourceLimiter()
         self.jupyter_command = list(jupyter_command)
-        self.base_url_prefix = "/" + base_url_prefix.strip("/") + "/"
+        self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
         self._children: dict[str, subprocess.Popen] = {}  # started by this process, to reap them
@@ -93,7 +94,7 @@ class LocalRuntime:
         return InstanceDirs(self.data_dir / "instances" / instance_id)
 
     def base_url(self, instance_id: str) -> str:
-        return f"{self.base_url_prefix}{instance_id}/"
+        return "/" if self.path_prefix is None else f"{self.path_prefix}{instance_id}/"
 
     # -- lifecycle -----------------------------------------------------------------------
 

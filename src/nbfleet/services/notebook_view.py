@@ -7,6 +7,7 @@ import orjson
 
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..runtime.base import Placement
+from .addresses import NotebookAddresses
 
 _ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})   # where endpoints have addresses
 
@@ -90,7 +91,7 @@ def _billing(status: str, volume_category: str | None) -> list[str]:
     return billing_items(status, volume_category)
 
 
-def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, str]) -> dict:
+def notebook_json(row, *, show_token: bool, addresses: NotebookAddresses, domain: tuple[str, str]) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
 
     Nested objects (image, tags, …) are shared with a parse cache: render the result, never mutate it.
@@ -99,6 +100,7 @@ def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, st
     running = status in _ADDRESSABLE
     from_spec = spec_members(row["spec"], status == Status.RUNNING.value, row["placement"] if running else None)
     notebook_id = row["id"]
+    jupyter = addresses.base(notebook_id)
     return {
         "id": notebook_id,
         "name": row["name"],
@@ -112,13 +114,12 @@ def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, st
         "pool": {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None,
         "volume": from_spec["volume"],
         "data_volumes": from_spec["data_volumes"],
-        "endpoints": _with_notebook_uri(from_spec["endpoints"], f"{base_url}/notebooks/{notebook_id}/")
-        if running else from_spec["endpoints"],
+        "endpoints": _with_notebook_uri(from_spec["endpoints"], f"{jupyter}/") if running else from_spec["endpoints"],
         "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
                                          if row["action_progress"] else None),
         "fail_reason": row["fail_reason"],
         "token": row["token"] if show_token else None,
-        "url": f"{base_url}/notebooks/{notebook_id}/lab",
+        "url": f"{jupyter}/lab",
         "workspace_id": row["workspace_id"],
         "billing_items": _billing(status, row["volume_category"]),
         "user": {"id": row["user_id"], "name": row["user_name"], "domain": {"id": domain[0], "name": domain[1]}},

@@ -37,7 +37,7 @@ class NotebookService:
         self.settings = settings
         self.limits = settings.lease.limits()
         self.on_change = on_change
-        self.base_url = settings.base_url()
+        self.addresses = settings.addresses()
         self._domain: tuple[str, str] | None = None
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ class NotebookService:
         return self._domain
 
     def render(self, row, principal: Principal) -> dict:
-        return notebook_json(row, show_token=row["user_id"] == principal.user_id, base_url=self.base_url,
+        return notebook_json(row, show_token=row["user_id"] == principal.user_id, addresses=self.addresses,
                              domain=self.domain())
 
     @staticmethod
@@ -340,17 +340,14 @@ class NotebookService:
 
 
     def route(self, notebook_id: str) -> Placement | E.ModelArtsError:
-        """Where the notebook proxy sends ``/notebooks/<id>/…``, or why it cannot.
+        """Where the notebook proxy sends a request for the instance, or why it cannot (``routing.py``).
 
         The proxy is authenticated by the instance's own Jupyter token, so no principal is needed.
         """
         with self.db.read() as conn:
             row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
-        if row is None:
+        if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.NotebookNotFound(http_status=404)
-        if row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
-            return E.ModelArtsError(f"The instance is {row['status']}; start it and try again.",
-                                    code="ModelArts.6327", http_status=409)
         return Placement.from_json(orjson.loads(row["placement"]))
 
     def feature_quota(self, principal: Principal) -> dict:
