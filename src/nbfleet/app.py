@@ -54,7 +54,8 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Data
             ensure_current(db)
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds,
-                               skew_seconds=settings.signature_skew_seconds)
+                               skew_seconds=settings.signature_skew_seconds,
+                               allow_unsigned_payload=settings.allow_unsigned_payload)
     return db, identity
 
 

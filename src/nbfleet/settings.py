@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     signature_skew_seconds: int = 900
     secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys; "
                                    "default: <data dir>/secret.key")
+    allow_unsigned_payload: bool = Field(default=False, description="accept signed requests whose body is "
+                                         "not covered by the signature (X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD)")
 
     def sqlalchemy_url(self) -> str:
         if self.database_url:

@@ -44,12 +44,13 @@ class NewUser:
 
 class IdentityService:
     def __init__(self, db: Database, box: SecretBox, clock=None, *, token_ttl_seconds: int = 86_400,
-                 skew_seconds: int = 900):
+                 skew_seconds: int = 900, allow_unsigned_payload: bool = False):
         self.db = db
         self.box = box
         self.clock = clock or SystemClock()
         self.token_ttl_ms = token_ttl_seconds * 1000
         self.skew_seconds = skew_seconds
+        self.allow_unsigned_payload = allow_unsigned_payload
         self._domain: tuple[str, str] | None = None
         self._secrets: dict[str, str] = {}
 
@@ -286,7 +287,7 @@ class IdentityService:
             raise E.AccessKeyDisabled()
         try:
             sig.verify(signed, self._secret(key["secret_enc"]), method, path, raw_query, headers, body,
-                       self.clock.now(), self.skew_seconds)
+                       self.clock.now(), self.skew_seconds, allow_unsigned_payload=self.allow_unsigned_payload)
         except sig.SignatureError as exc:
             raise E.AuthenticationFailed(str(exc)) from None
         header_project = headers.get("x-project-id")
