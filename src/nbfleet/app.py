@@ -20,6 +20,7 @@ from .controller.reconciler import Reconciler
 from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
 from .services.notebooks import NotebookService
+from .services.request_auth import RequestAuthenticator
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
@@ -53,9 +54,7 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Data
         else:
             ensure_current(db)
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
-    identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds,
-                               skew_seconds=settings.signature_skew_seconds,
-                               allow_unsigned_payload=settings.allow_unsigned_payload)
+    identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds)
     return db, identity
 
 
@@ -76,7 +75,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             announce(_credentials_banner(creds, settings))
         reconciler = Reconciler(db, rt, clock, settings, flavors)
         notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
-        app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
+        authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
+                                             allow_unsigned_payload=settings.allow_unsigned_payload)
+        app.state.services = Services(identity=identity, authenticator=authenticator, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       reconciler=reconciler, runtime=rt)
         app.state.settings = settings
         await reconciler.start()

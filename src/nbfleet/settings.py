@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     signature_skew_seconds: int = 900
     secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys; "
                                    "default: <data dir>/secret.key")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body the API, "
+                                "POST /v3/auth/tokens and the console accept (413); the notebook proxy has no limit")
     allow_unsigned_payload: bool = Field(default=False, description="accept signed requests whose body is "
                                          "not covered by the signature (X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD)")
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..domain import errors as E
 from .deps import ServicesDep
-from .http import JSONBytes, parse_json
+from .http import JSONBytes, parse_json, read_body
 
 router = APIRouter(default_response_class=JSONBytes)
 
@@ -83,7 +83,8 @@ def _iso(ms: int) -> str:
 
 @router.post("/v3/auth/tokens", status_code=201)
 async def issue_token(request: Request, services: ServicesDep):
-    auth = parse_password_auth(parse_json(await request.body(), allow_empty=False))
+    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    auth = parse_password_auth(parse_json(body, allow_empty=False))
     identity = services.identity
     # Argon2 takes ~0.1 s of CPU: keep it off the event loop.
     user = await run_in_threadpool(identity.check_password, auth.user_name, auth.password,

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from ..api.http import JSONBytes, query_params
+from ..api.http import JSONBytes, query_params, read_body
 from ..domain import errors as E
 from ..domain.model import Feature, Status
 from . import session as S
@@ -63,9 +63,10 @@ def _local_path(target: str | None, default: str) -> str:
 
 async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
     """The urlencoded form of a POST, refused unless it carries the expected CSRF token."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleRefusal(413, "ModelArts.6400", "The form is too large.")
+    try:
+        body = await read_body(request, MAX_FORM_BYTES)
+    except E.PayloadTooLarge:
+        raise ConsoleRefusal(413, "ModelArts.6400", "The form is too large.") from None
     form: dict[str, str] = {}
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))

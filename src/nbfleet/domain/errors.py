@@ -38,6 +38,14 @@ class InvalidPayload(ModelArtsError):
     message = "Invalid request payload, please check."
 
 
+class PayloadTooLarge(InvalidPayload):
+    """A body over the configured limit, refused by its declared length or as soon as it grows past it."""
+    http_status = 413
+
+    def __init__(self, limit: int):
+        super().__init__(f"Invalid request payload: the body is larger than {limit} bytes.")
+
+
 class MissingProperty(ModelArtsError):
     code = "ModelArts.6335"
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..auth import passwords
-from ..auth import signature as sig
 from ..auth.principal import Principal
 from ..auth.secrets import SecretBox
 from ..clock import SystemClock
-from ..domain import errors as E
 from ..store import identity_repo as repo
 from ..store.db import Database
 
@@ -43,14 +41,11 @@ class NewUser:
 
 
 class IdentityService:
-    def __init__(self, db: Database, box: SecretBox, clock=None, *, token_ttl_seconds: int = 86_400,
-                 skew_seconds: int = 900, allow_unsigned_payload: bool = False):
+    def __init__(self, db: Database, box: SecretBox, clock=None, *, token_ttl_seconds: int = 86_400):
         self.db = db
         self.box = box
         self.clock = clock or SystemClock()
         self.token_ttl_ms = token_ttl_seconds * 1000
-        self.skew_seconds = skew_seconds
-        self.allow_unsigned_payload = allow_unsigned_payload
         self._domain: tuple[str, str] | None = None
         self._secrets: dict[str, str] = {}
 
@@ -65,7 +60,7 @@ class IdentityService:
             self._domain = (domain_id, name or "")
         return self._domain
 
-    def _secret(self, sealed: str) -> str:
+    def secret_of(self, sealed: str) -> str:
         """Decrypt a stored SK; cached by its ciphertext, so a changed or deleted key is never served stale."""
         secret = self._secrets.get(sealed)
         if secret is None:
@@ -262,57 +257,6 @@ class IdentityService:
     def bootstrap_project(self) -> str | None:
         with self.db.read() as conn:
             return repo.get_meta(conn, "bootstrap_project")
-
-    # --- authentication -------------------------------------------------------------------------
-    def authenticate(self, *, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes,
-                     project_id: str) -> Principal:
-        """Resolve a request to a principal scoped to ``project_id`` or raise the gateway's error."""
-        authorization = headers.get("authorization")
-        if authorization:
-            return self._by_signature(authorization, method, path, raw_query, headers, body, project_id)
-        if "x-auth-token" in headers:
-            return self._by_token(headers["x-auth-token"], headers, project_id)
-        raise E.AuthenticationFailed("no credentials")
-
-    def _by_signature(self, authorization, method, path, raw_query, headers, body, project_id) -> Principal:
-        try:
-            signed = sig.parse_authorization(authorization)
-        except sig.SignatureError as exc:
-            raise E.AuthenticationFailed(str(exc)) from None
-        with self.db.read_one() as conn:
-            key = repo.access_key_for_project(conn, signed.access_key, project_id)
-        if key is None:
-            raise E.AuthenticationFailed("Get secretKey failed, ak not exist")
-        if not key["enabled"]:
-            raise E.AccessKeyDisabled()
-        try:
-            sig.verify(signed, self._secret(key["secret_enc"]), method, path, raw_query, headers, body,
-                       self.clock.now(), self.skew_seconds, allow_unsigned_payload=self.allow_unsigned_payload)
-        except sig.SignatureError as exc:
-            raise E.AuthenticationFailed(str(exc)) from None
-        header_project = headers.get("x-project-id")
-        if not key["member"] or (header_project and header_project != project_id):
-            raise E.ProjectMismatch()
-        domain_id, domain_name = self.domain()
-        return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), project_id, domain_id, domain_name)
-
-    def _by_token(self, token: str, headers, project_id) -> Principal:
-        if not token.strip():
-            raise E.TokenEmpty()
-        with self.db.read_one() as conn:
-            row = repo.get_token(conn, token_hash(token.strip()))
-        domain_id, domain_name = self.domain()
-        if row is None:
-            raise E.TokenInvalid()
-        if row["expires_at"] <= self.clock.now_ms():
-            raise E.TokenExpired()
-        if row["project_id"] is None:
-            raise E.ModelArtsError("Invalid token header because the token does not contain a project.",
-                                   code="ModelArts.0212", http_status=401)
-        header_project = headers.get("x-project-id")
-        if row["project_id"] != project_id or (header_project and header_project != project_id):
-            raise E.ProjectMismatch()
-        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), project_id, domain_id, domain_name)
 
 
 def write_credentials(path: Path, creds: dict) -> None:
