@@ -57,7 +57,10 @@ async def authenticated(request: Request) -> Call:
         raw_query=request.scope.get("query_string", b"").decode("latin-1"), headers=headers,
         project_id=request.path_params["project_id"])
     body = await read_body(request, limit)
-    caller = services.authenticator.finish(pending, body)
+    if pending.writes:  # a state-changing signed request: its signature is recorded (a store write)
+        caller = await run_in_threadpool(services.authenticator.finish, pending, body)
+    else:
+        caller = services.authenticator.finish(pending, body)
     return Call(caller, services, body)
 
 

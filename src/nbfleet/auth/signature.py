@@ -131,6 +131,11 @@ def check_date(sdk_date: str | None, now: datetime, max_skew_seconds: int) -> No
         raise SignatureError("verify aksk signature fail (X-Sdk-Date is outside the allowed clock skew)")
 
 
+def signing_time_ms(headers: dict[str, str]) -> int:
+    """The request's ``X-Sdk-Date`` in epoch milliseconds (call after ``check_date`` accepted it)."""
+    return int(_parse_date(headers["x-sdk-date"]).timestamp() * 1000)
+
+
 @lru_cache(maxsize=256)
 def _parse_date(sdk_date: str) -> datetime:
     # strptime is slow and a client's requests within one second carry the same date

@@ -250,6 +250,15 @@ class AccessKeyDisabled(ModelArtsError):
     message = "Invalid AK/SK."
 
 
+class ReplayedRequest(ModelArtsError):
+    """A state-changing signed request whose signature was already received (a replay, or a repeat of the
+    same call within the second of its X-Sdk-Date)."""
+    code = "ModelArts.0208"
+    http_status = 401
+    message = ("Failed to check the authorization request header: this signed request was already received. "
+               "Sign it again (with a new X-Sdk-Date) to repeat the operation.")
+
+
 class TokenInvalid(ModelArtsError):
     code = "ModelArts.0203"
     http_status = 401

@@ -4,6 +4,10 @@
 access key is looked up and the signing date checked. Only a request that passes it has its body read
 (by the API layer, up to a size limit), and ``finish`` then verifies the signature over that body. So
 an anonymous caller, an unknown key or a stale date costs the server a few header bytes, never a body.
+
+A signature is valid for the whole clock-skew window around its X-Sdk-Date, so a captured request could
+be sent again. ``finish`` records the signature of every state-changing signed request in the store until
+its date leaves the window and refuses a second request with the same one; reads may repeat.
 """
 from __future__ import annotations
 
@@ -13,7 +17,12 @@ from ..auth import signature as sig
 from ..auth.principal import Principal
 from ..domain import errors as E
 from ..store import identity_repo as repo
+from ..store import replay_repo
 from .identity import IdentityService, token_hash
+
+# Methods that change nothing: their signed requests may be repeated.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+PURGE_EVERY_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,11 @@ class PendingRequest:
     signed: sig.SignedRequest | None = None
     key: dict | None = None
 
+    @property
+    def writes(self) -> bool:
+        """Whether ``finish`` writes to the store (records a signature); call it off the event loop then."""
+        return self.signed is not None and self.method.upper() not in SAFE_METHODS
+
 
 class RequestAuthenticator:
     def __init__(self, identity: IdentityService, *, skew_seconds: int = 900, allow_unsigned_payload: bool = False):
@@ -39,6 +53,7 @@ class RequestAuthenticator:
         self.clock = identity.clock
         self.skew_seconds = skew_seconds
         self.allow_unsigned_payload = allow_unsigned_payload
+        self._next_purge_ms = 0
 
     def authenticate(self, *, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes,
                      project_id: str) -> Principal:
@@ -72,9 +87,23 @@ class RequestAuthenticator:
         header_project = pending.headers.get("x-project-id")
         if not key["member"] or (header_project and header_project != pending.project_id):
             raise E.ProjectMismatch()
+        if pending.writes:
+            self._remember(pending)
         domain_id, domain_name = self.identity.domain()
         return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), pending.project_id, domain_id,
                          domain_name)
+
+    def _remember(self, pending: PendingRequest) -> None:
+        """Record the request's signature until its date is out of the window, or refuse it as a repeat."""
+        now = self.clock.now_ms()
+        # Past that moment its date is refused anyway (a second of slack for the date's resolution).
+        expires_at = sig.signing_time_ms(pending.headers) + self.skew_seconds * 1000 + 1000
+        with self.db.write() as conn:
+            if now >= self._next_purge_ms:
+                self._next_purge_ms = now + PURGE_EVERY_MS
+                replay_repo.forget_expired(conn, now)
+            if not replay_repo.remember(conn, pending.signed.signature, expires_at):
+                raise E.ReplayedRequest()
 
     def _begin_signed(self, request: PendingRequest, authorization: str) -> PendingRequest:
         try:

@@ -186,5 +186,15 @@ events = Table(
     Index("ix_events_notebook", "notebook_id", "id"),
 )
 
+# Signatures of state-changing signed requests, kept while their X-Sdk-Date is acceptable, so that a
+# repeat of one is refused on every replica (migration 0006).
+request_signatures = Table(
+    "request_signatures", metadata,
+    Column("signature", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_request_signatures_expires_at", "expires_at"),
+)
+
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events"]
+           "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events",
+           "request_signatures"]
