@@ -21,6 +21,7 @@ from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
 from .services.notebooks import NotebookService
 from .services.request_auth import RequestAuthenticator
+from .services.signin import PasswordSignIn
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
@@ -77,7 +78,11 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
         authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
                                              allow_unsigned_payload=settings.allow_unsigned_payload)
-        app.state.services = Services(identity=identity, authenticator=authenticator, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
+        signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,
+                                max_delay_seconds=settings.signin_max_delay_seconds,
+                                concurrent_checks=settings.signin_concurrent_checks)
+        app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
+                                      notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       reconciler=reconciler, runtime=rt)
         app.state.settings = settings
         await reconciler.start()

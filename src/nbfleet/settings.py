@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     signature_skew_seconds: int = 900
     secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys; "
                                    "default: <data dir>/secret.key")
+    signin_free_failures: int = Field(default=5, ge=1, description="failed password sign-ins of one user "
+                                      "before each further one doubles the wait (from 1 s); an address gets 4x")
+    signin_max_delay_seconds: int = Field(default=900, ge=1, description="longest wait after failed sign-ins")
+    signin_concurrent_checks: int = Field(default=2, ge=1, description="password checks (Argon2, 64 MiB each) "
+                                          "a process runs at once; sign-ins beyond them get 429")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body the API, "
                                 "POST /v3/auth/tokens and the console accept (413); the notebook proxy has no limit")
     allow_unsigned_payload: bool = Field(default=False, description="accept signed requests whose body is "

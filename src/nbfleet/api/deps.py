@@ -12,6 +12,7 @@ from ..services.catalog import FlavorCatalog, ImageCatalog
 from ..services.identity import IdentityService
 from ..services.notebooks import NotebookService
 from ..services.request_auth import RequestAuthenticator
+from ..services.signin import PasswordSignIn
 from ..services.tags import TagService
 from .http import read_body, refuse_declared_oversize
 
@@ -20,6 +21,7 @@ from .http import read_body, refuse_declared_oversize
 class Services:
     identity: IdentityService
     authenticator: RequestAuthenticator
+    signin: PasswordSignIn
     notebooks: NotebookService
     tags: TagService
     images: ImageCatalog
@@ -62,6 +64,11 @@ async def authenticated(request: Request) -> Call:
     else:
         caller = services.authenticator.finish(pending, body)
     return Call(caller, services, body)
+
+
+def client_address(request: Request) -> str | None:
+    """The peer's address (behind a proxy: what the server was told to trust, see docs/security.md)."""
+    return request.client.host if request.client else None
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from ..api.deps import client_address
 from ..api.http import JSONBytes, query_params, read_body
 from ..domain import errors as E
 from ..domain.model import Feature, Status
@@ -135,10 +136,18 @@ def _login_form(request: Request, values: dict, error: dict | None, status_code:
 @router.post("/login")
 async def login(request: Request):
     form = await _form(request, request.cookies.get(S.LOGIN_CSRF_COOKIE))
-    identity = _services(request).identity
+    services = _services(request)
+    identity = services.identity
     name, project = form.get("user", "").strip(), form.get("project", "").strip()
     values = {"user": name, "project": project}
-    user = await run_in_threadpool(identity.check_password, name, form.get("password", ""))
+    try:
+        user = await run_in_threadpool(services.signin.sign_in, name, form.get("password", ""),
+                                       client_address(request))
+    except E.SystemBusy as exc:  # throttled: say when to come back
+        when = V.timestamp(services.signin.clock.now_ms() + exc.retry_after * 1000)
+        response = _login_form(request, values, {"code": exc.code, "message": f"{exc.message} (at {when})"}, 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if user is None:
         return _login_form(request, values, {"code": "APIGW.0301", "message": "The user name or password is wrong."},
                            401)

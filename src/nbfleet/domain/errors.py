@@ -281,6 +281,22 @@ class SystemBusy(ModelArtsError):
     code = "ModelArts.6101"
     http_status = 429
     message = "The system is busy now. Please try again later."
+    retry_after = 5     # seconds, sent as Retry-After
+
+
+class TooManySignIns(SystemBusy):
+    """Password sign-in refused without checking the password: the account or the address failed too often."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(f"Too many failed sign-ins for this user or from this address. Try again in "
+                         f"{retry_after} s.")
+
+
+class SignInBusy(SystemBusy):
+    """Every slot for password checks is taken; the sign-in is refused instead of queued."""
+    retry_after = 1
+    message = "Too many sign-ins are being checked at once. Try again in 1 s."
 
 
 class BackendUnavailable(ModelArtsError):

@@ -195,6 +195,16 @@ request_signatures = Table(
     Index("ix_request_signatures_expires_at", "expires_at"),
 )
 
+# Failed password sign-ins per account and per address (keys are hashes, see store/signin_repo.py), so
+# that every replica applies the same backoff (migration 0006).
+signin_failures = Table(
+    "signin_failures", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", BigInteger, nullable=False),
+    Index("ix_signin_failures_last_failure_at", "last_failure_at"),
+)
+
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
            "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events",
-           "request_signatures"]
+           "request_signatures", "signin_failures"]
