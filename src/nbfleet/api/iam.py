@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..domain import errors as E
+from ..services.identity import TOKEN_FROM_PASSWORD
 from .deps import ServicesDep, client_address
 from .http import JSONBytes, parse_json, read_body
 
@@ -96,7 +97,7 @@ async def issue_token(request: Request, services: ServicesDep):
         project = identity.member_project(user["id"], project_id=auth.project_id, project_name=auth.project_name)
         if project is None:
             raise E.AuthenticationFailed("the user has no access to the project")
-    token, expires = identity.create_token(user["id"], project[0] if project else None)
+    token, expires = identity.create_token(user["id"], project[0] if project else None, origin=TOKEN_FROM_PASSWORD)
     domain_id, domain_name = identity.domain()
     issued = expires - identity.token_ttl_ms
     body = {"token": {

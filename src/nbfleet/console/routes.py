@@ -21,6 +21,7 @@ from ..api.deps import client_address
 from ..api.http import JSONBytes, query_params, read_body
 from ..domain import errors as E
 from ..domain.model import Feature, Status
+from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
 from . import views as V
 
@@ -156,7 +157,7 @@ async def login(request: Request):
     if scope is None:
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
-    token, _expires = identity.create_token(user["id"], scope[0])
+    token, _expires = identity.create_token(user["id"], scope[0], origin=TOKEN_FROM_PASSWORD)
     response = redirect(_local_path(form.get("next"), "/console/notebooks"))
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)
     S.clear_login_csrf_cookie(response)

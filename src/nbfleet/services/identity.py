@@ -17,6 +17,11 @@ from ..store import identity_repo as repo
 from ..store.db import Database
 
 
+# Where a token came from (tokens.origin): a password change revokes the ones the old password opened.
+TOKEN_FROM_PASSWORD = "password"   # console sessions, POST /v3/auth/tokens
+TOKEN_FROM_ADMIN = "admin"         # nbfleet admin create-token
+
+
 def new_id() -> str:
     """32 lower-case hex characters, the id format of projects and users."""
     return uuid.uuid4().hex
@@ -112,8 +117,10 @@ class IdentityService:
             if not repo.set_access_key_enabled(conn, ak, enabled):
                 raise ValueError(f"access key {ak} does not exist")
 
-    def create_token(self, user_id: str, project_id: str | None) -> tuple[str, int]:
-        """An opaque token; only its hash is stored. Returns (token, expires_at ms)."""
+    def create_token(self, user_id: str, project_id: str | None, *, origin: str = TOKEN_FROM_ADMIN) -> tuple[str, int]:
+        """An opaque token; only its hash is stored. Returns (token, expires_at ms).
+
+        ``origin``: ``TOKEN_FROM_PASSWORD`` for a sign-in with the password (ended by a password change)."""
         with self.db.write() as conn:
             if repo.get_user(conn, user_id) is None:
                 raise ValueError(f"user {user_id} does not exist")
@@ -122,7 +129,7 @@ class IdentityService:
             token = "nbt-" + secrets.token_urlsafe(40)
             now = self.clock.now_ms()
             expires = now + self.token_ttl_ms
-            repo.insert_token(conn, token_hash(token), user_id, project_id, expires, now)
+            repo.insert_token(conn, token_hash(token), user_id, project_id, expires, now, origin)
             return token, expires
 
     def set_quota(self, user_id: str, quota: int | None) -> None:
@@ -151,11 +158,15 @@ class IdentityService:
 
     # --- passwords and sessions ------------------------------------------------------------------
     def set_password(self, user_id: str, password: str) -> None:
-        """Store a salted Argon2id hash of ``password``; raises ValueError for a weak one or an unknown user."""
+        """Store a salted Argon2id hash of ``password``; raises ValueError for a weak one or an unknown user.
+
+        Ends, in the same transaction, every console session and token the user opened with a password:
+        whoever knew the old one keeps nothing it gave them."""
         hashed = passwords.hash_password(password)
         with self.db.write() as conn:
             if not repo.update_user(conn, user_id, password_hash=hashed):
                 raise ValueError(f"user {user_id} does not exist")
+            repo.delete_user_tokens(conn, user_id, TOKEN_FROM_PASSWORD)
 
     def check_password(self, user_name: str, password: str, *, domain_name: str | None = None) -> dict | None:
         """``{"id", "name", "is_admin"}`` if ``password`` is the user's, else None.

@@ -57,6 +57,9 @@ tokens = Table(
     Column("project_id", String(32), ForeignKey("projects.id", ondelete="CASCADE"), nullable=True),
     Column("expires_at", BigInteger, nullable=False),
     Column("create_at", BigInteger, nullable=False),
+    # "password": opened with the user's password (console sessions, POST /v3/auth/tokens), revoked when it
+    # changes; "admin": issued by `nbfleet admin create-token` (migration 0006)
+    Column("origin", String(16), nullable=False, server_default="password"),
 )
 
 keypairs = Table(
