@@ -24,6 +24,7 @@ from ..domain.model import Feature, Status
 from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
 from . import views as V
+from .navigation import console_page
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -54,13 +55,6 @@ Console = Annotated[S.Session, Depends(require_session)]
 
 def _services(request: Request):
     return request.app.state.services
-
-
-def _local_path(target: str | None, default: str) -> str:
-    """``target`` if it is a console path of this site (never an open redirect), else ``default``."""
-    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
 
 
 async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
@@ -121,14 +115,14 @@ async def home(request: Request):
 @router.get("/login")
 async def login_page(request: Request):
     if S.current_session(request) is not None:
-        return redirect(_local_path(request.query_params.get("next"), "/console/notebooks"))
+        return redirect(console_page(request.query_params.get("next"), "/console/notebooks"))
     return _login_form(request, {}, None)
 
 
 def _login_form(request: Request, values: dict, error: dict | None, status_code: int = 200) -> Response:
     token = S.new_login_csrf()
     response = render(request, "login.html", {"values": values, "error": error, "login_csrf": token,
-                                               "next": _local_path(request.query_params.get("next"), "")},
+                                               "next": console_page(request.query_params.get("next"), "")},
                       status_code=status_code)
     S.set_login_csrf_cookie(request, response, token)
     return response
@@ -158,7 +152,7 @@ async def login(request: Request):
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
     token, _expires = identity.create_token(user["id"], scope[0], origin=TOKEN_FROM_PASSWORD)
-    response = redirect(_local_path(form.get("next"), "/console/notebooks"))
+    response = redirect(console_page(form.get("next"), "/console/notebooks"))
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)
     S.clear_login_csrf_cookie(response)
     return response
@@ -344,7 +338,7 @@ async def act(request: Request, notebook_id: str, action: str, session: Console)
     notebooks = _services(request).notebooks
     principal = session.principal
     detail = f"/console/notebooks/{notebook_id}"
-    target = _local_path(form.get("next"), detail)
+    target = console_page(form.get("next"), detail)
     duration = form.get("duration") or None
     calls = {
         "start": (lambda: notebooks.start(principal, notebook_id, duration, None), "Start requested"),
