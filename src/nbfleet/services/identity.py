@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -13,9 +12,12 @@ from ..auth import passwords
 from ..auth.principal import Principal
 from ..auth.secrets import SecretBox
 from ..clock import SystemClock
+from ..private_files import make_private, write_private
 from ..store import identity_repo as repo
 from ..store.db import Database
 
+
+CREDENTIALS_FILE = "credentials.json"
 
 # Where a token came from (tokens.origin): a password change revokes the ones the old password opened.
 TOKEN_FROM_PASSWORD = "password"   # console sessions, POST /v3/auth/tokens
@@ -230,6 +232,7 @@ class IdentityService:
         Returns the credentials (also written to ``<data dir>/credentials.json``, mode 0600), or
         None when the store was already bootstrapped.
         """
+        make_private(data_dir / CREDENTIALS_FILE)   # a copy from an earlier start may be readable by others
         with self.db.write() as conn:
             if repo.get_meta(conn, "bootstrapped"):
                 return None
@@ -246,7 +249,7 @@ class IdentityService:
             repo.set_meta(conn, "bootstrap_project", project_id)
         creds = {"project_id": project_id, "user_id": user_id, "user_name": "admin", "ak": ak, "sk": sk,
                  "endpoint": endpoint}
-        write_credentials(data_dir / "credentials.json", creds)
+        write_credentials(data_dir / CREDENTIALS_FILE, creds)
         return creds
 
     def check_secret_key(self) -> None:
@@ -271,8 +274,4 @@ class IdentityService:
 
 
 def write_credentials(path: Path, creds: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f, indent=2)
-    os.chmod(path, 0o600)
+    write_private(path, json.dumps(creds, indent=2).encode())
