@@ -49,12 +49,12 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Data
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.sqlalchemy_url(), pool_size=settings.db_pool_size,
                   max_overflow=settings.db_max_overflow)
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     with db.startup_lock():
         if settings.migrate if migrate is None else migrate:
-            upgrade(db)
+            upgrade(db, box)
         else:
             ensure_current(db)
-    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds)
     return db, identity
 
@@ -74,8 +74,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
-        reconciler = Reconciler(db, rt, clock, settings, flavors)
-        notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
+        reconciler = Reconciler(db, rt, clock, settings, flavors, secrets=identity.box)
+        notebooks = NotebookService(db, clock, flavors, settings, secrets=identity.box, on_change=reconciler.wake)
         authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
                                              allow_unsigned_payload=settings.allow_unsigned_payload)
         signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,

@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     # identity
     token_ttl_seconds: int = 86_400
     signature_skew_seconds: int = 900
-    secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys; "
-                                   "default: <data dir>/secret.key")
+    secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys and "
+                                   "notebook tokens; default: <data dir>/secret.key")
     signin_free_failures: int = Field(default=5, ge=1, description="failed password sign-ins of one user "
                                       "before each further one doubles the wait (from 1 s); an address gets 4x")
     signin_max_delay_seconds: int = Field(default=900, ge=1, description="longest wait after failed sign-ins")

@@ -328,7 +328,7 @@ def insert_population(world: World, count: int, seed: int, statuses: list[str] =
                 "feature": feature, "workspace_id": world.workspace if rng.random() < 0.2 else "0",
                 "flavor": "modelarts.vm.cpu.free" if feature == "DEFAULT" else rng.choice(FLAVORS),
                 "image_id": image["id"], "swr_path": image["swr_path"], "pool_id": pool_id, "pool_name": pool_name,
-                "ip": rng.choice([None, *IPS]), "volume_category": category, "token": str(uuid.uuid4()),
+                "ip": rng.choice([None, *IPS]), "volume_category": category, "token": api.services.notebooks.tokens.new(),
                 "fail_reason": "boom" if status.endswith("FAILED") or status == "ERROR" else None,
                 "action_progress": None, "lease_type": "TIMING", "lease_duration": 3_600_000,
                 "lease_enable": True, "lease_update_at": create_at, "last_activity_at": None,

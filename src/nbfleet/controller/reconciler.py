@@ -21,6 +21,7 @@ import uuid
 
 import orjson
 
+from ..auth.secrets import SecretBox
 from ..domain.lease import Lease
 from ..domain.model import TRANSITIONAL, LeaseType, Status, StepStatus
 from ..domain.transitions import Event, after
@@ -97,9 +98,10 @@ class ProgressReporter:
 
 
 class Reconciler:
-    def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, *,
+    def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, *, secrets: SecretBox,
                  idle_policy=None, replica_id: str | None = None):
         self.db = db
+        self.secrets = secrets   # opens the sealed notebook tokens the runtime needs
         self.runtime = runtime
         self.clock = clock
         self.settings = settings
@@ -165,7 +167,7 @@ class Reconciler:
         if limits is None:
             from ..runtime.base import FlavorLimits
             limits = FlavorLimits(row["flavor"], 1, 1024)
-        return InstanceSpec(id=row["id"], name=row["name"], token=row["token"], flavor=limits,
+        return InstanceSpec(id=row["id"], name=row["name"], token=self.secrets.open(row["token"]), flavor=limits,
                             image_swr_path=row["swr_path"], owner_id=row["user_id"], project_id=row["project_id"],
                             first_start=row["status"] in (Status.INIT, Status.CREATING))
 
