@@ -11,7 +11,7 @@ its date leaves the window and refuses a second request with the same one; reads
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..auth import signature as sig
 from ..auth.principal import Principal
@@ -55,12 +55,6 @@ class RequestAuthenticator:
         self.allow_unsigned_payload = allow_unsigned_payload
         self._next_purge_ms = 0
 
-    def authenticate(self, *, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes,
-                     project_id: str) -> Principal:
-        """Both steps at once, for callers that hold the whole request already."""
-        pending = self.begin(method=method, path=path, raw_query=raw_query, headers=headers, project_id=project_id)
-        return self.finish(pending, body)
-
     def begin(self, *, method: str, path: str, raw_query: str, headers: dict[str, str],
               project_id: str) -> PendingRequest:
         """Check what can be checked without the body, or raise the gateway's error."""
@@ -69,8 +63,7 @@ class RequestAuthenticator:
         if authorization:
             return self._begin_signed(request, authorization)
         if "x-auth-token" in headers:
-            return PendingRequest(method, path, raw_query, headers, project_id,
-                                  principal=self._by_token(headers["x-auth-token"], headers, project_id))
+            return replace(request, principal=self._by_token(headers["x-auth-token"], headers, project_id))
         raise E.AuthenticationFailed("no credentials")
 
     def finish(self, pending: PendingRequest, body: bytes) -> Principal:
@@ -120,8 +113,7 @@ class RequestAuthenticator:
             sig.check_before_body(signed, request.headers, self.clock.now(), self.skew_seconds)
         except sig.SignatureError as exc:
             raise E.AuthenticationFailed(str(exc)) from None
-        return PendingRequest(request.method, request.path, request.raw_query, request.headers, request.project_id,
-                              signed=signed, key=dict(key))
+        return replace(request, signed=signed, key=dict(key))
 
     def _by_token(self, token: str, headers, project_id) -> Principal:
         if not token.strip():
