@@ -253,7 +253,7 @@ class SignedClient:
         qs = encode_query(query or {})
         data = json.dumps(body).encode() if body is not None else b""
         host = self.endpoint.split("://", 1)[1]
-        headers = sign_headers(self.creds, method, full, qs, data, host)
+        headers = sign_headers(self.creds, method, full, qs, data, host, call_id=True)
         return self.http.request(method, full + ("?" + qs if qs else ""), content=data, headers=headers)
 
     def ok(self, method: str, path: str, query=None, body=None) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -29,11 +30,16 @@ def encode_query(params) -> str:
 
 
 def sign_headers(creds: Creds, method: str, path: str, query: str, body: bytes, host: str,
-                 sdk_date: str | None = None) -> dict[str, str]:
+                 sdk_date: str | None = None, *, call_id: bool = False) -> dict[str, str]:
+    """Headers signed by the SDK's signer. ``call_id``: with a signed ``X-Client-Call-Id`` of its own, so that
+    two identical calls within one second (same ``X-Sdk-Date``) are two requests, not one repeated, which
+    nbfleet refuses as a replay (docs/api.md); the SDK signs every header it sends, so any client can."""
     headers = {"Content-Type": "application/json", "User-Agent": "nbfleet-tests",
                "X-Project-Id": creds.project_id}
     if sdk_date:
         headers["X-Sdk-Date"] = sdk_date
+    if call_id:
+        headers["X-Client-Call-Id"] = uuid.uuid4().hex
     pairs = []
     for item in query.split("&") if query else []:
         k, _, v = item.partition("=")
@@ -60,7 +66,7 @@ class Api:
         full_path = f"/v1/{project}{path}" if not path.startswith("/v1/") and path != "/health" else path
         qs = encode_query(query or {})
         data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else b"")
-        signed = sign_headers(creds, method, full_path, qs, data, "testserver")
+        signed = sign_headers(creds, method, full_path, qs, data, "testserver", call_id=True)
         signed.update(headers or {})
         url = full_path + ("?" + qs if qs else "")
         return self.client.request(method, url, content=data, headers=signed)

@@ -22,6 +22,8 @@ from .services.catalog import FlavorCatalog, ImageCatalog
 from .services.identity import IdentityService
 from .services.notebooks import NotebookService
 from .services.routing import RouteCache
+from .services.request_auth import RequestAuthenticator
+from .services.signin import PasswordSignIn
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
@@ -66,14 +68,13 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Data
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.sqlalchemy_url(), pool_size=settings.db_pool_size,
                   max_overflow=settings.db_max_overflow)
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     with db.startup_lock():
         if settings.migrate if migrate is None else migrate:
-            upgrade(db)
+            upgrade(db, box)
         else:
             ensure_current(db)
-    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
-    identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds,
-                               skew_seconds=settings.signature_skew_seconds)
+    identity = IdentityService(db, box, token_ttl_seconds=settings.token_ttl_seconds)
     return db, identity
 
 
@@ -92,11 +93,18 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
-        notebooks = NotebookService(db, clock, flavors, settings)
+        notebooks = NotebookService(db, clock, flavors, settings, secrets=identity.box)
         app.state.routes = RouteCache(notebooks.route)
-        reconciler = Reconciler(db, rt, clock, settings, flavors, images, on_status=app.state.routes.forget)
+        reconciler = Reconciler(db, rt, clock, settings, flavors, images, secrets=identity.box,
+                                on_status=app.state.routes.forget)
         notebooks.on_change = reconciler.wake
-        app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
+        authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
+                                             allow_unsigned_payload=settings.allow_unsigned_payload)
+        signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,
+                                max_delay_seconds=settings.signin_max_delay_seconds,
+                                concurrent_checks=settings.signin_concurrent_checks)
+        app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
+                                      notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       reconciler=reconciler, runtime=rt)
         app.state.settings = settings
         await reconciler.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .domain.lease import LeaseLimits
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     port: int = 8080
     data_dir: Path = Path("./nbfleet-data")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in the data dir")
+    database_url_file: Path | None = Field(default=None, description="file whose content is the SQLAlchemy URL "
+                                           "(keeps a password out of the environment and of ps)")
     migrate: bool = Field(default=True, description="run the schema migrations at start; false: the operator "
                           "runs `nbfleet db upgrade` and serve refuses an out-of-date schema")
     db_pool_size: int = Field(default=10, ge=1, description="connections each process keeps open")
@@ -88,12 +90,37 @@ class Settings(BaseSettings):
     # identity
     token_ttl_seconds: int = 86_400
     signature_skew_seconds: int = 900
-    secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys; "
-                                   "default: <data dir>/secret.key")
+    secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys and "
+                                   "notebook tokens; default: <data dir>/secret.key")
+    signin_free_failures: int = Field(default=5, ge=1, description="failed password sign-ins of one user "
+                                      "before each further one doubles the wait (from 1 s); an address gets 4x")
+    signin_max_delay_seconds: int = Field(default=900, ge=1, description="longest wait after failed sign-ins")
+    signin_concurrent_checks: int = Field(default=2, ge=1, description="password checks (Argon2, 64 MiB each) "
+                                          "a process runs at once; sign-ins beyond them get 429")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body the API, "
+                                "POST /v3/auth/tokens and the console accept (413); the notebook proxy has no limit")
+    allow_unsigned_payload: bool = Field(default=False, description="accept signed requests whose body is "
+                                         "not covered by the signature (X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD)")
+
+    @model_validator(mode="after")
+    def _database_url_once(self) -> "Settings":
+        if self.database_url and self.database_url_file:
+            raise ValueError("give the database URL once: database_url or database_url_file, not both")
+        if self.database_url_file is not None and not self._url_from_file():
+            raise ValueError(f"{self.database_url_file} holds no database URL")
+        return self
+
+    def _url_from_file(self) -> str:
+        try:
+            return self.database_url_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the database URL file: {exc}") from None
 
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url
+        if self.database_url_file is not None:
+            return self._url_from_file()
         return f"sqlite:///{(self.data_dir / 'nbfleet.db').resolve()}"
 
     def addresses(self):

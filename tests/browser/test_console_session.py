@@ -134,3 +134,18 @@ def test_admin_sees_every_users_notebooks_like_the_api(fleet, new_page):
     assert page.locator("#results tbody tr[data-id] td[data-label=Owner]").inner_text() == "frank"
     page.set_viewport_size(NARROW)
     screenshot(page, "list-all-420")
+
+
+def test_sign_in_with_a_next_that_climbs_out_of_the_console_stays_in_it(fleet, new_page):
+    """``next=/console/../notebooks/<id>`` once led a fresh session to a page a notebook's owner controls."""
+    alice = fleet.user("alice")
+    page = new_page()
+    page.goto(f"{fleet.endpoint}/console/login?next=/console/../notebooks/0f8fad5b-d9cb-469f-a165-70867728950e/lab")
+    page.fill("input[name=user]", alice.name)
+    page.fill("input[name=password]", alice.password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{fleet.endpoint}/console/notebooks")
+    assert session_cookie(page) is not None
+    # signed in, the same link still leads into the console
+    page.goto(f"{fleet.endpoint}/console/login?next=/console/%2e%2e/notebooks/x")
+    page.wait_for_url(f"{fleet.endpoint}/console/notebooks")

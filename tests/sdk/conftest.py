@@ -7,6 +7,7 @@ with the ``nbfleet admin`` CLI while the server runs.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -186,3 +187,12 @@ def stop_and_wait(client, notebook_id: str):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def next_signing_second() -> None:
+    """Wait for the wall clock's next second before repeating a call on purpose.
+
+    The SDK signs with a one-second ``X-Sdk-Date``, so the same call made twice within one second is one
+    signed request sent twice, which nbfleet refuses as a replay (401 ModelArts.0208, docs/api.md)."""
+    now = time.time()
+    time.sleep(math.ceil(now) - now + 0.01)

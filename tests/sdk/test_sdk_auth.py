@@ -139,3 +139,29 @@ def test_garbage_and_expired_tokens_are_refused(server, alice):
 def test_token_of_one_project_is_refused_in_another(server, alice_token, other_project):
     client = token_client(server.endpoint, alice_token, other_project)
     expect_error(lambda: client.list_notebooks(ListNotebooksRequest()), 403, "ModelArts.0210")
+
+
+def test_a_captured_sdk_request_cannot_be_replayed(server, alice, image_ids):
+    """Someone who saw one signed request of the SDK (a log, a proxy) sends it again: refused; the SDK's own
+    next call (signed anew) goes through."""
+    import httpx
+    from huaweicloudsdkmodelarts.v1 import CreateNotebookTagsRequest, CreateTmsTagsRequest, TmsTag
+
+    nb = create_notebook(alice.client, image_ids[DEFAULT_IMAGE], "replay-target", wait=False)
+    captured: list = []
+
+    def capture(**kwargs):
+        request = kwargs["request"]
+        captured.append((request.method, request.uri, dict(request.header_params), request.body))
+
+    client = make_client(server.endpoint, alice.ak, alice.sk, alice.project_id,
+                         http_handler=HttpHandler().add_request_handler(capture))
+    client.create_notebook_tags(CreateNotebookTagsRequest(
+        resource_id=nb.id, body=CreateTmsTagsRequest(tags=[TmsTag(key="team", value="a")])))
+    method, uri, headers, body = captured[-1]
+    with httpx.Client(base_url=server.endpoint) as raw:
+        for _ in range(2):
+            replay = raw.request(method, uri, headers=headers, content=body)
+            assert replay.status_code == 401, replay.text
+            assert replay.json()["error_code"] == "ModelArts.0208"
+    assert alice.client.show_notebook(ShowNotebookRequest(id=nb.id)).id == nb.id

@@ -20,6 +20,7 @@ from .conftest import (
     DEFAULT_IMAGE,
     create_notebook,
     expect_error,
+    next_signing_second,
     now_ms,
     stop_and_wait,
     wait_gone,
@@ -104,6 +105,7 @@ def test_update_image_refused_while_running_allowed_when_stopped(alice, image_id
     assert renamed.description == "edited" and renamed.status == "RUNNING"
 
     stop_and_wait(c, nb.id)
+    next_signing_second()  # the same update as the refused one above, made again
     updated = c.update_notebook(UpdateNotebookRequest(id=nb.id, body=NotebookUpdateRequest(image_id=scipy)))
     assert updated.status == "STOPPED"
     assert updated.image.id == scipy and updated.image.name == "notebook-scipy"
@@ -121,6 +123,7 @@ def test_delete_answers_deleting_then_the_instance_is_gone(alice, image_ids):
     assert deleted.id == nb.id and deleted.status == "DELETING"
     gone = wait_gone(c, nb.id)
     assert gone.status_code == 400 and gone.error_code == "ModelArts.6309" and gone.request_id
+    next_signing_second()
     expect_error(lambda: c.delete_notebook(DeleteNotebookRequest(id=nb.id)), 400, "ModelArts.6309")
     expect_error(lambda: c.show_lease(ShowLeaseRequest(id=nb.id)), 400, "ModelArts.6309")
 
@@ -144,6 +147,7 @@ def test_start_stop_and_wrong_state_errors(alice, image_ids):
     assert stopping.status == "STOPPING" and stopping.action_progress == []
     stopped = wait_status(c, nb.id, "STOPPED")
     assert stopped.billing_items == ["STORAGE"]
+    next_signing_second()
     expect_error(lambda: c.stop_notebook(StopNotebookRequest(id=nb.id)), 400, "ModelArts.6357")
     expect_error(lambda: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=HOUR))),
                  400, "ModelArts.6327")
@@ -155,6 +159,7 @@ def test_start_stop_and_wrong_state_errors(alice, image_ids):
     assert starting.status == "STARTING"
     assert [s.step for s in starting.action_progress] == [1, 2, 3, 4]
     assert starting.token != old_token
+    next_signing_second()
     expect_error(lambda: c.start_notebook(StartNotebookRequest(id=nb.id)), 400, "ModelArts.6306", "ModelArts.6305")
     running = wait_status(c, nb.id, "RUNNING")
     assert running.token == starting.token
@@ -219,6 +224,7 @@ def test_start_with_duration_minus_one_disables_auto_stop(alice, image_ids):
     assert lease.enable is False and lease.create_at == create_at
 
     # a later start with a running time turns auto-stop on again, measured from create_at
+    next_signing_second()
     stop_and_wait(c, nb.id)
     before = now_ms()
     again = c.start_notebook(StartNotebookRequest(id=nb.id, duration=2 * HOUR, type="TIMING"))

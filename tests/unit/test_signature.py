@@ -93,3 +93,61 @@ def test_host_and_date_must_be_signed():
     partial = sig.parse_authorization(f"SDK-HMAC-SHA256 Access=AK, SignedHeaders=content-type, Signature={signature}")
     with pytest.raises(sig.SignatureError):
         sig.verify(partial, "SKEXAMPLE", method, path, query, HEADERS, body, WHEN)
+
+
+# --- X-Sdk-Content-Sha256 (the payload hash a client may state instead of letting the server compute it) ---
+
+BODY = VECTORS[2][3]
+
+
+def _signed_with_content_header(value: str, body: bytes, *, sign_the_header: bool = True):
+    """A request the way a client signs it when it sends ``X-Sdk-Content-Sha256: value``: the stated value
+    stands in for the body's hash in the canonical request."""
+    import hashlib
+    headers = {**HEADERS, "x-sdk-content-sha256": value}
+    signed = (*SIGNED, "x-sdk-content-sha256") if sign_the_header else SIGNED
+    lines = "".join(f"{name}:{headers[name]}\n" for name in signed)
+    canonical = "\n".join(["PATCH", f"/v1/{PROJECT}/notebooks/abc/lease/", "", lines, ";".join(signed),
+                           value if body else hashlib.sha256(b"").hexdigest()])
+    auth = sig.parse_authorization(f"SDK-HMAC-SHA256 Access=AKEXAMPLE, SignedHeaders={';'.join(signed)}, "
+                                   f"Signature={sig.sign('SKEXAMPLE', HEADERS['x-sdk-date'], canonical)}")
+    return auth, headers
+
+
+def _verify(auth, headers, body, **kw):
+    sig.verify(auth, "SKEXAMPLE", "PATCH", f"/v1/{PROJECT}/notebooks/abc/lease", "", headers, body, WHEN, **kw)
+
+
+def test_signed_content_hash_that_matches_the_body_is_accepted():
+    import hashlib
+    auth, headers = _signed_with_content_header(hashlib.sha256(BODY).hexdigest(), BODY)
+    _verify(auth, headers, BODY)
+
+
+def test_signed_content_hash_of_another_body_is_refused():
+    import hashlib
+    auth, headers = _signed_with_content_header(hashlib.sha256(BODY).hexdigest(), BODY)
+    with pytest.raises(sig.SignatureError, match="X-Sdk-Content-Sha256"):
+        _verify(auth, headers, b'{"duration": -1}')
+
+
+def test_unsigned_content_hash_header_never_replaces_the_body_hash():
+    """The attack: a request signed for one body, replayed with another body and the first body's hash in an
+    X-Sdk-Content-Sha256 header that is not among SignedHeaders."""
+    import hashlib
+    original = sig.canonical_request("PATCH", f"/v1/{PROJECT}/notebooks/abc/lease", "", HEADERS, SIGNED, BODY)
+    signature = sig.sign("SKEXAMPLE", HEADERS["x-sdk-date"], original)
+    forged_headers = {**HEADERS, "x-sdk-content-sha256": hashlib.sha256(BODY).hexdigest()}
+    with pytest.raises(sig.SignatureError):
+        _verify(_auth(signature), forged_headers, b'{"duration": -1}')
+    _verify(_auth(signature), forged_headers, BODY)   # the header is ignored, the real body's hash is what counts
+
+
+def test_unsigned_payload_is_refused_for_a_body_unless_allowed():
+    auth, headers = _signed_with_content_header("UNSIGNED-PAYLOAD", BODY)
+    with pytest.raises(sig.SignatureError, match="UNSIGNED-PAYLOAD"):
+        _verify(auth, headers, BODY)
+    _verify(auth, headers, BODY, allow_unsigned_payload=True)
+    # without a body the header plays no part (the SDK hashes nothing then either)
+    empty_auth, empty_headers = _signed_with_content_header("UNSIGNED-PAYLOAD", b"")
+    _verify(empty_auth, empty_headers, b"")

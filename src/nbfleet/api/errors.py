@@ -40,7 +40,8 @@ def error_response(request: Request, error: E.ModelArtsError, headers: dict | No
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.ModelArtsError)
     async def _domain(request: Request, exc: E.ModelArtsError):
-        headers = {"Retry-After": "5"} if isinstance(exc, E.SystemBusy) else None
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return error_response(request, exc, headers)
 
     @app.exception_handler(StarletteHTTPException)

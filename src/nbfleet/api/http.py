@@ -8,7 +8,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from ..domain.errors import InvalidPayload
+from ..domain.errors import InvalidPayload, PayloadTooLarge
 
 
 class JSONBytes(Response):
@@ -47,3 +47,31 @@ def parse_json(raw: bytes, *, allow_empty: bool = True):
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidPayload("Invalid request payload: the body is not valid JSON.") from None
+
+
+def refuse_declared_oversize(request: Request, limit: int) -> None:
+    """Refuse a body by its ``Content-Length`` alone, before a byte of it is read."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.strip().isdigit():
+        raise InvalidPayload("Invalid request payload: Content-Length is not a number.")
+    if int(declared) > limit:
+        raise PayloadTooLarge(limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) by its declared length or once more than ``limit`` bytes arrived.
+
+    A chunked body has no declared length, so it is counted as it streams in and never held beyond the
+    limit. Read it once: the stream is consumed.
+    """
+    refuse_declared_oversize(request, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

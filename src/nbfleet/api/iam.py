@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..domain import errors as E
-from .deps import ServicesDep
-from .http import JSONBytes, parse_json
+from ..services.identity import TOKEN_FROM_PASSWORD
+from .deps import ServicesDep, client_address
+from .http import JSONBytes, parse_json, read_body
 
 router = APIRouter(default_response_class=JSONBytes)
 
@@ -83,11 +84,12 @@ def _iso(ms: int) -> str:
 
 @router.post("/v3/auth/tokens", status_code=201)
 async def issue_token(request: Request, services: ServicesDep):
-    auth = parse_password_auth(parse_json(await request.body(), allow_empty=False))
+    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    auth = parse_password_auth(parse_json(body, allow_empty=False))
     identity = services.identity
     # Argon2 takes ~0.1 s of CPU: keep it off the event loop.
-    user = await run_in_threadpool(identity.check_password, auth.user_name, auth.password,
-                                   domain_name=auth.domain_name)
+    user = await run_in_threadpool(services.signin.sign_in, auth.user_name, auth.password,
+                                   client_address(request), domain_name=auth.domain_name)
     if user is None:
         raise E.AuthenticationFailed(WRONG_CREDENTIALS)
     project = None
@@ -95,7 +97,7 @@ async def issue_token(request: Request, services: ServicesDep):
         project = identity.member_project(user["id"], project_id=auth.project_id, project_name=auth.project_name)
         if project is None:
             raise E.AuthenticationFailed("the user has no access to the project")
-    token, expires = identity.create_token(user["id"], project[0] if project else None)
+    token, expires = identity.create_token(user["id"], project[0] if project else None, origin=TOKEN_FROM_PASSWORD)
     domain_id, domain_name = identity.domain()
     issued = expires - identity.token_ttl_ms
     body = {"token": {

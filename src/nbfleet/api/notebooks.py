@@ -31,8 +31,8 @@ async def list_notebooks(request: Request, call: Authenticated):
 
 
 @router.post("")
-async def create_notebook(request: Request, call: Authenticated):
-    body = parse_json(await request.body(), allow_empty=False)
+async def create_notebook(call: Authenticated):
+    body = parse_json(call.body, allow_empty=False)
     return JSONBytes(await run_in_threadpool(call.services.notebooks.create, call.caller, body))
 
 
@@ -42,8 +42,8 @@ async def show_notebook(notebook_id: str, call: Authenticated):
 
 
 @router.put("/{notebook_id}")
-async def update_notebook(notebook_id: str, request: Request, call: Authenticated):
-    body = parse_json(await request.body(), allow_empty=True)
+async def update_notebook(notebook_id: str, call: Authenticated):
+    body = parse_json(call.body, allow_empty=True)
     return JSONBytes(await run_in_threadpool(call.services.notebooks.update, call.caller, notebook_id,
                                              {} if body is None else body))
 
@@ -72,7 +72,7 @@ async def show_lease(notebook_id: str, call: Authenticated):
 
 @router.patch("/{notebook_id}/lease")
 async def renew_lease(notebook_id: str, request: Request, call: Authenticated):
-    body = parse_json(await request.body(), allow_empty=True)
+    body = parse_json(call.body, allow_empty=True)
     duration = first(query_params(request), "duration")
     return JSONBytes(await run_in_threadpool(call.services.notebooks.renew_lease, call.caller, notebook_id,
                                              duration, body))
@@ -89,14 +89,14 @@ async def notebook_events(notebook_id: str, request: Request, call: Authenticate
 
 
 @router.post("/{notebook_id}/tags/create", status_code=204)
-async def create_notebook_tags(notebook_id: str, request: Request, call: Authenticated):
-    body = parse_json(await request.body(), allow_empty=False)
+async def create_notebook_tags(notebook_id: str, call: Authenticated):
+    body = parse_json(call.body, allow_empty=False)
     await run_in_threadpool(call.services.tags.add, call.caller, notebook_id, body)
     return Response(status_code=204)
 
 
 @router.delete("/{notebook_id}/tags/delete", status_code=204)
-async def delete_notebook_tags(notebook_id: str, request: Request, call: Authenticated):
-    body = parse_json(await request.body(), allow_empty=False)
+async def delete_notebook_tags(notebook_id: str, call: Authenticated):
+    body = parse_json(call.body, allow_empty=False)
     await run_in_threadpool(call.services.tags.remove, call.caller, notebook_id, body)
     return Response(status_code=204)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from ..private_files import make_private
+
 
 class SecretBox:
     def __init__(self, key: bytes):
@@ -20,6 +22,7 @@ class SecretBox:
         if secret_key:
             return cls(secret_key.encode())
         path = data_dir / "secret.key"
+        make_private(path)   # a copy put there by hand may be readable by others
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
             # Written aside and published with link(), which fails if the name exists: two processes

@@ -43,7 +43,7 @@ def seed_command(
             typer.echo(f"  {done:,} / {instances:,} instances ({done / (time.monotonic() - started):,.0f}/s)")
 
     report = seed(db, instances=instances, projects_count=projects, big_share=big_project_share, big_project=big,
-                  now_ms=SystemClock().now_ms(), progress=progress)
+                  now_ms=SystemClock().now_ms(), seal=identity.box.seal, progress=progress)
     # Planner statistics for the new population (without them SQLite guesses, and guesses badly).
     # On PostgreSQL also VACUUM: index-only scans (deep offsets) need the visibility map it sets.
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

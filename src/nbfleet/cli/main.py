@@ -8,6 +8,10 @@ from typing import Optional
 
 import typer
 
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from ..settings import Settings
 from .dev import dev
 from .notebooks import configure, flavors_app, images_app, notebooks_app
@@ -25,11 +29,36 @@ app.add_typer(flavors_app, name="flavors")
 app.command("configure")(configure)
 
 DataDir = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR).")
-DbUrl = typer.Option(None, "--database-url", help="SQLAlchemy URL (env NBFLEET_DATABASE_URL).")
+DbUrl = typer.Option(None, "--database-url", help="SQLAlchemy URL (env NBFLEET_DATABASE_URL). Every local user "
+                     "can read a command line: put a URL with a password in the environment or a file instead.")
+DbUrlFile = typer.Option(None, "--database-url-file", help="File whose content is the SQLAlchemy URL "
+                         "(env NBFLEET_DATABASE_URL_FILE).")
 
 
 def settings_from(**overrides) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with the flags given on the command line winning."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # A URL flag replaces any URL from the environment, whichever of the two forms either uses.
+    if "database_url" in given:
+        given.setdefault("database_url_file", None)
+        _warn_if_password(given["database_url"])
+    elif "database_url_file" in given:
+        given["database_url"] = None
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        _fail("; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors()))
+
+
+def _warn_if_password(url: str) -> None:
+    try:
+        has_password = make_url(url).password is not None
+    except ArgumentError:
+        return  # not a URL at all: the store says so when it tries it
+    if has_password:
+        typer.echo("warning: the database password in --database-url is visible to every local user (ps, "
+                   "/proc/<pid>/cmdline); give the URL in NBFLEET_DATABASE_URL or in a file "
+                   "(--database-url-file, NBFLEET_DATABASE_URL_FILE) instead", err=True)
 
 
 @app.command()
@@ -38,6 +67,7 @@ def serve(
     port: Optional[int] = typer.Option(None, help="Port (env NBFLEET_PORT, default 8080)."),
     data_dir: Optional[Path] = DataDir,
     database_url: Optional[str] = DbUrl,
+    database_url_file: Optional[Path] = DbUrlFile,
     runtime: Optional[str] = typer.Option(None, help="simulated | local (env NBFLEET_RUNTIME, default local)."),
     public_url: Optional[str] = typer.Option(None, help="Base URL users reach nbfleet at (env NBFLEET_PUBLIC_URL)."),
     stop_notebooks_on_exit: Optional[bool] = typer.Option(
@@ -59,7 +89,8 @@ def serve(
     from ..app import build_isolation, create_app
     from ..runtime.sandbox import SandboxUnavailable
 
-    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url, runtime=runtime,
+    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url,
+                             database_url_file=database_url_file, runtime=runtime,
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
                              migrate=migrate, single_user=single_user)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -113,10 +144,10 @@ def images_build(
         typer.echo(json.dumps(results))
 
 
-def _identity(data_dir, database_url):
+def _identity(data_dir, database_url, database_url_file):
     from ..app import open_store
     from ..store.migrate import SchemaOutOfDate
-    settings = settings_from(data_dir=data_dir, database_url=database_url)
+    settings = settings_from(data_dir=data_dir, database_url=database_url, database_url_file=database_url_file)
     try:
         _, identity = open_store(settings)
     except SchemaOutOfDate as exc:  # NBFLEET_MIGRATE=false and an old schema
@@ -139,10 +170,11 @@ def _fail(message: str) -> None:
 
 @admin.command("create-project")
 def create_project(name: str = typer.Option(..., "--name"), as_json: bool = typer.Option(False, "--json"),
-                   data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                   data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                   database_url_file: Optional[Path] = DbUrlFile):
     """Create a project; prints its id."""
     try:
-        project_id = _identity(data_dir, database_url).create_project(name)
+        project_id = _identity(data_dir, database_url, database_url_file).create_project(name)
     except ValueError as exc:
         _fail(str(exc))
     _out({"project_id": project_id}, as_json)
@@ -152,9 +184,10 @@ def create_project(name: str = typer.Option(..., "--name"), as_json: bool = type
 def create_user(name: str = typer.Option(..., "--name"),
                 project: Optional[str] = typer.Option(None, "--project", help="Project id (default: the bootstrap project)."),
                 is_admin: bool = typer.Option(False, "--admin"), as_json: bool = typer.Option(False, "--json"),
-                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                database_url_file: Optional[Path] = DbUrlFile):
     """Create a user in a project with a fresh AK/SK pair."""
-    identity = _identity(data_dir, database_url)
+    identity = _identity(data_dir, database_url, database_url_file)
     project = project or identity.bootstrap_project()
     if not project:
         _fail("no project given and the store has no bootstrap project yet (start `nbfleet serve` once)")
@@ -167,20 +200,22 @@ def create_user(name: str = typer.Option(..., "--name"),
 
 @admin.command("add-member")
 def add_member(user: str = typer.Option(..., "--user"), project: str = typer.Option(..., "--project"),
-               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+               database_url_file: Optional[Path] = DbUrlFile):
     """Let a user work in one more project."""
     try:
-        _identity(data_dir, database_url).add_member(user, project)
+        _identity(data_dir, database_url, database_url_file).add_member(user, project)
     except ValueError as exc:
         _fail(str(exc))
 
 
 @admin.command("create-key")
 def create_key(user: str = typer.Option(..., "--user"), as_json: bool = typer.Option(False, "--json"),
-               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+               database_url_file: Optional[Path] = DbUrlFile):
     """Create another AK/SK pair for a user."""
     try:
-        ak, sk = _identity(data_dir, database_url).create_access_key(user)
+        ak, sk = _identity(data_dir, database_url, database_url_file).create_access_key(user)
     except ValueError as exc:
         _fail(str(exc))
     _out({"ak": ak, "sk": sk}, as_json)
@@ -188,10 +223,11 @@ def create_key(user: str = typer.Option(..., "--user"), as_json: bool = typer.Op
 
 @admin.command("disable-key")
 def disable_key(ak: str = typer.Argument(...), enable: bool = typer.Option(False, "--enable"),
-                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                database_url_file: Optional[Path] = DbUrlFile):
     """Disable (or with --enable, re-enable) an access key."""
     try:
-        _identity(data_dir, database_url).set_access_key_enabled(ak, enable)
+        _identity(data_dir, database_url, database_url_file).set_access_key_enabled(ak, enable)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -199,9 +235,10 @@ def disable_key(ak: str = typer.Argument(...), enable: bool = typer.Option(False
 @admin.command("create-token")
 def create_token(user: str = typer.Option(..., "--user"), project: Optional[str] = typer.Option(None, "--project"),
                  as_json: bool = typer.Option(False, "--json"),
-                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                 database_url_file: Optional[Path] = DbUrlFile):
     """Issue an X-Auth-Token for a user, scoped to a project (24 h)."""
-    identity = _identity(data_dir, database_url)
+    identity = _identity(data_dir, database_url, database_url_file)
     try:
         token, expires = identity.create_token(user, project or identity.bootstrap_project())
     except ValueError as exc:
@@ -213,7 +250,8 @@ def create_token(user: str = typer.Option(..., "--user"), project: Optional[str]
 def set_password(user: str = typer.Option(..., "--user", help="User id."),
                  password_stdin: bool = typer.Option(False, "--password-stdin",
                                                      help="Read the password from the first line of stdin."),
-                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                 database_url_file: Optional[Path] = DbUrlFile):
     """Set a user's password (for the web console and POST /v3/auth/tokens); prompts unless --password-stdin."""
     import sys
     if password_stdin:
@@ -221,7 +259,7 @@ def set_password(user: str = typer.Option(..., "--user", help="User id."),
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        _identity(data_dir, database_url).set_password(user, password)
+        _identity(data_dir, database_url, database_url_file).set_password(user, password)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo("password set", err=True)
@@ -230,20 +268,22 @@ def set_password(user: str = typer.Option(..., "--user", help="User id."),
 @admin.command("set-quota")
 def set_quota(user: str = typer.Option(..., "--user"),
               quota: int = typer.Option(..., "--quota", help="Instances the user may own; -1 = unlimited."),
-              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+              database_url_file: Optional[Path] = DbUrlFile):
     """Change a user's instance quota."""
     try:
-        _identity(data_dir, database_url).set_quota(user, quota)
+        _identity(data_dir, database_url, database_url_file).set_quota(user, quota)
     except ValueError as exc:
         _fail(str(exc))
 
 
 @admin.command("set-admin")
 def set_admin(user: str = typer.Option(..., "--user"), revoke: bool = typer.Option(False, "--revoke"),
-              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+              database_url_file: Optional[Path] = DbUrlFile):
     """Grant (or with --revoke, take away) the admin flag."""
     try:
-        _identity(data_dir, database_url).set_admin(user, not revoke)
+        _identity(data_dir, database_url, database_url_file).set_admin(user, not revoke)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -251,10 +291,11 @@ def set_admin(user: str = typer.Option(..., "--user"), revoke: bool = typer.Opti
 @admin.command("add-keypair")
 def add_keypair(user: str = typer.Option(..., "--user"), name: str = typer.Option(..., "--name"),
                 public_key: Path = typer.Option(..., "--public-key", exists=True, readable=True),
-                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                database_url_file: Optional[Path] = DbUrlFile):
     """Register an SSH public key under a name usable in `endpoints[].key_pair_names`."""
     try:
-        _identity(data_dir, database_url).add_keypair(user, name, public_key.read_text())
+        _identity(data_dir, database_url, database_url_file).add_keypair(user, name, public_key.read_text())
     except ValueError as exc:
         _fail(str(exc))
 
@@ -262,20 +303,22 @@ def add_keypair(user: str = typer.Option(..., "--user"), name: str = typer.Optio
 @admin.command("create-workspace")
 def create_workspace(project: str = typer.Option(..., "--project"), name: str = typer.Option(..., "--name"),
                      as_json: bool = typer.Option(False, "--json"),
-                     data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+                     data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                     database_url_file: Optional[Path] = DbUrlFile):
     """Create a workspace in a project (notebooks default to workspace "0")."""
     try:
-        workspace_id = _identity(data_dir, database_url).create_workspace(project, name)
+        workspace_id = _identity(data_dir, database_url, database_url_file).create_workspace(project, name)
     except ValueError as exc:
         _fail(str(exc))
     _out({"workspace_id": workspace_id}, as_json)
 
 
 @admin.command("list-users")
-def list_users(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+def list_users(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+database_url_file: Optional[Path] = DbUrlFile):
     """List users with their projects."""
     from ..store import identity_repo
-    identity = _identity(data_dir, database_url)
+    identity = _identity(data_dir, database_url, database_url_file)
     with identity.db.read() as conn:
         for user in identity_repo.list_users(conn):
             projects = ",".join(identity_repo.user_projects(conn, user["id"]))
@@ -284,10 +327,12 @@ def list_users(data_dir: Optional[Path] = DataDir, database_url: Optional[str] =
 
 
 @db_app.command("upgrade")
-def db_upgrade(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl):
+def db_upgrade(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+database_url_file: Optional[Path] = DbUrlFile):
     """Run the schema migrations to the newest revision (also with NBFLEET_MIGRATE=false)."""
     from ..app import open_store
-    open_store(settings_from(data_dir=data_dir, database_url=database_url), migrate=True)
+    open_store(settings_from(data_dir=data_dir, database_url=database_url, database_url_file=database_url_file),
+               migrate=True)
     typer.echo("schema is up to date")
 
 

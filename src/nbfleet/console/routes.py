@@ -17,11 +17,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from ..api.http import JSONBytes, query_params
+from ..api.deps import client_address
+from ..api.http import JSONBytes, query_params, read_body
 from ..domain import errors as E
 from ..domain.model import Feature, Status
+from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
 from . import views as V
+from .navigation import console_page
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -54,18 +57,12 @@ def _services(request: Request):
     return request.app.state.services
 
 
-def _local_path(target: str | None, default: str) -> str:
-    """``target`` if it is a console path of this site (never an open redirect), else ``default``."""
-    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
-
-
 async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
     """The urlencoded form of a POST, refused unless it carries the expected CSRF token."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleRefusal(413, "ModelArts.6400", "The form is too large.")
+    try:
+        body = await read_body(request, MAX_FORM_BYTES)
+    except E.PayloadTooLarge:
+        raise ConsoleRefusal(413, "ModelArts.6400", "The form is too large.") from None
     form: dict[str, str] = {}
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -118,14 +115,14 @@ async def home(request: Request):
 @router.get("/login")
 async def login_page(request: Request):
     if S.current_session(request) is not None:
-        return redirect(_local_path(request.query_params.get("next"), "/console/notebooks"))
+        return redirect(console_page(request.query_params.get("next"), "/console/notebooks"))
     return _login_form(request, {}, None)
 
 
 def _login_form(request: Request, values: dict, error: dict | None, status_code: int = 200) -> Response:
     token = S.new_login_csrf()
     response = render(request, "login.html", {"values": values, "error": error, "login_csrf": token,
-                                               "next": _local_path(request.query_params.get("next"), "")},
+                                               "next": console_page(request.query_params.get("next"), "")},
                       status_code=status_code)
     S.set_login_csrf_cookie(request, response, token)
     return response
@@ -134,10 +131,18 @@ def _login_form(request: Request, values: dict, error: dict | None, status_code:
 @router.post("/login")
 async def login(request: Request):
     form = await _form(request, request.cookies.get(S.LOGIN_CSRF_COOKIE))
-    identity = _services(request).identity
+    services = _services(request)
+    identity = services.identity
     name, project = form.get("user", "").strip(), form.get("project", "").strip()
     values = {"user": name, "project": project}
-    user = await run_in_threadpool(identity.check_password, name, form.get("password", ""))
+    try:
+        user = await run_in_threadpool(services.signin.sign_in, name, form.get("password", ""),
+                                       client_address(request))
+    except E.SystemBusy as exc:  # throttled: say when to come back
+        when = V.timestamp(services.signin.clock.now_ms() + exc.retry_after * 1000)
+        response = _login_form(request, values, {"code": exc.code, "message": f"{exc.message} (at {when})"}, 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if user is None:
         return _login_form(request, values, {"code": "APIGW.0301", "message": "The user name or password is wrong."},
                            401)
@@ -146,8 +151,8 @@ async def login(request: Request):
     if scope is None:
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
-    token, _expires = identity.create_token(user["id"], scope[0])
-    response = redirect(_local_path(form.get("next"), "/console/notebooks"))
+    token, _expires = identity.create_token(user["id"], scope[0], origin=TOKEN_FROM_PASSWORD)
+    response = redirect(console_page(form.get("next"), "/console/notebooks"))
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)
     S.clear_login_csrf_cookie(response)
     return response
@@ -333,7 +338,7 @@ async def act(request: Request, notebook_id: str, action: str, session: Console)
     notebooks = _services(request).notebooks
     principal = session.principal
     detail = f"/console/notebooks/{notebook_id}"
-    target = _local_path(form.get("next"), detail)
+    target = console_page(form.get("next"), detail)
     duration = form.get("duration") or None
     calls = {
         "start": (lambda: notebooks.start(principal, notebook_id, duration, None), "Start requested"),

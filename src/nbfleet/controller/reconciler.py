@@ -21,6 +21,7 @@ import uuid
 
 import orjson
 
+from ..auth.secrets import SecretBox
 from ..domain.lease import Lease
 from ..domain.model import TRANSITIONAL, LeaseType, Status, StepStatus
 from ..domain.transitions import Event, after
@@ -98,9 +99,11 @@ class ProgressReporter:
 
 class Reconciler:
     def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
-                 idle_policy=None, replica_id: str | None = None, on_status=lambda notebook_id: None):
+                 secrets: SecretBox, idle_policy=None, replica_id: str | None = None,
+                 on_status=lambda notebook_id: None):
         """``on_status(id)`` is told of every status this reconciler writes (the proxy forgets its route)."""
         self.db = db
+        self.secrets = secrets   # opens the sealed notebook tokens the runtime needs
         self.runtime = runtime
         self.clock = clock
         self.settings = settings
@@ -169,7 +172,7 @@ class Reconciler:
             from ..runtime.base import FlavorLimits
             limits = FlavorLimits(row["flavor"], 1, 1024)
         image_name, environment = self.images.environment(row["swr_path"])
-        return InstanceSpec(id=row["id"], name=row["name"], token=row["token"], flavor=limits,
+        return InstanceSpec(id=row["id"], name=row["name"], token=self.secrets.open(row["token"]), flavor=limits,
                             image=ImageRef(image_name, row["swr_path"], environment),
                             owner_id=row["user_id"], project_id=row["project_id"],
                             first_start=row["status"] in (Status.INIT, Status.CREATING))

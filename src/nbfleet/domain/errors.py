@@ -38,6 +38,14 @@ class InvalidPayload(ModelArtsError):
     message = "Invalid request payload, please check."
 
 
+class PayloadTooLarge(InvalidPayload):
+    """A body over the configured limit, refused by its declared length or as soon as it grows past it."""
+    http_status = 413
+
+    def __init__(self, limit: int):
+        super().__init__(f"Invalid request payload: the body is larger than {limit} bytes.")
+
+
 class MissingProperty(ModelArtsError):
     code = "ModelArts.6335"
 
@@ -242,6 +250,15 @@ class AccessKeyDisabled(ModelArtsError):
     message = "Invalid AK/SK."
 
 
+class ReplayedRequest(ModelArtsError):
+    """A state-changing signed request whose signature was already received (a replay, or a repeat of the
+    same call within the second of its X-Sdk-Date)."""
+    code = "ModelArts.0208"
+    http_status = 401
+    message = ("Failed to check the authorization request header: this signed request was already received. "
+               "Sign it again (with a new X-Sdk-Date) to repeat the operation.")
+
+
 class TokenInvalid(ModelArtsError):
     code = "ModelArts.0203"
     http_status = 401
@@ -264,6 +281,22 @@ class SystemBusy(ModelArtsError):
     code = "ModelArts.6101"
     http_status = 429
     message = "The system is busy now. Please try again later."
+    retry_after = 5     # seconds, sent as Retry-After
+
+
+class TooManySignIns(SystemBusy):
+    """Password sign-in refused without checking the password: the account or the address failed too often."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(f"Too many failed sign-ins for this user or from this address. Try again in "
+                         f"{retry_after} s.")
+
+
+class SignInBusy(SystemBusy):
+    """Every slot for password checks is taken; the sign-in is refused instead of queued."""
+    retry_after = 1
+    message = "Too many sign-ins are being checked at once. Try again in 1 s."
 
 
 class BackendUnavailable(ModelArtsError):

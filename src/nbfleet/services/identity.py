@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..auth import passwords
-from ..auth import signature as sig
 from ..auth.principal import Principal
 from ..auth.secrets import SecretBox
 from ..clock import SystemClock
-from ..domain import errors as E
+from ..private_files import make_private, write_private
 from ..store import identity_repo as repo
 from ..store.db import Database
+
+
+CREDENTIALS_FILE = "credentials.json"
+
+# Where a token came from (tokens.origin): a password change revokes the ones the old password opened.
+TOKEN_FROM_PASSWORD = "password"   # console sessions, POST /v3/auth/tokens
+TOKEN_FROM_ADMIN = "admin"         # nbfleet admin create-token
 
 
 def new_id() -> str:
@@ -43,13 +48,11 @@ class NewUser:
 
 
 class IdentityService:
-    def __init__(self, db: Database, box: SecretBox, clock=None, *, token_ttl_seconds: int = 86_400,
-                 skew_seconds: int = 900):
+    def __init__(self, db: Database, box: SecretBox, clock=None, *, token_ttl_seconds: int = 86_400):
         self.db = db
         self.box = box
         self.clock = clock or SystemClock()
         self.token_ttl_ms = token_ttl_seconds * 1000
-        self.skew_seconds = skew_seconds
         self._domain: tuple[str, str] | None = None
         self._secrets: dict[str, str] = {}
 
@@ -64,7 +67,7 @@ class IdentityService:
             self._domain = (domain_id, name or "")
         return self._domain
 
-    def _secret(self, sealed: str) -> str:
+    def secret_of(self, sealed: str) -> str:
         """Decrypt a stored SK; cached by its ciphertext, so a changed or deleted key is never served stale."""
         secret = self._secrets.get(sealed)
         if secret is None:
@@ -116,8 +119,10 @@ class IdentityService:
             if not repo.set_access_key_enabled(conn, ak, enabled):
                 raise ValueError(f"access key {ak} does not exist")
 
-    def create_token(self, user_id: str, project_id: str | None) -> tuple[str, int]:
-        """An opaque token; only its hash is stored. Returns (token, expires_at ms)."""
+    def create_token(self, user_id: str, project_id: str | None, *, origin: str = TOKEN_FROM_ADMIN) -> tuple[str, int]:
+        """An opaque token; only its hash is stored. Returns (token, expires_at ms).
+
+        ``origin``: ``TOKEN_FROM_PASSWORD`` for a sign-in with the password (ended by a password change)."""
         with self.db.write() as conn:
             if repo.get_user(conn, user_id) is None:
                 raise ValueError(f"user {user_id} does not exist")
@@ -126,7 +131,7 @@ class IdentityService:
             token = "nbt-" + secrets.token_urlsafe(40)
             now = self.clock.now_ms()
             expires = now + self.token_ttl_ms
-            repo.insert_token(conn, token_hash(token), user_id, project_id, expires, now)
+            repo.insert_token(conn, token_hash(token), user_id, project_id, expires, now, origin)
             return token, expires
 
     def set_quota(self, user_id: str, quota: int | None) -> None:
@@ -155,11 +160,15 @@ class IdentityService:
 
     # --- passwords and sessions ------------------------------------------------------------------
     def set_password(self, user_id: str, password: str) -> None:
-        """Store a salted Argon2id hash of ``password``; raises ValueError for a weak one or an unknown user."""
+        """Store a salted Argon2id hash of ``password``; raises ValueError for a weak one or an unknown user.
+
+        Ends, in the same transaction, every console session and token the user opened with a password:
+        whoever knew the old one keeps nothing it gave them."""
         hashed = passwords.hash_password(password)
         with self.db.write() as conn:
             if not repo.update_user(conn, user_id, password_hash=hashed):
                 raise ValueError(f"user {user_id} does not exist")
+            repo.delete_user_tokens(conn, user_id, TOKEN_FROM_PASSWORD)
 
     def check_password(self, user_name: str, password: str, *, domain_name: str | None = None) -> dict | None:
         """``{"id", "name", "is_admin"}`` if ``password`` is the user's, else None.
@@ -223,6 +232,7 @@ class IdentityService:
         Returns the credentials (also written to ``<data dir>/credentials.json``, mode 0600), or
         None when the store was already bootstrapped.
         """
+        make_private(data_dir / CREDENTIALS_FILE)   # a copy from an earlier start may be readable by others
         with self.db.write() as conn:
             if repo.get_meta(conn, "bootstrapped"):
                 return None
@@ -239,7 +249,7 @@ class IdentityService:
             repo.set_meta(conn, "bootstrap_project", project_id)
         creds = {"project_id": project_id, "user_id": user_id, "user_name": "admin", "ak": ak, "sk": sk,
                  "endpoint": endpoint}
-        write_credentials(data_dir / "credentials.json", creds)
+        write_credentials(data_dir / CREDENTIALS_FILE, creds)
         return creds
 
     def check_secret_key(self) -> None:
@@ -262,61 +272,6 @@ class IdentityService:
         with self.db.read() as conn:
             return repo.get_meta(conn, "bootstrap_project")
 
-    # --- authentication -------------------------------------------------------------------------
-    def authenticate(self, *, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes,
-                     project_id: str) -> Principal:
-        """Resolve a request to a principal scoped to ``project_id`` or raise the gateway's error."""
-        authorization = headers.get("authorization")
-        if authorization:
-            return self._by_signature(authorization, method, path, raw_query, headers, body, project_id)
-        if "x-auth-token" in headers:
-            return self._by_token(headers["x-auth-token"], headers, project_id)
-        raise E.AuthenticationFailed("no credentials")
-
-    def _by_signature(self, authorization, method, path, raw_query, headers, body, project_id) -> Principal:
-        try:
-            signed = sig.parse_authorization(authorization)
-        except sig.SignatureError as exc:
-            raise E.AuthenticationFailed(str(exc)) from None
-        with self.db.read_one() as conn:
-            key = repo.access_key_for_project(conn, signed.access_key, project_id)
-        if key is None:
-            raise E.AuthenticationFailed("Get secretKey failed, ak not exist")
-        if not key["enabled"]:
-            raise E.AccessKeyDisabled()
-        try:
-            sig.verify(signed, self._secret(key["secret_enc"]), method, path, raw_query, headers, body,
-                       self.clock.now(), self.skew_seconds)
-        except sig.SignatureError as exc:
-            raise E.AuthenticationFailed(str(exc)) from None
-        header_project = headers.get("x-project-id")
-        if not key["member"] or (header_project and header_project != project_id):
-            raise E.ProjectMismatch()
-        domain_id, domain_name = self.domain()
-        return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), project_id, domain_id, domain_name)
-
-    def _by_token(self, token: str, headers, project_id) -> Principal:
-        if not token.strip():
-            raise E.TokenEmpty()
-        with self.db.read_one() as conn:
-            row = repo.get_token(conn, token_hash(token.strip()))
-        domain_id, domain_name = self.domain()
-        if row is None:
-            raise E.TokenInvalid()
-        if row["expires_at"] <= self.clock.now_ms():
-            raise E.TokenExpired()
-        if row["project_id"] is None:
-            raise E.ModelArtsError("Invalid token header because the token does not contain a project.",
-                                   code="ModelArts.0212", http_status=401)
-        header_project = headers.get("x-project-id")
-        if row["project_id"] != project_id or (header_project and header_project != project_id):
-            raise E.ProjectMismatch()
-        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), project_id, domain_id, domain_name)
-
 
 def write_credentials(path: Path, creds: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f, indent=2)
-    os.chmod(path, 0o600)
+    write_private(path, json.dumps(creds, indent=2).encode())

@@ -1,13 +1,30 @@
 """The wire form (``NotebookResp``) of a stored notebook row."""
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 
 import orjson
 
+from ..auth.secrets import SecretBox
+
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..runtime.base import Placement
 from .addresses import NotebookAddresses
+
+class SealedTokens:
+    """Jupyter tokens as the store keeps them: sealed with the installation's key, so that a copy of the
+    database alone opens no notebook. Only the owner's view and the runtime get a token opened."""
+
+    def __init__(self, secrets: SecretBox):
+        self._secrets = secrets
+        # A token changes only on start, and pages show the same ones again and again: opened once each.
+        self.open = lru_cache(maxsize=8192)(secrets.open)
+
+    def new(self) -> str:
+        """A fresh token, sealed."""
+        return self._secrets.seal(str(uuid.uuid4()))
+
 
 _ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})   # where endpoints have addresses
 
@@ -91,8 +108,10 @@ def _billing(status: str, volume_category: str | None) -> list[str]:
     return billing_items(status, volume_category)
 
 
-def notebook_json(row, *, show_token: bool, addresses: NotebookAddresses, domain: tuple[str, str]) -> dict:
+def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str]) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
+
+    ``token``: the instance's Jupyter token as the caller may see it (the owner: opened; others: None).
 
     Nested objects (image, tags, …) are shared with a parse cache: render the result, never mutate it.
     """
@@ -118,7 +137,7 @@ def notebook_json(row, *, show_token: bool, addresses: NotebookAddresses, domain
         "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
                                          if row["action_progress"] else None),
         "fail_reason": row["fail_reason"],
-        "token": row["token"] if show_token else None,
+        "token": token,
         "url": f"{jupyter}/lab",
         "workspace_id": row["workspace_id"],
         "billing_items": _billing(status, row["volume_category"]),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import orjson
 
 from ..auth.principal import Principal
+from ..auth.secrets import SecretBox
 from ..domain import errors as E
 from ..domain import lease as leases
 from ..domain import requests as R
@@ -22,16 +23,17 @@ from ..store import identity_repo, image_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
 from .catalog import Flavor, FlavorCatalog
-from .notebook_view import initial_progress, lease_json, notebook_json
+from .notebook_view import SealedTokens, initial_progress, lease_json, notebook_json
 
 UPDATE_A = ("name", "description", "hooks", "dew_secret_name", "public_network_config")
 UPDATE_B = ("flavor", "image_id", "endpoints")
 
 
 class NotebookService:
-    def __init__(self, db: Database, clock, flavors: FlavorCatalog, settings, *,
+    def __init__(self, db: Database, clock, flavors: FlavorCatalog, settings, *, secrets: SecretBox,
                  on_change: Callable[[], None] = lambda: None):
         self.db = db
+        self.tokens = SealedTokens(secrets)
         self.clock = clock
         self.flavors = flavors
         self.settings = settings
@@ -49,8 +51,8 @@ class NotebookService:
         return self._domain
 
     def render(self, row, principal: Principal) -> dict:
-        return notebook_json(row, show_token=row["user_id"] == principal.user_id, addresses=self.addresses,
-                             domain=self.domain())
+        token = self.tokens.open(row["token"]) if row["user_id"] == principal.user_id else None
+        return notebook_json(row, token=token, addresses=self.addresses, domain=self.domain())
 
     @staticmethod
     def _visible(conn, principal: Principal, notebook_id: str):
@@ -146,7 +148,7 @@ class NotebookService:
                 "status": Status.CREATING.value, "desired": Status.RUNNING.value, "version": 1,
                 "feature": shape.feature.value, "workspace_id": shape.workspace_id, "flavor": flavor.id,
                 "image_id": image["id"], "swr_path": image["swr_path"], "pool_id": None, "pool_name": None,
-                "ip": None, "volume_category": volume["category"], "token": str(uuid.uuid4()),
+                "ip": None, "volume_category": volume["category"], "token": self.tokens.new(),
                 "fail_reason": None, "action_progress": orjson.dumps(initial_progress()).decode(),
                 "lease_type": lease.type.value, "lease_duration": lease.duration, "lease_enable": lease.enable,
                 "lease_update_at": lease.update_at, "last_activity_at": None, "create_at": now, "update_at": now,
@@ -296,7 +298,7 @@ class NotebookService:
         def build(row):
             lease = leases.grant(row["create_at"], now, request.duration, request.type, self.limits,
                                  previous=_lease(row))
-            return {"desired": Status.RUNNING.value, "token": str(uuid.uuid4()), "fail_reason": None,
+            return {"desired": Status.RUNNING.value, "token": self.tokens.new(), "fail_reason": None,
                     "action_progress": orjson.dumps(initial_progress()).decode(), "lease_type": lease.type.value,
                     "lease_duration": lease.duration, "lease_enable": lease.enable,
                     "lease_update_at": lease.update_at, "last_activity_at": None}

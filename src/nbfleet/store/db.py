@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from ..private_files import create_private, make_private
+
 
 class Database:
     """Owns the engine. ``read()`` gives a read-only snapshot; ``write()`` a transaction that holds the
@@ -26,7 +28,10 @@ class Database:
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(path)
+                create_private(database)   # before SQLite creates it (and its -wal, -shm) with the umask's mode
+                for companion in ("-wal", "-shm", "-journal"):
+                    make_private(database.with_name(database.name + companion))
             self.engine: Engine = create_engine(url, pool_size=pool_size,
                                                 max_overflow=20 if max_overflow is None else max_overflow,
                                                 connect_args={"check_same_thread": False, "timeout": 30})

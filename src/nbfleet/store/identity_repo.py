@@ -103,9 +103,9 @@ def set_access_key_enabled(conn: Connection, ak: str, enabled: bool) -> int:
 
 
 def insert_token(conn: Connection, token_hash: str, user_id: str, project_id: str | None, expires_at: int,
-                 now: int) -> None:
+                 now: int, origin: str) -> None:
     conn.execute(insert(tokens).values(token_hash=token_hash, user_id=user_id, project_id=project_id,
-                                       expires_at=expires_at, create_at=now))
+                                       expires_at=expires_at, create_at=now, origin=origin))
 
 
 def get_token(conn: Connection, token_hash: str):
@@ -117,6 +117,10 @@ def get_token(conn: Connection, token_hash: str):
 
 def delete_token(conn: Connection, token_hash: str) -> int:
     return conn.execute(delete(tokens).where(tokens.c.token_hash == token_hash)).rowcount
+
+
+def delete_user_tokens(conn: Connection, user_id: str, origin: str) -> int:
+    return conn.execute(delete(tokens).where(tokens.c.user_id == user_id, tokens.c.origin == origin)).rowcount
 
 
 

@@ -8,6 +8,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from ..auth.secrets import SecretBox
 from .db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -20,11 +21,15 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(db: Database) -> None:
-    """Bring the schema to the newest revision; safe to call on every start."""
+def upgrade(db: Database, secrets: SecretBox | None = None) -> None:
+    """Bring the schema to the newest revision; safe to call on every start.
+
+    ``secrets``: the installation's key, for migrations that seal or open stored secrets (0006 seals
+    notebook tokens); without it such a migration refuses to run on a database that has any."""
     cfg = alembic_config(db.url)
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
+        cfg.attributes["secrets"] = secrets
         command.upgrade(cfg, "head")
 
 

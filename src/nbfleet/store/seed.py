@@ -40,8 +40,11 @@ class SeedReport:
 
 
 def seed(db: Database, *, instances: int, projects_count: int, big_share: float, big_project: str,
-         now_ms: int, progress: Callable[[int], None] = lambda n: None, rng_seed: int = 7) -> SeedReport:
-    """Add ``instances`` notebooks over ``projects_count`` projects; ``big_share`` of them in ``big_project``."""
+         now_ms: int, seal: Callable[[str], str], progress: Callable[[int], None] = lambda n: None,
+         rng_seed: int = 7) -> SeedReport:
+    """Add ``instances`` notebooks over ``projects_count`` projects; ``big_share`` of them in ``big_project``.
+
+    ``seal`` seals each Jupyter token as the service stores it (``SecretBox.seal``)."""
     rng = random.Random(rng_seed)
     with db.read() as conn:
         image_rows = conn.execute(select(images.c.id, images.c.swr_path, images.c.doc)
@@ -78,7 +81,8 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
             rows, tags = [], []
             for k in range(start, min(count, start + 5000)):
                 uid = user_ids[k // PER_USER]
-                rows.append(_row(rng, project_id, uid, workspaces, usable, now_ms, first_of_user=k % PER_USER == 0))
+                rows.append(_row(rng, project_id, uid, workspaces, usable, now_ms, seal,
+                                 first_of_user=k % PER_USER == 0))
                 if rng.random() < 0.1:
                     team = rng.choice(WORDS)
                     tags.append({"notebook_id": rows[-1]["id"], "key": "team", "value": team})
@@ -102,7 +106,7 @@ def _split(n: int, parts: int) -> list[int]:
 
 
 def _row(rng: random.Random, project_id: str, user_id: str, workspaces: list[str], usable_images, now_ms: int,
-         *, first_of_user: bool) -> dict:
+         seal: Callable[[str], str], *, first_of_user: bool) -> dict:
     status = rng.choices([s for s, _ in STATUS_WEIGHTS], [w for _, w in STATUS_WEIGHTS])[0]
     created = now_ms - rng.randrange(YEAR_MS)
     updated = min(now_ms, created + rng.randrange(30 * 86_400_000))
@@ -124,7 +128,7 @@ def _row(rng: random.Random, project_id: str, user_id: str, workspaces: list[str
         "desired": "RUNNING" if running else "STOPPED", "version": 1, "feature": feature,
         "workspace_id": rng.choice(workspaces), "flavor": flavor, "image_id": image_id, "swr_path": swr_path,
         "pool_id": None, "pool_name": None, "ip": "127.0.0.1" if running else None, "volume_category": "EVS",
-        "token": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "token": seal(str(uuid.UUID(int=rng.getrandbits(128), version=4))),
         "fail_reason": "seeded failure" if status.endswith("FAILED") or status == "ERROR" else None,
         "action_progress": None, "lease_type": "TIMING", "lease_duration": None, "lease_enable": False,
         "lease_update_at": created, "last_activity_at": None, "create_at": created, "update_at": updated,

@@ -57,6 +57,9 @@ tokens = Table(
     Column("project_id", String(32), ForeignKey("projects.id", ondelete="CASCADE"), nullable=True),
     Column("expires_at", BigInteger, nullable=False),
     Column("create_at", BigInteger, nullable=False),
+    # "password": opened with the user's password (console sessions, POST /v3/auth/tokens), revoked when it
+    # changes; "admin": issued by `nbfleet admin create-token` (migration 0006)
+    Column("origin", String(16), nullable=False, server_default="password"),
 )
 
 keypairs = Table(
@@ -123,7 +126,7 @@ notebooks = Table(
     Column("pool_name", String(64), nullable=True),
     Column("ip", String(45), nullable=True),
     Column("volume_category", String(8), nullable=False),
-    Column("token", String(64), nullable=False),
+    Column("token", Text, nullable=False),          # the Jupyter token, sealed by the SecretBox (migration 0006)
     Column("fail_reason", Text, nullable=True),
     Column("action_progress", Text, nullable=True),  # JSON list of JobProgress
     Column("lease_type", String(8), nullable=False),
@@ -186,5 +189,25 @@ events = Table(
     Index("ix_events_notebook", "notebook_id", "id"),
 )
 
+# Signatures of state-changing signed requests, kept while their X-Sdk-Date is acceptable, so that a
+# repeat of one is refused on every replica (migration 0006).
+request_signatures = Table(
+    "request_signatures", metadata,
+    Column("signature", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_request_signatures_expires_at", "expires_at"),
+)
+
+# Failed password sign-ins per account and per address (keys are hashes, see store/signin_repo.py), so
+# that every replica applies the same backoff (migration 0006).
+signin_failures = Table(
+    "signin_failures", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", BigInteger, nullable=False),
+    Index("ix_signin_failures_last_failure_at", "last_failure_at"),
+)
+
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events"]
+           "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events",
+           "request_signatures", "signin_failures"]

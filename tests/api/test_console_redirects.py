@@ -1,0 +1,39 @@
+"""The sign-in page's ``next`` leads to console pages only, however it is spelled."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .test_iam import PASSWORD
+
+ESCAPES = ["/console/../notebooks/x", "/console/%2e%2e/notebooks/x", "//evil.example/console/notebooks",
+           "/console/notebooks/../../notebooks/x/lab", "https://evil.example/", "/console\\..\\notebooks"]
+
+
+def _sign_in(client, next_value: str):
+    page = client.get("/console/login", params={"next": next_value})
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return page, client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD,
+                                                     "next": next_value}, follow_redirects=False)
+
+
+@pytest.fixture
+def console(api):
+    api.services.identity.set_password(api.creds.user_id, PASSWORD)
+    return api.client
+
+
+@pytest.mark.parametrize("next_value", ESCAPES)
+def test_sign_in_never_redirects_out_of_the_console(console, next_value):
+    page, response = _sign_in(console, next_value)
+    assert 'name="next"' not in page.text            # the form does not carry it on
+    assert response.status_code == 303 and response.headers["location"] == "/console/notebooks"
+    # signed in now: the sign-in page sends a session on, to the same place
+    again = console.get("/console/login", params={"next": next_value}, follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == "/console/notebooks"
+
+
+def test_a_console_page_is_where_sign_in_leads(console):
+    _page, response = _sign_in(console, "/console/notebooks/all?username=admin")
+    assert response.headers["location"] == "/console/notebooks/all?username=admin"
