@@ -12,6 +12,7 @@ from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
 from .api.deps import Services
 from .api.errors import RequestIdMiddleware, install_error_handlers
+from .api.inputs import ControlCharacterGuard
 from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
 from .clock import SystemClock
@@ -92,7 +93,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
                   docs_url="/docs", openapi_url="/openapi.json")
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ControlCharacterGuard)
+    app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
     app.include_router(catalog_routes.router)

@@ -1,13 +1,16 @@
 """The wire form (``NotebookResp``) of a stored notebook row."""
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import orjson
 
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
+from ..domain.requests import FREE_FORM, free_form_fits
 from ..runtime.base import Placement
 
+log = logging.getLogger("nbfleet.render")
 _ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})   # where endpoints have addresses
 
 
@@ -66,7 +69,7 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
     volume = dict(spec["volume"])
     volume.pop("mount_type", None)
     placement = Placement.from_json(parsed(placement_document)) if placement_document else None
-    return {
+    members = {
         "custom_spec": spec.get("custom_spec"),
         "image": spec["image"],
         "volume": volume,
@@ -81,6 +84,13 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
         "hooks": spec.get("hooks"),
         "public_network_config": spec.get("public_network_config"),
     }
+    # Stored before create bounded them, a free-form member may be too deep to encode within a page (orjson
+    # stops at 254 levels): it is shown as null, once logged (this result is cached), not failing the page.
+    for name in FREE_FORM:
+        if not free_form_fits(members[name]):
+            log.error("a stored %s is beyond the bounds of a free-form member; shown as null", name)
+            members[name] = None
+    return members
 
 
 @lru_cache(maxsize=64)
@@ -131,4 +141,23 @@ def notebook_json(row, *, show_token: bool, base_url: str, domain: tuple[str, st
         "public_network_config": from_spec["public_network_config"],
         "create_at": row["create_at"],
         "update_at": row["update_at"],
+    }
+
+
+def degraded_notebook_json(row, *, base_url: str, domain: tuple[str, str]) -> dict:
+    """A row that cannot be rendered in full (a stored document that does not parse or lacks a member):
+    its own columns, every member derived from its documents null. Listed rather than left out, so that
+    ``total`` still counts what the page shows and the owner can still find and delete the instance."""
+    notebook_id = row["id"]
+    return {
+        "id": notebook_id, "name": row["name"], "description": row["description"], "status": row["status"],
+        "feature": row["feature"], "flavor": row["flavor"], "custom_spec": None, "image": None,
+        "lease": lease_json(row), "pool": None, "volume": None, "data_volumes": [], "endpoints": [],
+        "action_progress": [], "fail_reason": row["fail_reason"], "token": None,
+        "url": f"{base_url}/notebooks/{notebook_id}/lab", "workspace_id": row["workspace_id"],
+        "billing_items": [], "user_id": row["user_id"],
+        "user": {"id": row["user_id"], "name": row["user_name"], "domain": {"id": domain[0], "name": domain[1]}},
+        "affinity": None, "run_user": None, "ip": row["ip"], "user_vpc": None, "is_need_credentials": True,
+        "jupyter_version": None, "tags": [], "hooks": None, "public_network_config": None,
+        "create_at": row["create_at"], "update_at": row["update_at"],
     }

@@ -5,6 +5,7 @@ in one transaction; the reconciler does the slow work afterwards.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -21,7 +22,9 @@ from ..store import identity_repo, image_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
 from .catalog import Flavor, FlavorCatalog
-from .notebook_view import initial_progress, lease_json, notebook_json
+from .notebook_view import degraded_notebook_json, initial_progress, lease_json, notebook_json
+
+log = logging.getLogger("nbfleet.notebooks")
 
 UPDATE_A = ("name", "description", "hooks", "dew_secret_name", "public_network_config")
 UPDATE_B = ("flavor", "image_id", "endpoints")
@@ -48,8 +51,14 @@ class NotebookService:
         return self._domain
 
     def render(self, row, principal: Principal) -> dict:
-        return notebook_json(row, show_token=row["user_id"] == principal.user_id, base_url=self.base_url,
-                             domain=self.domain())
+        """The row's NotebookResp; a row that cannot be rendered is shown degraded (and logged), never
+        failing the page or the call that shows it."""
+        try:
+            return notebook_json(row, show_token=row["user_id"] == principal.user_id, base_url=self.base_url,
+                                 domain=self.domain())
+        except Exception:
+            log.exception("instance %s cannot be rendered in full; shown degraded", row["id"])
+            return degraded_notebook_json(row, base_url=self.base_url, domain=self.domain())
 
     @staticmethod
     def _visible(conn, principal: Principal, notebook_id: str):
