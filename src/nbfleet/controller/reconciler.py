@@ -393,7 +393,18 @@ class Reconciler:
             values.update(claim_owner=None, claim_until=None)
 
         def change(conn) -> bool:
-            if not repo.compare_and_set(conn, row["id"], row["version"], values, True, owner=self.replica_id):
+            version = row["version"]
+            for _attempt in range(5):
+                if repo.compare_and_set(conn, row["id"], version, values, True, owner=self.replica_id):
+                    break
+                # Writes that change no status (tags) move the version too; the transition still stands
+                # then. Any change of status or intent, or of the claim, means this work is stale.
+                fresh = repo.get(conn, row["id"])
+                if (fresh is None or fresh["version"] == version or fresh["claim_owner"] != self.replica_id
+                        or (fresh["status"], fresh["desired"]) != (row["status"], row["desired"])):
+                    return False
+                version = fresh["version"]
+            else:
                 return False
             if note is not None:
                 repo.add_event(conn, row["id"], row["project_id"], now, *note)

@@ -69,6 +69,14 @@ class NotebookService:
             raise E.NotebookNotFound()
         return row
 
+    @staticmethod
+    def _current(conn, notebook_id: str):
+        """The row as it is now, after a lost compare-and-set; 6309 if what won was its deletion."""
+        row = repo.get(conn, notebook_id)
+        if row is None:
+            raise E.NotebookNotFound()
+        return row
+
     def _event(self, conn, row, kind: str, message: str) -> None:
         repo.add_event(conn, row["id"], row["project_id"], self.clock.now_ms(), kind, message)
 
@@ -205,6 +213,7 @@ class NotebookService:
             values["spec"] = orjson.dumps(spec).decode()
             values["update_at"] = self.clock.now_ms()
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
+                self._current(conn, notebook_id)   # 6309 if it was deleted meanwhile
                 raise E.IllegalTransition("ModelArts.6357", status, Op.UPDATE_A)
             self._event(conn, row, "updated", "Changed " + ", ".join(sorted(changes)))
             return self.render(repo.get(conn, notebook_id), principal)
@@ -279,7 +288,7 @@ class NotebookService:
                 self._admit_start(conn)
             values = {"status": target.value, "update_at": self.clock.now_ms(), **build(row)}
             if not repo.compare_and_set(conn, notebook_id, row["version"], values, bump=True):
-                current = repo.get(conn, notebook_id)
+                current = self._current(conn, notebook_id)
                 check(current["status"], op, strict_delete=self.settings.strict_delete)
                 raise E.IllegalTransition("ModelArts.6357", current["status"], op)
             self._event(conn, row, kind, message)
@@ -329,6 +338,7 @@ class NotebookService:
             values = {"lease_type": lease.type.value, "lease_duration": lease.duration,
                       "lease_enable": lease.enable, "lease_update_at": lease.update_at, "update_at": now}
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
+                self._current(conn, notebook_id)
                 raise E.IllegalTransition("ModelArts.6327", row["status"], Op.RUN_ONLY)
             self._event(conn, row, "lease_renewed",
                         "Auto-stop disabled" if not lease.enable else
