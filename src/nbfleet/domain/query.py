@@ -24,6 +24,7 @@ MAX_LIMIT = 50
 # Every integer query parameter is bounded: a larger offset than any store holds rows for is useless, and
 # beyond 64 bits the drivers refuse to bind the value at all (a 500 where a 400 belongs).
 MAX_OFFSET = 2 ** 31 - 1
+MAX_TAG_FILTERS = 20   # as many as one instance can carry (services.tags.MAX_TAGS)
 STRICT_LIMITS = (10, 20, 50)
 
 _NAME_RE = re.compile(r"^[\w\-]{1,128}$")            # letters of any language, digits, _ and -
@@ -129,9 +130,12 @@ def _uuid(raw: str | None, name: str) -> str | None:
 
 
 def parse_tags(raw: str | None) -> tuple[TagFilter, ...]:
-    """``k1|v1,k2|v2`` -> tag filters; a bare ``k`` asks for the key's presence."""
+    """``k1|v1,k2|v2`` -> tag filters (repeats dropped); a bare ``k`` asks for the key's presence. At most
+    ``MAX_TAG_FILTERS`` pairs: an instance has at most that many tags, so more can only match nothing."""
     if raw is None or raw == "":
         return ()
+    if raw.count(",") >= MAX_TAG_FILTERS:
+        raise InvalidParameter(f"Parameter error: 'tags' may hold at most {MAX_TAG_FILTERS} pairs.")
     bad = (raw.startswith((",", "|")) or raw.endswith(",") or ",," in raw or "||" in raw
            or not _TAG_CHARS_RE.fullmatch(raw))
     if bad:
@@ -142,7 +146,7 @@ def parse_tags(raw: str | None) -> tuple[TagFilter, ...]:
         if not key or "|" in value:
             raise InvalidParameter("Parameter error: 'tags' must look like k1|v1,k2|v2.")
         result.append(TagFilter(key, value if sep else None))
-    return tuple(result)
+    return tuple(dict.fromkeys(result))
 
 
 def parse_sort(sort_key: str | None, sort_dir: str | None) -> tuple[tuple[str, ...], bool]:
