@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 
@@ -76,8 +77,12 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             announce(_credentials_banner(creds, settings))
         reconciler = Reconciler(db, rt, clock, settings, flavors)
         notebooks = NotebookService(db, clock, flavors, settings, on_change=reconciler.wake)
-        app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
-                                      reconciler=reconciler, runtime=rt)
+        # A thread per database connection the process may open: more would only wait for the pool.
+        api_threads = ThreadPoolExecutor(max_workers=db.max_connections,
+                                         thread_name_prefix="nbfleet-api")
+        app.state.services = Services(identity=identity, notebooks=notebooks, tags=TagService(notebooks),
+                                      images=images, flavors=flavors, reconciler=reconciler, runtime=rt,
+                                      api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
         log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
@@ -88,6 +93,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
             await close_notebook_proxy(app)
             await rt.close()
+            api_threads.shutdown(wait=True)
             db.dispose()
 
     app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,

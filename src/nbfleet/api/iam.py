@@ -84,10 +84,14 @@ def _iso(ms: int) -> str:
 @router.post("/v3/auth/tokens", status_code=201)
 async def issue_token(request: Request, services: ServicesDep):
     auth = parse_password_auth(parse_json(await request.body(), allow_empty=False))
-    identity = services.identity
-    # Argon2 takes ~0.1 s of CPU: keep it off the event loop.
-    user = await run_in_threadpool(identity.check_password, auth.user_name, auth.password,
-                                   domain_name=auth.domain_name)
+    # Argon2 (~0.1 s of CPU) and the store's reads and writes: in a worker thread, off the event loop.
+    body, token = await run_in_threadpool(_issue, services.identity, auth)
+    return JSONBytes(body, status_code=201, headers={"X-Subject-Token": token})
+
+
+def _issue(identity, auth: PasswordAuth) -> tuple[dict, str]:
+    """The token response body and the token, or the refusal (blocking)."""
+    user = identity.check_password(auth.user_name, auth.password, domain_name=auth.domain_name)
     if user is None:
         raise E.AuthenticationFailed(WRONG_CREDENTIALS)
     project = None
@@ -109,4 +113,4 @@ async def issue_token(request: Request, services: ServicesDep):
                                     "domain": {"id": domain_id, "name": domain_name}}
     else:
         body["token"]["domain"] = {"id": domain_id, "name": domain_name}
-    return JSONBytes(body, status_code=201, headers={"X-Subject-Token": token})
+    return body, token

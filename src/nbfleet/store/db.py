@@ -27,8 +27,8 @@ class Database:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, pool_size=pool_size,
-                                                max_overflow=20 if max_overflow is None else max_overflow,
+            max_overflow = 20 if max_overflow is None else max_overflow
+            self.engine: Engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
                                                 connect_args={"check_same_thread": False, "timeout": 30})
             _configure_sqlite(self.engine)
         else:
@@ -38,9 +38,10 @@ class Database:
             # psycopg prepares repeated statements; PostgreSQL's generic plan for them cannot see the search
             # pattern or the offset, and falls back to scans the trigram and ordering indexes exist to avoid.
             connect_args["options"] = "-c plan_cache_mode=force_custom_plan"
-            self.engine = create_engine(url, pool_size=pool_size,
-                                        max_overflow=10 if max_overflow is None else max_overflow,
+            max_overflow = 10 if max_overflow is None else max_overflow
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
                                         pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
+        self.max_connections = pool_size + max_overflow   # what the pool may open at once
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
