@@ -58,9 +58,11 @@ def serve(
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
                              migrate=migrate)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..api.wire import http_protocol
+
     application = create_app(settings, announce=lambda text: typer.echo(text))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                server_header=False, date_header=False, timeout_graceful_shutdown=10)
+                server_header=False, date_header=False, timeout_graceful_shutdown=10, http=http_protocol())
 
 
 def _identity(data_dir, database_url):
