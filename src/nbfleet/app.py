@@ -97,7 +97,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             db.dispose()
 
     app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url="/docs" if settings.api_docs else None,
+                  redoc_url="/redoc" if settings.api_docs else None, openapi_url="/openapi.json")
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
