@@ -14,6 +14,7 @@ from .api import ops as ops_routes
 from .api.deps import Services
 from .api.errors import RequestIdMiddleware, install_error_handlers
 from .api.inputs import ControlCharacterGuard
+from .api.openapi import install_openapi
 from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
 from .clock import SystemClock
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
     install_console(app)
+    install_openapi(app)
 
     async def resolve(notebook_id: str):
         where = app.state.services.notebooks.route(notebook_id)
