@@ -30,6 +30,7 @@ from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
 from ..store.db import Database, store_unavailable
 from .culler import KernelIdlePolicy, lease_decision
+from .retries import RetrySchedule
 
 log = logging.getLogger("nbfleet.reconciler")
 _LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
@@ -113,7 +114,7 @@ class Reconciler:
         self.replica_id = replica_id or uuid.uuid4().hex
         self.inflight: dict[str, asyncio.Task] = {}
         self._released: set[str] = set()   # claims the final status write already gave up
-        self._retries: dict[str, tuple[int, float]] = {}   # id -> (failed attempts, loop time of the next)
+        self._retries = RetrySchedule(self.RETRY_LIMIT, settings.reconcile_interval, self.RETRY_MAX_SECONDS)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat_task: asyncio.Task | None = None
@@ -299,10 +300,11 @@ class Reconciler:
 
     async def sweep(self) -> None:
         room = self.settings.max_concurrent_starts * 4 - len(self.inflight)
+        loop_now = asyncio.get_running_loop().time()
         if room > 0:
             rows = await self.db_call(repo.claim_in_status, [s.value for s in TRANSITIONAL], self.replica_id,
                                       self.clock.now_ms(), self._claim_until(),
-                                      [*self.inflight, *self._backing_off()], room)
+                                      [*self.inflight, *self._retries.waiting(loop_now)], room)
             for row in rows:
                 self._dispatch(row, self._handle)
         loop_time = asyncio.get_running_loop().time()
@@ -315,7 +317,7 @@ class Reconciler:
         """Run the work, then release the claim; True when the work ran through."""
         try:
             await work(row, *args)
-            self._retries.pop(row["id"], None)
+            self._retries.succeeded(row["id"])
             return True
         except asyncio.CancelledError:
             raise
@@ -333,20 +335,12 @@ class Reconciler:
             except Exception as exc:  # unreleased, the claim expires after claim_seconds
                 log.warning("releasing claim of %s failed: %s", row["id"], _first_line(exc))
 
-    def _backing_off(self) -> list[str]:
-        """Instances whose next attempt after a failure is not due yet."""
-        now = asyncio.get_running_loop().time()
-        return [notebook_id for notebook_id, (_n, due) in self._retries.items() if due > now]
-
     async def _after_unexpected_failure(self, row) -> None:
         """Schedule the next attempt later each time (doubling); after ``RETRY_LIMIT`` attempts settle the
         instance in its failed status, so a failure that repeats cannot keep it transitional for ever."""
-        attempts = self._retries.get(row["id"], (0, 0.0))[0] + 1
-        if attempts < self.RETRY_LIMIT:
-            pause = min(self.settings.reconcile_interval * 2 ** attempts, self.RETRY_MAX_SECONDS)
-            self._retries[row["id"]] = (attempts, asyncio.get_running_loop().time() + pause)
+        attempts = self._retries.failed(row["id"], asyncio.get_running_loop().time())
+        if attempts is None:
             return
-        self._retries.pop(row["id"], None)
         event = _GIVE_UP.get(Status(row["status"]))
         try:
             fresh = await self.db_read(repo.get, row["id"])
