@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 
@@ -12,6 +13,8 @@ from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
 from .api.deps import Services
 from .api.errors import RequestIdMiddleware, install_error_handlers
+from .api.inputs import ControlCharacterGuard
+from .api.openapi import install_openapi
 from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
 from .clock import SystemClock
@@ -103,9 +106,11 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,
                                 max_delay_seconds=settings.signin_max_delay_seconds,
                                 concurrent_checks=settings.signin_concurrent_checks)
+        # A thread per database connection the process may open: more would only wait for the pool.
+        api_threads = ThreadPoolExecutor(max_workers=db.max_connections, thread_name_prefix="nbfleet-api")
         app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
                                       notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
-                                      reconciler=reconciler, runtime=rt)
+                                      reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
         log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
@@ -116,17 +121,21 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
             await close_notebook_proxy(app)
             await rt.close()
+            api_threads.shutdown(wait=True)
             db.dispose()
 
     app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url="/docs" if settings.api_docs else None,
+                  redoc_url="/redoc" if settings.api_docs else None, openapi_url="/openapi.json")
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ControlCharacterGuard)
+    app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
     install_console(app)
+    install_openapi(app)
 
     async def resolve(notebook_id: str):
         where = await app.state.routes.resolve(notebook_id)

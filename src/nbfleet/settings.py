@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     flavors_file: Path | None = None
     images_file: Path | None = None
 
+    # Swagger UI and ReDoc pages load their scripts from a CDN, which would then run on nbfleet's origin;
+    # no installed package ships them. /openapi.json is always served.
+    api_docs: bool = Field(default=False, description="serve /docs and /redoc (their scripts come from a CDN)")
+
     # reconciler
     reconcile_interval: float = Field(default=1.0, gt=0, description="seconds between reconciler sweeps")
     observe_interval: float = Field(default=5.0, gt=0, description="seconds between liveness/lease checks")

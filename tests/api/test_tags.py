@@ -35,3 +35,28 @@ def test_tag_errors(api):
     assert api.ok("GET", f"/notebooks/{nb['id']}")["tags"] == []
     assert api.error("POST", "/notebooks/00000000-0000-0000-0000-000000000000/tags/create",
                      body={"tags": [{"key": "a", "value": "b"}]}) == (400, "ModelArts.6309")
+
+
+def test_the_tags_filter_takes_at_most_20_pairs(api):
+    nb = api.create("many-pairs")
+    tags = [{"key": f"k{i}", "value": f"v{i}"} for i in range(20)]
+    assert api.call("POST", f"/notebooks/{nb['id']}/tags/create", body={"tags": tags}).status_code == 204
+    twenty = ",".join(f"k{i}|v{i}" for i in range(20))
+    assert api.ok("GET", "/notebooks", {"tags": twenty})["total"] == 1
+    assert api.error("GET", "/notebooks", {"tags": twenty + ",k0"}) == (400, "ModelArts.0104")
+    assert api.error("GET", "/notebooks/all", {"tags": ",".join(["k|v"] * 200)}) == (400, "ModelArts.0104")
+
+
+def test_tags_filter_pairs_are_all_required_whatever_their_mix(api):
+    a = api.create("mix-a")
+    b = api.create("mix-b")
+    api.call("POST", f"/notebooks/{a['id']}/tags/create", body={"tags": [{"key": "team", "value": "ml"},
+                                                                           {"key": "env", "value": ""}]})
+    api.call("POST", f"/notebooks/{b['id']}/tags/create", body={"tags": [{"key": "team", "value": "ops"}]})
+    names = lambda tags: sorted(n["name"] for n in api.ok("GET", "/notebooks", {"tags": tags})["data"])  # noqa: E731
+    assert names("team|ml,team") == ["mix-a"]          # a pair and the bare key of the same tag
+    assert names("team|ml,team|ml") == ["mix-a"]       # a repeated pair counts once
+    assert names("team|ml,team|ops") == []             # one key cannot have two values
+    assert names("team,env") == ["mix-a"]
+    assert names("env|") == ["mix-a"]                  # an empty value is a value
+    assert names("team") == ["mix-a", "mix-b"]

@@ -12,16 +12,20 @@ router = APIRouter(prefix="/v1/{project_id}", default_response_class=JSONBytes)
 
 @router.get("/images")
 async def list_images(request: Request, call: Authenticated):
-    return JSONBytes(call.services.images.page(query_params(request), call.caller.project_id, call.caller.user_id))
+    params = query_params(request)
+    return await call.json(lambda caller, s: s.images.page(params, caller.project_id, caller.user_id))
 
 
 @router.get("/images/{image_id}")
 async def show_image(image_id: str, call: Authenticated):
-    return JSONBytes(call.services.images.get(image_id, call.caller.project_id, call.caller.user_id))
+    return await call.json(lambda caller, s: s.images.get(image_id, caller.project_id, caller.user_id))
 
 
 @router.get("/authoring/features/{feature}")
 async def show_feature(feature: str, call: Authenticated):
-    if feature.upper() != "NOTEBOOK":
-        raise InvalidParameter("Parameter error: only the NOTEBOOK feature exists.")
-    return JSONBytes(call.services.notebooks.feature_quota(call.caller))
+    def quota(caller, s):
+        if feature.upper() != "NOTEBOOK":
+            raise InvalidParameter("Parameter error: only the NOTEBOOK feature exists.")
+        return s.notebooks.feature_quota(caller)
+
+    return await call.json(quota)

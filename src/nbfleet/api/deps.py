@@ -1,20 +1,26 @@
 """Dependencies: the wired services and the authenticated caller of a request."""
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
+import orjson
+from fastapi import Depends, Request, Response
 
 from ..auth.principal import Principal
 from ..services.catalog import FlavorCatalog, ImageCatalog
 from ..services.identity import IdentityService
 from ..services.notebooks import NotebookService
-from ..services.request_auth import RequestAuthenticator
+from ..services.request_auth import PendingRequest, RequestAuthenticator
 from ..services.signin import PasswordSignIn
 from ..services.tags import TagService
 from .http import read_body, refuse_declared_oversize
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,6 +34,9 @@ class Services:
     flavors: FlavorCatalog
     reconciler: object
     runtime: object
+    # Where API requests do their blocking work (authentication, store, JSON): their own threads, so the
+    # reconciler's store calls (asyncio's default executor) never queue in front of them.
+    api_threads: ThreadPoolExecutor
 
 
 async def get_services(request: Request) -> Services:
@@ -37,33 +46,54 @@ async def get_services(request: Request) -> Services:
 
 @dataclass(frozen=True)
 class Call:
-    """An authenticated API call: the caller, scoped to the path's project, the services and the body."""
-    caller: Principal
+    """An API call whose credentials passed every check that needs no body, with its body read.
+
+    Finishing the authentication (the signature over the body; for a state-changing request, recording it
+    against replays) reads and writes the store, and so does every use-case: ``run`` does both in one worker
+    thread, off the event loop (a slow query must not stall every other request and /health)."""
+
     services: Services
+    pending: PendingRequest
     body: bytes
+
+    def caller(self) -> Principal:
+        """The authenticated caller (blocking)."""
+        return self.services.authenticator.finish(self.pending, self.body)
+
+    async def run(self, work: Callable[[Principal, Services], T]) -> T:
+        """``work(caller, services)`` after authentication, both in a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.services.api_threads, self._work, work)
+
+    async def json(self, work: Callable[[Principal, Services], object], status_code: int = 200) -> Response:
+        """``run``, with the result encoded as JSON in the same worker thread."""
+        content = await asyncio.get_running_loop().run_in_executor(self.services.api_threads, self._json, work)
+        return Response(content, status_code=status_code, media_type="application/json")
+
+    def _work(self, work):
+        return work(self.caller(), self.services)
+
+    def _json(self, work) -> bytes:
+        return orjson.dumps(work(self.caller(), self.services))
 
 
 async def authenticated(request: Request) -> Call:
-    """Authenticate the request (signature or token) for the project in its path, then read its body.
+    """Check the request's credentials for the project in its path as far as they go without the body,
+    then read the body: an anonymous, unknown or stale request, or one declaring a body over
+    ``max_body_bytes``, never costs the server its body.
 
-    The body is read only after the credentials passed every check that needs no body, and only up to
-    ``max_body_bytes`` (a larger declared length is refused first): an anonymous or oversized request
-    never costs the server its body. One dependency for all of it: FastAPI's dependency solving costs as
-    much per dependency as the signature check itself, on every request."""
+    One dependency for all of it: FastAPI's dependency solving costs as much per dependency as the
+    signature check itself, on every request."""
     services: Services = request.app.state.services
     limit = request.app.state.settings.max_body_bytes
     refuse_declared_oversize(request, limit)
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
-    pending = services.authenticator.begin(
-        method=request.method, path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
-        raw_query=request.scope.get("query_string", b"").decode("latin-1"), headers=headers,
+    begin = functools.partial(
+        services.authenticator.begin, method=request.method,
+        path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+        raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+        headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]},
         project_id=request.path_params["project_id"])
-    body = await read_body(request, limit)
-    if pending.writes:  # a state-changing signed request: its signature is recorded (a store write)
-        caller = await run_in_threadpool(services.authenticator.finish, pending, body)
-    else:
-        caller = services.authenticator.finish(pending, body)
-    return Call(caller, services, body)
+    pending = await asyncio.get_running_loop().run_in_executor(services.api_threads, begin)   # reads the store
+    return Call(services, pending, await read_body(request, limit))
 
 
 def client_address(request: Request) -> str | None:

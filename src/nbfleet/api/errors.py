@@ -37,6 +37,14 @@ def error_response(request: Request, error: E.ModelArtsError, headers: dict | No
                     headers={"X-Request-Id": rid, **(headers or {})})
 
 
+def error_bytes_response(scope: Scope, error: E.ModelArtsError) -> Response:
+    """The error body for a request refused before routing (by a middleware), with its request id."""
+    rid = request_id_of(scope)
+    body = {"error_code": error.code, "error_msg": error.message, "request_id": rid}
+    return Response(orjson.dumps(body), status_code=error.http_status, media_type="application/json",
+                    headers={"X-Request-Id": rid})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.ModelArtsError)
     async def _domain(request: Request, exc: E.ModelArtsError):

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from ..domain.errors import InvalidPayload, PayloadTooLarge
+from .inputs import check_document
 
 
 class JSONBytes(Response):
@@ -38,15 +39,18 @@ def first(params: dict[str, list[str]], name: str) -> str | None:
 
 
 def parse_json(raw: bytes, *, allow_empty: bool = True):
-    """The JSON body, or None when empty; anything unparsable is 6400."""
+    """The JSON body, or None when empty; anything unparsable is 6400, anything out of bounds (see
+    ``inputs.check_document``) another 400."""
     if not raw or not raw.strip():
         if allow_empty:
             return None
         raise InvalidPayload("Invalid request payload: the body is empty.")
     try:
-        return orjson.loads(raw)
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidPayload("Invalid request payload: the body is not valid JSON.") from None
+    check_document(document)
+    return document
 
 
 def refuse_declared_oversize(request: Request, limit: int) -> None:

@@ -86,10 +86,15 @@ def _iso(ms: int) -> str:
 async def issue_token(request: Request, services: ServicesDep):
     body = await read_body(request, request.app.state.settings.max_body_bytes)
     auth = parse_password_auth(parse_json(body, allow_empty=False))
+    # Argon2 (~0.1 s of CPU) and the store's reads and writes: in a worker thread, off the event loop.
+    document, token = await run_in_threadpool(_issue, services, auth, client_address(request))
+    return JSONBytes(document, status_code=201, headers={"X-Subject-Token": token})
+
+
+def _issue(services, auth: PasswordAuth, address: str | None) -> tuple[dict, str]:
+    """The token response body and the token, or the refusal (blocking)."""
     identity = services.identity
-    # Argon2 takes ~0.1 s of CPU: keep it off the event loop.
-    user = await run_in_threadpool(services.signin.sign_in, auth.user_name, auth.password,
-                                   client_address(request), domain_name=auth.domain_name)
+    user = services.signin.sign_in(auth.user_name, auth.password, address, domain_name=auth.domain_name)
     if user is None:
         raise E.AuthenticationFailed(WRONG_CREDENTIALS)
     project = None
@@ -111,4 +116,4 @@ async def issue_token(request: Request, services: ServicesDep):
                                     "domain": {"id": domain_id, "name": domain_name}}
     else:
         body["token"]["domain"] = {"id": domain_id, "name": domain_name}
-    return JSONBytes(body, status_code=201, headers={"X-Subject-Token": token})
+    return body, token

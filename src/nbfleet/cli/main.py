@@ -100,9 +100,11 @@ def serve(
         except SandboxUnavailable as exc:
             typer.echo(f"error: the local runtime cannot isolate notebooks: {exc}", err=True)
             raise typer.Exit(2)
+    from ..api.wire import http_protocol
+
     application = create_app(settings, announce=lambda text: typer.echo(text))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                server_header=False, date_header=False, timeout_graceful_shutdown=10)
+                server_header=False, date_header=False, timeout_graceful_shutdown=10, http=http_protocol())
 
 
 @images_app.command("build")

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..api.deps import client_address
 from ..api.http import JSONBytes, query_params, read_body
+from ..api.inputs import has_control_character
 from ..domain import errors as E
 from ..domain.model import Feature, Status
 from ..services.identity import TOKEN_FROM_PASSWORD
@@ -66,6 +67,8 @@ async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
     form: dict[str, str] = {}
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    if any(has_control_character(k) or has_control_character(v) for k, v in form.items()):
+        raise ConsoleRefusal(400, "ModelArts.6336", "The form holds a control character.")
     if expected_csrf is None or not S.csrf_ok(expected_csrf, form.get(S.CSRF_FIELD)):
         raise ConsoleRefusal(403, "ModelArts.0108",
                              "The form did not come from this console session (missing or wrong CSRF token). "

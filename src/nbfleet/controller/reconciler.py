@@ -31,6 +31,7 @@ from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
 from ..store.db import Database, store_unavailable
 from .culler import KernelIdlePolicy, lease_decision
+from .retries import RetrySchedule
 
 log = logging.getLogger("nbfleet.reconciler")
 _LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
@@ -98,6 +99,11 @@ class ProgressReporter:
 
 
 class Reconciler:
+    # Work that fails with something other than a RuntimeFailure (a bug, an OSError) is retried this many
+    # times in all, each after a longer pause, then the instance is given its failed status.
+    RETRY_LIMIT = 5
+    RETRY_MAX_SECONDS = 60.0
+
     def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
                  secrets: SecretBox, idle_policy=None, replica_id: str | None = None,
                  on_status=lambda notebook_id: None):
@@ -114,6 +120,7 @@ class Reconciler:
         self.replica_id = replica_id or uuid.uuid4().hex
         self.inflight: dict[str, asyncio.Task] = {}
         self._released: set[str] = set()   # claims the final status write already gave up
+        self._retries = RetrySchedule(self.RETRY_LIMIT, settings.reconcile_interval, self.RETRY_MAX_SECONDS)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat_task: asyncio.Task | None = None
@@ -301,9 +308,11 @@ class Reconciler:
 
     async def sweep(self) -> None:
         room = self.settings.max_concurrent_starts * 4 - len(self.inflight)
+        loop_now = asyncio.get_running_loop().time()
         if room > 0:
             rows = await self.db_call(repo.claim_in_status, [s.value for s in TRANSITIONAL], self.replica_id,
-                                      self.clock.now_ms(), self._claim_until(), list(self.inflight), room)
+                                      self.clock.now_ms(), self._claim_until(),
+                                      [*self.inflight, *self._retries.waiting(loop_now)], room)
             for row in rows:
                 self._dispatch(row, self._handle)
         loop_time = asyncio.get_running_loop().time()
@@ -316,6 +325,7 @@ class Reconciler:
         """Run the work, then release the claim; True when the work ran through."""
         try:
             await work(row, *args)
+            self._retries.succeeded(row["id"])
             return True
         except asyncio.CancelledError:
             raise
@@ -325,12 +335,32 @@ class Reconciler:
                             _first_line(exc))
             else:
                 log.exception("reconciling instance %s failed", row["id"])
+                await self._after_unexpected_failure(row)
             return False
         finally:
             try:
                 await self._release(row["id"])
             except Exception as exc:  # unreleased, the claim expires after claim_seconds
                 log.warning("releasing claim of %s failed: %s", row["id"], _first_line(exc))
+
+    async def _after_unexpected_failure(self, row) -> None:
+        """Schedule the next attempt later each time (doubling); after ``RETRY_LIMIT`` attempts settle the
+        instance in its failed status, so a failure that repeats cannot keep it transitional for ever."""
+        attempts = self._retries.failed(row["id"], asyncio.get_running_loop().time())
+        if attempts is None:
+            return
+        event = _GIVE_UP.get(Status(row["status"]))
+        try:
+            fresh = await self.db_read(repo.get, row["id"])
+            if event is None or fresh is None or fresh["status"] != row["status"]:
+                return
+            reason = f"{_ACTIONS[event]} failed {attempts} times with an internal error; see the server log"
+            values = {"fail_reason": reason}
+            if event in (Event.PROVISION_FAILED, Event.START_FAILED):
+                values["placement"] = None
+            await self._set(fresh, event, values, note=("failed", reason))
+        except Exception as exc:  # the store went away meanwhile: the next attempt settles it
+            log.warning("instance %s: could not record the failure: %s", row["id"], _first_line(exc))
 
     async def _release(self, notebook_id: str) -> None:
         if notebook_id in self._released:
@@ -365,7 +395,18 @@ class Reconciler:
             values.update(claim_owner=None, claim_until=None)
 
         def change(conn) -> bool:
-            if not repo.compare_and_set(conn, row["id"], row["version"], values, True, owner=self.replica_id):
+            version = row["version"]
+            for _attempt in range(5):
+                if repo.compare_and_set(conn, row["id"], version, values, True, owner=self.replica_id):
+                    break
+                # Writes that change no status (tags) move the version too; the transition still stands
+                # then. Any change of status or intent, or of the claim, means this work is stale.
+                fresh = repo.get(conn, row["id"])
+                if (fresh is None or fresh["version"] == version or fresh["claim_owner"] != self.replica_id
+                        or (fresh["status"], fresh["desired"]) != (row["status"], row["desired"])):
+                    return False
+                version = fresh["version"]
+            else:
                 return False
             if note is not None:
                 repo.add_event(conn, row["id"], row["project_id"], now, *note)
@@ -384,10 +425,14 @@ class Reconciler:
                           f"Scheduled on the {self.runtime.name} runtime (replica {self.short_id})")
         reporter = ProgressReporter(self, row)
         async with self._slots:
-            # Whatever a crashed predecessor left half-started is ended first, so a start is always clean.
-            await self.runtime.stop(spec, Placement.from_json(orjson.loads(row["placement"]))
-                                    if row["placement"] else None)
             try:
+                # Whatever a crashed predecessor left half-started is ended first, so a start is always
+                # clean; if that fails the start fails with it (starting next to the remains would not be).
+                try:
+                    await self.runtime.stop(spec, Placement.from_json(orjson.loads(row["placement"]))
+                                            if row["placement"] else None)
+                except RuntimeFailure as failure:
+                    raise RuntimeFailure(f"Could not clean up before starting: {failure.reason}") from failure
                 try:
                     placement = await self.runtime.start(spec, reporter)
                 finally:
@@ -411,7 +456,10 @@ class Reconciler:
         if not await self._set(row, ok, values, note=note):
             # The intent changed, or this replica lost its claim, while we worked: leave no process
             # nobody wants (a new owner starts from a clean slate anyway).
-            await self.runtime.stop(spec, placement)
+            try:
+                await self.runtime.stop(spec, placement)
+            except RuntimeFailure as failure:
+                log.warning("instance %s: stopping an unwanted start failed: %s", row["id"], failure.reason)
 
     async def _finish_stop(self, row, reason: str | None = None) -> None:
         spec = self.spec_of(row)
@@ -510,12 +558,23 @@ class Reconciler:
         if fresh is None:
             return
         try:
-            await self.runtime.stop(spec, placement)  # leave nothing half-alive behind
             reason = reason or "the instance stopped unexpectedly"
+            try:
+                await self.runtime.stop(spec, placement)  # leave nothing half-alive behind
+            except RuntimeFailure as failure:
+                reason = f"{reason}; stopping its remains failed too: {failure.reason}"
             await self._set(fresh, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None},
                             note=("failed", f"Instance lost: {reason}"))
         finally:
             await self._release(row["id"])
+
+
+# The failed status a transitional one settles in when its work keeps failing, and what that work is.
+_GIVE_UP = {Status.INIT: Event.PROVISION_FAILED, Status.CREATING: Event.PROVISION_FAILED,
+            Status.STARTING: Event.START_FAILED, Status.STOPPING: Event.STOP_FAILED,
+            Status.DELETING: Event.DELETE_FAILED}
+_ACTIONS = {Event.PROVISION_FAILED: "Creating", Event.START_FAILED: "Starting", Event.STOP_FAILED: "Stopping",
+            Event.DELETE_FAILED: "Deleting"}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,6 +21,10 @@ SORT_KEYS = {
 }
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
+# Every integer query parameter is bounded: a larger offset than any store holds rows for is useless, and
+# beyond 64 bits the drivers refuse to bind the value at all (a 500 where a 400 belongs).
+MAX_OFFSET = 2 ** 31 - 1
+MAX_TAG_FILTERS = 20   # as many as one instance can carry (services.tags.MAX_TAGS)
 STRICT_LIMITS = (10, 20, 50)
 
 _NAME_RE = re.compile(r"^[\w\-]{1,128}$")            # letters of any language, digits, _ and -
@@ -85,12 +89,17 @@ def _one(params, name: str) -> str | None:
     return values[0]
 
 
-def _int(raw: str | None, name: str, default: int) -> int:
+def parse_int(raw: str | None, name: str, default, low: int, high: int):
+    """An integer query parameter within ``low``..``high`` (else 0104); ``default`` when absent or empty."""
     if raw is None or raw == "":
         return default
-    if not _INT_RE.fullmatch(raw):  # int() alone would take " 10", "1_0" and non-ASCII digits
-        raise InvalidParameter(f"Parameter error: '{name}' must be an integer.")
-    return int(raw, 10)
+    # int() alone would take " 10", "1_0" and non-ASCII digits; the length check spares int() a huge string.
+    if len(raw) > 24 or not _INT_RE.fullmatch(raw):
+        raise InvalidParameter(f"Parameter error: '{name}' must be an integer from {low} to {high}.")
+    value = int(raw, 10)
+    if not low <= value <= high:
+        raise InvalidParameter(f"Parameter error: '{name}' must be an integer from {low} to {high}.")
+    return value
 
 
 def _match(raw: str | None, name: str, pattern: re.Pattern) -> str | None:
@@ -121,9 +130,12 @@ def _uuid(raw: str | None, name: str) -> str | None:
 
 
 def parse_tags(raw: str | None) -> tuple[TagFilter, ...]:
-    """``k1|v1,k2|v2`` -> tag filters; a bare ``k`` asks for the key's presence."""
+    """``k1|v1,k2|v2`` -> tag filters (repeats dropped); a bare ``k`` asks for the key's presence. At most
+    ``MAX_TAG_FILTERS`` pairs: an instance has at most that many tags, so more can only match nothing."""
     if raw is None or raw == "":
         return ()
+    if raw.count(",") >= MAX_TAG_FILTERS:
+        raise InvalidParameter(f"Parameter error: 'tags' may hold at most {MAX_TAG_FILTERS} pairs.")
     bad = (raw.startswith((",", "|")) or raw.endswith(",") or ",," in raw or "||" in raw
            or not _TAG_CHARS_RE.fullmatch(raw))
     if bad:
@@ -134,7 +146,7 @@ def parse_tags(raw: str | None) -> tuple[TagFilter, ...]:
         if not key or "|" in value:
             raise InvalidParameter("Parameter error: 'tags' must look like k1|v1,k2|v2.")
         result.append(TagFilter(key, value if sep else None))
-    return tuple(result)
+    return tuple(dict.fromkeys(result))
 
 
 def parse_sort(sort_key: str | None, sort_dir: str | None) -> tuple[tuple[str, ...], bool]:
@@ -166,13 +178,10 @@ def parse_notebook_query(params, *, project_id: str, caller_id: str, caller_is_a
     Scope (A5): a non-admin sees only their own instances and ``owner`` is ignored; an admin's
     ``/notebooks`` shows their own unless ``owner`` is given, ``/notebooks/all`` everyone's.
     """
-    limit = _int(_one(params, "limit"), "limit", DEFAULT_LIMIT)
-    if limit < 1 or limit > MAX_LIMIT or (strict_limit and limit not in STRICT_LIMITS):
-        allowed = "10, 20 or 50" if strict_limit else f"1 to {MAX_LIMIT}"
-        raise InvalidParameter(f"Parameter error: 'limit' must be {allowed}.")
-    offset = _int(_one(params, "offset"), "offset", 0)
-    if offset < 0:
-        raise InvalidParameter("Parameter error: 'offset' must not be negative.")
+    limit = parse_int(_one(params, "limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    if strict_limit and limit not in STRICT_LIMITS:
+        raise InvalidParameter("Parameter error: 'limit' must be 10, 20 or 50.")
+    offset = parse_int(_one(params, "offset"), "offset", 0, 0, MAX_OFFSET)
 
     owner = _match(_one(params, "owner"), "owner", _OWNER_RE)
     if not caller_is_admin:

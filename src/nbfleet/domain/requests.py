@@ -10,9 +10,12 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import orjson
+
 from . import errors as E
 from .lease import DEFAULT_DURATION_MS, LeaseLimits, check_duration, parse_type
 from .model import MAIN_MOUNT_PATH, Feature, LeaseType, Ownership, VolumeCategory
+from .query import parse_int
 
 _NAME_RE = re.compile(r"^[\w\-]+$")
 _DESCRIPTION_FORBIDDEN = "&<>\"'/"
@@ -20,6 +23,12 @@ _WORKSPACE_RE = re.compile(r"^(0|[0-9a-z]{32})$")
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 EVS_MIN_GB, EVS_MAX_GB = 5, 4096
 MAX_ALLOWED_IPS = 5
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+# Members stored as the caller sent them (beyond their typed members): their nesting and size are bounded,
+# so that one instance cannot make the pages that show it unrenderable or huge.
+FREE_FORM = ("affinity", "custom_spec", "user_vpc")
+MAX_FREE_FORM_DEPTH = 8
+MAX_FREE_FORM_BYTES = 16 * 1024
 
 
 
@@ -119,6 +128,38 @@ def _check_hooks_types(hooks: dict) -> None:
         check_types(config, HOOK_CONFIG_SCHEMA, f"hooks.container_hooks.{stage}.")
 
 
+def nesting_depth(value, stop_at: int) -> int:
+    """Levels of objects and arrays in ``value`` (a scalar is 0), counted up to ``stop_at + 1`` at most."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_at:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def free_form_fits(value) -> bool:
+    """Whether a free-form member is within ``MAX_FREE_FORM_DEPTH`` levels and ``MAX_FREE_FORM_BYTES`` of JSON."""
+    if value is None:
+        return True
+    if nesting_depth(value, MAX_FREE_FORM_DEPTH) > MAX_FREE_FORM_DEPTH:
+        return False
+    return len(orjson.dumps(value)) <= MAX_FREE_FORM_BYTES
+
+
+def check_free_form(body: dict) -> None:
+    """6336 for a free-form member nested deeper or larger than the bounds."""
+    for name in FREE_FORM:
+        if not free_form_fits(body.get(name)):
+            raise E.InvalidProperty(name, f"At most {MAX_FREE_FORM_DEPTH} levels deep and "
+                                          f"{MAX_FREE_FORM_BYTES} bytes as JSON.")
+
+
 def check_name(name: str) -> str:
     if not 1 <= len(name) <= 128 or not _NAME_RE.fullmatch(name):
         raise E.InvalidProperty("name", "Use 1 to 128 letters, digits, hyphens (-) or underscores (_).")
@@ -169,6 +210,7 @@ def check_create_shape(body) -> CreateShape:
     if body.get("volume") is None:
         raise E.StorageRequired()
     check_types(body, CREATE_SCHEMA)
+    check_free_form(body)
     name = check_name(body["name"])
     description = check_description(body.get("description") or "")
     feature = _upper_enum(body.get("feature"), "feature", Feature, Feature.NOTEBOOK)
@@ -319,13 +361,7 @@ def lease_from_body(body, limits: LeaseLimits) -> LeaseRequest:
 def lease_from_query(duration: str | None, lease_type: str | None, limits: LeaseLimits,
                      default_type: LeaseType = LeaseType.TIMING) -> LeaseRequest:
     """Start/renew query parameters: ``duration`` in ms (default 1 h) and ``type``."""
-    if duration in (None, ""):
-        d = DEFAULT_DURATION_MS
-    else:
-        try:
-            d = int(duration)
-        except ValueError:
-            raise E.InvalidParameter("Parameter error: 'duration' must be an integer.") from None
+    d = parse_int(duration, "duration", DEFAULT_DURATION_MS, INT64_MIN, INT64_MAX)
     kind = parse_type(lease_type) if lease_type not in (None, "") else default_type
     check_duration(d, kind, limits)
     return LeaseRequest(d, kind)

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from ..domain import errors as E
-from ..domain.query import Page, parse_sort
+from ..domain.query import MAX_OFFSET, Page, parse_int, parse_sort
 from ..runtime.base import FlavorLimits
 from ..store import image_repo
 from ..store.db import Database
@@ -105,10 +105,8 @@ def paged_catalogue(items: list[dict], params, sort_keys: set[str], default_sort
         _, descending = parse_sort(None, one("sort_dir"))
         keys = [k.strip() for k in sort_key.split(",")]
         items = sorted(items, key=lambda f: tuple(f[k] for k in keys) + (f["id"],), reverse=descending)
-    offset = _nonneg_int(one("offset"), "offset", 0)
-    limit = _nonneg_int(one("limit"), "limit", None)
-    if limit == 0:
-        raise E.InvalidParameter("Parameter error: 'limit' must be at least 1.")
+    offset = parse_int(one("offset"), "offset", 0, 0, MAX_OFFSET)
+    limit = parse_int(one("limit"), "limit", None, 1, MAX_OFFSET)
     chunk = items[offset:offset + limit] if limit else items[offset:]
     size = limit or len(chunk)
     envelope = Page(chunk, len(items), offset, size).envelope(one_based=True)
@@ -117,18 +115,6 @@ def paged_catalogue(items: list[dict], params, sort_keys: set[str], default_sort
     if flavors_twice:
         envelope["flavors"] = chunk
     return envelope
-
-
-def _nonneg_int(raw, name, default):
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise E.InvalidParameter(f"Parameter error: '{name}' must be an integer.") from None
-    if value < 0:
-        raise E.InvalidParameter(f"Parameter error: '{name}' must not be negative.")
-    return value
 
 
 def builtin_swr_path(img: dict) -> str:
@@ -212,8 +198,8 @@ class ImageCatalog:
             except KeyError as exc:
                 raise E.UnsupportedSortKey(f"The field does not support sorting: '{exc.args[0]}'.") from None
         _, descending = parse_sort(None, one("sort_dir"))
-        offset = _nonneg_int(one("offset"), "offset", 0)
-        limit = _nonneg_int(one("limit"), "limit", 200) or 200
+        offset = parse_int(one("offset"), "offset", 0, 0, MAX_OFFSET)
+        limit = parse_int(one("limit"), "limit", 200, 0, MAX_OFFSET) or 200
         with self.db.read() as conn:
             rows, total = image_repo.page(conn, project_id, user_id, filters=filters, name=one("name"),
                                           fuzzy=fuzzy_raw == "true", sort=sort, descending=descending,

@@ -1,6 +1,7 @@
 """The wire form (``NotebookResp``) of a stored notebook row."""
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import lru_cache
 
@@ -9,6 +10,7 @@ import orjson
 from ..auth.secrets import SecretBox
 
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
+from ..domain.requests import FREE_FORM, free_form_fits
 from ..runtime.base import Placement
 from .addresses import NotebookAddresses
 
@@ -26,6 +28,7 @@ class SealedTokens:
         return self._secrets.seal(str(uuid.uuid4()))
 
 
+log = logging.getLogger("nbfleet.render")
 _ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})   # where endpoints have addresses
 
 
@@ -82,7 +85,7 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
     volume = dict(spec["volume"])
     volume.pop("mount_type", None)
     placement = Placement.from_json(parsed(placement_document)) if placement_document else None
-    return {
+    members = {
         "custom_spec": spec.get("custom_spec"),
         "image": spec["image"],
         "volume": volume,
@@ -97,6 +100,13 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
         "hooks": spec.get("hooks"),
         "public_network_config": spec.get("public_network_config"),
     }
+    # Stored before create bounded them, a free-form member may be too deep to encode within a page (orjson
+    # stops at 254 levels): it is shown as null, once logged (this result is cached), not failing the page.
+    for name in FREE_FORM:
+        if not free_form_fits(members[name]):
+            log.error("a stored %s is beyond the bounds of a free-form member; shown as null", name)
+            members[name] = None
+    return members
 
 
 def _with_notebook_uri(endpoints: list[dict], uri: str) -> list[dict]:
@@ -154,4 +164,23 @@ def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domai
         "public_network_config": from_spec["public_network_config"],
         "create_at": row["create_at"],
         "update_at": row["update_at"],
+    }
+
+
+def degraded_notebook_json(row, *, addresses: NotebookAddresses, domain: tuple[str, str]) -> dict:
+    """A row that cannot be rendered in full (a stored document that does not parse or lacks a member):
+    its own columns, every member derived from its documents null. Listed rather than left out, so that
+    ``total`` still counts what the page shows and the owner can still find and delete the instance."""
+    notebook_id = row["id"]
+    return {
+        "id": notebook_id, "name": row["name"], "description": row["description"], "status": row["status"],
+        "feature": row["feature"], "flavor": row["flavor"], "custom_spec": None, "image": None,
+        "lease": lease_json(row), "pool": None, "volume": None, "data_volumes": [], "endpoints": [],
+        "action_progress": [], "fail_reason": row["fail_reason"], "token": None,
+        "url": f"{addresses.base(notebook_id)}/lab", "workspace_id": row["workspace_id"],
+        "billing_items": [], "user_id": row["user_id"],
+        "user": {"id": row["user_id"], "name": row["user_name"], "domain": {"id": domain[0], "name": domain[1]}},
+        "affinity": None, "run_user": None, "ip": row["ip"], "user_vpc": None, "is_need_credentials": True,
+        "jupyter_version": None, "tags": [], "hooks": None, "public_network_config": None,
+        "create_at": row["create_at"], "update_at": row["update_at"],
     }

@@ -5,6 +5,7 @@ in one transaction; the reconciler does the slow work afterwards.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -23,7 +24,9 @@ from ..store import identity_repo, image_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
 from .catalog import Flavor, FlavorCatalog
-from .notebook_view import SealedTokens, initial_progress, lease_json, notebook_json
+from .notebook_view import SealedTokens, degraded_notebook_json, initial_progress, lease_json, notebook_json
+
+log = logging.getLogger("nbfleet.notebooks")
 
 UPDATE_A = ("name", "description", "hooks", "dew_secret_name", "public_network_config")
 UPDATE_B = ("flavor", "image_id", "endpoints")
@@ -51,8 +54,14 @@ class NotebookService:
         return self._domain
 
     def render(self, row, principal: Principal) -> dict:
-        token = self.tokens.open(row["token"]) if row["user_id"] == principal.user_id else None
-        return notebook_json(row, token=token, addresses=self.addresses, domain=self.domain())
+        """The row's NotebookResp; a row that cannot be rendered is shown degraded (and logged), never
+        failing the page or the call that shows it."""
+        try:
+            token = self.tokens.open(row["token"]) if row["user_id"] == principal.user_id else None
+            return notebook_json(row, token=token, addresses=self.addresses, domain=self.domain())
+        except Exception:
+            log.exception("instance %s cannot be rendered in full; shown degraded", row["id"])
+            return degraded_notebook_json(row, addresses=self.addresses, domain=self.domain())
 
     @staticmethod
     def _visible(conn, principal: Principal, notebook_id: str):
@@ -60,6 +69,14 @@ class NotebookService:
         row = repo.get(conn, notebook_id)
         if (row is None or row["project_id"] != principal.project_id
                 or (not principal.is_admin and row["user_id"] != principal.user_id)):
+            raise E.NotebookNotFound()
+        return row
+
+    @staticmethod
+    def _current(conn, notebook_id: str):
+        """The row as it is now, after a lost compare-and-set; 6309 if what won was its deletion."""
+        row = repo.get(conn, notebook_id)
+        if row is None:
             raise E.NotebookNotFound()
         return row
 
@@ -199,6 +216,7 @@ class NotebookService:
             values["spec"] = orjson.dumps(spec).decode()
             values["update_at"] = self.clock.now_ms()
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
+                self._current(conn, notebook_id)   # 6309 if it was deleted meanwhile
                 raise E.IllegalTransition("ModelArts.6357", status, Op.UPDATE_A)
             self._event(conn, row, "updated", "Changed " + ", ".join(sorted(changes)))
             return self.render(repo.get(conn, notebook_id), principal)
@@ -273,7 +291,7 @@ class NotebookService:
                 self._admit_start(conn)
             values = {"status": target.value, "update_at": self.clock.now_ms(), **build(row)}
             if not repo.compare_and_set(conn, notebook_id, row["version"], values, bump=True):
-                current = repo.get(conn, notebook_id)
+                current = self._current(conn, notebook_id)
                 check(current["status"], op, strict_delete=self.settings.strict_delete)
                 raise E.IllegalTransition("ModelArts.6357", current["status"], op)
             self._event(conn, row, kind, message)
@@ -323,6 +341,7 @@ class NotebookService:
             values = {"lease_type": lease.type.value, "lease_duration": lease.duration,
                       "lease_enable": lease.enable, "lease_update_at": lease.update_at, "update_at": now}
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
+                self._current(conn, notebook_id)
                 raise E.IllegalTransition("ModelArts.6327", row["status"], Op.RUN_ONLY)
             self._event(conn, row, "lease_renewed",
                         "Auto-stop disabled" if not lease.enable else

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import orjson
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from ..store.tables import notebook_tags, notebooks
 from .notebooks import NotebookService
 
 MAX_TAGS = 20
+CAS_ATTEMPTS = 5   # concurrent writes to one instance are rare; losing this often means something is wrong
 _KEY_RE = re.compile(r"^[\w .:=+\-@]{1,128}$")
 _VALUE_RE = re.compile(r"^[\w .:/=+\-@]{0,255}$")
 
@@ -49,35 +51,47 @@ class TagService:
     def __init__(self, notebooks: NotebookService):
         self.nb = notebooks
 
-    def _store(self, conn, row, tags: dict[str, str]) -> None:
-        ordered = sorted(tags.items())
-        repo.replace_tags(conn, row["id"], ordered)
-        repo.compare_and_set(conn, row["id"], row["version"],
-                             {"tags": orjson.dumps([{"key": k, "value": v} for k, v in ordered]).decode()})
+    def _write(self, principal: Principal, notebook_id: str, change: Callable[[dict], dict[str, str]], *,
+               adding: bool) -> None:
+        """Apply ``change`` (current tags -> new tags) with a compare-and-set that bumps the version, and
+        replace the tag rows the list filters use only when it won, in the same transaction: the tags
+        shown and the tags filtered on can never differ. A write that moved the row meanwhile (a status
+        change) makes it read the row again and re-apply ``change`` to what it finds."""
+        with self.nb.db.write() as conn:
+            for _attempt in range(CAS_ATTEMPTS):
+                row = self.nb._visible(conn, principal, notebook_id)   # 6309 once deleted meanwhile
+                if adding and row["status"] == "DELETING":  # tags go with the instance; nothing to add now
+                    check(row["status"], Op.UPDATE_A)
+                tags = sorted(change({t["key"]: t["value"] for t in orjson.loads(row["tags"])}).items())
+                document = orjson.dumps([{"key": k, "value": v} for k, v in tags]).decode()
+                if repo.compare_and_set(conn, notebook_id, row["version"], {"tags": document}, bump=True):
+                    repo.replace_tags(conn, notebook_id, tags)
+                    return
+        raise E.IllegalTransition("ModelArts.6357", row["status"], Op.UPDATE_A)
 
     def add(self, principal: Principal, notebook_id: str, body) -> None:
         """Upsert tags; more than 20 in all is refused."""
         wanted = _parse(body, need_value=True)
-        with self.nb.db.write() as conn:
-            row = self.nb._visible(conn, principal, notebook_id)
-            if row["status"] == "DELETING":  # tags go with the instance; nothing to add to it now
-                check(row["status"], Op.UPDATE_A)
-            current = {t["key"]: t["value"] for t in orjson.loads(row["tags"])}
+
+        def upsert(current: dict[str, str]) -> dict[str, str]:
             current.update({k: v or "" for k, v in wanted})
             if len(current) > MAX_TAGS:
                 raise E.InvalidProperty("tags", f"At most {MAX_TAGS} tags per instance.")
-            self._store(conn, row, current)
+            return current
+
+        self._write(principal, notebook_id, upsert, adding=True)
 
     def remove(self, principal: Principal, notebook_id: str, body) -> None:
         """Remove tags whose key matches (and value, when one is given); unknown keys are ignored."""
         unwanted = _parse(body, need_value=False)
-        with self.nb.db.write() as conn:
-            row = self.nb._visible(conn, principal, notebook_id)
-            current = {t["key"]: t["value"] for t in orjson.loads(row["tags"])}
+
+        def without(current: dict[str, str]) -> dict[str, str]:
             for key, value in unwanted:
                 if key in current and (value is None or current[key] == value):
                     del current[key]
-            self._store(conn, row, current)
+            return current
+
+        self._write(principal, notebook_id, without, adding=False)
 
     def in_use(self, principal: Principal, workspace_id: str | None) -> dict:
         """Every distinct key over the caller's notebooks in the project (admins: all of them)."""

@@ -29,11 +29,12 @@ class Database:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 database = Path(path)
+                database.parent.mkdir(parents=True, exist_ok=True)
                 create_private(database)   # before SQLite creates it (and its -wal, -shm) with the umask's mode
                 for companion in ("-wal", "-shm", "-journal"):
                     make_private(database.with_name(database.name + companion))
-            self.engine: Engine = create_engine(url, pool_size=pool_size,
-                                                max_overflow=20 if max_overflow is None else max_overflow,
+            max_overflow = 20 if max_overflow is None else max_overflow
+            self.engine: Engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
                                                 connect_args={"check_same_thread": False, "timeout": 30})
             _configure_sqlite(self.engine)
         else:
@@ -43,9 +44,10 @@ class Database:
             # psycopg prepares repeated statements; PostgreSQL's generic plan for them cannot see the search
             # pattern or the offset, and falls back to scans the trigram and ordering indexes exist to avoid.
             connect_args["options"] = "-c plan_cache_mode=force_custom_plan"
-            self.engine = create_engine(url, pool_size=pool_size,
-                                        max_overflow=10 if max_overflow is None else max_overflow,
+            max_overflow = 10 if max_overflow is None else max_overflow
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
                                         pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
+        self.max_connections = pool_size + max_overflow   # what the pool may open at once
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
