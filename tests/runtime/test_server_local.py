@@ -98,6 +98,40 @@ def test_proxy_answers_unknown_and_stopped_instances_alike(server):
     client.ok("DELETE", f"/notebooks/{stopped['id']}")
 
 
+def test_writes_and_websockets_from_another_origin_are_refused_whatever_the_credentials(server):
+    proc, client = server
+    nb = client.wait_status(client.create("guarded")["id"], "RUNNING")
+    base = notebook_base(nb)
+    token = {"Authorization": f"token {nb['token']}"}
+    sibling = f"http://0badc0de-0000-4000-8000-000000000000.nb.localhost:{proc.port}"
+    refused = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"}, headers={**token, "Origin": sibling})
+    assert refused.status_code == 403 and refused.json()["error_code"] == "ModelArts.0108"
+    assert notebook_http.get(f"{base}/api/kernels", headers=token).json() == []   # nothing was started
+    with pytest.raises(Exception) as closed:   # refused before it reaches Jupyter: close code 4403
+        with notebook_http.websocket(f"ws://{base.split('://', 1)[1]}/api/events/subscribe",
+                                     additional_headers={**token, "Origin": sibling}) as ws:
+            ws.recv(timeout=10)
+    assert "4403" in str(closed.value)
+    # Its own pages, and clients that are no browser (no Origin), may.
+    own = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"}, headers={**token, "Origin": base})
+    assert own.status_code == 201, own.text
+    assert notebook_http.post(f"{base}/api/kernels", json={"name": "python3"}, headers=token).status_code == 201
+    client.ok("DELETE", f"/notebooks/{nb['id']}")
+
+
+def test_the_jupyter_version_is_told_only_to_who_can_sign_in(server):
+    proc, client = server
+    nb = client.wait_status(client.create("versioned")["id"], "RUNNING")
+    base = notebook_base(nb)
+    for anonymous in (notebook_http.get(f"{base}/api"), notebook_http.get(f"{base}/api/"),
+                      notebook_http.get(f"{base}/api", headers={"Authorization": "token not-the-token"})):
+        assert anonymous.status_code == 403 and "version" not in anonymous.text
+    for signed_in in (notebook_http.get(f"{base}/api", headers={"Authorization": f"token {nb['token']}"}),
+                      notebook_http.get(f"{base}/api?token={nb['token']}")):
+        assert signed_in.status_code == 200 and "version" in signed_in.json()
+    client.ok("DELETE", f"/notebooks/{nb['id']}")
+
+
 @pytest.mark.runtime_only
 def test_work_survives_stop_and_start_and_delete_removes_everything(server):
     proc, client = server

@@ -144,6 +144,9 @@ class NotebookProxy:
 
         client, url = self._upstream(target, _raw_target(request.scope))
         headers = self._request_headers(request)
+        if self._is_version_probe(request, notebook_id) and not await self._signed_in(client, url, headers):
+            # Jupyter names its version to anyone at <base>/api; nbfleet only to who could use it.
+            return JSONResponse({"message": "Forbidden", "reason": None}, status_code=403)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         upstream_request = client.build_request(
             request.method, url, headers=headers, content=request.stream() if has_body else None)
@@ -155,6 +158,20 @@ class NotebookProxy:
             log.warning("notebook %s: upstream unreachable: %r", notebook_id, exc)
             return refusal_response(request, await self._unreachable(notebook_id))
         return _UpstreamResponse(upstream, self._response_headers(upstream, notebook_id))
+
+    def _is_version_probe(self, request: Request, notebook_id: str) -> bool:
+        base = "/" if self.per_instance_origin else f"{PREFIX}/{notebook_id}/"
+        return request.method in ("GET", "HEAD") and request.url.path.rstrip("/") == f"{base}api"
+
+    async def _signed_in(self, client: httpx.AsyncClient, url: httpx.URL, headers) -> bool:
+        """Whether the request's credentials (token or Jupyter's login cookie) open the instance's API."""
+        status_url = url.copy_with(raw_path=url.raw_path.split(b"?", 1)[0].rstrip(b"/") + b"/status"
+                                   + (b"?" + url.query if url.query else b""))
+        try:
+            answer = await client.get(status_url, headers=headers)
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 200
 
     async def _unreachable(self, notebook_id: str) -> ProxyRefusal:
         """Why an instance did not answer: it stopped meanwhile (a route cached here, changed by another

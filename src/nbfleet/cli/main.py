@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -94,6 +95,9 @@ def serve(
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
                              migrate=migrate, single_user=single_user)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
+    # must read (image environments, instance directories) gets its mode explicitly.
+    os.umask(0o077)
     if settings.runtime == "local":
         try:   # refuse before listening: notebooks for many users need their sandbox
             build_isolation(settings).check([settings.image_root()])
@@ -114,8 +118,6 @@ def images_build(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Build the local runtime's image environments ahead of time (on this host, into the image dir)."""
-    import os
-
     from ..runtime.environments import EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
     from ..services.catalog import load_catalogue
 

@@ -149,9 +149,10 @@ def find_interpreter(version: str, preferred: Sequence[Path] = (), *, shared: bo
             refused.append(f"{interpreter.executable} (not readable by other users)")
             continue
         return interpreter
-    hint = f"; found but unusable: {', '.join(refused)}" if refused else ""
+    if refused:
+        log.warning("Python %s interpreters that instances of other uids cannot read: %s", minor, ", ".join(refused))
     raise ImageEnvironmentError(f"no Python {minor} interpreter on this host to build the image from "
-                            f"(install python{minor}, or name one in NBFLEET_IMAGE_PYTHONS){hint}")
+                                f"(install python{minor}, or name one in NBFLEET_IMAGE_PYTHONS)")
 
 
 def _uv() -> str | None:

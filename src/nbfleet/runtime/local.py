@@ -143,8 +143,9 @@ class LocalRuntime:
             await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {elapsed:.1f} s")
         except BaseException as exc:
             self._kill_now(iid, proc)
-            if isinstance(exc, SandboxUnavailable):
-                exc = RuntimeFailure(f"the sandbox cannot run: {exc}", step)
+            if isinstance(exc, SandboxUnavailable):   # the host's fault, told to the operator, not the user
+                log.error("instance %s: the sandbox cannot run: %s", iid, exc)
+                exc = RuntimeFailure("this host cannot run the notebook's sandbox; nbfleet's log says why", step)
             if isinstance(exc, RuntimeFailure):
                 failure = exc
             elif isinstance(exc, Exception):
@@ -175,7 +176,9 @@ class LocalRuntime:
             declared = EnvironmentSpec.from_json(spec.image.environment)
             return await self.environments.ensure(spec.image.name, declared, on_build=building)
         except ImageEnvironmentError as exc:
-            raise RuntimeFailure(str(exc), step=2) from None
+            log.warning("instance %s: image %s: %s", spec.id, spec.image.name, exc)
+            # What failed (a package, a version) helps the user; where on the host it was built does not.
+            raise RuntimeFailure(str(exc).replace(str(self.environments.root), "<image dir>"), step=2) from None
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self._terminate(spec.id, placement.pid if placement else None, grace=self.stop_timeout)
