@@ -5,12 +5,8 @@ The notebook proxy is not bounded: uploads to Jupyter may be large.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from starlette.testclient import TestClient
 
@@ -18,6 +14,7 @@ from nbfleet.app import create_app
 from nbfleet.runtime.base import Placement
 
 from ..conftest import make_settings
+from ..threaded_server import ServerThread
 from ..support import Creds, sign_headers
 
 LIMIT = 4096
@@ -86,43 +83,24 @@ def test_token_and_console_bodies_are_bounded_too(small):
     assert form.status_code == 413 and "too large" in form.text
 
 
-class _Upstream:
+def _upload_counter() -> FastAPI:
     """A stand-in for a notebook's Jupyter that counts the bytes of an upload."""
+    app = FastAPI()
 
-    def __init__(self):
-        app = FastAPI()
+    @app.post("/upload")   # a notebook on its own origin: Jupyter at /
+    async def upload(request: Request):
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+        return {"received": size}
 
-        @app.post("/upload")   # a notebook on its own origin: Jupyter at /
-        async def upload(request: Request):
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-            return {"received": size}
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "upstream did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+    return app
 
 
 def test_uploads_through_the_notebook_proxy_are_not_bounded(small, monkeypatch):
     client, _creds = small
     notebook_id = "0" * 8 + "-0000-4000-8000-" + "1" * 12
-    with _Upstream() as upstream:
+    with ServerThread(_upload_counter(), lifespan="off") as upstream:
         monkeypatch.setattr(client.app.state.routes, "lookup",
                             lambda _id: Placement(host="127.0.0.1", port=upstream.port))
         upload = b"u" * (LIMIT * 64)

@@ -29,6 +29,7 @@ from ..images import shared_environments
 from ..jupyter_client import execute, start_kernel
 from ..procs import ServeProcess, SignedClient, UnprivilegedUser
 from ..support import Creds
+from .local_helpers import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime_only]
 
@@ -93,21 +94,28 @@ def fleet(request, tmp_path_factory):
     alice = SignedClient(proc.endpoint, Creds(alice_keys["ak"], alice_keys["sk"], admin.project_id))
     bob = SignedClient(proc.endpoint, Creds(bob_keys["ak"], bob_keys["sk"], admin.project_id))
     fleet = Fleet(proc, alice, bob)
-    wanted = {"a1": alice.create("alice-one"), "a2": alice.create("alice-two"), "b1": bob.create("bob-one")}
-    for key, nb in wanted.items():
-        client = bob if key == "b1" else alice
-        fleet.nbs[key] = client.wait_status(nb["id"], "RUNNING", timeout=120)
-    yield fleet
-    for key, nb in fleet.nbs.items():
-        (bob if key == "b1" else alice).call("DELETE", f"/notebooks/{nb['id']}")
-    deadline = time.monotonic() + 60
-    while any(c.call("GET", f"/notebooks/{nb['id']}").status_code == 200 for nb, c in
-              [(fleet.nbs["a1"], alice), (fleet.nbs["a2"], alice), (fleet.nbs["b1"], bob)]) \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
-    alice.close()
-    bob.close()
-    proc.terminate()
+    try:
+        wanted = {"a1": alice.create("alice-one"), "a2": alice.create("alice-two"), "b1": bob.create("bob-one")}
+        for key, nb in wanted.items():
+            client = bob if key == "b1" else alice
+            fleet.nbs[key] = client.wait_status(nb["id"], "RUNNING", timeout=120)
+        yield fleet
+    finally:   # whatever failed, no server and no sandbox outlives the module
+        try:
+            owners = {key: (bob if key == "b1" else alice) for key in fleet.nbs}
+            for key, nb in fleet.nbs.items():
+                owners[key].call("DELETE", f"/notebooks/{nb['id']}")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and any(
+                    owners[key].call("GET", f"/notebooks/{nb['id']}").status_code == 200
+                    for key, nb in fleet.nbs.items()):
+                time.sleep(0.2)
+        finally:
+            alice.close()
+            bob.close()
+            proc.terminate()
+            for leftover in marked(proc.data_dir):
+                leftover.kill()
 
 
 def test_health_says_which_isolation_applies(fleet):

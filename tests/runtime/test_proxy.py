@@ -7,14 +7,12 @@ import hashlib
 import json
 import secrets
 import socket
-import threading
 import time
 import uuid
 
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 import websockets
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -24,6 +22,7 @@ from nbfleet.api.proxy import ProxyRefusal, ProxyTarget, install_notebook_proxy
 from nbfleet.runtime.local import LocalRuntime
 
 from ..images import make_reachable, shared_environments
+from ..threaded_server import ServerThread
 from .local_helpers import make_spec
 
 # No store at all: the same on SQLite and PostgreSQL (.ci/run runs it once).
@@ -39,32 +38,6 @@ class Reporter:
 
     async def event(self, *args):
         pass
-
-
-class ServerThread:
-    """A uvicorn server on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app, lifespan: str = "auto"):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            assert self.thread.is_alive(), "uvicorn thread died"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 def echo_app() -> FastAPI:
