@@ -104,6 +104,35 @@ class Reporter(Protocol):
     async def event(self, kind: str, message: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class EngineImage:
+    """An image as the engine that runs it knows it (``ImageEngine.inspect``)."""
+
+    swr_path: str
+    size_kb: int | None = None
+    # What the image can serve, as far as the engine can tell ("NOTEBOOK", "SSH"); empty: nothing usable.
+    serves: tuple[str, ...] = ()
+
+
+class ImageEngine(Protocol):
+    """The images of a runtime that runs images (a container engine; the simulated runtime pretends).
+
+    A runtime without one (``Runtime.images is None``, the local runtime, whose images are environments
+    built from the catalogue) supports neither registering engine images nor saving an instance as one.
+    Saving goes through the reconciler like every change to an instance; ``inspect`` only reads.
+    """
+
+    async def inspect(self, swr_path: str) -> EngineImage | None:
+        """The image if the engine has it (or can pull it), else None."""
+
+    async def commit(self, spec: InstanceSpec, placement: Placement, swr_path: str) -> EngineImage:
+        """Save the RUNNING instance as a new image ``swr_path``: what its owner installed, not its work
+        volume. ``RuntimeFailure`` says why it could not."""
+
+    async def remove(self, swr_path: str) -> None:
+        """Remove the image's content from the engine (gone already is fine)."""
+
+
 class Runtime(Protocol):
     """What every runtime implements. The reconciler is its only caller, one call per instance at a time.
 
@@ -115,6 +144,7 @@ class Runtime(Protocol):
 
     name: str
     observes: bool    # False: nothing runs (simulated), so there is nothing to watch or adopt
+    images: ImageEngine | None   # None: images are not engine images (see ImageEngine)
 
     def isolation(self) -> dict:
         """What keeps instances apart on this runtime, for ``GET /health`` and the start events."""

@@ -175,6 +175,7 @@ class ImageEnvironments:
         self.shared = shared
         self.uv = _uv() if uv is True else (uv or None)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._interpreters: dict[str, Interpreter] = {}
 
     def key(self, name: str, spec: EnvironmentSpec, interpreter: Interpreter) -> str:
         digest = hashlib.sha256(json.dumps(
@@ -183,7 +184,11 @@ class ImageEnvironments:
         return f"{_NAME.sub('-', name)[:60]}-{digest}"
 
     def interpreter(self, spec: EnvironmentSpec) -> Interpreter:
-        return find_interpreter(spec.python, self.pythons, shared=self.shared)
+        """The host interpreter for ``spec``'s version, found once: finding it runs each candidate."""
+        found = self._interpreters.get(spec.python)
+        if found is None or not found.executable.exists():
+            found = self._interpreters[spec.python] = find_interpreter(spec.python, self.pythons, shared=self.shared)
+        return found
 
     def find(self, name: str, spec: EnvironmentSpec) -> BuiltEnvironment | None:
         """The built environment of this image, or None when it still has to be built."""

@@ -52,6 +52,7 @@ DEFAULT_COMMAND = ("{python}", "-m", "jupyter_server")
 class LocalRuntime:
     name = "local"
     observes = True
+    images = None   # its images are environments built from the catalogue, not engine images
 
     def __init__(
         self,
