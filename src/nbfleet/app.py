@@ -40,6 +40,9 @@ def build_runtime(settings: Settings):
     if settings.runtime == "simulated":
         from .runtime.simulated import SimulatedRuntime
         return SimulatedRuntime(delay=settings.simulated_delay, failures=settings.simulated_fail)
+    path_prefix = "/notebooks/" if settings.notebook_routing == "path" else None
+    if settings.runtime == "docker":
+        return build_docker_runtime(settings, path_prefix)
     from .runtime.environments import ImageEnvironments
     from .runtime.limits import ResourceLimiter
     from .runtime.local import LocalRuntime
@@ -47,11 +50,20 @@ def build_runtime(settings: Settings):
     isolation.check([settings.image_root()])
     environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
                                      shared=bool(getattr(isolation, "per_instance_uid", False)))
-    # Host routing: every instance has an origin of its own, so its Jupyter lives at "/".
-    path_prefix = "/notebooks/" if settings.notebook_routing == "path" else None
     return LocalRuntime(settings.data_dir.resolve(), isolation=isolation, environments=environments,
                         ready_timeout=settings.ready_timeout, limiter=ResourceLimiter(use_cgroups=settings.cgroups),
                         path_prefix=path_prefix)
+
+
+def build_docker_runtime(settings: Settings, path_prefix: str | None):
+    from .runtime.docker import DockerRuntime, engine_client
+    from .runtime.docker_images import DockerImageBuilder
+    client = engine_client(settings.docker_host)
+    client.ping()   # an engine that does not answer fails the start, not every instance
+    builder = DockerImageBuilder(client, base_image=settings.docker_base_image, mirror=settings.docker_debian_mirror,
+                                 scratch=settings.data_dir.resolve())
+    return DockerRuntime(settings.data_dir.resolve(), client, network=settings.docker_network, builder=builder,
+                         ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix)
 
 
 def build_isolation(settings: Settings):

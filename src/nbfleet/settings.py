@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, description="connections each process keeps open")
     db_max_overflow: int | None = Field(default=None, ge=0, description="extra connections under load; "
                                         "default 10 (SQLite: 20)")
-    runtime: Literal["simulated", "local"] = "local"
+    runtime: Literal["simulated", "local", "docker"] = "local"
     public_url: str | None = Field(default=None, description="Base URL users reach nbfleet at; default http://host:port")
     notebook_routing: Literal["host", "path"] = Field(
         default="host", description="host: every instance on an origin of its own, <id>.<notebook_domain>; "
@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     sandbox_network: Literal["private", "host"] = Field(
         default="private", description="private: each notebook has a network namespace of its own with only "
         "its own loopback; host: notebooks share the host's network, including every service on its loopback")
+    # docker runtime
+    docker_host: str | None = Field(default=None, description="Docker Engine endpoint, e.g. "
+                                    "unix:///var/run/docker.sock; default DOCKER_HOST, else the engine's default")
+    docker_network: str = Field(default="none", description="none: instances reach no network (Jupyter answers on "
+                                "its socket); host; or the name of a Docker network")
+    docker_base_image: str | None = Field(default=None, description="base of the catalogue's images (with the "
+                                          "declared Python); default: Debian built with debootstrap")
+    docker_debian_mirror: str = "http://deb.debian.org/debian"
+
     image_dir: Path | None = Field(default=None, description="where image environments are built; default "
                                    "<data dir>/images")
     image_pythons: list[Path] = Field(default_factory=list, description="interpreters to build image "

@@ -98,6 +98,14 @@ def serve(
     # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
     # must read (image environments, instance directories) gets its mode explicitly.
     os.umask(0o077)
+    if settings.runtime == "docker":
+        try:   # refuse before listening: without its engine the runtime can do nothing
+            from ..runtime.docker import engine_client
+            engine_client(settings.docker_host).ping()
+        except Exception as exc:
+            typer.echo(f"error: the docker runtime cannot reach a Docker engine "
+                       f"({settings.docker_host or 'DOCKER_HOST or the default socket'}): {exc}", err=True)
+            raise typer.Exit(2)
     if settings.runtime == "local":
         try:   # refuse before listening: notebooks for many users need their sandbox
             build_isolation(settings).check([settings.image_root()])
@@ -114,36 +122,25 @@ def serve(
 @images_app.command("build")
 def images_build(
     name: Optional[str] = typer.Argument(None, help="Image name (default: every image of the catalogue)."),
+    runtime: Optional[str] = typer.Option(None, help="local | docker (env NBFLEET_RUNTIME, default local)."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Build the local runtime's image environments ahead of time (on this host, into the image dir)."""
-    from ..runtime.environments import EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
-    from ..services.catalog import load_catalogue
+    """Build the catalogue's images ahead of time: Python environments in the image dir (local runtime),
+    or engine images (docker runtime)."""
+    from ..runtime.builds import BuildFailed, build_images
 
-    settings = settings_from(data_dir=data_dir)
-    entries = [e for e in load_catalogue(settings.images_file, "images.json") if e.get("environment")]
-    if name is not None:
-        entries = [e for e in entries if e["name"] == name]
-        if not entries:
-            _fail(f"no image named {name!r} with an environment in the catalogue")
-    environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
-                                     shared=os.geteuid() == 0 and not settings.single_user)
+    settings = settings_from(data_dir=data_dir, runtime=runtime)
     results = []
-    for entry in entries:
-        if not as_json:
-            typer.echo(f"{entry['name']}: building ...", nl=False)
-        try:
-            built, seconds = environments.build(entry["name"], EnvironmentSpec.from_json(entry["environment"]))
-        except ImageEnvironmentError as exc:
+    try:
+        for built in build_images(settings, name):
+            results.append({"name": built.name, "path": built.where,
+                            "built_seconds": None if built.seconds is None else round(built.seconds, 1)})
             if not as_json:
-                typer.echo(" failed")
-            _fail(f"{entry['name']}: {exc}")
-        results.append({"name": entry["name"], "path": str(built.path), "python": built.interpreter.version,
-                        "built_seconds": None if seconds is None else round(seconds, 1)})
-        if not as_json:
-            typer.echo(f"\r{entry['name']}: " + ("already built" if seconds is None else f"built in {seconds:.1f} s")
-                       + f" (Python {built.interpreter.version}) at {built.path}")
+                typer.echo(f"{built.name}: " + ("already built" if built.seconds is None
+                                                else f"built in {built.seconds:.1f} s") + f" ({built.where})")
+    except BuildFailed as exc:
+        _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(results))
 

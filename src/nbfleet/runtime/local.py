@@ -29,7 +29,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-import httpx
 import psutil
 
 from ..domain.model import StepStatus
@@ -40,12 +39,11 @@ from .processes import (ENV_DATA_DIR, ENV_INSTANCE, alive as _alive, belongs, de
                         descendants, in_own_namespace, marked_processes, reap as _reap,
                         signal_group as _signal_group)
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
-from .upstream import UpstreamClients
+from .jupyter import JupyterProbe, server_args
 
 log = logging.getLogger(__name__)
 
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
-READY_POLL_S = 0.02
 DEFAULT_COMMAND = ("{python}", "-m", "jupyter_server")
 
 
@@ -81,7 +79,7 @@ class LocalRuntime:
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
         self._children: dict[str, subprocess.Popen] = {}  # started by this process, to reap them
-        self._upstreams = UpstreamClients(timeout=httpx.Timeout(5.0, connect=2.0), keepalive=2)
+        self.jupyter = JupyterProbe(self.base_url)
         self._checked = False
 
     def isolation(self) -> dict:
@@ -183,8 +181,7 @@ class LocalRuntime:
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self._terminate(spec.id, placement.pid if placement else None, grace=self.stop_timeout)
-        if placement is not None and placement.socket:
-            await self._upstreams.drop(placement.socket)
+        await self.jupyter.forget(placement)
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self.stop(spec, placement)
@@ -218,35 +215,10 @@ class LocalRuntime:
         """After a restart: is the recorded server still ours, alive and answering with the token?"""
         if placement is None or not placement.socket or not (await self.observe(spec, placement)).alive:
             return False
-        try:
-            r = await self._get(placement, spec, "api/status")
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200
+        return await self.jupyter.answers(placement, spec)
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
-        # /api/status does not count as activity; other endpoints do unless told not to track.
-        if not placement.socket:
-            return None
-        try:
-            status = await self._get(placement, spec, "api/status")
-            kernels = await self._get(placement, spec, "api/kernels", params={"no_track_activity": "1"})
-        except httpx.HTTPError:
-            return None
-        if status.status_code != 200 or kernels.status_code != 200:
-            return None
-        try:
-            info = status.json()
-            kernel_list = kernels.json()
-        except ValueError:
-            return None
-        times = [_epoch_ms(info.get("last_activity"))]
-        times += [_epoch_ms(k.get("last_activity")) for k in kernel_list]
-        known = [t for t in times if t is not None]
-        busy_count = sum(1 for k in kernel_list if k.get("execution_state") == "busy")
-        detail = (f"{len(kernel_list)} kernel(s), {busy_count} busy, "
-                  f"{info.get('connections', 0)} connection(s)")
-        return Activity(last_activity_ms=max(known) if known else None, busy=busy_count > 0, detail=detail)
+        return await self.jupyter.activity(spec, placement)
 
     async def reap_orphans(self, known_ids: set[str]) -> list[str]:
         orphans = sorted({iid for iid, _ in marked_processes(self.data_dir) if iid not in known_ids})
@@ -261,26 +233,15 @@ class LocalRuntime:
         return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
 
     async def close(self) -> None:
-        await self._upstreams.aclose()
+        await self.jupyter.close()
 
     # -- starting ------------------------------------------------------------------------
 
     def _command(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> list[str]:
         inside = self.sandbox.inside(dirs)
         command = [part.replace("{python}", str(environment.python)) for part in self.jupyter_command]
-        return [
-            *command,
-            f"--ServerApp.sock={inside.socket}",
-            "--ServerApp.sock_mode=0600",
-            f"--ServerApp.root_dir={inside.work}",
-            f"--ServerApp.base_url={self.base_url(spec.id)}",
-            "--ServerApp.open_browser=False",
-            # The redirect file holds the token; nobody opens a browser here.
-            "--ServerApp.no_browser_open_file=True",
-            # The proxy keeps the public Host header, which Jupyter would otherwise refuse.
-            "--ServerApp.allow_remote_access=True",
-            *self.extra_args,
-        ]
+        return [*command, *server_args(socket=inside.socket, root_dir=inside.work, base_url=self.base_url(spec.id)),
+                *self.extra_args]
 
     def _env(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> dict[str, str]:
         """The notebook's environment: nothing of nbfleet's own (which may hold database URLs and secrets)."""
@@ -344,33 +305,20 @@ class LocalRuntime:
 
     async def _wait_ready(self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen,
                           log_offset: int) -> None:
-        placement = Placement(pid=proc.pid, socket=str(dirs.socket))
-        deadline = time.monotonic() + self.ready_timeout
-        last = "no answer yet"
-        while True:
+        def exited() -> str | None:
             rc = proc.poll()
-            if rc is not None:
-                tail = self._log_tail(spec.id, log_offset)
-                raise RuntimeFailure(f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
-                                     f"Log: {tail or '(empty)'}", step=4)
-            if dirs.socket.exists():
-                try:
-                    r = await self._get(placement, spec, "api/status", timeout=httpx.Timeout(2.0, connect=0.5))
-                    if r.status_code == 200:
-                        return
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-            if time.monotonic() >= deadline:
-                tail = self._log_tail(spec.id, log_offset)
-                raise RuntimeFailure(f"jupyter-server was not ready within {self.ready_timeout:g} s "
-                                     f"(last probe: {last}). Log: {tail or '(empty)'}", step=4)
-            await asyncio.sleep(READY_POLL_S)
+            if rc is None:
+                return None
+            return (f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
+                    f"Log: {self._log_tail(spec.id, log_offset) or '(empty)'}")
 
-    async def _get(self, placement: Placement, spec: InstanceSpec, path: str, **kwargs) -> httpx.Response:
-        client = self._upstreams.get(placement.socket)
-        return await client.get(f"{self.base_url(spec.id)}{path}",
-                                headers={"Authorization": f"token {spec.token}"}, **kwargs)
+        try:
+            await self.jupyter.wait_ready(Placement(pid=proc.pid, socket=str(dirs.socket)), spec,
+                                          self.ready_timeout, exited)
+        except RuntimeFailure as failure:
+            if "not ready" in failure.reason:
+                failure.reason += f". Log: {self._log_tail(spec.id, log_offset) or '(empty)'}"
+            raise
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -540,12 +488,3 @@ def _describe_isolation(info: dict) -> str:
         return "no sandbox (single-user mode): the notebook runs as nbfleet's own user"
     return (f"sandbox: {info['mechanism']} ({', '.join(info['namespaces'])} namespaces), "
             f"{info['user']}, host uid: {info['host_uid']}, network: {info['network']}")
-
-
-def _epoch_ms(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(datetime.fromisoformat(value).timestamp() * 1000)
-    except ValueError:
-        return None

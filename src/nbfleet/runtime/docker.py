@@ -1,0 +1,320 @@
+"""The Docker runtime: one container per instance, from the instance's image, through the Engine API.
+
+Per instance::
+
+    container  nbfleet-<id>            from the instance's image, as ma-user (1000:100), with the flavor's
+                                       memory, CPUs and pids, no capabilities, no new privileges, its own
+                                       PID namespace, the network of ``docker_network`` (none by default)
+    volume     nbfleet-<id>-work       /home/ma-user/work: survives stop/start, goes on delete
+    <data dir>/instances/<id>/run      bind-mounted at /run/nbfleet: Jupyter's socket, nothing else
+
+As on ModelArts, each start makes a fresh container from the image and stop removes it: what the owner
+installs lives in the container's layer while the instance runs, and saving the instance as an image
+(``ImageEngine.commit``) keeps it. Every container and volume carries labels (instance, project, owner,
+data dir), so after a restart of nbfleet the reconciler adopts what runs and removes what nobody owns.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..domain.model import StepStatus
+from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure
+from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
+from .environments import EnvironmentSpec, ImageEnvironmentError
+from .jupyter import JupyterProbe, server_args
+from .processes import describe_rc
+from .sandbox import InstanceDirs
+
+log = logging.getLogger(__name__)
+
+LABEL_INSTANCE = "nbfleet.instance"
+LABEL_PROJECT = "nbfleet.project"
+LABEL_OWNER = "nbfleet.owner"
+LABEL_DATA_DIR = "nbfleet.data-dir"
+WORK = "/home/ma-user/work"
+RUN_DIR = "/run/nbfleet"
+SOCKET = f"{RUN_DIR}/jupyter.sock"
+SANDBOX_UID, SANDBOX_GID = 1000, 100
+DEFAULT_PIDS_MAX = 4096
+
+
+def engine_client(base_url: str | None = None):
+    """A Docker Engine client: ``base_url`` (``NBFLEET_DOCKER_HOST``), else ``DOCKER_HOST``, else the default."""
+    import docker
+    return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+
+
+class DockerRuntime:
+    name = "docker"
+    observes = True
+
+    def __init__(self, data_dir: Path, client, *, network: str = "none", ready_timeout: float = 90.0,
+                 stop_timeout: float = 5.0, builder: DockerImageBuilder | None = None,
+                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX):
+        """``network``: ``none`` (instances reach nothing; Jupyter answers on its socket), ``host``, or the
+        name of a Docker network. ``path_prefix`` as for the local runtime (None: Jupyter at ``/``)."""
+        self.data_dir = Path(data_dir).resolve()
+        self.client = client
+        self.network = network
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.builder = builder or DockerImageBuilder(client)
+        self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
+        self.pids_max = pids_max
+        self.images = DockerImages(client, self.container_name)
+        self.jupyter = JupyterProbe(self.base_url)
+        self._builds: dict[str, asyncio.Lock] = {}
+
+    # -- names ----------------------------------------------------------------------------
+
+    def container_name(self, instance_id: str) -> str:
+        return f"nbfleet-{instance_id}"
+
+    def volume_name(self, instance_id: str) -> str:
+        return f"nbfleet-{instance_id}-work"
+
+    def dirs(self, instance_id: str) -> InstanceDirs:
+        if not instance_id or "/" in instance_id or instance_id in (".", ".."):
+            raise RuntimeFailure(f"unusable instance id {instance_id!r}")
+        return InstanceDirs(self.data_dir / "instances" / instance_id)
+
+    def base_url(self, instance_id: str) -> str:
+        return "/" if self.path_prefix is None else f"{self.path_prefix}{instance_id}/"
+
+    def _labels(self, spec: InstanceSpec) -> dict[str, str]:
+        return {LABEL_INSTANCE: spec.id, LABEL_PROJECT: spec.project_id, LABEL_OWNER: spec.owner_id,
+                LABEL_DATA_DIR: str(self.data_dir)}
+
+    def isolation(self) -> dict:
+        return {"mechanism": "docker", "user": "ma-user (uid 1000)", "network": self.network,
+                "namespaces": ["mount", "pid", "ipc", "uts"] + (["network"] if self.network != "host" else []),
+                "capabilities": "none", "limits": "cgroups (the engine's)"}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:
+        step = 1
+        try:
+            dirs = self.dirs(spec.id)
+            await reporter.step(1, StepStatus.PROCESSING, "Preparing the work volume")
+            await asyncio.to_thread(self._remove_container, spec.id)   # a start after a crash starts clean
+            await asyncio.to_thread(self._prepare_storage, spec, dirs)
+            await reporter.step(1, StepStatus.COMPLETED, f"Work volume ready at {WORK}")
+
+            step = 2
+            await reporter.step(2, StepStatus.PROCESSING, f"Preparing the {spec.image.name} image")
+            await self._ensure_image(spec, reporter)
+            limits = _describe_limits(spec.flavor, self.pids_max)
+            await reporter.event("limits", limits)
+            await reporter.event("sandbox", f"container: {', '.join(self.isolation()['namespaces'])} namespaces, "
+                                            f"ma-user (uid 1000), no capabilities, network: {self.network}")
+            await reporter.step(2, StepStatus.COMPLETED, f"{spec.image.name} image ready; {limits}")
+
+            step = 3
+            await reporter.step(3, StepStatus.PROCESSING, "Configuring the network")
+            _remove_stale_socket(dirs.socket)
+            await reporter.step(3, StepStatus.COMPLETED, "Network " + ("of the host" if self.network == "host" else
+                                                                       self.network) + "; Jupyter reachable through nbfleet only")
+
+            step = 4
+            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
+            started = time.monotonic()
+            await asyncio.to_thread(self._run_container, spec, dirs)
+            placement = Placement(host="127.0.0.1", socket=str(dirs.socket),
+                                  details={"container": self.container_name(spec.id)})
+            await self.jupyter.wait_ready(placement, spec, self.ready_timeout,
+                                          lambda: asyncio.to_thread(self._ended, spec.id))
+            await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {time.monotonic() - started:.1f} s")
+            return placement
+        except BaseException as exc:
+            await asyncio.shield(asyncio.to_thread(self._remove_container, spec.id))
+            if isinstance(exc, RuntimeFailure):
+                failure = exc
+            elif isinstance(exc, Exception):
+                log.exception("instance %s: start failed", spec.id)
+                failure = RuntimeFailure(_engine_message(exc), step)
+            else:
+                raise
+            if failure.step is None:
+                failure.step = step
+            try:
+                await reporter.step(failure.step, StepStatus.FAILED, failure.reason)
+            except Exception:
+                log.exception("instance %s: could not report the failed step", spec.id)
+            raise failure from None
+
+    async def _ensure_image(self, spec: InstanceSpec, reporter: Reporter) -> None:
+        found = await self.images.inspect(spec.image.swr_path)
+        if found is not None:
+            return
+        if not spec.image.environment:
+            raise RuntimeFailure(f"the image {spec.image.swr_path} is not in the engine and could not be pulled",
+                                 step=2)
+        lock = self._builds.setdefault(spec.image.swr_path, asyncio.Lock())
+        async with lock:   # concurrent starts of an unbuilt image build it once
+            if await self.images.inspect(spec.image.swr_path) is not None:
+                return
+            await reporter.step(2, StepStatus.PROCESSING, f"Building the {spec.image.name} image (first use)")
+            await reporter.event("image", f"Building the {spec.image.name} image")
+            try:
+                declared = EnvironmentSpec.from_json(spec.image.environment)
+                await asyncio.to_thread(self.builder.build, spec.image.swr_path, declared)
+            except (ImageBuildError, ImageEnvironmentError) as exc:
+                log.warning("instance %s: image %s: %s", spec.id, spec.image.name, exc)
+                raise RuntimeFailure(f"the {spec.image.name} image could not be built: {exc}", step=2) from None
+
+    def _prepare_storage(self, spec: InstanceSpec, dirs: InstanceDirs) -> None:
+        from docker.errors import NotFound
+        try:
+            self.client.volumes.get(self.volume_name(spec.id))
+        except NotFound:
+            self.client.volumes.create(self.volume_name(spec.id), labels=self._labels(spec))
+        # Only nbfleet (root) passes the instance directory; the run directory is the container user's.
+        dirs.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(dirs.root, 0o700)
+        dirs.run.mkdir(mode=0o700, exist_ok=True)
+        os.chown(dirs.run, SANDBOX_UID, SANDBOX_GID)
+
+    def _run_container(self, spec: InstanceSpec, dirs: InstanceDirs) -> None:
+        from docker.types import Mount
+        memory = spec.flavor.memory_mb * 1024 * 1024 if spec.flavor.memory_mb > 0 else None
+        command = ["python", "-m", "jupyter_server",
+                   *server_args(socket=SOCKET, root_dir=WORK, base_url=self.base_url(spec.id))]
+        options = dict(
+            name=self.container_name(spec.id), command=command, detach=True, labels=self._labels(spec),
+            user=f"{SANDBOX_UID}:{SANDBOX_GID}", working_dir=WORK, hostname=f"notebook-{spec.id[:8]}",
+            environment={"JUPYTER_TOKEN": spec.token, "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime",
+                         "HOME": "/home/ma-user", "PYTHONUNBUFFERED": "1"},
+            mounts=[Mount(WORK, self.volume_name(spec.id), type="volume"),
+                    Mount(RUN_DIR, str(dirs.run), type="bind")],
+            tmpfs={"/tmp": f"size={memory or 1 << 30}"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True, pids_limit=self.pids_max,
+            network_mode=self.network, mem_limit=memory, memswap_limit=memory,
+            nano_cpus=int(spec.flavor.vcpus * 1e9) if spec.flavor.vcpus > 0 else None,
+        )
+        if spec.flavor.gpus > 0:
+            from docker.types import DeviceRequest
+            options["device_requests"] = [DeviceRequest(count=spec.flavor.gpus, capabilities=[["gpu"]])]
+        self.client.containers.run(spec.image.swr_path, **options)
+
+    def _ended(self, instance_id: str) -> str | None:
+        """Why the instance's container is no longer running (None while it runs)."""
+        from docker.errors import NotFound
+        try:
+            container = self.client.containers.get(self.container_name(instance_id))
+        except NotFound:
+            return "the instance's container is gone"
+        if container.status in ("created", "running", "restarting"):
+            return None
+        state = container.attrs.get("State") or {}
+        reason = "Jupyter exited"
+        if state.get("OOMKilled"):
+            reason += " (OOMKilled: the flavor's memory was exceeded)"
+        elif state.get("ExitCode") is not None:
+            reason += f" with {describe_rc(state['ExitCode'])}"
+        logs = _tail(container)
+        return reason + (f"; last log: {logs}" if logs else "")
+
+    async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
+        await asyncio.to_thread(self._remove_container, spec.id, self.stop_timeout)
+        await self.jupyter.forget(placement)
+
+    def _remove_container(self, instance_id: str, grace: float = 0.0) -> None:
+        from docker.errors import APIError, NotFound
+        try:
+            container = self.client.containers.get(self.container_name(instance_id))
+        except NotFound:
+            return
+        try:
+            if grace and container.status == "running":
+                container.stop(timeout=int(max(grace, 1)))
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise RuntimeFailure(f"the engine could not remove the instance's container: {_engine_message(exc)}")
+
+    async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
+        await self.stop(spec, placement)
+        await asyncio.to_thread(self._remove_storage, spec.id)
+
+    def _remove_storage(self, instance_id: str) -> None:
+        from docker.errors import APIError, NotFound
+        try:
+            self.client.volumes.get(self.volume_name(instance_id)).remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise RuntimeFailure(f"the engine could not remove the work volume: {_engine_message(exc)}")
+        shutil.rmtree(self.dirs(instance_id).root, ignore_errors=True)
+
+    async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
+        why = await asyncio.to_thread(self._ended, spec.id)
+        return Observation(why is None, why)
+
+    async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
+        if placement is None or not (await self.observe(spec, placement)).alive:
+            return False
+        return await self.jupyter.answers(placement, spec)
+
+    async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
+        return await self.jupyter.activity(spec, placement)
+
+    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
+        return await asyncio.to_thread(self._reap, known_ids)
+
+    def _reap(self, known_ids: set[str]) -> list[str]:
+        """Remove the containers and volumes of this data dir's instances the store does not know."""
+        mine = {"label": [f"{LABEL_DATA_DIR}={self.data_dir}"]}
+        orphans = set()
+        for container in self.client.containers.list(all=True, filters=mine):
+            instance = container.labels.get(LABEL_INSTANCE)
+            if instance and instance not in known_ids:
+                log.warning("removing the container of instance %s (not in the store)", instance)
+                container.remove(force=True)
+                orphans.add(instance)
+        for volume in self.client.volumes.list(filters=mine):
+            instance = (volume.attrs.get("Labels") or {}).get(LABEL_INSTANCE)
+            if instance and instance not in known_ids:
+                log.warning("removing the work volume of instance %s (not in the store)", instance)
+                volume.remove(force=True)
+                shutil.rmtree(self.dirs(instance).root, ignore_errors=True)
+                orphans.add(instance)
+        return sorted(orphans)
+
+    def has_capacity(self, flavor: FlavorLimits) -> bool:
+        return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
+
+    async def close(self) -> None:
+        await self.jupyter.close()
+        await asyncio.to_thread(self.client.close)
+
+
+def _describe_limits(flavor: FlavorLimits, pids: int) -> str:
+    return f"container limits: memory {flavor.memory_mb} MiB, cpu {flavor.vcpus} vCPU, pids {pids}"
+
+
+def _tail(container, lines: int = 8, limit: int = 600) -> str:
+    try:
+        text = container.logs(tail=lines).decode("utf-8", "replace")
+    except Exception:
+        return ""
+    joined = " | ".join(line.strip()[:240] for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else "..." + joined[-(limit - 3):]
+
+
+def _engine_message(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)
+
+
+def _remove_stale_socket(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
