@@ -8,6 +8,10 @@ environment (uv's cache warm, and empty), the RSS of one idle instance (and of i
 processes), and of nbfleet itself.
 
     python bench/lifecycle.py [--runs 7] [--concurrent 10] [--no-record]
+
+With ``--runtime docker`` (an engine in DOCKER_HOST, the catalogue's image built) the floor is a bare
+``docker run`` of the same image with the same options until Jupyter answers on its socket, next to
+create → RUNNING, stop, save-as-image, and the memory of one idle container.
 """
 from __future__ import annotations
 
@@ -116,7 +120,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--concurrent", type=int, default=10)
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument("--runtime", choices=["local", "docker"], default="local")
     args = parser.parse_args()
+    if args.runtime == "docker":
+        return main_docker(args)
     from huaweicloudsdkmodelarts.v1 import (CreateNotebookRequest, DeleteNotebookRequest, ListImageRequest,
                                             NotebookCreateRequest, StartNotebookRequest, StopNotebookRequest,
                                             VolumeMountRequest)
@@ -194,6 +201,114 @@ def main() -> None:
         "sandbox_rss_mib": sandbox_rss, "image_build_warm_s": build_warm, "image_build_cold_s": build_cold,
         "burst_failed": [str(f) for f in failed], "instance_rss_mib": rss, "nbfleet_rss_mib": nbfleet_rss,
     }, record=not args.no_record)
+
+
+IMAGE_REF = "registry.nbfleet.local/nbfleet/notebook-python3.11:1.0"
+
+
+def bare_docker_run(engine, root: Path) -> tuple[float, float, float]:
+    """One container of the image, as the docker runtime makes it, until Jupyter answers on its socket:
+    (ready s, memory MiB, stop s)."""
+    from docker.types import Mount
+
+    from nbfleet.runtime.jupyter import server_args
+    token = uuid.uuid4().hex
+    run = root / uuid.uuid4().hex
+    run.mkdir(parents=True)
+    os.chown(run, 1000, 100)
+    t0 = time.perf_counter()
+    container = engine.containers.run(
+        IMAGE_REF, ["python", "-m", "jupyter_server",
+                    *server_args(socket="/run/nbfleet/jupyter.sock", root_dir="/home/ma-user/work", base_url="/")],
+        detach=True, user="1000:100", environment={"JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": "/tmp/rt"},
+        mounts=[Mount("/run/nbfleet", str(run), type="bind")], network_mode="none", cap_drop=["ALL"],
+        security_opt=["no-new-privileges"], init=True, mem_limit=8 << 30, nano_cpus=2 * 10**9)
+    socket = run / "jupyter.sock"
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
+            while True:
+                try:
+                    if socket.exists() and client.get("http://notebook/api/status",
+                                                      headers={"Authorization": f"token {token}"}).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.perf_counter() - t0 > 120:
+                    raise RuntimeError("the bare container never answered")
+                time.sleep(0.01)
+        ready = time.perf_counter() - t0
+        memory = container.stats(stream=False)["memory_stats"]["usage"] / 2**20
+        t1 = time.perf_counter()
+        container.stop(timeout=5)
+        return ready, memory, time.perf_counter() - t1
+    finally:
+        container.remove(force=True)
+
+
+def main_docker(args) -> None:
+    import docker
+    from huaweicloudsdkmodelarts.v1 import (CreateImageRequest, CreateNotebookRequest, DeleteNotebookRequest,
+                                            ImageCreateReq, ListImageRequest, NotebookCreateRequest,
+                                            ShowImageRequest, StopNotebookRequest, VolumeMountRequest)
+    engine = docker.from_env()
+    root = Path(tempfile.mkdtemp(prefix="nbfleet-bench-docker-"))
+    bare = [bare_docker_run(engine, root / "bare") for _ in range(args.runs)]
+    server = ServeProcess(root / "data", runtime="docker").start()
+    client = sdk_client(server)
+    image = next(i.id for i in client.list_image(ListImageRequest()).data if i.name == "notebook-python3.11")
+    creates, stops, memory, saves = [], [], [], []
+    try:
+        for i in range(args.runs):
+            t0 = time.perf_counter()
+            nid = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
+                name=f"bench-{i}", image_id=image, flavor="modelarts.vm.cpu.2u",
+                volume=VolumeMountRequest(category="EVS", ownership="MANAGED")))).id
+            creates.append(wait(client, nid, "RUNNING", t0))
+            memory.append(engine.containers.get(f"nbfleet-{nid}").stats(stream=False)["memory_stats"]["usage"] / 2**20)
+            if i < 3:   # saving is slow and disk-bound: a few are enough
+                saves.append(_save(client, nid, i, CreateImageRequest, ImageCreateReq, ShowImageRequest))
+            t0 = time.perf_counter()
+            client.stop_notebook(StopNotebookRequest(id=nid))
+            stops.append(wait(client, nid, "STOPPED", t0))
+            client.delete_notebook(DeleteNotebookRequest(id=nid))
+        time.sleep(3)
+    finally:
+        server.terminate()
+    bare_ready = median([b[0] for b in bare])
+    done_saves = [s for s in saves if isinstance(s, float)]
+    rows = [
+        ["bare docker run → Jupyter answers (floor)", f"{bare_ready:.2f} s",
+         f"{min(b[0] for b in bare):.2f}–{max(b[0] for b in bare):.2f}", ""],
+        ["nbfleet create → RUNNING (SDK polling 20 ms)", f"{median(creates):.2f} s",
+         f"{min(creates):.2f}–{max(creates):.2f}", f"{median(creates) / bare_ready:.2f}× floor (target ≤ 1.15×)"],
+        ["nbfleet stop → STOPPED", f"{median(stops):.2f} s", f"{min(stops):.2f}–{max(stops):.2f}",
+         f"bare stop: {median([b[2] for b in bare]):.2f} s"],
+        ["save as image (create-image → ACTIVE)", f"{median(done_saves):.2f} s" if done_saves else "n/a",
+         ", ".join(s if isinstance(s, str) else f"{s:.2f}" for s in saves), ""],
+        ["memory of one idle container (engine's count)", f"{median(memory):.0f} MiB", "",
+         f"bare: {median([b[1] for b in bare]):.0f} MiB"],
+    ]
+    text = table(["what", "median", "range / result", "note"], rows) + f"\n\nRuns: {args.runs} each."
+    publish("lifecycle-docker", "Lifecycle (docker runtime)", text, {
+        "bare_ready_s": [b[0] for b in bare], "create_s": creates, "stop_s": stops, "save_s": saves,
+        "memory_mib": memory, "bare_memory_mib": [b[1] for b in bare]}, record=not args.no_record)
+
+
+def _save(client, notebook_id: str, n: int, CreateImageRequest, ImageCreateReq, ShowImageRequest):
+    t0 = time.perf_counter()
+    try:
+        image = client.create_image(CreateImageRequest(id=notebook_id, body=ImageCreateReq(
+            name=f"bench-saved-{n}", namespace="bench", tag=uuid.uuid4().hex[:8])))
+        while True:
+            shown = client.show_image(ShowImageRequest(id=image.id))
+            if shown.status == "ACTIVE":
+                wait(client, notebook_id, "RUNNING", t0)
+                return time.perf_counter() - t0
+            if shown.status not in ("INIT", "CREATING") or time.perf_counter() - t0 > 300:
+                return f"{shown.status}: {shown.status_message}"
+            time.sleep(POLL)
+    except Exception as exc:   # an answer to report, not a crash of the benchmark
+        return f"failed: {type(exc).__name__}"
 
 
 def _safe(fn, *a):

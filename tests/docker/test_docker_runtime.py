@@ -190,3 +190,30 @@ def test_an_image_the_engine_does_not_have_fails_the_create_with_a_reason(engine
     assert "registry.invalid/test/nowhere:1" in nb.fail_reason
     assert [s.status for s in nb.action_progress][:2] == ["COMPLETED", "FAILED"]
     assert owned(engine, server.data_dir)[0] == []
+
+
+def test_a_container_whose_jupyter_exits_fails_the_create_with_its_log(engine, docker_server, tmp_path):
+    base = next(tag for image in engine.images.list("nbfleet/base") for tag in image.tags)
+    images = tmp_path / "images.json"
+    images.write_text(json.dumps([{"name": "bare-debian", "namespace": "test", "tag": "1", "swr_path": base,
+                                   "description": "no Jupyter in it", "resource_categories": ["CPU"],
+                                   "dev_services": ["NOTEBOOK"], "service_type": "DEV"}]))
+    server = docker_server(NBFLEET_IMAGES_FILE=str(images))
+    client = sdk(server)
+    nb = wait(client, create(client, "no-jupyter", image="bare-debian"), "CREATE_FAILED")
+    assert "Jupyter exited" in nb.fail_reason and "exit code" in nb.fail_reason, nb.fail_reason
+    assert [s.status for s in nb.action_progress] == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
+    assert owned(engine, server.data_dir)[0] == []   # no container left behind
+
+
+def test_an_idle_instance_is_stopped_and_its_container_goes(engine, docker_server):
+    server = docker_server(NBFLEET_LEASE__IDLE_MIN_MS="2000")
+    client = sdk(server)
+    from huaweicloudsdkmodelarts.v1 import LeaseReq
+    image_id = next(i.id for i in client.list_image(ListImageRequest()).data if i.name == "notebook-python3.11")
+    nb = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
+        name="idle", image_id=image_id, flavor="modelarts.vm.cpu.2u", lease=LeaseReq(type="IDLE", duration=3000),
+        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))))
+    wait(client, nb.id, "RUNNING")
+    wait(client, nb.id, "STOPPED", timeout=60)
+    assert owned(engine, server.data_dir)[0] == []
