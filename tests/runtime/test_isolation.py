@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -25,8 +27,8 @@ import psutil
 import pytest
 
 from .. import notebook_http
-from ..images import shared_environments
-from ..jupyter_client import execute, start_kernel
+from ..images import make_reachable, shared_environments
+from ..jupyter_client import execute, send_without_waiting, start_kernel
 from ..procs import ServeProcess, SignedClient, UnprivilegedUser
 from ..support import Creds
 from .local_helpers import marked
@@ -251,3 +253,45 @@ def test_delete_removes_the_volume_and_the_layer(fleet):
         time.sleep(0.1)
     del fleet.nbs["tmp"]
     assert not instance.exists()
+
+
+def test_a_notebook_cannot_point_its_address_at_another_socket(fleet, tmp_path):
+    """The socket's directory is the notebook's to write: a link put there in place of its Jupyter's
+    socket must not lead nbfleet, connecting as itself, to a socket of the host (or another instance's)."""
+    decoy_path = make_reachable(tmp_path) / "decoy.sock"
+    decoy = socket.socket(socket.AF_UNIX)
+    decoy.bind(str(decoy_path))
+    decoy.listen(8)
+    answered = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = decoy.accept()
+            except OSError:
+                return
+            answered.append(True)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\ndecoy")
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    nb = fleet.alice.wait_status(fleet.alice.create("pointer")["id"], "RUNNING", timeout=120)
+    fleet.nbs["pointer"] = nb
+    try:
+        # The link in place of the socket, then the server ends, so that nbfleet must connect anew.
+        kernel = start_kernel(fleet.base("pointer"), nb["token"])
+        send_without_waiting(fleet.base("pointer"), nb["token"], kernel,
+                             f"import os, signal, time\nos.remove('/run/nbfleet/jupyter.sock')\n"
+                             f"os.symlink({str(decoy_path)!r}, '/run/nbfleet/jupyter.sock')\n"
+                             "time.sleep(0.5); os.kill(os.getppid(), signal.SIGKILL)")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            answer = notebook_http.get(f"{fleet.base('pointer')}/api/status",
+                                       headers={"Authorization": f"token {nb['token']}"})
+            assert "decoy" not in answer.text
+            time.sleep(0.05)
+        assert answered == []
+    finally:
+        decoy.close()
+        fleet.alice.call("DELETE", f"/notebooks/{nb['id']}")
+        del fleet.nbs["pointer"]

@@ -1,55 +1,65 @@
 """Talking to an instance's Jupyter over its Unix socket (the proxy and the runtime's own probes).
 
-A socket path can be longer than the 107 bytes ``connect()`` accepts (a deep data dir). Such a path is
-reached through ``/proc/self/fd/<fd of its directory>/<name>``, which is short and names the same file.
+The socket lies in a directory the instance itself can write (its Jupyter creates the socket there), so
+the instance can put anything at that name: a link to another instance's socket, or to a socket of the
+host (the container engine's, a database's), which nbfleet, connecting as itself, would otherwise follow.
+Every connection therefore opens the name without following a link, checks that it is a socket, and
+connects to exactly that file through ``/proc/self/fd/<fd>`` (which also keeps the address short: a
+socket address may not be longer than 107 bytes, a deep data dir's path may).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import errno
 import http.cookiejar
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
+import httpcore
 import httpx
-
-MAX_UNIX_PATH = 107
 
 
 @contextlib.contextmanager
 def connectable(path: str) -> Iterator[str]:
-    """A path ``connect()`` accepts for the socket at ``path``, valid inside the ``with`` block."""
-    if len(os.fsencode(path)) <= MAX_UNIX_PATH:
-        yield path
-        return
-    directory, name = os.path.split(path)
-    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    """An address for ``connect()`` that names the socket file at ``path`` itself, valid inside the
+    ``with`` block; ``ConnectionRefusedError`` when ``path`` is a link or anything but a socket."""
     try:
-        yield f"/proc/self/fd/{fd}/{name}"
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConnectionRefusedError(errno.ENOENT, "the instance's socket does not exist") from None
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "the instance's socket is not a socket")
+        yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
 
 
-class _SocketTransport(httpx.AsyncHTTPTransport):
-    """An HTTP transport to one socket; keeps the directory open while a long path is in use."""
+class _VerifiedSocketBackend(httpcore.AnyIOBackend):
+    """httpcore's network backend, connecting to Unix sockets only through ``connectable``."""
 
-    def __init__(self, path: str, **kwargs):
-        self._dir_fd: int | None = None
-        if len(os.fsencode(path)) > MAX_UNIX_PATH:
-            directory, name = os.path.split(path)
-            self._dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            path = f"/proc/self/fd/{self._dir_fd}/{name}"
-        super().__init__(uds=path, **kwargs)
-
-    async def aclose(self) -> None:
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
         try:
-            await super().aclose()
-        finally:
-            if self._dir_fd is not None:
-                os.close(self._dir_fd)
-                self._dir_fd = None
+            with connectable(path) as address:
+                return await super().connect_unix_socket(address, timeout=timeout, socket_options=socket_options)
+        except ConnectionRefusedError as exc:   # as httpcore reports a failed connect, so httpx maps it
+            raise httpcore.ConnectError(str(exc)) from None
+
+
+class _SocketTransport(httpx.AsyncHTTPTransport):
+    """An HTTP transport to one instance's socket, every connection verified."""
+
+    def __init__(self, path: str, limits: httpx.Limits):
+        super().__init__(uds=path, limits=limits)
+        # httpx takes no network backend; its pool is rebuilt with the same limits and the verifying one.
+        self._pool = httpcore.AsyncConnectionPool(
+            uds=path, max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_VerifiedSocketBackend())
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
@@ -77,8 +87,7 @@ class UpstreamClients:
         if client is not None:
             self._clients.move_to_end(key)
             return client
-        transport = _SocketTransport(key, limits=httpx.Limits(max_connections=None,
-                                                                max_keepalive_connections=self.keepalive))
+        transport = _SocketTransport(key, httpx.Limits(max_connections=None, max_keepalive_connections=self.keepalive))
         client = httpx.AsyncClient(transport=transport, cookies=_no_cookies(), trust_env=False,
                                    follow_redirects=False, timeout=self.timeout, base_url="http://notebook")
         self._clients[key] = client
