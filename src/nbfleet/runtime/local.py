@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import time
@@ -35,9 +34,8 @@ from ..domain.model import StepStatus
 from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
 from .limits import LimitPlan, ResourceLimiter
-from .processes import (ENV_DATA_DIR, ENV_INSTANCE, alive as _alive, belongs, describe_rc as _describe_rc,
-                        descendants, in_own_namespace, marked_processes, reap as _reap,
-                        signal_group as _signal_group)
+from .processes import (ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc,
+                        marked_processes)
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
 from .jupyter import JupyterProbe, server_args
 
@@ -78,7 +76,7 @@ class LocalRuntime:
         self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
-        self._children: dict[str, subprocess.Popen] = {}  # started by this process, to reap them
+        self.processes = InstanceProcesses(self.data_dir)
         self.jupyter = JupyterProbe(self.base_url)
         self._checked = False
 
@@ -201,12 +199,12 @@ class LocalRuntime:
             gone = proc.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:  # includes ZombieProcess
             gone = True
-        if gone or self._exit_code(pid) is not None:
-            return Observation(False, self._exit_reason(spec.id, await self._wait_exit_code(pid)))
+        if gone or self.processes.exit_code(pid) is not None:
+            return Observation(False, self._exit_reason(spec.id, await self.processes.wait_exit_code(pid)))
         belongs_here = belongs(proc, self.data_dir, spec.id)
         if belongs_here is None:
             # Environment unreadable: the process is exiting right now.
-            return Observation(False, self._exit_reason(spec.id, await self._wait_exit_code(pid)))
+            return Observation(False, self._exit_reason(spec.id, await self.processes.wait_exit_code(pid)))
         if not belongs_here:
             return Observation(False, "the instance's process is no longer running")
         return Observation(True)
@@ -300,7 +298,7 @@ class LocalRuntime:
             raise RuntimeFailure(f"could not start jupyter-server: {exc}", step=4) from exc
         finally:
             launch.close()
-        self._children[spec.id] = proc
+        self.processes.track(spec.id, proc)
         return proc, offset
 
     async def _wait_ready(self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen,
@@ -323,77 +321,22 @@ class LocalRuntime:
     # -- stopping ------------------------------------------------------------------------
 
     async def _terminate(self, instance_id: str, pid: int | None, grace: float) -> None:
-        """SIGTERM the instance's Jupyter server (it shuts its kernels down itself), SIGKILL what is left
-        after ``grace`` seconds, then remove the limit groups. Nothing running is fine."""
-        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
-        for root in roots:
-            _signal_server(root, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while roots and time.monotonic() < deadline:
-            self._reap_child(instance_id)
-            roots = [p for p in roots if _alive(p)]
-            if roots:
-                await asyncio.sleep(0.02)
-        if roots:
-            log.warning("instance %s: the server ignored SIGTERM for %.1f s; killing", instance_id, grace)
-        self._kill_now(instance_id, None, pid)
+        """End the instance's processes (gracefully first) and release its limits. Nothing running is fine."""
+        await self.processes.terminate(instance_id, grace)
+        self._release_limits(instance_id, pid)
 
     def _kill_now(self, instance_id: str, proc: subprocess.Popen | None, pid: int | None = None) -> None:
         """SIGKILL everything of the instance and release its limits, synchronously.
 
         Used on failed starts too, where it must also work while the task is being cancelled."""
-        pid = pid if pid is not None else proc.pid if proc is not None else None
-        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
-        if proc is not None and proc.poll() is None and all(r.pid != proc.pid for r in roots):
-            try:
-                roots.append(psutil.Process(proc.pid))
-            except psutil.Error:
-                pass
-        for root in roots:
-            # The sandbox's first process takes its whole PID namespace with it; single-user servers
-            # and kernels are found by their markers.
-            for process in descendants(root):
-                _kill(process)
-            _signal_group(root.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            self._reap_child(instance_id)
-            if not marked_processes(self.data_dir, instance_id):
-                break
-            time.sleep(0.01)
+        self.processes.kill_now(instance_id, proc)
+        self._release_limits(instance_id, pid if pid is not None else proc.pid if proc is not None else None)
+
+    def _release_limits(self, instance_id: str, pid: int | None) -> None:
         try:
             self.limiter.release(instance_id, pid)
         except (OSError, ValueError):
             log.exception("instance %s: could not release resource limits", instance_id)
-        child = self._children.get(instance_id)
-        if child is not None and child.poll() is not None:
-            del self._children[instance_id]
-
-    def _child(self, pid: int) -> subprocess.Popen | None:
-        return next((c for c in self._children.values() if c.pid == pid), None)
-
-    def _exit_code(self, pid: int) -> int | None:
-        """Exit status of an ended server we can still collect (our own child), else None."""
-        child = self._child(pid)
-        return child.poll() if child is not None else _reap(pid)
-
-    async def _wait_exit_code(self, pid: int, timeout: float = 1.0) -> int | None:
-        """The exit status of an ending server, waiting briefly if it is our child.
-
-        A multi-threaded leader shows as a zombie before its other threads are gone, and only
-        becomes collectable after them."""
-        child = self._child(pid)
-        if child is None:
-            return _reap(pid)
-        deadline = time.monotonic() + timeout
-        while child.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return child.returncode
-
-    def _reap_child(self, instance_id: str) -> None:
-        child = self._children.get(instance_id)
-        if child is not None:
-            child.poll()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -424,40 +367,6 @@ class LocalRuntime:
         if tail:
             reason += f"; last log: {tail}"
         return reason
-
-
-def _signal_server(root: psutil.Process, sig: int) -> None:
-    """Ask the instance to end: signal its processes inside the sandbox (the sandbox's first process
-    ends by itself once they are gone), or, unsandboxed, ``root`` (the Jupyter server) and its group."""
-    members = [p for p in descendants(root) if not in_own_namespace(p.pid)]
-    if not members:
-        _signal_group(root.pid, sig)
-        return
-    for process in members:
-        if not _namespace_init(process.pid):
-            try:
-                process.send_signal(sig)
-            except psutil.Error:
-                pass
-
-
-def _namespace_init(pid: int) -> bool:
-    """Whether ``pid`` is the first process (PID 1) of its PID namespace."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("NSpid:"):
-                    return line.split()[-1] == "1"
-    except OSError:
-        pass
-    return False
-
-
-def _kill(process: psutil.Process) -> None:
-    try:
-        process.kill()
-    except psutil.Error:
-        pass
 
 
 def _remove_stale_socket(path: Path) -> None:

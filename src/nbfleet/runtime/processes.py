@@ -9,11 +9,17 @@ with its namespace's first process.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 ENV_INSTANCE = "NBFLEET_INSTANCE_ID"
 ENV_DATA_DIR = "NBFLEET_DATA_DIR"
@@ -113,3 +119,111 @@ def reap(pid: int) -> int | None:
     if got != pid:
         return None
     return os.waitstatus_to_exitcode(status)
+
+
+class InstanceProcesses:
+    """The host processes of one data dir's local instances: the ones this process started (to collect
+    their exit status) and, through their markers, those an earlier nbfleet started."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self._children: dict[str, subprocess.Popen] = {}   # started here, to reap them
+
+    def track(self, instance_id: str, proc: subprocess.Popen) -> None:
+        self._children[instance_id] = proc
+
+    async def terminate(self, instance_id: str, grace: float) -> None:
+        """SIGTERM the instance's Jupyter server (it shuts its kernels down itself), SIGKILL what is left
+        after ``grace`` seconds."""
+        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
+        for root in roots:
+            _signal_server(root, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while roots and time.monotonic() < deadline:
+            self._poll(instance_id)
+            roots = [p for p in roots if alive(p)]
+            if roots:
+                await asyncio.sleep(0.02)
+        if roots:
+            log.warning("instance %s: the server ignored SIGTERM for %.1f s; killing", instance_id, grace)
+        self.kill_now(instance_id)
+
+    def kill_now(self, instance_id: str, proc: subprocess.Popen | None = None) -> None:
+        """SIGKILL everything of the instance, synchronously (also while a task is being cancelled)."""
+        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
+        if proc is not None and proc.poll() is None and all(r.pid != proc.pid for r in roots):
+            try:
+                roots.append(psutil.Process(proc.pid))
+            except psutil.Error:
+                pass
+        for root in roots:
+            # The sandbox's first process takes its whole PID namespace with it; single-user servers
+            # and kernels are found by their markers.
+            for process in descendants(root):
+                try:
+                    process.kill()
+                except psutil.Error:
+                    pass
+            signal_group(root.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            self._poll(instance_id)
+            if not marked_processes(self.data_dir, instance_id):
+                break
+            time.sleep(0.01)
+        child = self._children.get(instance_id)
+        if child is not None and child.poll() is not None:
+            del self._children[instance_id]
+
+    def exit_code(self, pid: int) -> int | None:
+        """Exit status of an ended server we can still collect (our own child), else None."""
+        child = self._child(pid)
+        return child.poll() if child is not None else reap(pid)
+
+    async def wait_exit_code(self, pid: int, timeout: float = 1.0) -> int | None:
+        """The exit status of an ending server, waiting briefly if it is our child.
+
+        A multi-threaded leader shows as a zombie before its other threads are gone, and only
+        becomes collectable after them."""
+        child = self._child(pid)
+        if child is None:
+            return reap(pid)
+        deadline = time.monotonic() + timeout
+        while child.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return child.returncode
+
+    def _child(self, pid: int) -> subprocess.Popen | None:
+        return next((c for c in self._children.values() if c.pid == pid), None)
+
+    def _poll(self, instance_id: str) -> None:
+        child = self._children.get(instance_id)
+        if child is not None:
+            child.poll()
+
+
+def _signal_server(root: psutil.Process, sig: int) -> None:
+    """Ask the instance to end: signal its processes inside the sandbox (the sandbox's first process
+    ends by itself once they are gone), or, unsandboxed, ``root`` (the Jupyter server) and its group."""
+    members = [p for p in descendants(root) if not in_own_namespace(p.pid)]
+    if not members:
+        signal_group(root.pid, sig)
+        return
+    for process in members:
+        if not _namespace_init(process.pid):
+            try:
+                process.send_signal(sig)
+            except psutil.Error:
+                pass
+
+
+def _namespace_init(pid: int) -> bool:
+    """Whether ``pid`` is the first process (PID 1) of its PID namespace."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return line.split()[-1] == "1"
+    except OSError:
+        pass
+    return False

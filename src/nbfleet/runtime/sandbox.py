@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from .base import FlavorLimits, RuntimeFailure
+from .base import FlavorLimits
 from .environments import BuiltEnvironment
+from .host_uids import HostUids
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ class Bubblewrap:
         self.uid_range = uid_range or (1_500_000_000, 1_509_999_999)
         self.network = network
         self.per_instance_uid = os.geteuid() == 0 if per_instance_uid is None else per_instance_uid
+        self.uids = HostUids(self.data_dir, self.uid_range)
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -254,46 +255,12 @@ class Bubblewrap:
                 os.chown(dirs.work / name, uid, uid, follow_symlinks=False)
 
     def host_uid(self, dirs: InstanceDirs) -> int:
-        """The instance's host uid (root mode): chosen once, kept in ``<instance>/uid``."""
-        record = dirs.root / "uid"
-        try:
-            return int(record.read_text())
-        except FileNotFoundError:
-            pass
-        uid = self._allocate_uid(dirs.root.name)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(str(uid))
-        os.chmod(tmp, 0o600)
-        tmp.replace(record)
-        return uid
-
-    def _allocate_uid(self, instance_id: str) -> int:
-        """A uid of the range no other instance holds: ``sandbox-uids/<uid>`` is created exclusively."""
-        table = self.data_dir / "sandbox-uids"
-        table.mkdir(mode=0o700, exist_ok=True)
-        low, high = self.uid_range
-        for _ in range(1000):
-            uid = random.randint(low, high)
-            try:
-                fd = os.open(table / str(uid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(instance_id)
-            return uid
-        raise RuntimeFailure("no free host uid left in sandbox_uid_range", step=1)
+        """The instance's host uid (root mode), chosen once."""
+        return self.uids.of(dirs.root)
 
     def forget(self, dirs: InstanceDirs) -> None:
-        if not self.per_instance_uid:
-            return
-        try:
-            uid = int((dirs.root / "uid").read_text())
-        except (FileNotFoundError, ValueError):
-            return
-        try:
-            os.unlink(self.data_dir / "sandbox-uids" / str(uid))
-        except FileNotFoundError:
-            pass
+        if self.per_instance_uid:
+            self.uids.release(dirs.root)
 
     # -- starting --------------------------------------------------------------------------
 
