@@ -221,6 +221,22 @@ def test_force_never_removes_what_another_image_still_refers_to(api):
     assert "shared.example.com/team/app:1" not in engine.removed and _purge_flag(api, mine["id"])
 
 
+def test_registering_the_address_again_calls_a_pending_removal_off(api):
+    engine = api.services.runtime.images
+    first = register(api, "again.example.com/team/app:1")
+    nb = api.create("holds-it", image_id=first["id"])
+    api.ok("DELETE", f"/images/{first['id']}", body={"is_force": True})
+    assert _purge_flag(api, first["id"])             # waits: the instance uses it
+    second = register(api, "again.example.com/team/app:1")
+    assert not _purge_flag(api, first["id"])         # wanted again: not to be removed
+    api.ok("DELETE", f"/notebooks/{nb['id']}")
+    api.ok("DELETE", f"/images/{second['id']}")      # not forced
+    other = register(api, "zz.example.com/team/other:1")
+    api.ok("DELETE", f"/images/{other['id']}", body={"is_force": True})
+    wait_until(lambda: not _purge_flag(api, other["id"]), "removed")
+    assert "again.example.com/team/app:1" not in engine.removed
+
+
 def test_a_failed_removal_is_tried_again_and_logged_not_lost(rules_api):
     api = rules_api
     engine = api.services.runtime.images

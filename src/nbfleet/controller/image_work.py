@@ -97,6 +97,8 @@ class ImageWork:
         self._purge = asyncio.create_task(self._purge_round(), name="nbfleet-image-purge")
 
     async def _purge_round(self) -> None:
+        # Unclaimed: every replica may run rounds, and two removing the same content cost the engine one
+        # call more (``ImageEngine.remove`` accepts content that is gone already).
         r = self.r
         try:
             for swr_path in await r.db_read(image_repo.pending_purges):

@@ -226,6 +226,7 @@ class ImageCatalog:
             with self.db.write() as conn:
                 self._check_registrable(conn, principal, reg)
                 image_repo.insert_image(conn, row)
+                image_repo.keep_content(conn, reg.swr_path)
                 image_group_repo.ensure(conn, group_row(row, now))
                 group_values = {}
                 if reg.read_me is not None:

@@ -100,6 +100,11 @@ def content_in_use(conn: Connection, swr_path: str) -> bool:
     return conn.execute(used).first() is not None
 
 
+def keep_content(conn: Connection, swr_path: str) -> None:
+    """A new image at ``swr_path`` wants its content: removals still pending there are called off."""
+    conn.execute(update(images).where(I.swr_path == swr_path, I.purge.is_(True)).values(purge=False))
+
+
 def purged(conn: Connection, swr_path: str) -> None:
     """The content at ``swr_path`` is gone: no deleted image there waits for its removal any more."""
     conn.execute(update(images).where(I.swr_path == swr_path, I.purge.is_(True)).values(purge=False))
