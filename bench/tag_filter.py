@@ -36,7 +36,7 @@ def main() -> None:
 
     from nbfleet.app import open_store
     from nbfleet.clock import SystemClock
-    from nbfleet.services.catalog import ImageCatalog
+    from nbfleet.services.images import ImageCatalog
     from nbfleet.domain import query as query_model
     from nbfleet.domain.query import TagFilter, parse_notebook_query
     from nbfleet.settings import Settings

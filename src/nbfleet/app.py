@@ -1,6 +1,7 @@
 """``create_app(settings)``: wires store, identity, catalogues, runtime and reconciler into FastAPI."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +22,11 @@ from .clock import SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
 from .runtime.base import Placement
-from .services.catalog import FlavorCatalog, ImageCatalog
+from .services.catalog import FlavorCatalog
 from .services.identity import IdentityService
+from .services.image_groups import ImageGroups
+from .services.image_saves import ImageSaves
+from .services.images import EngineReader, ImageCatalog
 from .services.notebooks import NotebookService
 from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
@@ -104,7 +108,10 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             identity.check_secret_key()
             rt = runtime or build_runtime(settings)
             flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
-            images = ImageCatalog(db, clock, settings.images_file)
+            engine = getattr(rt, "images", None)
+            images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name,
+                                  engine=EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
+                                  if engine is not None else None)
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
@@ -113,6 +120,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         reconciler = Reconciler(db, rt, clock, settings, flavors, images, secrets=identity.box,
                                 on_status=app.state.routes.forget)
         notebooks.on_change = reconciler.wake
+        images.on_purge = reconciler.purge_images
+        groups = ImageGroups(db, clock, on_purge=reconciler.purge_images)
+        saves = ImageSaves(notebooks, has_engine=engine is not None, runtime_name=rt.name, on_change=reconciler.wake)
         authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
                                              allow_unsigned_payload=settings.allow_unsigned_payload)
         signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,
@@ -122,6 +132,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         api_threads = ThreadPoolExecutor(max_workers=db.max_connections, thread_name_prefix="nbfleet-api")
         app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
                                       notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
+                                      image_groups=groups, image_saves=saves,
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
     flavors_file: Path | None = None
     images_file: Path | None = None
+    image_inspect_timeout: float = Field(default=120.0, gt=0, description="seconds register_image and sync_image "
+                                         "wait for the runtime's image engine to answer (a pull may be part of it); "
+                                         "then 408 ModelArts.6100")
 
     # Swagger UI and ReDoc pages load their scripts from a CDN, which would then run on nbfleet's origin;
     # no installed package ships them. /openapi.json is always served.

@@ -52,7 +52,8 @@ def test_request_schemas_use_the_sdk_member_names_and_types(api):
     json_types = {"str": "string", "int": "integer", "bool": "boolean", "float": "number"}
     for name in ("NotebookCreateRequest", "VolumeMountRequest", "LeaseReq", "AffinityType", "AffinityRule",
                  "RunUserRequest", "UserVpcRequest", "PublicNetworkConfig", "NotebookCustomSpec", "CustomHooks",
-                 "ContainerHooks", "Config", "TmsTag"):
+                 "ContainerHooks", "Config", "TmsTag", "ImageRegRequest", "ImageCreateReq", "DeleteImageRequestBody",
+                 "DeleteImageGroupRequestBody", "UpdateImageGroupRequestBody", "UpdateImageGroupRequestBodyTags"):
         sdk = getattr(model, name)
         declared = schemas[name]["properties"]
         assert set(sdk.attribute_map.values()) <= set(declared), name
@@ -64,3 +65,14 @@ def test_request_schemas_use_the_sdk_member_names_and_types(api):
                 assert member.get("type") == "array", (name, attribute)
             else:
                 assert member.get("$ref", "").endswith(sdk_type), (name, attribute)
+
+
+def test_the_image_routes_are_declared(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    images = "/v1/{project_id}/images"
+    assert set(paths[images]) == {"get", "post"}
+    assert set(paths[images + "/group"]) == {"get"}
+    assert set(paths[images + "/group/{group_id}"]) == {"put", "delete"}
+    assert set(paths[images + "/{image_id}"]) == {"get", "delete"}
+    assert set(paths[images + "/{image_id}/sync"]) == {"post"}
+    assert set(paths["/v1/{project_id}/notebooks/{notebook_id}/create-image"]) == {"post"}

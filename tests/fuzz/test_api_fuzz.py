@@ -41,10 +41,11 @@ def target(tmp_path_factory):
         client.wait_status(stopped, "STOPPED")
         client.wait_status(running, "RUNNING")
         image = client.image_id()
+        group = client.ok("GET", "/images/group", {"type": "BUILD_IN"})["data"][0]["id"]
         client.close()
         schema = schemathesis.openapi.from_url(f"{server.endpoint}/openapi.json")
         yield {"server": server, "schema": schema, "token": token, "project_id": creds.project_id,
-               "instances": (running, stopped), "image_id": image}
+               "instances": (running, stopped), "image_id": image, "group_id": group}
     finally:
         server.terminate()
 
@@ -107,6 +108,8 @@ def test_no_generated_request_gets_a_5xx_or_an_error_without_a_modelarts_body(ta
             id_kinds += [{"notebook_id": notebook_id} for notebook_id in target["instances"]]
         if "{image_id}" in operation.path:
             id_kinds.append({"image_id": target["image_id"]})
+        if "{group_id}" in operation.path:
+            id_kinds.append({"group_id": target["group_id"]})
         for ids in id_kinds:
             sent += len(_run(operation, {**fixed, **ids}, target, found))
     assert sent >= len(operations) * EXAMPLES

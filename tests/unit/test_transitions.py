@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from nbfleet.domain.errors import IllegalTransition
+from nbfleet.domain.errors import IllegalTransition, ImageBeingSaved
 from nbfleet.domain.model import Status
-from nbfleet.domain.transitions import EVENTS, Event, Op, after, check
+from nbfleet.domain.transitions import (EVENTS, Event, ImageEvent, ImageOp, Op, after, check, check_image,
+                                        image_after)
 
 # The spec's table, transcribed independently of the implementation: ✓ = allowed.
 SPEC = """
@@ -68,3 +69,51 @@ def test_events_do_not_apply_from_other_statuses():
     assert after("STOPPED", Event.AUTO_STOP) is None
     assert after("DELETING", Event.LOST) is None
     assert all(isinstance(k[1], Event) for k in EVENTS)
+
+
+# create-image is one of the spec's Run-only operations (§6.3), and the one that moves the status (§6.2).
+@pytest.mark.parametrize("status,cell", [(status, cell) for status, op, cell in CELLS if op is Op.RUN_ONLY])
+def test_create_image_is_run_only_and_moves_running_to_snapshotting(status, cell):
+    if cell == "✓":
+        assert check(status, Op.SAVE_IMAGE) == Status.SNAPSHOTTING
+    else:
+        with pytest.raises(IllegalTransition) as info:
+            check(status, Op.SAVE_IMAGE)
+        assert info.value.code == f"ModelArts.{cell}"
+
+
+def test_a_finished_save_brings_the_instance_back_to_running():
+    assert after("SNAPSHOTTING", Event.SNAPSHOT_DONE) == "RUNNING"
+    assert after("RUNNING", Event.SNAPSHOT_DONE) is None
+
+
+# Images (spec images-flavors-tags-storage.md §2.5: INIT -> CREATING -> ACTIVE | CREATE_FAILED).
+@pytest.mark.parametrize("start,event,end", [
+    ("INIT", ImageEvent.SAVING, "CREATING"), ("CREATING", ImageEvent.SAVING, "CREATING"),
+    ("CREATING", ImageEvent.SAVED, "ACTIVE"), ("CREATING", ImageEvent.SAVE_FAILED, "CREATE_FAILED"),
+    ("INIT", ImageEvent.SAVE_FAILED, "CREATE_FAILED"), ("ACTIVE", ImageEvent.MISSING, "ERROR"),
+    ("ERROR", ImageEvent.FOUND, "ACTIVE"), ("ACTIVE", ImageEvent.FOUND, "ACTIVE"),
+])
+def test_image_events(start, event, end):
+    assert image_after(start, event) == end
+
+
+@pytest.mark.parametrize("start,event", [
+    ("INIT", ImageEvent.SAVED), ("ACTIVE", ImageEvent.SAVED), ("CREATE_FAILED", ImageEvent.SAVED),
+    ("ACTIVE", ImageEvent.SAVING), ("CREATING", ImageEvent.MISSING), ("DELETED", ImageEvent.FOUND),
+])
+def test_image_events_that_do_not_apply(start, event):
+    assert image_after(start, event) is None
+
+
+def test_image_operations():
+    for saving in ("INIT", "CREATING"):
+        with pytest.raises(ImageBeingSaved) as info:
+            check_image(saving, ImageOp.DELETE, "img")
+        assert info.value.code == "ModelArts.6357"
+        assert check_image(saving, ImageOp.SYNC, "img").reads_engine is False
+    for settled in ("ACTIVE", "CREATE_FAILED", "ERROR"):
+        assert check_image(settled, ImageOp.DELETE, "img").target == "DELETED"
+    assert check_image("ACTIVE", ImageOp.SYNC, "img").reads_engine is True
+    assert check_image("ERROR", ImageOp.SYNC, "img").reads_engine is True
+    assert check_image("CREATE_FAILED", ImageOp.SYNC, "img").reads_engine is False

@@ -12,8 +12,11 @@ import orjson
 from fastapi import Depends, Request, Response
 
 from ..auth.principal import Principal
-from ..services.catalog import FlavorCatalog, ImageCatalog
+from ..services.catalog import FlavorCatalog
 from ..services.identity import IdentityService
+from ..services.image_groups import ImageGroups
+from ..services.image_saves import ImageSaves
+from ..services.images import ImageCatalog
 from ..services.notebooks import NotebookService
 from ..services.request_auth import PendingRequest, RequestAuthenticator
 from ..services.signin import PasswordSignIn
@@ -37,6 +40,8 @@ class Services:
     # Where API requests do their blocking work (authentication, store, JSON): their own threads, so the
     # reconciler's store calls (asyncio's default executor) never queue in front of them.
     api_threads: ThreadPoolExecutor
+    image_groups: ImageGroups
+    image_saves: ImageSaves
 
 
 async def get_services(request: Request) -> Services:

@@ -88,6 +88,13 @@ async def switchable_flavors(notebook_id: str, request: Request, call: Authentic
     return await call.json(lambda caller, s: s.notebooks.switchable_flavors(caller, notebook_id, params))
 
 
+@router.post("/{notebook_id}/create-image")
+async def create_image(notebook_id: str, call: Authenticated):
+    """Save the RUNNING notebook as an image (spec images-flavors-tags-storage.md §2.5)."""
+    return await call.json(lambda caller, s: s.image_saves.save(caller, notebook_id,
+                                                                parse_json(call.body, allow_empty=False)))
+
+
 @router.get("/{notebook_id}/events")
 async def notebook_events(notebook_id: str, request: Request, call: Authenticated):
     params = query_params(request)

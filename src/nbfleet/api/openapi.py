@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from ..domain.images import NAME_RE, NAMESPACE_RE, TAG_RE
+
 STR = {"type": "string"}
 INT = {"type": "integer", "format": "int64"}
 NUM = {"type": "number"}
@@ -36,6 +38,17 @@ def _object(properties: dict, required: tuple[str, ...] = ()) -> dict:
 
 def _enum(*values: str) -> dict:
     return {"type": "string", "enum": list(values)}
+
+
+def _pattern(regex: str, max_length: int, min_length: int = 1) -> dict:
+    return {"type": "string", "pattern": regex, "minLength": min_length, "maxLength": max_length}
+
+
+# An image reference ([registry[:port]/]namespace/name:tag); domain.images.parse_swr_path has the exact rules.
+WORKSPACE = _pattern(r"^(0|[0-9a-z]{32})$", 32)
+NO_ENTERPRISE_REGISTRY = {"type": "string", "maxLength": 0}   # nbfleet has none: only "" is accepted
+SWR_PATH = _pattern(r"^([a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?(:[0-9]{1,5})?/)?[a-z][a-z0-9._-]{0,30}/"
+                    r"[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?:[A-Za-z0-9._-]{1,30}$", 2048, 16)
 
 
 VOLUME = _object({"category": _enum("EVS", "OBS", "OBSFS", "EFS"), "ownership": _enum("MANAGED", "DEDICATED"),
@@ -76,6 +89,24 @@ SCHEMAS = {
         "public_network_config": _ref("PublicNetworkConfig"),
     }),
     "TmsTag": _object({"key": STR, "value": STR}, ("key",)),
+    # Images (spec images-flavors-tags-storage.md §2). Register's tags are "key=value" strings in the SDK; the
+    # server also takes {key, value} objects.
+    "ImageRegRequest": _object({
+        "swr_path": SWR_PATH, "arch": _enum("X86_64", "AARCH64"), "description": STR,
+        "origin": _enum("CUSTOMIZE", "IMAGE_SAVE"), "resource_category": _array(_enum("CPU", "GPU", "ASCEND")),
+        "service_type": _enum("COMMON", "INFERENCE", "TRAIN", "DEV", "UNKNOWN"),
+        "services": _array(_enum("NOTEBOOK", "SSH")), "visibility": _enum("PRIVATE", "PUBLIC"),
+        "flavor_type": _enum("ASCEND_SNT9", "ASCEND_SNT9B", "ASCEND_SNT3"), "tags": _array(STR),
+        "swr_instance_id": NO_ENTERPRISE_REGISTRY, "read_me": STR, "workspace_id": WORKSPACE,
+    }, ("swr_path",)),
+    "ImageCreateReq": _object({"name": _pattern(NAME_RE.pattern, 128), "namespace": _pattern(NAMESPACE_RE.pattern, 64),
+                               "tag": _pattern(TAG_RE.pattern, 64), "description": STR, "workspace_id": WORKSPACE,
+                               "swr_instance_id": NO_ENTERPRISE_REGISTRY,
+                               "swr_instance_domain": NO_ENTERPRISE_REGISTRY}, ("name", "namespace")),
+    "DeleteImageRequestBody": _object({"is_force": BOOL}),
+    "DeleteImageGroupRequestBody": _object({"is_force": BOOL}),
+    "UpdateImageGroupRequestBodyTags": _object({"key": STR, "value": STR}),
+    "UpdateImageGroupRequestBody": _object({"read_me": STR, "tags": _array(_ref("UpdateImageGroupRequestBodyTags"))}),
     "TmsTagsRequest": _object({"tags": _array(_ref("TmsTag"))}, ("tags",)),
     "PasswordAuthRequest": _object({"auth": _object({
         "identity": _object({"methods": _array(_enum("password")), "password": _object({"user": _object({
@@ -145,7 +176,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "name", "namespace", "sort_key", "workspace_id", "show_name", "show_tag", name_fuzzy_match=BOOL,
         type=_enum("BUILD_IN", "DEDICATED"), service_type=_enum("COMMON", "INFERENCE", "TRAIN", "DEV", "UNKNOWN"),
         **PAGING), answer_schema="Page"),
+    ("post", "/v1/{project_id}/images"): Operation("register_image", body="ImageRegRequest", body_required=True),
+    ("get", "/v1/{project_id}/images/group"): Operation("list_image_group", _query(
+        "name", "namespace", "workspace_id", "swr_instance_id", name_fuzzy_match=BOOL,
+        type=_enum("BUILD_IN", "DEDICATED"), limit=INT, offset=INT), answer_schema="Page"),
+    ("put", "/v1/{project_id}/images/group/{group_id}"): Operation("update_image_group",
+                                                                   body="UpdateImageGroupRequestBody"),
+    ("delete", "/v1/{project_id}/images/group/{group_id}"): Operation("delete_image_group", _query(force=BOOL),
+                                                                      body="DeleteImageGroupRequestBody"),
     ("get", "/v1/{project_id}/images/{image_id}"): Operation("show_image"),
+    ("delete", "/v1/{project_id}/images/{image_id}"): Operation("delete_image", _query(force=BOOL),
+                                                                body="DeleteImageRequestBody"),
+    ("post", "/v1/{project_id}/images/{image_id}/sync"): Operation("sync_image"),
+    ("post", ITEM + "/create-image"): Operation("create_image", body="ImageCreateReq", body_required=True),
     ("get", "/v1/{project_id}/authoring/features/{feature}"): Operation("list_features"),
 }
 

@@ -24,7 +24,7 @@ def seed_command(
     """Bulk-load a realistic population (owners, statuses, features, workspaces, names, tags, times)."""
     from ..app import open_store
     from ..clock import SystemClock
-    from ..services.catalog import ImageCatalog
+    from ..services.images import ImageCatalog
     from ..settings import Settings
     from ..store.seed import seed
 

@@ -26,11 +26,13 @@ from ..domain.lease import Lease
 from ..domain.model import TRANSITIONAL, LeaseType, Status, StepStatus
 from ..domain.transitions import Event, after
 from ..runtime.base import ImageRef, InstanceSpec, Placement, RuntimeFailure
-from ..services.catalog import FlavorCatalog, ImageCatalog
+from ..services.catalog import FlavorCatalog
+from ..services.images import ImageCatalog
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
 from ..store.db import Database, store_unavailable
 from .culler import KernelIdlePolicy, lease_decision
+from .image_work import ImageWork
 from .retries import RetrySchedule
 
 log = logging.getLogger("nbfleet.reconciler")
@@ -129,6 +131,7 @@ class Reconciler:
         self._last_observe = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
+        self.image_work = ImageWork(self)
 
     # --- plumbing ----------------------------------------------------------------------------------
     async def db_call(self, fn, *args):
@@ -172,6 +175,11 @@ class Reconciler:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def purge_images(self) -> None:
+        """Ask for deleted images' content to be removed now, not at the next observation (thread-safe)."""
+        self.image_work.purge_requested = True
+        self.wake()
+
     def spec_of(self, row) -> InstanceSpec:
         flavor = self.flavors.get(row["flavor"])
         limits = flavor.limits() if flavor else None
@@ -204,6 +212,7 @@ class Reconciler:
         for task in list(self.inflight.values()):
             task.cancel()
         await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        await self.image_work.stop()
         try:
             if stop_notebooks:
                 rows = await self.db_read(repo.get_many, [s.value for s in _LIVE])
@@ -318,7 +327,10 @@ class Reconciler:
         loop_time = asyncio.get_running_loop().time()
         if loop_time - self._last_observe >= self.settings.observe_interval:
             self._last_observe = loop_time
+            self.image_work.purge_requested = True
             await self.observe_running()
+        if self.image_work.purge_requested:
+            self.image_work.start_purge()
 
     # --- work on one instance --------------------------------------------------------------------
     async def _claimed(self, row, work, *args) -> bool:
@@ -355,6 +367,9 @@ class Reconciler:
             if event is None or fresh is None or fresh["status"] != row["status"]:
                 return
             reason = f"{_ACTIONS[event]} failed {attempts} times with an internal error; see the server log"
+            if event is Event.SNAPSHOT_DONE:   # the image fails; the instance itself runs on
+                await self.image_work.give_up(fresh, reason)
+                return
             values = {"fail_reason": reason}
             if event in (Event.PROVISION_FAILED, Event.START_FAILED):
                 values["placement"] = None
@@ -378,11 +393,15 @@ class Reconciler:
             await self._finish_stop(row)
         elif status is Status.DELETING:
             await self._finish_delete(row)
+        elif status is Status.SNAPSHOTTING:
+            await self.image_work.save(row)
 
-    async def _set(self, row, event: Event, values: dict, note: tuple[str, str] | None = None) -> bool:
+    async def _set(self, row, event: Event, values: dict, note: tuple[str, str] | None = None,
+                   also=None) -> bool:
         """Move the row along ``event`` if it is unchanged and still claimed by this replica; the
-        event row ``note`` (kind, message) is written in the same transaction, so it exists exactly
-        when the status change does."""
+        event row ``note`` (kind, message) and ``also(conn)`` (a write that belongs to the change, e.g. the
+        saved image's status) happen in the same transaction, so they exist exactly when the status
+        change does."""
         target = after(row["status"], event)
         if target is None:
             return False
@@ -410,6 +429,8 @@ class Reconciler:
                 return False
             if note is not None:
                 repo.add_event(conn, row["id"], row["project_id"], now, *note)
+            if also is not None:
+                also(conn)
             return True
 
         changed = await self.db_call(change)
@@ -572,9 +593,9 @@ class Reconciler:
 # The failed status a transitional one settles in when its work keeps failing, and what that work is.
 _GIVE_UP = {Status.INIT: Event.PROVISION_FAILED, Status.CREATING: Event.PROVISION_FAILED,
             Status.STARTING: Event.START_FAILED, Status.STOPPING: Event.STOP_FAILED,
-            Status.DELETING: Event.DELETE_FAILED}
+            Status.DELETING: Event.DELETE_FAILED, Status.SNAPSHOTTING: Event.SNAPSHOT_DONE}
 _ACTIONS = {Event.PROVISION_FAILED: "Creating", Event.START_FAILED: "Starting", Event.STOP_FAILED: "Stopping",
-            Event.DELETE_FAILED: "Deleting"}
+            Event.DELETE_FAILED: "Deleting", Event.SNAPSHOT_DONE: "Saving as an image"}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -161,6 +161,33 @@ class ImageNotFound(ModelArtsError):
         super().__init__(f"Specified image {image_id} cannot be found.")
 
 
+class ImageTagConflict(ModelArtsError):
+    """``namespace/name:tag`` is taken: by one of the caller's images, or (for a save) by any image at that
+    address, whose content a save would overwrite."""
+    code = "ModelArts.6737"
+
+    def __init__(self, tag: str, image: str):
+        super().__init__(f"Conflict tag {tag} for image {image}, tag cannot be duplicated.")
+
+
+class ImageBeingSaved(ModelArtsError):
+    """The image is still being saved from a notebook (INIT or CREATING); it can be deleted once that ends."""
+    code = "ModelArts.6357"
+
+    def __init__(self, image_id: str):
+        super().__init__(f"The operation is not allowed because the image {image_id} is being saved from a "
+                         "notebook. Try again when its status is ACTIVE or CREATE_FAILED.")
+
+
+class NotSupportedOnRuntime(ModelArtsError):
+    """The configured runtime cannot do this at all (a property of the installation, not of the request)."""
+    code = "ModelArts.6361"
+
+    def __init__(self, what: str, runtime: str, why: str):
+        super().__init__(f"ModelArts internal service or configuration error. {what} is not supported on the "
+                         f"{runtime} runtime: {why}")
+
+
 class ImageFlavorMismatch(ModelArtsError):
     code = "ModelArts.6330"
     message = "The flavor type of profile does not match the type of flavor. Please check it."
@@ -297,6 +324,12 @@ class SignInBusy(SystemBusy):
     """Every slot for password checks is taken; the sign-in is refused instead of queued."""
     retry_after = 1
     message = "Too many sign-ins are being checked at once. Try again in 1 s."
+
+
+class RequestTimedOut(ModelArtsError):
+    code = "ModelArts.6100"
+    http_status = 408
+    message = "The request timed out. Please try again."
 
 
 class BackendUnavailable(ModelArtsError):

@@ -21,8 +21,9 @@ class Status(StrEnum):
     FROZEN = "FROZEN"
 
 
-# Statuses in which the reconciler owes the world some work.
-TRANSITIONAL = frozenset({Status.INIT, Status.CREATING, Status.STARTING, Status.STOPPING, Status.DELETING})
+# Statuses in which the reconciler owes the world some work (SNAPSHOTTING: saving the instance as an image).
+TRANSITIONAL = frozenset({Status.INIT, Status.CREATING, Status.STARTING, Status.STOPPING, Status.DELETING,
+                          Status.SNAPSHOTTING})
 
 # Statuses in which an instance holds compute (the COMPUTE billing item). A stopped or failed
 # instance only keeps its storage.

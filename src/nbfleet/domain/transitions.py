@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .errors import IllegalTransition
+from .errors import IllegalTransition, ImageBeingSaved
+from .images import ImageStatus as I
 from .model import Status as S
 
 
@@ -21,7 +22,8 @@ class Op(StrEnum):
     UPDATE_A = "update"              # name, description, hooks, dew_secret_name, public_network_config
     UPDATE_B = "update-spec"         # flavor, image_id, endpoints
     UPDATE_C = "update-storage"      # storage_new_size
-    RUN_ONLY = "run-only"            # renew lease, create-image, attach/detach storage
+    RUN_ONLY = "run-only"            # renew lease, attach/detach storage
+    SAVE_IMAGE = "create-image"      # a RUN_ONLY operation that moves RUNNING to SNAPSHOTTING
 
 
 class Event(StrEnum):
@@ -38,7 +40,7 @@ class Event(StrEnum):
     AUTO_STOP = "auto_stop"          # RUNNING -> STOPPING (lease expired or idle)
     DELETED = "deleted"              # DELETING -> DELETED (row removed)
     DELETE_FAILED = "delete_failed"  # DELETING -> DELETE_FAILED
-    SNAPSHOT_DONE = "snapshot_done"  # SNAPSHOTTING -> RUNNING
+    SNAPSHOT_DONE = "snapshot_done"  # SNAPSHOTTING -> RUNNING (the image was saved, or its save failed)
     RECOVERED = "recovered"          # ERROR -> RUNNING (process found alive again)
 
 
@@ -51,25 +53,26 @@ _ = None  # allowed, no status change
 OK_START = Allowed(S.STARTING)
 OK_STOP = Allowed(S.STOPPING)
 OK_DELETE = Allowed(S.DELETING)
+OK_SAVE = Allowed(S.SNAPSHOTTING)
 OK = Allowed(_)
 
-# rows: status; columns: START, STOP, DELETE, UPDATE_A, UPDATE_B, UPDATE_C, RUN_ONLY.
+# rows: status; columns: START, STOP, DELETE, UPDATE_A, UPDATE_B, UPDATE_C, RUN_ONLY, SAVE_IMAGE.
 # A string is the ModelArts code of the refusal (all HTTP 400).
-_COLUMNS = (Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY)
+_COLUMNS = (Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY, Op.SAVE_IMAGE)
 _TABLE: dict[S, tuple] = {
-    S.INIT:          ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327"),
-    S.CREATING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327"),
-    S.STARTING:      ("6306",   "6306",  "6306",    "6306", "6306", "6306", "6327"),
-    S.RUNNING:       ("6305",   OK_STOP, OK_DELETE, OK,     "6347", OK,     OK),
-    S.SNAPSHOTTING:  ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357"),
-    S.STOPPING:      ("6308",   "6308",  "6308",    "6308", "6308", "6308", "6327"),
-    S.STOPPED:       (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327"),
-    S.CREATE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327"),
-    S.START_FAILED:  (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327"),
-    S.ERROR:         (OK_START, OK_STOP, OK_DELETE, OK,     "6347", "6327", "6327"),
-    S.DELETING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357"),
-    S.DELETE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327"),
-    S.FROZEN:        ("6326",   "6326",  OK_DELETE, "6326", "6326", "6326", "6326"),
+    S.INIT:          ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
+    S.CREATING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
+    S.STARTING:      ("6306",   "6306",  "6306",    "6306", "6306", "6306", "6327", "6327"),
+    S.RUNNING:       ("6305",   OK_STOP, OK_DELETE, OK,     "6347", OK,     OK,     OK_SAVE),
+    S.SNAPSHOTTING:  ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357", "6357"),
+    S.STOPPING:      ("6308",   "6308",  "6308",    "6308", "6308", "6308", "6327", "6327"),
+    S.STOPPED:       (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327", "6327"),
+    S.CREATE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327", "6327"),
+    S.START_FAILED:  (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327", "6327"),
+    S.ERROR:         (OK_START, OK_STOP, OK_DELETE, OK,     "6347", "6327", "6327", "6327"),
+    S.DELETING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357", "6357"),
+    S.DELETE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327", "6327"),
+    S.FROZEN:        ("6326",   "6326",  OK_DELETE, "6326", "6326", "6326", "6326", "6326"),
 }
 OPERATIONS: dict[tuple[S, Op], Allowed | str] = {
     (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row)
@@ -109,3 +112,69 @@ def check(status: str, op: Op, *, strict_delete: bool = False) -> S | None:
 def after(status: str, event: Event) -> S | None:
     """Return the status that ``event`` leads to from ``status``, or None if it does not apply."""
     return EVENTS.get((S(status), event))
+
+
+# --- images (spec images-flavors-tags-storage.md §2) ------------------------------------------------------
+
+class ImageOp(StrEnum):
+    """What a user may ask of an image."""
+
+    DELETE = "delete"
+    SYNC = "sync"
+
+
+class ImageEvent(StrEnum):
+    """What the reconciler (saves) or a sync observes; each moves the image's status."""
+
+    SAVING = "saving"            # INIT -> CREATING: the engine is writing it
+    SAVED = "saved"              # CREATING -> ACTIVE
+    SAVE_FAILED = "save_failed"  # INIT/CREATING -> CREATE_FAILED
+    FOUND = "found"              # ACTIVE/ERROR -> ACTIVE: the engine has it
+    MISSING = "missing"          # ACTIVE/ERROR -> ERROR: the engine does not have it (any more)
+
+
+@dataclass(frozen=True)
+class ImageAllowed:
+    target: I | None             # the status the operation sets (None: unchanged)
+    reads_engine: bool = False   # sync: whether the engine is asked (else the image is answered as it is)
+
+
+# rows: image status; columns: DELETE, SYNC. A string is the refusal's code. An image being saved is
+# neither deleted (the save would write content nobody refers to) nor re-read (it has no content yet).
+_IMAGE_COLUMNS = (ImageOp.DELETE, ImageOp.SYNC)
+_IMAGE_TABLE: dict[I, tuple] = {
+    I.INIT:          ("6357",                ImageAllowed(None)),
+    I.CREATING:      ("6357",                ImageAllowed(None)),
+    I.ACTIVE:        (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
+    I.CREATE_FAILED: (ImageAllowed(I.DELETED), ImageAllowed(None)),
+    I.ERROR:         (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
+}
+IMAGE_OPERATIONS: dict[tuple[I, ImageOp], ImageAllowed | str] = {
+    (status, op): cell for status, row in _IMAGE_TABLE.items() for op, cell in zip(_IMAGE_COLUMNS, row)
+}
+
+IMAGE_EVENTS: dict[tuple[I, ImageEvent], I] = {
+    (I.INIT, ImageEvent.SAVING): I.CREATING,
+    (I.CREATING, ImageEvent.SAVING): I.CREATING,    # a save redone after a crash
+    (I.CREATING, ImageEvent.SAVED): I.ACTIVE,
+    (I.INIT, ImageEvent.SAVE_FAILED): I.CREATE_FAILED,
+    (I.CREATING, ImageEvent.SAVE_FAILED): I.CREATE_FAILED,
+    (I.ACTIVE, ImageEvent.FOUND): I.ACTIVE,
+    (I.ERROR, ImageEvent.FOUND): I.ACTIVE,
+    (I.ACTIVE, ImageEvent.MISSING): I.ERROR,
+    (I.ERROR, ImageEvent.MISSING): I.ERROR,
+}
+
+
+def check_image(status: str, op: ImageOp, image_id: str) -> ImageAllowed:
+    """What ``op`` does to an image in ``status``, or raise its refusal (a DELETED image is never asked:
+    it is not found)."""
+    cell = IMAGE_OPERATIONS[(I(status), op)]
+    if isinstance(cell, str):
+        raise ImageBeingSaved(image_id)
+    return cell
+
+
+def image_after(status: str, event: ImageEvent) -> I | None:
+    """The image status ``event`` leads to from ``status``, or None if it does not apply."""
+    return IMAGE_EVENTS.get((I(status), event))

@@ -1,43 +1,107 @@
 """The simulated runtime: the same lifecycle as a real one, no processes, deterministic timing.
 
 Each action_progress step takes ``delay`` seconds. Failure rules make chosen instances fail at a
-chosen step, e.g. ``name=fail-*;step=3`` or ``flavor=modelarts.vm.cpu.8u;step=2;op=start``.
+chosen step, e.g. ``name=fail-*;step=3`` or ``flavor=modelarts.vm.cpu.8u;step=2;op=start``, and chosen
+images misbehave in the pretend image engine (``SimulatedImages``): ``image=<glob of swr_path>`` with
+``op=pull`` (the engine does not have it and cannot pull it), ``op=serve`` (it has it, but it runs neither
+Jupyter nor SSH), ``op=commit`` (saving an instance as that image fails; ``name=<glob>;op=commit`` fails
+the saves of chosen instances) or ``op=remove`` (removing its content fails).
 """
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 from dataclasses import dataclass
 
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure
+from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, Observation, Placement, Reporter,
+                   RuntimeFailure)
+
+INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit")
+IMAGE_OPS = ("pull", "serve", "commit", "remove")
 
 
 @dataclass(frozen=True)
 class FailureRule:
-    """Fail instances whose name (or flavor) matches ``pattern`` at ``step`` of ``op``."""
+    """Fail instances whose name (or flavor) matches ``pattern`` at ``step`` of ``op``, or the engine's
+    work on images whose ``swr_path`` matches it."""
 
-    field: str        # "name" or "flavor"
+    field: str        # "name", "flavor" or "image"
     pattern: str
     step: int
-    op: str           # "create", "start", "any" (create and start), "delete", "stop"
+    op: str           # "create", "start", "any" (create and start), "delete", "stop", "commit"; images:
+    #                   "pull", "serve", "commit", "remove"
 
     @classmethod
     def parse(cls, text: str) -> "FailureRule":
         parts = dict(item.split("=", 1) for item in text.split(";") if "=" in item)
-        field = "name" if "name" in parts else "flavor" if "flavor" in parts else None
+        field = next((f for f in ("name", "flavor", "image") if f in parts), None)
         if field is None:
-            raise ValueError(f"failure rule {text!r} needs name=<glob> or flavor=<glob>")
+            raise ValueError(f"failure rule {text!r} needs name=<glob>, flavor=<glob> or image=<glob>")
         step = int(parts.get("step", "4"))
-        op = parts.get("op", "any")
-        if op not in ("create", "start", "any", "delete", "stop") or not 1 <= step <= 4:
-            raise ValueError(f"failure rule {text!r}: op must be create|start|any|delete|stop, step 1-4")
+        op = parts.get("op", "pull" if field == "image" else "any")
+        allowed = IMAGE_OPS if field == "image" else INSTANCE_OPS
+        if op not in allowed or not 1 <= step <= 4:
+            raise ValueError(f"failure rule {text!r}: op must be {'|'.join(allowed)}, step 1-4")
         return cls(field, parts[field], step, op)
 
     def matches(self, spec: InstanceSpec, op: str) -> bool:
+        if self.field == "image":
+            return False
         value = spec.name if self.field == "name" else spec.flavor.id
         op_ok = self.op == op or (self.op == "any" and op in ("create", "start"))
         return op_ok and fnmatch.fnmatchcase(value, self.pattern)
+
+    def matches_image(self, swr_path: str, op: str) -> bool:
+        return self.field == "image" and self.op == op and fnmatch.fnmatchcase(swr_path, self.pattern)
+
+
+def simulated_size_kb(swr_path: str) -> int:
+    """A size between 1 and 2 GiB that depends on the address alone, so every replica reports the same."""
+    return 1024 * 1024 + int(hashlib.sha256(swr_path.encode()).hexdigest()[:8], 16) % (1024 * 1024)
+
+
+class SimulatedImages:
+    """A pretend image engine (``ImageEngine``) that remembers nothing.
+
+    What it answers is a function of the image's address and the failure rules: every image exists (as
+    if any registry could be pulled from), serves NOTEBOOK and SSH, and has ``simulated_size_kb``, unless
+    a rule says otherwise. So replicas sharing a store, or a process after a restart, give the same
+    answers without sharing any memory; what nbfleet registered or saved is recorded in the store, which
+    they do share. The one thing this cannot show is content that was removed: asked again about it, the
+    engine has it (a real engine would pull it again from a registry, if one had it).
+    A save takes as long as a start (four ``delay`` steps); a removal one step.
+    """
+
+    def __init__(self, runtime: "SimulatedRuntime"):
+        self.runtime = runtime
+        self.committed: list[str] = []   # for tests: what was saved and removed, by this process
+        self.removed: list[str] = []
+
+    def _rule(self, swr_path: str, op: str) -> FailureRule | None:
+        return next((r for r in self.runtime.rules if r.matches_image(swr_path, op)), None)
+
+    async def inspect(self, swr_path: str) -> EngineImage | None:
+        if self._rule(swr_path, "pull") is not None:
+            return None
+        serves = () if self._rule(swr_path, "serve") is not None else ("NOTEBOOK", "SSH")
+        return EngineImage(swr_path, size_kb=simulated_size_kb(swr_path), serves=serves)
+
+    async def commit(self, spec: InstanceSpec, placement: Placement, swr_path: str) -> EngineImage:
+        fails = (self._rule(swr_path, "commit") or self.runtime._rule(spec, "commit")) is not None
+        for half in range(2):
+            await self.runtime.pause(2)
+            if fails and half == 0:
+                raise RuntimeFailure(f"simulated failure while saving {spec.name} as {swr_path}")
+        self.committed.append(swr_path)
+        return EngineImage(swr_path, size_kb=simulated_size_kb(swr_path), serves=("NOTEBOOK", "SSH"))
+
+    async def remove(self, swr_path: str) -> None:
+        if self._rule(swr_path, "remove") is not None:
+            raise RuntimeFailure(f"simulated failure while removing {swr_path}")
+        await self.runtime.pause(1)
+        self.removed.append(swr_path)
 
 
 class SimulatedRuntime:
@@ -48,6 +112,12 @@ class SimulatedRuntime:
         self.delay = delay
         self.rules = [FailureRule.parse(r) for r in failures or []]
         self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
+        self.started_from: dict[str, str] = {}   # instance id -> the swr_path of its last start
+        self.images = SimulatedImages(self)
+
+    async def pause(self, steps: int = 1) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay * steps)
 
     def isolation(self) -> dict:
         return {"mechanism": "none", "note": "simulated runtime: no notebook code runs"}
@@ -67,6 +137,7 @@ class SimulatedRuntime:
                 raise RuntimeFailure(reason, number)
             await reporter.step(number, StepStatus.COMPLETED, text)
         self.started[spec.id] = self.started.get(spec.id, 0) + 1
+        self.started_from[spec.id] = spec.image.swr_path
         return Placement(host="127.0.0.1", pid=None, details={"runtime": "simulated"})
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:

@@ -1,24 +1,16 @@
-"""Flavors (operator configuration) and images (built-ins from configuration, kept in the store)."""
+"""Flavors (operator configuration) and the catalogue files they, and the built-in images, come from."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import orjson
-
 from ..domain import errors as E
 from ..domain.query import MAX_OFFSET, Page, parse_int, parse_sort
 from ..runtime.base import FlavorLimits
-from ..store import image_repo
-from ..store.db import Database
 
-REGISTRY = "registry.nbfleet.local"
 FLAVOR_SORT_KEYS = {"id", "name", "vcpus", "memory", "category"}
-IMAGE_SORT_KEYS = {"create_at": "create_at", "createTime": "create_at", "update_at": "update_at",
-                   "updateTime": "update_at", "name": "name", "tag": "tag"}
 
 
 @dataclass(frozen=True)
@@ -115,94 +107,3 @@ def paged_catalogue(items: list[dict], params, sort_keys: set[str], default_sort
     if flavors_twice:
         envelope["flavors"] = chunk
     return envelope
-
-
-def builtin_swr_path(img: dict) -> str:
-    return img.get("swr_path") or f"{REGISTRY}/{img['namespace']}/{img['name']}:{img['tag']}"
-
-
-def builtin_image_id(namespace: str, name: str, tag: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nbfleet:image:{namespace}/{name}:{tag}"))
-
-
-class ImageCatalog:
-    def __init__(self, db: Database, clock, path: Path | None = None):
-        self.db = db
-        self.clock = clock
-        self.builtins = load_catalogue(path, "images.json")
-        # swr_path -> (name, environment declaration): what the local runtime builds for an image.
-        self._environments = {builtin_swr_path(img): (img["name"], img.get("environment"))
-                              for img in self.builtins}
-
-    def environment(self, swr_path: str) -> tuple[str, dict | None]:
-        """The image's name and the environment it declares (None: none, e.g. an image not in the catalogue)."""
-        return self._environments.get(swr_path, (swr_path.rsplit("/", 1)[-1], None))
-
-    def sync_builtins(self) -> None:
-        """Upsert the configured built-in images (ids are stable across restarts)."""
-        now = self.clock.now_ms()
-        with self.db.write() as conn:
-            for img in self.builtins:
-                image_id = img.get("id") or builtin_image_id(img["namespace"], img["name"], img["tag"])
-                cats = img.get("resource_categories", ["CPU"])
-                doc = {
-                    "description": img.get("description", ""), "arch": img.get("arch", "X86_64").lower(),
-                    "origin": "CUSTOMIZE", "status_message": "",
-                    "dev_services": img.get("dev_services", ["NOTEBOOK", "SSH"]), "resource_categories": cats,
-                    "support_res_categories": cats, "flavor_type": None, "size": img.get("size", 0),
-                    "swr_instance_id": None, "tags": [],
-                }
-                image_repo.upsert(conn, {
-                    "id": image_id, "project_id": None, "owner_id": None, "name": img["name"],
-                    "namespace": img["namespace"], "tag": img["tag"],
-                    "swr_path": builtin_swr_path(img),
-                    "type": "BUILD_IN", "status": "ACTIVE", "visibility": "PUBLIC", "workspace_id": "0",
-                    "service_type": img.get("service_type", "DEV"), "show_name": img.get("show_name"),
-                    "show_tag": img.get("show_tag"),
-                    "create_at": now, "update_at": now, "doc": orjson.dumps(doc).decode(),
-                })
-
-    def get(self, image_id: str, project_id: str, user_id: str) -> dict:
-        with self.db.read() as conn:
-            row = image_repo.get_visible(conn, image_id, project_id, user_id)
-        if row is None:
-            raise E.ResourceNotFound(f"The image {image_id} does not exist.")
-        return image_repo.to_json(row)
-
-    def page(self, params, project_id: str, user_id: str) -> dict:
-        def one(name):
-            values = params.get(name)
-            return values[0] if values else None
-
-        filters = {}
-        for name, allowed in (("type", ("BUILD_IN", "DEDICATED")),
-                              ("service_type", ("COMMON", "INFERENCE", "TRAIN", "DEV", "UNKNOWN"))):
-            value = one(name)
-            if value:
-                if value.upper() not in allowed:
-                    raise E.InvalidParameter(f"Parameter error: '{name}' must be one of {', '.join(allowed)}.")
-                filters[name] = value.upper()
-        for exact in ("namespace", "show_name", "show_tag"):
-            if one(exact):
-                filters[exact] = one(exact)
-        workspace = one("workspace_id") or "0"
-        filters["workspace_id"] = workspace
-        fuzzy_raw = (one("name_fuzzy_match") or "true").lower()
-        if fuzzy_raw not in ("true", "false"):
-            raise E.InvalidParameter("Parameter error: 'name_fuzzy_match' must be true or false.")
-        sort_key = one("sort_key")
-        sort = ("create_at",)
-        if sort_key:
-            try:
-                sort = tuple(IMAGE_SORT_KEYS[k.strip()] for k in sort_key.split(","))
-            except KeyError as exc:
-                raise E.UnsupportedSortKey(f"The field does not support sorting: '{exc.args[0]}'.") from None
-        _, descending = parse_sort(None, one("sort_dir"))
-        offset = parse_int(one("offset"), "offset", 0, 0, MAX_OFFSET)
-        limit = parse_int(one("limit"), "limit", 200, 0, MAX_OFFSET) or 200
-        with self.db.read() as conn:
-            rows, total = image_repo.page(conn, project_id, user_id, filters=filters, name=one("name"),
-                                          fuzzy=fuzzy_raw == "true", sort=sort, descending=descending,
-                                          offset=offset, limit=limit)
-        data = [image_repo.to_json(r) for r in rows]
-        return Page(data, total, offset, limit).envelope(one_based=True)

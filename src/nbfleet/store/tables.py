@@ -97,11 +97,48 @@ images = Table(
     Column("create_at", BigInteger, nullable=False),
     Column("update_at", BigInteger, nullable=False),
     Column("doc", Text, nullable=False),  # the rest of the Image object, JSON
+    # Migration 0007: the image's group (domain.images.group_id), the notebook a save comes from, and
+    # whether the content must still be removed from the engine (a forced delete; the reconciler does it).
+    Column("group_id", String(36), nullable=False),
+    Column("source_notebook_id", String(36), nullable=True),
+    Column("purge", Boolean, nullable=False, server_default=text("false")),
     Index("ix_images_scope", "project_id", "owner_id", "create_at"),
+    Index("ix_images_group", "group_id", "status"),
+    Index("ix_images_swr_path", "swr_path", "status"),
+    # One live image per owner and namespace/name:tag (spec: 6737), and one live save per address, whatever
+    # the owner: a second save would overwrite the first one's content. Deleted rows stay as a record.
+    Index("uq_images_owner_tag", "project_id", "owner_id", "namespace", "name", "tag", unique=True,
+          sqlite_where=text("status != 'DELETED'"), postgresql_where=text("status != 'DELETED'")),
+    Index("uq_images_saved_path", "swr_path", unique=True,
+          sqlite_where=text("source_notebook_id IS NOT NULL AND status != 'DELETED'"),
+          postgresql_where=text("source_notebook_id IS NOT NULL AND status != 'DELETED'")),
+    Index("ix_images_saving", "source_notebook_id", sqlite_where=text("status IN ('INIT', 'CREATING')"),
+          postgresql_where=text("status IN ('INIT', 'CREATING')")),
+    Index("ix_images_purge", "id", sqlite_where=text("purge"), postgresql_where=text("purge")),
 )
 
-IN_FLIGHT = ("INIT", "CREATING", "STARTING", "STOPPING", "DELETING")
-IN_FLIGHT_SQL = text("status IN ('INIT', 'CREATING', 'STARTING', 'STOPPING', 'DELETING')")
+# A user's images of one namespace/name (all tags), or a built-in one (no project, no owner): the guide
+# text and tags of the group (migration 0007). Its counts and times come from its images.
+image_groups = Table(
+    "image_groups", metadata,
+    Column("id", String(36), primary_key=True),   # domain.images.group_id: derived, the same on every replica
+    Column("project_id", String(32), nullable=True),
+    Column("owner_id", String(32), nullable=True),
+    Column("type", String(16), nullable=False),
+    Column("namespace", String(64), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("workspace_id", String(32), nullable=False),
+    Column("description", String(512), nullable=False, server_default=""),
+    Column("read_me", Text, nullable=False, server_default=""),
+    Column("tags", Text, nullable=False, server_default="[]"),
+    Column("create_at", BigInteger, nullable=False),
+    Column("update_at", BigInteger, nullable=False),
+    Index("ix_image_groups_scope", "project_id", "owner_id", "update_at"),
+)
+
+# The statuses of domain.model.TRANSITIONAL (migration 0007 added SNAPSHOTTING to the index).
+IN_FLIGHT = ("INIT", "CREATING", "STARTING", "STOPPING", "DELETING", "SNAPSHOTTING")
+IN_FLIGHT_SQL = text("status IN ('INIT', 'CREATING', 'STARTING', 'STOPPING', 'DELETING', 'SNAPSHOTTING')")
 
 notebooks = Table(
     "notebooks", metadata,
@@ -153,6 +190,8 @@ notebooks = Table(
     Index("ix_notebooks_status", "status"),
     Index("ix_notebooks_user_feature", "user_id", "feature"),
     Index("ix_notebooks_lease", "status", "lease_enable", "lease_type"),
+    # Whether an image's content is still needed before it is removed from the engine (migration 0007).
+    Index("ix_notebooks_image_id", "image_id"),
     # The reconciler looks for rows in flight many times a second; they are a handful among millions,
     # which planner statistics (averages per status) cannot know, so they get an index of their own.
     Index("ix_notebooks_in_flight", "status", sqlite_where=IN_FLIGHT_SQL, postgresql_where=IN_FLIGHT_SQL),
@@ -209,5 +248,5 @@ signin_failures = Table(
 )
 
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "notebooks", "notebook_counts", "notebook_tags", "events",
+           "workspaces", "images", "image_groups", "notebooks", "notebook_counts", "notebook_tags", "events",
            "request_signatures", "signin_failures"]
