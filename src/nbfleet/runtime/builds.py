@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..services.catalog import builtin_swr_path, load_catalogue
+from ..services.catalog import load_catalogue
+from ..services.images import builtin_swr_path
 from .environments import EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
 
 

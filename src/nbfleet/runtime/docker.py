@@ -40,6 +40,10 @@ WORK = "/home/ma-user/work"
 RUN_DIR = "/run/nbfleet"
 SOCKET = f"{RUN_DIR}/jupyter.sock"
 SANDBOX_UID, SANDBOX_GID = 1000, 100
+# Reads the instance's token into Jupyter's environment, then runs jupyter_server with the arguments.
+TOKEN_THEN_JUPYTER = ("import os, runpy, sys; os.environ['JUPYTER_TOKEN'] = open('/run/nbfleet/token').read(); "
+                      "sys.argv[0] = 'jupyter-server'; runpy.run_module('jupyter_server', run_name='__main__', "
+                      "alter_sys=True)")
 DEFAULT_PIDS_MAX = 4096
 
 
@@ -183,13 +187,20 @@ class DockerRuntime:
     def _run_container(self, spec: InstanceSpec, dirs: InstanceDirs) -> None:
         from docker.types import Mount
         memory = spec.flavor.memory_mb * 1024 * 1024 if spec.flavor.memory_mb > 0 else None
-        command = ["python", "-m", "jupyter_server",
+        # The token reaches Jupyter through a file in the socket's directory, never the container's
+        # configuration: the engine copies a container's environment into every image saved from it.
+        token = dirs.run / "token"
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(spec.token)
+        os.chown(token, SANDBOX_UID, SANDBOX_GID)
+        command = ["python", "-c", TOKEN_THEN_JUPYTER,
                    *server_args(socket=SOCKET, root_dir=WORK, base_url=self.base_url(spec.id))]
         options = dict(
             name=self.container_name(spec.id), command=command, detach=True, labels=self._labels(spec),
             user=f"{SANDBOX_UID}:{SANDBOX_GID}", working_dir=WORK, hostname=f"notebook-{spec.id[:8]}",
-            environment={"JUPYTER_TOKEN": spec.token, "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime",
-                         "HOME": "/home/ma-user", "PYTHONUNBUFFERED": "1"},
+            environment={"JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime", "HOME": "/home/ma-user",
+                         "PYTHONUNBUFFERED": "1"},
             mounts=[Mount(WORK, self.volume_name(spec.id), type="volume"),
                     Mount(RUN_DIR, str(dirs.run), type="bind")],
             tmpfs={"/tmp": f"size={memory or 1 << 30}"},
