@@ -158,6 +158,16 @@ def test_delete_answers_deleted_and_the_image_is_gone(api):
     assert register(api)["status"] == "ACTIVE"   # the address is free again
 
 
+def test_nbfleets_own_registry_cannot_be_registered(api):
+    """Saved images live there and belong to whoever saved them: registering one would hand its owner's
+    files to the caller."""
+    nb = api.create("owner")
+    saved = api.ok("POST", f"/notebooks/{nb['id']}/create-image", body={"name": "private", "namespace": "team",
+                                                                      "tag": "v1"})
+    for path in (saved["swr_path"], "registry.nbfleet.local/nbfleet/notebook-python3.11:1.0"):
+        assert api.error("POST", "/images", body={"swr_path": path}) == (400, "ModelArts.6336")
+
+
 def test_delete_refusals(api):
     builtin = api.image_id()
     assert api.error("DELETE", f"/images/{builtin}") == (403, "ModelArts.0108")

@@ -159,6 +159,34 @@ def test_an_address_already_taken_is_6737(api):
     wait_image(api, save(api, nb["id"], tag="v1")["id"], "ACTIVE")
 
 
+def test_an_address_an_instance_still_runs_from_cannot_be_saved_over(api):
+    """A plain delete keeps the content for the instances created from the image: a save by anyone to that
+    address would make those instances run the saver's files, so the address stays taken."""
+    nb = api.create("origin")
+    saved = save(api, nb["id"], tag="v1")
+    wait_image(api, saved["id"], "ACTIVE")
+    api.wait_status(nb["id"], "RUNNING")
+    from_saved = api.create("from-saved", image_id=saved["id"])
+    assert from_saved["status"] == "RUNNING"
+    api.ok("DELETE", f"/images/{saved['id']}")
+    mallory = api.new_user("mallory-saves")
+    hers = api.create("hers", creds=mallory)
+    body = {"name": "saved", "namespace": "team", "tag": "v1"}
+    assert api.error("POST", f"/notebooks/{hers['id']}/create-image", creds=mallory, body=body) == \
+        (400, "ModelArts.6737")
+    assert api.error("POST", f"/notebooks/{nb['id']}/create-image", body=body) == (400, "ModelArts.6737")
+    # Once nothing runs from it any more, the address is free.
+    api.ok("DELETE", f"/notebooks/{from_saved['id']}")
+    deadline = time.monotonic() + 20
+    while api.call("GET", f"/notebooks/{from_saved['id']}").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = api.ok("POST", f"/notebooks/{hers['id']}/create-image", creds=mallory, body=body)
+    deadline = time.monotonic() + 20
+    while api.ok("GET", f"/images/{again['id']}", creds=mallory)["status"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def test_while_snapshotting_the_notebook_and_the_image_are_busy(slow):
     api = slow
     nb = api.create("busy")

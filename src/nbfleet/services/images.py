@@ -62,6 +62,10 @@ class EngineReader:
         except RuntimeFailure as failure:
             raise E.BackendUnavailable(f"The image engine could not be asked about {swr_path}: "
                                        f"{failure.reason}") from None
+        except Exception as exc:   # the engine down or refusing: an outage to retry, not a server error
+            log.warning("image engine: inspecting %s failed: %r", swr_path, exc)
+            raise E.BackendUnavailable(f"The image engine could not be asked about {swr_path}. "
+                                       "Please try again later.") from None
 
 
 def image_doc(row) -> dict:
@@ -199,6 +203,11 @@ class ImageCatalog:
         engine = self._engine_or_refuse("Registering an image")
         reg = check_registration(body)
         address = reg.address
+        if address.registry is not None and address.registry.lower() == REGISTRY:
+            # Built-in and saved images live there, and belong to nbfleet or to whoever saved them: registering
+            # one would hand another user's saved image (its owner's files, history, credentials) to the caller.
+            raise E.InvalidProperty("swr_path", f"Images under {REGISTRY} are nbfleet's own (built-in or saved from "
+                                    "a notebook) and cannot be registered; use them as they are, or save a notebook.")
         with self.db.read() as conn:   # the cheap refusals before the engine is asked
             self._check_registrable(conn, principal, reg)
         found = engine.inspect(reg.swr_path)

@@ -64,10 +64,12 @@ def owned_with_tag(conn: Connection, project_id: str, owner_id: str, namespace: 
 
 
 def address_taken(conn: Connection, swr_path: str) -> bool:
-    """Whether an image at ``swr_path`` is live, or deleted with its content not yet removed: a save there
-    would overwrite content someone uses, or have its own removed by the pending purge."""
+    """Whether a save may not write ``swr_path``: an image there is live, or deleted with its content not yet
+    removed, or an instance still runs from an image there (deleted or not). A save would overwrite
+    content someone uses (another user's instance would then run the saver's files), or have its own
+    removed by the pending purge."""
     stmt = select(I.id).where(I.swr_path == swr_path, or_(_LIVE, I.purge.is_(True))).limit(1)
-    return conn.execute(stmt).first() is not None
+    return conn.execute(stmt).first() is not None or content_in_use(conn, swr_path)
 
 
 def change_status(conn: Connection, image_id: str, expected: str, values: dict) -> bool:
