@@ -167,7 +167,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         return ProxyRefusal(where.http_status, where.code, where.message)
 
     install_notebook_proxy(app, resolve, addresses=settings.addresses(),
-                           forget=lambda notebook_id: app.state.routes.forget(notebook_id))
+                           forget=lambda notebook_id: app.state.routes.forget(notebook_id),
+                           ws_max_message=settings.proxy_ws_max_message_bytes)
     return app
 
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
         default="host", description="host: every instance on an origin of its own, <id>.<notebook_domain>; "
         "path: /notebooks/<id>/ on nbfleet's own origin (any notebook page can then act as whoever opens it: "
         "one trusted user only)")
+    proxy_ws_max_message_bytes: int = Field(default=64 * 2**20, ge=65536, description="largest websocket message "
+                                            "a notebook may send through the proxy (it is held whole on the way)")
     notebook_domain: str = Field(default="nb.localhost", pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$",
                                  description="host routing: instances are reached at <id>.<this>, on nbfleet's "
                                  "scheme and port (a wildcard DNS name and certificate in production)")

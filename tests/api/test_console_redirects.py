@@ -37,3 +37,23 @@ def test_sign_in_never_redirects_out_of_the_console(console, next_value):
 def test_a_console_page_is_where_sign_in_leads(console):
     _page, response = _sign_in(console, "/console/notebooks/all?username=admin")
     assert response.headers["location"] == "/console/notebooks/all?username=admin"
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://0badc0de-0000-4000-8000-000000000000.nb.localhost:8080"},
+                                     {"Origin": "null"}, {"Sec-Fetch-Site": "same-site"}])
+def test_a_form_from_another_origin_is_refused_even_with_the_right_tokens(console, headers):
+    """A notebook page of a sibling site could plant the sign-in cookie and post the matching form: the
+    browser still names where the form comes from."""
+    page = console.get("/console/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    form = {"csrf_token": csrf, "user": "admin", "password": PASSWORD}
+    refused = console.post("/console/login", data=form, headers=headers, follow_redirects=False)
+    assert refused.status_code == 403 and "nbfleet_session" not in refused.headers.get("set-cookie", "")
+    own = console.post("/console/login", data=form, headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert own.status_code == 303
+
+
+def test_hosts_under_the_notebook_domain_that_name_no_instance_get_the_unknown_answer(console):
+    for url in ("http://a.b.nb.localhost/console/notebooks", "http://nb.localhost/v1/x/notebooks"):
+        answer = console.get(url, follow_redirects=False)
+        assert answer.status_code == 404 and answer.json()["error_code"] == "ModelArts.6309", url

@@ -63,6 +63,10 @@ def test_what_a_user_installed_survives_saving_the_notebook_as_an_image(engine, 
     # The saved image carries nothing of the instance's token, in its configuration or anywhere else.
     assert nb.token not in json.dumps(engine.images.get(image.swr_path).attrs)
     assert nb.token not in json.dumps(engine.api.history(image.swr_path))
+    # Nor the labels that name the instance, its owner and nbfleet's data dir.
+    labels = engine.images.get(image.swr_path).labels
+    assert not any(labels.get(key) for key in ("nbfleet.instance", "nbfleet.owner", "nbfleet.project",
+                                               "nbfleet.data-dir"))
 
     fresh = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
         name="from-saved", image_id=saved.id, flavor="modelarts.vm.cpu.2u",

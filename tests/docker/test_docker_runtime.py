@@ -140,6 +140,27 @@ print(json.dumps(out))
     assert all(v != "read" for v in out.values()), out
 
 
+def test_links_a_container_leaves_in_its_socket_directory_lead_nbfleet_nowhere(engine, docker_server, tmp_path):
+    """The socket's directory is the container's to write; nbfleet, as root, must not follow what it left
+    there at the next start (the token once went through a name in it)."""
+    canary = tmp_path / "canary"
+    canary.write_text("untouched")
+    before = canary.stat()
+    server = docker_server()
+    client = sdk(server)
+    nb = wait(client, create(client, "planter"), "RUNNING")
+    run(nb, f"import os\nfor name in ('token', 'jupyter.sock.old', 'planted'):\n"
+            f"    os.symlink({str(canary)!r}, '/run/nbfleet/' + name)")
+    client.stop_notebook(StopNotebookRequest(id=nb.id))
+    wait(client, nb.id, "STOPPED")
+    client.start_notebook(StartNotebookRequest(id=nb.id))
+    nb = wait(client, nb.id, "RUNNING")
+    assert run(nb, "6*7") == "42"
+    after = canary.stat()
+    assert canary.read_text() == "untouched" and (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
+    assert sorted(p.name for p in (server.data_dir / "instances" / nb.id / "run").iterdir()) == ["jupyter.sock"]
+
+
 @pytest.mark.parametrize("moment", ["create", "start"])
 def test_kill_minus_nine_mid_transition_is_finished_after_restart_without_orphans(engine, docker_server, moment):
     first = docker_server()

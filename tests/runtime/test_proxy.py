@@ -29,6 +29,7 @@ from .local_helpers import make_spec
 pytestmark = [pytest.mark.slow, pytest.mark.runtime_only, pytest.mark.asyncio(loop_scope="module")]
 
 KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+WS_MAX_MESSAGE = 1 << 20
 STOPPED = ProxyRefusal(409, "ModelArts.6357", "The notebook instance is STOPPED; start it to open it.")
 
 
@@ -81,6 +82,9 @@ def echo_app() -> FastAPI:
                 if message["text"] == "close-please":
                     await websocket.close(code=4321, reason="asked to")
                     return
+                if message["text"].startswith("send-me:"):   # a message of that many bytes
+                    await websocket.send_bytes(b"x" * int(message["text"].split(":", 1)[1]))
+                    continue
                 await websocket.send_text("text:" + message["text"])
             else:
                 await websocket.send_bytes(b"bytes:" + message["bytes"])
@@ -142,7 +146,7 @@ def proxy(routes, echo):
         await app.state.notebook_proxy.aclose()  # the documented shutdown contract
 
     app = FastAPI(lifespan=lifespan)
-    proxy_object = install_notebook_proxy(app, resolve)
+    proxy_object = install_notebook_proxy(app, resolve, ws_max_message=WS_MAX_MESSAGE)
     assert app.state.notebook_proxy is proxy_object
     with ServerThread(app) as server:
         server.base = f"http://127.0.0.1:{server.port}"
@@ -184,6 +188,19 @@ async def close_code(url: str, **kwargs) -> tuple[int | None, str]:
 
 
 # -- refusals --------------------------------------------------------------------------------
+
+
+async def test_a_websocket_message_over_the_bound_closes_the_connection_instead_of_filling_memory(proxy):
+    url = proxy.base.replace("http", "ws", 1) + "/notebooks/echo/ws"
+    async with websockets.connect(url, proxy=None, open_timeout=10, max_size=None) as ws:
+        await ws.recv()   # the greeting
+        await ws.send(f"send-me:{WS_MAX_MESSAGE // 2}")
+        assert len(await ws.recv()) == WS_MAX_MESSAGE // 2
+        await ws.send(f"send-me:{WS_MAX_MESSAGE * 4}")
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10):
+                await ws.recv()
+        assert ws.close_code == 1009   # message too big
 
 
 async def test_unknown_notebook_is_a_404_json_error(proxy):

@@ -52,8 +52,11 @@ def test_instance_addresses_and_the_hosts_that_name_them():
     assert host.base("abc") == "http://abc.nb.localhost:8080"
     assert host.notebook_of_host("abc.nb.localhost:8080") == "abc"
     assert host.notebook_of_host("ABC.NB.LOCALHOST") == "abc"
-    for other in ("127.0.0.1:8080", "nb.localhost:8080", "a.b.nb.localhost", "abc.nb.localhost.evil.com", None, ""):
+    for other in ("127.0.0.1:8080", "abc.nb.localhost.evil.com", "localhost", None, ""):
         assert host.notebook_of_host(other) is None, other
+    # Under the notebook domain but naming no instance: nbfleet's own pages are not served there either.
+    for nameless in ("nb.localhost:8080", "a.b.nb.localhost", "NB.LOCALHOST."):
+        assert host.notebook_of_host(nameless) == "", nameless
     tls = NotebookAddresses("host", "https://nbfleet.example.com", "nb.example.net")
     assert tls.base("abc") == "https://abc.nb.example.net"
     path = NotebookAddresses("path", "http://127.0.0.1:8080", "nb.localhost")

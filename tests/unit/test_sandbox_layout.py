@@ -33,7 +33,7 @@ def test_each_instance_gets_a_uid_of_its_own_kept_across_starts_and_released_on_
     extra.root.mkdir()
     with pytest.raises(Exception, match="no free host uid"):
         sandbox.host_uid(extra)
-    sandbox.forget(dirs[7])                                      # a deleted instance gives its uid back
+    sandbox.release_after(dirs[7])()                             # a deleted instance gives its uid back
     assert sandbox.host_uid(extra) == uids[7]
 
 

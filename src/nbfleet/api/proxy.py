@@ -84,12 +84,15 @@ class NotebookProxy:
 
     def __init__(self, resolve: Resolver, *, per_instance_origin: bool = False, connect_timeout: float = 5.0,
                  drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
-                 forget: Callable[[str], None] | None = None):
+                 forget: Callable[[str], None] | None = None, ws_max_message: int = 64 * 2**20):
         """``per_instance_origin``: every instance is served on an origin of its own (host routing), so
         requests from other origins can be told apart and refused; else under ``/notebooks/<id>/``.
         ``forget(id)``: drop what ``resolve`` remembers of an instance that stopped answering."""
         self.resolve = resolve
         self.forget = forget
+        # A notebook sends what it likes: one message is held whole before it is passed on, so its size
+        # is bounded (plots and large outputs stay well below the default).
+        self.ws_max_message = ws_max_message
         self.per_instance_origin = per_instance_origin
         self.connect_timeout = connect_timeout
         self.drop_request = HOP_BY_HOP | {h.lower() for h in drop_request_headers}
@@ -235,7 +238,7 @@ class NotebookProxy:
         headers = [(k, v) for k, v in ws.headers.items() if k.lower() not in drop]
         offered = ws.scope.get("subprotocols") or []
         options = dict(additional_headers=headers, subprotocols=offered or None, user_agent_header=None,
-                       compression=None, max_size=None, open_timeout=self.connect_timeout)
+                       compression=None, max_size=self.ws_max_message, open_timeout=self.connect_timeout)
         try:
             # The public Host goes into the handshake via the URI; the socket dials the target.
             if target.socket:
@@ -302,10 +305,12 @@ async def _pump(ws: WebSocket, upstream) -> None:
                     await ws.send_bytes(data)
         except ConnectionClosed:
             pass
-        code = upstream.close_code
+        code, reason = upstream.close_code, upstream.close_reason or ""
+        sent, received = upstream.protocol.close_sent, upstream.protocol.close_rcvd
+        if received is None and sent is not None:   # the proxy ended it (a message over the bound: 1009)
+            code, reason = sent.code, "message too big" if sent.code == 1009 else sent.reason
         try:
-            await ws.close(code=code if code is not None and _sendable(code) else 1000,
-                           reason=(upstream.close_reason or "")[:120])
+            await ws.close(code=code if code is not None and _sendable(code) else 1000, reason=reason[:120])
         except (RuntimeError, WebSocketDisconnect, OSError):
             pass  # the client left at the same moment
 
@@ -384,12 +389,13 @@ def _connection_tokens(value: str) -> set[str]:
 
 def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, addresses: NotebookAddresses | None = None,
                            connect_timeout: float = 5.0, forget: Callable[[str], None] | None = None,
-                           drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS) -> NotebookProxy:
+                           drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
+                           ws_max_message: int = 64 * 2**20) -> NotebookProxy:
     """Route notebook traffic on ``app`` to the proxy (kept on ``app.state.notebook_proxy``): requests for
     ``<id>.<domain>`` hosts (host routing, the default of ``addresses``), or ``/notebooks/<id>/…`` paths."""
     per_instance_origin = addresses is not None and addresses.per_instance_origin
     proxy = NotebookProxy(resolve, per_instance_origin=per_instance_origin, connect_timeout=connect_timeout,
-                          drop_request_headers=drop_request_headers, forget=forget)
+                          drop_request_headers=drop_request_headers, forget=forget, ws_max_message=ws_max_message)
     app.state.notebook_proxy = proxy
     if per_instance_origin:
         app.add_middleware(NotebookHostRouter, proxy=proxy, addresses=addresses)
@@ -424,6 +430,8 @@ class NotebookHostRouter:
         if scope["type"] in ("http", "websocket"):
             host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
             notebook_id = self.addresses.notebook_of_host(host)
+            if notebook_id == "":   # under the notebook domain, naming no instance: not nbfleet's either
+                notebook_id = "-"   # resolves to the answer every unknown instance gets
             if notebook_id is not None:
                 if scope["type"] == "websocket":
                     await self.proxy.websocket(WebSocket(scope, receive, send), notebook_id)

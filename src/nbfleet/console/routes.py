@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ..api.deps import client_address
 from ..api.http import JSONBytes, query_params, read_body
 from ..api.inputs import has_control_character
+from ..api.proxy_policy import foreign_origin
 from ..domain import errors as E
 from ..domain.model import Feature, Status
 from ..services.identity import TOKEN_FROM_PASSWORD
@@ -59,7 +60,13 @@ def _services(request: Request):
 
 
 async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
-    """The urlencoded form of a POST, refused unless it carries the expected CSRF token."""
+    """The urlencoded form of a POST, refused unless it comes from the console's own pages (a browser names
+    the origin of a form it sends) and carries the expected CSRF token. The origin check holds even when
+    a page of another site managed to plant a cookie for the console's host."""
+    foreign = foreign_origin(request.method, request.headers)
+    if foreign is not None:
+        raise ConsoleRefusal(403, "ModelArts.0108", f"The form did not come from this console ({foreign}). "
+                             "Reload the page and try again.")
     try:
         body = await read_body(request, MAX_FORM_BYTES)
     except E.PayloadTooLarge:

@@ -37,6 +37,7 @@ from .retries import RetrySchedule
 
 log = logging.getLogger("nbfleet.reconciler")
 _LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
+OBSERVE_CONCURRENCY = 16   # instances probed at once by an observation (each probe is bounded by the runtime)
 
 
 def _lease_of(row) -> Lease:
@@ -533,19 +534,38 @@ class Reconciler:
             self._dispatch(row, self._auto_stop, lease_decision(_lease_of(row), now).reason)
         if not getattr(self.runtime, "observes", True):
             return
-        for row in await self.db_read(repo.running_with_idle_lease):
-            if row["id"] in self.inflight or not row["placement"]:
-                continue
-            placement = Placement.from_json(orjson.loads(row["placement"]))
-            activity = await self.runtime.activity(self.spec_of(row), placement)
-            decision = self.idle_policy.decide(_lease_of(row), activity, row["update_at"], self.clock.now_ms())
-            if decision.stop:
-                fresh = await self._claim_unchanged(row)
-                if fresh is not None:
-                    self._dispatch(fresh, self._auto_stop, decision.reason)
-        for row in await self.db_read(repo.get_many, [Status.RUNNING.value]):
-            if row["id"] not in self.inflight:
-                await self._check_alive(row)
+        idle = [r for r in await self.db_read(repo.running_with_idle_lease)
+                if r["id"] not in self.inflight and r["placement"]]
+        await self._each(idle, self._check_idle)
+        running = [r for r in await self.db_read(repo.get_many, [Status.RUNNING.value]) if r["id"] not in self.inflight]
+        await self._each(running, self._check_alive)
+
+    async def _each(self, rows, check) -> None:
+        """``check(row)`` for every row, a few at once: instances answer (or stall) on their own, and one
+        instance's failure is logged, never the whole observation's (an outage of the store still is)."""
+        slots = asyncio.Semaphore(OBSERVE_CONCURRENCY)
+
+        async def one(row) -> None:
+            async with slots:
+                try:
+                    await check(row)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if store_unavailable(exc):
+                        raise
+                    log.exception("observing instance %s failed", row["id"])
+
+        await asyncio.gather(*(one(row) for row in rows))
+
+    async def _check_idle(self, row) -> None:
+        placement = Placement.from_json(orjson.loads(row["placement"]))
+        activity = await self.runtime.activity(self.spec_of(row), placement)
+        decision = self.idle_policy.decide(_lease_of(row), activity, row["update_at"], self.clock.now_ms())
+        if decision.stop:
+            fresh = await self._claim_unchanged(row)
+            if fresh is not None:
+                self._dispatch(fresh, self._auto_stop, decision.reason)
 
     async def _claim_unchanged(self, row):
         """Claim ``row`` and return it if nothing changed since it was read (same version and lease),

@@ -7,6 +7,7 @@ after a crash the reconciler repeats whatever it was doing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Protocol
 
 from ..domain.model import StepStatus
@@ -20,6 +21,11 @@ class FlavorLimits:
     vcpus: int
     memory_mb: int
     gpus: int = 0
+
+
+def gpus_on_host(flavor: FlavorLimits) -> bool:
+    """Whether a runtime on this host can serve ``flavor`` at all: GPU flavors need a GPU."""
+    return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
 
 
 @dataclass(frozen=True)

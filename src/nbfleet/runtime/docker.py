@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 from ..domain.model import StepStatus
-from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure
+from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
+                   gpus_on_host)
 from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
 from .environments import EnvironmentSpec, ImageEnvironmentError
-from .jupyter import JupyterProbe, server_args
+from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .processes import describe_rc
-from .sandbox import InstanceDirs
+from .sandbox import RUN_DIR, SANDBOX_GID, SANDBOX_UID, SOCKET_NAME, WORK, InstanceDirs
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,10 @@ LABEL_INSTANCE = "nbfleet.instance"
 LABEL_PROJECT = "nbfleet.project"
 LABEL_OWNER = "nbfleet.owner"
 LABEL_DATA_DIR = "nbfleet.data-dir"
-WORK = "/home/ma-user/work"
-RUN_DIR = "/run/nbfleet"
-SOCKET = f"{RUN_DIR}/jupyter.sock"
-SANDBOX_UID, SANDBOX_GID = 1000, 100
+SOCKET = f"{RUN_DIR}/{SOCKET_NAME}"
+TOKEN_FILE = "/run/nbfleet-token"
 # Reads the instance's token into Jupyter's environment, then runs jupyter_server with the arguments.
-TOKEN_THEN_JUPYTER = ("import os, runpy, sys; os.environ['JUPYTER_TOKEN'] = open('/run/nbfleet/token').read(); "
+TOKEN_THEN_JUPYTER = ("import os, runpy, sys; os.environ['JUPYTER_TOKEN'] = open('/run/nbfleet-token').read(); "
                       "sys.argv[0] = 'jupyter-server'; runpy.run_module('jupyter_server', run_name='__main__', "
                       "alter_sys=True)")
 DEFAULT_PIDS_MAX = 4096
@@ -68,11 +67,16 @@ class DockerRuntime:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.builder = builder or DockerImageBuilder(client)
-        self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
+        self.path_prefix = normal_prefix(path_prefix)
         self.pids_max = pids_max
         self.images = DockerImages(client, self.container_name)
         self.jupyter = JupyterProbe(self.base_url)
         self._builds: dict[str, asyncio.Lock] = {}
+        self.remapped = _user_namespaces_remapped(client)
+        if not self.remapped:
+            log.warning("the Docker engine does not remap user namespaces: every container's ma-user is host "
+                        "uid 1000, which any local account of that uid can signal and inspect (run dockerd with "
+                        "--userns-remap=default, docs/operations.md)")
 
     # -- names ----------------------------------------------------------------------------
 
@@ -83,12 +87,10 @@ class DockerRuntime:
         return f"nbfleet-{instance_id}-work"
 
     def dirs(self, instance_id: str) -> InstanceDirs:
-        if not instance_id or "/" in instance_id or instance_id in (".", ".."):
-            raise RuntimeFailure(f"unusable instance id {instance_id!r}")
-        return InstanceDirs(self.data_dir / "instances" / instance_id)
+        return InstanceDirs.of(self.data_dir, instance_id)
 
     def base_url(self, instance_id: str) -> str:
-        return "/" if self.path_prefix is None else f"{self.path_prefix}{instance_id}/"
+        return base_url_for(self.path_prefix, instance_id)
 
     def _labels(self, spec: InstanceSpec) -> dict[str, str]:
         return {LABEL_INSTANCE: spec.id, LABEL_PROJECT: spec.project_id, LABEL_OWNER: spec.owner_id,
@@ -96,6 +98,8 @@ class DockerRuntime:
 
     def isolation(self) -> dict:
         return {"mechanism": "docker", "user": "ma-user (uid 1000)", "network": self.network,
+                "host_uid": "remapped by the engine (userns-remap)" if self.remapped else
+                "1000, the same for every container (the engine does not remap user namespaces)",
                 "namespaces": ["mount", "pid", "ipc", "uts"] + (["network"] if self.network != "host" else []),
                 "capabilities": "none", "limits": "cgroups (the engine's)"}
 
@@ -121,7 +125,6 @@ class DockerRuntime:
 
             step = 3
             await reporter.step(3, StepStatus.PROCESSING, "Configuring the network")
-            _remove_stale_socket(dirs.socket)
             await reporter.step(3, StepStatus.COMPLETED, "Network " + ("of the host" if self.network == "host" else
                                                                        self.network) + "; Jupyter reachable through nbfleet only")
 
@@ -136,7 +139,10 @@ class DockerRuntime:
             await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {time.monotonic() - started:.1f} s")
             return placement
         except BaseException as exc:
-            await asyncio.shield(asyncio.to_thread(self._remove_container, spec.id))
+            try:
+                await asyncio.shield(asyncio.to_thread(self._remove_container, spec.id))
+            except Exception:   # the start's own failure is what the user needs to see
+                log.exception("instance %s: could not remove the container of a failed start", spec.id)
             if isinstance(exc, RuntimeFailure):
                 failure = exc
             elif isinstance(exc, Exception):
@@ -178,22 +184,25 @@ class DockerRuntime:
             self.client.volumes.get(self.volume_name(spec.id))
         except NotFound:
             self.client.volumes.create(self.volume_name(spec.id), labels=self._labels(spec))
-        # Only nbfleet (root) passes the instance directory; the run directory is the container user's.
+        # Only nbfleet (root) passes the instance directory. The run directory is the container's to write,
+        # so it is made anew at each start: nothing the last container left there (a link, a FIFO) remains.
         dirs.root.mkdir(parents=True, exist_ok=True)
         os.chmod(dirs.root, 0o700)
-        dirs.run.mkdir(mode=0o700, exist_ok=True)
+        shutil.rmtree(dirs.run, ignore_errors=True)
+        dirs.run.mkdir(mode=0o700)
         os.chown(dirs.run, SANDBOX_UID, SANDBOX_GID)
 
     def _run_container(self, spec: InstanceSpec, dirs: InstanceDirs) -> None:
         from docker.types import Mount
         memory = spec.flavor.memory_mb * 1024 * 1024 if spec.flavor.memory_mb > 0 else None
-        # The token reaches Jupyter through a file in the socket's directory, never the container's
-        # configuration: the engine copies a container's environment into every image saved from it.
-        token = dirs.run / "token"
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The token reaches Jupyter through a file mounted read-only, never the container's configuration
+        # (the engine copies a container's environment into every image saved from it). The file lies in
+        # the instance's directory, which only nbfleet can enter; nothing of the container's is followed.
+        token = dirs.root / "token"
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
         with os.fdopen(fd, "w") as fh:
+            os.fchown(fh.fileno(), SANDBOX_UID, SANDBOX_GID)
             fh.write(spec.token)
-        os.chown(token, SANDBOX_UID, SANDBOX_GID)
         command = ["python", "-c", TOKEN_THEN_JUPYTER,
                    *server_args(socket=SOCKET, root_dir=WORK, base_url=self.base_url(spec.id))]
         options = dict(
@@ -202,7 +211,8 @@ class DockerRuntime:
             environment={"JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime", "HOME": "/home/ma-user",
                          "PYTHONUNBUFFERED": "1"},
             mounts=[Mount(WORK, self.volume_name(spec.id), type="volume"),
-                    Mount(RUN_DIR, str(dirs.run), type="bind")],
+                    Mount(RUN_DIR, str(dirs.run), type="bind"),
+                    Mount(TOKEN_FILE, str(token), type="bind", read_only=True)],
             tmpfs={"/tmp": f"size={memory or 1 << 30}"},
             cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True, pids_limit=self.pids_max,
             network_mode=self.network, mem_limit=memory, memswap_limit=memory,
@@ -299,11 +309,19 @@ class DockerRuntime:
         return sorted(orphans)
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:
-        return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
+        return gpus_on_host(flavor)
 
     async def close(self) -> None:
         await self.jupyter.close()
+        self.images.close()
         await asyncio.to_thread(self.client.close)
+
+
+def _user_namespaces_remapped(client) -> bool:
+    try:
+        return any("name=userns" in option for option in client.info().get("SecurityOptions") or [])
+    except Exception:
+        return False
 
 
 def _describe_limits(flavor: FlavorLimits, pids: int) -> str:
@@ -322,10 +340,3 @@ def _tail(container, lines: int = 8, limit: int = 600) -> str:
 def _engine_message(exc: Exception) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc)
-
-
-def _remove_stale_socket(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass

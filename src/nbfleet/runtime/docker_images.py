@@ -13,6 +13,7 @@ instance as an image (``commit``: its container's layer, never its work volume o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -178,44 +179,40 @@ class DockerImageBuilder:
 
 
 class DockerImages:
-    """The Docker runtime's ``ImageEngine``."""
+    """The Docker runtime's ``ImageEngine``.
 
-    def __init__(self, client, container_name):
+    An image serves what its ``nbfleet.serves`` label says (the catalogue's images and images saved from
+    notebooks carry it; an image from elsewhere needs ``LABEL nbfleet.serves="NOTEBOOK"``): nbfleet never
+    runs a caller's image just to find out. Pulls go out without the credentials the engine's client may
+    hold, so a caller cannot reach the operator's private registries through a registration. Engine calls
+    run in threads of their own, so a hung engine cannot take the threads the reconciler needs.
+    """
+
+    def __init__(self, client, container_name, *, threads: int = 4):
         self.client = client
         self.container_name = container_name   # instance id -> its container's name
-        self._serves: dict[str, tuple[str, ...]] = {}   # image id -> what it serves, checked once
+        self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nbfleet-engine")
+
+    async def _call(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     async def inspect(self, swr_path: str) -> EngineImage | None:
-        return await asyncio.to_thread(self._inspect, swr_path)
+        return await self._call(self._inspect, swr_path)
 
     def _inspect(self, swr_path: str) -> EngineImage | None:
         from docker.errors import APIError, ImageNotFound
         try:
             image = self.client.images.get(swr_path)
         except ImageNotFound:
-            try:   # a registry reference nbfleet has not pulled yet
+            try:   # a registry reference nbfleet has not pulled yet: anonymously
                 repository, tag = split_reference(swr_path)
-                image = self.client.images.pull(repository, tag=tag)
+                image = self.client.images.pull(repository, tag=tag, auth_config={"username": "", "password": ""})
             except APIError:
                 return None
-        return EngineImage(swr_path, size_kb=(image.attrs.get("Size") or 0) // 1024, serves=self._what_it_serves(image))
-
-    def _what_it_serves(self, image) -> tuple[str, ...]:
-        labelled = (image.labels or {}).get(LABEL_SERVES)
-        if labelled:
-            return tuple(s for s in labelled.split(",") if s)
-        if image.id not in self._serves:
-            # An image from elsewhere: it serves notebooks if its Python has jupyter_server.
-            try:
-                self.client.containers.run(image.id, ["python3", "-c", "import jupyter_server"], remove=True,
-                                           network_mode="none", user="1000", entrypoint=[])
-                self._serves[image.id] = ("NOTEBOOK",)
-            except Exception:
-                self._serves[image.id] = ()
-        return self._serves[image.id]
+        return _engine_image(swr_path, image)
 
     async def commit(self, spec: InstanceSpec, placement: Placement, swr_path: str) -> EngineImage:
-        return await asyncio.to_thread(self._commit, spec, swr_path)
+        return await self._call(self._commit, spec, swr_path)
 
     def _commit(self, spec: InstanceSpec, swr_path: str) -> EngineImage:
         from docker.errors import APIError, NotFound
@@ -223,24 +220,27 @@ class DockerImages:
             container = self.client.containers.get(self.container_name(spec.id))
             source = self.client.images.get(container.attrs["Config"]["Image"])
             config = source.attrs.get("Config") or {}
-            labels = {**(config.get("Labels") or {}), LABEL_SAVED_FROM: spec.id}
+            labels = dict(config.get("Labels") or {})
             labels.pop(LABEL_RECIPE, None)
+            # The engine merges the container's own configuration into the saved image's: every key of the
+            # container's that the image should not keep is named here, emptied (its labels name the
+            # instance, its owner and nbfleet's data dir).
+            for key in container.labels:
+                labels.setdefault(key, "")
+            labels[LABEL_SAVED_FROM] = spec.id
             repository, tag = split_reference(swr_path)
-            # The image's own configuration, not the container's: the container's environment holds the
-            # instance's token, and its command the instance's address.
             image = container.commit(repository=repository, tag=tag, conf={
                 "Env": config.get("Env"), "Cmd": config.get("Cmd"), "Entrypoint": config.get("Entrypoint"),
                 "User": config.get("User"), "WorkingDir": config.get("WorkingDir"), "Labels": labels})
+            image.reload()
         except NotFound:
             raise RuntimeFailure("the instance's container is gone") from None
         except APIError as exc:
             raise RuntimeFailure(f"the engine could not save the image: {exc.explanation or exc}") from None
-        image.reload()
-        return EngineImage(swr_path, size_kb=(image.attrs.get("Size") or 0) // 1024,
-                           serves=self._what_it_serves(image))
+        return _engine_image(swr_path, image)
 
     async def remove(self, swr_path: str) -> None:
-        await asyncio.to_thread(self._remove, swr_path)
+        await self._call(self._remove, swr_path)
 
     def _remove(self, swr_path: str) -> None:
         from docker.errors import APIError, ImageNotFound
@@ -250,6 +250,15 @@ class DockerImages:
             pass
         except APIError as exc:
             raise RuntimeFailure(f"the engine could not remove the image: {exc.explanation or exc}") from None
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _engine_image(swr_path: str, image) -> EngineImage:
+    serves = (image.labels or {}).get(LABEL_SERVES, "")
+    return EngineImage(swr_path, size_kb=(image.attrs.get("Size") or 0) // 1024,
+                       serves=tuple(s for s in serves.split(",") if s))
 
 
 def _context(dockerfile_text: str, authorities: dict[str, str]) -> io.BytesIO:

@@ -26,10 +26,15 @@ class HostUids:
         except FileNotFoundError:
             pass
         uid = self._reserve(instance_root.name)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(str(uid))
-        os.chmod(tmp, 0o600)
-        tmp.replace(record)
+        # Two processes choosing for the same instance at once: the first record made wins, the other
+        # process gives its reservation back and uses the recorded uid.
+        try:
+            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            self.release(uid)
+            return int(record.read_text())
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(uid))
         return uid
 
     def _reserve(self, instance_id: str) -> int:
@@ -45,11 +50,16 @@ class HostUids:
             return uid
         raise RuntimeFailure("no free host uid left in sandbox_uid_range", step=1)
 
-    def release(self, instance_root: Path) -> None:
-        """The instance is going: its uid may be given to another one."""
+    def recorded(self, instance_root: Path) -> int | None:
+        """The instance's uid if it has one."""
         try:
-            uid = int((instance_root / "uid").read_text())
+            return int((instance_root / "uid").read_text())
         except (FileNotFoundError, ValueError):
+            return None
+
+    def release(self, uid: int | None) -> None:
+        """The instance that held ``uid`` is gone: the uid may be given to another one."""
+        if uid is None:
             return
         try:
             os.unlink(self.table / str(uid))

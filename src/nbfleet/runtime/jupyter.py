@@ -19,6 +19,16 @@ from .upstream import UpstreamClients
 READY_POLL_S = 0.02
 
 
+def base_url_for(path_prefix: str | None, instance_id: str) -> str:
+    """Jupyter's ``base_url``: ``/`` when every instance has an origin of its own (host routing), else
+    ``<prefix><id>/`` (path routing)."""
+    return "/" if path_prefix is None else f"{path_prefix}{instance_id}/"
+
+
+def normal_prefix(path_prefix: str | None) -> str | None:
+    return None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
+
+
 def server_args(*, socket: str, root_dir: str, base_url: str) -> list[str]:
     """jupyter-server's options as nbfleet runs it (the token comes from ``JUPYTER_TOKEN``)."""
     return [
@@ -90,17 +100,23 @@ class JupyterProbe:
             return None
         if status.status_code != 200 or kernels.status_code != 200:
             return None
+        # What the server answers is its owner's to shape: anything but the documented form counts as
+        # "cannot tell", never as an error of nbfleet's.
         try:
             info = status.json()
             kernel_list = kernels.json()
         except ValueError:
             return None
+        if not isinstance(info, dict) or not isinstance(kernel_list, list) \
+                or not all(isinstance(k, dict) for k in kernel_list):
+            return None
         times = [_epoch_ms(info.get("last_activity"))]
         times += [_epoch_ms(k.get("last_activity")) for k in kernel_list]
         known = [t for t in times if t is not None]
         busy_count = sum(1 for k in kernel_list if k.get("execution_state") == "busy")
+        connections = info.get("connections")
         detail = (f"{len(kernel_list)} kernel(s), {busy_count} busy, "
-                  f"{info.get('connections', 0)} connection(s)")
+                  f"{connections if isinstance(connections, int) else 0} connection(s)")
         return Activity(last_activity_ms=max(known) if known else None, busy=busy_count > 0, detail=detail)
 
     async def forget(self, placement: Placement | None) -> None:
@@ -111,10 +127,10 @@ class JupyterProbe:
         await self._clients.aclose()
 
 
-def _epoch_ms(value: str | None) -> int | None:
-    if not value:
+def _epoch_ms(value) -> int | None:
+    if not isinstance(value, str) or not value:
         return None
     try:
         return int(datetime.fromisoformat(value).timestamp() * 1000)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None

@@ -31,13 +31,13 @@ from typing import Sequence
 import psutil
 
 from ..domain.model import StepStatus
-from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure
+from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
+                   gpus_on_host)
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
 from .limits import LimitPlan, ResourceLimiter
-from .processes import (ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc,
-                        marked_processes)
+from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
-from .jupyter import JupyterProbe, server_args
+from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,21 @@ class LocalRuntime:
         self.ready_timeout = ready_timeout
         self.limiter = limiter if limiter is not None else ResourceLimiter()
         self.jupyter_command = list(jupyter_command)
-        self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
+        self.path_prefix = normal_prefix(path_prefix)
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
-        self.processes = InstanceProcesses(self.data_dir)
+        self.processes = InstanceProcesses(self.data_dir, owner=self._may_own)
         self.jupyter = JupyterProbe(self.base_url)
         self._checked = False
+
+    def _may_own(self, uid: int) -> bool:
+        """Whether a process of real uid ``uid`` may be an instance's: nbfleet's own, or (as root) one of
+        the instances' host uids. A local user's process with forged markers is not."""
+        if uid == os.geteuid():
+            return True
+        uids = getattr(self.sandbox, "uids", None)
+        return bool(getattr(self.sandbox, "per_instance_uid", False)) and uids is not None and \
+            uids.low <= uid <= uids.high
 
     def isolation(self) -> dict:
         return {**self.sandbox.describe(), "limits": self.limiter.mechanism}
@@ -86,12 +95,10 @@ class LocalRuntime:
     # -- paths ---------------------------------------------------------------------------
 
     def dirs(self, instance_id: str) -> InstanceDirs:
-        if not instance_id or "/" in instance_id or instance_id in (".", "..") or "\0" in instance_id:
-            raise RuntimeFailure(f"unusable instance id {instance_id!r}")
-        return InstanceDirs(self.data_dir / "instances" / instance_id)
+        return InstanceDirs.of(self.data_dir, instance_id)
 
     def base_url(self, instance_id: str) -> str:
-        return "/" if self.path_prefix is None else f"{self.path_prefix}{instance_id}/"
+        return base_url_for(self.path_prefix, instance_id)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -139,7 +146,9 @@ class LocalRuntime:
             log.info("instance %s: jupyter-server (process %s) ready in %.2f s", iid, proc.pid, elapsed)
             await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {elapsed:.1f} s")
         except BaseException as exc:
-            self._kill_now(iid, proc)
+            # Off the event loop (it waits for the processes to end); shielded, so that it completes even
+            # while this task is being cancelled.
+            await asyncio.shield(asyncio.to_thread(self._kill_now, iid, proc))
             if isinstance(exc, SandboxUnavailable):   # the host's fault, told to the operator, not the user
                 log.error("instance %s: the sandbox cannot run: %s", iid, exc)
                 exc = RuntimeFailure("this host cannot run the notebook's sandbox; nbfleet's log says why", step)
@@ -184,11 +193,13 @@ class LocalRuntime:
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self.stop(spec, placement)
         dirs = self.dirs(spec.id)
+        release = self.sandbox.release_after(dirs)
         try:
-            self.sandbox.forget(dirs)
             await asyncio.to_thread(_remove_tree, dirs.root)
         except OSError as exc:
             raise RuntimeFailure(f"could not remove the instance's volume: {exc.strerror or exc}") from exc
+        # Only once nothing of the instance is left may its host uid go to another one.
+        release()
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
         if placement is None or placement.pid is None:
@@ -202,6 +213,11 @@ class LocalRuntime:
         if gone or self.processes.exit_code(pid) is not None:
             return Observation(False, self._exit_reason(spec.id, await self.processes.wait_exit_code(pid)))
         belongs_here = belongs(proc, self.data_dir, spec.id)
+        if belongs_here:
+            try:   # a local user's process with forged markers on a recycled pid is not the instance
+                belongs_here = self._may_own(proc.uids().real)
+            except psutil.Error:
+                belongs_here = None
         if belongs_here is None:
             # Environment unreadable: the process is exiting right now.
             return Observation(False, self._exit_reason(spec.id, await self.processes.wait_exit_code(pid)))
@@ -219,7 +235,7 @@ class LocalRuntime:
         return await self.jupyter.activity(spec, placement)
 
     async def reap_orphans(self, known_ids: set[str]) -> list[str]:
-        orphans = sorted({iid for iid, _ in marked_processes(self.data_dir) if iid not in known_ids})
+        orphans = sorted({iid for iid, _ in self.processes.marked() if iid not in known_ids})
         for iid in orphans:
             log.warning("ending orphaned instance %s (not in the store)", iid)
         await asyncio.gather(*(self._terminate(iid, None, grace=self.stop_timeout) for iid in orphans))
@@ -228,7 +244,7 @@ class LocalRuntime:
         return orphans
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:
-        return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
+        return gpus_on_host(flavor)
 
     async def close(self) -> None:
         await self.jupyter.close()
@@ -325,12 +341,12 @@ class LocalRuntime:
         await self.processes.terminate(instance_id, grace)
         self._release_limits(instance_id, pid)
 
-    def _kill_now(self, instance_id: str, proc: subprocess.Popen | None, pid: int | None = None) -> None:
+    def _kill_now(self, instance_id: str, proc: subprocess.Popen | None) -> None:
         """SIGKILL everything of the instance and release its limits, synchronously.
 
         Used on failed starts too, where it must also work while the task is being cancelled."""
         self.processes.kill_now(instance_id, proc)
-        self._release_limits(instance_id, pid if pid is not None else proc.pid if proc is not None else None)
+        self._release_limits(instance_id, proc.pid if proc is not None else None)
 
     def _release_limits(self, instance_id: str, pid: int | None) -> None:
         try:

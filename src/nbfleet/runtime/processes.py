@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -40,8 +41,12 @@ def in_own_namespace(pid: int) -> bool:
     return _OWN_NAMESPACE is not None and _pid_namespace(pid) == _OWN_NAMESPACE
 
 
-def marked_processes(data_dir: Path, instance_id: str | None = None) -> list[tuple[str, psutil.Process]]:
-    """(instance id, process) for every live process this runtime's data dir started (outside sandboxes)."""
+def marked_processes(data_dir: Path, instance_id: str | None = None,
+                     owner: Callable[[int], bool] | None = None) -> list[tuple[str, psutil.Process]]:
+    """(instance id, process) for every live process this runtime's data dir started (outside sandboxes).
+
+    ``owner(uid)``: whether a process of that real uid can be one nbfleet started; any local user can put
+    the markers into a process of their own."""
     found = []
     me = os.getpid()
     for proc in psutil.process_iter():
@@ -53,9 +58,16 @@ def marked_processes(data_dir: Path, instance_id: str | None = None) -> list[tup
             continue  # gone, zombie, or a kernel thread
         iid = env.get(ENV_INSTANCE)
         if iid and env.get(ENV_DATA_DIR) == str(data_dir) and instance_id in (None, iid) \
-                and in_own_namespace(proc.pid):
+                and in_own_namespace(proc.pid) and (owner is None or _owned(proc, owner)):
             found.append((iid, proc))
     return found
+
+
+def _owned(proc: psutil.Process, owner: Callable[[int], bool]) -> bool:
+    try:
+        return owner(proc.uids().real)
+    except psutil.Error:
+        return False
 
 
 def belongs(proc: psutil.Process, data_dir: Path, instance_id: str) -> bool | None:
@@ -125,9 +137,14 @@ class InstanceProcesses:
     """The host processes of one data dir's local instances: the ones this process started (to collect
     their exit status) and, through their markers, those an earlier nbfleet started."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, owner: Callable[[int], bool] | None = None):
+        """``owner(uid)``: whether a process of that real uid may be an instance's (see ``marked_processes``)."""
         self.data_dir = data_dir
+        self.owner = owner
         self._children: dict[str, subprocess.Popen] = {}   # started here, to reap them
+
+    def marked(self, instance_id: str | None = None) -> list[tuple[str, psutil.Process]]:
+        return marked_processes(self.data_dir, instance_id, self.owner)
 
     def track(self, instance_id: str, proc: subprocess.Popen) -> None:
         self._children[instance_id] = proc
@@ -135,7 +152,7 @@ class InstanceProcesses:
     async def terminate(self, instance_id: str, grace: float) -> None:
         """SIGTERM the instance's Jupyter server (it shuts its kernels down itself), SIGKILL what is left
         after ``grace`` seconds."""
-        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
+        roots = [p for _, p in self.marked(instance_id)]
         for root in roots:
             _signal_server(root, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -146,11 +163,11 @@ class InstanceProcesses:
                 await asyncio.sleep(0.02)
         if roots:
             log.warning("instance %s: the server ignored SIGTERM for %.1f s; killing", instance_id, grace)
-        self.kill_now(instance_id)
+        await asyncio.to_thread(self.kill_now, instance_id)   # it waits for the ends: not on the event loop
 
     def kill_now(self, instance_id: str, proc: subprocess.Popen | None = None) -> None:
         """SIGKILL everything of the instance, synchronously (also while a task is being cancelled)."""
-        roots = [p for _, p in marked_processes(self.data_dir, instance_id)]
+        roots = [p for _, p in self.marked(instance_id)]
         if proc is not None and proc.poll() is None and all(r.pid != proc.pid for r in roots):
             try:
                 roots.append(psutil.Process(proc.pid))
@@ -168,7 +185,7 @@ class InstanceProcesses:
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             self._poll(instance_id)
-            if not marked_processes(self.data_dir, instance_id):
+            if not self.marked(instance_id):
                 break
             time.sleep(0.01)
         child = self._children.get(instance_id)

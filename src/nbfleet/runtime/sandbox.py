@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from .base import FlavorLimits
+from .base import FlavorLimits, RuntimeFailure
 from .environments import BuiltEnvironment
 from .host_uids import HostUids
 
@@ -70,6 +70,13 @@ class InstanceDirs:
     """An instance's directories on the host: ``<data dir>/instances/<id>/``."""
 
     root: Path
+
+    @classmethod
+    def of(cls, data_dir: Path, instance_id: str) -> "InstanceDirs":
+        # The id becomes a directory name: refuse anything that could walk the tree.
+        if not instance_id or "/" in instance_id or instance_id in (".", "..") or "\0" in instance_id:
+            raise RuntimeFailure(f"unusable instance id {instance_id!r}")
+        return cls(Path(data_dir) / "instances" / instance_id)
 
     @property
     def work(self) -> Path:      # the volume: /home/ma-user/work inside
@@ -134,8 +141,9 @@ class Isolation(Protocol):
     def launch(self, command: list[str], env: dict[str, str], dirs: InstanceDirs, environment: BuiltEnvironment,
                flavor: FlavorLimits, hostname: str) -> Launch: ...
 
-    def forget(self, dirs: InstanceDirs) -> None:
-        """After the instance's directory is gone: release what was reserved for it (its host uid)."""
+    def release_after(self, dirs: InstanceDirs) -> Callable[[], None]:
+        """Before the instance's directory is removed: what releases what was reserved for the instance
+        (its host uid), to be called once the directory is gone, never earlier."""
 
 
 # -- the sandbox -------------------------------------------------------------------------------
@@ -258,9 +266,11 @@ class Bubblewrap:
         """The instance's host uid (root mode), chosen once."""
         return self.uids.of(dirs.root)
 
-    def forget(self, dirs: InstanceDirs) -> None:
-        if self.per_instance_uid:
-            self.uids.release(dirs.root)
+    def release_after(self, dirs: InstanceDirs) -> Callable[[], None]:
+        if not self.per_instance_uid:
+            return lambda: None
+        uid = self.uids.recorded(dirs.root)
+        return lambda: self.uids.release(uid)
 
     # -- starting --------------------------------------------------------------------------
 
@@ -420,5 +430,5 @@ class Unsandboxed:
         extra = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
         return Launch(argv=[*command, *extra], env=dict(env), cwd=str(dirs.work))
 
-    def forget(self, dirs: InstanceDirs) -> None:
-        pass
+    def release_after(self, dirs: InstanceDirs) -> Callable[[], None]:
+        return lambda: None

@@ -54,8 +54,8 @@ class _SocketTransport(httpx.AsyncHTTPTransport):
     """An HTTP transport to one instance's socket, every connection verified."""
 
     def __init__(self, path: str, limits: httpx.Limits):
-        super().__init__(uds=path, limits=limits)
-        # httpx takes no network backend; its pool is rebuilt with the same limits and the verifying one.
+        # httpx's transport takes no network backend, so its pool is made here (all its request handling
+        # needs) with the verifying backend, rather than by its __init__.
         self._pool = httpcore.AsyncConnectionPool(
             uds=path, max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,

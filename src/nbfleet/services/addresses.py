@@ -36,13 +36,17 @@ class NotebookAddresses:
         return f"{parts.scheme}://{notebook_id}.{self.domain}{port}"
 
     def notebook_of_host(self, host_header: str | None) -> str | None:
-        """The instance a request's Host names (host routing), or None for nbfleet's own hosts."""
+        """For a request whose Host lies under the notebook domain (host routing): the instance it names,
+        or "" when it names none (``a.b.<domain>``, the domain itself), which nbfleet must not serve either.
+        None for nbfleet's own hosts."""
         if not host_header or not self.per_instance_origin:
             return None
         host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
         host = host.lower().rstrip(".")
+        if host == self.domain:
+            return ""
         suffix = "." + self.domain
         if not host.endswith(suffix):
             return None
         label = host[:-len(suffix)]
-        return label if label and "." not in label else None
+        return label if label and "." not in label else ""
