@@ -68,13 +68,18 @@ def test_what_a_user_installed_survives_saving_the_notebook_as_an_image(engine, 
     assert not any(labels.get(key) for key in ("nbfleet.instance", "nbfleet.owner", "nbfleet.project",
                                                "nbfleet.data-dir"))
 
-    fresh = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
-        name="from-saved", image_id=saved.id, flavor="modelarts.vm.cpu.2u",
-        volume=VolumeMountRequest(category="EVS", ownership="MANAGED")))).id
-    fresh = wait(client, fresh, "RUNNING")
-    assert run(fresh, f"import {PACKAGE}; print({PACKAGE}.VALUE)").strip() == "42"
-    # The work volume was not baked in.
-    assert run(fresh, "import os; print(os.path.exists('only-in-the-volume.txt'))").strip() == "False"
+    try:
+        fresh = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
+            name="from-saved", image_id=saved.id, flavor="modelarts.vm.cpu.2u",
+            volume=VolumeMountRequest(category="EVS", ownership="MANAGED")))).id
+        fresh = wait(client, fresh, "RUNNING")
+        assert run(fresh, f"import {PACKAGE}; print({PACKAGE}.VALUE)").strip() == "42"
+        # The work volume was not baked in.
+        assert run(fresh, "import os; print(os.path.exists('only-in-the-volume.txt'))").strip() == "False"
+    finally:   # the engine outlives the test: leave no saved image in it
+        for container in engine.containers.list(all=True, filters={"ancestor": image.swr_path}):
+            container.remove(force=True)
+        engine.images.remove(image.swr_path, force=True)
 
 
 def test_register_sync_group_and_delete_engine_images(engine, docker_server):
