@@ -30,6 +30,7 @@ from .environments import EnvironmentSpec, ImageEnvironmentError
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .processes import describe_rc
 from .sandbox import RUN_DIR, SANDBOX_GID, SANDBOX_UID, SOCKET_NAME, WORK, InstanceDirs
+from .steps import failed_start
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +144,7 @@ class DockerRuntime:
                 await asyncio.shield(asyncio.to_thread(self._remove_container, spec.id))
             except Exception:   # the start's own failure is what the user needs to see
                 log.exception("instance %s: could not remove the container of a failed start", spec.id)
-            if isinstance(exc, RuntimeFailure):
-                failure = exc
-            elif isinstance(exc, Exception):
-                log.exception("instance %s: start failed", spec.id)
-                failure = RuntimeFailure(_engine_message(exc), step)
-            else:
-                raise
-            if failure.step is None:
-                failure.step = step
-            try:
-                await reporter.step(failure.step, StepStatus.FAILED, failure.reason)
-            except Exception:
-                log.exception("instance %s: could not report the failed step", spec.id)
-            raise failure from None
+            raise await failed_start(exc, step, reporter, spec.id, _engine_message) from None
 
     async def _ensure_image(self, spec: InstanceSpec, reporter: Reporter) -> None:
         found = await self.images.inspect(spec.image.swr_path)

@@ -37,6 +37,7 @@ from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentErr
 from .limits import LimitPlan, ResourceLimiter
 from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
+from .steps import failed_start
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
 log = logging.getLogger(__name__)
@@ -152,18 +153,7 @@ class LocalRuntime:
             if isinstance(exc, SandboxUnavailable):   # the host's fault, told to the operator, not the user
                 log.error("instance %s: the sandbox cannot run: %s", iid, exc)
                 exc = RuntimeFailure("this host cannot run the notebook's sandbox; nbfleet's log says why", step)
-            if isinstance(exc, RuntimeFailure):
-                failure = exc
-            elif isinstance(exc, Exception):
-                failure = RuntimeFailure(f"{type(exc).__name__}: {exc}", step)
-            else:  # cancelled: clean up, then let the cancellation through
-                raise
-            if failure.step is None:
-                failure.step = step
-            try:
-                await reporter.step(failure.step, StepStatus.FAILED, failure.reason)
-            except Exception:
-                log.exception("instance %s: could not report the failed step", iid)
+            failure = await failed_start(exc, step, reporter, iid)
             raise failure from (None if exc is failure else exc)
         # host: the node the instance runs on (the API's ``ip``); the proxy connects to the socket.
         return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket),
