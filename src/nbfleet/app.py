@@ -12,6 +12,7 @@ from .api import catalog as catalog_routes
 from .api import iam as iam_routes
 from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
+from .api import storage as storage_routes
 from .api.deps import Services
 from .api.errors import RequestIdMiddleware, install_error_handlers
 from .api.inputs import ControlCharacterGuard
@@ -31,6 +32,7 @@ from .services.notebooks import NotebookService
 from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
 from .services.signin import PasswordSignIn
+from .services.storage import DynamicStorageService
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
@@ -133,6 +135,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
                                       notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       image_groups=groups, image_saves=saves,
+                                      storage=DynamicStorageService(notebooks, settings.storage.policy(),
+                                                                    max_mounts=settings.storage.max_mounts,
+                                                                    on_change=reconciler.wake),
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
@@ -155,6 +160,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
+    app.include_router(storage_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
     install_console(app)
