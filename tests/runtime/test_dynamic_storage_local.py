@@ -12,7 +12,7 @@ import pytest
 
 from ..jupyter_client import execute, start_kernel
 from ..procs import ServeProcess, SignedClient
-from ..s3_server import SECRET_KEY, S3Server, storage_env
+from ..s3_server import SECRET_KEY, S3Server, storage_env, unmount_below
 from .test_server_local import jupyter_processes, notebook_base
 
 # runtime_only: the store side of mounts runs in tests/api on PostgreSQL too (.ci/run).
@@ -60,8 +60,7 @@ def world(tmp_path_factory):
     for leftover in jupyter_processes(proc.data_dir):
         leftover.kill()
     s3.stop()
-    leftovers = [line for line in open("/proc/self/mountinfo") if str(root) in line]
-    assert leftovers == [], leftovers   # deleting the instances unmounted everything
+    assert unmount_below(root) == []   # deleting the instances unmounted everything
 
 
 def running(api, name: str) -> dict:
@@ -225,3 +224,46 @@ def test_stop_and_start_keep_the_mounts(world):
     out = run(nb, "print(open('/data/shared/from-host.txt').read().strip(), '|', "
                   "open('/data/bucket/from-s3.txt').read().strip())")
     assert out.strip() == "shared file system | object storage"
+
+
+def test_mounts_of_an_instance_gone_while_nbfleet_was_down_are_unmounted_at_start(tmp_path):
+    why = _mountable()
+    if why:
+        pytest.skip(why)
+    os.chmod(tmp_path, 0o755)
+    efs = tmp_path / "efs"
+    (efs / "team").mkdir(parents=True)
+    (efs / "team" / "keep.txt").write_text("must survive\n")
+    s3 = S3Server(tmp_path).start()
+    env = {**storage_env(s3, efs, EFS_ID, BUCKET), "NBFLEET_CLAIM_SECONDS": "5"}
+    first = ServeProcess(tmp_path / "data", runtime="local", env=env).start()
+    try:
+        api = SignedClient(first.endpoint, first.admin_creds())
+        nb = running(api, "forgotten")
+        m = api.ok("POST", f"/notebooks/{nb['id']}/storage", body=EFS_BODY)
+        wait_mount(api, nb["id"], m["id"], "MOUNTED")
+        api.close()
+        first.kill()
+        # The instance leaves the store while nbfleet is down (a restore of an older backup, an operator's hand).
+        from sqlalchemy import create_engine, text
+        engine = create_engine(first.database_url or f"sqlite:///{first.data_dir / 'nbfleet.db'}")
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM dynamic_storages WHERE notebook_id = :id"), {"id": nb["id"]})
+            conn.execute(text("DELETE FROM notebook_tags WHERE notebook_id = :id"), {"id": nb["id"]})
+            conn.execute(text("DELETE FROM notebooks WHERE id = :id"), {"id": nb["id"]})
+        engine.dispose()
+        storage_dir = first.data_dir / "storage" / nb["id"]
+        assert any(str(storage_dir) in line for line in open("/proc/self/mountinfo"))
+        second = ServeProcess(first.data_dir, runtime="local", env=env, port=first.port).start()
+        try:
+            assert not any(str(storage_dir) in line for line in open("/proc/self/mountinfo"))
+            assert not storage_dir.exists()
+            assert (efs / "team" / "keep.txt").read_text() == "must survive\n"   # unmounted, never removed
+        finally:
+            second.terminate()
+    finally:
+        first.kill()
+        for leftover in jupyter_processes(first.data_dir):
+            leftover.kill()
+        s3.stop()
+        assert unmount_below(tmp_path) == []

@@ -255,6 +255,13 @@ class Reconciler:
         reaped = await self.runtime.reap_orphans({row["id"] for row in rows})
         for notebook_id in reaped:
             log.warning("ended orphan process of unknown instance %s", notebook_id)
+        storage = getattr(self.runtime, "storage", None)
+        if storage is not None and hasattr(storage, "reap"):
+            try:
+                for notebook_id in await storage.reap({row["id"] for row in rows}):
+                    log.warning("unmounted what was left mounted for instance %s, which is not running", notebook_id)
+            except RuntimeFailure as failure:
+                log.warning("unmounting the dynamic storage of unknown instances failed: %s", failure.reason)
         for row in rows:
             if row["status"] == Status.RUNNING:
                 await self._check_alive(row, adopting=True)

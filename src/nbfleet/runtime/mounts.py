@@ -160,6 +160,20 @@ class HostMounts:
     async def detach_all(self, spec: InstanceSpec) -> None:
         await asyncio.to_thread(self._detach_all, spec.id)
 
+    async def reap(self, known_ids: set[str]) -> list[str]:
+        """Unmount what is left of instances the store does not know (deleted while nbfleet was down);
+        return their ids."""
+        def orphans() -> list[str]:
+            try:
+                names = [p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()]
+            except FileNotFoundError:
+                return []
+            found = [name for name in names if name not in known_ids]
+            for name in found:
+                self._detach_all(name)
+            return found
+        return await asyncio.to_thread(orphans)
+
     # --- attach ------------------------------------------------------------------------------------------
     def _attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
         if not self.can_mount():
