@@ -267,3 +267,61 @@ def test_mounts_of_an_instance_gone_while_nbfleet_was_down_are_unmounted_at_star
             leftover.kill()
         s3.stop()
         assert unmount_below(tmp_path) == []
+
+
+def test_a_server_that_cannot_mount_says_so(tmp_path):
+    """nbfleet as an unprivileged user: the instance runs with an empty /data, and an attach ends in
+    MOUNT_FAILED saying why, never in a pretended MOUNTED."""
+    from ..procs import UnprivilegedUser
+    user, why = UnprivilegedUser.available()
+    if user is None:
+        pytest.skip(why)
+    efs = tmp_path / "efs"
+    (efs / "team").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    proc = ServeProcess(tmp_path / "data", runtime="local", user=user, env={
+        "NBFLEET_STORAGE__EFS": f'{{"{EFS_ID}": {{"path": "{efs}", "projects": ["*"]}}}}'}).start()
+    try:
+        api = SignedClient(proc.endpoint, proc.admin_creds())
+        nb = running(api, "unprivileged")
+        m = api.ok("POST", f"/notebooks/{nb['id']}/storage", body=EFS_BODY)
+        assert m["status"] == "MOUNTING"
+        failed = wait_mount(api, nb["id"], m["id"], "MOUNT_FAILED", "MOUNTED")
+        assert failed["status"] == "MOUNT_FAILED"
+        assert failed["failure_reason"] == "this host cannot mount storage: nbfleet does not run as root"
+        assert run(nb, "import os\nprint(os.listdir('/data'))").strip() == "[]"
+        api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{m['id']}")
+        wait_gone(api, nb["id"], m["id"])
+        api.ok("DELETE", f"/notebooks/{nb['id']}")
+        api.close()
+    finally:
+        proc.terminate()
+        for leftover in jupyter_processes(proc.data_dir):
+            leftover.kill()
+
+
+def test_without_fuse_an_object_store_mount_fails_with_the_reason(tmp_path):
+    """A host without a FUSE device: MOUNT_FAILED naming it (HostMounts as the reconciler calls it)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from nbfleet.domain.storage import StoragePolicy
+    from nbfleet.runtime.base import MountSpec, RuntimeFailure
+    from nbfleet.runtime.mounts import HostMounts
+
+    why = _mountable()
+    if why:
+        pytest.skip(why)
+    mounts = HostMounts(tmp_path / "data", StoragePolicy({}, {BUCKET: ["*"]}, True), owner=lambda _id: (1000, 100),
+                        obs_endpoint="http://127.0.0.1:9", obs_credentials=("AK", "SK"),
+                        fuse_device=str(tmp_path / "no-fuse-here"))
+    mounts.prepare("inst")
+    try:
+        with pytest.raises(RuntimeFailure, match=r"no FUSE device"):
+            asyncio.run(mounts.attach(SimpleNamespace(id="inst", project_id="p"),
+                                      MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
+        assert not (mounts.data("inst") / "b").exists()
+        assert not (tmp_path / "data" / "storage" / "s3fs.passwd").exists()   # nothing written for nothing
+    finally:
+        asyncio.run(mounts.detach_all(SimpleNamespace(id="inst", project_id="p")))
+    assert unmount_below(tmp_path) == []

@@ -99,7 +99,8 @@ class HostMounts:
 
     def __init__(self, data_dir: Path, policy: StoragePolicy, *, owner: Callable[[str], tuple[int, int]],
                  obs_endpoint: str | None = None, obs_credentials: tuple[str, str] | None = None,
-                 obs_region: str = "us-east-1", s3fs: str | None = None, mount_timeout: float = 30.0):
+                 obs_region: str = "us-east-1", s3fs: str | None = None, mount_timeout: float = 30.0,
+                 fuse_device: str = "/dev/fuse"):
         """``owner(instance id)`` -> (uid, gid) on the host that files of the instance's object-store mounts
         belong to (who ``ma-user`` is on the host), and the group that may list ``/data``."""
         self.root = Path(data_dir).resolve() / "storage"
@@ -110,6 +111,7 @@ class HostMounts:
         self.obs_region = obs_region
         self.s3fs = s3fs or shutil.which("s3fs")
         self.mount_timeout = mount_timeout
+        self.fuse_device = fuse_device
 
     # --- places ------------------------------------------------------------------------------------------
     def instance_dir(self, instance_id: str) -> Path:
@@ -253,8 +255,8 @@ class HostMounts:
             raise RuntimeFailure("this bucket is not available to the project any more")
         if self.obs_endpoint is None or self.obs_credentials is None:
             raise RuntimeFailure("no object storage is configured on this host")
-        if not os.path.exists("/dev/fuse"):
-            raise RuntimeFailure("this host cannot mount object storage: it has no FUSE device (/dev/fuse)")
+        if not os.path.exists(self.fuse_device):
+            raise RuntimeFailure(f"this host cannot mount object storage: it has no FUSE device ({self.fuse_device})")
         if not self.s3fs:
             raise RuntimeFailure("this host cannot mount object storage: s3fs is not installed")
         staging_root = self._staging(spec.id)
