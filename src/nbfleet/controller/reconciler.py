@@ -536,7 +536,6 @@ class Reconciler:
         spec = self.spec_of(row)
         placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
         try:
-            await self.runtime.stop(spec, placement)
             # Mounts go before the instance's directories do: removing a directory that still holds a
             # mount would remove what the mount shows (a shared file system's files).
             if not await self._unmount_all(spec):

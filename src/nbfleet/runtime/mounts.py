@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -112,6 +113,14 @@ class HostMounts:
         self.s3fs = s3fs or shutil.which("s3fs")
         self.mount_timeout = mount_timeout
         self.fuse_device = fuse_device
+        # One host-side change per instance at a time: a mount whose wait was given up (timeout, a stop) still
+        # runs in its thread, and the unmount that follows must come after it, not beside it.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, instance_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(instance_id, threading.Lock())
 
     # --- places ------------------------------------------------------------------------------------------
     def instance_dir(self, instance_id: str) -> Path:
@@ -154,13 +163,17 @@ class HostMounts:
 
     # --- DynamicStorage ----------------------------------------------------------------------------------
     async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
-        await asyncio.to_thread(self._attach, spec, mount)
+        await asyncio.to_thread(self._locked, spec.id, self._attach, spec, mount)
 
     async def detach(self, spec: InstanceSpec, mount: MountSpec) -> None:
-        await asyncio.to_thread(self._detach, spec.id, mount)
+        await asyncio.to_thread(self._locked, spec.id, self._detach, spec.id, mount)
 
     async def detach_all(self, spec: InstanceSpec) -> None:
-        await asyncio.to_thread(self._detach_all, spec.id)
+        await asyncio.to_thread(self._locked, spec.id, self._detach_all, spec.id)
+
+    def _locked(self, instance_id: str, fn, *args):
+        with self._lock(instance_id):
+            return fn(*args)
 
     async def reap(self, known_ids: set[str]) -> list[str]:
         """Unmount what is left of instances the store does not know (deleted while nbfleet was down);
@@ -172,7 +185,7 @@ class HostMounts:
                 return []
             found = [name for name in names if name not in known_ids]
             for name in found:
-                self._detach_all(name)
+                self._locked(name, self._detach_all, name)
             return found
         return await asyncio.to_thread(orphans)
 
@@ -312,11 +325,15 @@ class HostMounts:
         """The key pair for s3fs: root's, 0600, written anew each time (the operator may have changed it)."""
         path = self.root / "s3fs.passwd"
         ak, sk = self.obs_credentials
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        # Written aside and renamed into place: an s3fs starting meanwhile for another mount reads the old
+        # file or the new one, never a half-written one.
+        fresh = self.root / f".s3fs.passwd.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as fh:
             os.fchmod(fh.fileno(), 0o600)
             os.fchown(fh.fileno(), 0, 0)
             fh.write(f"{ak}:{sk}\n")
+        os.replace(fresh, path)
         return path
 
     # --- detach ------------------------------------------------------------------------------------------
