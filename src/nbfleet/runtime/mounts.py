@@ -278,6 +278,8 @@ class HostMounts:
         staging = staging_root / mount.id
         staging.mkdir(mode=0o700, exist_ok=True)
         logfile = staging_root / f"{mount.id}.log"
+        if str(staging) in mount_points() and not _answers(staging):
+            self._unmount_quietly(str(staging))   # an s3fs of an earlier attempt that died: mount afresh
         if str(staging) not in mount_points():
             passwd = self._passwd_file()
             uid, gid = self.owner(spec.id)
@@ -387,6 +389,14 @@ class HostMounts:
                 _umount(path, UMOUNT_NOFOLLOW | MNT_DETACH)
         except OSError as exc:
             log.warning("could not remove the failed mount at %s: %s", path, exc)
+
+
+def _answers(path: Path) -> bool:
+    try:
+        os.listdir(path)
+        return True
+    except OSError:
+        return False
 
 
 def _remove_empty(path: Path, *, stop: Path) -> None:
