@@ -11,7 +11,8 @@ from huaweicloudsdkmodelarts.v1 import (AttachDynamicStorageRequest, DataVolumes
                                         DetachDynamicStorageRequest,
                                         ShowDynamicStorageRequest, StartNotebookRequest, StopNotebookRequest)
 
-from ..s3_server import S3Server, storage_env, unmount_below
+from ..procs import unmount_below
+from ..s3_server import S3Server, storage_env
 from .conftest import owned
 from .test_docker_runtime import create, run, sdk, wait
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from ..jupyter_client import execute, start_kernel
-from ..procs import ServeProcess, SignedClient
-from ..s3_server import SECRET_KEY, S3Server, storage_env, unmount_below
+from ..procs import ServeProcess, SignedClient, unmount_below
+from ..s3_server import SECRET_KEY, S3Server, storage_env
 from .test_server_local import jupyter_processes, notebook_base
 
 # runtime_only: the store side of mounts runs in tests/api on PostgreSQL too (.ci/run).
