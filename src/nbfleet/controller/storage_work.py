@@ -44,6 +44,9 @@ class StorageWork:
     # --- the sweep ---------------------------------------------------------------------------------------
     async def sweep(self) -> None:
         r = self.r
+        # A read first: mounts in flight are rare, and a write transaction every sweep would queue API writes.
+        if not await r.db_read(storage_repo.any_in_flight, list(self.inflight)):
+            return
         rows = await r.db_call(storage_repo.claim_work, r.replica_id, r.clock.now_ms(), r._claim_until(),
                                list(self.inflight), 32)
         for row in rows:

@@ -56,6 +56,15 @@ def remove(conn: Connection, mount_id: str, version: int, *, owner: str | None =
     return conn.execute(delete(dynamic_storages).where(*cond)).rowcount == 1
 
 
+def any_in_flight(conn: Connection, exclude: Iterable[str]) -> bool:
+    """Whether a mount is MOUNTING or UNMOUNTING, other than ``exclude`` (partial index: cheap)."""
+    stmt = select(D.id).where(IN_FLIGHT_SQL, D.status.in_(("MOUNTING", "UNMOUNTING")))
+    exclude = list(exclude)
+    if exclude:
+        stmt = stmt.where(D.id.not_in(exclude))
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
 def claim_work(conn: Connection, owner: str, now: int, until: int, exclude: Iterable[str], limit: int) -> list:
     """Claim MOUNTING mounts of RUNNING instances and every UNMOUNTING mount that no live worker holds.
 
