@@ -203,3 +203,21 @@ def test_deleting_an_instance_removes_its_mounts(storage_api):
     with api.services.notebooks.db.read() as conn:
         assert conn.execute(dynamic_storages.select()).first() is None
     assert nb["id"] not in api.services.runtime.storage.mounted
+
+
+def test_concurrent_attaches_to_one_path_make_one_mount(storage_api):
+    """Attaches racing for the same or nested paths: exactly one wins, the others get 6336 (never a 500)."""
+    from concurrent.futures import ThreadPoolExecutor
+    api = storage_api
+    nb = api.create("racing")
+    paths = ["/data/race/", "/data/race/", "/data/race/in/", "/data/race/", "/data/race/in/", "/data/race/"]
+
+    def attach(path):
+        r = api.call("POST", f"/notebooks/{nb['id']}/storage", body=obs(path=path))
+        return r.status_code, r.json().get("error_code")
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(attach, paths))
+    assert sorted(a[0] for a in answers) == [200] + [400] * (len(paths) - 1), answers
+    assert {a[1] for a in answers if a[0] == 400} == {"ModelArts.6336"}
+    assert api.ok("GET", f"/notebooks/{nb['id']}/storage")["total"] == 1

@@ -33,6 +33,7 @@ class DynamicStorageService:
         the mount MOUNTING."""
         request = parse_attach(body)
         with self.nb.db.write() as conn:
+            storage_repo.lock_notebook(conn, notebook_id)
             row = self.nb._visible(conn, principal, notebook_id)
             check(row["status"], Op.RUN_ONLY)
             self.policy.check(row["project_id"], request)
@@ -68,6 +69,7 @@ class DynamicStorageService:
         """The mount UNMOUNTING (the instance must be RUNNING: 6327); an unknown mount is 6404. A detach of a
         mount already UNMOUNTING answers it as it is."""
         with self.nb.db.write() as conn:
+            storage_repo.lock_notebook(conn, notebook_id)
             row = self.nb._visible(conn, principal, notebook_id)
             mount = self._mount(conn, notebook_id, mount_id)
             check(row["status"], Op.RUN_ONLY)

@@ -19,6 +19,13 @@ def insert_mount(conn: Connection, row: dict) -> None:
     conn.execute(insert(dynamic_storages).values(**row))
 
 
+def lock_notebook(conn: Connection, notebook_id: str) -> None:
+    """Hold the instance's row until the transaction ends (PostgreSQL; SQLite's write transaction already
+    excludes every other writer): attaches to one instance check their paths one after the other, and a
+    stop's compare-and-set waits for the attach that read the instance RUNNING."""
+    conn.execute(select(notebooks.c.id).where(notebooks.c.id == notebook_id).with_for_update())
+
+
 def get(conn: Connection, mount_id: str):
     return conn.execute(select(dynamic_storages).where(D.id == mount_id)).mappings().first()
 
