@@ -44,6 +44,16 @@ def make_settings(tmp_path, **overrides) -> Settings:
     return Settings(**values)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_mounts_left(tmp_path_factory):
+    """Instances a test leaves running (a server killed, its containers removed by hand) keep their /data
+    mount point on the host (as root): unmount whatever is left below this session's temporary directory,
+    so that nothing stays mounted on the machine and the directories can be removed."""
+    yield
+    from .procs import unmount_below
+    unmount_below(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
 def settings(tmp_path):
     return make_settings(tmp_path)

@@ -281,3 +281,14 @@ class SignedClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def unmount_below(top: Path) -> list[str]:
+    """Lazily unmount whatever is still mounted below ``top`` (deepest first) and say what it was: a test that
+    failed half-way must not leave mounts on the machine (tmp_path's removal would walk into them)."""
+    prefix = str(Path(top).resolve()) + "/"
+    with open("/proc/self/mountinfo") as fh:
+        left = sorted({line.split()[4] for line in fh if line.split()[4].startswith(prefix)}, key=len, reverse=True)
+    for path in left:
+        subprocess.run(["umount", "-l", path], capture_output=True)
+    return left

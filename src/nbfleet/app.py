@@ -12,6 +12,7 @@ from .api import catalog as catalog_routes
 from .api import iam as iam_routes
 from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
+from .api import storage as storage_routes
 from .api.deps import Services
 from .api.errors import RequestIdMiddleware, install_error_handlers
 from .api.inputs import ControlCharacterGuard
@@ -31,6 +32,7 @@ from .services.notebooks import NotebookService
 from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
 from .services.signin import PasswordSignIn
+from .services.storage import DynamicStorageService
 from .services.tags import TagService
 from .settings import Settings
 from .store.db import Database
@@ -56,7 +58,33 @@ def build_runtime(settings: Settings):
                                      shared=bool(getattr(isolation, "per_instance_uid", False)))
     return LocalRuntime(settings.data_dir.resolve(), isolation=isolation, environments=environments,
                         ready_timeout=settings.ready_timeout, limiter=ResourceLimiter(use_cgroups=settings.cgroups),
-                        path_prefix=path_prefix)
+                        path_prefix=path_prefix, storage=local_storage(settings, isolation))
+
+
+def host_mounts(settings: Settings, owner):
+    """Dynamic mounts on this host (local and docker runtimes); ``owner(id)`` -> (uid, gid) of ``ma-user``."""
+    from .runtime.mounts import HostMounts
+    obs = settings.storage.obs
+    return HostMounts(settings.data_dir.resolve(), settings.storage.policy(), owner=owner,
+                      obs_endpoint=obs.endpoint if obs.configured else None,
+                      obs_credentials=(obs.access_key, obs.secret_key.get_secret_value()) if obs.configured else None,
+                      obs_region=obs.region, mount_timeout=settings.storage.mount_timeout)
+
+
+def local_storage(settings: Settings, isolation):
+    """Dynamic mounts for the local runtime's sandboxes; none without one (single-user mode has no /data)."""
+    import os
+    from .runtime.sandbox import Bubblewrap, InstanceDirs
+    if not isinstance(isolation, Bubblewrap):
+        return None
+    data_dir = settings.data_dir.resolve()
+
+    def owner(instance_id: str) -> tuple[int, int]:   # who ma-user (uid 1000 inside) is on the host
+        uid = isolation.host_uid(InstanceDirs.of(data_dir, instance_id)) if isolation.per_instance_uid \
+            else os.getuid()
+        return uid, uid
+
+    return host_mounts(settings, owner)
 
 
 def build_docker_runtime(settings: Settings, path_prefix: str | None):
@@ -66,8 +94,11 @@ def build_docker_runtime(settings: Settings, path_prefix: str | None):
     client.ping()   # an engine that does not answer fails the start, not every instance
     builder = DockerImageBuilder(client, base_image=settings.docker_base_image, mirror=settings.docker_debian_mirror,
                                  scratch=settings.data_dir.resolve())
+    from .runtime.sandbox import SANDBOX_GID, SANDBOX_UID
+    # Every container's ma-user is uid 1000 / gid 100 (with userns-remap, what the engine maps them to).
     return DockerRuntime(settings.data_dir.resolve(), client, network=settings.docker_network, builder=builder,
-                         ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix)
+                         ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix,
+                         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID)))
 
 
 def build_isolation(settings: Settings):
@@ -133,6 +164,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
                                       notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
                                       image_groups=groups, image_saves=saves,
+                                      storage=DynamicStorageService(notebooks, settings.storage.policy(),
+                                                                    max_mounts=settings.storage.max_mounts,
+                                                                    on_change=reconciler.wake),
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
@@ -155,6 +189,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
+    app.include_router(storage_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
     install_console(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .domain.lease import LeaseLimits
@@ -21,6 +21,48 @@ class LeaseSettings(BaseModel):
     def limits(self) -> LeaseLimits:
         return LeaseLimits(timing_min=self.timing_min_ms, timing_max=self.timing_max_ms,
                            idle_min=self.idle_min_ms, idle_max=self.timing_max_ms)
+
+
+class EfsFileSystem(BaseModel):
+    """A shared file system the operator offers for dynamic mounts: a directory this host sees (an NFS or
+    SFS Turbo export mounted by the operator, or any local directory) and the projects allowed to mount it."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    projects: list[str] = Field(default_factory=list, description="project ids allowed to mount it; "
+                                "[\"*\"] = every project; empty (the default) = none")
+
+
+class ObsSettings(BaseModel):
+    """The S3-compatible object store behind OBS/OBSFS mounts (mounted with s3fs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = Field(default=None, description="e.g. https://obs.example:443; unset: OBS mounts fail")
+    access_key: str | None = None
+    secret_key: SecretStr | None = Field(default=None, description="written only to a root-owned 0600 file "
+                                         "s3fs reads; never in argv, responses or an instance's environment")
+    region: str = "us-east-1"
+    buckets: dict[str, list[str]] = Field(default_factory=dict, description="bucket -> project ids allowed to "
+                                          "mount it ([\"*\"] = every project); unlisted buckets: nobody")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoint and self.access_key and self.secret_key)
+
+
+class StorageSettings(BaseModel):
+    """Dynamic storage mounts (docs/storage.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    efs: dict[str, EfsFileSystem] = Field(default_factory=dict, description="file-system id (UUID) or export "
+                                          "'host:/path' -> host directory and allowed projects")
+    obs: ObsSettings = Field(default_factory=ObsSettings)
+    mount_timeout: float = Field(default=30.0, gt=0, description="seconds a mount may take before MOUNT_FAILED")
+    max_mounts: int = Field(default=10, ge=1, description="dynamic mounts per instance")
+
+    def policy(self):
+        from .domain.storage import StoragePolicy
+        return StoragePolicy(self.efs, self.obs.buckets, self.obs.configured)
 
 
 class Settings(BaseSettings):
@@ -87,6 +129,7 @@ class Settings(BaseSettings):
     strict_delete: bool = False
     instance_quota: int = Field(default=10, description="instances per user; -1 = unlimited")
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     flavors_file: Path | None = None
     images_file: Path | None = None
     image_inspect_timeout: float = Field(default=120.0, gt=0, description="seconds register_image and sync_image "

@@ -53,7 +53,8 @@ def test_request_schemas_use_the_sdk_member_names_and_types(api):
     for name in ("NotebookCreateRequest", "VolumeMountRequest", "LeaseReq", "AffinityType", "AffinityRule",
                  "RunUserRequest", "UserVpcRequest", "PublicNetworkConfig", "NotebookCustomSpec", "CustomHooks",
                  "ContainerHooks", "Config", "TmsTag", "ImageRegRequest", "ImageCreateReq", "DeleteImageRequestBody",
-                 "DeleteImageGroupRequestBody", "UpdateImageGroupRequestBody", "UpdateImageGroupRequestBodyTags"):
+                 "DeleteImageGroupRequestBody", "UpdateImageGroupRequestBody", "UpdateImageGroupRequestBodyTags",
+                 "DataVolumesReq"):
         sdk = getattr(model, name)
         declared = schemas[name]["properties"]
         assert set(sdk.attribute_map.values()) <= set(declared), name
@@ -76,3 +77,11 @@ def test_the_image_routes_are_declared(api):
     assert set(paths[images + "/{image_id}"]) == {"get", "delete"}
     assert set(paths[images + "/{image_id}/sync"]) == {"post"}
     assert set(paths["/v1/{project_id}/notebooks/{notebook_id}/create-image"]) == {"post"}
+
+
+def test_the_storage_routes_are_declared(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    storage = "/v1/{project_id}/notebooks/{instance_id}/storage"
+    assert set(paths[storage]) == {"get", "post"}
+    assert set(paths[storage + "/{storage_id}"]) == {"get", "delete"}
+    assert paths[storage]["post"]["operationId"] == "attach_dynamic_storage"

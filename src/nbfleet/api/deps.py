@@ -20,6 +20,7 @@ from ..services.images import ImageCatalog
 from ..services.notebooks import NotebookService
 from ..services.request_auth import PendingRequest, RequestAuthenticator
 from ..services.signin import PasswordSignIn
+from ..services.storage import DynamicStorageService
 from ..services.tags import TagService
 from .http import read_body, refuse_declared_oversize
 
@@ -42,6 +43,7 @@ class Services:
     api_threads: ThreadPoolExecutor
     image_groups: ImageGroups
     image_saves: ImageSaves
+    storage: DynamicStorageService | None = None
 
 
 async def get_services(request: Request) -> Services:

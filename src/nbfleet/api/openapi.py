@@ -108,6 +108,11 @@ SCHEMAS = {
     "UpdateImageGroupRequestBodyTags": _object({"key": STR, "value": STR}),
     "UpdateImageGroupRequestBody": _object({"read_me": STR, "tags": _array(_ref("UpdateImageGroupRequestBodyTags"))}),
     "TmsTagsRequest": _object({"tags": _array(_ref("TmsTag"))}, ("tags",)),
+    # Dynamic storage (spec §4): the SDK marks all but efs_id required; efs_id is required for EFS.
+    "DataVolumesReq": _object({"category": _enum("OBS", "OBSFS", "EFS"),
+                               "mount_path": {"type": "string", "maxLength": 256, "pattern": "^/data/"},
+                               "uri": {"type": "string", "maxLength": 256}, "efs_id": STR},
+                              ("category", "mount_path", "uri")),
     "PasswordAuthRequest": _object({"auth": _object({
         "identity": _object({"methods": _array(_enum("password")), "password": _object({"user": _object({
             "name": STR, "password": STR, "domain": _object({"name": STR})}, ("name", "password"))}, ("user",))},
@@ -146,6 +151,7 @@ LIST_QUERY = _query("name", "pool_id", "owner", "sort_key", "workspace_id", "wor
                     billing=_enum("COMPUTE", "STORAGE", "ALL"), **PAGING)
 NOTEBOOK = "/v1/{project_id}/notebooks"
 ITEM = NOTEBOOK + "/{notebook_id}"
+STORAGE = NOTEBOOK + "/{instance_id}/storage"   # the SDK's name of the notebook id on these paths
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", "/health"): Operation("health", public=True),
     ("post", "/v3/auth/tokens"): Operation("create_token", body="PasswordAuthRequest", body_required=True,
@@ -189,6 +195,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                                                 body="DeleteImageRequestBody"),
     ("post", "/v1/{project_id}/images/{image_id}/sync"): Operation("sync_image"),
     ("post", ITEM + "/create-image"): Operation("create_image", body="ImageCreateReq", body_required=True),
+    ("post", STORAGE): Operation("attach_dynamic_storage", body="DataVolumesReq", body_required=True),
+    ("get", STORAGE): Operation("list_dynamic_storages", answer_schema="Page"),
+    ("get", STORAGE + "/{storage_id}"): Operation("show_dynamic_storage"),
+    ("delete", STORAGE + "/{storage_id}"): Operation("detach_dynamic_storage"),
     ("get", "/v1/{project_id}/authoring/features/{feature}"): Operation("list_features"),
 }
 

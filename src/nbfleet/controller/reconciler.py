@@ -30,10 +30,12 @@ from ..services.catalog import FlavorCatalog
 from ..services.images import ImageCatalog
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
+from ..store import storage_repo
 from ..store.db import Database, store_unavailable
 from .culler import KernelIdlePolicy, lease_decision
 from .image_work import ImageWork
 from .retries import RetrySchedule
+from .storage_work import StorageWork
 
 log = logging.getLogger("nbfleet.reconciler")
 _LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
@@ -133,6 +135,7 @@ class Reconciler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         self.image_work = ImageWork(self)
+        self.storage_work = StorageWork(self)
 
     # --- plumbing ----------------------------------------------------------------------------------
     async def db_call(self, fn, *args):
@@ -214,6 +217,7 @@ class Reconciler:
             task.cancel()
         await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         await self.image_work.stop()
+        await self.storage_work.stop()
         try:
             if stop_notebooks:
                 rows = await self.db_read(repo.get_many, [s.value for s in _LIVE])
@@ -244,12 +248,20 @@ class Reconciler:
         """
         if self.db.is_sqlite:  # one process owns a SQLite store, so any claim left is from a dead one
             await self.db_call(repo.release_all)
+            await self.db_call(storage_repo.release_all)
         if not getattr(self.runtime, "observes", True):
             return
         rows = await self.db_read(repo.get_many, [s.value for s in (*_LIVE, *TRANSITIONAL)])
         reaped = await self.runtime.reap_orphans({row["id"] for row in rows})
         for notebook_id in reaped:
             log.warning("ended orphan process of unknown instance %s", notebook_id)
+        storage = getattr(self.runtime, "storage", None)
+        if storage is not None and hasattr(storage, "reap"):
+            try:
+                for notebook_id in await storage.reap({row["id"] for row in rows}):
+                    log.warning("unmounted what was left mounted for instance %s, which is not running", notebook_id)
+            except RuntimeFailure as failure:
+                log.warning("unmounting the dynamic storage of unknown instances failed: %s", failure.reason)
         for row in rows:
             if row["status"] == Status.RUNNING:
                 await self._check_alive(row, adopting=True)
@@ -287,6 +299,12 @@ class Reconciler:
         while not self.stopping:
             await asyncio.sleep(interval)
             ids = list(self.inflight)
+            try:
+                await self.storage_work.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing claims on mounts failed: %s", _first_line(exc))
             if not ids:
                 continue
             try:
@@ -325,6 +343,7 @@ class Reconciler:
                                       [*self.inflight, *self._retries.waiting(loop_now)], room)
             for row in rows:
                 self._dispatch(row, self._handle)
+        await self.storage_work.sweep()
         loop_time = asyncio.get_running_loop().time()
         if loop_time - self._last_observe >= self.settings.observe_interval:
             self._last_observe = loop_time
@@ -475,7 +494,9 @@ class Reconciler:
                   "fail_reason": None, "last_activity_at": now,
                   "action_progress": orjson.dumps(reporter.steps).decode()}
         note = ("started" if ok is Event.READY else "ready", "Jupyter is ready")
-        if not await self._set(row, ok, values, note=note):
+        # The instance's dynamic mounts are mounted again once it runs (MOUNTING, in the same transaction).
+        if not await self._set(row, ok, values, note=note,
+                               also=lambda conn: storage_repo.instance_started(conn, row["id"], now)):
             # The intent changed, or this replica lost its claim, while we worked: leave no process
             # nobody wants (a new owner starts from a clean slate anyway).
             try:
@@ -492,13 +513,33 @@ class Reconciler:
             await self._set(row, Event.STOP_FAILED, {"fail_reason": failure.reason},
                             note=("failed", f"Stop failed: {failure.reason}"))
             return
+        await self._unmount_all(spec)
         await self._set(row, Event.STOPPED, {"placement": None, "ip": None, "action_progress": None},
-                        note=("stopped", reason or "Instance stopped"))
+                        note=("stopped", reason or "Instance stopped"), also=self._mounts_kept(row))
+
+    async def _unmount_all(self, spec) -> bool:
+        """Nothing of the instance stays mounted on the host (its processes are gone); False if that failed,
+        which is logged: the mounts are made again (or found made) at the next start, and a delete retries."""
+        try:
+            await self.storage_work.instance_stopping(spec)
+            return True
+        except (RuntimeFailure, asyncio.TimeoutError) as failure:
+            log.warning("instance %s: unmounting its dynamic storage failed: %s", spec.id,
+                        getattr(failure, "reason", None) or "timed out")
+            return False
+
+    def _mounts_kept(self, row):
+        """In the stop's transaction: the mounts wait for the next start as UNMOUNTED, detaches are done."""
+        return lambda conn: storage_repo.instance_stopped(conn, row["id"], self.clock.now_ms())
 
     async def _finish_delete(self, row) -> None:
         spec = self.spec_of(row)
         placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
         try:
+            # Mounts go before the instance's directories do: removing a directory that still holds a
+            # mount would remove what the mount shows (a shared file system's files).
+            if not await self._unmount_all(spec):
+                raise RuntimeFailure("could not unmount the instance's dynamic storage")
             await self.runtime.delete(spec, placement)
         except RuntimeFailure as failure:
             await self._set(row, Event.DELETE_FAILED, {"fail_reason": failure.reason},
@@ -604,8 +645,9 @@ class Reconciler:
                 await self.runtime.stop(spec, placement)  # leave nothing half-alive behind
             except RuntimeFailure as failure:
                 reason = f"{reason}; stopping its remains failed too: {failure.reason}"
+            await self._unmount_all(spec)
             await self._set(fresh, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None},
-                            note=("failed", f"Instance lost: {reason}"))
+                            note=("failed", f"Instance lost: {reason}"), also=self._mounts_kept(fresh))
         finally:
             await self._release(row["id"])
 

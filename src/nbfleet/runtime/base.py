@@ -139,6 +139,35 @@ class ImageEngine(Protocol):
         """Remove the image's content from the engine (gone already is fine)."""
 
 
+@dataclass(frozen=True)
+class MountSpec:
+    """A dynamic mount as the reconciler asks a runtime for it (spec §4): ``parts`` is the mount point below
+    ``/data`` inside the instance, already checked (plain directory names); ``uri``/``efs_id`` as attached."""
+
+    id: str
+    category: str          # EFS | OBS | OBSFS
+    parts: tuple[str, ...]
+    uri: str
+    efs_id: str | None
+    project_id: str
+
+
+class DynamicStorage(Protocol):
+    """Mounts that appear under ``/data`` of a RUNNING instance without a restart (``Runtime.storage``).
+
+    Every call is idempotent (the reconciler repeats it after a crash) and raises ``RuntimeFailure`` with a
+    reason the instance's owner may read (no credentials, no host paths)."""
+
+    async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
+        """Mount it; already mounted is fine."""
+
+    async def detach(self, spec: InstanceSpec, mount: MountSpec) -> None:
+        """Unmount it; not mounted is fine."""
+
+    async def detach_all(self, spec: InstanceSpec) -> None:
+        """Unmount everything of the instance (stop, delete, loss); nothing mounted is fine."""
+
+
 class Runtime(Protocol):
     """What every runtime implements. The reconciler is its only caller, one call per instance at a time.
 
@@ -151,6 +180,7 @@ class Runtime(Protocol):
     name: str
     observes: bool    # False: nothing runs (simulated), so there is nothing to watch or adopt
     images: ImageEngine | None   # None: images are not engine images (see ImageEngine)
+    storage: DynamicStorage | None   # None: no dynamic mounts (attach ends in MOUNT_FAILED)
 
     def isolation(self) -> dict:
         """What keeps instances apart on this runtime, for ``GET /health`` and the start events."""

@@ -59,7 +59,7 @@ class DockerRuntime:
 
     def __init__(self, data_dir: Path, client, *, network: str = "none", ready_timeout: float = 90.0,
                  stop_timeout: float = 5.0, builder: DockerImageBuilder | None = None,
-                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX):
+                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX, storage=None):
         """``network``: ``none`` (instances reach nothing; Jupyter answers on its socket), ``host``, or the
         name of a Docker network. ``path_prefix`` as for the local runtime (None: Jupyter at ``/``)."""
         self.data_dir = Path(data_dir).resolve()
@@ -73,6 +73,8 @@ class DockerRuntime:
         self.images = DockerImages(client, self.container_name)
         self.jupyter = JupyterProbe(self.base_url)
         self._builds: dict[str, asyncio.Lock] = {}
+        # Dynamic mounts (``mounts.HostMounts``): /data of every container, prepared before it starts.
+        self.storage = storage
         self.remapped = _user_namespaces_remapped(client)
         if not self.remapped:
             log.warning("the Docker engine does not remap user namespaces: every container's ma-user is host "
@@ -132,7 +134,8 @@ class DockerRuntime:
             step = 4
             await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
             started = time.monotonic()
-            await asyncio.to_thread(self._run_container, spec, dirs)
+            data = await asyncio.to_thread(self.storage.prepare, spec.id) if self.storage is not None else None
+            await asyncio.to_thread(self._run_container, spec, dirs, data)
             placement = Placement(host="127.0.0.1", socket=str(dirs.socket),
                                   details={"container": self.container_name(spec.id)})
             await self.jupyter.wait_ready(placement, spec, self.ready_timeout,
@@ -180,7 +183,7 @@ class DockerRuntime:
         dirs.run.mkdir(mode=0o700)
         os.chown(dirs.run, SANDBOX_UID, SANDBOX_GID)
 
-    def _run_container(self, spec: InstanceSpec, dirs: InstanceDirs) -> None:
+    def _run_container(self, spec: InstanceSpec, dirs: InstanceDirs, data: Path | None = None) -> None:
         from docker.types import Mount
         memory = spec.flavor.memory_mb * 1024 * 1024 if spec.flavor.memory_mb > 0 else None
         # The token reaches Jupyter through a file mounted read-only, never the container's configuration
@@ -206,6 +209,9 @@ class DockerRuntime:
             network_mode=self.network, mem_limit=memory, memswap_limit=memory,
             nano_cpus=int(spec.flavor.vcpus * 1e9) if spec.flavor.vcpus > 0 else None,
         )
+        if data is not None:
+            # rslave: what nbfleet mounts below the (shared) data directory later reaches the running container.
+            options["mounts"].append(Mount("/data", str(data), type="bind", propagation="rslave"))
         if spec.flavor.gpus > 0:
             from docker.types import DeviceRequest
             options["device_requests"] = [DeviceRequest(count=spec.flavor.gpus, capabilities=[["gpu"]])]

@@ -63,6 +63,7 @@ class LocalRuntime:
         path_prefix: str | None = None,
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
+        storage=None,
     ):
         """``isolation=None`` means the bubblewrap sandbox; ``limiter=None`` the best limits the host offers.
         ``jupyter_command`` may name the image's interpreter as ``{python}``. ``path_prefix``: Jupyter under
@@ -80,6 +81,8 @@ class LocalRuntime:
         self.processes = InstanceProcesses(self.data_dir, owner=self._may_own)
         self.jupyter = JupyterProbe(self.base_url)
         self._checked = False
+        # Dynamic mounts (``mounts.HostMounts``): /data of every instance, prepared before it starts.
+        self.storage = storage
 
     def _may_own(self, uid: int) -> bool:
         """Whether a process of real uid ``uid`` may be an instance's: nbfleet's own, or (as root) one of
@@ -117,6 +120,7 @@ class LocalRuntime:
             # A start repeated after a crash must not leave the first attempt's server running.
             await self._terminate(iid, None, grace=self.stop_timeout)
             await asyncio.to_thread(self.sandbox.prepare, dirs)
+            data = await asyncio.to_thread(self.storage.prepare, iid) if self.storage is not None else None
             await reporter.step(1, StepStatus.COMPLETED, f"Work volume ready at {self.sandbox.inside(dirs).work}")
 
             step = 2
@@ -141,7 +145,7 @@ class LocalRuntime:
             step = 4
             await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
             started = time.monotonic()
-            proc, log_offset = self._spawn(spec, dirs, environment, plan)
+            proc, log_offset = self._spawn(spec, dirs, environment, plan, data)
             await self._wait_ready(spec, dirs, proc, log_offset)
             elapsed = time.monotonic() - started
             log.info("instance %s: jupyter-server (process %s) ready in %.2f s", iid, proc.pid, elapsed)
@@ -272,9 +276,10 @@ class LocalRuntime:
         return env
 
     def _spawn(self, spec: InstanceSpec, dirs: InstanceDirs, environment: BuiltEnvironment,
-               plan: LimitPlan) -> tuple[subprocess.Popen, int]:
+               plan: LimitPlan, data: Path | None = None) -> tuple[subprocess.Popen, int]:
         launch = self.sandbox.launch(self._command(spec, environment, dirs), self._env(spec, environment, dirs),
-                                     dirs, environment, spec.flavor, hostname=f"notebook-{spec.id[:8]}")
+                                     dirs, environment, spec.flavor, hostname=f"notebook-{spec.id[:8]}",
+                                     **({"data": data} if data is not None else {}))
 
         def preexec() -> None:   # limits first, while still allowed to join the groups; then the uid
             plan.preexec()

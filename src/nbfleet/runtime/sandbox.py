@@ -44,6 +44,7 @@ SANDBOX_GID = 100
 HOME = "/home/ma-user"
 WORK = f"{HOME}/work"
 RUN_DIR = "/run/nbfleet"
+DATA = "/data"   # dynamic storage mounts (runtime/mounts.py)
 SOCKET_NAME = "jupyter.sock"
 # HOME itself is read-only; what tools keep there goes through these links into the volume, so it
 # persists with the work and nothing is written outside the volume and /tmp. A directory cannot be made
@@ -295,7 +296,8 @@ class Bubblewrap:
         return args
 
     def launch(self, command: list[str], env: dict[str, str], dirs: InstanceDirs, environment: BuiltEnvironment,
-               flavor: FlavorLimits, hostname: str) -> Launch:
+               flavor: FlavorLimits, hostname: str, data: Path | None = None) -> Launch:
+        """``data``: the host directory shown at /data (dynamic mounts made below it later appear there)."""
         launch = Launch(argv=[], env=dict(env))
         size = ["--size", str(flavor.memory_mb * 1024 * 1024)] if flavor.memory_mb and flavor.memory_mb > 0 else []
         args = [self.bwrap, *self._namespaces(hostname)]
@@ -324,6 +326,9 @@ class Bubblewrap:
         for name in HOME_LINKS:
             args += ["--symlink", f"work/{name}", f"{HOME}/{name}"]
         args += ["--bind", str(dirs.run), RUN_DIR]
+        if data is not None:
+            # A plain bind of a shared mount point: bwrap's namespace receives what is mounted below it later.
+            args += ["--bind", str(data), DATA]
         args += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm"]
         if flavor.gpus > 0:
             for device in sorted(Path("/dev").glob("nvidia*")):

@@ -15,10 +15,10 @@ import hashlib
 from dataclasses import dataclass
 
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, Observation, Placement, Reporter,
+from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, MountSpec, Observation, Placement, Reporter,
                    RuntimeFailure)
 
-INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit")
+INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")
 
 
@@ -104,6 +104,28 @@ class SimulatedImages:
         self.removed.append(swr_path)
 
 
+class SimulatedStorage:
+    """Pretend dynamic mounts: each attach or detach takes one ``delay`` step and succeeds, unless a rule
+    ``name=<glob of instance name>;op=mount`` fails the instance's mounts. Nothing is mounted anywhere."""
+
+    def __init__(self, runtime: "SimulatedRuntime"):
+        self.runtime = runtime
+        self.mounted: dict[str, set[str]] = {}   # for tests: instance id -> mount ids, in this process
+
+    async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
+        await self.runtime.pause(1)
+        if self.runtime._rule(spec, "mount") is not None:
+            raise RuntimeFailure(f"simulated failure while mounting {mount.uri}")
+        self.mounted.setdefault(spec.id, set()).add(mount.id)
+
+    async def detach(self, spec: InstanceSpec, mount: MountSpec) -> None:
+        await self.runtime.pause(1)
+        self.mounted.get(spec.id, set()).discard(mount.id)
+
+    async def detach_all(self, spec: InstanceSpec) -> None:
+        self.mounted.pop(spec.id, None)
+
+
 class SimulatedRuntime:
     name = "simulated"
     observes = False  # nothing runs, so there is nothing that could die behind the store's back
@@ -114,6 +136,7 @@ class SimulatedRuntime:
         self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
         self.started_from: dict[str, str] = {}   # instance id -> the swr_path of its last start
         self.images = SimulatedImages(self)
+        self.storage = SimulatedStorage(self)
 
     async def pause(self, steps: int = 1) -> None:
         if self.delay:

@@ -118,10 +118,12 @@ def _billing(status: str, volume_category: str | None) -> list[str]:
     return billing_items(status, volume_category)
 
 
-def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str]) -> dict:
+def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str],
+                  dynamic: list[dict] = ()) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
 
     ``token``: the instance's Jupyter token as the caller may see it (the owner: opened; others: None).
+    ``dynamic``: its dynamic mounts as ``data_volumes`` items (``mount_type`` DYNAMIC), after the static ones.
 
     Nested objects (image, tags, …) are shared with a parse cache: render the result, never mutate it.
     """
@@ -142,7 +144,7 @@ def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domai
         "lease": lease_json(row),
         "pool": {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None,
         "volume": from_spec["volume"],
-        "data_volumes": from_spec["data_volumes"],
+        "data_volumes": [*from_spec["data_volumes"], *dynamic] if dynamic else from_spec["data_volumes"],
         "endpoints": _with_notebook_uri(from_spec["endpoints"], f"{jupyter}/") if running else from_spec["endpoints"],
         "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
                                          if row["action_progress"] else None),

@@ -20,10 +20,11 @@ from ..domain.model import Feature, Status
 from ..domain.query import Page, parse_notebook_query
 from ..domain.transitions import Op, check
 from ..runtime.base import Placement
-from ..store import identity_repo, image_repo
+from ..store import identity_repo, image_repo, storage_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
 from .catalog import Flavor, FlavorCatalog
+from .mount_view import volume_json
 from .notebook_view import SealedTokens, degraded_notebook_json, initial_progress, lease_json, notebook_json
 
 log = logging.getLogger("nbfleet.notebooks")
@@ -53,12 +54,16 @@ class NotebookService:
                                 identity_repo.get_meta(conn, "domain_name") or "")
         return self._domain
 
-    def render(self, row, principal: Principal) -> dict:
+    def render(self, row, principal: Principal, mounts: list | None = None) -> dict:
         """The row's NotebookResp; a row that cannot be rendered is shown degraded (and logged), never
-        failing the page or the call that shows it."""
+        failing the page or the call that shows it. ``mounts``: its dynamic mounts (read here if None)."""
         try:
             token = self.tokens.open(row["token"]) if row["user_id"] == principal.user_id else None
-            return notebook_json(row, token=token, addresses=self.addresses, domain=self.domain())
+            if mounts is None:
+                with self.db.read() as conn:
+                    mounts = storage_repo.of_notebook(conn, row["id"])
+            return notebook_json(row, token=token, addresses=self.addresses, domain=self.domain(),
+                                 dynamic=[volume_json(m) for m in mounts])
         except Exception:
             log.exception("instance %s cannot be rendered in full; shown degraded", row["id"])
             return degraded_notebook_json(row, addresses=self.addresses, domain=self.domain())
@@ -189,7 +194,8 @@ class NotebookService:
                                      strict_limit=self.settings.strict_limit)
         with self.db.read() as conn:
             rows, total = repo.page(conn, query)
-        data = [self.render(row, principal) for row in rows]
+            mounts = storage_repo.of_notebooks(conn, [row["id"] for row in rows])   # one query for the page
+        data = [self.render(row, principal, mounts[row["id"]]) for row in rows]
         return Page(data, total, query.offset, query.limit).envelope()
 
     # --- update --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 from ..domain.model import Status
 from ..domain.query import NotebookQuery
 from . import notebook_list
-from .tables import IN_FLIGHT, IN_FLIGHT_SQL, events, notebook_tags, notebooks
+from .tables import IN_FLIGHT, IN_FLIGHT_SQL, dynamic_storages, events, notebook_tags, notebooks
 
 N = notebooks.c
 
@@ -78,6 +78,7 @@ def update_if_status(conn: Connection, notebook_id: str, status: str, values: di
 
 def remove(conn: Connection, notebook_id: str, version: int) -> bool:
     conn.execute(delete(notebook_tags).where(notebook_tags.c.notebook_id == notebook_id))
+    conn.execute(delete(dynamic_storages).where(dynamic_storages.c.notebook_id == notebook_id))
     return conn.execute(delete(notebooks).where(N.id == notebook_id, N.version == version)).rowcount == 1
 
 

@@ -228,6 +228,31 @@ events = Table(
     Index("ix_events_notebook", "notebook_id", "id"),
 )
 
+# Dynamic storage mounts of instances (spec §4, migration 0008). ``status`` is the mount's own state machine
+# (domain.storage.MountStatus); the reconciler works on MOUNTING/UNMOUNTING rows of RUNNING instances while
+# it holds the row's claim. A detached mount's row is removed. Credentials are never stored here.
+dynamic_storages = Table(
+    "dynamic_storages", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("notebook_id", String(36), ForeignKey("notebooks.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", String(32), nullable=False),
+    Column("category", String(8), nullable=False),
+    Column("mount_path", String(300), nullable=False),   # normalised: /data/<dir>[/<dir>…]/
+    Column("uri", String(256), nullable=False),
+    Column("efs_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("failure_reason", Text, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("claim_owner", String(64), nullable=True),
+    Column("claim_until", BigInteger, nullable=True),
+    Column("create_at", BigInteger, nullable=False),
+    Column("update_at", BigInteger, nullable=False),
+    Index("ix_dynamic_storages_notebook", "notebook_id", "create_at"),
+    Index("uq_dynamic_storages_path", "notebook_id", "mount_path", unique=True),
+    Index("ix_dynamic_storages_work", "status", sqlite_where=text("status IN ('MOUNTING', 'UNMOUNTING')"),
+          postgresql_where=text("status IN ('MOUNTING', 'UNMOUNTING')")),
+)
+
 # Signatures of state-changing signed requests, kept while their X-Sdk-Date is acceptable, so that a
 # repeat of one is refused on every replica (migration 0006).
 request_signatures = Table(
@@ -248,5 +273,5 @@ signin_failures = Table(
 )
 
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "image_groups", "notebooks", "notebook_counts", "notebook_tags", "events",
+           "workspaces", "images", "image_groups", "notebooks", "dynamic_storages", "notebook_counts", "notebook_tags", "events",
            "request_signatures", "signin_failures"]
