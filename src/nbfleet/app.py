@@ -136,11 +136,14 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
+        gateway = await _start_ssh(settings, rt, notebooks)
         log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
                  "sqlite" if db.is_sqlite else "postgresql")
         try:
             yield
         finally:
+            if gateway is not None:
+                await gateway.stop()
             await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
             await close_notebook_proxy(app)
             await rt.close()
@@ -170,6 +173,21 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
                            forget=lambda notebook_id: app.state.routes.forget(notebook_id),
                            ws_max_message=settings.proxy_ws_max_message_bytes)
     return app
+
+
+async def _start_ssh(settings: Settings, rt, notebooks: NotebookService):
+    """The SSH gateway, for a runtime that can open sessions in its instances (the sandboxed local one)."""
+    if not settings.ssh_enabled() or not hasattr(rt, "session"):
+        return None
+    from .ssh.gateway import SshGateway
+    gateway = SshGateway(host=settings.ssh_host or settings.host, port=settings.ssh_port,
+                         host_key=settings.ssh_host_key_path(), access=notebooks.ssh_access, enter=rt.session)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        raise RuntimeError(f"the SSH gateway cannot listen on port {settings.ssh_port} ({exc.strerror or exc}); "
+                           "choose another with NBFLEET_SSH_PORT, or 0 for no SSH") from None
+    return gateway
 
 
 def _credentials_banner(creds: dict, settings: Settings) -> str:

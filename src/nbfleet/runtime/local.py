@@ -37,6 +37,7 @@ from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentErr
 from .limits import LimitPlan, ResourceLimiter
 from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
+from .sessions import SessionEntry, SessionRefused, open_entry
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,27 @@ class LocalRuntime:
             raise failure from (None if exc is failure else exc)
         # host: the node the instance runs on (the API's ``ip``); the proxy connects to the socket.
         return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket),
-                         details={"limits": plan.mechanism, "isolation": self.sandbox.name})
+                         details={"limits": plan.mechanism, "isolation": self.sandbox.name,
+                                  # for SSH sessions: the environment its kernels get (``session``)
+                                  "environment": str(environment.path)})
+
+    def session(self, instance_id: str, placement: Placement | None) -> SessionEntry:
+        """How to run commands in the running instance, for an SSH session (``sessions.py``).
+
+        Refused without a sandbox: a session would then run on the host, as nbfleet's own user."""
+        if not isinstance(self.sandbox, Bubblewrap):
+            raise SessionRefused("SSH needs the notebook sandbox, and this installation runs notebooks without "
+                                 "one (single-user mode)")
+        if placement is None or placement.pid is None or "environment" not in placement.details:
+            raise SessionRefused("the instance was started before SSH was available here; restart it")
+        roots = [p for _, p in self.processes.marked(instance_id) if p.pid == placement.pid]
+        if not roots:
+            raise SessionRefused("the instance is not running")
+        dirs = self.dirs(instance_id)
+        inside = self.sandbox.inside(dirs)
+        env = self._env_for(Path(placement.details["environment"]), inside)
+        groups = [str(group) for group in self.limiter.group_dirs(instance_id, placement.pid)]
+        return open_entry(roots[0], env, groups)
 
     async def _environment(self, spec: InstanceSpec, reporter: Reporter) -> BuiltEnvironment:
         if not spec.image.environment:
@@ -259,25 +280,32 @@ class LocalRuntime:
 
     def _env(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> dict[str, str]:
         """The notebook's environment: nothing of nbfleet's own (which may hold database URLs and secrets)."""
-        inside = self.sandbox.inside(dirs)
+        env = self._env_for(environment.path, self.sandbox.inside(dirs))
+        env.update({
+            # The token goes in the environment, not argv: argv is readable by every user through ps.
+            "JUPYTER_TOKEN": spec.token,
+            ENV_INSTANCE: spec.id,
+            ENV_DATA_DIR: str(self.data_dir),
+        })
+        return env
+
+    @staticmethod
+    def _env_for(environment: Path, inside) -> dict[str, str]:
+        """What every process of the notebook gets (its server, kernels and SSH sessions)."""
         env = {k: os.environ[k] for k in ("LANG", "LANGUAGE", "LC_ALL", "TZ") if k in os.environ}
         env.setdefault("LANG", "C.UTF-8")
         env.update({
-            "PATH": os.pathsep.join([str(environment.path / "bin"), f"{inside.home}/.local/bin",
+            "PATH": os.pathsep.join([str(environment / "bin"), f"{inside.home}/.local/bin",
                                      "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": inside.home,
             "USER": inside.user,
             "LOGNAME": inside.user,
             "SHELL": "/bin/bash",
-            "VIRTUAL_ENV": str(environment.path),
+            "VIRTUAL_ENV": str(environment),
             # pip's --user layer lives in the volume, so it persists with the work and goes with it.
             "PYTHONUSERBASE": f"{inside.work}/.local",
             "JUPYTER_RUNTIME_DIR": inside.runtime_dir,
             "PYTHONUNBUFFERED": "1",
-            # The token goes in the environment, not argv: argv is readable by every user through ps.
-            "JUPYTER_TOKEN": spec.token,
-            ENV_INSTANCE: spec.id,
-            ENV_DATA_DIR: str(self.data_dir),
         })
         return env
 
