@@ -17,14 +17,19 @@ When the sandbox's first process exits, the kernel kills everything in its PID n
 included; this process then exits too, which ends the SSH channel.
 """
 import ctypes
+import fcntl   # imported here: after setns the host's modules are out of reach
 import json
 import os
 import signal
+import socket
+import struct
 import sys
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
 
 
 def fail(message, code=126):
@@ -34,6 +39,15 @@ def fail(message, code=126):
 
 def main():
     spec = json.loads(sys.argv[1])
+    # Only stdin, stdout, stderr and what this needs go in: an event loop may hand down duplicates of
+    # its pipes (uvloop does), and nothing of nbfleet's may reach the sandbox.
+    keep = {0, 1, 2, spec["pidfd"]} | ({spec["tty"]} if spec["tty"] is not None else set())
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     libc = ctypes.CDLL(None, use_errno=True)
     for group in spec["groups"]:
         fd = os.open(os.path.join(group, "cgroup.procs"), os.O_WRONLY)
@@ -64,11 +78,10 @@ def main():
 def run(spec, libc):
     try:
         os.setsid()
-        if spec["tty"]:
-            import fcntl
-            fcntl.ioctl(0, TIOCSCTTY, 0)
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+        if spec["tty"] is not None:
+            terminal(spec["tty"])
         # Changing the uid cleared any earlier setting; the session ends with whoever waits for it.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.chdir(spec["cwd"])
@@ -76,6 +89,22 @@ def run(spec, libc):
         os.execve(spec["argv"][0], spec["argv"], spec["env"])
     except OSError as exc:
         fail(f"cannot start {spec['argv'][0]}: {exc.strerror}", 127)
+
+
+def terminal(channel):
+    """A terminal of the sandbox's own devpts, made as ma-user, so that programs inside find it by name
+    (``tty``); its other side goes back to nbfleet over ``channel`` and the command runs on this one."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR)   # no path lookup: the peer of this very master
+    with socket.socket(fileno=channel) as sock:
+        socket.send_fds(sock, [b"t"], [master])
+    os.close(master)
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
 
 
 if __name__ == "__main__":

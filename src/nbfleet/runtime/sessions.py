@@ -48,8 +48,10 @@ class SessionEntry:
     gid: int = 100
     cwd: str = "/home/ma-user/work"
 
-    def argv(self, command: list[str], *, tty: bool = False, env: dict[str, str] | None = None) -> list[str]:
-        """The host command line that runs ``command`` in the instance (pass ``pass_fds=(pidfd,)``)."""
+    def argv(self, command: list[str], *, tty: int | None = None, env: dict[str, str] | None = None) -> list[str]:
+        """The host command line that runs ``command`` in the instance (pass ``pass_fds=(pidfd,)``).
+
+        ``tty``: a Unix socket (also passed) over which the command's terminal comes back."""
         spec = {"pidfd": self.pidfd, "flags": self.flags, "groups": self.groups, "uid": self.uid, "gid": self.gid,
                 "cwd": self.cwd, "argv": command, "env": {**self.env, **(env or {})}, "tty": tty}
         return [sys.executable, "-I", "-S", str(ENTER), json.dumps(spec)]

@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -102,20 +103,43 @@ class SshGateway:
             raise SessionRefused("the instance is not running")
         return await asyncio.to_thread(self.enter, notebook_id, access.placement)
 
-    async def spawn(self, notebook_id: str, command: list[str], *, tty_fd: int | None = None,
-                    env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-        """Start ``command`` inside the instance: on the terminal ``tty_fd``, or with pipes."""
+    async def spawn(self, notebook_id: str, command: list[str], *, env: dict[str, str] | None = None
+                    ) -> asyncio.subprocess.Process:
+        """Start ``command`` inside the instance with pipes."""
         entry = await self.open_entry(notebook_id)
         try:
-            if tty_fd is not None:
-                return await asyncio.create_subprocess_exec(
-                    *entry.argv(command, tty=True, env=env), stdin=tty_fd, stdout=tty_fd, stderr=tty_fd,
-                    pass_fds=(entry.pidfd,), start_new_session=True)
             return await asyncio.create_subprocess_exec(
                 *entry.argv(command, env=env), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(entry.pidfd,), start_new_session=True)
         finally:
             entry.close()
+
+    async def spawn_terminal(self, notebook_id: str, command: list[str], *, env: dict[str, str] | None = None
+                             ) -> tuple[asyncio.subprocess.Process, int]:
+        """Start ``command`` inside the instance on a terminal of its own; returns the process and the
+        terminal's master side (non-blocking)."""
+        entry = await self.open_entry(notebook_id)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *entry.argv(command, tty=theirs.fileno(), env=env), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(entry.pidfd, theirs.fileno()), start_new_session=True)
+        finally:
+            entry.close()
+            theirs.close()
+        try:
+            ours.settimeout(15)
+            _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, ours, 16, 1)
+        except OSError:
+            fds = []
+        finally:
+            ours.close()
+        if not fds:
+            _end(proc)
+            raise SessionRefused("the instance is not running")
+        os.set_blocking(fds[0], False)
+        return proc, fds[0]
 
     async def open_forward(self, notebook_id: str, port: int) -> Relay:
         """A relay inside the instance's network namespace, connected to its loopback ``port``."""

@@ -124,15 +124,14 @@ class SessionChannel(asyncssh.SSHServerSession):
     async def _run(self) -> None:
         env = {k: v for k, v in (self.chan.get_environment() or {}).items()
                if isinstance(k, str) and isinstance(v, str) and k.startswith(ACCEPTED_ENV)}
-        slave = None
+        command = self.command or ["/bin/bash", "-l"]
         try:
             if self.term is not None:
                 env["TERM"] = self.term[0]
-                self.master, slave = os.openpty()
+                self.proc, self.master = await self.gateway.spawn_terminal(self.notebook_id, command, env=env)
                 _set_size(self.master, self.term[1])
-                os.set_blocking(self.master, False)
-            self.proc = await self.gateway.spawn(self.notebook_id, self.command or ["/bin/bash", "-l"],
-                                                 tty_fd=slave, env=env)
+            else:
+                self.proc = await self.gateway.spawn(self.notebook_id, command, env=env)
         except SessionRefused as exc:
             self.chan.write_stderr(f"nbfleet: {exc}\r\n".encode())
             self.chan.exit(1)
@@ -142,9 +141,6 @@ class SessionChannel(asyncssh.SSHServerSession):
             self.chan.write_stderr(b"nbfleet: the session could not be started\r\n")
             self.chan.exit(1)
             return
-        finally:
-            if slave is not None:
-                os.close(slave)
         for data in self._input:
             self._to_process(data)
         self._input.clear()

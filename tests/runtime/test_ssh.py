@@ -1,0 +1,249 @@
+"""SSH into notebook instances of the local runtime with the real OpenSSH client (ssh, sftp, ssh -L),
+through nbfleet's gateway, against real sandboxed instances."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from .. import notebook_http
+from ..procs import ServeProcess, SignedClient, free_port
+from .local_helpers import marked
+
+pytestmark = [pytest.mark.slow, pytest.mark.runtime_only,
+              pytest.mark.skipif(not shutil.which("ssh") or not Path("/usr/lib/openssh/sftp-server").exists(),
+                                 reason="needs openssh-client and openssh-sftp-server")]
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+class Ssh:
+    """The OpenSSH client against one instance's ``uri``, never asking anything (BatchMode)."""
+
+    def __init__(self, uri: str, key: Path, known_hosts: Path | None = None, strict: str = "yes"):
+        parts = urlsplit(uri)
+        self.user, self.host, self.port = parts.username, parts.hostname, parts.port
+        self.key = key
+        self.known_hosts = known_hosts
+        self.strict = strict
+
+    def options(self, *extra: str) -> list[str]:
+        hosts = (["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+                 if self.known_hosts else ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        return ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
+                "-o", "LogLevel=ERROR", *hosts, "-i", str(self.key), *extra]
+
+    def run(self, *command: str, input: str | None = None, timeout: float = 60, extra=()) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", *self.options(*extra), "-p", str(self.port), f"{self.user}@{self.host}",
+                               *command], capture_output=True, text=True, input=input, timeout=timeout,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def sftp(self, batch: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sftp", *self.options(), "-P", str(self.port), "-b", "-", f"{self.user}@{self.host}"],
+                              capture_output=True, text=True, input=batch, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssh")
+    keys = root / "keys"
+    keys.mkdir()
+    good, other = keygen(keys / "good"), keygen(keys / "other")
+    proc = ServeProcess(root / "data", runtime="local", env={"NBFLEET_SSH_PORT": str(free_port())}).start()
+    client = SignedClient(proc.endpoint, proc.admin_creds())
+    subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user", proc.creds["user_id"],
+                    "--name", "laptop", "--public-key", f"{good}.pub", "--data-dir", str(proc.data_dir)],
+                   check=True, env=proc.cli_env(), capture_output=True, timeout=60)
+    try:
+        yield proc, client, good, other
+    finally:
+        for nb in client.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
+            client.call("DELETE", f"/notebooks/{nb['id']}")
+        deadline = time.monotonic() + 60
+        while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client.close()
+        proc.terminate()
+        for leftover in marked(proc.data_dir):
+            leftover.kill()
+
+
+def ssh_endpoint(nb: dict) -> dict:
+    return next(ep for ep in nb["endpoints"] if ep["service"] == "SSH")
+
+
+def running(client: SignedClient, name: str, **endpoint) -> dict:
+    ep = {"service": "SSH", "key_pair_names": ["laptop"], **endpoint}
+    nb = client.create(name, endpoints=[ep])
+    return client.wait_status(nb["id"], "RUNNING", timeout=120)
+
+
+def test_exec_pty_and_environment_are_the_instances(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-exec")
+    uri = ssh_endpoint(nb)["uri"]
+    assert uri == f"ssh://{nb['id']}@127.0.0.1:{proc.env['NBFLEET_SSH_PORT']}"
+    ssh = Ssh(uri, good)
+    r = ssh.run("python -c 'import sys; print(sys.prefix, 6*7)'")
+    assert r.returncode == 0, r.stderr
+    prefix, answer = r.stdout.split()
+    assert answer == "42" and "notebook-python3.11" in prefix   # the image's environment, first on PATH
+    r = ssh.run("id -un; id -u; pwd; echo $HOME; grep -E 'NoNewPrivs|CapEff' /proc/self/status; exit 3")
+    assert r.returncode == 3, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[:4] == ["ma-user", "1000", "/home/ma-user/work", "/home/ma-user"]
+    assert "NoNewPrivs:\t1" in r.stdout and "CapEff:\t0000000000000000" in r.stdout
+    # stdin reaches the command, stderr comes back apart
+    r = ssh.run("cat; echo err >&2", input="piped\n")
+    assert (r.stdout, r.stderr.strip()) == ("piped\n", "err")
+    # an interactive terminal (what a terminal of VS Code opens)
+    r = ssh.run("tty; echo cols=$(tput cols); exit 5", extra=("-tt",))
+    assert r.returncode == 5 and "/dev/" in r.stdout and "cols=" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_the_session_cannot_reach_nbfleet_or_the_host(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-confined")
+    ssh = Ssh(ssh_endpoint(nb)["uri"], good)
+    data_dir = proc.data_dir.resolve()
+    r = ssh.run(f"ls {data_dir}; cat {data_dir}/nbfleet.db; ls /proc | grep -c '^[0-9]'; cat /proc/1/comm")
+    assert "No such file or directory" in r.stderr and "nbfleet.db" not in r.stdout
+    count, init = r.stdout.split()
+    assert int(count) < 15 and init == "bwrap"   # the sandbox's own PID namespace, not the host's
+    assert not Path(f"{data_dir}/instances/{nb['id']}/work/.nbfleet-probe").exists()
+    # nothing of nbfleet's process is handed down: only the standard streams (and ls's own directory)
+    r = ssh.run("ls /proc/self/fd")
+    assert r.stdout.split() == ["0", "1", "2", "3"], r.stdout
+    # nbfleet's listening API port is on the host's loopback, not the instance's
+    port = urlsplit(proc.endpoint).port
+    r = ssh.run(f"python -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=3)'")
+    assert r.returncode != 0 and "ConnectionRefused" in r.stderr
+
+
+def test_sftp_upload_is_seen_by_jupyter(fleet, tmp_path):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-sftp")
+    ssh = Ssh(ssh_endpoint(nb)["uri"], good)
+    local = tmp_path / "hello.txt"
+    local.write_text("uploaded over sftp\n")
+    r = ssh.sftp(f"put {local} hello.txt\nls -l\n")
+    assert r.returncode == 0, r.stderr   # sftp-server's exit status reaches the client
+    base = nb["url"].rsplit("/lab", 1)[0]
+    got = notebook_http.get(f"{base}/api/contents/hello.txt", params={"content": "1"},
+                            headers={"Authorization": f"token {nb['token']}"})
+    assert got.status_code == 200 and got.json()["content"] == "uploaded over sftp\n"
+    # and back
+    r = ssh.sftp(f"get hello.txt {tmp_path / 'back.txt'}\n")
+    assert r.returncode == 0 and (tmp_path / "back.txt").read_text() == "uploaded over sftp\n"
+    # the sftp-server runs in the sandbox: the host's files are not there
+    r = ssh.sftp(f"get {proc.data_dir.resolve()}/secret.key {tmp_path / 'stolen'}\n")
+    assert r.returncode != 0 and not (tmp_path / "stolen").exists()
+
+
+def test_local_forward_reaches_a_server_inside_the_instance_only(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-forward")
+    ssh = Ssh(ssh_endpoint(nb)["uri"], good)
+    inner = 8765
+    r = ssh.run(f"echo inside > /tmp/marker.txt; cd /tmp; nohup python -m http.server {inner} --bind 127.0.0.1 "
+                ">/dev/null 2>&1 &")
+    assert r.returncode == 0, r.stderr
+    local = free_port()
+    tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{inner}",
+                                                   "-o", "ExitOnForwardFailure=yes"),
+                               "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"],
+                              stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        body = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{local}/marker.txt", timeout=5)
+                if answer.status_code == 200:
+                    body = answer.text
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert body == "inside\n"
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+    # the host's own services are not reachable through the instance: nbfleet's API port on the host
+    api = urlsplit(proc.endpoint).port
+    r = ssh.run("true", extra=("-W", f"127.0.0.1:{api}"))
+    assert r.returncode != 0
+    r = ssh.run("true", extra=("-W", "192.0.2.1:80"))   # nor any other address
+    assert r.returncode != 0
+    # remote forwarding is refused
+    r = ssh.run("true", extra=("-R", f"127.0.0.1:{free_port()}:127.0.0.1:{api}", "-o", "ExitOnForwardFailure=yes"))
+    assert r.returncode == 255
+
+
+def test_only_the_named_keys_from_allowed_addresses(fleet, tmp_path):
+    proc, client, good, other = fleet
+    nb = running(client, "ssh-auth", allowed_access_ips=["127.0.0.0/8"])
+    uri = ssh_endpoint(nb)["uri"]
+    assert Ssh(uri, good).run("true").returncode == 0
+    wrong = Ssh(uri, other).run("true")
+    assert wrong.returncode == 255 and "Permission denied (publickey)" in wrong.stderr
+    # passwords and keyboard-interactive are not offered at all
+    listed = subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                             "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",
+                             "-o", "PreferredAuthentications=password,keyboard-interactive",
+                             "-p", str(urlsplit(uri).port), f"{nb['id']}@127.0.0.1", "true"],
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert listed.returncode == 255 and "Permission denied (publickey)" in listed.stderr
+    # another instance's name, a stopped one or an unknown one: the same refusal
+    outside = running(client, "ssh-outside", allowed_access_ips=["203.0.113.0/24"])
+    refused = Ssh(ssh_endpoint(outside)["uri"], good).run("true")
+    assert refused.returncode == 255 and "not available" in refused.stderr
+    unknown = Ssh(uri.replace(nb["id"], "00000000-0000-4000-8000-000000000000"), good).run("true")
+    assert unknown.returncode == 255 and "not available" in unknown.stderr
+
+
+def test_stop_ends_sessions_and_refuses_new_ones(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-stop")
+    ssh = Ssh(ssh_endpoint(nb)["uri"], good)
+    long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
+                             "echo started; sleep 300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert long.stdout.readline() == "started\n"
+        client.ok("POST", f"/notebooks/{nb['id']}/stop")
+        client.wait_status(nb["id"], "STOPPED", timeout=60)
+        long.wait(timeout=30)   # the session ended with the instance, well before its sleep
+        assert long.returncode != 0
+    finally:
+        if long.poll() is None:
+            long.kill()
+    stopped = client.ok("GET", f"/notebooks/{nb['id']}")
+    assert ssh_endpoint(stopped)["uri"] is None
+    after = ssh.run("true")
+    assert after.returncode == 255 and "not available" in after.stderr
+
+
+def test_host_key_is_kept_across_restarts(fleet, tmp_path):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-hostkey")
+    uri = ssh_endpoint(nb)["uri"]
+    known = tmp_path / "known_hosts"
+    r = Ssh(uri, good, known_hosts=known, strict="accept-new").run("true")
+    assert r.returncode == 0 and known.read_text().strip(), r.stderr
+    key_file = proc.data_dir / "ssh_host_ed25519_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    proc.terminate()
+    proc.start()   # same data dir and ports; the instance was adopted
+    client.wait_status(nb["id"], "RUNNING", timeout=60)
+    r = Ssh(uri, good, known_hosts=known).run("echo same")
+    assert r.returncode == 0 and r.stdout == "same\n", r.stderr
