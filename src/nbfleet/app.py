@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from .api import catalog as catalog_routes
 from .api import iam as iam_routes
+from .api import keypairs as keypair_routes
 from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
 from .api.deps import Services
@@ -27,6 +28,7 @@ from .services.identity import IdentityService
 from .services.image_groups import ImageGroups
 from .services.image_saves import ImageSaves
 from .services.images import EngineReader, ImageCatalog
+from .services.keypairs import KeyPairService
 from .services.notebooks import NotebookService
 from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
@@ -132,7 +134,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         api_threads = ThreadPoolExecutor(max_workers=db.max_connections, thread_name_prefix="nbfleet-api")
         app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
                                       notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
-                                      image_groups=groups, image_saves=saves,
+                                      image_groups=groups, image_saves=saves, keypairs=KeyPairService(db, clock),
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
@@ -160,6 +162,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(notebook_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
+    app.include_router(keypair_routes.router)
     install_console(app)
     install_openapi(app)
 

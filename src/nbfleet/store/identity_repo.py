@@ -142,6 +142,10 @@ def list_keypairs(conn: Connection, user_id: str):
     return conn.execute(select(keypairs).where(keypairs.c.user_id == user_id).order_by(keypairs.c.name)).mappings().all()
 
 
+def delete_keypair(conn: Connection, user_id: str, name: str) -> int:
+    return conn.execute(delete(keypairs).where(keypairs.c.user_id == user_id, keypairs.c.name == name)).rowcount
+
+
 def keypair_names(conn: Connection, user_id: str) -> set[str]:
     return set(conn.execute(select(keypairs.c.name).where(keypairs.c.user_id == user_id)).scalars())
 
