@@ -2,6 +2,7 @@
 through nbfleet's gateway, against real sandboxed instances."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from .. import notebook_http
+from ..cli.conftest import Cli
 from ..procs import ServeProcess, SignedClient, free_port
 from .local_helpers import marked
 
@@ -247,3 +249,25 @@ def test_host_key_is_kept_across_restarts(fleet, tmp_path):
     client.wait_status(nb["id"], "RUNNING", timeout=60)
     r = Ssh(uri, good, known_hosts=known).run("echo same")
     assert r.returncode == 0 and r.stdout == "same\n", r.stderr
+
+
+def test_the_cli_prints_a_working_ssh_command_and_config(fleet, tmp_path):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-cli")
+    cli = Cli(tmp_path)
+    cli.configure(proc.creds)
+    printed = cli.ok("notebooks", "ssh", nb["id"], "-i", str(good)).stdout.strip()
+    argv = shlex.split(printed)
+    assert argv[0] == "ssh" and argv[-1] == f"{nb['id']}@127.0.0.1"
+    quiet = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+    r = subprocess.run([argv[0], *quiet, *argv[1:], "echo", "via-cli"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout == "via-cli\n", r.stderr
+    # the ~/.ssh/config entry VS Code Remote-SSH uses
+    config = tmp_path / "ssh_config"
+    config.write_text(cli.ok("notebooks", "ssh", nb["id"], "-i", str(good), "--config").stdout)
+    alias = config.read_text().split()[1]
+    r = subprocess.run(["ssh", "-F", str(config), *quiet, alias, "echo", "via-config"], capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout == "via-config\n", r.stderr
