@@ -2,6 +2,8 @@
 through nbfleet's gateway, against real sandboxed instances."""
 from __future__ import annotations
 
+import html
+import re
 import shlex
 import shutil
 import subprocess
@@ -271,3 +273,24 @@ def test_the_cli_prints_a_working_ssh_command_and_config(fleet, tmp_path):
     r = subprocess.run(["ssh", "-F", str(config), *quiet, alias, "echo", "via-config"], capture_output=True,
                        text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and r.stdout == "via-config\n", r.stderr
+
+
+def test_the_console_shows_the_ssh_command(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-console")
+    subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user", proc.creds["user_id"],
+                    "--password-stdin", "--data-dir", str(proc.data_dir)], input="console-password-1\n",
+                   check=True, capture_output=True, text=True, timeout=60, env=proc.cli_env())
+    with httpx.Client(base_url=proc.endpoint, timeout=30) as browser:
+        page = browser.get("/console/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        browser.post("/console/login", data={"csrf_token": csrf, "user": proc.creds["user_name"],
+                                             "password": "console-password-1"})
+        detail = browser.get(f"/console/notebooks/{nb['id']}")
+    assert detail.status_code == 200
+    shown = html.unescape(re.search(r'<pre class="mono small" id="ssh-command">([^<]+)</pre>', detail.text).group(1))
+    assert shown == f"ssh -p {Ssh(ssh_endpoint(nb)['uri'], good).port} {nb['id']}@127.0.0.1"
+    argv = shlex.split(shown)
+    r = subprocess.run([argv[0], *Ssh(ssh_endpoint(nb)["uri"], good).options(), *argv[1:], "echo", "ok"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
