@@ -294,3 +294,28 @@ def test_the_console_shows_the_ssh_command(fleet):
     r = subprocess.run([argv[0], *Ssh(ssh_endpoint(nb)["uri"], good).options(), *argv[1:], "echo", "ok"],
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+
+
+def test_an_ssh_only_image_runs_without_jupyter(fleet):
+    proc, client, good, _ = fleet
+    devbox = client.image_id("ssh-devbox")
+    refused = client.call("POST", "/notebooks", body={"name": "devbox-nossh", "image_id": devbox,
+                                                      "flavor": "modelarts.vm.cpu.2u",
+                                                      "volume": {"category": "EVS", "ownership": "MANAGED"}})
+    assert refused.status_code == 400 and refused.json()["error_code"] == "ModelArts.6768"
+    nb = client.create("devbox", image_id=devbox, endpoints=[{"service": "SSH", "key_pair_names": ["laptop"]}])
+    nb = client.wait_status(nb["id"], "RUNNING", timeout=180)
+    ssh = Ssh(ssh_endpoint(nb)["uri"], good)
+    r = ssh.run("python -c 'import sys; print(sys.prefix)'; ps -eo args")
+    assert r.returncode == 0, r.stderr
+    assert "ssh-devbox" in r.stdout.split("\n")[0]
+    # nothing in the sandbox serves Jupyter; what holds it open does
+    assert "jupyter_server" not in r.stdout and "signal.pause()" in r.stdout
+    assert not any("jupyter_server" in " ".join(p.cmdline()) for p in marked(proc.data_dir, nb["id"]))
+    # its notebook address answers like any instance that is not running
+    page = notebook_http.get(f"{nb['url'].rsplit('/lab', 1)[0]}/api/status",
+                             headers={"Authorization": f"token {nb['token']}"})
+    assert page.status_code == 404
+    client.ok("POST", f"/notebooks/{nb['id']}/stop")
+    client.wait_status(nb["id"], "STOPPED", timeout=60)
+    assert not marked(proc.data_dir, nb["id"])

@@ -270,7 +270,8 @@ def _create_page(request: Request, session: S.Session, values: dict, error: dict
     principal = session.principal
     flavors = [{**f.to_json(services.flavors.sold_out(f))} for f in services.flavors.flavors.values()]
     images = sorted((i for i in services.images.page({"limit": ["200"]}, principal.project_id,
-                                                     principal.user_id)["data"] if "NOTEBOOK" in i["dev_services"]),
+                                                     principal.user_id)["data"]
+                     if {"NOTEBOOK", "SSH"} & set(i["dev_services"])),
                     key=lambda i: (i["name"], i["tag"]))
     if not values.get("image_id"):  # preselect an image the preselected flavor can run
         flavor = services.flavors.get(values.get("flavor", ""))

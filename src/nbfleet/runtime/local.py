@@ -37,13 +37,17 @@ from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentErr
 from .limits import LimitPlan, ResourceLimiter
 from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
-from .sessions import SessionEntry, SessionRefused, open_entry
+from .sessions import SessionEntry, SessionRefused, open_entry, sandbox_process
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
 log = logging.getLogger(__name__)
 
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 DEFAULT_COMMAND = ("{python}", "-m", "jupyter_server")
+# An SSH-only image runs no Jupyter: this holds the sandbox open (its PID 1 lives as long as it does) for
+# SSH sessions, and ends on SIGTERM like a server would.
+HOLD = ("import signal; print('SSH only: no Jupyter in this image; the sandbox waits for SSH sessions', "
+        "flush=True); signal.pause()")
 
 
 class LocalRuntime:
@@ -139,13 +143,16 @@ class LocalRuntime:
             await reporter.step(3, StepStatus.COMPLETED, network[0].upper() + network[1:])
 
             step = 4
-            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
+            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter" if spec.image.serves_jupyter
+                                else "Starting the instance (SSH only, no Jupyter)")
             started = time.monotonic()
             proc, log_offset = self._spawn(spec, dirs, environment, plan)
             await self._wait_ready(spec, dirs, proc, log_offset)
             elapsed = time.monotonic() - started
-            log.info("instance %s: jupyter-server (process %s) ready in %.2f s", iid, proc.pid, elapsed)
-            await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {elapsed:.1f} s")
+            log.info("instance %s: %s (process %s) ready in %.2f s", iid,
+                     "jupyter-server" if spec.image.serves_jupyter else "SSH-only sandbox", proc.pid, elapsed)
+            await reporter.step(4, StepStatus.COMPLETED, f"{'Jupyter' if spec.image.serves_jupyter else 'Instance'} "
+                                f"ready in {elapsed:.1f} s")
         except BaseException as exc:
             # Off the event loop (it waits for the processes to end); shielded, so that it completes even
             # while this task is being cancelled.
@@ -167,8 +174,9 @@ class LocalRuntime:
                 log.exception("instance %s: could not report the failed step", iid)
             raise failure from (None if exc is failure else exc)
         # host: the node the instance runs on (the API's ``ip``); the proxy connects to the socket.
-        return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket),
-                         details={"limits": plan.mechanism, "isolation": self.sandbox.name,
+        jupyter = spec.image.serves_jupyter
+        return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket) if jupyter else None,
+                         details={"limits": plan.mechanism, "isolation": self.sandbox.name, "jupyter": jupyter,
                                   # for SSH sessions: the environment its kernels get (``session``)
                                   "environment": str(environment.path)})
 
@@ -248,9 +256,11 @@ class LocalRuntime:
 
     async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
         """After a restart: is the recorded server still ours, alive and answering with the token?"""
-        if placement is None or not placement.socket or not (await self.observe(spec, placement)).alive:
+        if placement is None or not (await self.observe(spec, placement)).alive:
             return False
-        return await self.jupyter.answers(placement, spec)
+        if placement.details.get("jupyter") is False:   # SSH only: alive is all there is to check
+            return True
+        return bool(placement.socket) and await self.jupyter.answers(placement, spec)
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         return await self.jupyter.activity(spec, placement)
@@ -274,6 +284,8 @@ class LocalRuntime:
 
     def _command(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> list[str]:
         inside = self.sandbox.inside(dirs)
+        if not spec.image.serves_jupyter:
+            return [str(environment.python), "-I", "-S", "-c", HOLD]
         command = [part.replace("{python}", str(environment.python)) for part in self.jupyter_command]
         return [*command, *server_args(socket=inside.socket, root_dir=inside.work, base_url=self.base_url(spec.id)),
                 *self.extra_args]
@@ -354,6 +366,9 @@ class LocalRuntime:
             return (f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
                     f"Log: {self._log_tail(spec.id, log_offset) or '(empty)'}")
 
+        if not spec.image.serves_jupyter:
+            await self._wait_sandbox(proc, exited)
+            return
         try:
             await self.jupyter.wait_ready(Placement(pid=proc.pid, socket=str(dirs.socket)), spec,
                                           self.ready_timeout, exited)
@@ -361,6 +376,21 @@ class LocalRuntime:
             if "not ready" in failure.reason:
                 failure.reason += f". Log: {self._log_tail(spec.id, log_offset) or '(empty)'}"
             raise
+
+    async def _wait_sandbox(self, proc: subprocess.Popen, exited) -> None:
+        """An SSH-only instance is ready once its command runs inside the sandbox."""
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            reason = exited()
+            if reason:
+                raise RuntimeFailure(reason.replace("jupyter-server", "the instance"), step=4)
+            try:
+                if sandbox_process(psutil.Process(proc.pid)) is not None:
+                    return
+            except psutil.Error:
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeFailure(f"the sandbox was not ready after {self.ready_timeout:g} s", step=4)
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -370,7 +370,10 @@ class NotebookService:
             row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
         if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.NotebookNotFound(http_status=404)
-        return Placement.from_json(orjson.loads(row["placement"]))
+        placement = Placement.from_json(orjson.loads(row["placement"]))
+        if not placement.socket and not placement.port:   # an SSH-only instance: no Jupyter to reach
+            return E.NotebookNotFound(http_status=404)
+        return placement
 
     def ssh_access(self, notebook_id: str) -> "SshAccess | None":
         """Who may open SSH sessions in the instance and from where, while it runs with an SSH endpoint;
