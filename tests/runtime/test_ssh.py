@@ -2,7 +2,9 @@
 through nbfleet's gateway, against real sandboxed instances."""
 from __future__ import annotations
 
+import asyncio
 import html
+import os
 import re
 import shlex
 import shutil
@@ -18,11 +20,18 @@ import pytest
 from .. import notebook_http
 from ..cli.conftest import Cli
 from ..procs import ServeProcess, SignedClient, free_port
+from nbfleet.runtime.base import Placement
+from nbfleet.runtime.local import LocalRuntime
+from nbfleet.runtime.sandbox import Unsandboxed
+from nbfleet.runtime.sessions import SessionRefused
+
 from .local_helpers import marked
 
+MISSING = not shutil.which("ssh") or not Path("/usr/lib/openssh/sftp-server").exists()
+if MISSING and os.environ.get("NBFLEET_REQUIRE_SSH") == "1":   # .ci/run installs them: CI must not skip
+    raise RuntimeError("the SSH tests need openssh-client and openssh-sftp-server")
 pytestmark = [pytest.mark.slow, pytest.mark.runtime_only,
-              pytest.mark.skipif(not shutil.which("ssh") or not Path("/usr/lib/openssh/sftp-server").exists(),
-                                 reason="needs openssh-client and openssh-sftp-server")]
+              pytest.mark.skipif(MISSING, reason="needs openssh-client and openssh-sftp-server")]
 
 
 def keygen(path: Path) -> Path:
@@ -319,3 +328,13 @@ def test_an_ssh_only_image_runs_without_jupyter(fleet):
     client.ok("POST", f"/notebooks/{nb['id']}/stop")
     client.wait_status(nb["id"], "STOPPED", timeout=60)
     assert not marked(proc.data_dir, nb["id"])
+
+
+def test_no_session_without_a_sandbox(tmp_path):
+    """Single-user mode runs notebooks as nbfleet's own user on the host: a session there would be one on the
+    host, so it is refused whatever the instance's state."""
+    runtime = LocalRuntime(tmp_path, isolation=Unsandboxed(tmp_path))
+    placement = Placement(host="127.0.0.1", pid=os.getpid(), details={"environment": "/usr"})
+    with pytest.raises(SessionRefused, match="without"):
+        runtime.session("00000000-0000-4000-8000-000000000000", placement)
+    asyncio.run(runtime.close())
