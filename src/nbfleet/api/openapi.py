@@ -114,6 +114,9 @@ SCHEMAS = {
             ("methods", "password")),
         "scope": _object({"project": _object({"id": STR, "name": STR})}),
     }, ("identity",))}, ("auth",)),
+    "KeypairCreateRequest": _object({"keypair": _object({"name": _pattern(r"^[A-Za-z0-9_-]{1,64}$", 64),
+                                                          "public_key": STR}, ("name", "public_key"))},
+                                    ("keypair",)),
     "ErrorBody": _object({"error_code": STR, "error_msg": STR, "request_id": STR}, ("error_code", "error_msg")),
     # Answers are described by their envelope; the members of each item are in the spec (NotebookResp …).
     "Page": _object({"current": INT, "data": _array({"type": "object"}), "pages": INT, "size": INT, "total": INT},
@@ -190,6 +193,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/v1/{project_id}/images/{image_id}/sync"): Operation("sync_image"),
     ("post", ITEM + "/create-image"): Operation("create_image", body="ImageCreateReq", body_required=True),
     ("get", "/v1/{project_id}/authoring/features/{feature}"): Operation("list_features"),
+    ("get", "/v3/{project_id}/keypairs"): Operation("list_keypairs"),
+    ("post", "/v3/{project_id}/keypairs"): Operation("create_keypair", body="KeypairCreateRequest",
+                                                     body_required=True),
+    ("delete", "/v3/{project_id}/keypairs/{keypair_name}"): Operation("delete_keypair"),
 }
 
 
