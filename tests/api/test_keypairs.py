@@ -64,6 +64,14 @@ def test_bad_key_pairs_are_refused_and_change_nothing(api, keypair, code):
     assert api.ok("GET", path(api))["keypairs"] == []
 
 
+@pytest.mark.parametrize("raw", [b"0", b"[]", b'"x"', b"null", b"{", b""])
+def test_a_body_that_is_no_object_is_refused(api, raw):
+    """Found by the fuzzing gate: a JSON body other than an object was a 500."""
+    status, code = api.error("POST", path(api), raw_body=raw)
+    assert status == 400 and code in ("ModelArts.6400", "ModelArts.6335")
+    assert api.ok("GET", path(api))["keypairs"] == []
+
+
 def test_a_name_is_registered_once(api):
     api.ok("POST", path(api), body={"keypair": {"name": "laptop", "public_key": public_key("first")}})
     assert api.error("POST", path(api), body={"keypair": {"name": "laptop", "public_key": public_key("second")}}) \

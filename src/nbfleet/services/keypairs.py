@@ -62,7 +62,9 @@ class KeyPairService:
         self.db = db
         self.clock = clock or SystemClock()
 
-    def create(self, principal: Principal, body: dict) -> dict:
+    def create(self, principal: Principal, body) -> dict:
+        if not isinstance(body, dict):
+            raise E.InvalidPayload("Invalid request payload: the body must be a JSON object.")
         keypair = body.get("keypair")
         if not isinstance(keypair, dict):
             raise E.MissingProperty("keypair")
