@@ -3,6 +3,7 @@ through nbfleet's gateway, against real sandboxed instances."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import os
 import re
@@ -71,7 +72,8 @@ def fleet(tmp_path_factory):
     keys = root / "keys"
     keys.mkdir()
     good, other = keygen(keys / "good"), keygen(keys / "other")
-    proc = ServeProcess(root / "data", runtime="local", env={"NBFLEET_SSH_PORT": str(free_port())}).start()
+    proc = ServeProcess(root / "data", runtime="local", env={"NBFLEET_SSH_PORT": str(free_port()),
+                                                             "NBFLEET_INSTANCE_QUOTA": "-1"}).start()
     client = SignedClient(proc.endpoint, proc.admin_creds())
     subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user", proc.creds["user_id"],
                     "--name", "laptop", "--public-key", f"{good}.pub", "--data-dir", str(proc.data_dir)],
@@ -88,6 +90,16 @@ def fleet(tmp_path_factory):
         proc.terminate()
         for leftover in marked(proc.data_dir):
             leftover.kill()
+
+
+@pytest.fixture(autouse=True)
+def one_test_at_a_time(request):
+    """Each test's instances are deleted after it: a few Jupyter servers at a time, not all of them."""
+    yield
+    if "fleet" in request.fixturenames:
+        client = request.getfixturevalue("fleet")[1]
+        for nb in client.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
+            client.call("DELETE", f"/notebooks/{nb['id']}")
 
 
 def ssh_endpoint(nb: dict) -> dict:
@@ -120,7 +132,11 @@ def test_exec_pty_and_environment_are_the_instances(fleet):
     assert (r.stdout, r.stderr.strip()) == ("piped\n", "err")
     # an interactive terminal (what a terminal of VS Code opens)
     r = ssh.run("tty; echo cols=$(tput cols); exit 5", extra=("-tt",))
-    assert r.returncode == 5 and "/dev/" in r.stdout and "cols=" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 5 and "/dev/pts/" in r.stdout and "cols=" in r.stdout, (r.stdout, r.stderr)
+    # a paste far larger than a terminal's buffer arrives whole and in order
+    pasted = "".join(f"{i:07d}" + ("\n" if i % 10 == 9 else "") for i in range(30_000))   # 213 000 characters
+    r = ssh.run(f"head -c {len(pasted)} | md5sum", input=pasted, extra=("-tt",), timeout=120)
+    assert r.returncode == 0 and hashlib.md5(pasted.encode()).hexdigest() in r.stdout, (r.stdout[-300:], r.stderr)
 
 
 def test_the_session_cannot_reach_nbfleet_or_the_host(fleet):
@@ -222,6 +238,28 @@ def test_only_the_named_keys_from_allowed_addresses(fleet, tmp_path):
     assert refused.returncode == 255 and "not available" in refused.stderr
     unknown = Ssh(uri.replace(nb["id"], "00000000-0000-4000-8000-000000000000"), good).run("true")
     assert unknown.returncode == 255 and "not available" in unknown.stderr
+
+
+def test_a_deleted_key_pair_opens_nothing_more(fleet, tmp_path):
+    proc, client, good, _ = fleet
+    spare = keygen(tmp_path / "spare")
+    cli = Cli(tmp_path)
+    cli.configure(proc.creds)
+    cli.ok("keypairs", "add", "spare", "--public-key", f"{spare}.pub")
+    nb = running(client, "ssh-spare", key_pair_names=["laptop", "spare"])
+    ssh = Ssh(ssh_endpoint(nb)["uri"], spare)
+    # one connection, two channels: the first before the key pair is deleted, the second after
+    master = tmp_path / "mux"
+    mux = ["-o", "ControlMaster=yes", "-o", f"ControlPath={master}", "-o", "ControlPersist=60"]
+    assert ssh.run("true", extra=mux).returncode == 0
+    cli.ok("keypairs", "delete", "spare")
+    again = ssh.run("echo still", extra=("-o", f"ControlPath={master}"))
+    assert again.returncode != 0 and "still" not in again.stdout
+    assert "no longer" in again.stderr
+    fresh = Ssh(ssh_endpoint(nb)["uri"], spare).run("true")
+    assert fresh.returncode == 255 and "Permission denied (publickey)" in fresh.stderr
+    subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True, timeout=10)
+    assert Ssh(ssh_endpoint(nb)["uri"], good).run("true").returncode == 0
 
 
 def test_stop_ends_sessions_and_refuses_new_ones(fleet):

@@ -97,16 +97,20 @@ class SshGateway:
                             conn.close()
                             self.closed(conn)
 
-    async def open_entry(self, notebook_id: str) -> SessionEntry:
+    async def open_entry(self, notebook_id: str, key: str | None) -> SessionEntry:
+        """Checked again for every channel: the instance still runs, and the key the connection signed in
+        with is still one of its key pairs (a key pair deleted meanwhile opens nothing more)."""
         access = await asyncio.to_thread(self.access, notebook_id)
         if access is None:
             raise SessionRefused("the instance is not running")
+        if key is None or key not in {_key_id(k) for k in access.public_keys}:
+            raise SessionRefused("the key is no longer one of the instance's key pairs")
         return await asyncio.to_thread(self.enter, notebook_id, access.placement)
 
-    async def spawn(self, notebook_id: str, command: list[str], *, env: dict[str, str] | None = None
-                    ) -> asyncio.subprocess.Process:
+    async def spawn(self, notebook_id: str, key: str | None, command: list[str], *,
+                    env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
         """Start ``command`` inside the instance with pipes."""
-        entry = await self.open_entry(notebook_id)
+        entry = await self.open_entry(notebook_id, key)
         try:
             return await asyncio.create_subprocess_exec(
                 *entry.argv(command, env=env), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -114,11 +118,11 @@ class SshGateway:
         finally:
             entry.close()
 
-    async def spawn_terminal(self, notebook_id: str, command: list[str], *, env: dict[str, str] | None = None
-                             ) -> tuple[asyncio.subprocess.Process, int]:
+    async def spawn_terminal(self, notebook_id: str, key: str | None, command: list[str], *,
+                             env: dict[str, str] | None = None) -> tuple[asyncio.subprocess.Process, int]:
         """Start ``command`` inside the instance on a terminal of its own; returns the process and the
         terminal's master side (non-blocking)."""
-        entry = await self.open_entry(notebook_id)
+        entry = await self.open_entry(notebook_id, key)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -141,9 +145,12 @@ class SshGateway:
         os.set_blocking(fds[0], False)
         return proc, fds[0]
 
-    async def open_forward(self, notebook_id: str, port: int) -> Relay:
+    async def open_forward(self, notebook_id: str, key: str | None, port: int) -> Relay:
         """A relay inside the instance's network namespace, connected to its loopback ``port``."""
-        entry = await self.open_entry(notebook_id)
+        try:
+            entry = await self.open_entry(notebook_id, key)
+        except SessionRefused as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
         try:
             if not entry.flags & CLONE_NEWNET:   # its loopback is the host's: every host service is there
                 raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -193,6 +200,11 @@ while True:
 """
 
 
+def _key_id(public_key: str) -> str:
+    """A public key without its comment: type and key material."""
+    return " ".join(public_key.split()[:2])
+
+
 def _end(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         try:
@@ -209,6 +221,7 @@ class _Connection(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.notebook_id: str | None = None
         self.keys: asyncssh.SSHAuthorizedKeys | None = None
+        self.key: str | None = None   # the public key the client signed in with
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -246,20 +259,23 @@ class _Connection(asyncssh.SSHServer):
         if self.keys is None or username != self.notebook_id:
             return False
         peer = self.conn.get_extra_info("peername")[0]
-        return self.keys.validate(key, peer, peer) is not None
+        if self.keys.validate(key, peer, peer) is None:
+            return False
+        self.key = _key_id(key.export_public_key("openssh").decode())
+        return True
 
     def auth_completed(self) -> None:
         log.info("SSH: session to %s from %s", self.notebook_id, self.conn.get_extra_info("peername")[0])
         self.gateway.opened(self.conn, self.notebook_id)
 
     def session_requested(self):
-        return SessionChannel(self.gateway, self.notebook_id)
+        return SessionChannel(self.gateway, self.notebook_id, self.key)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
         if dest_host not in LOOPBACK:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             "only the instance's own loopback (127.0.0.1) can be reached")
-        return self.gateway.open_forward(self.notebook_id, dest_port)
+        return self.gateway.open_forward(self.notebook_id, self.key, dest_port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False   # remote forwarding would open a listener in nbfleet's own network

@@ -24,9 +24,11 @@ CHUNK = 65536
 
 
 class SessionChannel(asyncssh.SSHServerSession):
-    def __init__(self, gateway, notebook_id: str):
+    def __init__(self, gateway, notebook_id: str, key: str | None):
         self.gateway = gateway
         self.notebook_id = notebook_id
+        self.key = key
+        self._typed = bytearray()   # terminal input not yet taken by the terminal
         self.chan: asyncssh.SSHServerChannel | None = None
         self.command: list[str] | None = None
         self.term: tuple[str, tuple[int, int, int, int]] | None = None
@@ -105,12 +107,32 @@ class SessionChannel(asyncssh.SSHServerSession):
 
     def _to_process(self, data: bytes) -> None:
         if self.master is not None:
-            _write_all(self.master, data)
+            self._typed += data
+            self._flush_typed()
         elif self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.write(data)
             if self.proc.stdin.transport.get_write_buffer_size() > 4 * CHUNK:
                 self.chan.pause_reading()
                 asyncio.ensure_future(self._drain_stdin())
+
+    def _flush_typed(self) -> None:
+        """Write pending terminal input in order; a terminal takes a few KiB at a time, so a large paste
+        waits for it (reading from the client paused) instead of blocking the gateway."""
+        loop = asyncio.get_event_loop()
+        while self._typed and self.master is not None:
+            try:
+                written = os.write(self.master, self._typed)
+            except BlockingIOError:
+                loop.add_writer(self.master, self._flush_typed)
+                self.chan.pause_reading()
+                return
+            except OSError:
+                self._typed.clear()
+                break
+            del self._typed[:written]
+        if self.master is not None:
+            loop.remove_writer(self.master)
+        self.chan.resume_reading()
 
     async def _drain_stdin(self) -> None:
         try:
@@ -128,10 +150,11 @@ class SessionChannel(asyncssh.SSHServerSession):
         try:
             if self.term is not None:
                 env["TERM"] = self.term[0]
-                self.proc, self.master = await self.gateway.spawn_terminal(self.notebook_id, command, env=env)
+                self.proc, self.master = await self.gateway.spawn_terminal(self.notebook_id, self.key, command,
+                                                                           env=env)
                 _set_size(self.master, self.term[1])
             else:
-                self.proc = await self.gateway.spawn(self.notebook_id, command, env=env)
+                self.proc = await self.gateway.spawn(self.notebook_id, self.key, command, env=env)
         except SessionRefused as exc:
             self.chan.write_stderr(f"nbfleet: {exc}\r\n".encode())
             self.chan.exit(1)
@@ -159,6 +182,7 @@ class SessionChannel(asyncssh.SSHServerSession):
             return
         finally:
             if self.master is not None:
+                asyncio.get_event_loop().remove_writer(self.master)
                 os.close(self.master)
                 self.master = None
         try:
@@ -281,20 +305,6 @@ def _set_size(fd: int, size) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, pixwidth, pixheight))
     except OSError:
         pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write to the terminal; it buffers a few KiB, so a paste larger than that is written in pieces
-    (a blocking write would stop the gateway)."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            asyncio.get_event_loop().call_later(0.01, _write_all, fd, bytes(view))
-            return
-        except OSError:
-            return
 
 
 def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
