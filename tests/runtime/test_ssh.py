@@ -269,15 +269,23 @@ def test_stop_ends_sessions_and_refuses_new_ones(fleet):
     long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
                              "echo started; sleep 300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
+    # a connection without any session (a tunnel waiting for use): the gateway closes it too
+    idle = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{free_port()}:127.0.0.1:9"),
+                             "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert long.stdout.readline() == "started\n"
+        time.sleep(1)
+        assert idle.poll() is None
         client.ok("POST", f"/notebooks/{nb['id']}/stop")
         client.wait_status(nb["id"], "STOPPED", timeout=60)
         long.wait(timeout=30)   # the session ended with the instance, well before its sleep
         assert long.returncode != 0
+        idle.wait(timeout=15)
     finally:
-        if long.poll() is None:
-            long.kill()
+        for ssh_client in (long, idle):
+            if ssh_client.poll() is None:
+                ssh_client.kill()
     stopped = client.ok("GET", f"/notebooks/{nb['id']}")
     assert ssh_endpoint(stopped)["uri"] is None
     after = ssh.run("true")
@@ -376,3 +384,51 @@ def test_no_session_without_a_sandbox(tmp_path):
     with pytest.raises(SessionRefused, match="without"):
         runtime.session("00000000-0000-4000-8000-000000000000", placement)
     asyncio.run(runtime.close())
+
+
+def test_forwarding_is_refused_when_instances_share_the_hosts_network(tmp_path):
+    """With NBFLEET_SANDBOX_NETWORK=host an instance's loopback is the host's: sessions still run in the
+    sandbox, but no forwarded connection may be made (it would reach every service of the host)."""
+    key = keygen(tmp_path / "key")
+    proc = ServeProcess(tmp_path / "data", runtime="local",
+                        env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_SANDBOX_NETWORK": "host"}).start()
+    client = SignedClient(proc.endpoint, proc.admin_creds())
+    try:
+        subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user",
+                        proc.creds["user_id"], "--name", "laptop", "--public-key", f"{key}.pub",
+                        "--data-dir", str(proc.data_dir)], check=True, env=proc.cli_env(), capture_output=True,
+                       timeout=60)
+        nb = running(client, "shared-net")
+        ssh = Ssh(ssh_endpoint(nb)["uri"], key)
+        assert ssh.run("id -un").stdout == "ma-user\n"
+        api = urlsplit(proc.endpoint).port
+        r = ssh.run("true", extra=("-W", f"127.0.0.1:{api}"))
+        assert r.returncode != 0
+        assert httpx.get(f"{proc.endpoint}/health", timeout=5).status_code == 200
+        local = free_port()
+        tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{api}"), "-p",
+                                   str(ssh.port), f"{ssh.user}@{ssh.host}"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            reached = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and reached is None:
+                try:
+                    reached = httpx.get(f"http://127.0.0.1:{local}/health", timeout=3).status_code
+                except httpx.ConnectError:
+                    time.sleep(0.3)   # the tunnel is not listening yet
+                except httpx.HTTPError:
+                    reached = "refused"   # listening, but the gateway refused the channel
+            assert reached == "refused"
+        finally:
+            tunnel.terminate()
+            tunnel.wait(timeout=10)
+    finally:
+        client.call("DELETE", f"/notebooks/{nb['id']}") if "nb" in locals() else None
+        deadline = time.monotonic() + 30
+        while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client.close()
+        proc.terminate()
+        for leftover in marked(proc.data_dir):
+            leftover.kill()
