@@ -20,7 +20,7 @@ import pytest
 
 from .. import notebook_http
 from ..cli.conftest import Cli
-from ..procs import ServeProcess, SignedClient, free_port
+from ..procs import ServeProcess, SignedClient, UnprivilegedUser, free_port
 from nbfleet.runtime.base import Placement
 from nbfleet.runtime.local import LocalRuntime
 from nbfleet.runtime.sandbox import Unsandboxed
@@ -425,6 +425,46 @@ def test_forwarding_is_refused_when_instances_share_the_hosts_network(tmp_path):
             tunnel.wait(timeout=10)
     finally:
         client.call("DELETE", f"/notebooks/{nb['id']}") if "nb" in locals() else None
+        deadline = time.monotonic() + 30
+        while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client.close()
+        proc.terminate()
+        for leftover in marked(proc.data_dir):
+            leftover.kill()
+
+
+UNPRIVILEGED, WHY_NOT = UnprivilegedUser.available()
+
+
+@pytest.mark.skipif(UNPRIVILEGED is None, reason=WHY_NOT or "n/a")
+def test_sessions_when_nbfleet_runs_as_an_unprivileged_user(tmp_path):
+    """Without root, nbfleet enters the sandboxes through the user namespaces it owns: the same sessions."""
+    key = keygen(tmp_path / "key")
+    os.chmod(tmp_path / "key", 0o600)
+    proc = ServeProcess(tmp_path / "data", runtime="local", user=UNPRIVILEGED,
+                        env={"NBFLEET_SSH_PORT": str(free_port())}).start()
+    client = SignedClient(proc.endpoint, proc.admin_creds())
+    nb = None
+    try:
+        public = (tmp_path / "key.pub").read_text()
+        cli = Cli(tmp_path / "home")
+        cli.home.mkdir()
+        cli.configure(proc.creds)
+        (cli.home / "laptop.pub").write_text(public)
+        cli.ok("keypairs", "add", "laptop", "--public-key", str(cli.home / "laptop.pub"))
+        nb = running(client, "unprivileged")
+        ssh = Ssh(ssh_endpoint(nb)["uri"], key)
+        r = ssh.run("id -un; pwd; python -c 'print(6*7)'; grep NoNewPrivs /proc/self/status")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:3] == ["ma-user", "/home/ma-user/work", "42"] and "NoNewPrivs:\t1" in r.stdout
+        assert ssh.run(f"ls {proc.data_dir.resolve()}").returncode != 0
+        (tmp_path / "up.txt").write_text("up\n")
+        assert ssh.sftp(f"put {tmp_path / 'up.txt'} up.txt\n").returncode == 0
+        assert ssh.run("cat /home/ma-user/work/up.txt").stdout == "up\n"
+    finally:
+        if nb is not None:
+            client.call("DELETE", f"/notebooks/{nb['id']}")
         deadline = time.monotonic() + 30
         while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
             time.sleep(0.2)
