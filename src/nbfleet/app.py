@@ -69,7 +69,8 @@ def build_docker_runtime(settings: Settings, path_prefix: str | None):
     builder = DockerImageBuilder(client, base_image=settings.docker_base_image, mirror=settings.docker_debian_mirror,
                                  scratch=settings.data_dir.resolve())
     return DockerRuntime(settings.data_dir.resolve(), client, network=settings.docker_network, builder=builder,
-                         ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix)
+                         ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix,
+                         docker_host=settings.docker_host)
 
 
 def build_isolation(settings: Settings):

@@ -70,7 +70,8 @@ class Settings(BaseSettings):
         "its own loopback; host: notebooks share the host's network, including every service on its loopback")
     # SSH gateway (local runtime with its sandbox)
     ssh_port: int = Field(default=2222, ge=0, le=65535, description="port of the SSH gateway that opens "
-                          "sessions in instances with an SSH endpoint (local runtime, sandboxed); 0: no SSH")
+                          "sessions in instances with an SSH endpoint (local runtime with its sandbox, docker "
+                          "runtime); 0: no SSH")
     ssh_host: str | None = Field(default=None, description="address the SSH gateway listens on; default: "
                                  "the API's host")
     ssh_public_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$",
@@ -157,8 +158,9 @@ class Settings(BaseSettings):
         return NotebookAddresses(self.notebook_routing, self.base_url(), self.notebook_domain, self.ssh_address())
 
     def ssh_enabled(self) -> bool:
-        """Whether this configuration runs the SSH gateway: sessions need the local runtime's sandbox."""
-        return bool(self.ssh_port) and self.runtime == "local" and not self.single_user
+        """Whether this configuration runs the SSH gateway: sessions need the local runtime's sandbox, or a
+        container of the docker runtime."""
+        return bool(self.ssh_port) and (self.runtime == "docker" or self.runtime == "local" and not self.single_user)
 
     def ssh_address(self) -> str | None:
         """host:port of the SSH gateway as users reach it, or None without one."""

@@ -107,3 +107,4 @@ def test_where_the_ssh_gateway_is_announced(tmp_path):
     assert Settings(data_dir=tmp_path, runtime="local", single_user=True).ssh_address() is None
     assert Settings(data_dir=tmp_path, runtime="local", ssh_port=0).ssh_address() is None
     assert Settings(data_dir=tmp_path, runtime="simulated").ssh_address() is None
+    assert Settings(data_dir=tmp_path, runtime="docker", ssh_port=2200).ssh_address() == "127.0.0.1:2200"

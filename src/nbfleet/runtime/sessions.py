@@ -48,6 +48,22 @@ class SessionEntry:
     gid: int = 100
     cwd: str = "/home/ma-user/work"
 
+    # The terminal is made inside (and comes back over a socket), as sessions of the sandbox need.
+    terminal_inside = True
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.pidfd,)
+
+    @property
+    def private_network(self) -> bool:
+        """Whether the instance has a loopback of its own (else forwarding would reach the host's)."""
+        return bool(self.flags & CLONE_NEWNET)
+
+    @property
+    def python(self) -> str:
+        return os.path.join(self.env["VIRTUAL_ENV"], "bin", "python")
+
     def argv(self, command: list[str], *, tty: int | None = None, env: dict[str, str] | None = None) -> list[str]:
         """The host command line that runs ``command`` in the instance (pass ``pass_fds=(pidfd,)``).
 
@@ -61,6 +77,30 @@ class SessionEntry:
             os.close(self.pidfd)
         except OSError:
             pass
+
+
+@dataclass
+class ContainerEntry:
+    """How to start commands in an instance's container: an exec through the Docker Engine API
+    (``docker_exec.py``), on a terminal nbfleet makes on the host for the exec's own terminal."""
+
+    container: str
+    docker_host: str | None
+    env: dict[str, str]
+    private_network: bool
+    user: str = "1000:100"
+    cwd: str = "/home/ma-user/work"
+    python: str = "python"
+    terminal_inside = False
+    pass_fds: tuple[int, ...] = ()
+
+    def argv(self, command: list[str], *, tty: bool = False, env: dict[str, str] | None = None) -> list[str]:
+        spec = {"container": self.container, "docker_host": self.docker_host, "argv": command, "tty": bool(tty),
+                "env": {**self.env, **(env or {})}, "user": self.user, "cwd": self.cwd}
+        return [sys.executable, "-m", "nbfleet.runtime.docker_exec", json.dumps(spec)]
+
+    def close(self) -> None:
+        pass
 
 
 def sandbox_process(root: psutil.Process) -> psutil.Process | None:

@@ -28,7 +28,7 @@ from typing import Callable
 
 import asyncssh
 
-from ..runtime.sessions import CLONE_NEWNET, SessionEntry, SessionRefused
+from ..runtime.sessions import SessionEntry, SessionRefused
 from .hostkey import load_or_create
 from .sessions import Relay, SessionChannel
 
@@ -114,7 +114,7 @@ class SshGateway:
         try:
             return await asyncio.create_subprocess_exec(
                 *entry.argv(command, env=env), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(entry.pidfd,), start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, pass_fds=entry.pass_fds, start_new_session=True)
         finally:
             entry.close()
 
@@ -123,12 +123,26 @@ class SshGateway:
         """Start ``command`` inside the instance on a terminal of its own; returns the process and the
         terminal's master side (non-blocking)."""
         entry = await self.open_entry(notebook_id, key)
+        if not entry.terminal_inside:   # a container's exec makes its own terminal; this one only carries it
+            master, slave = os.openpty()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *entry.argv(command, tty=True, env=env), stdin=slave, stdout=slave, stderr=slave,
+                    pass_fds=entry.pass_fds, start_new_session=True)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+                entry.close()
+            os.set_blocking(master, False)
+            return proc, master
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *entry.argv(command, tty=theirs.fileno(), env=env), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                pass_fds=(entry.pidfd, theirs.fileno()), start_new_session=True)
+                pass_fds=(*entry.pass_fds, theirs.fileno()), start_new_session=True)
         finally:
             entry.close()
             theirs.close()
@@ -152,13 +166,12 @@ class SshGateway:
         except SessionRefused as exc:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
         try:
-            if not entry.flags & CLONE_NEWNET:   # its loopback is the host's: every host service is there
+            if not entry.private_network:   # its loopback is the host's: every host service is there
                 raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                                 "port forwarding needs the instance's private network")
-            python = os.path.join(entry.env["VIRTUAL_ENV"], "bin", "python")
             proc = await asyncio.create_subprocess_exec(
-                *entry.argv([python, "-I", "-S", "-c", RELAY, str(port)]), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, pass_fds=(entry.pidfd,),
+                *entry.argv([entry.python, "-I", "-S", "-c", RELAY, str(port)]), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, pass_fds=entry.pass_fds,
                 start_new_session=True)
         finally:
             entry.close()
