@@ -297,11 +297,20 @@ def test_host_key_is_kept_across_restarts(fleet, tmp_path):
     nb = running(client, "ssh-hostkey")
     uri = ssh_endpoint(nb)["uri"]
     known = tmp_path / "known_hosts"
-    r = Ssh(uri, good, known_hosts=known, strict="accept-new").run("true")
+    first = Ssh(uri, good, known_hosts=known, strict="accept-new")
+    r = first.run("true")
     assert r.returncode == 0 and known.read_text().strip(), r.stderr
     key_file = proc.data_dir / "ssh_host_ed25519_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
+    # a session open while nbfleet shuts down ends with it, and does not hold the shutdown up
+    open_session = subprocess.Popen(["ssh", *first.options(), "-p", str(first.port), f"{first.user}@{first.host}",
+                                     "echo open; sleep 300"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    text=True)
+    assert open_session.stdout.readline() == "open\n"
+    started = time.monotonic()
     proc.terminate()
+    assert time.monotonic() - started < 20
+    open_session.wait(timeout=15)
     proc.start()   # same data dir and ports; the instance was adopted
     client.wait_status(nb["id"], "RUNNING", timeout=60)
     r = Ssh(uri, good, known_hosts=known).run("echo same")

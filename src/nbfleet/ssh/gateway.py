@@ -69,9 +69,15 @@ class SshGateway:
             self._watcher.cancel()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        # Sessions end with their connections (their processes get SIGHUP, then SIGKILL); the instances
+        # themselves keep running across a restart of nbfleet.
         for conn in list(self._connections):
             conn.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                log.warning("SSH gateway: connections still closing at shutdown")
 
     def opened(self, conn: asyncssh.SSHServerConnection, notebook_id: str) -> None:
         self._connections[conn] = notebook_id
