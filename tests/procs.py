@@ -121,7 +121,8 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServeProcess":
-        extra = {"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05"}
+        # No SSH gateway unless a test asks for one (on a port of its own): servers run side by side.
+        extra = {"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05", "NBFLEET_SSH_PORT": "0"}
         if self.runtime == "local":   # notebooks run in the image environments built once for all tests
             extra["NBFLEET_IMAGE_DIR"] = str(shared_environments().root)
             self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ class Api:
              raw_body: bytes | None = None, headers: dict | None = None, project_id: str | None = None):
         creds = creds or self.creds
         project = project_id or creds.project_id
-        full_path = f"/v1/{project}{path}" if not path.startswith("/v1/") and path != "/health" else path
+        full_path = f"/v1/{project}{path}" if not path.startswith(("/v1/", "/v3/")) and path != "/health" else path
         qs = encode_query(query or {})
         data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else b"")
         signed = sign_headers(creds, method, full_path, qs, data, "testserver", call_id=True)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from .api import catalog as catalog_routes
 from .api import iam as iam_routes
+from .api import keypairs as keypair_routes
 from .api import notebooks as notebook_routes
 from .api import ops as ops_routes
 from .api import storage as storage_routes
@@ -28,6 +29,7 @@ from .services.identity import IdentityService
 from .services.image_groups import ImageGroups
 from .services.image_saves import ImageSaves
 from .services.images import EngineReader, ImageCatalog
+from .services.keypairs import KeyPairService
 from .services.notebooks import NotebookService
 from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
@@ -98,7 +100,8 @@ def build_docker_runtime(settings: Settings, path_prefix: str | None):
     # Every container's ma-user is uid 1000 / gid 100 (with userns-remap, what the engine maps them to).
     return DockerRuntime(settings.data_dir.resolve(), client, network=settings.docker_network, builder=builder,
                          ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix,
-                         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID)))
+                         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID)),
+                         docker_host=settings.docker_host)
 
 
 def build_isolation(settings: Settings):
@@ -163,18 +166,21 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         api_threads = ThreadPoolExecutor(max_workers=db.max_connections, thread_name_prefix="nbfleet-api")
         app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
                                       notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
-                                      image_groups=groups, image_saves=saves,
+                                      image_groups=groups, image_saves=saves, keypairs=KeyPairService(db, clock),
                                       storage=DynamicStorageService(notebooks, settings.storage.policy(),
                                                                     max_mounts=settings.storage.max_mounts,
                                                                     on_change=reconciler.wake),
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
         await reconciler.start()
+        gateway = await _start_ssh(settings, rt, notebooks)
         log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
                  "sqlite" if db.is_sqlite else "postgresql")
         try:
             yield
         finally:
+            if gateway is not None:
+                await gateway.stop()
             await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
             await close_notebook_proxy(app)
             await rt.close()
@@ -192,6 +198,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(storage_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
+    app.include_router(keypair_routes.router)
     install_console(app)
     install_openapi(app)
 
@@ -205,6 +212,21 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
                            forget=lambda notebook_id: app.state.routes.forget(notebook_id),
                            ws_max_message=settings.proxy_ws_max_message_bytes)
     return app
+
+
+async def _start_ssh(settings: Settings, rt, notebooks: NotebookService):
+    """The SSH gateway, for a runtime that can open sessions in its instances (the sandboxed local one)."""
+    if not settings.ssh_enabled() or not hasattr(rt, "session"):
+        return None
+    from .ssh.gateway import SshGateway
+    gateway = SshGateway(host=settings.ssh_host or settings.host, port=settings.ssh_port,
+                         host_key=settings.ssh_host_key_path(), access=notebooks.ssh_access, enter=rt.session)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        raise RuntimeError(f"the SSH gateway cannot listen on port {settings.ssh_port} ({exc.strerror or exc}); "
+                           "choose another with NBFLEET_SSH_PORT, or 0 for no SSH") from None
+    return gateway
 
 
 def _credentials_banner(creds: dict, settings: Settings) -> str:

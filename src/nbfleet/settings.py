@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     sandbox_network: Literal["private", "host"] = Field(
         default="private", description="private: each notebook has a network namespace of its own with only "
         "its own loopback; host: notebooks share the host's network, including every service on its loopback")
+    # SSH gateway (local runtime with its sandbox)
+    ssh_port: int = Field(default=2222, ge=0, le=65535, description="port of the SSH gateway that opens "
+                          "sessions in instances with an SSH endpoint (local runtime with its sandbox, docker "
+                          "runtime); 0: no SSH")
+    ssh_host: str | None = Field(default=None, description="address the SSH gateway listens on; default: "
+                                 "the API's host")
+    ssh_public_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$",
+                                           description="host:port users reach the SSH gateway at, shown in "
+                                           "endpoints[].uri; default: the public URL's host and ssh_port")
+    ssh_host_key: Path | None = Field(default=None, description="the gateway's host key, made once (mode "
+                                      "0600); default <data dir>/ssh_host_ed25519_key. Replicas behind one "
+                                      "address need the same key")
     # docker runtime
     docker_host: str | None = Field(default=None, description="Docker Engine endpoint, e.g. "
                                     "unix:///var/run/docker.sock; default DOCKER_HOST, else the engine's default")
@@ -186,7 +198,25 @@ class Settings(BaseSettings):
 
     def addresses(self):
         from .services.addresses import NotebookAddresses
-        return NotebookAddresses(self.notebook_routing, self.base_url(), self.notebook_domain)
+        return NotebookAddresses(self.notebook_routing, self.base_url(), self.notebook_domain, self.ssh_address())
+
+    def ssh_enabled(self) -> bool:
+        """Whether this configuration runs the SSH gateway: sessions need the local runtime's sandbox, or a
+        container of the docker runtime."""
+        return bool(self.ssh_port) and (self.runtime == "docker" or self.runtime == "local" and not self.single_user)
+
+    def ssh_address(self) -> str | None:
+        """host:port of the SSH gateway as users reach it, or None without one."""
+        if not self.ssh_enabled():
+            return None
+        if self.ssh_public_address:
+            return self.ssh_public_address
+        from urllib.parse import urlsplit
+        host = urlsplit(self.base_url()).hostname or "127.0.0.1"
+        return f"{host}:{self.ssh_port}"
+
+    def ssh_host_key_path(self) -> Path:
+        return (self.ssh_host_key or self.data_dir / "ssh_host_ed25519_key").resolve()
 
     def image_root(self) -> Path:
         return (self.image_dir or self.data_dir / "images").resolve()

@@ -1,6 +1,7 @@
 """Every error row of spec notebooks.md §1.1; a refused create leaves nothing behind."""
 from __future__ import annotations
 
+import asyncssh
 import pytest
 
 BASE = {"name": "ok-name", "flavor": "modelarts.vm.cpu.2u", "volume": {"category": "EVS", "ownership": "MANAGED"}}
@@ -147,7 +148,14 @@ def test_top_level_duration_overrides_lease_and_forces_timing(api):
 def test_endpoint_ip_whitelist_rules(api):
     six = [f"1.2.3.{i}" for i in range(6)]
     assert_refused(api, body(api, endpoints=[{"service": "SSH", "allowed_access_ips": six}]), "ModelArts.6336")
-    assert_refused(api, body(api, endpoints=[{"service": "SSH", "allowed_access_ips": ["not-ip"]}]), "ModelArts.6336")
+    for bad in ("not-ip", "10.0.0.1/8", "::1", "10.0.0.0/33", "1.2.3.4 "):
+        assert_refused(api, body(api, endpoints=[{"service": "SSH", "allowed_access_ips": [bad]}]), "ModelArts.6336")
+    assert_refused(api, body(api, endpoints=[{"service": "SSH", "allowed_access_ips": [167772161]}]), "ModelArts.6332")
+    # an address, or a network in CIDR form
+    nb = api.ok("POST", "/notebooks", body=body(api, endpoints=[
+        {"service": "SSH", "allowed_access_ips": ["203.0.113.7", "198.51.100.0/24"]}]))
+    ssh = [e for e in nb["endpoints"] if e["service"] == "SSH"][0]
+    assert ssh["allowed_access_ips"] == ["203.0.113.7", "198.51.100.0/24"]
 
 
 def test_unknown_key_pair_is_6789(api):
@@ -155,7 +163,8 @@ def test_unknown_key_pair_is_6789(api):
 
 
 def test_known_key_pair_is_accepted(api):
-    api.services.identity.add_keypair(api.creds.user_id, "laptop", "ssh-ed25519 AAAAC3Nz test")
+    public_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    api.services.identity.add_keypair(api.creds.user_id, "laptop", public_key)
     nb = api.ok("POST", "/notebooks", body=body(api, endpoints=[{"service": "ssh", "key_pair_names": ["laptop"]}]))
     ssh = [e for e in nb["endpoints"] if e["service"] == "SSH"][0]
     assert ssh["key_pair_names"] == ["laptop"] and ssh["ssh_keys"] == ["laptop"]

@@ -17,6 +17,7 @@ from ..services.identity import IdentityService
 from ..services.image_groups import ImageGroups
 from ..services.image_saves import ImageSaves
 from ..services.images import ImageCatalog
+from ..services.keypairs import KeyPairService
 from ..services.notebooks import NotebookService
 from ..services.request_auth import PendingRequest, RequestAuthenticator
 from ..services.signin import PasswordSignIn
@@ -44,6 +45,7 @@ class Services:
     image_groups: ImageGroups
     image_saves: ImageSaves
     storage: DynamicStorageService | None = None
+    keypairs: KeyPairService | None = None
 
 
 async def get_services(request: Request) -> Services:

@@ -119,6 +119,9 @@ SCHEMAS = {
             ("methods", "password")),
         "scope": _object({"project": _object({"id": STR, "name": STR})}),
     }, ("identity",))}, ("auth",)),
+    "KeypairCreateRequest": _object({"keypair": _object({"name": _pattern(r"^[A-Za-z0-9_-]{1,64}$", 64),
+                                                          "public_key": STR}, ("name", "public_key"))},
+                                    ("keypair",)),
     "ErrorBody": _object({"error_code": STR, "error_msg": STR, "request_id": STR}, ("error_code", "error_msg")),
     # Answers are described by their envelope; the members of each item are in the spec (NotebookResp …).
     "Page": _object({"current": INT, "data": _array({"type": "object"}), "pages": INT, "size": INT, "total": INT},
@@ -200,6 +203,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", STORAGE + "/{storage_id}"): Operation("show_dynamic_storage"),
     ("delete", STORAGE + "/{storage_id}"): Operation("detach_dynamic_storage"),
     ("get", "/v1/{project_id}/authoring/features/{feature}"): Operation("list_features"),
+    ("get", "/v3/{project_id}/keypairs"): Operation("list_keypairs"),
+    ("post", "/v3/{project_id}/keypairs"): Operation("create_keypair", body="KeypairCreateRequest",
+                                                     body_required=True),
+    ("delete", "/v3/{project_id}/keypairs/{keypair_name}"): Operation("delete_keypair"),
 }
 
 

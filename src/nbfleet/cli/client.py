@@ -94,9 +94,9 @@ class ApiClient:
         self.close()
 
     def request_raw(self, method: str, path: str, params: Mapping[str, Any] | None = None,
-                    body: Any = None) -> httpx.Response:
-        """Send one signed request; ``path`` is relative to ``/v1/{project_id}``."""
-        full_path = f"{self.base.path.rstrip('/')}/v1/{quote(self.creds.project_id, safe='')}{path}"
+                    body: Any = None, *, version: str = "v1") -> httpx.Response:
+        """Send one signed request; ``path`` is relative to ``/{version}/{project_id}``."""
+        full_path = f"{self.base.path.rstrip('/')}/{version}/{quote(self.creds.project_id, safe='')}{path}"
         query = _query_string(params)
         data = json.dumps(body).encode() if body is not None else b""
         host = self.base.netloc.decode("ascii")   # carries :port only when it is not the scheme's default
@@ -123,8 +123,9 @@ class ApiClient:
                            "is it a ModelArts-compatible endpoint?", response.headers.get("x-request-id"))
         return response
 
-    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
-        response = self.request_raw(method, path, params, body)
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None, body: Any = None,
+                *, version: str = "v1") -> Any:
+        response = self.request_raw(method, path, params, body, version=version)
         return response.json() if response.content else None
 
     # --- the calls the CLI makes ------------------------------------------------------------------
@@ -155,6 +156,16 @@ class ApiClient:
 
     def events(self, notebook_id: str, params: Mapping[str, Any]) -> httpx.Response:
         return self.request_raw("GET", f"/notebooks/{quote(notebook_id, safe='')}/events", params)
+
+    def keypairs(self) -> list[dict]:
+        return [item["keypair"] for item in self.request("GET", "/keypairs", version="v3")["keypairs"]]
+
+    def add_keypair(self, name: str, public_key: str) -> dict:
+        body = {"keypair": {"name": name, "public_key": public_key}}
+        return self.request("POST", "/keypairs", body=body, version="v3")["keypair"]
+
+    def delete_keypair(self, name: str) -> None:
+        self.request("DELETE", f"/keypairs/{quote(name, safe='')}", version="v3")
 
     def images(self, params: Mapping[str, Any]) -> httpx.Response:
         return self.request_raw("GET", "/images", params)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ..settings import Settings
 from .dev import dev
-from .notebooks import configure, flavors_app, images_app, notebooks_app
+from .notebooks import configure, flavors_app, images_app, keypairs_app, notebooks_app
 
 app = typer.Typer(help="nbfleet: notebook instances behind a ModelArts-compatible API.", no_args_is_help=True)
 admin = typer.Typer(help="Manage projects, users, access keys and tokens (works while the server runs).",
@@ -27,6 +27,7 @@ app.add_typer(dev, name="dev")
 app.add_typer(notebooks_app, name="notebooks")
 app.add_typer(images_app, name="images")
 app.add_typer(flavors_app, name="flavors")
+app.add_typer(keypairs_app, name="keypairs")
 app.command("configure")(configure)
 
 DataDir = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR).")

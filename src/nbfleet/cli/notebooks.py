@@ -35,6 +35,7 @@ notebooks_app = typer.Typer(help="Notebook instances: list, create, start, stop,
                             no_args_is_help=True)
 images_app = typer.Typer(help="Images notebooks can be created from.", no_args_is_help=True)
 flavors_app = typer.Typer(help="Flavors (compute sizes) notebooks can use.", no_args_is_help=True)
+keypairs_app = typer.Typer(help="SSH public keys that may open SSH sessions in your notebooks.", no_args_is_help=True)
 
 
 class Output(str, Enum):
@@ -207,6 +208,10 @@ def create(
     description: Annotated[Optional[str], typer.Option()] = None,
     duration: DurationOpt = None, lease_type: LeaseTypeOpt = None,
     volume_size: Annotated[Optional[int], typer.Option(min=1, help="EVS volume size in GB (server default 5).")] = None,
+    ssh_key: Annotated[Optional[list[str]], typer.Option(
+        "--ssh-key", help="Enable SSH with this key pair (see `nbfleet keypairs`); repeatable.")] = None,
+    ssh_allow: Annotated[Optional[list[str]], typer.Option(
+        "--ssh-allow", help="Only this IPv4 address or CIDR may connect over SSH; repeatable (max 5).")] = None,
     wait: WaitOpt = False, timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None, output: OutputOpt = Output.table,
 ):
     """Create a notebook (it starts at once)."""
@@ -217,6 +222,9 @@ def create(
         body = {"name": name, "flavor": flavor, "image_id": resolve_image(client, image), "volume": volume}
         if description is not None:
             body["description"] = description
+        if ssh_key or ssh_allow:
+            body["endpoints"] = [{"service": "SSH", "key_pair_names": list(ssh_key or []),
+                                  "allowed_access_ips": list(ssh_allow or [])}]
         if duration is not None or lease_type is not None:
             body["lease"] = {k: v for k, v in (("duration", duration),
                                                ("type", lease_type and lease_type.value.upper())) if v is not None}
@@ -334,6 +342,77 @@ def open_notebook(notebook_id: IdArg,
     typer.echo(url)
     if browser and not webbrowser.open(url):
         typer.echo("warning: no web browser could be started; open the address above by hand", err=True)
+
+
+@notebooks_app.command("ssh")
+@reports_errors
+def ssh(notebook_id: IdArg,
+        identity: Annotated[Optional[str], typer.Option("--identity", "-i",
+                                                        help="Private key file to use (ssh -i).")] = None,
+        run: Annotated[bool, typer.Option("--run", help="Run ssh instead of printing the command.")] = False,
+        config: Annotated[bool, typer.Option("--config", help="Print a ~/.ssh/config entry instead (for "
+                                                           "VS Code Remote-SSH).")] = False,
+        profile: ProfileOpt = None):
+    """Print the ssh command that opens a shell in the notebook (or run it with --run)."""
+    from ..ssh.address import ssh_argv, ssh_command, ssh_config
+    with api(profile) as client:
+        nb = client.notebook(notebook_id)
+    endpoint = next((ep for ep in nb.get("endpoints") or [] if ep.get("service") == "SSH"), None)
+    if endpoint is None:
+        fail(f"{nb['name']} has no SSH endpoint; create it with --ssh-key NAME", EXIT_API)
+    if not endpoint.get("uri"):
+        fail(f"{nb['name']} has no SSH address: it is {nb['status']}" if nb["status"] != "RUNNING" else
+             f"{nb['name']} has no SSH address: this server offers no SSH", EXIT_API)
+    if config:
+        typer.echo(ssh_config(endpoint["uri"], f"nb-{nb['id'][:8]}", identity), nl=False)
+    elif run:
+        import os
+        import shutil
+        if not shutil.which("ssh"):
+            fail("no ssh client on PATH (install OpenSSH)", EXIT_USAGE)
+        argv = ssh_argv(endpoint["uri"], identity)
+        os.execvp(argv[0], argv)
+    else:
+        typer.echo(ssh_command(endpoint["uri"], identity))
+
+
+# --- SSH key pairs --------------------------------------------------------------------------------
+
+@keypairs_app.command("list")
+@reports_errors
+def list_keypairs(profile: ProfileOpt = None, output: OutputOpt = Output.table):
+    """Your SSH key pairs: names usable with `notebooks create --ssh-key`."""
+    with api(profile) as client:
+        pairs = client.keypairs()
+    if output is Output.json:
+        print_json(pairs)
+        return
+    out_console().print(simple_table(("NAME", "FINGERPRINT", "CREATED"),
+                                     [(k["name"], k["fingerprint"], local_time(k.get("create_at"))) for k in pairs]))
+
+
+@keypairs_app.command("add")
+@reports_errors
+def add_keypair(name: Annotated[str, typer.Argument(help="Name to use in --ssh-key / key_pair_names.")],
+                public_key: Annotated[Path, typer.Option("--public-key", exists=True, dir_okay=False,
+                                                         help="Public key file, e.g. ~/.ssh/id_ed25519.pub.")],
+                profile: ProfileOpt = None, output: OutputOpt = Output.table):
+    """Register an SSH public key under a name (never give the private key)."""
+    with api(profile) as client:
+        made = client.add_keypair(name, public_key.read_text())
+    if output is Output.json:
+        print_json(made)
+    else:
+        typer.echo(f"{made['name']}: {made['fingerprint']}")
+
+
+@keypairs_app.command("delete")
+@reports_errors
+def delete_keypair(name: Annotated[str, typer.Argument()], profile: ProfileOpt = None):
+    """Remove a key pair: it no longer opens SSH sessions of the notebooks that name it."""
+    with api(profile) as client:
+        client.delete_keypair(name)
+    typer.echo(f"{name} deleted")
 
 
 # --- images and flavors ----------------------------------------------------------------------------

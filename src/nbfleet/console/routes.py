@@ -7,6 +7,7 @@ API call with the same query show the same rows. Refusals are the API's
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, parse_qsl, urlencode
@@ -269,14 +270,16 @@ def _create_page(request: Request, session: S.Session, values: dict, error: dict
     principal = session.principal
     flavors = [{**f.to_json(services.flavors.sold_out(f))} for f in services.flavors.flavors.values()]
     images = sorted((i for i in services.images.page({"limit": ["200"]}, principal.project_id,
-                                                     principal.user_id)["data"] if "NOTEBOOK" in i["dev_services"]),
+                                                     principal.user_id)["data"]
+                     if {"NOTEBOOK", "SSH"} & set(i["dev_services"])),
                     key=lambda i: (i["name"], i["tag"]))
     if not values.get("image_id"):  # preselect an image the preselected flavor can run
         flavor = services.flavors.get(values.get("flavor", ""))
         fitting = [i for i in images if flavor is None or flavor.category in i["resource_categories"]]
         values = {**values, "image_id": (fitting or images or [{"id": ""}])[0]["id"]}
+    keypairs = [k["keypair"]["name"] for k in services.keypairs.list(principal)["keypairs"]]
     return render(request, "create.html", {
-        "values": values, "error": error, "flavors": flavors, "images": images,
+        "values": values, "error": error, "flavors": flavors, "images": images, "keypairs": keypairs,
         "lease_choices": V.lease_choices(services.notebooks.limits), "nav": "new",
     }, session=session, status_code=status_code)
 
@@ -292,7 +295,7 @@ async def create_notebook(request: Request, session: Console):
     form = await _form(request, session.csrf)
     services = _services(request)
     values = {k: form.get(k, "") for k in ("name", "flavor", "image_id", "lease_duration", "lease_type",
-                                           "description")}
+                                           "description", "ssh_key", "ssh_public_key", "ssh_key_name", "ssh_allow")}
     flavor = services.flavors.get(values["flavor"])
     body = {"name": values["name"].strip(), "flavor": values["flavor"], "image_id": values["image_id"],
             "description": values["description"], "feature": flavor.feature if flavor else Feature.NOTEBOOK.value,
@@ -300,7 +303,7 @@ async def create_notebook(request: Request, session: Console):
     try:
         body["lease"] = {"duration": int(values["lease_duration"] or 3_600_000),
                          "type": values["lease_type"] or "TIMING"}
-        nb = await run_in_threadpool(services.notebooks.create, session.principal, body)
+        nb = await run_in_threadpool(_create_with_ssh, services, session.principal, body, values)
     except ValueError:
         return _create_page(request, session, values, {"code": "ModelArts.0104",
                                                        "message": "The lease duration must be a number."}, 400)
@@ -311,6 +314,27 @@ async def create_notebook(request: Request, session: Console):
     return response
 
 
+def _create_with_ssh(services, principal, body: dict, values: dict) -> dict:
+    """Create the notebook, with an SSH endpoint when a key pair was chosen or a public key pasted. A pasted
+    key is registered first (under the name given) and removed again if the notebook is refused, so a
+    refused form changes nothing."""
+    keys = [values["ssh_key"]] if values.get("ssh_key") else []
+    allowed = [part for part in re.split(r"[\s,]+", values.get("ssh_allow") or "") if part]
+    registered = None
+    if (values.get("ssh_public_key") or "").strip():
+        registered = (values.get("ssh_key_name") or "").strip() or "console-key"
+        services.keypairs.create(principal, {"keypair": {"name": registered, "public_key": values["ssh_public_key"]}})
+        keys.append(registered)
+    if keys or allowed:
+        body["endpoints"] = [{"service": "SSH", "key_pair_names": keys, "allowed_access_ips": allowed}]
+    try:
+        return services.notebooks.create(principal, body)
+    except BaseException:
+        if registered is not None:
+            services.keypairs.delete(principal, registered)
+        raise
+
+
 # --- detail --------------------------------------------------------------------------------------
 def _detail_context(request: Request, session: S.Session, notebook_id: str) -> dict:
     services = _services(request)
@@ -318,7 +342,7 @@ def _detail_context(request: Request, session: S.Session, notebook_id: str) -> d
     events = services.notebooks.events(session.principal, notebook_id, {"limit": ["20"], "sort_dir": ["DESC"]})
     return {"nb": nb, "events": events["data"], "events_total": events["total"],
             "live": V.status_json(nb, strict_delete=services.notebooks.settings.strict_delete),
-            "open_url": V.open_url(nb), "progressing": nb["status"] in V.PROGRESSING,
+            "open_url": V.open_url(nb), "ssh": V.ssh_access(nb), "progressing": nb["status"] in V.PROGRESSING,
             "lease_choices": V.lease_choices(services.notebooks.limits), "now": services.notebooks.clock.now_ms()}
 
 

@@ -72,6 +72,19 @@ def open_url(nb: dict) -> str | None:
     return f"{nb['url']}?{urlencode({'token': nb['token']})}"
 
 
+def ssh_access(nb: dict) -> dict | None:
+    """The instance's SSH endpoint as the page shows it: key pairs, addresses, and while it runs the
+    command and the ~/.ssh/config entry (VS Code Remote-SSH)."""
+    from ..ssh.address import ssh_command, ssh_config
+    endpoint = next((ep for ep in nb.get("endpoints") or [] if ep.get("service") == "SSH"), None)
+    if endpoint is None:
+        return None
+    uri = endpoint.get("uri")
+    return {"keys": endpoint.get("key_pair_names") or [], "allowed": endpoint.get("allowed_access_ips") or [],
+            "uri": uri, "command": ssh_command(uri) if uri else None,
+            "config": ssh_config(uri, f"nb-{nb['id'][:8]}") if uri else None}
+
+
 def timestamp(ms: int | None) -> str:
     if not ms:
         return "—"

@@ -192,7 +192,8 @@ class Reconciler:
             limits = FlavorLimits(row["flavor"], 1, 1024)
         image_name, environment = self.images.environment(row["swr_path"])
         return InstanceSpec(id=row["id"], name=row["name"], token=self.secrets.open(row["token"]), flavor=limits,
-                            image=ImageRef(image_name, row["swr_path"], environment),
+                            image=ImageRef(image_name, row["swr_path"], environment,
+                                           serves_jupyter=self.images.serves_jupyter(row["swr_path"])),
                             owner_id=row["user_id"], project_id=row["project_id"],
                             first_start=row["status"] in (Status.INIT, Status.CREATING))
 

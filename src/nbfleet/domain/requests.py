@@ -288,10 +288,13 @@ def check_endpoints(endpoints: list) -> list[dict]:
         if len(ips) > MAX_ALLOWED_IPS:
             raise E.InvalidProperty(f"endpoints[{i}].allowed_access_ips", f"At most {MAX_ALLOWED_IPS} addresses.")
         for ip in ips:
-            try:
-                ipaddress.IPv4Address(ip)
+            try:   # an address (one host) or a network in CIDR form without host bits, e.g. 203.0.113.0/24
+                if not isinstance(ip, str):
+                    raise ValueError(ip)
+                ipaddress.IPv4Network(ip)
             except ValueError:
-                raise E.InvalidProperty(f"endpoints[{i}].allowed_access_ips", f"'{ip}' is not an IPv4 address.") from None
+                raise E.InvalidProperty(f"endpoints[{i}].allowed_access_ips",
+                                        f"'{ip}' is not an IPv4 address or network.") from None
         result.append({"service": service.value, "key_pair_names": list(ep.get("key_pair_names") or []),
                        "allowed_access_ips": list(ips)})
     return result

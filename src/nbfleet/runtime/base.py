@@ -36,6 +36,9 @@ class ImageRef:
     name: str
     swr_path: str
     environment: Mapping | None = None
+    # False for an image that serves SSH only (its dev_services lack NOTEBOOK): nothing serves Jupyter,
+    # the instance only holds its sandbox open for SSH sessions.
+    serves_jupyter: bool = True
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
 from .environments import EnvironmentSpec, ImageEnvironmentError
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .processes import describe_rc
+from .sessions import ContainerEntry, SessionRefused
 from .sandbox import RUN_DIR, SANDBOX_GID, SANDBOX_UID, SOCKET_NAME, WORK, InstanceDirs
 from .steps import failed_start
 
@@ -45,6 +46,7 @@ TOKEN_THEN_JUPYTER = ("import os, runpy, sys; os.environ['JUPYTER_TOKEN'] = open
                       "sys.argv[0] = 'jupyter-server'; runpy.run_module('jupyter_server', run_name='__main__', "
                       "alter_sys=True)")
 DEFAULT_PIDS_MAX = 4096
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
 def engine_client(base_url: str | None = None):
@@ -59,7 +61,8 @@ class DockerRuntime:
 
     def __init__(self, data_dir: Path, client, *, network: str = "none", ready_timeout: float = 90.0,
                  stop_timeout: float = 5.0, builder: DockerImageBuilder | None = None,
-                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX, storage=None):
+                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX, storage=None,
+                 docker_host: str | None = None):
         """``network``: ``none`` (instances reach nothing; Jupyter answers on its socket), ``host``, or the
         name of a Docker network. ``path_prefix`` as for the local runtime (None: Jupyter at ``/``)."""
         self.data_dir = Path(data_dir).resolve()
@@ -70,6 +73,7 @@ class DockerRuntime:
         self.builder = builder or DockerImageBuilder(client)
         self.path_prefix = normal_prefix(path_prefix)
         self.pids_max = pids_max
+        self.docker_host = docker_host   # for SSH sessions' exec helper; None: DOCKER_HOST or the default
         self.images = DockerImages(client, self.container_name)
         self.jupyter = JupyterProbe(self.base_url)
         self._builds: dict[str, asyncio.Lock] = {}
@@ -203,7 +207,11 @@ class DockerRuntime:
                          "PYTHONUNBUFFERED": "1"},
             mounts=[Mount(WORK, self.volume_name(spec.id), type="volume"),
                     Mount(RUN_DIR, str(dirs.run), type="bind"),
-                    Mount(TOKEN_FILE, str(token), type="bind", read_only=True)],
+                    Mount(TOKEN_FILE, str(token), type="bind", read_only=True),
+                    # SFTP sessions run OpenSSH's sftp-server in the container: the host's, read-only
+                    # (the catalogue's images are the host's Debian, whose C library it needs).
+                    *([Mount(SFTP_SERVER, SFTP_SERVER, type="bind", read_only=True)]
+                      if os.path.isfile(SFTP_SERVER) else [])],
             tmpfs={"/tmp": f"size={memory or 1 << 30}"},
             cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True, pids_limit=self.pids_max,
             network_mode=self.network, mem_limit=memory, memswap_limit=memory,
@@ -234,6 +242,20 @@ class DockerRuntime:
             reason += f" with {describe_rc(state['ExitCode'])}"
         logs = _tail(container)
         return reason + (f"; last log: {logs}" if logs else "")
+
+    def session(self, instance_id: str, placement: Placement | None) -> ContainerEntry:
+        """How to run commands in the running instance, for an SSH session: an exec in its container."""
+        from docker.errors import APIError, NotFound
+        try:
+            container = self.client.containers.get(self.container_name(instance_id))
+        except (NotFound, APIError):
+            raise SessionRefused("the instance is not running") from None
+        if container.status != "running" or container.labels.get(LABEL_DATA_DIR) != str(self.data_dir):
+            raise SessionRefused("the instance is not running")
+        return ContainerEntry(container=container.id, docker_host=self.docker_host,
+                              env={"HOME": "/home/ma-user", "USER": "ma-user", "LOGNAME": "ma-user",
+                                   "SHELL": "/bin/bash", "LANG": "C.UTF-8"},
+                              private_network=self.network != "host")
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await asyncio.to_thread(self._remove_container, spec.id, self.stop_timeout)

@@ -37,6 +37,7 @@ from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentErr
 from .limits import LimitPlan, ResourceLimiter
 from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
+from .sessions import SessionEntry, SessionRefused, open_entry, sandbox_process
 from .steps import failed_start
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 DEFAULT_COMMAND = ("{python}", "-m", "jupyter_server")
+# An SSH-only image runs no Jupyter: this holds the sandbox open (its PID 1 lives as long as it does) for
+# SSH sessions, and ends on SIGTERM like a server would.
+HOLD = ("import signal; print('SSH only: no Jupyter in this image; the sandbox waits for SSH sessions', "
+        "flush=True); signal.pause()")
 
 
 class LocalRuntime:
@@ -143,13 +148,16 @@ class LocalRuntime:
             await reporter.step(3, StepStatus.COMPLETED, network[0].upper() + network[1:])
 
             step = 4
-            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
+            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter" if spec.image.serves_jupyter
+                                else "Starting the instance (SSH only, no Jupyter)")
             started = time.monotonic()
             proc, log_offset = self._spawn(spec, dirs, environment, plan, data)
             await self._wait_ready(spec, dirs, proc, log_offset)
             elapsed = time.monotonic() - started
-            log.info("instance %s: jupyter-server (process %s) ready in %.2f s", iid, proc.pid, elapsed)
-            await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {elapsed:.1f} s")
+            log.info("instance %s: %s (process %s) ready in %.2f s", iid,
+                     "jupyter-server" if spec.image.serves_jupyter else "SSH-only sandbox", proc.pid, elapsed)
+            await reporter.step(4, StepStatus.COMPLETED, f"{'Jupyter' if spec.image.serves_jupyter else 'Instance'} "
+                                f"ready in {elapsed:.1f} s")
         except BaseException as exc:
             # Off the event loop (it waits for the processes to end); shielded, so that it completes even
             # while this task is being cancelled.
@@ -160,8 +168,29 @@ class LocalRuntime:
             failure = await failed_start(exc, step, reporter, iid)
             raise failure from (None if exc is failure else exc)
         # host: the node the instance runs on (the API's ``ip``); the proxy connects to the socket.
-        return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket),
-                         details={"limits": plan.mechanism, "isolation": self.sandbox.name})
+        jupyter = spec.image.serves_jupyter
+        return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket) if jupyter else None,
+                         details={"limits": plan.mechanism, "isolation": self.sandbox.name, "jupyter": jupyter,
+                                  # for SSH sessions: the environment its kernels get (``session``)
+                                  "environment": str(environment.path)})
+
+    def session(self, instance_id: str, placement: Placement | None) -> SessionEntry:
+        """How to run commands in the running instance, for an SSH session (``sessions.py``).
+
+        Refused without a sandbox: a session would then run on the host, as nbfleet's own user."""
+        if not isinstance(self.sandbox, Bubblewrap):
+            raise SessionRefused("SSH needs the notebook sandbox, and this installation runs notebooks without "
+                                 "one (single-user mode)")
+        if placement is None or placement.pid is None or "environment" not in placement.details:
+            raise SessionRefused("the instance was started before SSH was available here; restart it")
+        roots = [p for _, p in self.processes.marked(instance_id) if p.pid == placement.pid]
+        if not roots:
+            raise SessionRefused("the instance is not running")
+        dirs = self.dirs(instance_id)
+        inside = self.sandbox.inside(dirs)
+        env = self._env_for(Path(placement.details["environment"]), inside)
+        groups = [str(group) for group in self.limiter.group_dirs(instance_id, placement.pid)]
+        return open_entry(roots[0], env, groups)
 
     async def _environment(self, spec: InstanceSpec, reporter: Reporter) -> BuiltEnvironment:
         if not spec.image.environment:
@@ -221,9 +250,11 @@ class LocalRuntime:
 
     async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
         """After a restart: is the recorded server still ours, alive and answering with the token?"""
-        if placement is None or not placement.socket or not (await self.observe(spec, placement)).alive:
+        if placement is None or not (await self.observe(spec, placement)).alive:
             return False
-        return await self.jupyter.answers(placement, spec)
+        if placement.details.get("jupyter") is False:   # SSH only: alive is all there is to check
+            return True
+        return bool(placement.socket) and await self.jupyter.answers(placement, spec)
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         return await self.jupyter.activity(spec, placement)
@@ -247,31 +278,40 @@ class LocalRuntime:
 
     def _command(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> list[str]:
         inside = self.sandbox.inside(dirs)
+        if not spec.image.serves_jupyter:
+            return [str(environment.python), "-I", "-S", "-c", HOLD]
         command = [part.replace("{python}", str(environment.python)) for part in self.jupyter_command]
         return [*command, *server_args(socket=inside.socket, root_dir=inside.work, base_url=self.base_url(spec.id)),
                 *self.extra_args]
 
     def _env(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> dict[str, str]:
         """The notebook's environment: nothing of nbfleet's own (which may hold database URLs and secrets)."""
-        inside = self.sandbox.inside(dirs)
+        env = self._env_for(environment.path, self.sandbox.inside(dirs))
+        env.update({
+            # The token goes in the environment, not argv: argv is readable by every user through ps.
+            "JUPYTER_TOKEN": spec.token,
+            ENV_INSTANCE: spec.id,
+            ENV_DATA_DIR: str(self.data_dir),
+        })
+        return env
+
+    @staticmethod
+    def _env_for(environment: Path, inside) -> dict[str, str]:
+        """What every process of the notebook gets (its server, kernels and SSH sessions)."""
         env = {k: os.environ[k] for k in ("LANG", "LANGUAGE", "LC_ALL", "TZ") if k in os.environ}
         env.setdefault("LANG", "C.UTF-8")
         env.update({
-            "PATH": os.pathsep.join([str(environment.path / "bin"), f"{inside.home}/.local/bin",
+            "PATH": os.pathsep.join([str(environment / "bin"), f"{inside.home}/.local/bin",
                                      "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": inside.home,
             "USER": inside.user,
             "LOGNAME": inside.user,
             "SHELL": "/bin/bash",
-            "VIRTUAL_ENV": str(environment.path),
+            "VIRTUAL_ENV": str(environment),
             # pip's --user layer lives in the volume, so it persists with the work and goes with it.
             "PYTHONUSERBASE": f"{inside.work}/.local",
             "JUPYTER_RUNTIME_DIR": inside.runtime_dir,
             "PYTHONUNBUFFERED": "1",
-            # The token goes in the environment, not argv: argv is readable by every user through ps.
-            "JUPYTER_TOKEN": spec.token,
-            ENV_INSTANCE: spec.id,
-            ENV_DATA_DIR: str(self.data_dir),
         })
         return env
 
@@ -321,6 +361,9 @@ class LocalRuntime:
             return (f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
                     f"Log: {self._log_tail(spec.id, log_offset) or '(empty)'}")
 
+        if not spec.image.serves_jupyter:
+            await self._wait_sandbox(proc, exited)
+            return
         try:
             await self.jupyter.wait_ready(Placement(pid=proc.pid, socket=str(dirs.socket)), spec,
                                           self.ready_timeout, exited)
@@ -328,6 +371,21 @@ class LocalRuntime:
             if "not ready" in failure.reason:
                 failure.reason += f". Log: {self._log_tail(spec.id, log_offset) or '(empty)'}"
             raise
+
+    async def _wait_sandbox(self, proc: subprocess.Popen, exited) -> None:
+        """An SSH-only instance is ready once its command runs inside the sandbox."""
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            reason = exited()
+            if reason:
+                raise RuntimeFailure(reason.replace("jupyter-server", "the instance"), step=4)
+            try:
+                if sandbox_process(psutil.Process(proc.pid)) is not None:
+                    return
+            except psutil.Error:
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeFailure(f"the sandbox was not ready after {self.ready_timeout:g} s", step=4)
 
     # -- stopping ------------------------------------------------------------------------
 

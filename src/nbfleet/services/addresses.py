@@ -22,6 +22,11 @@ class NotebookAddresses:
     routing: str          # "host" | "path"
     public_url: str       # nbfleet's own base URL, no trailing slash
     domain: str           # host routing: instances are <id>.<domain>
+    ssh: str | None = None   # host:port of the SSH gateway; None: no SSH here
+
+    def ssh_uri(self, notebook_id: str) -> str | None:
+        """Where to connect with SSH: the instance's id is the user name (the gateway routes by it)."""
+        return f"ssh://{notebook_id}@{self.ssh}" if self.ssh else None
 
     @property
     def per_instance_origin(self) -> bool:

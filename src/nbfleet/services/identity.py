@@ -145,10 +145,15 @@ class IdentityService:
                 raise ValueError(f"user {user_id} does not exist")
 
     def add_keypair(self, user_id: str, name: str, public_key: str) -> None:
+        """ValueError when the user does not exist, or the name or key cannot be used."""
+        from .keypairs import check_name, normal_public_key
+        name, public_key = check_name(name), normal_public_key(public_key)
         with self.db.write() as conn:
             if repo.get_user(conn, user_id) is None:
                 raise ValueError(f"user {user_id} does not exist")
-            repo.insert_keypair(conn, user_id, name, public_key.strip(), self.clock.now_ms())
+            if name in repo.keypair_names(conn, user_id):
+                raise ValueError(f"user {user_id} already has a key pair named {name}")
+            repo.insert_keypair(conn, user_id, name, public_key, self.clock.now_ms())
 
     def create_workspace(self, project_id: str, name: str) -> str:
         with self.db.write() as conn:

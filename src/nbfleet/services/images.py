@@ -110,8 +110,14 @@ class ImageCatalog:
         self.on_purge = on_purge          # told when a forced delete leaves content to remove
         self.builtins = load_catalogue(path, "images.json")
         # swr_path -> (name, environment declaration): what the local runtime builds for an image.
+        self._dev_services = {builtin_swr_path(img): tuple(img.get("dev_services", ("NOTEBOOK", "SSH")))
+                              for img in self.builtins}
         self._environments = {builtin_swr_path(img): (img["name"], img.get("environment"))
                               for img in self.builtins}
+
+    def serves_jupyter(self, swr_path: str) -> bool:
+        """False for a catalogue image whose dev_services lack NOTEBOOK (an SSH-only image)."""
+        return "NOTEBOOK" in self._dev_services.get(swr_path, ("NOTEBOOK",))
 
     def environment(self, swr_path: str) -> tuple[str, dict | None]:
         """The image's name and the environment it declares (None: none, e.g. an image not in the catalogue)."""

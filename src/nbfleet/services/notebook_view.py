@@ -64,11 +64,9 @@ def endpoints_json(spec: dict, placement: Placement | None) -> list[dict]:
     if not any(ep["service"] == "NOTEBOOK" for ep in requested):
         requested = [{"service": "NOTEBOOK", "key_pair_names": [], "allowed_access_ips": []}, *requested]
     for ep in requested:
-        uri = None   # NOTEBOOK: the public address, filled in by notebook_json (never the upstream)
-        if ep["service"] == "SSH" and placement is not None:
-            ssh_port = placement.details.get("ssh_port")
-            uri = f"ssh://ma-user@{placement.host}:{ssh_port}" if ssh_port else None
-        out.append({"service": ep["service"], "dev_service": ep["service"], "uri": uri,
+        # Filled in by notebook_json while the instance runs: NOTEBOOK the public address (never the
+        # upstream), SSH the gateway's.
+        out.append({"service": ep["service"], "dev_service": ep["service"], "uri": None,
                     "key_pair_names": ep.get("key_pair_names") or [], "ssh_keys": ep.get("key_pair_names") or [],
                     "allowed_access_ips": ep.get("allowed_access_ips") or []})
     return out
@@ -109,8 +107,9 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
     return members
 
 
-def _with_notebook_uri(endpoints: list[dict], uri: str) -> list[dict]:
-    return [dict(ep, uri=uri) if ep["service"] == "NOTEBOOK" else ep for ep in endpoints]
+def _with_uris(endpoints: list[dict], notebook: str, ssh: str | None) -> list[dict]:
+    return [dict(ep, uri=notebook) if ep["service"] == "NOTEBOOK" else dict(ep, uri=ssh) if ep["service"] == "SSH"
+            else ep for ep in endpoints]
 
 
 @lru_cache(maxsize=64)
@@ -145,7 +144,8 @@ def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domai
         "pool": {"id": row["pool_id"], "name": row["pool_name"]} if row["pool_id"] else None,
         "volume": from_spec["volume"],
         "data_volumes": [*from_spec["data_volumes"], *dynamic] if dynamic else from_spec["data_volumes"],
-        "endpoints": _with_notebook_uri(from_spec["endpoints"], f"{jupyter}/") if running else from_spec["endpoints"],
+        "endpoints": _with_uris(from_spec["endpoints"], f"{jupyter}/", addresses.ssh_uri(notebook_id))
+        if running else from_spec["endpoints"],
         "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
                                          if row["action_progress"] else None),
         "fail_reason": row["fail_reason"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
@@ -375,7 +376,28 @@ class NotebookService:
             row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
         if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.NotebookNotFound(http_status=404)
-        return Placement.from_json(orjson.loads(row["placement"]))
+        placement = Placement.from_json(orjson.loads(row["placement"]))
+        if not placement.socket and not placement.port:   # an SSH-only instance: no Jupyter to reach
+            return E.NotebookNotFound(http_status=404)
+        return placement
+
+    def ssh_access(self, notebook_id: str) -> "SshAccess | None":
+        """Who may open SSH sessions in the instance and from where, while it runs with an SSH endpoint;
+        None otherwise. The SSH gateway authenticates with this, so no principal is needed."""
+        with self.db.read() as conn:
+            row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
+            if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
+                return None
+            ssh = [ep for ep in orjson.loads(row["spec"]).get("endpoints") or [] if ep.get("service") == "SSH"]
+            if not ssh:
+                return None
+            names = {name for ep in ssh for name in ep.get("key_pair_names") or []}
+            keys = identity_repo.keypairs_named(conn, row["user_id"], names)
+        # Several SSH endpoints: any of their addresses; one without a list allows every address.
+        networks = None if any(not ep.get("allowed_access_ips") for ep in ssh) else \
+            [ip for ep in ssh for ip in ep["allowed_access_ips"]]
+        return SshAccess(notebook_id, Placement.from_json(orjson.loads(row["placement"])),
+                         [key for _, key in keys], networks)
 
     def feature_quota(self, principal: Principal) -> dict:
         """The caller's NOTEBOOK feature: whether creating is possible, the quota and what is used."""
@@ -386,6 +408,14 @@ class NotebookService:
         return {"id": f"{principal.user_id}-NOTEBOOK", "name": "NOTEBOOK", "enabled": True, "quota": quota,
                 "used": used, "user_id": principal.user_id, "create_at": user["create_at"],
                 "update_at": user["create_at"]}
+
+
+@dataclass(frozen=True)
+class SshAccess:
+    notebook_id: str
+    placement: Placement
+    public_keys: list[str]               # OpenSSH public key lines of the key pairs named on the instance
+    allowed_networks: list[str] | None   # IPv4 addresses/CIDRs; None: any address
 
 
 def _looks_like_uuid(text: str) -> bool:

@@ -129,6 +129,23 @@ def insert_keypair(conn: Connection, user_id: str, name: str, public_key: str, n
     conn.execute(insert(keypairs).values(user_id=user_id, name=name, public_key=public_key, create_at=now))
 
 
+def keypairs_named(conn: Connection, user_id: str, names: set[str]) -> list[tuple[str, str]]:
+    """(name, public key) of the user's key pairs among ``names``."""
+    if not names:
+        return []
+    rows = conn.execute(select(keypairs.c.name, keypairs.c.public_key)
+                        .where(keypairs.c.user_id == user_id, keypairs.c.name.in_(sorted(names))))
+    return [(row.name, row.public_key) for row in rows]
+
+
+def list_keypairs(conn: Connection, user_id: str):
+    return conn.execute(select(keypairs).where(keypairs.c.user_id == user_id).order_by(keypairs.c.name)).mappings().all()
+
+
+def delete_keypair(conn: Connection, user_id: str, name: str) -> int:
+    return conn.execute(delete(keypairs).where(keypairs.c.user_id == user_id, keypairs.c.name == name)).rowcount
+
+
 def keypair_names(conn: Connection, user_id: str) -> set[str]:
     return set(conn.execute(select(keypairs.c.name).where(keypairs.c.user_id == user_id)).scalars())
 

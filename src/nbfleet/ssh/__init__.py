@@ -1,0 +1,1 @@
+"""SSH access to notebook instances: one gateway in nbfleet (``gateway.py``), sessions inside the instances."""
