@@ -44,6 +44,21 @@ def test_another_users_key_pairs_are_neither_seen_nor_usable(api):
     assert [k["keypair"]["name"] for k in api.ok("GET", path(api))["keypairs"]] == ["mine"]
 
 
+def huge_rsa_public_key(bits: int) -> str:
+    """An RSA public key of ``bits`` bits, made from numbers (generating one would take minutes)."""
+    import base64
+    import struct
+
+    def string(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    def mpint(value: int) -> bytes:
+        return string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
+    modulus = (1 << (bits - 1)) | 0xF1   # odd, exactly ``bits`` bits
+    blob = string(b"ssh-rsa") + mpint(65537) + mpint(modulus)
+    return "ssh-rsa " + base64.b64encode(blob).decode()
+
+
 PRIVATE = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
 
 
@@ -58,6 +73,8 @@ PRIVATE = asyncssh.generate_private_key("ssh-ed25519").export_private_key().deco
     ({"name": "x", "public_key": public_key() + "\n" + public_key()}, "ModelArts.6336"),
     ({"name": "x", "public_key": 'command="rm -rf ~" ' + public_key()}, "ModelArts.6336"),
     ({"name": "x", "public_key": ["ssh-ed25519"]}, "ModelArts.6336"),
+    ({"name": "x\n", "public_key": public_key()}, "ModelArts.6336"),
+    ({"name": "x", "public_key": huge_rsa_public_key(16392)}, "ModelArts.6336"),
 ])
 def test_bad_key_pairs_are_refused_and_change_nothing(api, keypair, code):
     assert api.error("POST", path(api), body={"keypair": keypair}) == (400, code)
@@ -70,6 +87,18 @@ def test_a_body_that_is_no_object_is_refused(api, raw):
     status, code = api.error("POST", path(api), raw_body=raw)
     assert status == 400 and code in ("ModelArts.6400", "ModelArts.6335")
     assert api.ok("GET", path(api))["keypairs"] == []
+
+
+def test_a_user_has_at_most_100_key_pairs(api):
+    from nbfleet.services.keypairs import MAX_KEYPAIRS
+    key = public_key()
+    for i in range(MAX_KEYPAIRS):
+        api.ok("POST", path(api), body={"keypair": {"name": f"k{i}", "public_key": key}})
+    assert api.error("POST", path(api), body={"keypair": {"name": "one-more", "public_key": key}}) \
+        == (400, "ModelArts.6336")
+    assert len(api.ok("GET", path(api))["keypairs"]) == MAX_KEYPAIRS
+    api.ok("DELETE", f"{path(api)}/k0")   # room again once one is gone
+    api.ok("POST", path(api), body={"keypair": {"name": "one-more", "public_key": key}})
 
 
 def test_a_name_is_registered_once(api):

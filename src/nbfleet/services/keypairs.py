@@ -17,8 +17,10 @@ from ..domain import errors as E
 from ..store import identity_repo as repo
 from ..store.db import Database
 
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # whole string (fullmatch): "$" would let a newline end it
 MAX_KEY_CHARS = 16384
+MAX_RSA_BITS = 16384   # larger keys only cost the gateway time at every sign-in
+MAX_KEYPAIRS = 100     # per user
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
              "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 
@@ -28,7 +30,7 @@ class KeyPairInvalid(ValueError):
 
 
 def check_name(name) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise KeyPairInvalid("a key pair name is 1-64 letters, digits, '-' or '_'")
     return name
 
@@ -48,6 +50,8 @@ def normal_public_key(text) -> str:
         raise KeyPairInvalid(f"key type {key.get_algorithm()} is not accepted; use ssh-ed25519")
     if key.get_algorithm() == "ssh-rsa" and getattr(key.pyca_key, "key_size", 0) < 2048:
         raise KeyPairInvalid("RSA keys need at least 2048 bits")
+    if key.get_algorithm() == "ssh-rsa" and getattr(key.pyca_key, "key_size", 0) > MAX_RSA_BITS:
+        raise KeyPairInvalid(f"RSA keys may have at most {MAX_RSA_BITS} bits")
     return key.export_public_key("openssh").decode().strip()
 
 
@@ -78,6 +82,9 @@ class KeyPairService:
             raise E.InvalidProperty("keypair", str(exc)) from None
         try:
             with self.db.write() as conn:
+                if len(repo.list_keypairs(conn, principal.user_id)) >= MAX_KEYPAIRS:
+                    raise E.InvalidProperty("keypair", f"A user may have at most {MAX_KEYPAIRS} key pairs; "
+                                            "delete one first.")
                 repo.insert_keypair(conn, principal.user_id, name, public_key, self.clock.now_ms())
                 row = next(r for r in repo.list_keypairs(conn, principal.user_id) if r["name"] == name)
         except IntegrityError:
