@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
@@ -136,6 +137,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        raise_open_files_limit()
         db, identity = open_store(settings)
         with db.startup_lock():  # one replica bootstraps; the others must not insert the same rows
             creds = identity.bootstrap(settings.data_dir, settings.base_url())
@@ -214,13 +216,27 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     return app
 
 
+def raise_open_files_limit() -> None:
+    """Every SSH channel, proxied connection and instance holds descriptors in nbfleet: allow as many as the
+    operator's hard limit does, not the usual soft 1024."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("could not raise the open files limit: %s", exc)
+
+
 async def _start_ssh(settings: Settings, rt, notebooks: NotebookService):
     """The SSH gateway, for a runtime that can open sessions in its instances (the sandboxed local one)."""
     if not settings.ssh_enabled() or not hasattr(rt, "session"):
         return None
     from .ssh.gateway import SshGateway
     gateway = SshGateway(host=settings.ssh_host or settings.host, port=settings.ssh_port,
-                         host_key=settings.ssh_host_key_path(), access=notebooks.ssh_access, enter=rt.session)
+                         host_key=settings.ssh_host_key_path(), access=notebooks.ssh_access, enter=rt.session,
+                         max_channels_per_connection=settings.ssh_max_channels_per_connection,
+                         max_sessions_per_instance=settings.ssh_max_sessions_per_instance,
+                         max_sessions=settings.ssh_max_sessions)
     try:
         await gateway.start()
     except OSError as exc:

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     ssh_host_key: Path | None = Field(default=None, description="the gateway's host key, made once (mode "
                                       "0600); default <data dir>/ssh_host_ed25519_key. Replicas behind one "
                                       "address need the same key")
+    ssh_max_channels_per_connection: int = Field(default=10, ge=1, description="channels (sessions, sftp, "
+                                                 "forwarded connections) one SSH connection may have open at once")
+    ssh_max_sessions_per_instance: int = Field(default=32, ge=1, description="SSH channels open at once into one "
+                                               "instance, over all its connections")
+    ssh_max_sessions: int = Field(default=256, ge=1, description="SSH channels open at once in the gateway, over "
+                                  "all instances")
     # docker runtime
     docker_host: str | None = Field(default=None, description="Docker Engine endpoint, e.g. "
                                     "unix:///var/run/docker.sock; default DOCKER_HOST, else the engine's default")

@@ -252,12 +252,24 @@ def test_a_deleted_key_pair_opens_nothing_more(fleet, tmp_path):
     master = tmp_path / "mux"
     mux = ["-o", "ControlMaster=yes", "-o", f"ControlPath={master}", "-o", "ControlPersist=60"]
     assert ssh.run("true", extra=mux).returncode == 0
+    tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{free_port()}:127.0.0.1:9"),
+                               "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    assert tunnel.poll() is None
     cli.ok("keypairs", "delete", "spare")
     again = ssh.run("echo still", extra=("-o", f"ControlPath={master}"))
     assert again.returncode != 0 and "still" not in again.stdout
-    assert "no longer" in again.stderr
+    # refused on the open connection, or the connection was already closed (below)
+    assert "no longer" in again.stderr or "Permission denied" in again.stderr, again.stderr
     fresh = Ssh(ssh_endpoint(nb)["uri"], spare).run("true")
     assert fresh.returncode == 255 and "Permission denied (publickey)" in fresh.stderr
+    # the connection itself (open shells, ``-N -L`` tunnels on it) ends too, shortly
+    try:
+        tunnel.wait(timeout=15)
+    finally:
+        if tunnel.poll() is None:
+            tunnel.kill()
     subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True, timeout=10)
     assert Ssh(ssh_endpoint(nb)["uri"], good).run("true").returncode == 0
 
@@ -471,6 +483,153 @@ def test_sessions_when_nbfleet_runs_as_an_unprivileged_user(tmp_path):
         (tmp_path / "up.txt").write_text("up\n")
         assert ssh.sftp(f"put {tmp_path / 'up.txt'} up.txt\n").returncode == 0
         assert ssh.run("cat /home/ma-user/work/up.txt").stdout == "up\n"
+    finally:
+        if nb is not None:
+            client.call("DELETE", f"/notebooks/{nb['id']}")
+        deadline = time.monotonic() + 30
+        while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client.close()
+        proc.terminate()
+        for leftover in marked(proc.data_dir):
+            leftover.kill()
+
+
+def asyncssh_connect(uri: str, key: Path):
+    import asyncssh
+    parts = urlsplit(uri)
+    return asyncssh.connect(parts.hostname, parts.port, username=parts.username, client_keys=[str(key)],
+                            known_hosts=None, agent_path=None, config=None)
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def session_processes(server_pid: int, text: str) -> list:
+    """Processes below nbfleet (sessions and their launchers) whose command line contains ``text``."""
+    import psutil
+    found = []
+    for p in psutil.Process(server_pid).children(recursive=True):
+        try:
+            if text in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_a_huge_terminal_size_leaks_nothing(fleet):
+    """SSH sends a terminal's size as uint32s; one that does not fit a terminal must neither fail the
+    session nor leave its terminal and process behind in nbfleet."""
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-winsize")
+    uri = ssh_endpoint(nb)["uri"]
+    server = proc.proc.pid
+
+    async def attempts(count: int) -> list:
+        results = []
+        async with asyncssh_connect(uri, good) as conn:
+            for _ in range(count):
+                done = await asyncio.wait_for(conn.run("echo sized", term_type="xterm",
+                                                       term_size=(70000, 70000, 70000, 70000)), 60)
+                results.append((done.exit_status, done.stdout))
+        return results
+
+    asyncio.run(attempts(1))   # the gateway's lazily opened files (host key, thread pool) are open now
+    time.sleep(0.5)
+    before = open_fds(server)
+    results = asyncio.run(attempts(10))
+    assert all(status == 0 and "sized" in out for status, out in results), results
+    deadline = time.monotonic() + 10
+    while open_fds(server) > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert open_fds(server) <= before + 2, (before, open_fds(server))
+
+
+def test_channels_per_connection_are_capped(fleet):
+    import asyncssh
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-cap")
+
+    async def scenario():
+        async with asyncssh_connect(ssh_endpoint(nb)["uri"], good) as conn:
+            held = [await conn.create_process("sleep 60") for _ in range(10)]
+            with pytest.raises(asyncssh.ChannelOpenError) as refused:
+                await conn.create_process("echo one too many")
+            assert refused.value.code == asyncssh.OPEN_RESOURCE_SHORTAGE and "10 channels" in refused.value.reason
+            held[0].close()   # a closed channel gives its place back
+            await held[0].wait_closed()
+            await asyncio.sleep(0.2)
+            again = await asyncio.wait_for(conn.run("echo again"), 60)
+            assert again.stdout == "again\n"
+            for session in held[1:]:
+                session.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_session_whose_client_left_while_it_started_is_ended(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-left")
+
+    async def leave_at_once():
+        conn = await asyncssh_connect(ssh_endpoint(nb)["uri"], good)
+        chan, _ = await conn.create_session(lambda: __import__("asyncssh").SSHClientSession(), "sleep 1000")
+        conn.abort()   # gone while the gateway is still starting the command
+        await asyncio.sleep(0)
+
+    for _ in range(3):
+        asyncio.run(leave_at_once())
+    time.sleep(1)
+    deadline = time.monotonic() + 15
+    while session_processes(proc.proc.pid, "sleep 1000") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not session_processes(proc.proc.pid, "sleep 1000")
+
+
+def test_the_launcher_gets_none_of_nbfleets_environment(fleet):
+    proc, client, good, _ = fleet
+    nb = running(client, "ssh-env")
+    ssh = Ssh(ssh_endpoint(nb)["uri"], good)
+    long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
+                             "echo started; sleep 301"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert long.stdout.readline() == "started\n"
+        launchers = [p for p in session_processes(proc.proc.pid, "enter.py") if "sleep 301" in " ".join(p.cmdline())]
+        assert launchers
+        for launcher in launchers:
+            environ = Path(f"/proc/{launcher.pid}/environ").read_bytes()
+            assert b"NBFLEET_" not in environ and b"SECRET" not in environ, environ[:500]
+    finally:
+        long.kill()
+        long.wait(timeout=10)
+
+
+def test_sessions_take_the_flavors_rlimits_without_cgroups(tmp_path):
+    """Without cgroups the flavor's memory is an address-space rlimit and its vCPUs a CPU affinity of the
+    notebook's processes; a session has the same."""
+    key = keygen(tmp_path / "key")
+    proc = ServeProcess(tmp_path / "data", runtime="local",
+                        env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_CGROUPS": "false"}).start()
+    client = SignedClient(proc.endpoint, proc.admin_creds())
+    nb = None
+    try:
+        subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user",
+                        proc.creds["user_id"], "--name", "laptop", "--public-key", f"{key}.pub",
+                        "--data-dir", str(proc.data_dir)], check=True, env=proc.cli_env(), capture_output=True,
+                       timeout=60)
+        nb = running(client, "rlimits")
+        root = next(p for p in marked(proc.data_dir, nb["id"]) if "jupyter" in " ".join(p.cmdline()))
+        notebook_limits = Path(f"/proc/{root.pid}/limits").read_text()
+        notebook_as = next(line for line in notebook_limits.splitlines() if line.startswith("Max address space"))
+        assert "unlimited" not in notebook_as   # the flavor's memory, as an rlimit
+        ssh = Ssh(ssh_endpoint(nb)["uri"], key)
+        r = ssh.run("grep 'Max address space' /proc/self/limits; grep Cpus_allowed_list /proc/self/status")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0] == notebook_as
+        wanted = Path(f"/proc/{root.pid}/status").read_text()
+        assert r.stdout.splitlines()[1] in wanted.splitlines()
     finally:
         if nb is not None:
             client.call("DELETE", f"/notebooks/{nb['id']}")

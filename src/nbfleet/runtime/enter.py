@@ -4,7 +4,10 @@ Started by nbfleet (``sessions.py``) as ``python -I -S enter.py '<json>'`` with 
 inside the sandbox on a file descriptor; it imports nothing but the standard library, so no file outside
 the interpreter is read. Steps, in this order because each needs what the one before leaves:
 
-1. join the instance's cgroups (host paths, while still on the host) so its limits apply to the session;
+1. join the instance's cgroups (host paths, while still on the host) so its limits apply to the session,
+   and take the entered process's resource limits and CPU affinity (the flavor's limits when they are
+   rlimits rather than cgroups); they are read before ``setns``, which then proves that the pid still
+   named the pidfd's process when they were read;
 2. drop supplementary groups (root) and set no_new_privs: nothing run later can gain privileges;
 3. ``setns(pidfd, …)``: all namespaces of that process at once. A pidfd names one process for its whole
    life, so a pid recycled between finding and entering cannot send the session elsewhere;
@@ -20,6 +23,7 @@ import ctypes
 import fcntl   # imported here: after setns the host's modules are out of reach
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -30,6 +34,13 @@ PR_SET_NO_NEW_PRIVS = 38
 TIOCSCTTY = 0x540E
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
+# The per-process limits a session takes from the instance (its kernels inherit the same from Jupyter), by
+# their names in /proc/<pid>/limits: readable without CAP_SYS_RESOURCE, which prlimit() on another
+# process needs.
+LIMITS = {"Max cpu time": "RLIMIT_CPU", "Max file size": "RLIMIT_FSIZE", "Max data size": "RLIMIT_DATA",
+          "Max stack size": "RLIMIT_STACK", "Max core file size": "RLIMIT_CORE", "Max processes": "RLIMIT_NPROC",
+          "Max open files": "RLIMIT_NOFILE", "Max locked memory": "RLIMIT_MEMLOCK",
+          "Max address space": "RLIMIT_AS"}
 
 
 def fail(message, code=126):
@@ -55,6 +66,7 @@ def main():
             os.write(fd, str(os.getpid()).encode())
         finally:
             os.close(fd)
+    limits = instance_limits(spec.get("pid"))
     if os.geteuid() == 0:
         os.setgroups([])
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -64,7 +76,7 @@ def main():
     os.close(spec["pidfd"])
     child = os.fork()
     if child == 0:
-        run(spec, libc)
+        run(spec, libc, limits)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda number, frame: os.kill(child, number))
     _, status = os.waitpid(child, 0)
@@ -75,8 +87,56 @@ def main():
     os._exit(code & 0xFF)
 
 
-def run(spec, libc):
+def instance_limits(pid):
+    """The resource limits and CPU affinity of ``pid`` (the process the pidfd names), or fail."""
+    if pid is None:
+        fail("the instance is not running")
+    limits = {}
     try:
+        with open(f"/proc/{pid}/limits") as fh:
+            for line in fh:
+                for label, name in LIMITS.items():
+                    if line.startswith(label + " "):
+                        soft, hard = line[len(label):].split()[:2]
+                        limits[name] = (_limit(soft), _limit(hard))
+        cpus = os.sched_getaffinity(pid)
+    except (OSError, ValueError) as exc:
+        fail(f"the instance is not running ({exc})")
+    if len(limits) != len(LIMITS):
+        fail("the instance's limits cannot be read")
+    return limits, cpus
+
+
+def _limit(text):
+    return resource.RLIM_INFINITY if text == "unlimited" else int(text)
+
+
+def apply_limits(limits):
+    values, cpus = limits
+    for name, (soft, hard) in values.items():
+        which = getattr(resource, name)
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (OSError, ValueError):
+            # Higher than this process's own: then its own (lower) limit stays, which binds more.
+            current = resource.getrlimit(which)
+            if not _at_most(current[1], hard):
+                fail(f"cannot apply the instance's {name}")
+            resource.setrlimit(which, (min_limit(soft, current[1]), current[1]))
+    os.sched_setaffinity(0, cpus)
+
+
+def _at_most(a, b):
+    return b == resource.RLIM_INFINITY or (a != resource.RLIM_INFINITY and a <= b)
+
+
+def min_limit(a, b):
+    return a if _at_most(a, b) else b
+
+
+def run(spec, libc, limits):
+    try:
+        apply_limits(limits)
         os.setsid()
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])

@@ -183,14 +183,20 @@ class LocalRuntime:
                                  "one (single-user mode)")
         if placement is None or placement.pid is None or "environment" not in placement.details:
             raise SessionRefused("the instance was started before SSH was available here; restart it")
-        roots = [p for _, p in self.processes.marked(instance_id) if p.pid == placement.pid]
-        if not roots:
+        # The recorded process itself, checked by its markers and owner (as ``observe`` does): never a scan
+        # of every process of the host, which any client could make nbfleet do for each channel.
+        try:
+            root = psutil.Process(placement.pid)
+            ours = belongs(root, self.data_dir, instance_id) and self._may_own(root.uids().real)
+        except psutil.Error:
+            ours = False
+        if not ours:
             raise SessionRefused("the instance is not running")
         dirs = self.dirs(instance_id)
         inside = self.sandbox.inside(dirs)
         env = self._env_for(Path(placement.details["environment"]), inside)
         groups = [str(group) for group in self.limiter.group_dirs(instance_id, placement.pid)]
-        return open_entry(roots[0], env, groups)
+        return open_entry(root, env, groups)
 
     async def _environment(self, spec: InstanceSpec, reporter: Reporter) -> BuiltEnvironment:
         if not spec.image.environment:

@@ -47,6 +47,7 @@ class SessionEntry:
     uid: int = 1000
     gid: int = 100
     cwd: str = "/home/ma-user/work"
+    pid: int | None = None   # the process ``pidfd`` names, whose limits the session takes
 
     # The terminal is made inside (and comes back over a socket), as sessions of the sandbox need.
     terminal_inside = True
@@ -64,11 +65,16 @@ class SessionEntry:
     def python(self) -> str:
         return os.path.join(self.env["VIRTUAL_ENV"], "bin", "python")
 
+    @property
+    def launch_env(self) -> dict[str, str]:
+        """The launcher's own environment: nothing of nbfleet's (its secrets) reaches it."""
+        return {}
+
     def argv(self, command: list[str], *, tty: int | None = None, env: dict[str, str] | None = None) -> list[str]:
         """The host command line that runs ``command`` in the instance (pass ``pass_fds=(pidfd,)``).
 
         ``tty``: a Unix socket (also passed) over which the command's terminal comes back."""
-        spec = {"pidfd": self.pidfd, "flags": self.flags, "groups": self.groups, "uid": self.uid, "gid": self.gid,
+        spec = {"pidfd": self.pidfd, "pid": self.pid, "flags": self.flags, "groups": self.groups, "uid": self.uid, "gid": self.gid,
                 "cwd": self.cwd, "argv": command, "env": {**self.env, **(env or {})}, "tty": tty}
         return [sys.executable, "-I", "-S", str(ENTER), json.dumps(spec)]
 
@@ -97,7 +103,13 @@ class ContainerEntry:
     def argv(self, command: list[str], *, tty: bool = False, env: dict[str, str] | None = None) -> list[str]:
         spec = {"container": self.container, "docker_host": self.docker_host, "argv": command, "tty": bool(tty),
                 "env": {**self.env, **(env or {})}, "user": self.user, "cwd": self.cwd}
-        return [sys.executable, "-m", "nbfleet.runtime.docker_exec", json.dumps(spec)]
+        # -I: the helper imports nothing from the current directory or PYTHON* variables
+        return [sys.executable, "-I", "-m", "nbfleet.runtime.docker_exec", json.dumps(spec)]
+
+    @property
+    def launch_env(self) -> dict[str, str]:
+        """Only what the helper needs to reach the engine: nothing else of nbfleet's (its secrets)."""
+        return {k: v for k, v in os.environ.items() if k == "PATH" or k.startswith("DOCKER_")}
 
     def close(self) -> None:
         pass
@@ -142,7 +154,7 @@ def open_entry(root: psutil.Process, env: dict[str, str], groups: list[str]) -> 
     if not flags & CLONE_NEWUSER or not flags & CLONE_NEWPID or not flags & CLONE_NEWNS:
         os.close(pidfd)   # not a sandbox: a session there would run on the host
         raise SessionRefused("the instance has no sandbox to open a session in")
-    return SessionEntry(pidfd=pidfd, flags=flags, env=env, groups=groups)
+    return SessionEntry(pidfd=pidfd, flags=flags, env=env, groups=groups, pid=target.pid)
 
 
 def _ns_pid(pid: int) -> int | None:

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -42,19 +43,44 @@ class SshGateway:
     ``SessionEntry`` (blocking), raising ``SessionRefused``."""
 
     def __init__(self, *, host: str, port: int, host_key: Path, access: Callable, enter: Callable,
-                 watch_interval: float = 2.0):
+                 watch_interval: float = 2.0, max_channels_per_connection: int = 10,
+                 max_sessions_per_instance: int = 32, max_sessions: int = 256, threads: int = 8):
         self.host = host
         self.port = port
         self.host_key_path = host_key
         self.access = access
         self.enter = enter
         self.watch_interval = watch_interval
+        self.max_channels_per_connection = max_channels_per_connection
+        self.max_sessions_per_instance = max_sessions_per_instance
+        self.max_sessions = max_sessions
         self._server: asyncssh.SSHAcceptor | None = None
-        self._connections: dict[asyncssh.SSHServerConnection, str] = {}
+        self._connections: dict[asyncssh.SSHServerConnection, tuple[str, str | None]] = {}
         self._watcher: asyncio.Task | None = None
+        self._per_instance: dict[str, int] = {}
+        self._open = 0
+        # The blocking work of clients (store reads, finding and entering sandboxes, waiting for a terminal)
+        # runs here, bounded, never in the loop's default executor that the rest of nbfleet shares.
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nbfleet-ssh")
+
+    async def blocking(self, function: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
+    def take_slot(self, channels: "_ChannelCount", notebook_id: str) -> "_Slot":
+        """A place for one more channel of this connection, or ChannelOpenError: a client, or the users of
+        one instance, cannot hold more of nbfleet's file descriptors, processes and threads than this."""
+        if channels.count >= self.max_channels_per_connection:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE,
+                                            f"at most {self.max_channels_per_connection} channels per connection")
+        if self._per_instance.get(notebook_id, 0) >= self.max_sessions_per_instance:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE,
+                                            f"at most {self.max_sessions_per_instance} sessions per instance")
+        if self._open >= self.max_sessions:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, "the SSH gateway is busy")
+        return _Slot(self, channels, notebook_id)
 
     async def start(self) -> None:
-        key = await asyncio.to_thread(load_or_create, self.host_key_path)
+        key = await self.blocking(load_or_create, self.host_key_path)
         self._server = await asyncssh.create_server(
             lambda: _Connection(self), self.host, self.port, server_host_keys=[key],
             encoding=None, agent_forwarding=False, x11_forwarding=False, allow_scp=False,
@@ -78,40 +104,45 @@ class SshGateway:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             except asyncio.TimeoutError:
                 log.warning("SSH gateway: connections still closing at shutdown")
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
-    def opened(self, conn: asyncssh.SSHServerConnection, notebook_id: str) -> None:
-        self._connections[conn] = notebook_id
+    def opened(self, conn: asyncssh.SSHServerConnection, notebook_id: str, key: str | None = None) -> None:
+        self._connections[conn] = (notebook_id, key)
 
     def closed(self, conn: asyncssh.SSHServerConnection) -> None:
         self._connections.pop(conn, None)
 
     async def _watch(self) -> None:
-        """Close connections whose instance stopped, was deleted or lost its SSH endpoint. Its sessions
-        already ended with its PID namespace; this also ends idle connections and ``ssh -N -L`` ones."""
+        """Close connections whose instance stopped, was deleted or lost its SSH endpoint, and those signed
+        in with a key that is no longer one of the instance's key pairs. Sessions of a stopped instance
+        already ended with its PID namespace; this also ends idle connections, open shells of a deleted
+        key pair and ``ssh -N -L`` ones."""
         while True:
             await asyncio.sleep(self.watch_interval)
-            for notebook_id in set(self._connections.values()):
+            for notebook_id in {nid for nid, _ in self._connections.values()}:
                 try:
-                    still = await asyncio.to_thread(self.access, notebook_id)
+                    still = await self.blocking(self.access, notebook_id)
                 except Exception:
                     log.exception("SSH: could not check instance %s", notebook_id)
                     continue
-                if still is None:
-                    for conn, nid in list(self._connections.items()):
-                        if nid == notebook_id:
-                            log.info("SSH: closing a connection to %s, which no longer runs", notebook_id)
-                            conn.close()
-                            self.closed(conn)
+                keys = {_key_id(k) for k in still.public_keys} if still is not None else set()
+                for conn, (nid, key) in list(self._connections.items()):
+                    if nid != notebook_id or (still is not None and key in keys):
+                        continue
+                    log.info("SSH: closing a connection to %s (%s)", notebook_id,
+                             "no longer running" if still is None else "its key pair was removed")
+                    conn.close()
+                    self.closed(conn)
 
     async def open_entry(self, notebook_id: str, key: str | None) -> SessionEntry:
         """Checked again for every channel: the instance still runs, and the key the connection signed in
         with is still one of its key pairs (a key pair deleted meanwhile opens nothing more)."""
-        access = await asyncio.to_thread(self.access, notebook_id)
+        access = await self.blocking(self.access, notebook_id)
         if access is None:
             raise SessionRefused("the instance is not running")
         if key is None or key not in {_key_id(k) for k in access.public_keys}:
             raise SessionRefused("the key is no longer one of the instance's key pairs")
-        return await asyncio.to_thread(self.enter, notebook_id, access.placement)
+        return await self.blocking(self.enter, notebook_id, access.placement)
 
     async def spawn(self, notebook_id: str, key: str | None, command: list[str], *,
                     env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -120,7 +151,8 @@ class SshGateway:
         try:
             return await asyncio.create_subprocess_exec(
                 *entry.argv(command, env=env), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=entry.pass_fds, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, pass_fds=entry.pass_fds, start_new_session=True,
+                env=entry.launch_env)
         finally:
             entry.close()
 
@@ -134,7 +166,7 @@ class SshGateway:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *entry.argv(command, tty=True, env=env), stdin=slave, stdout=slave, stderr=slave,
-                    pass_fds=entry.pass_fds, start_new_session=True)
+                    pass_fds=entry.pass_fds, start_new_session=True, env=entry.launch_env)
             except BaseException:
                 os.close(master)
                 raise
@@ -148,24 +180,29 @@ class SshGateway:
             proc = await asyncio.create_subprocess_exec(
                 *entry.argv(command, tty=theirs.fileno(), env=env), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                pass_fds=(*entry.pass_fds, theirs.fileno()), start_new_session=True)
+                pass_fds=(*entry.pass_fds, theirs.fileno()), start_new_session=True, env=entry.launch_env)
         finally:
             entry.close()
             theirs.close()
         try:
             ours.settimeout(15)
-            _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, ours, 16, 1)
+            _, fds, _, _ = await self.blocking(socket.recv_fds, ours, 16, 1)
         except OSError:
             fds = []
+        except BaseException:
+            _end(proc)
+            raise
         finally:
             ours.close()
         if not fds:
             _end(proc)
             raise SessionRefused("the instance is not running")
+        for extra in fds[1:]:
+            os.close(extra)
         os.set_blocking(fds[0], False)
         return proc, fds[0]
 
-    async def open_forward(self, notebook_id: str, key: str | None, port: int) -> Relay:
+    async def open_forward(self, notebook_id: str, key: str | None, port: int, slot: "_Slot | None" = None) -> Relay:
         """A relay inside the instance's network namespace, connected to its loopback ``port``."""
         try:
             entry = await self.open_entry(notebook_id, key)
@@ -178,18 +215,21 @@ class SshGateway:
             proc = await asyncio.create_subprocess_exec(
                 *entry.argv([entry.python, "-I", "-S", "-c", RELAY, str(port)]), stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, pass_fds=entry.pass_fds,
-                start_new_session=True)
+                start_new_session=True, env=entry.launch_env)
         finally:
             entry.close()
         try:
             ready = await asyncio.wait_for(proc.stdout.readexactly(1), 15)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError):
             ready = b""
+        except BaseException:
+            _end(proc)
+            raise
         if ready != b"+":
             _end(proc)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             f"nothing listens on port {port} in the instance")
-        return Relay(proc)
+        return Relay(proc, slot)
 
 
 # Runs inside the instance as ma-user: connect to its own loopback, say "+", then copy both ways.
@@ -224,6 +264,34 @@ def _key_id(public_key: str) -> str:
     return " ".join(public_key.split()[:2])
 
 
+class _ChannelCount:
+    count = 0
+
+
+class _Slot:
+    """One open channel under the gateway's limits; released once, when the channel is done."""
+
+    def __init__(self, gateway: SshGateway, channels: _ChannelCount, notebook_id: str):
+        self.gateway, self.channels, self.notebook_id = gateway, channels, notebook_id
+        self._held = True
+        channels.count += 1
+        gateway._per_instance[notebook_id] = gateway._per_instance.get(notebook_id, 0) + 1
+        gateway._open += 1
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self.channels.count -= 1
+        gateway = self.gateway
+        gateway._open -= 1
+        left = gateway._per_instance.get(self.notebook_id, 1) - 1
+        if left > 0:
+            gateway._per_instance[self.notebook_id] = left
+        else:
+            gateway._per_instance.pop(self.notebook_id, None)
+
+
 def _end(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         try:
@@ -241,16 +309,19 @@ class _Connection(asyncssh.SSHServer):
         self.notebook_id: str | None = None
         self.keys: asyncssh.SSHAuthorizedKeys | None = None
         self.key: str | None = None   # the public key the client signed in with
+        self.channels = _ChannelCount()
+        self.lost = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         if self.conn is not None:
             self.gateway.closed(self.conn)
 
     async def begin_auth(self, username: str) -> bool:
-        access = await asyncio.to_thread(self.gateway.access, username)
+        access = await self.gateway.blocking(self.gateway.access, username)
         peer = self.conn.get_extra_info("peername")[0]
         # One answer for an unknown instance, a stopped one and a refused address: nobody learns which
         # instances exist from here.
@@ -285,16 +356,28 @@ class _Connection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         log.info("SSH: session to %s from %s", self.notebook_id, self.conn.get_extra_info("peername")[0])
-        self.gateway.opened(self.conn, self.notebook_id)
+        self.gateway.opened(self.conn, self.notebook_id, self.key)
 
     def session_requested(self):
-        return SessionChannel(self.gateway, self.notebook_id, self.key)
+        slot = self.gateway.take_slot(self.channels, self.notebook_id)
+        return SessionChannel(self.gateway, self.notebook_id, self.key, slot)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
         if dest_host not in LOOPBACK:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             "only the instance's own loopback (127.0.0.1) can be reached")
-        return self.gateway.open_forward(self.notebook_id, self.key, dest_port)
+        return self._forward(self.gateway.take_slot(self.channels, self.notebook_id), dest_port)
+
+    async def _forward(self, slot: _Slot, port: int) -> Relay:
+        try:
+            relay = await self.gateway.open_forward(self.notebook_id, self.key, port, slot)
+        except BaseException:
+            slot.release()
+            raise
+        if self.lost:   # the client left while the relay started: its channel will never open
+            relay.abandon()
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "the connection closed")
+        return relay
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False   # remote forwarding would open a listener in nbfleet's own network

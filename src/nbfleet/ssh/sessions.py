@@ -21,13 +21,16 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 # What a client may set in the session's environment (OpenSSH's AcceptEnv default in Debian).
 ACCEPTED_ENV = ("LANG", "LC_")
 CHUNK = 65536
+ORPHAN_AFTER = 60   # seconds a forwarding relay may wait for its channel to open
 
 
 class SessionChannel(asyncssh.SSHServerSession):
-    def __init__(self, gateway, notebook_id: str, key: str | None):
+    def __init__(self, gateway, notebook_id: str, key: str | None, slot=None):
         self.gateway = gateway
         self.notebook_id = notebook_id
         self.key = key
+        self.slot = slot   # this channel's place under the gateway's limits, given back when it closes
+        self._closed = False   # the channel closed, maybe while its process was being started
         self._typed = bytearray()   # terminal input not yet taken by the terminal
         self.chan: asyncssh.SSHServerChannel | None = None
         self.command: list[str] | None = None
@@ -95,9 +98,13 @@ class SessionChannel(asyncssh.SSHServerSession):
         return False
 
     def connection_lost(self, exc) -> None:
+        self._closed = True
+        if self.slot is not None:
+            self.slot.release()
         if self.proc is not None:
             _signal(self.proc, signal.SIGHUP)
             asyncio.get_event_loop().call_later(3, _signal, self.proc, signal.SIGKILL)
+        # else a start under way ends its process itself once it returns (``_run``)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -152,25 +159,29 @@ class SessionChannel(asyncssh.SSHServerSession):
                 env["TERM"] = self.term[0]
                 self.proc, self.master = await self.gateway.spawn_terminal(self.notebook_id, self.key, command,
                                                                            env=env)
-                _set_size(self.master, self.term[1])
             else:
                 self.proc = await self.gateway.spawn(self.notebook_id, self.key, command, env=env)
         except SessionRefused as exc:
-            self.chan.write_stderr(f"nbfleet: {exc}\r\n".encode())
-            self.chan.exit(1)
+            self._exit_quietly(f"nbfleet: {exc}\r\n".encode())
             return
         except Exception:
             log.exception("SSH: could not start a session in %s", self.notebook_id)
-            self.chan.write_stderr(b"nbfleet: the session could not be started\r\n")
-            self.chan.exit(1)
+            self._exit_quietly(b"nbfleet: the session could not be started\r\n")
             return
-        for data in self._input:
-            self._to_process(data)
-        self._input.clear()
-        if self._eof and self.master is None:
-            self.proc.stdin.close()
-        self.chan.resume_reading()
+        # From here on the process and its terminal are ours: whatever happens, the terminal is closed and
+        # the process ended (a client may send anything, and may be gone already).
+        code = None
         try:
+            if self._closed:   # the client left while the process started: nobody will ever end it
+                return
+            if self.master is not None:
+                _set_size(self.master, self.term[1])
+            for data in self._input:
+                self._to_process(data)
+            self._input.clear()
+            if self._eof and self.master is None:
+                self.proc.stdin.close()
+            self.chan.resume_reading()
             if self.master is not None:
                 await self._pump_terminal()
             else:
@@ -178,20 +189,36 @@ class SessionChannel(asyncssh.SSHServerSession):
                                      self._pump(self.proc.stderr, self.chan.write_stderr))
             code = await self.proc.wait()
         except (BrokenPipeError, ConnectionError, asyncssh.ChannelClosedError):
-            _signal(self.proc, signal.SIGKILL)
+            return
+        except Exception:
+            log.exception("SSH: a session in %s failed", self.notebook_id)
             return
         finally:
+            if code is None:
+                _signal(self.proc, signal.SIGKILL)
             if self.master is not None:
                 asyncio.get_event_loop().remove_writer(self.master)
                 os.close(self.master)
                 self.master = None
+            if code is None:
+                self._exit_quietly(None, 255)
         try:
             if code < 0:
                 name = signal.Signals(-code).name.removeprefix("SIG")
                 self.chan.exit_with_signal(name)
             else:
                 self.chan.exit(code)
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, asyncssh.Error):
+            pass
+
+    def _exit_quietly(self, message: bytes | None, code: int = 1) -> None:
+        if self._closed:
+            return
+        try:
+            if message:
+                self.chan.write_stderr(message)
+            self.chan.exit(code)
+        except (BrokenPipeError, OSError, asyncssh.Error):
             pass
 
     async def _pump(self, reader: asyncio.StreamReader, write) -> None:
@@ -241,14 +268,25 @@ class SessionChannel(asyncssh.SSHServerSession):
 class Relay(asyncssh.SSHTCPSession):
     """A forwarded connection: the channel's bytes to the relay process inside the instance and back."""
 
-    def __init__(self, proc: asyncio.subprocess.Process):
+    def __init__(self, proc: asyncio.subprocess.Process, slot=None):
         self.proc = proc
+        self.slot = slot
         self.chan = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task | None = None
+        # A channel whose connection closed before it was opened never calls back: end the relay then.
+        self._orphan = asyncio.get_event_loop().call_later(ORPHAN_AFTER, self.abandon)
+
+    def abandon(self) -> None:
+        """End the relay process of a channel that will never open (or has closed)."""
+        self._orphan.cancel()
+        _signal(self.proc, signal.SIGKILL)
+        if self.slot is not None:
+            self.slot.release()
 
     def connection_made(self, chan) -> None:
+        self._orphan.cancel()
         self.chan = chan
         self._task = asyncio.create_task(self._copy_out())
 
@@ -274,7 +312,7 @@ class Relay(asyncssh.SSHTCPSession):
         return True
 
     def connection_lost(self, exc) -> None:
-        _signal(self.proc, signal.SIGKILL)
+        self.abandon()
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -300,11 +338,16 @@ class Relay(asyncssh.SSHTCPSession):
 
 
 def _set_size(fd: int, size) -> None:
-    width, height, pixwidth, pixheight = (list(size) + [0, 0, 0, 0])[:4]
+    """The client's terminal size; SSH sends uint32s, a terminal keeps 16 bits of each."""
     try:
+        width, height, pixwidth, pixheight = (_dimension(v) for v in (list(size) + [0, 0, 0, 0])[:4])
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, pixwidth, pixheight))
-    except OSError:
+    except (OSError, TypeError, ValueError, struct.error):
         pass
+
+
+def _dimension(value) -> int:
+    return min(max(int(value), 0), 0xFFFF)
 
 
 def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
