@@ -67,3 +67,19 @@ def test_a_terminal_size_beyond_16_bits_is_clamped():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_serve_raises_its_open_files_limit_to_the_hard_limit():
+    import resource
+    import subprocess
+    import sys
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip("needs a finite hard limit above 256")
+
+    def lowered():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    out = subprocess.run([sys.executable, "-c", "import resource; from nbfleet.app import raise_open_files_limit; "
+                          "raise_open_files_limit(); print(*resource.getrlimit(resource.RLIMIT_NOFILE))"],
+                         preexec_fn=lowered, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == [str(hard), str(hard)]
