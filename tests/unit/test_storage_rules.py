@@ -125,4 +125,4 @@ def test_read_only_entries():
     assert policy.efs_source("p2", EFS_ID, "x:/a").read_only
     assert policy.efs_source("p1", EFS_ID, "x:/a").read_only        # the entry named decides among equals
     assert not policy.efs_source("p1", SECRET_ID, "host:/ds/a").read_only
-    assert policy.efs_source("p2", SECRET_ID, "host:/ds/a").read_only
+    assert policy.efs_source("p2", SECRET_ID, "host:/ds/a") is None     # p1's entry, named

@@ -211,14 +211,14 @@ class StoragePolicy:
             if len(have) > depth:
                 deciding, depth = [], len(have)
             deciding.append(candidate)
+        # Several entries for the same directory: the one the request named if it is one of them, else any
+        # of them that offers it (read-only unless one offers it writable).
+        if any(c is entry for c in deciding):
+            deciding = [entry]
         allowing = [c for c in deciding if self._allowed(_get(c, "projects") or [], project_id)]
         if not allowing:
             return None
-        # Several entries for the same directory: the one the request named if it is one of them, else
-        # read-only unless one of them offers it writable.
-        read_only = bool(_get(entry, "read_only")) if any(c is entry for c in allowing) else \
-            all(_get(c, "read_only") for c in allowing)
-        return EfsSource(root, tuple(below), read_only)
+        return EfsSource(root, tuple(below), all(bool(_get(c, "read_only")) for c in allowing))
 
     def obs_allowed(self, project_id: str, bucket: str) -> bool:
         return self.obs_configured and self._allowed(self.obs_buckets.get(bucket) or [], project_id)

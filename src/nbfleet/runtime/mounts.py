@@ -13,7 +13,8 @@ Layout (all made by nbfleet, as root)::
     <data dir>/storage/s3fs.passwd     0600  the object store's key pair; read by s3fs only
     <data dir>/storage/<id>/           0711 (docker runtime: 0700; dockerd binds D as root)
     <data dir>/storage/<id>/data/      D, 0750 root:<instance's gid>: /data inside; mount points below it
-    <data dir>/storage/<id>/obs/       0700  s3fs mounts first land here, out of the instance's reach
+    <data dir>/storage/<id>/obs/       0700  mounts first land here (s3fs; a shared file system's bind, to
+                                             set its flags), out of the instance's reach
     <data dir>/storage/<id>/obs/<mount id>/, <mount id>.log and <mount id>.tmp/ (s3fs's temporary files)
 
 Why paths are walked through file descriptors: an instance can create links in anything it can write (a
