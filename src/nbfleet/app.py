@@ -64,14 +64,15 @@ def build_runtime(settings: Settings):
                         path_prefix=path_prefix, storage=local_storage(settings, isolation))
 
 
-def host_mounts(settings: Settings, owner):
+def host_mounts(settings: Settings, owner, *, private_instance_dirs: bool = False):
     """Dynamic mounts on this host (local and docker runtimes); ``owner(id)`` -> (uid, gid) of ``ma-user``."""
     from .runtime.mounts import HostMounts
     obs = settings.storage.obs
     return HostMounts(settings.data_dir.resolve(), settings.storage.policy(), owner=owner,
                       obs_endpoint=obs.endpoint if obs.configured else None,
                       obs_credentials=(obs.access_key, obs.secret_key.get_secret_value()) if obs.configured else None,
-                      obs_region=obs.region, mount_timeout=settings.storage.mount_timeout)
+                      obs_region=obs.region, mount_timeout=settings.storage.mount_timeout,
+                      private_instance_dirs=private_instance_dirs)
 
 
 def local_storage(settings: Settings, isolation):
@@ -101,7 +102,8 @@ def build_docker_runtime(settings: Settings, path_prefix: str | None):
     # Every container's ma-user is uid 1000 / gid 100 (with userns-remap, what the engine maps them to).
     return DockerRuntime(settings.data_dir.resolve(), client, network=settings.docker_network, builder=builder,
                          ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix,
-                         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID)),
+                         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID),
+                                             private_instance_dirs=True),
                          docker_host=settings.docker_host)
 
 

@@ -31,6 +31,7 @@ class EfsFileSystem(BaseModel):
     path: Path
     projects: list[str] = Field(default_factory=list, description="project ids allowed to mount it; "
                                 "[\"*\"] = every project; empty (the default) = none")
+    read_only: bool = Field(default=False, description="mounted read-only in every instance")
 
 
 class ObsSettings(BaseModel):

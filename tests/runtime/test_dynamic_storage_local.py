@@ -3,9 +3,11 @@ local S3-compatible server (s3fs over FUSE) attached to RUNNING sandboxed instan
 their kernels, detached, kept across stop/start; what an instance must not reach through them."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
+import subprocess
 import time
 
 import pytest
@@ -19,6 +21,8 @@ from .test_server_local import jupyter_processes, notebook_base
 pytestmark = [pytest.mark.slow, pytest.mark.runtime_only]
 
 EFS_ID = "6f1c2a9e-1111-4222-8333-0123456789ab"
+RO_ID = "6f1c2a9e-2222-4222-8333-0123456789ab"        # the operator's read-only bind mount of a dataset
+MARKED_RO_ID = "6f1c2a9e-3333-4222-8333-0123456789ab"  # a writable directory the operator offers read-only
 BUCKET = "team-bucket"
 
 
@@ -42,12 +46,22 @@ def world(tmp_path_factory):
     (efs / "team" / "from-host.txt").write_text("shared file system\n")
     # A file system's own modes apply to the instances (each its own host uid): this one lets everyone write.
     os.chmod(efs / "team", 0o1777)
+    # A dataset the operator shares read-only: a read-only bind mount of a writable directory.
+    dataset = root / "dataset"
+    (dataset / "images").mkdir(parents=True)
+    (dataset / "images" / "cat.txt").write_text("a cat\n")
+    os.chmod(dataset / "images", 0o1777)   # writable but for the mount's flag
+    subprocess.run(["mount", "--bind", str(dataset), str(dataset)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(dataset)], check=True)
     s3 = S3Server(root).start()
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
     client.put_object(Bucket=BUCKET, Key="dir/from-s3.txt", Body=b"object storage\n")
-    proc = ServeProcess(root / "data", runtime="local",
-                        env={**storage_env(s3, efs, EFS_ID, BUCKET), "NBFLEET_OBSERVE_INTERVAL": "0.5"}).start()
+    env = storage_env(s3, efs, EFS_ID, BUCKET)
+    env["NBFLEET_STORAGE__EFS"] = json.dumps({**json.loads(env["NBFLEET_STORAGE__EFS"]),
+                                              RO_ID: {"path": str(dataset), "projects": ["*"]},
+                                              MARKED_RO_ID: {"path": str(efs), "projects": ["*"], "read_only": True}})
+    proc = ServeProcess(root / "data", runtime="local", env={**env, "NBFLEET_OBSERVE_INTERVAL": "0.5"}).start()
     api = SignedClient(proc.endpoint, proc.admin_creds())
     yield proc, api, s3, efs
     for nb in api.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
@@ -60,6 +74,7 @@ def world(tmp_path_factory):
     for leftover in jupyter_processes(proc.data_dir):
         leftover.kill()
     s3.stop()
+    subprocess.run(["umount", str(dataset)], check=True)
     assert unmount_below(root) == []   # deleting the instances unmounted everything
 
 
@@ -325,3 +340,49 @@ def test_without_fuse_an_object_store_mount_fails_with_the_reason(tmp_path):
     finally:
         asyncio.run(mounts.detach_all(SimpleNamespace(id="inst", project_id="p")))
     assert unmount_below(tmp_path) == []
+
+
+def test_a_read_only_dataset_stays_read_only_in_the_instance(world):
+    """The bind into the instance keeps the source's per-mount flags (a remount would otherwise replace ro by
+    rw), and an entry the operator marks read_only is mounted read-only."""
+    proc, api, _s3, efs = world
+    nb = running(api, "reader")
+    ro = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={
+        "category": "EFS", "mount_path": "/data/ds/", "uri": "ds.internal:/images", "efs_id": RO_ID})
+    marked = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={**EFS_BODY, "mount_path": "/data/marked/",
+                                                                   "efs_id": MARKED_RO_ID})
+    for m in (ro, marked):
+        done = wait_mount(api, nb["id"], m["id"], "MOUNTED", "MOUNT_FAILED")
+        assert done["status"] == "MOUNTED", done["failure_reason"]
+    out = run(nb, "import errno\n"
+                  "print(open('/data/ds/cat.txt').read().strip())\n"
+                  "for path in ('/data/ds/new.txt', '/data/marked/new.txt'):\n"
+                  "    try:\n"
+                  "        open(path, 'w').write('x')\n"
+                  "        print('written')\n"
+                  "    except OSError as e:\n"
+                  "        print(errno.errorcode[e.errno])\n")
+    assert out.strip().splitlines() == ["a cat", "EROFS", "EROFS"]
+    for m in (ro, marked):
+        api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{m['id']}")
+        wait_gone(api, nb["id"], m["id"])
+
+
+def test_a_mount_below_the_operator_directory_stays_out(world):
+    """The walk from the operator's directory does not cross into something mounted below it."""
+    proc, api, _s3, efs = world
+    below = efs / "team" / "elsewhere"
+    below.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(below)], check=True)
+    try:
+        (below / "inside").mkdir()
+        nb = running(api, "walker")
+        for uri in ("6f1c2a9e.sfsturbo.internal:/team/elsewhere", "6f1c2a9e.sfsturbo.internal:/team/elsewhere/inside"):
+            m = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={**EFS_BODY, "mount_path": "/data/o/", "uri": uri})
+            failed = wait_mount(api, nb["id"], m["id"], "MOUNT_FAILED", "MOUNTED")
+            assert failed["status"] == "MOUNT_FAILED" and "another mount" in failed["failure_reason"], failed
+            api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{m['id']}")
+            wait_gone(api, nb["id"], m["id"])
+    finally:
+        subprocess.run(["umount", "-l", str(below)], check=True)
+        below.rmdir()

@@ -78,3 +78,51 @@ def test_the_allow_lists():
     assert policy.obs_allowed("p2", "shared") and policy.obs_allowed("p1", "mine")
     assert not policy.obs_allowed("p2", "mine") and not policy.obs_allowed("p1", "unlisted")
     assert not StoragePolicy({}, {"shared": ["*"]}, obs_configured=False).obs_allowed("p1", "shared")
+
+
+@pytest.mark.parametrize("text", ["/data/a\n", "/data/a/b\n", "/data/a\n/"])
+def test_a_trailing_newline_is_no_mount_path(text):
+    with pytest.raises(E.InvalidProperty):
+        normal_mount_path(text)
+
+
+def test_uuids_and_uris_with_a_trailing_newline_are_refused():
+    with pytest.raises(E.InvalidProperty):
+        parse_attach({"category": "EFS", "mount_path": "/data/x", "uri": "h:/d", "efs_id": EFS_ID + "\n"})
+    with pytest.raises(E.InvalidProperty):
+        efs_location("h:/d\n")
+    with pytest.raises(E.InvalidProperty):
+        obs_location("obs://bkt/dir\n")
+
+
+SECRET_ID = "22222222-0000-4000-8000-000000000000"
+
+
+def test_the_most_specific_entry_decides_whichever_key_is_named():
+    """A directory the operator configured for one project only stays that project's, also when another
+    project names a file system (by id or export) that contains it."""
+    policy = StoragePolicy({EFS_ID: {"path": "/mnt/p", "projects": ["p1"]},
+                            "host:/p": {"path": "/mnt/p", "projects": ["p1"]},
+                            "host:/p/secret": {"path": "/mnt/p/secret", "projects": ["p2"]},
+                            SECRET_ID: {"path": "/mnt/p/other/", "projects": ["p2"]}},
+                           {}, obs_configured=False)
+    assert policy.efs_source("p1", EFS_ID, "x:/secret") is None          # by id, into p2's directory
+    assert policy.efs_source("p1", EFS_ID, "x:/secret/deeper") is None
+    assert policy.efs_source("p1", EFS_ID, "x:/other") is None           # p2's, configured by id
+    assert policy.efs_source("p1", SECRET_ID, "host:/p/secret") is None
+    assert policy.efs_source("p1", SECRET_ID, "host:/p/other") is None   # by export, into p2's directory
+    assert policy.efs_source("p1", EFS_ID, "x:/secretX").below == ("secretX",)
+    assert policy.efs_source("p1", EFS_ID, "x:/public").below == ("public",)
+    found = policy.efs_source("p2", SECRET_ID, "h:/x")
+    assert (found.root, found.below) == (Path("/mnt/p/other/"), ("x",))
+    found = policy.efs_source("p2", "33333333-0000-4000-8000-000000000000", "host:/p/secret/x")
+    assert (found.root, found.below) == (Path("/mnt/p/secret"), ("x",))
+
+
+def test_read_only_entries():
+    policy = StoragePolicy({EFS_ID: {"path": "/mnt/ds", "projects": ["*"], "read_only": True},
+                            "host:/ds": {"path": "/mnt/ds", "projects": ["p1"]}}, {}, obs_configured=False)
+    assert policy.efs_source("p2", EFS_ID, "x:/a").read_only
+    assert policy.efs_source("p1", EFS_ID, "x:/a").read_only        # the entry named decides among equals
+    assert not policy.efs_source("p1", SECRET_ID, "host:/ds/a").read_only
+    assert policy.efs_source("p2", SECRET_ID, "host:/ds/a") is None     # p1's entry, named

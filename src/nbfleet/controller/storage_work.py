@@ -115,10 +115,13 @@ class StorageWork:
                     await self._undo(spec, row)
 
     async def _undo(self, spec, row) -> None:
+        # Bounded like the mount: after a timed-out mount it waits for that mount's thread to let go.
         try:
-            await self.storage.detach(spec, mount_spec(row))
+            await asyncio.wait_for(self.storage.detach(spec, mount_spec(row)), self._timeout())
         except RuntimeFailure as failure:
             log.warning("mount %s: undoing a mount nobody wants failed: %s", row["id"], failure.reason)
+        except asyncio.TimeoutError:
+            log.warning("mount %s: undoing a mount nobody wants took longer than %g s", row["id"], self._timeout())
 
     async def _unmount(self, row) -> None:
         r = self.r

@@ -21,12 +21,13 @@ MAX_MOUNT_PATH = 256
 MAX_URI = 256
 # One mount point is one directory name at most this long, made of characters that need no quoting
 # anywhere (mount tables, s3fs options, logs); deeper paths are made of several of them.
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# \Z, never $: '$' also matches before a trailing newline ('/data/a\n' would pass).
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 # obs://bucket/dir/...: S3 bucket names (3-63 lower-case letters, digits, '.', '-').
-_OBS_URI = re.compile(r"^obs://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
+_OBS_URI = re.compile(r"^obs://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?\Z", re.DOTALL)
 # <host>:/<path> of a shared file system (e.g. 0a1b….sfsturbo.internal:/dir).
-_EFS_URI = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}):(/.*)$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_EFS_URI = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}):(/.*)\Z", re.DOTALL)
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 class Category(StrEnum):
@@ -111,7 +112,7 @@ def efs_location(uri: str) -> tuple[str, str, tuple[str, ...]]:
         raise E.InvalidProperty("uri", "An EFS uri looks like <id>.sfsturbo.internal:/dir.")
     host, path = m.group(1), m.group(2)
     segments = tuple(s for s in path.split("/") if s)
-    if any(s in (".", "..") for s in segments) or "\0" in path:
+    if any(s in (".", "..") for s in segments) or any(ord(c) < 0x20 for c in path):
         raise E.InvalidProperty("uri", "An EFS path may not contain '.' or '..'.")
     return host, "/" + "/".join(segments), segments
 
@@ -160,13 +161,14 @@ class EfsSource:
 
     root: Path
     below: tuple[str, ...]
+    read_only: bool = False
 
 
 class StoragePolicy:
     """The operator's allow-lists: which file systems and buckets each project may mount.
 
     ``efs``: key = a file-system id (UUID) or an export ``host:/path``; value = ``{"path": host directory,
-    "projects": [project ids] or ["*"]}``. ``obs_buckets``: bucket -> ``[project ids]`` or ``["*"]``.
+    "projects": [project ids] or ["*"], "read_only": bool}``. ``obs_buckets``: bucket -> ``[project ids]`` or ``["*"]``.
     Nothing listed, nothing allowed.
     """
 
@@ -197,9 +199,26 @@ class StoragePolicy:
             if best is None:
                 return None
             below, entry = segments[len(best[0]):], best[1]
-        if not self._allowed(_get(entry, "projects") or [], project_id):
+        root = Path(_get(entry, "path"))
+        # The most specific entry decides, whichever key the request named: an entry for a directory below
+        # this one (offered to other projects, or read-only) is the operator's word on that directory.
+        wanted = _host_parts(root) + tuple(below)
+        deciding, depth = [], -1
+        for candidate in self.efs.values():
+            have = _host_parts(Path(_get(candidate, "path")))
+            if wanted[:len(have)] != have or len(have) < depth:
+                continue
+            if len(have) > depth:
+                deciding, depth = [], len(have)
+            deciding.append(candidate)
+        # Several entries for the same directory: the one the request named if it is one of them, else any
+        # of them that offers it (read-only unless one offers it writable).
+        if any(c is entry for c in deciding):
+            deciding = [entry]
+        allowing = [c for c in deciding if self._allowed(_get(c, "projects") or [], project_id)]
+        if not allowing:
             return None
-        return EfsSource(Path(_get(entry, "path")), tuple(below))
+        return EfsSource(root, tuple(below), all(bool(_get(c, "read_only")) for c in allowing))
 
     def obs_allowed(self, project_id: str, bucket: str) -> bool:
         return self.obs_configured and self._allowed(self.obs_buckets.get(bucket) or [], project_id)
@@ -217,7 +236,13 @@ class StoragePolicy:
 
 
 def _get(entry, name: str):
-    return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name)
+    return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
+
+
+def _host_parts(path: Path) -> tuple[str, ...]:
+    """The operator's directory as names, normalised without touching the host (the operator's paths are
+    compared as written)."""
+    return tuple(p for p in posixpath.normpath(str(path)).split("/") if p)
 
 
 def new_mount_id() -> str:

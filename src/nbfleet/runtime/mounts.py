@@ -11,10 +11,11 @@ Layout (all made by nbfleet, as root)::
 
     <data dir>/storage/                0711  passable, not listable
     <data dir>/storage/s3fs.passwd     0600  the object store's key pair; read by s3fs only
-    <data dir>/storage/<id>/           0711
+    <data dir>/storage/<id>/           0711 (docker runtime: 0700; dockerd binds D as root)
     <data dir>/storage/<id>/data/      D, 0750 root:<instance's gid>: /data inside; mount points below it
-    <data dir>/storage/<id>/obs/       0700  s3fs mounts first land here, out of the instance's reach
-    <data dir>/storage/<id>/obs/<mount id>/ and <mount id>.log
+    <data dir>/storage/<id>/obs/       0700  mounts first land here (s3fs; a shared file system's bind, to
+                                             set its flags), out of the instance's reach
+    <data dir>/storage/<id>/obs/<mount id>/, <mount id>.log and <mount id>.tmp/ (s3fs's temporary files)
 
 Why paths are walked through file descriptors: an instance can create links in anything it can write (a
 shared file system, a bucket), and another instance of the same file system can too. So neither the source
@@ -31,6 +32,7 @@ argv, where every local user could read them with ps).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import errno
 import logging
@@ -53,6 +55,21 @@ MS_REMOUNT = 32
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_SHARED = 1 << 20
+MS_PRIVATE = 1 << 18
+MS_RDONLY = 1
+MS_NOEXEC = 8
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_RELATIME = 1 << 21
+# statvfs(3)'s per-mount flags -> mount(2)'s: a bind remount replaces every per-mount flag, so those of the
+# source are carried over (an operator's read-only dataset stays read-only; in a user namespace a remount that
+# clears a locked flag fails with EPERM anyway).
+_CARRIED_FLAGS = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
+                  (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+# Host-side mount work runs on threads of its own, never the event loop's default executor (which the store
+# calls use): a mount stuck on a slow file system or object store can take a worker until it ends, and
+# only this many.
+MOUNT_WORKERS = 4
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
@@ -90,6 +107,22 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
+def carried_flags(fd: int) -> int:
+    """The mount(2) flags of the mount that ``fd`` lies in which a bind remount must keep."""
+    have = os.fstatvfs(fd).f_flag
+    return sum(ms for st, ms in _CARRIED_FLAGS if have & st)
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount ``fd`` lies in (``mnt_id`` of /proc/self/fdinfo): unlike ``st_dev`` it also tells
+    a bind mount of the same file system apart."""
+    with open(f"/proc/self/fdinfo/{fd}") as fh:
+        for line in fh:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(errno.ENOSYS, "no mnt_id in /proc/self/fdinfo")
+
+
 def _open_dir(name: str, parent: int | None = None) -> int:
     """A directory, never through a link (``O_NOFOLLOW``): ELOOP/ENOTDIR if ``name`` is anything else."""
     return os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
@@ -101,9 +134,13 @@ class HostMounts:
     def __init__(self, data_dir: Path, policy: StoragePolicy, *, owner: Callable[[str], tuple[int, int]],
                  obs_endpoint: str | None = None, obs_credentials: tuple[str, str] | None = None,
                  obs_region: str = "us-east-1", s3fs: str | None = None, mount_timeout: float = 30.0,
-                 fuse_device: str = "/dev/fuse"):
+                 fuse_device: str = "/dev/fuse", private_instance_dirs: bool = False):
         """``owner(instance id)`` -> (uid, gid) on the host that files of the instance's object-store mounts
-        belong to (who ``ma-user`` is on the host), and the group that may list ``/data``."""
+        belong to (who ``ma-user`` is on the host), and the group that may list ``/data``.
+
+        ``private_instance_dirs``: ``storage/<id>`` is 0700 (root only). For the docker runtime, where every
+        container's group is the same host gid (100, often the host's ``users``) and dockerd, as root, makes
+        the bind: a 0711 directory would let every host account of that group into every container's /data."""
         self.root = Path(data_dir).resolve() / "storage"
         self.policy = policy
         self.owner = owner
@@ -113,6 +150,8 @@ class HostMounts:
         self.s3fs = s3fs or shutil.which("s3fs")
         self.mount_timeout = mount_timeout
         self.fuse_device = fuse_device
+        self.instance_dir_mode = 0o700 if private_instance_dirs else 0o711
+        self._executor = concurrent.futures.ThreadPoolExecutor(MOUNT_WORKERS, thread_name_prefix="nbfleet-mounts")
         # One host-side change per instance at a time: a mount whose wait was given up (timeout, a stop) still
         # runs in its thread, and the unmount that follows must come after it, not beside it.
         self._locks: dict[str, threading.Lock] = {}
@@ -146,8 +185,9 @@ class HostMounts:
         data = self.data(instance_id)
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)
-        self.instance_dir(instance_id).mkdir(mode=0o711, exist_ok=True)
-        os.chmod(self.instance_dir(instance_id), 0o711)   # mkdir's mode passes through nbfleet's umask
+        self.instance_dir(instance_id).mkdir(mode=self.instance_dir_mode, exist_ok=True)
+        # mkdir's mode passes through nbfleet's umask
+        os.chmod(self.instance_dir(instance_id), self.instance_dir_mode)
         data.mkdir(mode=0o750, exist_ok=True)
         if not self.can_mount():   # nothing will be mounted; the instance may still see an empty /data
             os.chmod(data, 0o700)
@@ -162,18 +202,32 @@ class HostMounts:
         return data
 
     # --- DynamicStorage ----------------------------------------------------------------------------------
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
-        await asyncio.to_thread(self._locked, spec.id, self._attach, spec, mount)
+        await self._run(self._locked, spec.id, self._attach, spec, mount)
 
     async def detach(self, spec: InstanceSpec, mount: MountSpec) -> None:
-        await asyncio.to_thread(self._locked, spec.id, self._detach, spec.id, mount)
+        await self._run(self._locked, spec.id, self._detach, spec.id, mount)
 
     async def detach_all(self, spec: InstanceSpec) -> None:
-        await asyncio.to_thread(self._locked, spec.id, self._detach_all, spec.id)
+        await self._run(self._locked, spec.id, self._detach_all, spec.id)
 
     def _locked(self, instance_id: str, fn, *args):
-        with self._lock(instance_id):
+        # Bounded: a change still running for the instance (a mount whose wait was given up) must not hold a
+        # second worker for as long as it takes.
+        lock = self._lock(instance_id)
+        if not lock.acquire(timeout=self.mount_timeout):
+            raise RuntimeFailure("another change of this instance's storage is still under way; try again later")
+        try:
             return fn(*args)
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        """Stop taking mount work (what runs finishes on its own threads)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def reap(self, known_ids: set[str]) -> list[str]:
         """Unmount what is left of instances the store does not know (deleted while nbfleet was down);
@@ -187,7 +241,7 @@ class HostMounts:
             for name in found:
                 self._locked(name, self._detach_all, name)
             return found
-        return await asyncio.to_thread(orphans)
+        return await self._run(orphans)
 
     # --- attach ------------------------------------------------------------------------------------------
     def _attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
@@ -201,7 +255,7 @@ class HostMounts:
             return   # mounted by an attempt that was cut short: done
         with ExitStack() as stack:
             if mount.category == Category.EFS:
-                source = self._efs_source(spec, mount, stack)
+                source = self._efs_staged(spec, mount, self._efs_source(spec, mount, stack), stack)
             else:
                 source = self._s3fs_mount(spec, mount)
                 stack.callback(os.close, source)
@@ -212,10 +266,41 @@ class HostMounts:
                 # The flags apply to the new mount, reached through the same (link-free) parent.
                 mounted = _open_dir(mount.parts[-1], parent_fd)
                 stack.callback(os.close, mounted)
-                _mount(None, _fd_path(mounted), MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+                # The instance's copy came with the flags of the source (see _efs_staged); this is the host's.
+                _mount(None, _fd_path(mounted), MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | carried_flags(source))
             except OSError as exc:
                 self._detach(spec.id, mount)
                 raise RuntimeFailure(f"mounting at /data/{'/'.join(mount.parts)} failed: {exc.strerror}") from exc
+
+    def _efs_staged(self, spec: InstanceSpec, mount: MountSpec, source: int, stack: ExitStack) -> int:
+        """The source bound first in the root-only staging directory and given its flags there; returns it
+        (the caller binds it into D, and the staging bind goes when ``stack`` closes).
+
+        Why: a bind into D reaches the instance by propagation at once, with the flags it has then, and a
+        later remount does not propagate. A bind copies the flags of what it binds, so the flags are set
+        before D sees it: nosuid, nodev, those of the source's mount (a read-only dataset stays read-only),
+        and read-only when the operator's entry says so."""
+        where = self.policy.efs_source(spec.project_id, mount.efs_id or "", mount.uri)
+        staging_root = self._staging(spec.id)
+        staging_root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(staging_root, 0o700)
+        stage = staging_root / mount.id
+        self._unmount_quietly(str(stage))   # left by an attempt that was cut short
+        stage.mkdir(mode=0o700, exist_ok=True)
+        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | carried_flags(source)
+        if where is None or where.read_only:
+            flags |= MS_RDONLY
+        try:
+            _mount(_fd_path(source), str(stage), MS_BIND)
+            stack.callback(_remove_empty, stage, stop=staging_root)   # callbacks run last first: after the unmount
+            stack.callback(self._unmount_quietly, str(stage))
+            _mount(None, str(stage), MS_PRIVATE)
+            _mount(None, str(stage), flags)
+        except OSError as exc:
+            raise RuntimeFailure(f"mounting at /data/{'/'.join(mount.parts)} failed: {exc.strerror}") from exc
+        fd = _open_dir(str(stage))
+        stack.callback(os.close, fd)
+        return fd
 
     def _efs_source(self, spec: InstanceSpec, mount: MountSpec, stack: ExitStack) -> int:
         """The source directory, walked from the operator's directory without following any link."""
@@ -229,6 +314,7 @@ class HostMounts:
             raise RuntimeFailure("the file system cannot be reached on this host; the operator's log says why") \
                 from None
         stack.callback(os.close, fd)
+        top = mount_id(fd)
         walked = []
         for name in where.below:
             walked.append(name)
@@ -240,6 +326,10 @@ class HostMounts:
                 raise RuntimeFailure(f"/{'/'.join(walked)} on the file system is not a directory "
                                      f"({exc.strerror})") from None
             stack.callback(os.close, fd)
+            # Something mounted below the operator's directory (by the operator, or another file system) is
+            # not part of what was offered.
+            if mount_id(fd) != top:
+                raise RuntimeFailure(f"/{'/'.join(walked)} is another mount, not part of the file system")
         return fd
 
     def _make_mount_point(self, data: Path, parts: tuple[str, ...], stack: ExitStack) -> tuple[int, int]:
@@ -278,6 +368,10 @@ class HostMounts:
         staging = staging_root / mount.id
         staging.mkdir(mode=0o700, exist_ok=True)
         logfile = staging_root / f"{mount.id}.log"
+        # s3fs's temporary files (what a tenant writes, before upload): in the root-only staging directory,
+        # not in the host's /tmp.
+        tmpdir = staging_root / f"{mount.id}.tmp"
+        tmpdir.mkdir(mode=0o700, exist_ok=True)
         if str(staging) in mount_points() and not _answers(staging):
             self._unmount_quietly(str(staging))   # an s3fs of an earlier attempt that died: mount afresh
         if str(staging) not in mount_points():
@@ -287,7 +381,7 @@ class HostMounts:
             options = ",".join([
                 f"passwd_file={passwd}", f"url={self.obs_endpoint}", f"endpoint={self.obs_region}",
                 "use_path_request_style", "allow_other", f"uid={uid}", f"gid={gid}", "umask=0077",
-                "mp_umask=0077", f"logfile={logfile}", "dbglevel=err", "nosuid", "nodev",
+                "mp_umask=0077", f"logfile={logfile}", "dbglevel=err", "nosuid", "nodev", f"tmpdir={tmpdir}",
             ])
             try:
                 result = subprocess.run([self.s3fs, f"{bucket}:/{prefix}", str(staging), "-o", options],
@@ -295,15 +389,22 @@ class HostMounts:
                                         capture_output=True, text=True, timeout=self.mount_timeout,
                                         start_new_session=True)
             except (OSError, subprocess.SubprocessError) as exc:
-                raise RuntimeFailure(f"s3fs could not run: {exc}") from None
+                # The operator's log has the details (paths, the endpoint); the user a reason without them.
+                log.error("s3fs for mount %s of instance %s could not run: %s", mount.id, spec.id, exc)
+                raise RuntimeFailure("the object store could not be mounted on this host; the operator's log "
+                                     "says why") from None
             if result.returncode != 0:
-                raise RuntimeFailure(f"s3fs failed: {_first(result.stderr) or result.returncode}")
+                log.error("s3fs for mount %s of instance %s failed (%s): %s", mount.id, spec.id,
+                          result.returncode, result.stderr.strip()[:2000])
+                raise RuntimeFailure("the object store could not be mounted on this host; the operator's log "
+                                     "says why")
         self._wait_s3fs(staging, logfile)
         return _open_dir(str(staging))
 
     def _wait_s3fs(self, staging: Path, logfile: Path) -> None:
-        """s3fs answers before it has checked the bucket; it is mounted once its root lists, and failed once
-        its log says so (its exit leaves a dead mount or none)."""
+        """s3fs answers before it has checked the bucket; it is mounted once its root answers (twice, apart),
+        and failed once its log says so (its exit leaves a dead mount or none). The root is only stat'ed,
+        never listed: listing makes s3fs ask the store about every object of the directory."""
         deadline = time.monotonic() + self.mount_timeout
         answered = 0
         while time.monotonic() < deadline:
@@ -313,7 +414,8 @@ class HostMounts:
                 raise RuntimeFailure(f"the object store refused the mount: {problem}")
             if str(staging) in mount_points():
                 try:
-                    os.listdir(staging)
+                    os.stat(staging)
+                    os.statvfs(staging)
                     answered += 1
                     if answered >= 2:   # twice, apart: the bucket check that runs after the mount passed
                         return
@@ -350,6 +452,7 @@ class HostMounts:
         _remove_empty(target, stop=data)
         _remove_empty(staging, stop=self._staging(instance_id))
         (self._staging(instance_id) / f"{mount.id}.log").unlink(missing_ok=True)
+        _remove_tree_of_files(self._staging(instance_id) / f"{mount.id}.tmp")
 
     def _detach_all(self, instance_id: str) -> None:
         top = self.instance_dir(instance_id)
@@ -361,7 +464,7 @@ class HostMounts:
             self._unmount(path)
         for directory, subdirs, files in os.walk(top, topdown=False):
             for name in files:
-                if name.endswith(".log"):
+                if name.endswith(".log") or os.path.dirname(directory) == str(self._staging(instance_id)):
                     os.unlink(os.path.join(directory, name))
             try:
                 os.rmdir(directory)   # never rmtree: a directory that still holds anything stays
@@ -393,10 +496,27 @@ class HostMounts:
 
 def _answers(path: Path) -> bool:
     try:
-        os.listdir(path)
+        os.stat(path)   # never a listing (see _wait_s3fs)
         return True
     except OSError:
         return False
+
+
+def _remove_tree_of_files(path: Path) -> None:
+    """s3fs's temporary directory: root's, only files (never a mount point), gone once s3fs is."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            os.unlink(path / name)
+        except OSError as exc:
+            log.warning("could not remove s3fs's temporary file %s: %s", path / name, exc)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _remove_empty(path: Path, *, stop: Path) -> None:
@@ -422,6 +542,3 @@ def _s3fs_problem(logfile: Path) -> str | None:
             return message.split("(host=", 1)[0].strip() or "s3fs stopped"
     return None
 
-
-def _first(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
