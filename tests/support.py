@@ -110,3 +110,15 @@ class Api:
         if wait:
             nb = self.wait_status(nb["id"], "RUNNING", "CREATE_FAILED", creds=creds)
         return nb
+
+
+def end_process(proc, timeout: float = 10.0) -> None:
+    """Ask a child process (an ``ssh -L`` tunnel) to end, and kill it if it has not within ``timeout``: a
+    client that is slow to act on SIGTERM on a loaded machine must not fail the test that only used it."""
+    import subprocess
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

@@ -11,6 +11,7 @@ import pytest
 
 from .. import notebook_http
 from ..procs import SignedClient, free_port
+from ..support import end_process
 from ..runtime.test_ssh import MISSING, Ssh, keygen, ssh_endpoint
 from .conftest import delete_all
 
@@ -69,8 +70,7 @@ def test_ssh_exec_sftp_forward_and_stop_in_a_container(engine, docker_server, tm
                     time.sleep(0.3)
             assert body == "inside\n"
         finally:
-            tunnel.terminate()
-            tunnel.wait(timeout=10)
+            end_process(tunnel)
         # stop ends a running session
         long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
                                  "echo started; sleep 300"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,

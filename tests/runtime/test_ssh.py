@@ -21,6 +21,7 @@ import pytest
 from .. import notebook_http
 from ..cli.conftest import Cli
 from ..procs import ServeProcess, SignedClient, UnprivilegedUser, free_port
+from ..support import end_process
 from nbfleet.runtime.base import Placement
 from nbfleet.runtime.local import LocalRuntime
 from nbfleet.runtime.sandbox import Unsandboxed
@@ -205,8 +206,7 @@ def test_local_forward_reaches_a_server_inside_the_instance_only(fleet):
             time.sleep(0.3)
         assert body == "inside\n"
     finally:
-        tunnel.terminate()
-        tunnel.wait(timeout=10)
+        end_process(tunnel)
     # the host's own services are not reachable through the instance: nbfleet's API port on the host
     api = urlsplit(proc.endpoint).port
     r = ssh.run("true", extra=("-W", f"127.0.0.1:{api}"))
@@ -442,8 +442,7 @@ def test_forwarding_is_refused_when_instances_share_the_hosts_network(tmp_path):
                     reached = "refused"   # listening, but the gateway refused the channel
             assert reached == "refused"
         finally:
-            tunnel.terminate()
-            tunnel.wait(timeout=10)
+            end_process(tunnel)
     finally:
         client.call("DELETE", f"/notebooks/{nb['id']}") if "nb" in locals() else None
         deadline = time.monotonic() + 30
