@@ -21,7 +21,7 @@ from .api.inputs import ControlCharacterGuard
 from .api.openapi import install_openapi
 from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
-from .clock import SystemClock
+from .clock import ControlledClock, SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
 from .runtime.base import Placement
@@ -44,11 +44,13 @@ from .store.migrate import ensure_current, upgrade
 log = logging.getLogger("nbfleet")
 
 
-def build_runtime(settings: Settings):
+def build_runtime(settings: Settings, clock=None):
     """The configured runtime, checked: a local runtime whose sandbox cannot run raises SandboxUnavailable."""
     if settings.runtime == "simulated":
         from .runtime.simulated import SimulatedRuntime
-        return SimulatedRuntime(delay=settings.simulated_delay, failures=settings.simulated_fail)
+        # For tests (``settings.testing``) crashes and idleness that a test declares are observed.
+        return SimulatedRuntime(delay=settings.simulated_delay, failures=settings.simulated_fail, clock=clock,
+                                observes=settings.testing, reports_activity=settings.testing)
     path_prefix = "/notebooks/" if settings.notebook_routing == "path" else None
     if settings.runtime == "docker":
         return build_docker_runtime(settings, path_prefix)
@@ -135,7 +137,10 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Data
 
 
 def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) -> FastAPI:
-    clock = clock or SystemClock()
+    if settings.testing and settings.runtime != "simulated":
+        raise ValueError("a server for testing runs the simulated runtime (NBFLEET_RUNTIME=simulated)")
+    if clock is None:
+        clock = ControlledClock() if settings.testing else SystemClock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -144,7 +149,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         with db.startup_lock():  # one replica bootstraps; the others must not insert the same rows
             creds = identity.bootstrap(settings.data_dir, settings.base_url())
             identity.check_secret_key()
-            rt = runtime or build_runtime(settings)
+            rt = runtime or build_runtime(settings, clock)
             flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
             engine = getattr(rt, "images", None)
             images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name,
@@ -162,7 +167,8 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         groups = ImageGroups(db, clock, on_purge=reconciler.purge_images)
         saves = ImageSaves(notebooks, has_engine=engine is not None, runtime_name=rt.name, on_change=reconciler.wake)
         authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
-                                             allow_unsigned_payload=settings.allow_unsigned_payload)
+                                             allow_unsigned_payload=settings.allow_unsigned_payload,
+                                             refuse_replays=settings.refuse_replayed_requests)
         signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,
                                 max_delay_seconds=settings.signin_max_delay_seconds,
                                 concurrent_checks=settings.signin_concurrent_checks)
@@ -176,6 +182,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
                                                                     on_change=reconciler.wake),
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
+        if settings.testing:
+            from .testing.control import TestControl
+            app.state.test_control = TestControl(clock, rt, reconciler, notebooks, identity)
         await reconciler.start()
         gateway = await _start_ssh(settings, rt, notebooks)
         log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
@@ -203,6 +212,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
     app.include_router(keypair_routes.router)
+    if settings.testing:   # never in a server people use: see Settings.testing
+        from .api import testing as testing_routes
+        app.include_router(testing_routes.router)
     install_console(app)
     install_openapi(app)
 

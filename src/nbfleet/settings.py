@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     simulated_delay: float = Field(default=2.0, ge=0, description="seconds per progress step")
     simulated_fail: list[str] = Field(default_factory=list,
                                       description="failure rules, e.g. 'name=fail-*;step=3;op=create'")
+    # A server for tests of code that calls the API (nbfleet.testing, docs/testing.md): a clock that tests move,
+    # scripted failures and seeding under /v1/{project_id}/nbfleet/testing. Simulated runtime only; never for
+    # a server that people use (whoever holds an admin key could move its time).
+    testing: bool = Field(default=False, description="serve for tests: controllable clock and test routes")
 
     # local runtime
     ready_timeout: float = 60.0
@@ -170,6 +174,9 @@ class Settings(BaseSettings):
     # identity
     token_ttl_seconds: int = 86_400
     signature_skew_seconds: int = 900
+    refuse_replayed_requests: bool = Field(default=True, description="refuse a state-changing signed request "
+                                           "whose signature was already received (ModelArts.0208); the test "
+                                           "emulator turns it off, since tests repeat calls within one second")
     secret_key: str | None = Field(default=None, description="key that encrypts stored secret keys and "
                                    "notebook tokens; default: <data dir>/secret.key")
     signin_free_failures: int = Field(default=5, ge=1, description="failed password sign-ins of one user "

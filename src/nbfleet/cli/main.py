@@ -37,9 +37,12 @@ DbUrlFile = typer.Option(None, "--database-url-file", help="File whose content i
                          "(env NBFLEET_DATABASE_URL_FILE).")
 
 
-def settings_from(**overrides) -> Settings:
-    """Settings from the environment, with the flags given on the command line winning."""
+def settings_from(runtime_default: str | None = None, **overrides) -> Settings:
+    """Settings from the environment, with the flags given on the command line winning (``runtime_default``:
+    the runtime when neither gives one)."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    if runtime_default and "runtime" not in given and not os.environ.get("NBFLEET_RUNTIME"):
+        given["runtime"] = runtime_default
     # A URL flag replaces any URL from the environment, whichever of the two forms either uses.
     if "database_url" in given:
         given.setdefault("database_url_file", None)
@@ -83,6 +86,10 @@ def serve(
         None, "--single-user",
         help="Run notebooks without a sandbox, as nbfleet's own user (env NBFLEET_SINGLE_USER). Every notebook "
              "can then read nbfleet's data and every other notebook: for one trusted user only."),
+    testing: Optional[bool] = typer.Option(
+        None, "--testing",
+        help="Serve as a test double (env NBFLEET_TESTING): simulated runtime, a clock that tests move and the "
+             "test routes under /v1/{project_id}/nbfleet/testing (docs/testing.md). Never for people's notebooks."),
     log_level: str = typer.Option("info", help="debug | info | warning | error"),
 ):
     """Run the API server (and its reconciler and notebook proxy)."""
@@ -94,7 +101,10 @@ def serve(
     settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url,
                              database_url_file=database_url_file, runtime=runtime,
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
-                             migrate=migrate, single_user=single_user)
+                             migrate=migrate, single_user=single_user, testing=testing,
+                             runtime_default="simulated" if testing else None)
+    if settings.testing and settings.runtime != "simulated":
+        _fail("--testing runs the simulated runtime: leave out --runtime or give --runtime simulated")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
     # must read (image environments, instance directories) gets its mode explicitly.

@@ -58,9 +58,10 @@ class ProgressReporter:
 
     FLUSH_SECONDS = 0.1
 
-    def __init__(self, reconciler: "Reconciler", row):
+    def __init__(self, reconciler: "Reconciler", row, *, flush_seconds: float = FLUSH_SECONDS):
         self.r = reconciler
         self.row = row
+        self.flush_seconds = flush_seconds
         self.steps = orjson.loads(row["action_progress"]) if row["action_progress"] else initial_progress()
         self._last_write = float("-inf")
         self._pending: asyncio.Task | None = None
@@ -73,7 +74,7 @@ class ProgressReporter:
                     step["description"] = description
         if self._pending is not None:
             return  # the scheduled write will carry this change too
-        wait = self._last_write + self.FLUSH_SECONDS - asyncio.get_running_loop().time()
+        wait = self._last_write + self.flush_seconds - asyncio.get_running_loop().time()
         if wait <= 0:
             await self._write()
         else:
@@ -132,6 +133,9 @@ class Reconciler:
         self._db_threads: set[asyncio.Future] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_starts)
         self._last_observe = 0.0
+        self.sweeps_started = 0    # sweeps begun and finished: a test's clock waits for one that began after
+        self.sweeps_finished = 0   # it asked (``nbfleet.testing``)
+        self.progress_flush_seconds = ProgressReporter.FLUSH_SECONDS
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         self.image_work = ImageWork(self)
@@ -178,6 +182,24 @@ class Reconciler:
         """Ask for a sweep now (thread-safe: API calls run in worker threads)."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def observe_next_sweep(self) -> None:
+        """Make the next sweep check leases and liveness, however recently the last one did."""
+        self._last_observe = float("-inf")
+
+    def sweeping_task(self) -> asyncio.Task | None:
+        """The loop's task while it is in a sweep."""
+        return self._task if self._task is not None and self.sweeps_started != self.sweeps_finished else None
+
+    def work_in_progress(self) -> list[asyncio.Task]:
+        """The tasks doing work this replica claimed (instances, mounts, image removal), and the loop's own
+        task while it sweeps (an observation stops instances inline)."""
+        tasks = [*self.inflight.values(), *self.storage_work.inflight.values()]
+        sweeping = self.sweeping_task()
+        if sweeping is not None:
+            tasks.append(sweeping)
+        purge = getattr(self.image_work, "_purge", None)
+        return tasks + ([purge] if purge is not None and not purge.done() else [])
 
     def purge_images(self) -> None:
         """Ask for deleted images' content to be removed now, not at the next observation (thread-safe)."""
@@ -336,6 +358,14 @@ class Reconciler:
             self._wake.set()
 
     async def sweep(self) -> None:
+        self.sweeps_started += 1
+        number = self.sweeps_started
+        try:
+            await self._sweep()
+        finally:
+            self.sweeps_finished = number
+
+    async def _sweep(self) -> None:
         room = self.settings.max_concurrent_starts * 4 - len(self.inflight)
         loop_now = asyncio.get_running_loop().time()
         if room > 0:
@@ -465,7 +495,7 @@ class Reconciler:
         spec = self.spec_of(row)
         await self.record(row, "scheduled",
                           f"Scheduled on the {self.runtime.name} runtime (replica {self.short_id})")
-        reporter = ProgressReporter(self, row)
+        reporter = ProgressReporter(self, row, flush_seconds=self.progress_flush_seconds)
         async with self._slots:
             try:
                 # Whatever a crashed predecessor left half-started is ended first, so a start is always
@@ -574,11 +604,14 @@ class Reconciler:
         for row in await self.db_call(repo.claim_expired_timing, self.replica_id, now, self._claim_until(),
                                       list(self.inflight)):
             self._dispatch(row, self._auto_stop, lease_decision(_lease_of(row), now).reason)
-        if not getattr(self.runtime, "observes", True):
+        observes = getattr(self.runtime, "observes", True)
+        if not observes and not getattr(self.runtime, "reports_activity", False):
             return
         idle = [r for r in await self.db_read(repo.running_with_idle_lease)
                 if r["id"] not in self.inflight and r["placement"]]
         await self._each(idle, self._check_idle)
+        if not observes:
+            return
         running = [r for r in await self.db_read(repo.get_many, [Status.RUNNING.value]) if r["id"] not in self.inflight]
         await self._each(running, self._check_alive)
 

@@ -9,11 +9,11 @@ the saves of chosen instances) or ``op=remove`` (removing its content fails).
 """
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..clock import SystemClock
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
 from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, MountSpec, Observation, Placement, Reporter,
                    RuntimeFailure)
@@ -57,6 +57,34 @@ class FailureRule:
         return self.field == "image" and self.op == op and fnmatch.fnmatchcase(swr_path, self.pattern)
 
 
+@dataclass
+class ScriptedFailure:
+    """A failure a test asked for (``nbfleet.testing``'s ``fail_next``): the next ``count`` times ``op`` runs
+    for an instance whose name matches ``name``, it fails at ``step`` with ``reason``."""
+
+    op: str
+    reason: str
+    name: str = "*"
+    step: int = 4
+    count: int = 1
+    used: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.op not in INSTANCE_OPS or self.op == "any":
+            raise ValueError(f"op must be one of {', '.join(o for o in INSTANCE_OPS if o != 'any')}")
+        if not 1 <= self.step <= 4:
+            raise ValueError("step must be 1-4")
+        if self.count < 1:
+            raise ValueError("count must be at least 1")
+
+    def take(self, spec: InstanceSpec, op: str) -> bool:
+        """True (and one use fewer) if this failure applies to ``op`` on ``spec`` now."""
+        if self.used >= self.count or self.op != op or not fnmatch.fnmatchcase(spec.name, self.name):
+            return False
+        self.used += 1
+        return True
+
+
 def simulated_size_kb(swr_path: str) -> int:
     """A size between 1 and 2 GiB that depends on the address alone, so every replica reports the same."""
     return 1024 * 1024 + int(hashlib.sha256(swr_path.encode()).hexdigest()[:8], 16) % (1024 * 1024)
@@ -89,11 +117,12 @@ class SimulatedImages:
         return EngineImage(swr_path, size_kb=simulated_size_kb(swr_path), serves=serves)
 
     async def commit(self, spec: InstanceSpec, placement: Placement, swr_path: str) -> EngineImage:
-        fails = (self._rule(swr_path, "commit") or self.runtime._rule(spec, "commit")) is not None
+        scripted = self.runtime._scripted(spec, "commit")
+        fails = scripted is not None or (self._rule(swr_path, "commit") or self.runtime._rule(spec, "commit")) is not None
         for half in range(2):
             await self.runtime.pause(2)
             if fails and half == 0:
-                raise RuntimeFailure(f"simulated failure while saving {spec.name} as {swr_path}")
+                raise RuntimeFailure(scripted or f"simulated failure while saving {spec.name} as {swr_path}")
         self.committed.append(swr_path)
         return EngineImage(swr_path, size_kb=simulated_size_kb(swr_path), serves=("NOTEBOOK", "SSH"))
 
@@ -114,8 +143,9 @@ class SimulatedStorage:
 
     async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
         await self.runtime.pause(1)
-        if self.runtime._rule(spec, "mount") is not None:
-            raise RuntimeFailure(f"simulated failure while mounting {mount.uri}")
+        scripted = self.runtime._scripted(spec, "mount")
+        if scripted is not None or self.runtime._rule(spec, "mount") is not None:
+            raise RuntimeFailure(scripted or f"simulated failure while mounting {mount.uri}")
         self.mounted.setdefault(spec.id, set()).add(mount.id)
 
     async def detach(self, spec: InstanceSpec, mount: MountSpec) -> None:
@@ -127,12 +157,33 @@ class SimulatedStorage:
 
 
 class SimulatedRuntime:
-    name = "simulated"
-    observes = False  # nothing runs, so there is nothing that could die behind the store's back
+    """``delay`` seconds per step, on ``clock`` (a test's clock makes the steps wait for its time).
 
-    def __init__(self, delay: float = 2.0, failures: list[str] | None = None):
+    For ``nbfleet.testing``, ``observes`` makes instances that a test declared crashed (``crash``) be found
+    dead by the reconciler's liveness check (ERROR), and ``reports_activity`` answers the idle check with
+    what the test declared (``set_activity``; by default idle since the start), so IDLE leases stop
+    instances. Both are off for ``serve --runtime simulated``: at a million instances there is nothing to
+    gain from probing rows that run nothing.
+    """
+
+    name = "simulated"
+    observes = False
+    reports_activity = False
+    images: "SimulatedImages"
+    storage: "SimulatedStorage"
+
+    def __init__(self, delay: float = 2.0, failures: list[str] | None = None, *, clock=None,
+                 observes: bool | None = None, reports_activity: bool | None = None):
         self.delay = delay
+        self.clock = clock or SystemClock()
+        if observes is not None:   # else the class's (a test's subclass may observe)
+            self.observes = observes
+        if reports_activity is not None:
+            self.reports_activity = reports_activity
         self.rules = [FailureRule.parse(r) for r in failures or []]
+        self.scripted: list[ScriptedFailure] = []
+        self.crashed: dict[str, str] = {}   # instance id -> why it died (a test's ``crash``)
+        self.activity_of: dict[str, Activity] = {}   # instance id -> what a test said it does
         self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
         self.started_from: dict[str, str] = {}   # instance id -> the swr_path of its last start
         self.images = SimulatedImages(self)
@@ -140,7 +191,7 @@ class SimulatedRuntime:
 
     async def pause(self, steps: int = 1) -> None:
         if self.delay:
-            await asyncio.sleep(self.delay * steps)
+            await self.clock.sleep(self.delay * steps)
 
     def isolation(self) -> dict:
         return {"mechanism": "none", "note": "simulated runtime: no notebook code runs"}
@@ -148,41 +199,71 @@ class SimulatedRuntime:
     def _rule(self, spec: InstanceSpec, op: str) -> FailureRule | None:
         return next((r for r in self.rules if r.matches(spec, op)), None)
 
+    def _take_scripted(self, spec: InstanceSpec, op: str) -> ScriptedFailure | None:
+        """The scripted failure of ``op`` that applies to ``spec`` now (one of its uses taken), if any."""
+        for failure in self.scripted:
+            if failure.take(spec, op):
+                self.scripted = [f for f in self.scripted if f.used < f.count]
+                return failure
+        return None
+
+    def _scripted(self, spec: InstanceSpec, op: str) -> str | None:
+        failure = self._take_scripted(spec, op)
+        return None if failure is None else failure.reason
+
+    def _failure_at(self, spec: InstanceSpec, op: str) -> tuple[int, str] | None:
+        """(step, reason) at which this bring-up fails, if it does."""
+        scripted = self._take_scripted(spec, op)
+        if scripted is not None:
+            return scripted.step, scripted.reason
+        rule = self._rule(spec, op)
+        if rule is not None:
+            return rule.step, f"simulated failure at step {rule.step} ({STEP_DESCRIPTIONS[rule.step].lower()})"
+        return None
+
     async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:
-        rule = self._rule(spec, "create" if spec.first_start else "start")
+        failure = self._failure_at(spec, "create" if spec.first_start else "start")
+        self.crashed.pop(spec.id, None)
+        self.activity_of.pop(spec.id, None)
         for number, text in STEP_DESCRIPTIONS.items():
             await reporter.step(number, StepStatus.PROCESSING, text)
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if rule is not None and rule.step == number:
-                reason = f"simulated failure at step {number} ({text.lower()})"
-                await reporter.step(number, StepStatus.FAILED, reason)
-                raise RuntimeFailure(reason, number)
+            await self.pause(1)
+            if failure is not None and failure[0] == number:
+                await reporter.step(number, StepStatus.FAILED, failure[1])
+                raise RuntimeFailure(failure[1], number)
             await reporter.step(number, StepStatus.COMPLETED, text)
         self.started[spec.id] = self.started.get(spec.id, 0) + 1
         self.started_from[spec.id] = spec.image.swr_path
         return Placement(host="127.0.0.1", pid=None, details={"runtime": "simulated"})
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
-        if self._rule(spec, "stop") is not None:
+        if self._rule(spec, "stop") is not None:   # a standing rule fails the clean-up before a start too
             raise RuntimeFailure("simulated failure while stopping")
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if placement is None or self.crashed.pop(spec.id, None) is not None:
+            return   # nothing runs (the clean-up before a start; a crashed instance): nothing to stop, no time spent
+        scripted = self._scripted(spec, "stop")   # "the next stop" is one of something that runs
+        if scripted is not None:
+            raise RuntimeFailure(scripted)
+        await self.pause(1)
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
-        if self._rule(spec, "delete") is not None:
-            raise RuntimeFailure("simulated failure while releasing resources")
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        scripted = self._scripted(spec, "delete")
+        if scripted is not None or self._rule(spec, "delete") is not None:
+            raise RuntimeFailure(scripted or "simulated failure while releasing resources")
+        await self.pause(1)
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
-        return Observation(True)
+        reason = self.crashed.get(spec.id)
+        return Observation(True) if reason is None else Observation(False, reason)
 
     async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
-        return True
+        return spec.id not in self.crashed
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
-        return None
+        if not self.reports_activity:
+            return None
+        # Nothing runs, so unless a test said otherwise the instance has been idle since it started.
+        return self.activity_of.get(spec.id, Activity(last_activity_ms=None, busy=False, detail="simulated"))
 
     async def reap_orphans(self, known_ids: set[str]) -> list[str]:
         return []

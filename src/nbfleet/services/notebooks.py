@@ -126,7 +126,9 @@ class NotebookService:
             raise E.SystemBusy()
 
     # --- create --------------------------------------------------------------------------------------
-    def create(self, principal: Principal, body) -> dict:
+    def create(self, principal: Principal, body, *, initial: dict | None = None, check_quota: bool = True) -> dict:
+        """``initial``: values that replace the new row's; with ``check_quota`` False the owner's instance
+        quota does not refuse it (a server started for testing seeds instances so; ``nbfleet.testing``)."""
         shape = R.check_create_shape(body)
         now = self.clock.now_ms()
         with self.db.write() as conn:
@@ -153,7 +155,7 @@ class NotebookService:
             lease_req = R.lease_from_create(body, self.limits)
             self._check_keypairs(conn, principal, endpoints)
             quota = user["instance_quota"] if user["instance_quota"] is not None else self.settings.instance_quota
-            if quota >= 0 and repo.count_owned(conn, principal.user_id) >= quota:
+            if check_quota and quota >= 0 and repo.count_owned(conn, principal.user_id) >= quota:
                 raise E.InstanceQuotaReached()
             self._admit_start(conn)
             lease = leases.grant(now, now, lease_req.duration, lease_req.type, self.limits)
@@ -177,6 +179,7 @@ class NotebookService:
                 "lease_update_at": lease.update_at, "last_activity_at": None, "create_at": now, "update_at": now,
                 "spec": orjson.dumps(spec).decode(), "tags": "[]", "placement": None,
                 "claim_owner": None, "claim_until": None,
+                **(initial or {}),
             }
             repo.insert_notebook(conn, row)
             self._event(conn, row, "created", f"Instance created with flavor {flavor.id} and image {image['name']}")

@@ -47,12 +47,14 @@ class PendingRequest:
 
 
 class RequestAuthenticator:
-    def __init__(self, identity: IdentityService, *, skew_seconds: int = 900, allow_unsigned_payload: bool = False):
+    def __init__(self, identity: IdentityService, *, skew_seconds: int = 900, allow_unsigned_payload: bool = False,
+                 refuse_replays: bool = True):
         self.identity = identity
         self.db = identity.db
         self.clock = identity.clock
         self.skew_seconds = skew_seconds
         self.allow_unsigned_payload = allow_unsigned_payload
+        self.refuse_replays = refuse_replays
         self._next_purge_ms = 0
 
     def begin(self, *, method: str, path: str, raw_query: str, headers: dict[str, str],
@@ -80,7 +82,7 @@ class RequestAuthenticator:
         header_project = pending.headers.get("x-project-id")
         if not key["member"] or (header_project and header_project != pending.project_id):
             raise E.ProjectMismatch()
-        if pending.writes:
+        if pending.writes and self.refuse_replays:
             self._remember(pending)
         domain_id, domain_name = self.identity.domain()
         return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), pending.project_id, domain_id,
