@@ -101,7 +101,7 @@ class ServeProcess:
     """``nbfleet serve`` on a free port with its own data dir; start, SIGTERM, SIGKILL, restart."""
 
     def __init__(self, data_dir: Path, *, runtime: str = "simulated", env: dict | None = None,
-                 args: list[str] | None = None, port: int | None = None, user: "UnprivilegedUser | None" = None):
+                 args: list[str] | None = None, port: int | None = None, user: UnprivilegedUser | None = None):
         """``user``: run the server as that (unprivileged) user instead of as the tests' own."""
         self.data_dir = Path(data_dir)
         self.user = user
@@ -120,7 +120,7 @@ class ServeProcess:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ServeProcess":
+    def start(self) -> ServeProcess:
         # No SSH gateway unless a test asks for one (on a port of its own): servers run side by side.
         extra = {"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05", "NBFLEET_SSH_PORT": "0"}
         if self.runtime == "local":   # notebooks run in the image environments built once for all tests
@@ -216,7 +216,7 @@ class UnprivilegedUser:
                             if os.access(p, os.X_OK)), None)
 
     @classmethod
-    def available(cls) -> "tuple[UnprivilegedUser | None, str]":
+    def available(cls) -> tuple[UnprivilegedUser | None, str]:
         """(user, "") when a server can run as another uid here, else (None, why not)."""
         if os.geteuid() != 0:
             return None, "the tests already run as an unprivileged user"
@@ -227,6 +227,7 @@ class UnprivilegedUser:
 
     def env(self) -> dict[str, str]:
         import site
+
         import nbfleet
 
         src = str(Path(nbfleet.__file__).resolve().parents[1])

@@ -26,7 +26,7 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "S3Server":
+    def start(self, timeout: float = 30.0) -> S3Server:
         server = shutil.which("moto_server", path=os.path.dirname(sys.executable))
         argv = [server] if server else [sys.executable, "-m", "moto.server"]
         with open(self.log_path, "ab") as log:

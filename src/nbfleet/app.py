@@ -32,8 +32,8 @@ from .services.image_saves import ImageSaves
 from .services.images import EngineReader, ImageCatalog
 from .services.keypairs import KeyPairService
 from .services.notebooks import NotebookService
-from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
+from .services.routing import RouteCache
 from .services.signin import PasswordSignIn
 from .services.storage import DynamicStorageService
 from .services.tags import TagService
@@ -78,6 +78,7 @@ def host_mounts(settings: Settings, owner, *, private_instance_dirs: bool = Fals
 def local_storage(settings: Settings, isolation):
     """Dynamic mounts for the local runtime's sandboxes; none without one (single-user mode has no /data)."""
     import os
+
     from .runtime.sandbox import Bubblewrap, InstanceDirs
     if not isinstance(isolation, Bubblewrap):
         return None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class SystemClock:
@@ -10,7 +10,7 @@ class SystemClock:
         return int(time.time() * 1000)
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class ManualClock(SystemClock):
@@ -23,7 +23,7 @@ class ManualClock(SystemClock):
         return self._ms
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._ms / 1000, timezone.utc)
+        return datetime.fromtimestamp(self._ms / 1000, UTC)
 
     def advance(self, ms: int) -> None:
         self._ms += ms

@@ -71,6 +71,7 @@ def test_expired_token_is_0202(api):
 def _all_stored_text(api) -> str:
     """Every value of every table, as text (works on SQLite and PostgreSQL)."""
     from sqlalchemy import select
+
     from nbfleet.store.tables import metadata
     with api.services.identity.db.read() as conn:
         return "\n".join(str(value) for table in metadata.sorted_tables

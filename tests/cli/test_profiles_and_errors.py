@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import stat
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 import httpx
@@ -145,7 +145,7 @@ def test_requests_are_signed_exactly_as_the_official_sdk_signs_them():
         # and the server's verifier accepts it
         signature.verify(signature.parse_authorization(request.headers["authorization"]), creds.sk,
                          request.method, request.url.path, raw_query, dict(request.headers), request.content,
-                         datetime.now(timezone.utc))
+                         datetime.now(UTC))
     assert seen[0].url.query == b"limit=10&name=my%20nb%2F1&offset=0"   # sorted, strict encoding, None left out
 
 

@@ -5,9 +5,16 @@ import json
 import time
 
 import pytest
-from huaweicloudsdkmodelarts.v1 import (CreateNotebookRequest, DeleteNotebookRequest, ListImageRequest,
-                                        NotebookCreateRequest, ShowNotebookRequest, StartNotebookRequest,
-                                        StopNotebookRequest, VolumeMountRequest)
+from huaweicloudsdkmodelarts.v1 import (
+    CreateNotebookRequest,
+    DeleteNotebookRequest,
+    ListImageRequest,
+    NotebookCreateRequest,
+    ShowNotebookRequest,
+    StartNotebookRequest,
+    StopNotebookRequest,
+    VolumeMountRequest,
+)
 from sqlalchemy import create_engine, text
 
 from .. import notebook_http

@@ -7,9 +7,15 @@ import shutil
 import time
 
 import pytest
-from huaweicloudsdkmodelarts.v1 import (AttachDynamicStorageRequest, DataVolumesReq, DeleteNotebookRequest,
-                                        DetachDynamicStorageRequest,
-                                        ShowDynamicStorageRequest, StartNotebookRequest, StopNotebookRequest)
+from huaweicloudsdkmodelarts.v1 import (
+    AttachDynamicStorageRequest,
+    DataVolumesReq,
+    DeleteNotebookRequest,
+    DetachDynamicStorageRequest,
+    ShowDynamicStorageRequest,
+    StartNotebookRequest,
+    StopNotebookRequest,
+)
 
 from ..procs import unmount_below
 from ..s3_server import S3Server, storage_env

@@ -15,8 +15,8 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import sys
+import threading
 import time
 import uuid
 import zipfile

@@ -341,8 +341,14 @@ def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
 @pytest.mark.runtime_only
 def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
     from huaweicloudsdkcore.auth.credentials import BasicCredentials
-    from huaweicloudsdkmodelarts.v1 import (ModelArtsClient, RenewLeaseRequest, ShowLeaseRequest, ShowNotebookRequest,
-                                            StartNotebookRequest, StopNotebookRequest)
+    from huaweicloudsdkmodelarts.v1 import (
+        ModelArtsClient,
+        RenewLeaseRequest,
+        ShowLeaseRequest,
+        ShowNotebookRequest,
+        StartNotebookRequest,
+        StopNotebookRequest,
+    )
     proc, client = server
     c = proc.creds
     sdk = (ModelArtsClient.new_builder().with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))

@@ -18,15 +18,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .. import notebook_http
-from ..cli.conftest import Cli
-from ..procs import ServeProcess, SignedClient, UnprivilegedUser, free_port
-from ..support import end_process
 from nbfleet.runtime.base import Placement
 from nbfleet.runtime.local import LocalRuntime
 from nbfleet.runtime.sandbox import Unsandboxed
 from nbfleet.runtime.sessions import SessionRefused
 
+from .. import notebook_http
+from ..cli.conftest import Cli
+from ..procs import ServeProcess, SignedClient, UnprivilegedUser, free_port
+from ..support import end_process
 from .local_helpers import marked
 
 MISSING = not shutil.which("ssh") or not Path("/usr/lib/openssh/sftp-server").exists()

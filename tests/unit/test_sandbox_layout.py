@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from ..images import make_reachable
 from nbfleet.runtime.base import FlavorLimits
-from nbfleet.runtime.environments import (BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, Interpreter,
-                                          reachable_by_others)
-from nbfleet.runtime.sandbox import (Bubblewrap, InstanceDirs, SandboxUnavailable, _untraversable,
-                                     parse_uid_range)
+from nbfleet.runtime.environments import (
+    BuiltEnvironment,
+    EnvironmentSpec,
+    ImageEnvironmentError,
+    Interpreter,
+    reachable_by_others,
+)
+from nbfleet.runtime.sandbox import Bubblewrap, InstanceDirs, SandboxUnavailable, _untraversable, parse_uid_range
+
+from ..images import make_reachable
 
 
 def test_uid_ranges_are_parsed_and_bounded():

@@ -5,11 +5,19 @@ import posixpath
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nbfleet.domain import errors as E
-from nbfleet.domain.storage import (Category, StoragePolicy, collides, efs_location, normal_mount_path, obs_location,
-                                    parse_attach)
+from nbfleet.domain.storage import (
+    Category,
+    StoragePolicy,
+    collides,
+    efs_location,
+    normal_mount_path,
+    obs_location,
+    parse_attach,
+)
 
 EFS_ID = "0a1b2c3d-0000-4000-8000-00000000abcd"
 

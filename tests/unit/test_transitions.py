@@ -5,8 +5,7 @@ import pytest
 
 from nbfleet.domain.errors import IllegalTransition, ImageBeingSaved
 from nbfleet.domain.model import Status
-from nbfleet.domain.transitions import (EVENTS, Event, ImageEvent, ImageOp, Op, after, check, check_image,
-                                        image_after)
+from nbfleet.domain.transitions import EVENTS, Event, ImageEvent, ImageOp, Op, after, check, check_image, image_after
 
 # The spec's table, transcribed independently of the implementation: ✓ = allowed.
 SPEC = """

@@ -21,8 +21,8 @@ import asyncio
 import html
 import http.cookiejar
 import logging
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Collection
 from urllib.parse import quote_from_bytes
 
 import anyio
@@ -251,7 +251,7 @@ class NotebookProxy:
             await _refuse_ws(ws, 4000 + status if 400 <= status < 1000 else 4502,
                              f"notebook refused the websocket: HTTP {status}")
             return
-        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+        except (TimeoutError, OSError, InvalidHandshake) as exc:
             log.warning("notebook %s: upstream websocket failed: %r", notebook_id, exc)
             refusal = await self._unreachable(notebook_id)
             await _refuse_ws(ws, 4000 + refusal.http_status, refusal.message)

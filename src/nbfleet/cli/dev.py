@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,8 +16,8 @@ def seed_command(
     projects: int = typer.Option(100, "--projects", help="Spread them over this many projects."),
     big_project_share: float = typer.Option(0.2, "--big-project-share",
                                             help="Share that goes to the bootstrap project (the admin's)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR)."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Bulk-load a realistic population (owners, statuses, features, workspaces, names, tags, times)."""

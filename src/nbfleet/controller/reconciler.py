@@ -58,7 +58,7 @@ class ProgressReporter:
 
     FLUSH_SECONDS = 0.1
 
-    def __init__(self, reconciler: "Reconciler", row):
+    def __init__(self, reconciler: Reconciler, row):
         self.r = reconciler
         self.row = row
         self.steps = orjson.loads(row["action_progress"]) if row["action_progress"] else initial_progress()
@@ -237,6 +237,7 @@ class Reconciler:
     def _release_claims(self) -> None:
         with self.db.write() as conn:
             from sqlalchemy import update
+
             from ..store.tables import notebooks
             conn.execute(update(notebooks).where(notebooks.c.claim_owner == self.replica_id)
                          .values(claim_owner=None, claim_until=None))
@@ -290,7 +291,7 @@ class Reconciler:
                     interval = max(interval, 0.5)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _heartbeat(self) -> None:
@@ -524,7 +525,7 @@ class Reconciler:
         try:
             await self.storage_work.instance_stopping(spec)
             return True
-        except (RuntimeFailure, asyncio.TimeoutError) as failure:
+        except (TimeoutError, RuntimeFailure) as failure:
             log.warning("instance %s: unmounting its dynamic storage failed: %s", spec.id,
                         getattr(failure, "reason", None) or "timed out")
             return False

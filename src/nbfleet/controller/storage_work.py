@@ -90,7 +90,7 @@ class StorageWork:
                 await asyncio.wait_for(self.storage.attach(spec, mount_spec(row)), self._timeout())
             except RuntimeFailure as failure:
                 reason = failure.reason
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reason = f"mounting took longer than {self._timeout():g} s"
                 await self._undo(spec, row)
         values = {"status": (MountStatus.MOUNT_FAILED if reason else MountStatus.MOUNTED).value,
@@ -120,7 +120,7 @@ class StorageWork:
             await asyncio.wait_for(self.storage.detach(spec, mount_spec(row)), self._timeout())
         except RuntimeFailure as failure:
             log.warning("mount %s: undoing a mount nobody wants failed: %s", row["id"], failure.reason)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("mount %s: undoing a mount nobody wants took longer than %g s", row["id"], self._timeout())
 
     async def _unmount(self, row) -> None:
@@ -132,7 +132,7 @@ class StorageWork:
                 await asyncio.wait_for(self.storage.detach(r.spec_of(notebook), mount_spec(row)), self._timeout())
             except RuntimeFailure as failure:
                 reason = failure.reason
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reason = f"unmounting took longer than {self._timeout():g} s"
 
         def finish(conn) -> None:

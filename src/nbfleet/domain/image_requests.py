@@ -6,11 +6,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import errors as E
-from .images import (Arch, DevService, FlavorType, ImageAddress, Origin, ResourceCategory, ServiceType,
-                     Visibility, check_image_name, check_namespace, check_tag, parse_swr_path)
+from .images import (
+    Arch,
+    DevService,
+    FlavorType,
+    ImageAddress,
+    Origin,
+    ResourceCategory,
+    ServiceType,
+    Visibility,
+    check_image_name,
+    check_namespace,
+    check_tag,
+    parse_swr_path,
+)
 from .requests import check_types
 
 MAX_TAGS = 20
@@ -186,7 +198,7 @@ def check_save(body, now_ms: int) -> SaveRequest:
     _no_enterprise_registry(body, "swr_instance_id", "swr_instance_domain")
     tag = body.get("tag")
     if tag is None or tag == "":
-        tag = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).strftime("%Y%m%d%H%M%S")
+        tag = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%d%H%M%S")
     return SaveRequest(namespace=check_namespace(body["namespace"]), name=check_image_name(body["name"]),
                        tag=check_tag(tag), description=check_image_description(body.get("description")),
                        workspace_id=check_workspace(body.get("workspace_id")))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Mapping
 
 from . import errors as E
 

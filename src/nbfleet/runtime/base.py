@@ -6,9 +6,10 @@ after a crash the reconciler repeats whatever it was doing.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from ..domain.model import StepStatus
 
@@ -74,7 +75,7 @@ class Placement:
                 "socket": self.socket}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "Placement | None":
+    def from_json(cls, data: dict | None) -> Placement | None:
         if not data:
             return None
         return cls(host=data.get("host") or "", port=data.get("port") or 0, pid=data.get("pid"),

@@ -6,8 +6,8 @@ builds it into the engine. Either way a build whose inputs did not change finds 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ..services.catalog import load_catalogue
 from ..services.images import builtin_swr_path

@@ -23,14 +23,13 @@ import time
 from pathlib import Path
 
 from ..domain.model import StepStatus
-from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
-                   gpus_on_host)
+from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure, gpus_on_host
 from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
 from .environments import EnvironmentSpec, ImageEnvironmentError
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .processes import describe_rc
-from .sessions import ContainerEntry, SessionRefused
 from .sandbox import RUN_DIR, SANDBOX_GID, SANDBOX_UID, SOCKET_NAME, WORK, InstanceDirs
+from .sessions import ContainerEntry, SessionRefused
 from .steps import failed_start
 
 log = logging.getLogger(__name__)

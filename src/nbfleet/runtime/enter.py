@@ -20,7 +20,7 @@ When the sandbox's first process exits, the kernel kills everything in its PID n
 included; this process then exits too, which ends the SSH channel.
 """
 import ctypes
-import fcntl   # imported here: after setns the host's modules are out of reach
+import fcntl  # imported here: after setns the host's modules are out of reach
 import json
 import os
 import resource

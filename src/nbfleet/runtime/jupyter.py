@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 import httpx
 
@@ -66,7 +66,7 @@ class JupyterProbe:
             return False
 
     async def wait_ready(self, placement: Placement, spec: InstanceSpec, timeout: float,
-                         exited: Callable[[], "asyncio.Future | str | None"]) -> None:
+                         exited: Callable[[], asyncio.Future | str | None]) -> None:
         """Until ``/api/status`` answers 200 with the token; ``exited()`` (awaitable or not) says why the
         server can no longer come up (it ended), and ends the wait with that reason."""
         deadline = time.monotonic() + timeout

@@ -26,9 +26,9 @@ import resource
 import signal
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection
 
 from .base import FlavorLimits
 

@@ -24,22 +24,22 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
 import psutil
 
 from ..domain.model import StepStatus
-from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
-                   gpus_on_host)
+from .base import Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure, gpus_on_host
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
+from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .limits import LimitPlan, ResourceLimiter
-from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
+from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs
+from .processes import describe_rc as _describe_rc
 from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
 from .sessions import SessionEntry, SessionRefused, open_entry, sandbox_process
 from .steps import failed_start
-from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
 log = logging.getLogger(__name__)
 

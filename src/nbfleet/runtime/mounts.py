@@ -41,9 +41,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 from ..domain.storage import Category, StoragePolicy, obs_location
 from .base import InstanceSpec, MountSpec, RuntimeFailure

@@ -29,9 +29,10 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from .base import FlavorLimits, RuntimeFailure
 from .environments import BuiltEnvironment
@@ -73,7 +74,7 @@ class InstanceDirs:
     root: Path
 
     @classmethod
-    def of(cls, data_dir: Path, instance_id: str) -> "InstanceDirs":
+    def of(cls, data_dir: Path, instance_id: str) -> InstanceDirs:
         # The id becomes a directory name: refuse anything that could walk the tree.
         if not instance_id or "/" in instance_id or instance_id in (".", "..") or "\0" in instance_id:
             raise RuntimeFailure(f"unusable instance id {instance_id!r}")

@@ -15,8 +15,17 @@ import hashlib
 from dataclasses import dataclass
 
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, MountSpec, Observation, Placement, Reporter,
-                   RuntimeFailure)
+from .base import (
+    Activity,
+    EngineImage,
+    FlavorLimits,
+    InstanceSpec,
+    MountSpec,
+    Observation,
+    Placement,
+    Reporter,
+    RuntimeFailure,
+)
 
 INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")
@@ -34,7 +43,7 @@ class FailureRule:
     #                   "pull", "serve", "commit", "remove"
 
     @classmethod
-    def parse(cls, text: str) -> "FailureRule":
+    def parse(cls, text: str) -> FailureRule:
         parts = dict(item.split("=", 1) for item in text.split(";") if "=" in item)
         field = next((f for f in ("name", "flavor", "image") if f in parts), None)
         if field is None:
@@ -74,7 +83,7 @@ class SimulatedImages:
     A save takes as long as a start (four ``delay`` steps); a removal one step.
     """
 
-    def __init__(self, runtime: "SimulatedRuntime"):
+    def __init__(self, runtime: SimulatedRuntime):
         self.runtime = runtime
         self.committed: list[str] = []   # for tests: what was saved and removed, by this process
         self.removed: list[str] = []
@@ -108,7 +117,7 @@ class SimulatedStorage:
     """Pretend dynamic mounts: each attach or detach takes one ``delay`` step and succeeds, unless a rule
     ``name=<glob of instance name>;op=mount`` fails the instance's mounts. Nothing is mounted anywhere."""
 
-    def __init__(self, runtime: "SimulatedRuntime"):
+    def __init__(self, runtime: SimulatedRuntime):
         self.runtime = runtime
         self.mounted: dict[str, set[str]] = {}   # for tests: instance id -> mount ids, in this process
 

@@ -16,8 +16,8 @@ import errno
 import http.cookiejar
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpcore
 import httpx

@@ -16,7 +16,6 @@ from ..private_files import make_private, write_private
 from ..store import identity_repo as repo
 from ..store.db import Database
 
-
 CREDENTIALS_FILE = "credentials.json"
 
 # Where a token came from (tokens.origin): a password change revokes the ones the old password opened.

@@ -8,11 +8,11 @@ from functools import lru_cache
 import orjson
 
 from ..auth.secrets import SecretBox
-
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..domain.requests import FREE_FORM, free_form_fits
 from ..runtime.base import Placement
 from .addresses import NotebookAddresses
+
 
 class SealedTokens:
     """Jupyter tokens as the store keeps them: sealed with the installation's key, so that a copy of the

@@ -381,7 +381,7 @@ class NotebookService:
             return E.NotebookNotFound(http_status=404)
         return placement
 
-    def ssh_access(self, notebook_id: str) -> "SshAccess | None":
+    def ssh_access(self, notebook_id: str) -> SshAccess | None:
         """Who may open SSH sessions in the instance and from where, while it runs with an SSH endpoint;
         None otherwise. The SSH gateway authenticates with this, so no principal is needed."""
         with self.db.read() as conn:

@@ -8,7 +8,7 @@ fails with 502), never at another instance: a socket path belongs to one instanc
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 

@@ -256,7 +256,7 @@ class SessionChannel(asyncssh.SSHServerSession):
                 if waiting.done():
                     try:
                         await asyncio.wait_for(readable.wait(), 0.2)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         return
                 else:
                     await asyncio.wait({waiting, asyncio.ensure_future(readable.wait())},

@@ -18,9 +18,7 @@ from . import identity_repo
 from .db import Database
 from .tables import images, memberships, notebook_tags, notebooks, projects, users
 
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu train eval bert resnet llama mnist "
-         "cifar forecast churn vision speech graph tabular fraud ranking topic").split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "train", "eval", "bert", "resnet", "llama", "mnist", "cifar", "forecast", "churn", "vision", "speech", "graph", "tabular", "fraud", "ranking", "topic"]
 # Stable statuses only: a seeded store gives the reconciler nothing to do.
 STATUS_WEIGHTS = (("RUNNING", 25), ("STOPPED", 60), ("CREATE_FAILED", 4), ("START_FAILED", 4), ("ERROR", 4),
                   ("FROZEN", 3))
