@@ -133,20 +133,19 @@ class ServeProcess:
             python, as_user = self.user.python, self.user.popen_options()
             env.update(self.user.env())
             self.user.own(self.data_dir)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [python, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
-             "--data-dir", str(self.data_dir), *self.args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **as_user)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [python, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), *self.args],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **as_user)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nbfleet serve exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
+            with (contextlib.suppress(OSError),
+                  urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response):
+                if response.status == 200:
+                    break
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"nbfleet serve not healthy after {STARTUP_TIMEOUT} s:\n{self.log()}")
@@ -270,7 +269,8 @@ class SignedClient:
             if nb["status"] in statuses:
                 return nb
             if time.monotonic() > deadline:
-                raise AssertionError(f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}")
+                raise AssertionError(
+                    f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}")
             time.sleep(0.02)
 
     def image_id(self, name: str = "notebook-python3.11") -> str:

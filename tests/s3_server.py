@@ -36,9 +36,8 @@ class S3Server:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"moto exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
-                    return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
+                return self
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"moto did not answer within {timeout} s")

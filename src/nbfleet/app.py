@@ -148,9 +148,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             rt = runtime or build_runtime(settings)
             flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
             engine = getattr(rt, "images", None)
-            images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name,
-                                  engine=EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
-                                  if engine is not None else None)
+            reader = (EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
+                      if engine is not None else None)
+            images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name, engine=reader)
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))

@@ -47,7 +47,8 @@ def test_configure_replaces_one_profile_and_keeps_the_mode(cli, server):
 
 def test_configure_prompts_for_what_is_not_given(cli, server):
     c = server.creds
-    done = cli.run("configure", "--profile", "asked", input=f"{c['endpoint']}\n{c['project_id']}\n{c['ak']}\n{c['sk']}\n")
+    done = cli.run("configure", "--profile", "asked",
+                   input=f"{c['endpoint']}\n{c['project_id']}\n{c['ak']}\n{c['sk']}\n")
     assert done.returncode == 0, done.stderr
     assert c["sk"] not in done.stdout                            # the secret key prompt does not echo
     assert cli.json("notebooks", "list", "--profile", "asked")["total"] >= 0
@@ -167,6 +168,7 @@ def test_a_success_that_is_not_json_is_reported_not_crashed_on():
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Type": "text/html"}, text="<html>a login page</html>")
 
-    with ApiClient(Credentials("http://127.0.0.1:9", "p", "ak", "sk"), transport=httpx.MockTransport(answer)) as client:
-        with pytest.raises(ApiError, match="not JSON"):
-            client.notebook("x")
+    credentials = Credentials("http://127.0.0.1:9", "p", "ak", "sk")
+    with (ApiClient(credentials, transport=httpx.MockTransport(answer)) as client,
+          pytest.raises(ApiError, match="not JSON")):
+        client.notebook("x")

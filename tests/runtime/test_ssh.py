@@ -57,7 +57,8 @@ class Ssh:
         return ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
                 "-o", "LogLevel=ERROR", *hosts, "-i", str(self.key), *extra]
 
-    def run(self, *command: str, input: str | None = None, timeout: float = 60, extra=()) -> subprocess.CompletedProcess:
+    def run(self, *command: str, input: str | None = None, timeout: float = 60,
+            extra=()) -> subprocess.CompletedProcess:
         return subprocess.run(["ssh", *self.options(*extra), "-p", str(self.port), f"{self.user}@{self.host}",
                                *command], capture_output=True, text=True, input=input, timeout=timeout,
                               stdin=None if input is not None else subprocess.DEVNULL)

@@ -69,7 +69,8 @@ def test_parse_attach_order_and_category_case():
 
 
 def test_collisions():
-    assert collides("/data/a/", "/data/a/") and collides("/data/a/", "/data/a/b/") and collides("/data/a/b/", "/data/a/")
+    assert collides("/data/a/", "/data/a/") and collides("/data/a/", "/data/a/b/")
+    assert collides("/data/a/b/", "/data/a/")
     assert not collides("/data/a/", "/data/ab/")
 
 

@@ -104,13 +104,13 @@ def serve(
         except Exception as exc:
             typer.echo(f"error: the docker runtime cannot reach a Docker engine "
                        f"({settings.docker_host or 'DOCKER_HOST or the default socket'}): {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
     if settings.runtime == "local":
         try:   # refuse before listening: notebooks for many users need their sandbox
             build_isolation(settings).check([settings.image_root()])
         except SandboxUnavailable as exc:
             typer.echo(f"error: the local runtime cannot isolate notebooks: {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
     from ..api.wire import http_protocol
 
     application = create_app(settings, announce=lambda text: typer.echo(text))
@@ -182,7 +182,8 @@ def create_project(name: str = typer.Option(..., "--name"), as_json: bool = type
 
 @admin.command("create-user")
 def create_user(name: str = typer.Option(..., "--name"),
-                project: str | None = typer.Option(None, "--project", help="Project id (default: the bootstrap project)."),
+                project: str | None = typer.Option(None, "--project",
+                                                   help="Project id (default: the bootstrap project)."),
                 is_admin: bool = typer.Option(False, "--admin"), as_json: bool = typer.Option(False, "--json"),
                 data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
                 database_url_file: Path | None = DbUrlFile):

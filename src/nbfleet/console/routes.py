@@ -228,7 +228,8 @@ def _list_page(request: Request, session: S.Session, *, all_view: bool) -> Respo
         "rows": rows, "error": error, "state": state, "all_view": all_view, "here": here,
         "sort_key": sort_key, "sort_dir": sort_dir, "sort_links": sort_links, "sortable": V.SORTABLE,
         "pager": pager, "statuses": LIST_STATUSES, "features": [f.value for f in Feature],
-        "limits": sorted({*V.LIST_LIMITS, limit}), "now": services.notebooks.clock.now_ms(), "nav": "all" if all_view else "mine",
+        "limits": sorted({*V.LIST_LIMITS, limit}), "now": services.notebooks.clock.now_ms(),
+        "nav": "all" if all_view else "mine",
     }, session=session, status_code=status_code)
 
 

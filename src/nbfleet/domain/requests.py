@@ -106,9 +106,9 @@ def check_types(body: dict, schema: dict, prefix: str = "") -> None:
                 if not isinstance(item, dict):
                     raise E.WrongType(f"{path}[{i}]", "object")
                 check_types(item, _NESTED_LISTS[name], f"{path}[{i}].")
-        if name in ("key_pair_names", "allowed_access_ips", "security_group_ids", "connect_cidrs"):
-            if any(not isinstance(v, str) for v in value):
-                raise E.WrongType(path, "array of str")
+        if (name in ("key_pair_names", "allowed_access_ips", "security_group_ids", "connect_cidrs")
+                and any(not isinstance(v, str) for v in value)):
+            raise E.WrongType(path, "array of str")
     if not prefix and isinstance(body.get("hooks"), dict):
         _check_hooks_types(body["hooks"])
 

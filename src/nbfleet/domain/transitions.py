@@ -75,7 +75,7 @@ _TABLE: dict[S, tuple] = {
     S.FROZEN:        ("6326",   "6326",  OK_DELETE, "6326", "6326", "6326", "6326", "6326"),
 }
 OPERATIONS: dict[tuple[S, Op], Allowed | str] = {
-    (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row)
+    (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row, strict=True)
 }
 
 # §6.2: what each reconciler event does from which status.
@@ -150,7 +150,7 @@ _IMAGE_TABLE: dict[I, tuple] = {
     I.ERROR:         (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
 }
 IMAGE_OPERATIONS: dict[tuple[I, ImageOp], ImageAllowed | str] = {
-    (status, op): cell for status, row in _IMAGE_TABLE.items() for op, cell in zip(_IMAGE_COLUMNS, row)
+    (status, op): cell for status, row in _IMAGE_TABLE.items() for op, cell in zip(_IMAGE_COLUMNS, row, strict=True)
 }
 
 IMAGE_EVENTS: dict[tuple[I, ImageEvent], I] = {

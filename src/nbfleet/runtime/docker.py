@@ -131,8 +131,8 @@ class DockerRuntime:
 
             step = 3
             await reporter.step(3, StepStatus.PROCESSING, "Configuring the network")
-            await reporter.step(3, StepStatus.COMPLETED, "Network " + ("of the host" if self.network == "host" else
-                                                                       self.network) + "; Jupyter reachable through nbfleet only")
+            network = "of the host" if self.network == "host" else self.network
+            await reporter.step(3, StepStatus.COMPLETED, f"Network {network}; Jupyter reachable through nbfleet only")
 
             step = 4
             await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
@@ -273,7 +273,8 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeFailure(f"the engine could not remove the instance's container: {_engine_message(exc)}")
+            raise RuntimeFailure(
+                f"the engine could not remove the instance's container: {_engine_message(exc)}") from exc
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self.stop(spec, placement)
@@ -286,7 +287,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeFailure(f"the engine could not remove the work volume: {_engine_message(exc)}")
+            raise RuntimeFailure(f"the engine could not remove the work volume: {_engine_message(exc)}") from exc
         shutil.rmtree(self.dirs(instance_id).root, ignore_errors=True)
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:

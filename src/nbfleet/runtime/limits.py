@@ -238,7 +238,7 @@ class ResourceLimiter:
     def _prepare_v1(self, layout: _CgroupLayout, instance_id: str, memory: int | None,
                     vcpus: int | None) -> LimitPlan:
         groups: list[Path] = []
-        for controller, base in layout.bases.items():
+        for base in layout.bases.values():
             group = base / instance_id
             group.mkdir(exist_ok=True)
             groups.append(group)

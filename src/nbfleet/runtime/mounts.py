@@ -462,7 +462,7 @@ class HostMounts:
         # Deepest first: the binds in D, then s3fs's mounts, D's own mount last.
         for path in sorted((p for p in mount_points() if p.startswith(prefix)), key=len, reverse=True):
             self._unmount(path)
-        for directory, subdirs, files in os.walk(top, topdown=False):
+        for directory, _subdirs, files in os.walk(top, topdown=False):
             for name in files:
                 if name.endswith(".log") or os.path.dirname(directory) == str(self._staging(instance_id)):
                     os.unlink(os.path.join(directory, name))

@@ -206,7 +206,8 @@ class Bubblewrap:
             raise SandboxUnavailable(f"bubblewrap at {self.bwrap} could not run: {exc}") from None
         if result.returncode != 0:
             raise SandboxUnavailable(
-                f"bubblewrap at {self.bwrap} could not create a sandbox ({result.stderr.strip() or result.returncode}); "
+                f"bubblewrap at {self.bwrap} could not create a sandbox "
+                f"({result.stderr.strip() or result.returncode}); "
                 "it needs user namespaces (sysctl user.max_user_namespaces > 0)"
                 + (f" and must be executable by uid {uid}" if uid is not None else "")
                 + ", or run a single trusted user with --single-user")

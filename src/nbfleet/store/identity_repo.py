@@ -139,7 +139,8 @@ def keypairs_named(conn: Connection, user_id: str, names: set[str]) -> list[tupl
 
 
 def list_keypairs(conn: Connection, user_id: str):
-    return conn.execute(select(keypairs).where(keypairs.c.user_id == user_id).order_by(keypairs.c.name)).mappings().all()
+    query = select(keypairs).where(keypairs.c.user_id == user_id).order_by(keypairs.c.name)
+    return conn.execute(query).mappings().all()
 
 
 def delete_keypair(conn: Connection, user_id: str, name: str) -> int:

@@ -7,7 +7,7 @@ from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from .tables import image_groups, images
 
 G = image_groups.c
-I = images.c
+I = images.c   # noqa: E741 - the table's columns, one capital letter as N, G and D in the other repos
 
 
 def ensure(conn: Connection, row: dict) -> None:

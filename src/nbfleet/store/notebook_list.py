@@ -139,8 +139,8 @@ def _tagged(sqlite: bool):
         pairs = func.json_each(bindparam("tag_pairs")).table_valued("value").alias("wanted")
         key, value = func.json_extract(pairs.c.value, "$[0]"), func.json_extract(pairs.c.value, "$[1]")
     else:
-        pairs = func.unnest(bindparam("tag_keys", type_=ARRAY(String)),
-                            bindparam("tag_values", type_=ARRAY(String))).table_valued("key", "value").render_derived("wanted")
+        pairs = (func.unnest(bindparam("tag_keys", type_=ARRAY(String)), bindparam("tag_values", type_=ARRAY(String)))
+                 .table_valued("key", "value").render_derived("wanted"))
         key, value = pairs.c.key, pairs.c.value
     return (select(t.notebook_id).select_from(notebook_tags)
             .join(pairs, and_(t.key == key, or_(value.is_(None), t.value == value)))

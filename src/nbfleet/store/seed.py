@@ -18,7 +18,9 @@ from . import identity_repo
 from .db import Database
 from .tables import images, memberships, notebook_tags, notebooks, projects, users
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "train", "eval", "bert", "resnet", "llama", "mnist", "cifar", "forecast", "churn", "vision", "speech", "graph", "tabular", "fraud", "ranking", "topic"]
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu train eval bert resnet llama mnist "
+         "cifar forecast churn vision speech graph tabular fraud ranking topic").split()
 # Stable statuses only: a seeded store gives the reconciler nothing to do.
 STATUS_WEIGHTS = (("RUNNING", 25), ("STOPPED", 60), ("CREATE_FAILED", 4), ("START_FAILED", 4), ("ERROR", 4),
                   ("FROZEN", 3))
@@ -60,7 +62,7 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
     total_users = 0
     done = 0
     sample_user = None
-    for project_id, count in zip(project_ids, per_project):
+    for project_id, count in zip(project_ids, per_project, strict=True):
         user_ids = []
         with db.write() as conn:
             for _ in range(max(1, -(-count // PER_USER))):

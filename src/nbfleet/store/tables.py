@@ -285,5 +285,5 @@ signin_failures = Table(
 )
 
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "image_groups", "notebooks", "dynamic_storages", "notebook_counts", "notebook_tags", "events",
-           "request_signatures", "signin_failures"]
+           "workspaces", "images", "image_groups", "notebooks", "dynamic_storages", "notebook_counts", "notebook_tags",
+           "events", "request_signatures", "signin_failures"]
