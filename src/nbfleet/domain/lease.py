@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import DurationOutOfRange, InvalidProperty
 from .model import LeaseType
@@ -38,12 +39,12 @@ class Lease:
             return None
         return self.create_at + self.duration
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"create_at": self.create_at, "duration": self.duration, "enable": self.enable,
                 "type": self.type.value, "update_at": self.update_at}
 
 
-def parse_type(value, name: str = "type") -> LeaseType:
+def parse_type(value: object, name: str = "type") -> LeaseType:
     """Lease type from user input, case-insensitive; unknown values are refused."""
     if value is None:
         return LeaseType.TIMING

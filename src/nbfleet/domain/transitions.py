@@ -49,7 +49,7 @@ class Allowed:
     target: S | None  # None: allowed, status unchanged (updates, renew)
 
 
-_ = None  # allowed, no status change
+_: None = None  # allowed, no status change
 OK_START = Allowed(S.STARTING)
 OK_STOP = Allowed(S.STOPPING)
 OK_DELETE = Allowed(S.DELETING)
@@ -59,7 +59,7 @@ OK = Allowed(_)
 # rows: status; columns: START, STOP, DELETE, UPDATE_A, UPDATE_B, UPDATE_C, RUN_ONLY, SAVE_IMAGE.
 # A string is the ModelArts code of the refusal (all HTTP 400).
 _COLUMNS = (Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY, Op.SAVE_IMAGE)
-_TABLE: dict[S, tuple] = {
+_TABLE: dict[S, tuple[Allowed | str, ...]] = {
     S.INIT:          ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
     S.CREATING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
     S.STARTING:      ("6306",   "6306",  "6306",    "6306", "6306", "6306", "6327", "6327"),
@@ -142,7 +142,7 @@ class ImageAllowed:
 # rows: image status; columns: DELETE, SYNC. A string is the refusal's code. An image being saved is
 # neither deleted (the save would write content nobody refers to) nor re-read (it has no content yet).
 _IMAGE_COLUMNS = (ImageOp.DELETE, ImageOp.SYNC)
-_IMAGE_TABLE: dict[I, tuple] = {
+_IMAGE_TABLE: dict[I, tuple[ImageAllowed | str, ...]] = {
     I.INIT:          ("6357",                ImageAllowed(None)),
     I.CREATING:      ("6357",                ImageAllowed(None)),
     I.ACTIVE:        (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),

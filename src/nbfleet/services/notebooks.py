@@ -17,7 +17,7 @@ from ..auth.secrets import SecretBox
 from ..domain import errors as E
 from ..domain import lease as leases
 from ..domain import requests as R
-from ..domain.model import Feature, Status
+from ..domain.model import Feature, LeaseType, Status
 from ..domain.query import Page, parse_notebook_query
 from ..domain.transitions import Op, check
 from ..runtime.base import Placement
@@ -428,7 +428,7 @@ def _looks_like_uuid(text: str) -> bool:
 
 def _lease(row) -> leases.Lease:
     return leases.Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]),
-                        leases.LeaseType(row["lease_type"]), row["lease_update_at"])
+                        LeaseType(row["lease_type"]), row["lease_update_at"])
 
 
 def _run_user(value: dict | None) -> dict | None:
