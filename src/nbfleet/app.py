@@ -68,9 +68,12 @@ def host_mounts(settings: Settings, owner, *, private_instance_dirs: bool = Fals
     """Dynamic mounts on this host (local and docker runtimes); ``owner(id)`` -> (uid, gid) of ``ma-user``."""
     from .runtime.mounts import HostMounts
     obs = settings.storage.obs
+    credentials = None
+    if obs.configured and obs.access_key and obs.secret_key:   # configured: both are there
+        credentials = (obs.access_key, obs.secret_key.get_secret_value())
     return HostMounts(settings.data_dir.resolve(), settings.storage.policy(), owner=owner,
                       obs_endpoint=obs.endpoint if obs.configured else None,
-                      obs_credentials=(obs.access_key, obs.secret_key.get_secret_value()) if obs.configured else None,
+                      obs_credentials=credentials,
                       obs_region=obs.region, mount_timeout=settings.storage.mount_timeout,
                       private_instance_dirs=private_instance_dirs)
 

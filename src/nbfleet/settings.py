@@ -191,6 +191,7 @@ class Settings(BaseSettings):
         return self
 
     def _url_from_file(self) -> str:
+        assert self.database_url_file is not None   # only called when it is set
         try:
             return self.database_url_file.read_text().strip()
         except OSError as exc:

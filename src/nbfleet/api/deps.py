@@ -48,8 +48,8 @@ class Services:
     api_threads: ThreadPoolExecutor
     image_groups: ImageGroups
     image_saves: ImageSaves
-    storage: DynamicStorageService | None = None
-    keypairs: KeyPairService | None = None
+    storage: DynamicStorageService
+    keypairs: KeyPairService
 
 
 async def get_services(request: Request) -> Services:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -27,12 +28,14 @@ def seed_command(
     from ..settings import Settings
     from ..store.seed import seed
 
-    overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items() if v is not None}
+    given: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = Settings(**overrides)
     db, identity = open_store(settings)
     identity.bootstrap(settings.data_dir, settings.base_url())
     ImageCatalog(db, SystemClock(), settings.images_file).sync_builtins()
     big = identity.bootstrap_project()
+    assert big is not None   # bootstrap made it
     started = time.monotonic()
     last = [0.0]
 

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ DbUrlFile = typer.Option(None, "--database-url-file", help="File whose content i
                          "(env NBFLEET_DATABASE_URL_FILE).")
 
 
-def settings_from(**overrides) -> Settings:
+def settings_from(**overrides: Any) -> Settings:
     """Settings from the environment, with the flags given on the command line winning."""
     given = {k: v for k, v in overrides.items() if v is not None}
     # A URL flag replaces any URL from the environment, whichever of the two forms either uses.
@@ -163,7 +164,7 @@ def _out(data: dict, as_json: bool) -> None:
             typer.echo(f"{key}: {value}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, cast
 from urllib.parse import quote
 
 import typer
@@ -95,7 +95,7 @@ LeaseTypeOpt = Annotated[LeaseType | None, typer.Option(
 IdArg = Annotated[str, typer.Argument(help="Notebook id.")]
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     # Plain echo, not rich: an API message may contain [brackets] that rich would take for markup.
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -227,10 +227,11 @@ def create(
 ):
     """Create a notebook (it starts at once)."""
     with api(profile) as client:
-        volume = {"category": "EVS", "ownership": "MANAGED"}
+        volume: dict[str, Any] = {"category": "EVS", "ownership": "MANAGED"}
         if volume_size is not None:
             volume["capacity"] = volume_size
-        body = {"name": name, "flavor": flavor, "image_id": resolve_image(client, image), "volume": volume}
+        body: dict[str, Any] = {"name": name, "flavor": flavor, "image_id": resolve_image(client, image),
+                                "volume": volume}
         if description is not None:
             body["description"] = description
         if ssh_key or ssh_allow:
@@ -249,7 +250,8 @@ def start(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTyp
           timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None, output: OutputOpt = Output.table):
     """Start a stopped (or failed) notebook; --duration sets its new auto-stop time."""
     with api(profile) as client:
-        nb = client.start_notebook(notebook_id, duration, lease_type and lease_type.value.upper())
+        # DURATION arrives in milliseconds: parse_duration, its typer callback, converted it.
+        nb = client.start_notebook(notebook_id, cast(int | None, duration), lease_type and lease_type.value.upper())
         finish(client, nb, output, wait, ("RUNNING",), timeout)
 
 
@@ -302,7 +304,7 @@ def renew(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTyp
           profile: ProfileOpt = None, output: OutputOpt = Output.table):
     """Push a running notebook's auto-stop to now + DURATION (default 1h)."""
     with api(profile) as client:
-        lease = client.renew_lease(notebook_id, 3_600_000 if duration is None else duration,
+        lease = client.renew_lease(notebook_id, 3_600_000 if duration is None else cast(int, duration),
                                    lease_type and lease_type.value.upper())
     if output is Output.json:
         print_json(lease)

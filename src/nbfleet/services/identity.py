@@ -187,7 +187,7 @@ class IdentityService:
             return None
         if domain_name is not None and domain_name != self.domain()[1]:
             return None
-        if passwords.needs_rehash(stored):
+        if stored is not None and passwords.needs_rehash(stored):   # verified: there is a hash
             with self.db.write() as conn:
                 repo.update_user(conn, user["id"], password_hash=passwords.hash_password(password))
         return {"id": user["id"], "name": user["name"], "is_admin": bool(user["is_admin"])}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from functools import lru_cache
 
 import orjson
@@ -118,7 +119,7 @@ def _billing(status: str, volume_category: str | None) -> list[str]:
 
 
 def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str],
-                  dynamic: list[dict] = ()) -> dict:
+                  dynamic: Sequence[dict] = ()) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
 
     ``token``: the instance's Jupyter token as the caller may see it (the owner: opened; others: None).

@@ -5,6 +5,7 @@ in one transaction; the reconciler does the slow work afterwards.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from collections.abc import Callable
@@ -266,7 +267,7 @@ class NotebookService:
             volume["capacity"] = new_size
         return values, spec
 
-    def _switchable(self, row) -> list[dict]:
+    def _switchable(self, row) -> builtins.list[dict]:   # `list` is a method of this class
         """Flavors the instance can change to: same feature, arch, image-compatible, not sold out."""
         current = self.flavors.get(row["flavor"])
         image = orjson.loads(row["spec"])["image"]
@@ -294,6 +295,7 @@ class NotebookService:
         with self.db.write() as conn:
             row = self._visible(conn, principal, notebook_id)
             target = check(row["status"], op, strict_delete=self.settings.strict_delete)
+            assert target is not None   # the operations that come here all change the status
             if op is Op.START:
                 self._admit_start(conn)
             values = {"status": target.value, "update_at": self.clock.now_ms(), **build(row)}
@@ -377,6 +379,7 @@ class NotebookService:
         if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.NotebookNotFound(http_status=404)
         placement = Placement.from_json(orjson.loads(row["placement"]))
+        assert placement is not None   # a RUNNING instance has its placement
         if not placement.socket and not placement.port:   # an SSH-only instance: no Jupyter to reach
             return E.NotebookNotFound(http_status=404)
         return placement
@@ -396,8 +399,9 @@ class NotebookService:
         # Several SSH endpoints: any of their addresses; one without a list allows every address.
         networks = None if any(not ep.get("allowed_access_ips") for ep in ssh) else \
             [ip for ep in ssh for ip in ep["allowed_access_ips"]]
-        return SshAccess(notebook_id, Placement.from_json(orjson.loads(row["placement"])),
-                         [key for _, key in keys], networks)
+        placement = Placement.from_json(orjson.loads(row["placement"]))
+        assert placement is not None   # a RUNNING instance has its placement
+        return SshAccess(notebook_id, placement, [key for _, key in keys], networks)
 
     def feature_quota(self, principal: Principal) -> dict:
         """The caller's NOTEBOOK feature: whether creating is possible, the quota and what is used."""

@@ -396,6 +396,6 @@ def _allowed(peer: str, networks: list[str] | None) -> bool:
         address = ipaddress.ip_address(peer)
     except ValueError:
         return False
-    if getattr(address, "ipv4_mapped", None) is not None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in ipaddress.ip_network(net, strict=False) for net in networks)

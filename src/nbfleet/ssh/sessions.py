@@ -271,7 +271,7 @@ class Relay(asyncssh.SSHTCPSession):
     def __init__(self, proc: asyncio.subprocess.Process, slot=None):
         self.proc = proc
         self.slot = slot
-        self.chan = None
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task | None = None

@@ -18,7 +18,7 @@ def ensure(conn: Connection, row: dict) -> None:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]  # same API
     conn.execute(dialect_insert(image_groups).values(**row).on_conflict_do_nothing(index_elements=["id"]))
     conn.execute(update(image_groups).where(G.id == row["id"])
                  .values(description=row["description"], update_at=func.max(G.update_at, row["update_at"])

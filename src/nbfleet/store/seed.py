@@ -36,7 +36,7 @@ class SeedReport:
     users: int
     big_project: str
     big_project_instances: int
-    sample_user: dict
+    sample_user: dict[str, str]
 
 
 def seed(db: Database, *, instances: int, projects_count: int, big_share: float, big_project: str,
@@ -95,6 +95,7 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
             progress(done)
         if sample_user is None:
             sample_user = {"user_id": user_ids[0], "project_id": project_id}
+    assert sample_user is not None   # the big project is always among them
     return SeedReport(done, projects_count, total_users, big_project, big_n, sample_user)
 
 
