@@ -188,7 +188,7 @@ class SessionChannel(asyncssh.SSHServerSession):
                 await asyncio.gather(self._pump(self.proc.stdout, self.chan.write),
                                      self._pump(self.proc.stderr, self.chan.write_stderr))
             code = await self.proc.wait()
-        except (BrokenPipeError, ConnectionError, asyncssh.ChannelClosedError):
+        except (BrokenPipeError, ConnectionError):   # asyncssh: a write to a closed channel is a BrokenPipeError
             return
         except Exception:
             log.exception("SSH: a session in %s failed", self.notebook_id)
