@@ -27,7 +27,8 @@ import uuid
 from ..auth.secrets import SecretBox
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
-from ..runtime.base import FlavorLimits, ImageRef, InstanceSpec, Runtime
+from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec
+from ..runtime.base import Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.images import ImageCatalog
 from ..store import notebook_repo as repo

@@ -43,6 +43,18 @@ class Lease:
                 "type": self.type.value, "update_at": self.update_at}
 
 
+def lease_of(row) -> Lease:
+    """The lease of a ``notebooks`` row (its ``lease_*`` and ``create_at`` columns)."""
+    return Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]), LeaseType(row["lease_type"]),
+                 row["lease_update_at"])
+
+
+def lease_from_wire(lease: dict) -> Lease:
+    """The lease of a notebook as the API shows it (``NotebookResp.lease``, see ``notebook_view.lease_json``)."""
+    return Lease(lease["create_at"], lease["duration"], bool(lease["enable"]), LeaseType(lease["type"]),
+                 lease["update_at"])
+
+
 def parse_type(value, name: str = "type") -> LeaseType:
     """Lease type from user input, case-insensitive; unknown values are refused."""
     if value is None:

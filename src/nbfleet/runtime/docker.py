@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from ..domain.model import StepStatus
-from .base import (Activity, DynamicStorage, FlavorLimits, ImageEngine, InstanceSpec, Observation, Placement,
-                   Reporter, RuntimeFailure, gpus_on_host)
+from ..domain.instances import FlavorLimits, InstanceSpec, Placement
+from .base import Activity, DynamicStorage, ImageEngine, Observation, Reporter, RuntimeFailure, gpus_on_host
 from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
 from .environments import EnvironmentSpec, ImageEnvironmentError
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args

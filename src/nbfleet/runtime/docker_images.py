@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .base import EngineImage, InstanceSpec, Placement, RuntimeFailure
+from ..domain.instances import InstanceSpec, Placement
+from .base import EngineImage, RuntimeFailure
 from .environments import EnvironmentSpec
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection
 
-from .base import FlavorLimits
+from ..domain.instances import FlavorLimits
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Sequence
 import psutil
 
 from ..domain.model import StepStatus
-from .base import (Activity, DynamicStorage, FlavorLimits, ImageEngine, InstanceSpec, Observation, Placement,
-                   Reporter, RuntimeFailure, gpus_on_host)
+from ..domain.instances import FlavorLimits, InstanceSpec, Placement
+from .base import Activity, DynamicStorage, ImageEngine, Observation, Reporter, RuntimeFailure, gpus_on_host
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
 from .limits import LimitPlan, ResourceLimiter
 from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..domain.storage import Category, StoragePolicy, obs_location
-from .base import InstanceSpec, MountSpec, RuntimeFailure
+from ..domain.instances import InstanceSpec, MountSpec
+from .base import RuntimeFailure
 
 log = logging.getLogger(__name__)
 

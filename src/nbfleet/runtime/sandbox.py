@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from .base import FlavorLimits, RuntimeFailure
+from ..domain.instances import FlavorLimits
+from .base import RuntimeFailure
 from .environments import BuiltEnvironment
 from .host_uids import HostUids
 

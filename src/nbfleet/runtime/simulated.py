@@ -15,8 +15,8 @@ import hashlib
 from dataclasses import dataclass
 
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import (Activity, DynamicStorage, EngineImage, FlavorLimits, ImageEngine, InstanceSpec, MountSpec,
-                   Observation, Placement, Reporter, RuntimeFailure)
+from ..domain.instances import FlavorLimits, InstanceSpec, MountSpec, Placement
+from .base import Activity, DynamicStorage, EngineImage, ImageEngine, Observation, Reporter, RuntimeFailure
 
 INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")

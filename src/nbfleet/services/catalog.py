@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..domain import errors as E
 from ..domain.query import MAX_OFFSET, Page, parse_int, parse_sort
-from ..runtime.base import FlavorLimits
+from ..domain.instances import FlavorLimits
 
 FLAVOR_SORT_KEYS = {"id", "name", "vcpus", "memory", "category"}
 

@@ -11,7 +11,7 @@ from ..auth.secrets import SecretBox
 
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..domain.requests import FREE_FORM, free_form_fits
-from ..runtime.base import Placement
+from ..domain.instances import Placement
 from .addresses import NotebookAddresses
 
 class SealedTokens:

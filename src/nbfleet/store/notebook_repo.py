@@ -168,6 +168,20 @@ def replace_tags(conn: Connection, notebook_id: str, tags: Iterable[tuple[str, s
         conn.execute(insert(notebook_tags).values(notebook_id=notebook_id, key=key, value=value))
 
 
+def tags_in_use(conn: Connection, project_id: str, user_id: str | None, workspace_id: str | None) -> list:
+    """Distinct (key, value) of the tags on the project's notebooks (of ``user_id``'s only, unless None),
+    in one workspace if given; ordered by key, then value."""
+    cond = [N.project_id == project_id]
+    if user_id is not None:
+        cond.append(N.user_id == user_id)
+    if workspace_id:
+        cond.append(N.workspace_id == workspace_id)
+    stmt = (select(notebook_tags.c.key, notebook_tags.c.value).distinct()
+            .join(notebooks, N.id == notebook_tags.c.notebook_id).where(*cond)
+            .order_by(notebook_tags.c.key, notebook_tags.c.value))
+    return conn.execute(stmt).all()
+
+
 def add_event(conn: Connection, notebook_id: str, project_id: str, at: int, kind: str, message: str) -> None:
     conn.execute(insert(events).values(notebook_id=notebook_id, project_id=project_id, at=at, kind=kind,
                                        message=message))
