@@ -24,7 +24,7 @@ from .auth.secrets import SecretBox
 from .clock import SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
-from .runtime.base import Placement
+from .domain.instances import Placement
 from .services.catalog import FlavorCatalog
 from .services.identity import IdentityService
 from .services.image_groups import ImageGroups

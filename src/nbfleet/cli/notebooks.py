@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import typer
 
+from ..domain.ids import is_uuid
 from . import profiles
 from .client import ApiClient, ApiConnectionError, ApiError
 from .render import (
@@ -36,7 +37,6 @@ from .render import (
 
 EXIT_API, EXIT_USAGE, EXIT_CONNECTION = 1, 2, 3
 FAILED_STATUSES = {"CREATE_FAILED", "START_FAILED", "ERROR"}
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 
@@ -197,7 +197,7 @@ def show(notebook_id: IdArg, profile: ProfileOpt = None, output: OutputOpt = Out
 
 def resolve_image(client: ApiClient, image: str) -> str:
     """An image id from an id, a name, or ``name:tag`` (looked up with GET /images)."""
-    if UUID_RE.match(image):
+    if is_uuid(image):
         return image
     name, _, tag = image.partition(":")
     found = client.images({"name": name, "name_fuzzy_match": False, "limit": 200}).json()["data"]

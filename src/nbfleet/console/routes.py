@@ -23,6 +23,7 @@ from ..api.http import JSONBytes, query_params, read_body
 from ..api.inputs import has_control_character
 from ..api.proxy_policy import foreign_origin
 from ..domain import errors as E
+from ..domain.ids import is_hex_id
 from ..domain.model import Feature, Status
 from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
@@ -157,8 +158,8 @@ async def login(request: Request):
     if user is None:
         return _login_form(request, values, {"code": "APIGW.0301", "message": "The user name or password is wrong."},
                            401)
-    scope = identity.member_project(user["id"], project_id=project if _looks_like_id(project) else None,
-                                    project_name=None if _looks_like_id(project) else project or None)
+    scope = identity.member_project(user["id"], project_id=project if is_hex_id(project) else None,
+                                    project_name=None if is_hex_id(project) else project or None)
     if scope is None:
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
@@ -167,10 +168,6 @@ async def login(request: Request):
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)
     S.clear_login_csrf_cookie(response)
     return response
-
-
-def _looks_like_id(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 @router.post("/logout")

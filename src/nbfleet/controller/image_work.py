@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ..domain.instances import Placement
 from ..domain.transitions import Event, ImageEvent, image_after
-from ..runtime.base import EngineImage, Placement, RuntimeFailure
+from ..runtime.base import EngineImage, RuntimeFailure
 from ..store import image_repo
 from ..store.db import store_unavailable
 
@@ -41,7 +42,7 @@ class ImageWork:
             await r._set(row, Event.SNAPSHOT_DONE, {}, note=("image_save_failed", "No image to save it as"))
             return
         engine = r.runtime.images
-        placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
+        placement = Placement.from_column(row["placement"])
         if engine is None or placement is None:
             why = (f"the {r.runtime.name} runtime cannot save instances as images" if engine is None
                    else "the instance has no placement to save")

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ..domain.instances import Placement
 from ..domain.model import TRANSITIONAL, Status, StepStatus
 from ..domain.transitions import Event, after
-from ..runtime.base import Placement, RuntimeFailure
+from ..runtime.base import RuntimeFailure
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
 from ..store import storage_repo
@@ -163,8 +164,7 @@ class Lifecycle:
                 # Whatever a crashed predecessor left half-started is ended first, so a start is always
                 # clean; if that fails the start fails with it (starting next to the remains would not be).
                 try:
-                    await self.r.runtime.stop(spec, Placement.from_json(orjson.loads(row["placement"]))
-                                            if row["placement"] else None)
+                    await self.r.runtime.stop(spec, Placement.from_column(row["placement"]))
                 except RuntimeFailure as failure:
                     raise RuntimeFailure(f"Could not clean up before starting: {failure.reason}") from failure
                 try:
@@ -183,7 +183,7 @@ class Lifecycle:
         now = self.r.clock.now_ms()
         for step in reporter.steps:
             step["status"] = StepStatus.COMPLETED.value
-        values = {"placement": orjson.dumps(placement.to_json()).decode(), "ip": placement.host or None,
+        values = {"placement": placement.to_column(), "ip": placement.host or None,
                   "fail_reason": None, "last_activity_at": now,
                   "action_progress": orjson.dumps(reporter.steps).decode()}
         note = ("started" if ok is Event.READY else "ready", "Jupyter is ready")
@@ -199,7 +199,7 @@ class Lifecycle:
 
     async def finish_stop(self, row, reason: str | None = None) -> None:
         spec = self.r.spec_of(row)
-        placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
+        placement = Placement.from_column(row["placement"])
         try:
             await self.r.runtime.stop(spec, placement)
         except RuntimeFailure as failure:
@@ -227,7 +227,7 @@ class Lifecycle:
 
     async def finish_delete(self, row) -> None:
         spec = self.r.spec_of(row)
-        placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
+        placement = Placement.from_column(row["placement"])
         try:
             # Mounts go before the instance's directories do: removing a directory that still holds a
             # mount would remove what the mount shows (a shared file system's files).

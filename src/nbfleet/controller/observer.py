@@ -11,12 +11,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import orjson
-
-from ..domain.lease import Lease
-from ..domain.model import TRANSITIONAL, LeaseType, Status
+from ..domain.instances import Placement
+from ..domain.lease import lease_of
+from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
-from ..runtime.base import Placement, RuntimeFailure
+from ..runtime.base import RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
 from .culler import lease_decision
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbfleet.reconciler")
 LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
 OBSERVE_CONCURRENCY = 16   # instances probed at once by an observation (each probe is bounded by the runtime)
-
-
-def _lease_of(row) -> Lease:
-    return Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]), LeaseType(row["lease_type"]),
-                 row["lease_update_at"])
 
 
 class Observer:
@@ -74,7 +68,7 @@ class Observer:
         now = r.clock.now_ms()
         # Claimed in the query itself, so of replicas sweeping together exactly one stops each instance.
         for row in await r.db_call(repo.claim_expired_timing, r.replica_id, now, r.claims.until(), list(inflight)):
-            r.claims.dispatch(row, r.lifecycle.auto_stop, lease_decision(_lease_of(row), now).reason)
+            r.claims.dispatch(row, r.lifecycle.auto_stop, lease_decision(lease_of(row), now).reason)
         if r.runtime.observes or r.runtime.reports_activity:
             idle = [row for row in await r.db_read(repo.running_with_idle_lease)
                     if row["id"] not in inflight and row["placement"]]
@@ -104,9 +98,9 @@ class Observer:
 
     async def check_idle(self, row) -> None:
         r = self.r
-        placement = Placement.from_json(orjson.loads(row["placement"]))
+        placement = Placement.from_column(row["placement"])
         activity = await r.runtime.activity(r.spec_of(row), placement)
-        decision = r.idle_policy.decide(_lease_of(row), activity, row["update_at"], r.clock.now_ms())
+        decision = r.idle_policy.decide(lease_of(row), activity, row["update_at"], r.clock.now_ms())
         if decision.stop:
             fresh = await r.claims.claim_unchanged(row)
             if fresh is not None:
@@ -115,7 +109,7 @@ class Observer:
     async def check_alive(self, row, *, adopting: bool = False) -> None:
         r = self.r
         spec = r.spec_of(row)
-        placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
+        placement = Placement.from_column(row["placement"])
         if adopting:
             alive = await r.runtime.adopt(spec, placement)
             reason = None if alive else "the Jupyter process did not survive the restart of nbfleet"

@@ -25,9 +25,10 @@ import logging
 import uuid
 
 from ..auth.secrets import SecretBox
+from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
-from ..runtime.base import FlavorLimits, ImageRef, InstanceSpec, Runtime
+from ..runtime.base import Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.images import ImageCatalog
 from ..store import notebook_repo as repo

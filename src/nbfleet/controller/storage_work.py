@@ -14,9 +14,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ..domain.instances import MountSpec
 from ..domain.model import Status
 from ..domain.storage import MountStatus
-from ..runtime.base import DynamicStorage, MountSpec, RuntimeFailure
+from ..runtime.base import DynamicStorage, RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store import storage_repo
 from ..store.db import store_unavailable

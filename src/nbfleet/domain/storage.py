@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from . import errors as E
+from .ids import is_uuid
 
 DATA_ROOT = "/data"
 MAX_MOUNT_PATH = 256
@@ -28,7 +29,6 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _OBS_URI = re.compile(r"^obs://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?\Z", re.DOTALL)
 # <host>:/<path> of a shared file system (e.g. 0a1b….sfsturbo.internal:/dir).
 _EFS_URI = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}):(/.*)\Z", re.DOTALL)
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 class Category(StrEnum):
@@ -138,7 +138,7 @@ def parse_attach(body: object) -> AttachRequest:
         raise E.MissingProperty("efs_id")
     if efs_id is not None and kind is not Category.EFS and efs_id:
         raise E.InvalidProperty("efs_id", "It is only given with category EFS.")
-    if kind is Category.EFS and not _UUID.match(efs_id or ""):
+    if kind is Category.EFS and not is_uuid(efs_id):
         raise E.InvalidProperty("efs_id", "It must be a UUID.")
     path = normal_mount_path(mount_path)
     if any(ord(c) < 0x20 for c in uri):
@@ -178,7 +178,7 @@ class StoragePolicy:
     """
 
     def __init__(self, efs: Mapping[str, object], obs_buckets: Mapping[str, list[str]], obs_configured: bool):
-        self.efs = {(k.lower() if _UUID.match(k) else k): v for k, v in efs.items()}
+        self.efs = {(k.lower() if is_uuid(k) else k): v for k, v in efs.items()}
         self.obs_buckets = dict(obs_buckets)
         self.obs_configured = obs_configured
 

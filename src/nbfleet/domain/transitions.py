@@ -1,7 +1,11 @@
 """THE status x operation table of nbfleet (spec README §6.2 and §6.3).
 
-Every status change in nbfleet — by a user's call or by the reconciler — is looked up here. No
-other module compares statuses to decide what is allowed.
+Every status change in nbfleet — by a user's call or by the reconciler — is looked up here: whether an
+operation is allowed in a status (and which error refuses it), and where an event leads. Other modules do
+compare statuses, but only to find or show things, never to allow a change: which rows the reconciler works
+on or watches (``TRANSITIONAL``, RUNNING), where the proxy and the SSH gateway may route (RUNNING,
+SNAPSHOTTING), what the console and the CLI display, which mounts follow a running instance. A new rule
+about what may happen in which status belongs in this table.
 """
 from __future__ import annotations
 

@@ -6,80 +6,22 @@ after a crash the reconciler repeats whatever it was doing.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec, MountSpec, Placement
 from ..domain.model import StepStatus
 
-
-@dataclass(frozen=True)
-class FlavorLimits:
-    """The resources a flavor grants, as the runtime needs them."""
-
-    id: str
-    vcpus: int
-    memory_mb: int
-    gpus: int = 0
+# FlavorLimits, ImageRef, InstanceSpec, MountSpec and Placement live in domain.instances; re-exported here.
+__all__ = ["Activity", "DynamicStorage", "EngineImage", "FlavorLimits", "HostStorage", "ImageEngine", "ImageRef",
+           "InstanceSpec", "MountSpec", "Observation", "Placement", "Reporter", "Runtime", "RuntimeFailure",
+           "gpus_on_host"]
 
 
 def gpus_on_host(flavor: FlavorLimits) -> bool:
     """Whether a runtime on this host can serve ``flavor`` at all: GPU flavors need a GPU."""
     return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """The instance's image: its name, where a container runtime pulls it from, and what a runtime that
-    builds environments itself (local) builds (``environment``: ``{"python": "3.11", "packages": [...]}``)."""
-
-    name: str
-    swr_path: str
-    environment: Mapping[str, Any] | None = None
-    # False for an image that serves SSH only (its dev_services lack NOTEBOOK): nothing serves Jupyter,
-    # the instance only holds its sandbox open for SSH sessions.
-    serves_jupyter: bool = True
-
-
-@dataclass(frozen=True)
-class InstanceSpec:
-    """What the reconciler asks a runtime to run."""
-
-    id: str
-    name: str
-    token: str
-    flavor: FlavorLimits
-    image: ImageRef
-    owner_id: str
-    project_id: str
-    first_start: bool = False   # True while the instance is being created (CREATING), False on a restart
-
-
-@dataclass
-class Placement:
-    """Where a running instance answers; stored with the instance so any process can find it.
-
-    Jupyter answers on a Unix socket (``socket``) in a directory only the instance and nbfleet share, or
-    on ``host:port`` for runtimes that can only offer a network address. ``details`` is for the runtime
-    itself and never shown to users."""
-
-    host: str = ""
-    port: int = 0
-    pid: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    socket: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details,
-                "socket": self.socket}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Placement | None:
-        if not data:
-            return None
-        return cls(host=data.get("host") or "", port=data.get("port") or 0, pid=data.get("pid"),
-                   details=data.get("details") or {}, socket=data.get("socket"))
 
 
 @dataclass(frozen=True)
@@ -141,19 +83,6 @@ class ImageEngine(Protocol):
 
     async def remove(self, swr_path: str) -> None:
         """Remove the image's content from the engine (gone already is fine)."""
-
-
-@dataclass(frozen=True)
-class MountSpec:
-    """A dynamic mount as the reconciler asks a runtime for it (spec §4): ``parts`` is the mount point below
-    ``/data`` inside the instance, already checked (plain directory names); ``uri``/``efs_id`` as attached."""
-
-    id: str
-    category: str          # EFS | OBS | OBSFS
-    parts: tuple[str, ...]
-    uri: str
-    efs_id: str | None
-    project_id: str
 
 
 class DynamicStorage(Protocol):

@@ -23,16 +23,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..domain.instances import FlavorLimits, InstanceSpec, Placement
 from ..domain.model import StepStatus
 from .base import (
     Activity,
     DynamicStorage,
-    FlavorLimits,
     HostStorage,
     ImageEngine,
-    InstanceSpec,
     Observation,
-    Placement,
     Reporter,
     RuntimeFailure,
     gpus_on_host,

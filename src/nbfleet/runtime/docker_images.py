@@ -28,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import EngineImage, InstanceSpec, Placement, RuntimeFailure
+from ..domain.instances import InstanceSpec, Placement
+from .base import EngineImage, RuntimeFailure
 from .environments import EnvironmentSpec
 
 if TYPE_CHECKING:

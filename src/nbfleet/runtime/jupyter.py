@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from .base import Activity, InstanceSpec, Placement, RuntimeFailure
+from ..domain.instances import InstanceSpec, Placement
+from .base import Activity, RuntimeFailure
 from .upstream import UpstreamClients
 
 READY_POLL_S = 0.02

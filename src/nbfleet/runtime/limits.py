@@ -30,7 +30,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base import FlavorLimits
+from ..domain.instances import FlavorLimits
 
 log = logging.getLogger(__name__)
 

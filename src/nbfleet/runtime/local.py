@@ -31,16 +31,14 @@ from typing import Any
 
 import psutil
 
+from ..domain.instances import FlavorLimits, InstanceSpec, Placement
 from ..domain.model import StepStatus
 from .base import (
     Activity,
     DynamicStorage,
-    FlavorLimits,
     HostStorage,
     ImageEngine,
-    InstanceSpec,
     Observation,
-    Placement,
     Reporter,
     RuntimeFailure,
     gpus_on_host,

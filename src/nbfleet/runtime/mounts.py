@@ -46,8 +46,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..domain.instances import InstanceSpec, MountSpec
 from ..domain.storage import Category, StoragePolicy, obs_location
-from .base import InstanceSpec, MountSpec, RuntimeFailure
+from .base import RuntimeFailure
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .base import FlavorLimits, RuntimeFailure
+from ..domain.instances import FlavorLimits
+from .base import RuntimeFailure
 from .environments import BuiltEnvironment
 from .host_uids import HostUids
 

@@ -15,20 +15,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..domain.instances import FlavorLimits, InstanceSpec, MountSpec, Placement
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import (
-    Activity,
-    DynamicStorage,
-    EngineImage,
-    FlavorLimits,
-    ImageEngine,
-    InstanceSpec,
-    MountSpec,
-    Observation,
-    Placement,
-    Reporter,
-    RuntimeFailure,
-)
+from .base import Activity, DynamicStorage, EngineImage, ImageEngine, Observation, Reporter, RuntimeFailure
 
 INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")

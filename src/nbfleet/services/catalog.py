@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..domain import errors as E
+from ..domain.instances import FlavorLimits
 from ..domain.query import MAX_OFFSET, Page, parse_int, parse_sort
-from ..runtime.base import FlavorLimits
 
 FLAVOR_SORT_KEYS = {"id", "name", "vcpus", "memory", "category"}
 

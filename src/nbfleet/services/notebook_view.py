@@ -9,9 +9,9 @@ from functools import lru_cache
 import orjson
 
 from ..auth.secrets import SecretBox
+from ..domain.instances import Placement
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..domain.requests import FREE_FORM, free_form_fits
-from ..runtime.base import Placement
 from .addresses import NotebookAddresses
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from starlette.concurrency import run_in_threadpool
 
 from ..domain import errors as E
-from ..runtime.base import Placement
+from ..domain.instances import Placement
 
 # Every refusal looks the same, so nobody learns from the proxy which ids exist or what state they are in.
 NOT_AVAILABLE = E.ModelArtsError("The notebook instance does not exist or is not running; start it and try "

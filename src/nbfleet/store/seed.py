@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import insert, select
 
-from ..services.identity import new_id
+from ..domain.ids import new_id
 from . import identity_repo
 from .db import Database
 from .tables import images, memberships, notebook_tags, notebooks, projects, users
