@@ -25,8 +25,10 @@ Memory decides nothing between replicas; the store does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from .reconciler import Reconciler
 
 log = logging.getLogger("nbfleet.reconciler")
+
+# A ``notebooks`` (or ``dynamic_storages``, ``images``) row as the store returns it.
+Row: TypeAlias = Mapping[str, Any]
 
 
 def first_line(exc: BaseException) -> str:
@@ -45,24 +50,24 @@ def first_line(exc: BaseException) -> str:
 class Claims:
     def __init__(self, reconciler: Reconciler):
         self.r = reconciler
-        self.inflight: dict[str, asyncio.Task] = {}
+        self.inflight: dict[str, asyncio.Task[Any]] = {}
         self._released: set[str] = set()   # claims the final status write already gave up
-        self._db_threads: set[asyncio.Future] = set()
+        self._db_threads: set[asyncio.Future[Any]] = set()
 
     # --- store calls in threads ----------------------------------------------------------------------
-    async def db_call(self, fn, *args):
-        def run():
+    async def db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
             with self.r.db.write() as conn:
                 return fn(conn, *args)
         return await self._in_thread(run)
 
-    async def db_read(self, fn, *args):
-        def run():
+    async def db_read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
             with self.r.db.read() as conn:
                 return fn(conn, *args)
         return await self._in_thread(run)
 
-    async def _in_thread(self, run):
+    async def _in_thread(self, run: Callable[[], Any]) -> Any:
         """Run a blocking store call in a thread. A thread cannot be interrupted, so a task cancelled at
         stop leaves its statement running; ``stop`` waits for these before releasing its claims, or a
         claim committed late by a cancelled sweep would outlive the release."""
@@ -71,7 +76,7 @@ class Claims:
         future.add_done_callback(self._forget_thread)
         return await asyncio.shield(future)
 
-    def _forget_thread(self, future: asyncio.Future) -> None:
+    def _forget_thread(self, future: asyncio.Future[Any]) -> None:
         self._db_threads.discard(future)
         if not future.cancelled():
             future.exception()  # retrieved: a failure is reported by whoever awaited it, if anyone still does
@@ -84,10 +89,11 @@ class Claims:
         """When a claim taken or renewed now runs out."""
         return self.r.clock.now_ms() + int(self.r.settings.claim_seconds * 1000)
 
-    async def claim_unchanged(self, row):
+    async def claim_unchanged(self, row: Row) -> Row | None:
         """Claim ``row`` and return it if nothing changed since it was read (same version and lease),
         else release it and return None (another replica acted, or the user renewed the lease)."""
-        fresh = await self.db_call(repo.claim_row, row["id"], self.r.replica_id, self.r.clock.now_ms(), self.until())
+        fresh: Row | None = await self.db_call(repo.claim_row, row["id"], self.r.replica_id, self.r.clock.now_ms(),
+                                               self.until())
         if fresh is None:
             return None
         if (fresh["version"], fresh["lease_update_at"]) == (row["version"], row["lease_update_at"]):
@@ -140,20 +146,20 @@ class Claims:
                     task.cancel()
 
     # --- work on claimed rows ----------------------------------------------------------------------
-    def dispatch(self, row, work, *args) -> None:
+    def dispatch(self, row: Row, work: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``work(row, *args)`` for a row this replica has just claimed; release the claim after."""
         task = asyncio.create_task(self._claimed(row, work, *args), name=f"reconcile-{row['id']}")
         self.inflight[row["id"]] = task
-        task.add_done_callback(lambda done, nid=row["id"]: self._done(nid, done))
+        task.add_done_callback(functools.partial(self._done, row["id"]))
 
-    def _done(self, notebook_id: str, task: asyncio.Task) -> None:
+    def _done(self, notebook_id: str, task: asyncio.Task[Any]) -> None:
         self.inflight.pop(notebook_id, None)
         if not task.cancelled() and task.result():
             # Room for more work now. Not after a failure: that waits for the next periodic sweep,
             # so an instance that keeps failing is not retried in a tight loop.
             self.r._wake.set()
 
-    async def _claimed(self, row, work, *args) -> bool:
+    async def _claimed(self, row: Row, work: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run the work, then release the claim; True when the work ran through."""
         try:
             await work(row, *args)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from sqlalchemy import Connection
 
 from ..domain.instances import Placement
 from ..domain.transitions import Event, ImageEvent, image_after
 from ..runtime.base import EngineImage, RuntimeFailure
 from ..store import image_repo
 from ..store.db import store_unavailable
+from .claims import Row
 
 if TYPE_CHECKING:
     from .reconciler import Reconciler
@@ -30,11 +32,11 @@ log = logging.getLogger("nbfleet.reconciler")
 class ImageWork:
     def __init__(self, reconciler: Reconciler):
         self.r = reconciler
-        self._purge: asyncio.Task | None = None
+        self._purge: asyncio.Task[Any] | None = None
         self.purge_requested = True   # look once after a start: a crash may have left removals undone
 
     # --- save an instance as an image ---------------------------------------------------------------
-    async def save(self, row) -> None:
+    async def save(self, row: Row) -> None:
         """Save the claimed SNAPSHOTTING instance as its image, then bring it back to RUNNING."""
         r = self.r
         image = await r.db_read(image_repo.saving_for, row["id"])
@@ -60,14 +62,14 @@ class ImageWork:
                 return
         await self.finish(row, image, saved, None)
 
-    async def finish(self, row, image, saved: EngineImage | None, reason: str | None) -> bool:
+    async def finish(self, row: Row, image: Row, saved: EngineImage | None, reason: str | None) -> bool:
         """The image ACTIVE (``saved``) or CREATE_FAILED (``reason``), and the instance back to RUNNING, in
         one transaction, and only while this replica still holds the instance's claim."""
         r = self.r
         now = r.clock.now_ms()
         event = ImageEvent.SAVED if saved is not None else ImageEvent.SAVE_FAILED
 
-        def write_image(conn) -> None:
+        def write_image(conn: Connection) -> None:
             current = image_repo.get(conn, image["id"])
             target = image_after(current["status"], event) if current is not None else None
             if target is None:
@@ -83,7 +85,7 @@ class ImageWork:
                 ("image_save_failed", f"Saving as image {image['swr_path']} failed: {reason}"))
         return await r._set(row, Event.SNAPSHOT_DONE, {}, note=note, also=write_image)
 
-    async def give_up(self, row, reason: str) -> None:
+    async def give_up(self, row: Row, reason: str) -> None:
         """After repeated unexpected failures: the image CREATE_FAILED, the instance RUNNING again."""
         image = await self.r.db_read(image_repo.saving_for, row["id"])
         if image is None:
@@ -105,6 +107,8 @@ class ImageWork:
         # Unclaimed: every replica may run rounds, and two removing the same content cost the engine one
         # call more (``ImageEngine.remove`` accepts content that is gone already).
         r = self.r
+        images = r.runtime.images
+        assert images is not None   # start_purge starts no round on a runtime without an engine
         try:
             for swr_path in await r.db_read(image_repo.pending_purges):
                 # Content still used (a live image at that address, an instance created from it) waits: those
@@ -112,7 +116,7 @@ class ImageWork:
                 if await r.db_read(image_repo.content_in_use, swr_path):
                     continue
                 try:
-                    await r.runtime.images.remove(swr_path)
+                    await images.remove(swr_path)
                 except RuntimeFailure as failure:   # tried again in the next round
                     log.warning("removing the content of deleted image %s failed: %s", swr_path, failure.reason)
                     continue
@@ -132,7 +136,7 @@ class ImageWork:
             await asyncio.gather(self._purge, return_exceptions=True)
 
 
-def _mark_saving(conn, image_id: str, now: int) -> bool:
+def _mark_saving(conn: Connection, image_id: str, now: int) -> bool:
     """INIT -> CREATING (a redo after a crash finds it CREATING: still fine); False if it moved on."""
     current = image_repo.get(conn, image_id)
     target = image_after(current["status"], ImageEvent.SAVING) if current is not None else None

@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from sqlalchemy import Connection
 
-from ..domain.instances import Placement
+from ..domain.instances import InstanceSpec, Placement
 from ..domain.model import TRANSITIONAL, Status, StepStatus
 from ..domain.transitions import Event, after
 from ..runtime.base import RuntimeFailure
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
 from ..store import storage_repo
-from .claims import first_line
+from .claims import Row, first_line
 
 if TYPE_CHECKING:
     from .reconciler import Reconciler
@@ -48,12 +50,12 @@ class ProgressReporter:
 
     FLUSH_SECONDS = 0.1
 
-    def __init__(self, reconciler: Reconciler, row):
+    def __init__(self, reconciler: Reconciler, row: Row):
         self.r = reconciler
         self.row = row
         self.steps = orjson.loads(row["action_progress"]) if row["action_progress"] else initial_progress()
         self._last_write = float("-inf")
-        self._pending: asyncio.Task | None = None
+        self._pending: asyncio.Task[Any] | None = None
 
     async def step(self, number: int, status: StepStatus, description: str | None = None) -> None:
         for step in self.steps:
@@ -97,7 +99,7 @@ class Lifecycle:
     def __init__(self, reconciler: Reconciler):
         self.r = reconciler
 
-    async def handle(self, row) -> None:
+    async def handle(self, row: Row) -> None:
         status = Status(row["status"])
         if status in (Status.INIT, Status.CREATING):
             await self.bring_up(row, Event.PROVISIONED, Event.PROVISION_FAILED)
@@ -110,8 +112,8 @@ class Lifecycle:
         elif status is Status.SNAPSHOTTING:
             await self.r.image_work.save(row)
 
-    async def set(self, row, event: Event, values: dict, note: tuple[str, str] | None = None,
-                   also=None) -> bool:
+    async def set(self, row: Row, event: Event, values: dict[str, Any], note: tuple[str, str] | None = None,
+                   also: Callable[[Connection], Any] | None = None) -> bool:
         """Move the row along ``event`` if it is unchanged and still claimed by this replica; the
         event row ``note`` (kind, message) and ``also(conn)`` (a write that belongs to the change, e.g. the
         saved image's status) happen in the same transaction, so they exist exactly when the status
@@ -127,7 +129,7 @@ class Lifecycle:
         if settles:
             values.update(claim_owner=None, claim_until=None)
 
-        def change(conn) -> bool:
+        def change(conn: Connection) -> bool:
             version = row["version"]
             for _attempt in range(5):
                 if repo.compare_and_set(conn, row["id"], version, values, True, owner=self.r.replica_id):
@@ -147,14 +149,14 @@ class Lifecycle:
                 also(conn)
             return True
 
-        changed = await self.r.db_call(change)
+        changed: bool = await self.r.db_call(change)
         if changed:
             self.r.on_status(row["id"])
             if settles:
                 self.r.claims.settled(row["id"])
         return changed
 
-    async def bring_up(self, row, ok: Event, failed: Event) -> None:
+    async def bring_up(self, row: Row, ok: Event, failed: Event) -> None:
         spec = self.r.spec_of(row)
         await self.r.record(row, "scheduled",
                           f"Scheduled on the {self.r.runtime.name} runtime (replica {self.r.short_id})")
@@ -197,7 +199,7 @@ class Lifecycle:
             except RuntimeFailure as failure:
                 log.warning("instance %s: stopping an unwanted start failed: %s", row["id"], failure.reason)
 
-    async def finish_stop(self, row, reason: str | None = None) -> None:
+    async def finish_stop(self, row: Row, reason: str | None = None) -> None:
         spec = self.r.spec_of(row)
         placement = Placement.from_column(row["placement"])
         try:
@@ -210,7 +212,7 @@ class Lifecycle:
         await self.set(row, Event.STOPPED, {"placement": None, "ip": None, "action_progress": None},
                         note=("stopped", reason or "Instance stopped"), also=self.mounts_kept(row))
 
-    async def unmount_all(self, spec) -> bool:
+    async def unmount_all(self, spec: InstanceSpec) -> bool:
         """Nothing of the instance stays mounted on the host (its processes are gone); False if that failed,
         which is logged: the mounts are made again (or found made) at the next start, and a delete retries."""
         try:
@@ -221,11 +223,11 @@ class Lifecycle:
                         getattr(failure, "reason", None) or "timed out")
             return False
 
-    def mounts_kept(self, row):
+    def mounts_kept(self, row: Row) -> Callable[[Connection], Any]:
         """In the stop's transaction: the mounts wait for the next start as UNMOUNTED, detaches are done."""
         return lambda conn: storage_repo.instance_stopped(conn, row["id"], self.r.clock.now_ms())
 
-    async def finish_delete(self, row) -> None:
+    async def finish_delete(self, row: Row) -> None:
         spec = self.r.spec_of(row)
         placement = Placement.from_column(row["placement"])
         try:
@@ -239,7 +241,7 @@ class Lifecycle:
                             note=("failed", f"Delete failed: {failure.reason}"))
             return
 
-        def remove(conn) -> None:
+        def remove(conn: Connection) -> None:
             if repo.remove(conn, row["id"], row["version"]):
                 repo.add_event(conn, row["id"], row["project_id"], self.r.clock.now_ms(), "deleted",
                                "Instance and its storage deleted")
@@ -247,17 +249,17 @@ class Lifecycle:
         await self.r.db_call(remove)
         self.r.on_status(row["id"])
 
-    async def stop_row(self, row, reason: str, note: tuple[str, str] | None = None) -> None:
+    async def stop_row(self, row: Row, reason: str, note: tuple[str, str] | None = None) -> None:
         """Move a live instance this replica has claimed to STOPPING (auto-stop, shutdown) and finish the stop."""
         if not await self.set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value}, note=note):
             return
         fresh = await self.r.db_read(repo.get, row["id"])
         await self.finish_stop(fresh, reason)
 
-    async def auto_stop(self, row, reason: str) -> None:
+    async def auto_stop(self, row: Row, reason: str) -> None:
         await self.stop_row(row, reason=f"Auto-stopped: {reason}", note=("auto_stopped", f"Auto-stopped: {reason}"))
 
-    async def after_unexpected_failure(self, row) -> None:
+    async def after_unexpected_failure(self, row: Row) -> None:
         """Schedule the next attempt later each time (doubling); after ``RETRY_LIMIT`` attempts settle the
         instance in its failed status, so a failure that repeats cannot keep it transitional for ever."""
         attempts = self.r._retries.failed(row["id"], asyncio.get_running_loop().time())
@@ -272,7 +274,7 @@ class Lifecycle:
             if event is Event.SNAPSHOT_DONE:   # the image fails; the instance itself runs on
                 await self.r.image_work.give_up(fresh, reason)
                 return
-            values = {"fail_reason": reason}
+            values: dict[str, Any] = {"fail_reason": reason}
             if event in (Event.PROVISION_FAILED, Event.START_FAILED):
                 values["placement"] = None
             await self.set(fresh, event, values, note=("failed", reason))

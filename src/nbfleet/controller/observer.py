@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..domain.instances import Placement
@@ -18,6 +19,7 @@ from ..domain.transitions import Event
 from ..runtime.base import RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
+from .claims import Row
 from .culler import lease_decision
 
 if TYPE_CHECKING:
@@ -78,12 +80,12 @@ class Observer:
         running = [row for row in await r.db_read(repo.get_many, [Status.RUNNING.value]) if row["id"] not in inflight]
         await self._each(running, self.check_alive)
 
-    async def _each(self, rows, check) -> None:
+    async def _each(self, rows: Iterable[Row], check: Callable[[Row], Awaitable[None]]) -> None:
         """``check(row)`` for every row, a few at once: instances answer (or stall) on their own, and one
         instance's failure is logged, never the whole observation's (an outage of the store still is)."""
         slots = asyncio.Semaphore(OBSERVE_CONCURRENCY)
 
-        async def one(row) -> None:
+        async def one(row: Row) -> None:
             async with slots:
                 try:
                     await check(row)
@@ -96,17 +98,18 @@ class Observer:
 
         await asyncio.gather(*(one(row) for row in rows))
 
-    async def check_idle(self, row) -> None:
+    async def check_idle(self, row: Row) -> None:
         r = self.r
         placement = Placement.from_column(row["placement"])
-        activity = await r.runtime.activity(r.spec_of(row), placement)
+        # A row without a placement goes to the runtime as it is (the simulated runtime ignores it).
+        activity = await r.runtime.activity(r.spec_of(row), placement)  # type: ignore[arg-type]
         decision = r.idle_policy.decide(lease_of(row), activity, row["update_at"], r.clock.now_ms())
         if decision.stop:
             fresh = await r.claims.claim_unchanged(row)
             if fresh is not None:
                 r.claims.dispatch(fresh, r.lifecycle.auto_stop, decision.reason)
 
-    async def check_alive(self, row, *, adopting: bool = False) -> None:
+    async def check_alive(self, row: Row, *, adopting: bool = False) -> None:
         r = self.r
         spec = r.spec_of(row)
         placement = Placement.from_column(row["placement"])

@@ -23,6 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
 
 from ..auth.secrets import SecretBox
 from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec
@@ -34,13 +38,17 @@ from ..services.images import ImageCatalog
 from ..store import notebook_repo as repo
 from ..store import storage_repo
 from ..store.db import Database, store_unavailable
-from .claims import Claims, first_line
+from .claims import Claims, Row, first_line
 from .culler import KernelIdlePolicy
 from .image_work import ImageWork
 from .lifecycle import Lifecycle
 from .observer import LIVE, Observer
 from .retries import RetrySchedule
 from .storage_work import StorageWork
+
+if TYPE_CHECKING:
+    from ..clock import SystemClock
+    from ..settings import Settings
 
 log = logging.getLogger("nbfleet.reconciler")
 
@@ -51,9 +59,9 @@ class Reconciler:
     RETRY_LIMIT = 5
     RETRY_MAX_SECONDS = 60.0
 
-    def __init__(self, db: Database, runtime: Runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
-                 secrets: SecretBox, idle_policy=None, replica_id: str | None = None,
-                 on_status=lambda notebook_id: None):
+    def __init__(self, db: Database, runtime: Runtime, clock: SystemClock, settings: Settings, flavors: FlavorCatalog,
+                 images: ImageCatalog, *, secrets: SecretBox, idle_policy: KernelIdlePolicy | None = None,
+                 replica_id: str | None = None, on_status: Callable[[str], None] = lambda notebook_id: None):
         """``on_status(id)`` is told of every status this reconciler writes (the proxy forgets its route)."""
         self.db = db
         self.secrets = secrets   # opens the sealed notebook tokens the runtime needs
@@ -67,8 +75,8 @@ class Reconciler:
         self.replica_id = replica_id or uuid.uuid4().hex
         self._retries = RetrySchedule(self.RETRY_LIMIT, settings.reconcile_interval, self.RETRY_MAX_SECONDS)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._heartbeat_task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._heartbeat_task: asyncio.Task[Any] | None = None
         self._slots = asyncio.Semaphore(settings.max_concurrent_starts)
         self._last_observe = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,26 +89,27 @@ class Reconciler:
 
     # --- what the parts and the app call ----------------------------------------------------------
     @property
-    def inflight(self) -> dict[str, asyncio.Task]:
+    def inflight(self) -> dict[str, asyncio.Task[Any]]:
         return self.claims.inflight
 
-    async def db_call(self, fn, *args):
+    async def db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.claims.db_call(fn, *args)
 
-    async def db_read(self, fn, *args):
+    async def db_read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.claims.db_read(fn, *args)
 
     def _claim_until(self) -> int:
         return self.claims.until()
 
-    async def _set(self, row, event: Event, values: dict, note: tuple[str, str] | None = None, also=None) -> bool:
+    async def _set(self, row: Row, event: Event, values: dict[str, Any], note: tuple[str, str] | None = None,
+                   also: Callable[[Connection], Any] | None = None) -> bool:
         return await self.lifecycle.set(row, event, values, note=note, also=also)
 
     @property
     def short_id(self) -> str:
         return self.replica_id[:8]
 
-    async def record(self, row, kind: str, message: str) -> None:
+    async def record(self, row: Row, kind: str, message: str) -> None:
         await self.db_call(repo.add_event, row["id"], row["project_id"], self.clock.now_ms(), kind, message)
 
     def wake(self) -> None:
@@ -113,7 +122,7 @@ class Reconciler:
         self.image_work.purge_requested = True
         self.wake()
 
-    def spec_of(self, row) -> InstanceSpec:
+    def spec_of(self, row: Row) -> InstanceSpec:
         flavor = self.flavors.get(row["flavor"])
         limits = flavor.limits() if flavor else None
         if limits is None:
@@ -172,6 +181,7 @@ class Reconciler:
         await self.observer.recover()
 
     async def _run(self) -> None:
+        assert self._loop is not None   # start() set it before starting this task
         down_since: float | None = None  # loop time the store became unreachable, while it is
         while not self.stopping:
             # Clear before sweeping: a wake-up that arrives during the sweep must cause another sweep.
