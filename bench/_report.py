@@ -7,7 +7,7 @@ import platform
 import shlex
 import statistics
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def publish(name: str, title: str, text: str, data: dict, *, record: bool = True
     if not record:
         return
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/" + Path(sys.argv[0]).name, *sys.argv[1:]])
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with open(ROOT / "docs" / "benchmarks.md", "a") as f:
         f.write(f"\n## {title} — {stamp}\n\nCommand: `{command}` ({platform.node() or 'host'}, "
                 f"Python {platform.python_version()}, {_cores()} cores)\n\n{text}\n")

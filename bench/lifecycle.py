@@ -124,9 +124,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.runtime == "docker":
         return main_docker(args)
-    from huaweicloudsdkmodelarts.v1 import (CreateNotebookRequest, DeleteNotebookRequest, ListImageRequest,
-                                            NotebookCreateRequest, StartNotebookRequest, StopNotebookRequest,
-                                            VolumeMountRequest)
+    from huaweicloudsdkmodelarts.v1 import (
+        CreateNotebookRequest,
+        DeleteNotebookRequest,
+        ListImageRequest,
+        NotebookCreateRequest,
+        StartNotebookRequest,
+        StopNotebookRequest,
+        VolumeMountRequest,
+    )
 
     root = make_reachable(Path(tempfile.mkdtemp(prefix="nbfleet-bench-")))
     environments = shared_environments()
@@ -247,9 +253,17 @@ def bare_docker_run(engine, root: Path) -> tuple[float, float, float]:
 
 def main_docker(args) -> None:
     import docker
-    from huaweicloudsdkmodelarts.v1 import (CreateImageRequest, CreateNotebookRequest, DeleteNotebookRequest,
-                                            ImageCreateReq, ListImageRequest, NotebookCreateRequest,
-                                            ShowImageRequest, StopNotebookRequest, VolumeMountRequest)
+    from huaweicloudsdkmodelarts.v1 import (
+        CreateImageRequest,
+        CreateNotebookRequest,
+        DeleteNotebookRequest,
+        ImageCreateReq,
+        ListImageRequest,
+        NotebookCreateRequest,
+        ShowImageRequest,
+        StopNotebookRequest,
+        VolumeMountRequest,
+    )
     engine = docker.from_env()
     root = Path(tempfile.mkdtemp(prefix="nbfleet-bench-docker-"))
     bare = [bare_docker_run(engine, root / "bare") for _ in range(args.runs)]

@@ -36,9 +36,9 @@ def main() -> None:
 
     from nbfleet.app import open_store
     from nbfleet.clock import SystemClock
-    from nbfleet.services.images import ImageCatalog
     from nbfleet.domain import query as query_model
     from nbfleet.domain.query import TagFilter, parse_notebook_query
+    from nbfleet.services.images import ImageCatalog
     from nbfleet.settings import Settings
     from nbfleet.store import notebook_list
     from nbfleet.store.seed import seed

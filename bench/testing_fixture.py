@@ -55,8 +55,12 @@ def first_server() -> tuple[float, float, bool]:
 
 
 def create(client):
-    from huaweicloudsdkmodelarts.v1 import (CreateNotebookRequest, ListImageRequest, NotebookCreateRequest,
-                                            VolumeMountRequest)
+    from huaweicloudsdkmodelarts.v1 import (
+        CreateNotebookRequest,
+        ListImageRequest,
+        NotebookCreateRequest,
+        VolumeMountRequest,
+    )
     image = client.list_image(ListImageRequest(name="notebook-python3.11")).data[0]
     body = NotebookCreateRequest(name="bench", flavor="modelarts.vm.cpu.2u", image_id=image.id,
                                  volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))
@@ -82,7 +86,7 @@ def main() -> None:
         t = time.perf_counter()
         env.close()
         stops.append(time.perf_counter() - t)
-    whole = [a + b for a, b in zip(starts, stops)]
+    whole = [a + b for a, b in zip(starts, stops, strict=True)]
 
     env = start_emulator()
     try:
@@ -135,7 +139,8 @@ def main() -> None:
     publish("testing_fixture", "nbfleet.testing fixture", text,
             {"setup_teardown_s": whole, "reset_empty_s": empty, "reset_dirty_s": dirty, "create_s": creates,
              "run_pending_s": pendings, "advance_2h_s": advances, "import_s": imported, "jupyter_loaded": jupyter,
-             "first_server_s": first, "rss_mib": rss, "jupyter_loaded_with_server": jupyter_with_server}, record=not args.no_record)
+             "first_server_s": first, "rss_mib": rss, "jupyter_loaded_with_server": jupyter_with_server},
+            record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from nbfleet.store.tables import metadata
 from .procs import test_databases
 from .support import Api, Creds
 
-
 # Set to a PostgreSQL URL to run the in-process suite against PostgreSQL instead of SQLite.
 TEST_DATABASE_URL = os.environ.get("NBFLEET_TEST_DATABASE_URL")
 

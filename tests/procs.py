@@ -101,7 +101,7 @@ class ServeProcess:
     """``nbfleet serve`` on a free port with its own data dir; start, SIGTERM, SIGKILL, restart."""
 
     def __init__(self, data_dir: Path, *, runtime: str = "simulated", env: dict | None = None,
-                 args: list[str] | None = None, port: int | None = None, user: "UnprivilegedUser | None" = None):
+                 args: list[str] | None = None, port: int | None = None, user: UnprivilegedUser | None = None):
         """``user``: run the server as that (unprivileged) user instead of as the tests' own."""
         self.data_dir = Path(data_dir)
         self.user = user
@@ -120,7 +120,7 @@ class ServeProcess:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ServeProcess":
+    def start(self) -> ServeProcess:
         # No SSH gateway unless a test asks for one (on a port of its own): servers run side by side.
         extra = {"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05", "NBFLEET_SSH_PORT": "0"}
         if self.runtime == "local":   # notebooks run in the image environments built once for all tests
@@ -133,20 +133,19 @@ class ServeProcess:
             python, as_user = self.user.python, self.user.popen_options()
             env.update(self.user.env())
             self.user.own(self.data_dir)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [python, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
-             "--data-dir", str(self.data_dir), *self.args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **as_user)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [python, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), *self.args],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **as_user)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nbfleet serve exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
+            with (contextlib.suppress(OSError),
+                  urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response):
+                if response.status == 200:
+                    break
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"nbfleet serve not healthy after {STARTUP_TIMEOUT} s:\n{self.log()}")
@@ -216,7 +215,7 @@ class UnprivilegedUser:
                             if os.access(p, os.X_OK)), None)
 
     @classmethod
-    def available(cls) -> "tuple[UnprivilegedUser | None, str]":
+    def available(cls) -> tuple[UnprivilegedUser | None, str]:
         """(user, "") when a server can run as another uid here, else (None, why not)."""
         if os.geteuid() != 0:
             return None, "the tests already run as an unprivileged user"
@@ -227,6 +226,7 @@ class UnprivilegedUser:
 
     def env(self) -> dict[str, str]:
         import site
+
         import nbfleet
 
         src = str(Path(nbfleet.__file__).resolve().parents[1])
@@ -269,7 +269,8 @@ class SignedClient:
             if nb["status"] in statuses:
                 return nb
             if time.monotonic() > deadline:
-                raise AssertionError(f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}")
+                raise AssertionError(
+                    f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}")
             time.sleep(0.02)
 
     def image_id(self, name: str = "notebook-python3.11") -> str:

@@ -26,7 +26,7 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "S3Server":
+    def start(self, timeout: float = 30.0) -> S3Server:
         server = shutil.which("moto_server", path=os.path.dirname(sys.executable))
         argv = [server] if server else [sys.executable, "-m", "moto.server"]
         with open(self.log_path, "ab") as log:
@@ -36,9 +36,8 @@ class S3Server:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"moto exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
-                    return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
+                return self
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"moto did not answer within {timeout} s")

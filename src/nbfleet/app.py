@@ -24,7 +24,7 @@ from .auth.secrets import SecretBox
 from .clock import ControlledClock, SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
-from .runtime.base import Placement
+from .domain.instances import Placement
 from .services.catalog import FlavorCatalog
 from .services.identity import IdentityService
 from .services.image_groups import ImageGroups
@@ -32,8 +32,8 @@ from .services.image_saves import ImageSaves
 from .services.images import EngineReader, ImageCatalog
 from .services.keypairs import KeyPairService
 from .services.notebooks import NotebookService
-from .services.routing import RouteCache
 from .services.request_auth import RequestAuthenticator
+from .services.routing import RouteCache
 from .services.signin import PasswordSignIn
 from .services.storage import DynamicStorageService
 from .services.tags import TagService
@@ -70,9 +70,12 @@ def host_mounts(settings: Settings, owner, *, private_instance_dirs: bool = Fals
     """Dynamic mounts on this host (local and docker runtimes); ``owner(id)`` -> (uid, gid) of ``ma-user``."""
     from .runtime.mounts import HostMounts
     obs = settings.storage.obs
+    credentials = None
+    if obs.configured and obs.access_key and obs.secret_key:   # configured: both are there
+        credentials = (obs.access_key, obs.secret_key.get_secret_value())
     return HostMounts(settings.data_dir.resolve(), settings.storage.policy(), owner=owner,
                       obs_endpoint=obs.endpoint if obs.configured else None,
-                      obs_credentials=(obs.access_key, obs.secret_key.get_secret_value()) if obs.configured else None,
+                      obs_credentials=credentials,
                       obs_region=obs.region, mount_timeout=settings.storage.mount_timeout,
                       private_instance_dirs=private_instance_dirs)
 
@@ -80,6 +83,7 @@ def host_mounts(settings: Settings, owner, *, private_instance_dirs: bool = Fals
 def local_storage(settings: Settings, isolation):
     """Dynamic mounts for the local runtime's sandboxes; none without one (single-user mode has no /data)."""
     import os
+
     from .runtime.sandbox import Bubblewrap, InstanceDirs
     if not isinstance(isolation, Bubblewrap):
         return None
@@ -151,10 +155,10 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             identity.check_secret_key()
             rt = runtime or build_runtime(settings, clock)
             flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
-            engine = getattr(rt, "images", None)
-            images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name,
-                                  engine=EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
-                                  if engine is not None else None)
+            engine = rt.images
+            reader = (EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
+                      if engine is not None else None)
+            images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name, engine=reader)
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))

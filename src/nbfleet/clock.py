@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class SystemClock:
@@ -19,7 +19,7 @@ class SystemClock:
         return int(time.time() * 1000)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms() / 1000, timezone.utc)
+        return datetime.fromtimestamp(self.now_ms() / 1000, UTC)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -138,7 +138,7 @@ class ControlledClock(SystemClock):
                     continue
                 try:
                     await asyncio.wait_for(asyncio.shield(future), timeout=min(remaining, 1.0))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             if task is not None:

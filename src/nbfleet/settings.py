@@ -190,7 +190,7 @@ class Settings(BaseSettings):
                                          "not covered by the signature (X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD)")
 
     @model_validator(mode="after")
-    def _database_url_once(self) -> "Settings":
+    def _database_url_once(self) -> Settings:
         if self.database_url and self.database_url_file:
             raise ValueError("give the database URL once: database_url or database_url_file, not both")
         if self.database_url_file is not None and not self._url_from_file():
@@ -198,6 +198,7 @@ class Settings(BaseSettings):
         return self
 
     def _url_from_file(self) -> str:
+        assert self.database_url_file is not None   # only called when it is set
         try:
             return self.database_url_file.read_text().strip()
         except OSError as exc:

@@ -14,7 +14,8 @@ def test_no_credentials_is_apigw_0301(api):
 
 def test_unknown_ak_and_wrong_sk(api):
     assert api.error("GET", "/notebooks", creds=Creds("NOPE", "x", api.creds.project_id)) == (401, "APIGW.0301")
-    assert api.error("GET", "/notebooks", creds=Creds(api.creds.ak, "wrong", api.creds.project_id)) == (401, "APIGW.0301")
+    wrong_sk = Creds(api.creds.ak, "wrong", api.creds.project_id)
+    assert api.error("GET", "/notebooks", creds=wrong_sk) == (401, "APIGW.0301")
 
 
 def test_stale_date_is_refused(api):
@@ -71,6 +72,7 @@ def test_expired_token_is_0202(api):
 def _all_stored_text(api) -> str:
     """Every value of every table, as text (works on SQLite and PostgreSQL)."""
     from sqlalchemy import select
+
     from nbfleet.store.tables import metadata
     with api.services.identity.db.read() as conn:
         return "\n".join(str(value) for table in metadata.sorted_tables

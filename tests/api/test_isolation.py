@@ -92,7 +92,7 @@ def test_non_admin_gets_6309_for_another_users_notebook_on_every_endpoint(api, t
 def test_another_users_notebook_is_indistinguishable_from_an_unknown_one(api, t):
     unknown = str(uuid.uuid4())
     for (method, path, query, body), (_, unknown_path, _, _) in zip(every_notebook_call(t.nb1["id"]),
-                                                                    every_notebook_call(unknown)):
+                                                                    every_notebook_call(unknown), strict=True):
         theirs = api.call(method, path, query, body, creds=t.u2)
         nothing = api.call(method, unknown_path, query, body, creds=t.u2)
         assert theirs.status_code == nothing.status_code == 400

@@ -298,7 +298,8 @@ def test_sort_aliases_and_multiple_keys(api):
     newest_update = api.ok("GET", "/notebooks", {"sort_key": "updateTime", "sort_dir": "DESC"})["data"][0]
     assert newest_update["id"] == items[0]["id"]
     assert names(api.ok("GET", "/notebooks", {"sort_key": "status,name", "sort_dir": "ASC"})) == ["a", "b", "c"]
-    assert names(api.ok("GET", "/notebooks", {"sort_key": "feature,flavor,name", "sort_dir": "DESC"})) == ["c", "b", "a"]
+    by_three = api.ok("GET", "/notebooks", {"sort_key": "feature,flavor,name", "sort_dir": "DESC"})
+    assert names(by_three) == ["c", "b", "a"]
 
 
 def test_list_parameter_errors_over_http(api):

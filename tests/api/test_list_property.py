@@ -379,7 +379,8 @@ class TestFixedPopulation:
             # A few real notebooks first (the reconciler is woken by each call), then settle them.
             made = []
             for label, name, feature, description in (
-                    ("admin", "notebook_5ee4bf0e", "DEFAULT", "api-test"), ("admin", "notebooks_test", "NOTEBOOK", "api-test"),
+                    ("admin", "notebook_5ee4bf0e", "DEFAULT", "api-test"),
+                    ("admin", "notebooks_test", "NOTEBOOK", "api-test"),
                     ("alice.a", "Alice_NB", "NOTEBOOK", "50_50 split"), ("Bob_b", "bob-nb", "NOTEBOOK", "100% cpu"),
                     ("Bob_b", "bobXnb", "NOTEBOOK", ""), ("dave", "dave_nb", "NOTEBOOK", "other project")):
                 creds = world.users[label]

@@ -66,12 +66,12 @@ def test_concurrent_starts_exactly_one_wins(api):
         barrier = threading.Barrier(2)
         results = []
 
-        def start():
+        def start(barrier: threading.Barrier, results: list) -> None:
             barrier.wait()
             response = api.call("POST", f"/notebooks/{nb['id']}/start")
             results.append((response.status_code, response.json().get("error_code")))
 
-        threads = [threading.Thread(target=start) for _ in range(2)]
+        threads = [threading.Thread(target=start, args=(barrier, results)) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
@@ -81,7 +81,7 @@ def test_signatures_are_forgotten_once_their_date_is_out_of_the_window(api):
         return when.strftime("%Y%m%dT%H%M%SZ")
 
     nb = api.create("purge")
-    start = datetime.fromtimestamp(clock.now_ms() / 1000, timezone.utc)
+    start = datetime.fromtimestamp(clock.now_ms() / 1000, UTC)
     path, headers = signed(api, "POST", f"/notebooks/{nb['id']}/stop", sdk_date=at(start))
     assert api.client.post(path, headers=headers).status_code == 200
     remembered = count()

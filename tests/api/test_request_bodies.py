@@ -14,8 +14,8 @@ from nbfleet.app import create_app
 from nbfleet.runtime.base import Placement
 
 from ..conftest import make_settings
-from ..threaded_server import ServerThread
 from ..support import Creds, sign_headers
+from ..threaded_server import ServerThread
 
 LIMIT = 4096
 

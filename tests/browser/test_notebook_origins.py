@@ -145,7 +145,8 @@ def test_a_notebook_page_cannot_act_as_the_user_who_opens_it(origins: Fleet, new
     victoria = origins.users["victoria"]
     time.sleep(0.5)
     base = victim_nb["url"].rsplit("/lab", 1)[0]
-    pwned = notebook_http.get(f"{base}/api/contents/pwned.txt", headers={"Authorization": f"token {victim_nb['token']}"})
+    pwned = notebook_http.get(f"{base}/api/contents/pwned.txt",
+                              headers={"Authorization": f"token {victim_nb['token']}"})
     assert pwned.status_code == 404
     kernels = notebook_http.get(f"{base}/api/kernels", headers={"Authorization": f"token {victim_nb['token']}"})
     assert kernels.json() == []   # her JupyterLab shows the launcher; no kernel was started for her

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import stat
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 import httpx
@@ -47,7 +47,8 @@ def test_configure_replaces_one_profile_and_keeps_the_mode(cli, server):
 
 def test_configure_prompts_for_what_is_not_given(cli, server):
     c = server.creds
-    done = cli.run("configure", "--profile", "asked", input=f"{c['endpoint']}\n{c['project_id']}\n{c['ak']}\n{c['sk']}\n")
+    done = cli.run("configure", "--profile", "asked",
+                   input=f"{c['endpoint']}\n{c['project_id']}\n{c['ak']}\n{c['sk']}\n")
     assert done.returncode == 0, done.stderr
     assert c["sk"] not in done.stdout                            # the secret key prompt does not echo
     assert cli.json("notebooks", "list", "--profile", "asked")["total"] >= 0
@@ -145,7 +146,7 @@ def test_requests_are_signed_exactly_as_the_official_sdk_signs_them():
         # and the server's verifier accepts it
         signature.verify(signature.parse_authorization(request.headers["authorization"]), creds.sk,
                          request.method, request.url.path, raw_query, dict(request.headers), request.content,
-                         datetime.now(timezone.utc))
+                         datetime.now(UTC))
     assert seen[0].url.query == b"limit=10&name=my%20nb%2F1&offset=0"   # sorted, strict encoding, None left out
 
 
@@ -167,6 +168,7 @@ def test_a_success_that_is_not_json_is_reported_not_crashed_on():
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Type": "text/html"}, text="<html>a login page</html>")
 
-    with ApiClient(Credentials("http://127.0.0.1:9", "p", "ak", "sk"), transport=httpx.MockTransport(answer)) as client:
-        with pytest.raises(ApiError, match="not JSON"):
-            client.notebook("x")
+    credentials = Credentials("http://127.0.0.1:9", "p", "ak", "sk")
+    with (ApiClient(credentials, transport=httpx.MockTransport(answer)) as client,
+          pytest.raises(ApiError, match="not JSON")):
+        client.notebook("x")

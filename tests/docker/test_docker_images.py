@@ -9,10 +9,20 @@ import uuid
 
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
-from huaweicloudsdkmodelarts.v1 import (CreateImageRequest, CreateNotebookRequest, DeleteImageRequest,
-                                        DeleteImageRequestBody, ImageCreateReq, ImageRegRequest,
-                                        ListImageGroupRequest, NotebookCreateRequest, RegisterImageRequest,
-                                        ShowImageRequest, SyncImageRequest, VolumeMountRequest)
+from huaweicloudsdkmodelarts.v1 import (
+    CreateImageRequest,
+    CreateNotebookRequest,
+    DeleteImageRequest,
+    DeleteImageRequestBody,
+    ImageCreateReq,
+    ImageRegRequest,
+    ListImageGroupRequest,
+    NotebookCreateRequest,
+    RegisterImageRequest,
+    ShowImageRequest,
+    SyncImageRequest,
+    VolumeMountRequest,
+)
 
 from .. import notebook_http
 from ..runtime.test_isolation import PACKAGE, _wheel

@@ -11,8 +11,8 @@ import pytest
 
 from .. import notebook_http
 from ..procs import SignedClient, free_port
-from ..support import end_process
 from ..runtime.test_ssh import MISSING, Ssh, keygen, ssh_endpoint
+from ..support import end_process
 from .conftest import delete_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING, reason="needs openssh-client and openssh-sftp-server")]

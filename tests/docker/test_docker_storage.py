@@ -7,9 +7,15 @@ import shutil
 import time
 
 import pytest
-from huaweicloudsdkmodelarts.v1 import (AttachDynamicStorageRequest, DataVolumesReq, DeleteNotebookRequest,
-                                        DetachDynamicStorageRequest,
-                                        ShowDynamicStorageRequest, StartNotebookRequest, StopNotebookRequest)
+from huaweicloudsdkmodelarts.v1 import (
+    AttachDynamicStorageRequest,
+    DataVolumesReq,
+    DeleteNotebookRequest,
+    DetachDynamicStorageRequest,
+    ShowDynamicStorageRequest,
+    StartNotebookRequest,
+    StopNotebookRequest,
+)
 
 from ..procs import unmount_below
 from ..s3_server import S3Server, storage_env
@@ -65,7 +71,8 @@ def test_mounts_reach_a_running_container_and_survive_a_restart(engine, docker_s
     [data] = [m for m in container.attrs["Mounts"] if m["Destination"] == "/data"]
     assert data["Propagation"] == "rslave"
     out = run(nb, "import os\nprint(sorted(os.listdir('/data')))\n"
-                  "print(open('/data/shared/from-host.txt').read().strip(), open('/data/bucket/from-s3.txt').read().strip())\n"
+                  "print(open('/data/shared/from-host.txt').read().strip(), "
+                  "open('/data/bucket/from-s3.txt').read().strip())\n"
                   "_ = open('/data/shared/k.txt', 'w').write('k')\n_ = open('/data/bucket/k.txt', 'w').write('k')\n")
     assert out.strip().splitlines() == ["['bucket', 'shared']", "shared object"]
     assert (efs / "team" / "k.txt").read_text() == "k"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from huaweicloudsdkmodelarts.v1 import (LeaseReq, ListNotebooksRequest, RenewLeaseRequest, StopNotebookRequest)
+from huaweicloudsdkmodelarts.v1 import LeaseReq, ListNotebooksRequest, RenewLeaseRequest, StopNotebookRequest
 
 KEEP_TAG = ("keep", "true")
 RENEW_BY = timedelta(hours=2)
@@ -25,13 +25,14 @@ class Report:
 
 
 def _wall_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _running(client) -> list:
     notebooks, offset = [], 0
     while True:
-        page = client.list_notebooks(ListNotebooksRequest(status="RUNNING", offset=offset, limit=50))   # the API pages by at most 50
+        # The API pages by at most 50.
+        page = client.list_notebooks(ListNotebooksRequest(status="RUNNING", offset=offset, limit=50))
         notebooks.extend(page.data or [])
         offset += len(page.data or [])
         if not page.data or offset >= page.total:

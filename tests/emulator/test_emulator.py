@@ -8,8 +8,13 @@ from datetime import timedelta
 import httpx
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
-from huaweicloudsdkmodelarts.v1 import (DeleteNotebookRequest, ListNotebooksRequest, ShowNotebookRequest,
-                                        StartNotebookRequest, StopNotebookRequest)
+from huaweicloudsdkmodelarts.v1 import (
+    DeleteNotebookRequest,
+    ListNotebooksRequest,
+    ShowNotebookRequest,
+    StartNotebookRequest,
+    StopNotebookRequest,
+)
 
 from nbfleet.testing import EmulatorError, emulator
 
@@ -175,12 +180,14 @@ def test_control_is_for_the_admin_of_a_testing_server_only(nbfleet_server, api):
     env = nbfleet_server
     outsider = env.user("eve")
     from nbfleet.cli.client import ApiClient, ApiError, Credentials
-    with ApiClient(Credentials(env.endpoint, env.project_id, outsider.ak, outsider.sk)) as eve:
-        with pytest.raises(ApiError) as refused:
-            eve.request("POST", "/nbfleet/testing/clock", body={"advance_ms": 1})
+    with ApiClient(Credentials(env.endpoint, env.project_id, outsider.ak, outsider.sk)) as eve, \
+            pytest.raises(ApiError) as refused:
+        eve.request("POST", "/nbfleet/testing/clock", body={"advance_ms": 1})
     assert (refused.value.status, refused.value.code) == (403, "ModelArts.0108")
-    with pytest.raises(EmulatorError, match="ModelArts.6336"):
-        env.clock.advance(timedelta(days=-1)) if False else env._control("POST", "/clock", {"advance_ms": -5})
+    with pytest.raises(EmulatorError, match="ModelArts.6336"):   # over HTTP: the server refuses
+        env._control("POST", "/clock", {"advance_ms": -5})
+    with pytest.raises(ValueError):                                # in the client already
+        env.clock.advance(timedelta(days=-1))
     # A server that was not started for testing has no such routes (the in-process app of tests/api).
     answer = api.call("GET", "/nbfleet/testing/clock")
     assert answer.status_code == 404 and "error_code" in answer.json()

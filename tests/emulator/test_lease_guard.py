@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from huaweicloudsdkmodelarts.v1 import (CreateNotebookRequest, CreateNotebookTagsRequest, CreateTmsTagsRequest,
-                                        ListImageRequest, NotebookCreateRequest, ShowNotebookRequest,
-                                        StartNotebookRequest, TmsTag, VolumeMountRequest)
+from huaweicloudsdkmodelarts.v1 import (
+    CreateNotebookRequest,
+    CreateNotebookTagsRequest,
+    CreateTmsTagsRequest,
+    ListImageRequest,
+    NotebookCreateRequest,
+    ShowNotebookRequest,
+    StartNotebookRequest,
+    TmsTag,
+    VolumeMountRequest,
+)
 
 from .lease_guard import guard
 

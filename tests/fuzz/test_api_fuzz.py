@@ -2,7 +2,8 @@
 
 Every operation of ``/openapi.json`` gets schemathesis' boundary cases (its coverage phase: the largest
 and smallest numbers, empty and over-long strings, wrong types, missing members, other methods) and a
-bounded number of generated requests, valid and invalid, with a fixed seed so that a run is repeatable. Operations on one instance run twice: with generated ids, and with the id of a real
+bounded number of generated requests, valid and invalid, with a fixed seed so that a run is repeatable.
+Operations on one instance run twice: with generated ids, and with the id of a real
 instance (one running, one stopped). Every answer must be below 500, and every error must carry a
 ModelArts error body. Authenticated with an ``X-Auth-Token`` from ``nbfleet admin create-token``.
 """

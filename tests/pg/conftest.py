@@ -183,7 +183,7 @@ class Fleet:
                                       env=dict(base_env))
                          for i in range(count)]
 
-    def start(self) -> "Fleet":
+    def start(self) -> Fleet:
         first, rest = self.replicas[0], self.replicas[1:]
         first.start()
         for replica in rest:

@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,10 @@ EFS_ID = "6f1c2a9e-1111-4222-8333-0123456789ab"
 RO_ID = "6f1c2a9e-2222-4222-8333-0123456789ab"        # the operator's read-only bind mount of a dataset
 MARKED_RO_ID = "6f1c2a9e-3333-4222-8333-0123456789ab"  # a writable directory the operator offers read-only
 BUCKET = "team-bucket"
+
+
+def mount_lines() -> list[str]:
+    return Path("/proc/self/mountinfo").read_text().splitlines()
 
 
 def _mountable() -> str | None:
@@ -151,7 +156,7 @@ def test_a_kernel_reads_and_writes_both_mounts_and_detach_removes_them(world):
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                assert SECRET_KEY.encode() not in open(f"/proc/{pid}/cmdline", "rb").read()
+                assert SECRET_KEY.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 pass
 
@@ -228,7 +233,7 @@ def test_stop_and_start_keep_the_mounts(world):
     api.wait_status(nb["id"], "STOPPED", timeout=60)
     assert {m["status"] for m in api.ok("GET", f"/notebooks/{nb['id']}/storage")["data"]} == {"UNMOUNTED"}
     storage_dir = proc.data_dir / "storage" / nb["id"]
-    assert [line for line in open("/proc/self/mountinfo") if str(storage_dir) in line] == []
+    assert [line for line in mount_lines() if str(storage_dir) in line] == []
     r = api.call("POST", f"/notebooks/{nb['id']}/storage", body={**OBS_BODY, "mount_path": "/data/more/"})
     assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.6327")
 
@@ -268,10 +273,10 @@ def test_mounts_of_an_instance_gone_while_nbfleet_was_down_are_unmounted_at_star
             conn.execute(text("DELETE FROM notebooks WHERE id = :id"), {"id": nb["id"]})
         engine.dispose()
         storage_dir = first.data_dir / "storage" / nb["id"]
-        assert any(str(storage_dir) in line for line in open("/proc/self/mountinfo"))
+        assert any(str(storage_dir) in line for line in mount_lines())
         second = ServeProcess(first.data_dir, runtime="local", env=env, port=first.port).start()
         try:
-            assert not any(str(storage_dir) in line for line in open("/proc/self/mountinfo"))
+            assert not any(str(storage_dir) in line for line in mount_lines())
             assert not storage_dir.exists()
             assert (efs / "team" / "keep.txt").read_text() == "must survive\n"   # unmounted, never removed
         finally:
@@ -378,7 +383,8 @@ def test_a_mount_below_the_operator_directory_stays_out(world):
         (below / "inside").mkdir()
         nb = running(api, "walker")
         for uri in ("6f1c2a9e.sfsturbo.internal:/team/elsewhere", "6f1c2a9e.sfsturbo.internal:/team/elsewhere/inside"):
-            m = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={**EFS_BODY, "mount_path": "/data/o/", "uri": uri})
+            m = api.ok("POST", f"/notebooks/{nb['id']}/storage",
+                       body={**EFS_BODY, "mount_path": "/data/o/", "uri": uri})
             failed = wait_mount(api, nb["id"], m["id"], "MOUNT_FAILED", "MOUNTED")
             assert failed["status"] == "MOUNT_FAILED" and "another mount" in failed["failure_reason"], failed
             api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{m['id']}")

@@ -10,6 +10,7 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -108,9 +109,9 @@ def test_what_s3fs_says_goes_to_the_operator_not_to_the_user(tmp_path, caplog):
                         fuse_device=str(fuse))
     mounts.prepare("inst")
     try:
-        with caplog.at_level(logging.ERROR, logger="nbfleet.runtime.mounts"):
-            with pytest.raises(RuntimeFailure) as failed:
-                asyncio.run(mounts.attach(INST, MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
+        with (caplog.at_level(logging.ERROR, logger="nbfleet.runtime.mounts"),
+              pytest.raises(RuntimeFailure) as failed):
+            asyncio.run(mounts.attach(INST, MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
         reason = failed.value.reason
         assert "/srv/secret" not in reason and "10.9.8.7" not in reason and "operator's log" in reason, reason
         assert "/srv/secret/host/path" in caplog.text and "10.9.8.7" in caplog.text
@@ -137,8 +138,8 @@ def test_a_directory_of_many_objects_mounts_without_asking_about_each(tmp_path):
         started = time.monotonic()
         asyncio.run(mounts.attach(INST, MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
         assert time.monotonic() - started < 20
-        assert os.path.ismount(mounts.data("inst") / "b") or str(mounts.data("inst") / "b") in open(
-            "/proc/self/mountinfo").read()
+        assert os.path.ismount(mounts.data("inst") / "b") or str(mounts.data("inst") / "b") in Path(
+            "/proc/self/mountinfo").read_text()
         heads = s3.log_path.read_text(errors="replace").count('"HEAD ') - heads_before
         assert heads < 50, f"{heads} HEAD requests: the readiness check listed the directory"
         tmp = mounts._staging("inst") / "m.tmp"

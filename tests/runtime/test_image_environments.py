@@ -31,7 +31,7 @@ async def test_first_use_builds_the_environment_once_as_a_visible_step(tmp_path)
     specs = [make_spec(f"first-{n}", image="small", environment=SMALL) for n in range(2)]
     reporters = [RecordingReporter(), RecordingReporter()]
     try:
-        placements = await asyncio.gather(*(runtime.start(s, r) for s, r in zip(specs, reporters)))
+        placements = await asyncio.gather(*(runtime.start(s, r) for s, r in zip(specs, reporters, strict=True)))
         built = [r for r in reporters if ("image", "Building the small environment") in r.events]
         assert len(built) == 1   # the other start waited for the same build
         assert any(n == 2 and s == StepStatus.PROCESSING and "Building the small environment" in (d or "")

@@ -15,8 +15,8 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -198,7 +198,8 @@ def _wheel() -> tuple[str, bytes]:
     """A minimal pure-Python wheel, so pip needs no network."""
     name, version = PACKAGE, "1.0"
     files = {f"{name}/__init__.py": b"VALUE = 42\n",
-             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{name}-{version}.dist-info/METADATA":
+                 f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
              f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
                                                   b"Tag: py3-none-any\n"}
     record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"

@@ -181,11 +181,13 @@ def test_release_finds_the_groups_through_the_process(instance_id, cleanup):
 @needs_cgroups
 def test_sweep_removes_only_old_empty_groups_of_unknown_instances(cleanup):
     procs, releases = cleanup
-    stale, busy, known, fresh = (f"t-sweep-{name}-{uuid.uuid4().hex[:6]}" for name in ("stale", "busy", "known", "fresh"))
+    stale, busy, known, fresh = (f"t-sweep-{name}-{uuid.uuid4().hex[:6]}"
+                                 for name in ("stale", "busy", "known", "fresh"))
     for iid in (stale, busy, known, fresh):
         releases.append((cgroup_limiter, iid))
         cgroup_limiter.prepare(iid, FlavorLimits("f", 1, 128))
-    procs.append(subprocess.Popen(["sleep", "30"], preexec_fn=cgroup_limiter.prepare(busy, FlavorLimits("f", 1, 128)).preexec))
+    busy_plan = cgroup_limiter.prepare(busy, FlavorLimits("f", 1, 128))
+    procs.append(subprocess.Popen(["sleep", "30"], preexec_fn=busy_plan.preexec))
     old = time.time() - 3600
     for iid in (stale, busy, known):
         for group in cgroup_limiter.group_dirs(iid):

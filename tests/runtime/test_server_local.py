@@ -112,10 +112,10 @@ def test_writes_and_websockets_from_another_origin_are_refused_whatever_the_cred
     refused = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"}, headers={**token, "Origin": sibling})
     assert refused.status_code == 403 and refused.json()["error_code"] == "ModelArts.0108"
     assert notebook_http.get(f"{base}/api/kernels", headers=token).json() == []   # nothing was started
-    with pytest.raises(Exception) as closed:   # refused before it reaches Jupyter: close code 4403
-        with notebook_http.websocket(f"ws://{base.split('://', 1)[1]}/api/events/subscribe",
-                                     additional_headers={**token, "Origin": sibling}) as ws:
-            ws.recv(timeout=10)
+    with (pytest.raises(Exception) as closed,   # refused before it reaches Jupyter: close code 4403
+          notebook_http.websocket(f"ws://{base.split('://', 1)[1]}/api/events/subscribe",
+                                  additional_headers={**token, "Origin": sibling}) as ws):
+        ws.recv(timeout=10)
     assert "4403" in str(closed.value)
     # Its own pages, and clients that are no browser (no Origin), may.
     own = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"}, headers={**token, "Origin": base})
@@ -325,14 +325,16 @@ def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
         kernel = start_kernel(base, nb["token"])
         if limits.startswith("cgroup"):
             assert "512 MiB" in limits
-            with pytest.raises(Exception):
+            with pytest.raises(Exception):   # noqa: B017 - the kernel's death surfaces as a closed socket, a timeout or an error, as timing has it
                 execute(base, nb["token"], kernel, "b = bytearray(1536 * 2**20); b[::4096] = b'x' * len(b[::4096]); 1",
                         timeout=60)
         else:  # rlimit fallback: the allocation fails inside the kernel instead
-            out = execute(base, nb["token"], kernel, "try:\n b = bytearray(1536 * 2**20)\nexcept MemoryError:\n print('MemoryError')")
+            out = execute(base, nb["token"], kernel,
+                          "try:\n b = bytearray(1536 * 2**20)\nexcept MemoryError:\n print('MemoryError')")
             assert "MemoryError" in out
         # the server itself is still there
-        assert notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
+        status = notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"})
+        assert status.status_code == 200
     finally:
         server.terminate()
         client.close()
@@ -341,8 +343,14 @@ def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
 @pytest.mark.runtime_only
 def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
     from huaweicloudsdkcore.auth.credentials import BasicCredentials
-    from huaweicloudsdkmodelarts.v1 import (ModelArtsClient, RenewLeaseRequest, ShowLeaseRequest, ShowNotebookRequest,
-                                            StartNotebookRequest, StopNotebookRequest)
+    from huaweicloudsdkmodelarts.v1 import (
+        ModelArtsClient,
+        RenewLeaseRequest,
+        ShowLeaseRequest,
+        ShowNotebookRequest,
+        StartNotebookRequest,
+        StopNotebookRequest,
+    )
     proc, client = server
     c = proc.creds
     sdk = (ModelArtsClient.new_builder().with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
@@ -361,7 +369,8 @@ def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
     assert renewed.duration <= lease.duration and renewed.update_at >= lease.update_at
     current = client.ok("GET", f"/notebooks/{nb['id']}")
     assert current["token"] == shown.token  # rotated by the start, and the one Jupyter now accepts
-    status = notebook_http.get(f"{notebook_base(current)}/api/status", headers={"Authorization": f"token {shown.token}"})
+    status = notebook_http.get(f"{notebook_base(current)}/api/status",
+                               headers={"Authorization": f"token {shown.token}"})
     assert status.status_code == 200
     client.ok("DELETE", f"/notebooks/{nb['id']}")
 

@@ -18,15 +18,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .. import notebook_http
-from ..cli.conftest import Cli
-from ..procs import ServeProcess, SignedClient, UnprivilegedUser, free_port
-from ..support import end_process
 from nbfleet.runtime.base import Placement
 from nbfleet.runtime.local import LocalRuntime
 from nbfleet.runtime.sandbox import Unsandboxed
 from nbfleet.runtime.sessions import SessionRefused
 
+from .. import notebook_http
+from ..cli.conftest import Cli
+from ..procs import ServeProcess, SignedClient, UnprivilegedUser, free_port
+from ..support import end_process
 from .local_helpers import marked
 
 MISSING = not shutil.which("ssh") or not Path("/usr/lib/openssh/sftp-server").exists()
@@ -57,7 +57,8 @@ class Ssh:
         return ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
                 "-o", "LogLevel=ERROR", *hosts, "-i", str(self.key), *extra]
 
-    def run(self, *command: str, input: str | None = None, timeout: float = 60, extra=()) -> subprocess.CompletedProcess:
+    def run(self, *command: str, input: str | None = None, timeout: float = 60,
+            extra=()) -> subprocess.CompletedProcess:
         return subprocess.run(["ssh", *self.options(*extra), "-p", str(self.port), f"{self.user}@{self.host}",
                                *command], capture_output=True, text=True, input=input, timeout=timeout,
                               stdin=None if input is not None else subprocess.DEVNULL)

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+
 import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException

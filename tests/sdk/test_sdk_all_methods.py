@@ -48,8 +48,17 @@ from huaweicloudsdkmodelarts.v1 import (
     UpdateNotebookRequest,
 )
 
-from .conftest import (DEFAULT_FLAVOR, Server, User, create_notebook, expect_error, now_ms, stop_and_wait, wait_gone,
-                       wait_status)
+from .conftest import (
+    DEFAULT_FLAVOR,
+    Server,
+    User,
+    create_notebook,
+    expect_error,
+    now_ms,
+    stop_and_wait,
+    wait_gone,
+    wait_status,
+)
 
 HOUR = 3_600_000
 EFS_ID = "5e0c2a9d-29a1-4c41-9d3e-000000000029"

@@ -201,9 +201,9 @@ def test_lease_duration_out_of_range_is_6349(alice, image_ids):
     c = alice.client
     nb = create_notebook(c, image_ids[DEFAULT_IMAGE], _name("range"))
     for bad in (100, HOUR - 1, 259_200_001):
-        expect_error(lambda: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=bad))),
+        expect_error(lambda bad=bad: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=bad))),
                      400, "ModelArts.6349")
-        expect_error(lambda: c.renew_lease(RenewLeaseRequest(id=nb.id, duration=bad)), 400, "ModelArts.6349")
+        expect_error(lambda bad=bad: c.renew_lease(RenewLeaseRequest(id=nb.id, duration=bad)), 400, "ModelArts.6349")
     top = c.renew_lease(RenewLeaseRequest(id=nb.id, duration=259_200_000))
     assert top.duration == top.update_at - nb.lease.create_at + 259_200_000
     stop_and_wait(c, nb.id)
@@ -237,7 +237,8 @@ def test_start_with_duration_minus_one_disables_auto_stop(alice, image_ids):
 def test_create_lease_options(alice, image_ids):
     c = alice.client
     image = image_ids[DEFAULT_IMAGE]
-    two_hours = create_notebook(c, image, _name("lease2h"), wait=False, lease=LeaseReq(duration=2 * HOUR, type="timing"))
+    two_hours = create_notebook(c, image, _name("lease2h"), wait=False,
+                                lease=LeaseReq(duration=2 * HOUR, type="timing"))
     assert (two_hours.lease.duration, two_hours.lease.type, two_hours.lease.enable) == (2 * HOUR, "TIMING", True)
     # top-level duration overrides lease and forces TIMING
     top = create_notebook(c, image, _name("leasetop"), wait=False, duration=3 * HOUR,

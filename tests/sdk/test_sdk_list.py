@@ -199,7 +199,7 @@ def test_sort_dir_alone_reverses_the_default_order(fleet):
 def test_unsupported_sort_key_and_bad_sort_dir(fleet):
     c = fleet.user.client
     for key in ("size", "name,bogus", "owner"):
-        expect_error(lambda: c.list_notebooks(ListNotebooksRequest(sort_key=key)), 400, "ModelArts.6303")
+        expect_error(lambda key=key: c.list_notebooks(ListNotebooksRequest(sort_key=key)), 400, "ModelArts.6303")
     expect_error(lambda: c.list_notebooks(ListNotebooksRequest(sort_dir="UP")), 400, "ModelArts.0104")
 
 

@@ -36,6 +36,5 @@ def test_a_read_sees_one_snapshot(db):
 def test_a_read_cannot_write(db):
     if db.is_sqlite:
         pytest.skip("SQLite has no read-only transactions; the write lock serialises writers instead")
-    with pytest.raises(DBAPIError, match="read-only"):
-        with db.read() as conn:
-            conn.execute(insert(meta).values(key="read-only-probe", value="x"))
+    with pytest.raises(DBAPIError, match="read-only"), db.read() as conn:
+        conn.execute(insert(meta).values(key="read-only-probe", value="x"))

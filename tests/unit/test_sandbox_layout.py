@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from ..images import make_reachable
 from nbfleet.runtime.base import FlavorLimits
-from nbfleet.runtime.environments import (BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, Interpreter,
-                                          reachable_by_others)
-from nbfleet.runtime.sandbox import (Bubblewrap, InstanceDirs, SandboxUnavailable, _untraversable,
-                                     parse_uid_range)
+from nbfleet.runtime.environments import (
+    BuiltEnvironment,
+    EnvironmentSpec,
+    ImageEnvironmentError,
+    Interpreter,
+    reachable_by_others,
+)
+from nbfleet.runtime.sandbox import Bubblewrap, InstanceDirs, SandboxUnavailable, _untraversable, parse_uid_range
+
+from ..images import make_reachable
 
 
 def test_uid_ranges_are_parsed_and_bounded():
@@ -86,14 +91,14 @@ def test_the_sandbox_binds_only_the_volume_the_socket_dir_and_the_image(tmp_path
     assert command == ["python", "-m", "jupyter_server"]
     writable = [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == "--bind"]
     assert writable == [(str(dirs.work), "/home/ma-user/work"), (str(dirs.run), "/run/nbfleet")]
-    assert ("--ro-bind", str(env_dir), str(env_dir)) in zip(args, args[1:], args[2:])
+    assert ("--ro-bind", str(env_dir), str(env_dir)) in zip(args, args[1:], args[2:], strict=False)
     # /tmp before anything that could be bound below it; the root read-only after everything.
     assert args.index("/tmp") < args.index(str(env_dir))
     assert args[args.index("--remount-ro") + 1] == "/" and args.index("--remount-ro") > args.index("/run/nbfleet")
     # The host's own site-packages are hidden; nbfleet's markers are not for the notebook.
-    assert ("--tmpfs", "/usr/lib/python3/dist-packages") in zip(args, args[1:]) or \
+    assert ("--tmpfs", "/usr/lib/python3/dist-packages") in zip(args, args[1:], strict=False) or \
         not Path("/usr/lib/python3/dist-packages").is_dir()
-    assert ("--unsetenv", "NBFLEET_INSTANCE_ID") in zip(args, args[1:])
+    assert ("--unsetenv", "NBFLEET_INSTANCE_ID") in zip(args, args[1:], strict=False)
     assert "--unshare-net" in args and "--disable-userns" in args and "--die-with-parent" in args
     assert not any("JUPYTER_TOKEN" in a or a == "t" for a in argv)   # the token never in argv
     # Memory-backed scratch space is bounded by the flavor.

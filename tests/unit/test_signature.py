@@ -1,7 +1,7 @@
 """AK/SK signature verification against the three worked vectors of spec README §3.1."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ PROJECT = "0123456789abcdef0123456789abcdef"
 HEADERS = {"content-type": "application/json", "host": "127.0.0.1:8080", "user-agent": "test-agent",
            "x-project-id": PROJECT, "x-sdk-date": "20240101T000000Z"}
 SIGNED = ("content-type", "host", "user-agent", "x-project-id", "x-sdk-date")
-WHEN = datetime(2024, 1, 1, tzinfo=timezone.utc)
+WHEN = datetime(2024, 1, 1, tzinfo=UTC)
 
 VECTORS = [
     ("GET", f"/v1/{PROJECT}/notebooks", "limit=10&name=my%20nb%2F1&offset=0", b"",

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from nbfleet.runtime.sessions import SessionRefused
 from nbfleet.ssh.gateway import SshGateway, _ChannelCount
 from nbfleet.ssh.sessions import _set_size
 
@@ -32,7 +33,7 @@ def test_blocking_work_runs_in_the_gateways_own_threads():
     gw.access = access
 
     async def scenario():
-        with pytest.raises(Exception):
+        with pytest.raises(SessionRefused):
             await gw.open_entry("nb", "key")
     asyncio.run(scenario())
     assert seen and seen[0].startswith("nbfleet-ssh")

@@ -5,11 +5,19 @@ import posixpath
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nbfleet.domain import errors as E
-from nbfleet.domain.storage import (Category, StoragePolicy, collides, efs_location, normal_mount_path, obs_location,
-                                    parse_attach)
+from nbfleet.domain.storage import (
+    Category,
+    StoragePolicy,
+    collides,
+    efs_location,
+    normal_mount_path,
+    obs_location,
+    parse_attach,
+)
 
 EFS_ID = "0a1b2c3d-0000-4000-8000-00000000abcd"
 
@@ -61,7 +69,8 @@ def test_parse_attach_order_and_category_case():
 
 
 def test_collisions():
-    assert collides("/data/a/", "/data/a/") and collides("/data/a/", "/data/a/b/") and collides("/data/a/b/", "/data/a/")
+    assert collides("/data/a/", "/data/a/") and collides("/data/a/", "/data/a/b/")
+    assert collides("/data/a/b/", "/data/a/")
     assert not collides("/data/a/", "/data/ab/")
 
 

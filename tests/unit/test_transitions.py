@@ -5,8 +5,7 @@ import pytest
 
 from nbfleet.domain.errors import IllegalTransition, ImageBeingSaved
 from nbfleet.domain.model import Status
-from nbfleet.domain.transitions import (EVENTS, Event, ImageEvent, ImageOp, Op, after, check, check_image,
-                                        image_after)
+from nbfleet.domain.transitions import EVENTS, Event, ImageEvent, ImageOp, Op, after, check, check_image, image_after
 
 # The spec's table, transcribed independently of the implementation: ✓ = allowed.
 SPEC = """
@@ -28,7 +27,7 @@ FROZEN        6326  6326 ✓      6326 6326 6326 6326
 OPS = [Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY]
 TARGETS = {Op.START: Status.STARTING, Op.STOP: Status.STOPPING, Op.DELETE: Status.DELETING}
 CELLS = [(line.split()[0], op, cell) for line in SPEC.strip().splitlines()[1:]
-         for op, cell in zip(OPS, line.split()[1:])]
+         for op, cell in zip(OPS, line.split()[1:], strict=True)]
 
 
 def test_table_covers_every_status_but_deleted():

@@ -52,9 +52,8 @@ def test_a_link_in_place_of_the_socket_is_refused_and_never_followed(tmp_path):
     for refused in (instance / "jupyter.sock", instance / "real-link.sock", instance / "plain", instance / "none"):
         with pytest.raises(httpx.ConnectError):
             asyncio.run(get(str(refused)))
-        with pytest.raises(ConnectionRefusedError):
-            with connectable(str(refused)):
-                pass
+        with pytest.raises(ConnectionRefusedError), connectable(str(refused)):
+            pass
     assert decoy_seen == [] and real_seen == []
     assert asyncio.run(get(str(tmp_path / "jupyter.sock"))) == "real"   # the socket itself is fine
     long_dir = tmp_path / ("d" * 100)

@@ -6,12 +6,13 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import orjson
 from fastapi import Depends, Request, Response
 
 from ..auth.principal import Principal
+from ..runtime.base import Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.identity import IdentityService
 from ..services.image_groups import ImageGroups
@@ -25,6 +26,9 @@ from ..services.storage import DynamicStorageService
 from ..services.tags import TagService
 from .http import read_body, refuse_declared_oversize
 
+if TYPE_CHECKING:
+    from ..controller.reconciler import Reconciler
+
 T = TypeVar("T")
 
 
@@ -37,15 +41,15 @@ class Services:
     tags: TagService
     images: ImageCatalog
     flavors: FlavorCatalog
-    reconciler: object
-    runtime: object
+    reconciler: Reconciler
+    runtime: Runtime
     # Where API requests do their blocking work (authentication, store, JSON): their own threads, so the
     # reconciler's store calls (asyncio's default executor) never queue in front of them.
     api_threads: ThreadPoolExecutor
     image_groups: ImageGroups
     image_saves: ImageSaves
-    storage: DynamicStorageService | None = None
-    keypairs: KeyPairService | None = None
+    storage: DynamicStorageService
+    keypairs: KeyPairService
 
 
 async def get_services(request: Request) -> Services:

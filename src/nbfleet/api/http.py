@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from urllib.parse import unquote
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from ..auth.signature import split_query  # the one parser: what the signature covers is what the routes read
 from ..domain.errors import InvalidPayload, PayloadTooLarge
 from .inputs import check_document
 
@@ -24,12 +24,8 @@ class JSONBytes(Response):
 def query_params(request: Request) -> dict[str, list[str]]:
     """Query parameters decoded with percent-decoding only, as the signature sees them (``+`` stays ``+``)."""
     params: dict[str, list[str]] = defaultdict(list)
-    raw = request.scope.get("query_string", b"").decode("latin-1")
-    for item in raw.split("&"):
-        if not item:
-            continue
-        name, _, value = item.partition("=")
-        params[unquote(name)].append(unquote(value))
+    for name, value in split_query(request.scope.get("query_string", b"").decode("latin-1")):
+        params[name].append(value)
     return params
 
 

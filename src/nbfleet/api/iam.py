@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Literal, overload
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +38,11 @@ def _object(value, path: str) -> dict:
     return value
 
 
-def _text(container: dict, key: str, path: str, *, required: bool) -> str | None:
+@overload
+def _text(container: dict[str, Any], key: str, path: str, *, required: Literal[True]) -> str: ...
+@overload
+def _text(container: dict[str, Any], key: str, path: str, *, required: bool) -> str | None: ...
+def _text(container: dict[str, Any], key: str, path: str, *, required: bool) -> str | None:
     value = container.get(key)
     if value is None:
         if required:

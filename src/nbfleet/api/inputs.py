@@ -70,9 +70,8 @@ def check_document(document) -> None:
         elif isinstance(value, str):
             if _CONTROL_IN_TEXT.search(value):
                 raise _control(path or "body")
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if not INT64_MIN <= value <= INT64_MAX:
-                raise E.InvalidProperty(path or "body", "The number is out of range.")
+        elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise E.InvalidProperty(path or "body", "The number is out of range.")
 
 
 def _control(path: str) -> E.ModelArtsError:

@@ -21,8 +21,9 @@ import asyncio
 import html
 import http.cookiejar
 import logging
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Collection
+from typing import Any
 from urllib.parse import quote_from_bytes
 
 import anyio
@@ -190,15 +191,17 @@ class NotebookProxy:
     def _response_headers(self, upstream: httpx.Response, notebook_id: str) -> list[tuple[bytes, bytes]]:
         prefix = None if self.per_instance_origin else f"{PREFIX}/{notebook_id}/"
         headers = []
-        for key, value in upstream.headers.multi_items():
+        for key, raw in upstream.headers.multi_items():
             key = key.lower()
             if key in RESPONSE_DROP:
                 continue
+            value = raw
             if key == "set-cookie":
-                value = filter_set_cookie(value, prefix)
-                if value is None:
+                cookie = filter_set_cookie(raw, prefix)
+                if cookie is None:
                     log.info("notebook %s: dropped a cookie that would leave the instance", notebook_id)
                     continue
+                value = cookie
             headers.append((key.encode("latin-1"), value.encode("latin-1")))
         return headers
 
@@ -237,7 +240,7 @@ class NotebookProxy:
         drop = WS_DROP | {h for h in self.drop_request} | _connection_tokens(ws.headers.get("connection", ""))
         headers = [(k, v) for k, v in ws.headers.items() if k.lower() not in drop]
         offered = ws.scope.get("subprotocols") or []
-        options = dict(additional_headers=headers, subprotocols=offered or None, user_agent_header=None,
+        options: dict[str, Any] = dict(additional_headers=headers, subprotocols=offered or None, user_agent_header=None,
                        compression=None, max_size=self.ws_max_message, open_timeout=self.connect_timeout)
         try:
             # The public Host goes into the handshake via the URI; the socket dials the target.
@@ -251,7 +254,7 @@ class NotebookProxy:
             await _refuse_ws(ws, 4000 + status if 400 <= status < 1000 else 4502,
                              f"notebook refused the websocket: HTTP {status}")
             return
-        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+        except (TimeoutError, OSError, InvalidHandshake) as exc:
             log.warning("notebook %s: upstream websocket failed: %r", notebook_id, exc)
             refusal = await self._unreachable(notebook_id)
             await _refuse_ws(ws, 4000 + refusal.http_status, refusal.message)
@@ -398,6 +401,7 @@ def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, addresses: Notebo
                           drop_request_headers=drop_request_headers, forget=forget, ws_max_message=ws_max_message)
     app.state.notebook_proxy = proxy
     if per_instance_origin:
+        assert addresses is not None
         app.add_middleware(NotebookHostRouter, proxy=proxy, addresses=addresses)
         return proxy
 

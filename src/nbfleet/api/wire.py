@@ -37,10 +37,10 @@ class ModelArtsH11Protocol(H11Protocol):
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is optional in uvicorn; without it uvicorn parses with h11
-    HttpToolsProtocol = None
+    HttpToolsProtocol = None  # type: ignore[misc,assignment]  # the optional import's usual fallback
     ModelArtsHttpToolsProtocol = None
 else:
-    class ModelArtsHttpToolsProtocol(HttpToolsProtocol):
+    class ModelArtsHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[no-redef]
         def send_400_response(self, msg: str) -> None:
             self.transport.write(unparsable_response())
             self.transport.close()

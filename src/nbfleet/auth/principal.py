@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,6 @@ class Principal:
     domain_id: str
     domain_name: str
 
-    def user_json(self) -> dict:
+    def user_json(self) -> dict[str, Any]:
         return {"id": self.user_id, "name": self.user_name,
                 "domain": {"id": self.domain_id, "name": self.domain_name}}

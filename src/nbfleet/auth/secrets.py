@@ -18,7 +18,7 @@ class SecretBox:
         self._fernet = Fernet(key)
 
     @classmethod
-    def from_settings(cls, secret_key: str | None, data_dir: Path) -> "SecretBox":
+    def from_settings(cls, secret_key: str | None, data_dir: Path) -> SecretBox:
         if secret_key:
             return cls(secret_key.encode())
         path = data_dir / "secret.key"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
@@ -139,7 +139,7 @@ def signing_time_ms(headers: dict[str, str]) -> int:
 @lru_cache(maxsize=256)
 def _parse_date(sdk_date: str) -> datetime:
     # strptime is slow and a client's requests within one second carry the same date
-    return datetime.strptime(sdk_date, DATE_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(sdk_date, DATE_FORMAT).replace(tzinfo=UTC)
 
 
 def check_before_body(signed: SignedRequest, headers: dict[str, str], now: datetime, max_skew_seconds: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -87,7 +87,7 @@ class ApiClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "ApiClient":
+    def __enter__(self) -> ApiClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -102,7 +102,7 @@ class ApiClient:
         host = self.base.netloc.decode("ascii")   # carries :port only when it is not the scheme's default
         headers = {"content-type": "application/json", "host": host, "user-agent": self.user_agent,
                    "x-project-id": self.creds.project_id,
-                   "x-sdk-date": datetime.now(timezone.utc).strftime(DATE_FORMAT)}
+                   "x-sdk-date": datetime.now(UTC).strftime(DATE_FORMAT)}
         signed = tuple(sorted(headers))
         canonical = canonical_request(method, full_path, query, headers, signed, data)
         signature = sign(self.creds.sk, headers["x-sdk-date"], canonical)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -17,8 +17,8 @@ def seed_command(
     projects: int = typer.Option(100, "--projects", help="Spread them over this many projects."),
     big_project_share: float = typer.Option(0.2, "--big-project-share",
                                             help="Share that goes to the bootstrap project (the admin's)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR)."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Bulk-load a realistic population (owners, statuses, features, workspaces, names, tags, times)."""
@@ -28,12 +28,14 @@ def seed_command(
     from ..settings import Settings
     from ..store.seed import seed
 
-    overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items() if v is not None}
+    given: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = Settings(**overrides)
     db, identity = open_store(settings)
     identity.bootstrap(settings.data_dir, settings.base_url())
     ImageCatalog(db, SystemClock(), settings.images_file).sync_builtins()
     big = identity.bootstrap_project()
+    assert big is not None   # bootstrap made it
     started = time.monotonic()
     last = [0.0]
 

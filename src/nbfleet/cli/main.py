@@ -5,10 +5,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, NoReturn
 
 import typer
-
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -37,7 +36,7 @@ DbUrlFile = typer.Option(None, "--database-url-file", help="File whose content i
                          "(env NBFLEET_DATABASE_URL_FILE).")
 
 
-def settings_from(runtime_default: str | None = None, **overrides) -> Settings:
+def settings_from(runtime_default: str | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, with the flags given on the command line winning (``runtime_default``:
     the runtime when neither gives one)."""
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -68,25 +67,25 @@ def _warn_if_password(url: str) -> None:
 
 @app.command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="Address to listen on (env NBFLEET_HOST, default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (env NBFLEET_PORT, default 8080)."),
-    data_dir: Optional[Path] = DataDir,
-    database_url: Optional[str] = DbUrl,
-    database_url_file: Optional[Path] = DbUrlFile,
-    runtime: Optional[str] = typer.Option(None, help="simulated | local (env NBFLEET_RUNTIME, default local)."),
-    public_url: Optional[str] = typer.Option(None, help="Base URL users reach nbfleet at (env NBFLEET_PUBLIC_URL)."),
-    stop_notebooks_on_exit: Optional[bool] = typer.Option(
+    host: str | None = typer.Option(None, help="Address to listen on (env NBFLEET_HOST, default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (env NBFLEET_PORT, default 8080)."),
+    data_dir: Path | None = DataDir,
+    database_url: str | None = DbUrl,
+    database_url_file: Path | None = DbUrlFile,
+    runtime: str | None = typer.Option(None, help="simulated | local (env NBFLEET_RUNTIME, default local)."),
+    public_url: str | None = typer.Option(None, help="Base URL users reach nbfleet at (env NBFLEET_PUBLIC_URL)."),
+    stop_notebooks_on_exit: bool | None = typer.Option(
         None, "--stop-notebooks-on-exit/--keep-notebooks-on-exit",
         help="Stop RUNNING notebooks when nbfleet exits (default: keep them running)."),
-    migrate: Optional[bool] = typer.Option(
+    migrate: bool | None = typer.Option(
         None, "--migrate/--no-migrate",
         help="Run the schema migrations at start (env NBFLEET_MIGRATE, default on). With --no-migrate run "
              "`nbfleet db upgrade` yourself; serve refuses a schema that is not current."),
-    single_user: Optional[bool] = typer.Option(
+    single_user: bool | None = typer.Option(
         None, "--single-user",
         help="Run notebooks without a sandbox, as nbfleet's own user (env NBFLEET_SINGLE_USER). Every notebook "
              "can then read nbfleet's data and every other notebook: for one trusted user only."),
-    testing: Optional[bool] = typer.Option(
+    testing: bool | None = typer.Option(
         None, "--testing",
         help="Serve as a test double (env NBFLEET_TESTING): simulated runtime, a clock that tests move and the "
              "test routes under /v1/{project_id}/nbfleet/testing (docs/testing.md). Never for people's notebooks."),
@@ -116,13 +115,13 @@ def serve(
         except Exception as exc:
             typer.echo(f"error: the docker runtime cannot reach a Docker engine "
                        f"({settings.docker_host or 'DOCKER_HOST or the default socket'}): {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
     if settings.runtime == "local":
         try:   # refuse before listening: notebooks for many users need their sandbox
             build_isolation(settings).check([settings.image_root()])
         except SandboxUnavailable as exc:
             typer.echo(f"error: the local runtime cannot isolate notebooks: {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
     from ..api.wire import http_protocol
 
     application = create_app(settings, announce=lambda text: typer.echo(text))
@@ -132,9 +131,9 @@ def serve(
 
 @images_app.command("build")
 def images_build(
-    name: Optional[str] = typer.Argument(None, help="Image name (default: every image of the catalogue)."),
-    runtime: Optional[str] = typer.Option(None, help="local | docker (env NBFLEET_RUNTIME, default local)."),
-    data_dir: Optional[Path] = DataDir,
+    name: str | None = typer.Argument(None, help="Image name (default: every image of the catalogue)."),
+    runtime: str | None = typer.Option(None, help="local | docker (env NBFLEET_RUNTIME, default local)."),
+    data_dir: Path | None = DataDir,
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Build the catalogue's images ahead of time: Python environments in the image dir (local runtime),
@@ -175,15 +174,15 @@ def _out(data: dict, as_json: bool) -> None:
             typer.echo(f"{key}: {value}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
 
 @admin.command("create-project")
 def create_project(name: str = typer.Option(..., "--name"), as_json: bool = typer.Option(False, "--json"),
-                   data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                   database_url_file: Optional[Path] = DbUrlFile):
+                   data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                   database_url_file: Path | None = DbUrlFile):
     """Create a project; prints its id."""
     try:
         project_id = _identity(data_dir, database_url, database_url_file).create_project(name)
@@ -194,10 +193,11 @@ def create_project(name: str = typer.Option(..., "--name"), as_json: bool = type
 
 @admin.command("create-user")
 def create_user(name: str = typer.Option(..., "--name"),
-                project: Optional[str] = typer.Option(None, "--project", help="Project id (default: the bootstrap project)."),
+                project: str | None = typer.Option(None, "--project",
+                                                   help="Project id (default: the bootstrap project)."),
                 is_admin: bool = typer.Option(False, "--admin"), as_json: bool = typer.Option(False, "--json"),
-                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                database_url_file: Optional[Path] = DbUrlFile):
+                data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                database_url_file: Path | None = DbUrlFile):
     """Create a user in a project with a fresh AK/SK pair."""
     identity = _identity(data_dir, database_url, database_url_file)
     project = project or identity.bootstrap_project()
@@ -212,8 +212,8 @@ def create_user(name: str = typer.Option(..., "--name"),
 
 @admin.command("add-member")
 def add_member(user: str = typer.Option(..., "--user"), project: str = typer.Option(..., "--project"),
-               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-               database_url_file: Optional[Path] = DbUrlFile):
+               data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+               database_url_file: Path | None = DbUrlFile):
     """Let a user work in one more project."""
     try:
         _identity(data_dir, database_url, database_url_file).add_member(user, project)
@@ -223,8 +223,8 @@ def add_member(user: str = typer.Option(..., "--user"), project: str = typer.Opt
 
 @admin.command("create-key")
 def create_key(user: str = typer.Option(..., "--user"), as_json: bool = typer.Option(False, "--json"),
-               data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-               database_url_file: Optional[Path] = DbUrlFile):
+               data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+               database_url_file: Path | None = DbUrlFile):
     """Create another AK/SK pair for a user."""
     try:
         ak, sk = _identity(data_dir, database_url, database_url_file).create_access_key(user)
@@ -235,8 +235,8 @@ def create_key(user: str = typer.Option(..., "--user"), as_json: bool = typer.Op
 
 @admin.command("disable-key")
 def disable_key(ak: str = typer.Argument(...), enable: bool = typer.Option(False, "--enable"),
-                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                database_url_file: Optional[Path] = DbUrlFile):
+                data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                database_url_file: Path | None = DbUrlFile):
     """Disable (or with --enable, re-enable) an access key."""
     try:
         _identity(data_dir, database_url, database_url_file).set_access_key_enabled(ak, enable)
@@ -245,10 +245,10 @@ def disable_key(ak: str = typer.Argument(...), enable: bool = typer.Option(False
 
 
 @admin.command("create-token")
-def create_token(user: str = typer.Option(..., "--user"), project: Optional[str] = typer.Option(None, "--project"),
+def create_token(user: str = typer.Option(..., "--user"), project: str | None = typer.Option(None, "--project"),
                  as_json: bool = typer.Option(False, "--json"),
-                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                 database_url_file: Optional[Path] = DbUrlFile):
+                 data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                 database_url_file: Path | None = DbUrlFile):
     """Issue an X-Auth-Token for a user, scoped to a project (24 h)."""
     identity = _identity(data_dir, database_url, database_url_file)
     try:
@@ -262,8 +262,8 @@ def create_token(user: str = typer.Option(..., "--user"), project: Optional[str]
 def set_password(user: str = typer.Option(..., "--user", help="User id."),
                  password_stdin: bool = typer.Option(False, "--password-stdin",
                                                      help="Read the password from the first line of stdin."),
-                 data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                 database_url_file: Optional[Path] = DbUrlFile):
+                 data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                 database_url_file: Path | None = DbUrlFile):
     """Set a user's password (for the web console and POST /v3/auth/tokens); prompts unless --password-stdin."""
     import sys
     if password_stdin:
@@ -280,8 +280,8 @@ def set_password(user: str = typer.Option(..., "--user", help="User id."),
 @admin.command("set-quota")
 def set_quota(user: str = typer.Option(..., "--user"),
               quota: int = typer.Option(..., "--quota", help="Instances the user may own; -1 = unlimited."),
-              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-              database_url_file: Optional[Path] = DbUrlFile):
+              data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+              database_url_file: Path | None = DbUrlFile):
     """Change a user's instance quota."""
     try:
         _identity(data_dir, database_url, database_url_file).set_quota(user, quota)
@@ -291,8 +291,8 @@ def set_quota(user: str = typer.Option(..., "--user"),
 
 @admin.command("set-admin")
 def set_admin(user: str = typer.Option(..., "--user"), revoke: bool = typer.Option(False, "--revoke"),
-              data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-              database_url_file: Optional[Path] = DbUrlFile):
+              data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+              database_url_file: Path | None = DbUrlFile):
     """Grant (or with --revoke, take away) the admin flag."""
     try:
         _identity(data_dir, database_url, database_url_file).set_admin(user, not revoke)
@@ -303,8 +303,8 @@ def set_admin(user: str = typer.Option(..., "--user"), revoke: bool = typer.Opti
 @admin.command("add-keypair")
 def add_keypair(user: str = typer.Option(..., "--user"), name: str = typer.Option(..., "--name"),
                 public_key: Path = typer.Option(..., "--public-key", exists=True, readable=True),
-                data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                database_url_file: Optional[Path] = DbUrlFile):
+                data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                database_url_file: Path | None = DbUrlFile):
     """Register an SSH public key under a name usable in `endpoints[].key_pair_names`."""
     try:
         _identity(data_dir, database_url, database_url_file).add_keypair(user, name, public_key.read_text())
@@ -315,8 +315,8 @@ def add_keypair(user: str = typer.Option(..., "--user"), name: str = typer.Optio
 @admin.command("create-workspace")
 def create_workspace(project: str = typer.Option(..., "--project"), name: str = typer.Option(..., "--name"),
                      as_json: bool = typer.Option(False, "--json"),
-                     data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-                     database_url_file: Optional[Path] = DbUrlFile):
+                     data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+                     database_url_file: Path | None = DbUrlFile):
     """Create a workspace in a project (notebooks default to workspace "0")."""
     try:
         workspace_id = _identity(data_dir, database_url, database_url_file).create_workspace(project, name)
@@ -326,8 +326,8 @@ def create_workspace(project: str = typer.Option(..., "--project"), name: str = 
 
 
 @admin.command("list-users")
-def list_users(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-database_url_file: Optional[Path] = DbUrlFile):
+def list_users(data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+database_url_file: Path | None = DbUrlFile):
     """List users with their projects."""
     from ..store import identity_repo
     identity = _identity(data_dir, database_url, database_url_file)
@@ -339,8 +339,8 @@ database_url_file: Optional[Path] = DbUrlFile):
 
 
 @db_app.command("upgrade")
-def db_upgrade(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
-database_url_file: Optional[Path] = DbUrlFile):
+def db_upgrade(data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+database_url_file: Path | None = DbUrlFile):
     """Run the schema migrations to the newest revision (also with NBFLEET_MIGRATE=false)."""
     from ..app import open_store
     open_store(settings_from(data_dir=data_dir, database_url=database_url, database_url_file=database_url_file),

@@ -15,19 +15,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, cast
 from urllib.parse import quote
 
 import typer
 
+from ..domain.ids import is_uuid
 from . import profiles
 from .client import ApiClient, ApiConnectionError, ApiError
-from .render import (err_console, lease_summary, local_time, notebook_details, notebooks_table,
-                     out_console, page_footer, simple_table, wait_with_progress)
+from .render import (
+    err_console,
+    lease_summary,
+    local_time,
+    notebook_details,
+    notebooks_table,
+    out_console,
+    page_footer,
+    simple_table,
+    wait_with_progress,
+)
 
 EXIT_API, EXIT_USAGE, EXIT_CONNECTION = 1, 2, 3
 FAILED_STATUSES = {"CREATE_FAILED", "START_FAILED", "ERROR"}
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 
@@ -58,7 +67,7 @@ class Feature(str, Enum):
     DEFAULT = "DEFAULT"
 
 
-def parse_duration(text: Optional[str]) -> Optional[int]:
+def parse_duration(text: str | None) -> int | None:
     """Milliseconds from ``3600000``, ``-1`` (no auto-stop) or a human form such as ``2h``, ``1h30m``, ``45m``."""
     if text is None:
         return None
@@ -71,22 +80,22 @@ def parse_duration(text: Optional[str]) -> Optional[int]:
     return sum(int(n) * _UNIT_MS[u] for n, u in parts)
 
 
-ProfileOpt = Annotated[Optional[str], typer.Option(
+ProfileOpt = Annotated[str | None, typer.Option(
     "--profile", "-p", envvar="NBFLEET_PROFILE", show_envvar=False,
     help="Profile of the config file to use (default: 'default'; env NBFLEET_PROFILE).")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", case_sensitive=False,
                                            help="table for people, json (the API's answer) for scripts.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Show progress until the operation has finished.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits before giving up.")]
-DurationOpt = Annotated[Optional[str], typer.Option(
+DurationOpt = Annotated[str | None, typer.Option(
     "--duration", callback=parse_duration, metavar="DURATION",
     help="Running time before auto-stop: ms, or 2h / 30m / 1h30m; -1 = no auto-stop.")]
-LeaseTypeOpt = Annotated[Optional[LeaseType], typer.Option(
+LeaseTypeOpt = Annotated[LeaseType | None, typer.Option(
     "--lease-type", case_sensitive=False, help="timing: stop at a fixed time; idle: stop after inactivity.")]
 IdArg = Annotated[str, typer.Argument(help="Notebook id.")]
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     # Plain echo, not rich: an API message may contain [brackets] that rich would take for markup.
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -111,7 +120,7 @@ def reports_errors(command):
 
 
 @contextmanager
-def api(profile: Optional[str]) -> Iterator[ApiClient]:
+def api(profile: str | None) -> Iterator[ApiClient]:
     with ApiClient(profiles.resolve(profile)) as client:
         yield client
 
@@ -145,16 +154,18 @@ def finish(client: ApiClient, nb: dict, output: Output, wait: bool, targets: tup
 @reports_errors
 def list_notebooks(
     profile: ProfileOpt = None, output: OutputOpt = Output.table,
-    name: Annotated[Optional[str], typer.Option(help="Name contains this (case-insensitive).")] = None,
-    status: Annotated[Optional[str], typer.Option(help="Exact status, e.g. RUNNING.")] = None,
-    feature: Annotated[Optional[Feature], typer.Option(case_sensitive=False, help="NOTEBOOK (default) or DEFAULT.")] = None,
-    owner: Annotated[Optional[str], typer.Option(help="User id (admins only).")] = None,
-    workspace_id: Annotated[Optional[str], typer.Option(help="Workspace (default \"0\").")] = None,
-    flavor: Annotated[Optional[str], typer.Option(help="Flavor id contains this.")] = None,
-    sort_key: Annotated[Optional[str], typer.Option(help="create_at, update_at, name, status, flavor, id, feature.")] = None,
-    sort_dir: Annotated[Optional[SortDir], typer.Option(case_sensitive=False)] = None,
-    offset: Annotated[Optional[int], typer.Option(min=0, help="Records to skip.")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Page size (server default 10).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name contains this (case-insensitive).")] = None,
+    status: Annotated[str | None, typer.Option(help="Exact status, e.g. RUNNING.")] = None,
+    feature: Annotated[Feature | None,
+                       typer.Option(case_sensitive=False, help="NOTEBOOK (default) or DEFAULT.")] = None,
+    owner: Annotated[str | None, typer.Option(help="User id (admins only).")] = None,
+    workspace_id: Annotated[str | None, typer.Option(help="Workspace (default \"0\").")] = None,
+    flavor: Annotated[str | None, typer.Option(help="Flavor id contains this.")] = None,
+    sort_key: Annotated[str | None,
+                        typer.Option(help="create_at, update_at, name, status, flavor, id, feature.")] = None,
+    sort_dir: Annotated[SortDir | None, typer.Option(case_sensitive=False)] = None,
+    offset: Annotated[int | None, typer.Option(min=0, help="Records to skip.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Page size (server default 10).")] = None,
     all_view: Annotated[bool, typer.Option("--all", help="Every user's notebooks (GET /notebooks/all).")] = False,
 ):
     """List notebooks with the list API's filters, sort and paging."""
@@ -186,7 +197,7 @@ def show(notebook_id: IdArg, profile: ProfileOpt = None, output: OutputOpt = Out
 
 def resolve_image(client: ApiClient, image: str) -> str:
     """An image id from an id, a name, or ``name:tag`` (looked up with GET /images)."""
-    if UUID_RE.match(image):
+    if is_uuid(image):
         return image
     name, _, tag = image.partition(":")
     found = client.images({"name": name, "name_fuzzy_match": False, "limit": 200}).json()["data"]
@@ -205,21 +216,22 @@ def create(
     name: Annotated[str, typer.Option(help="Instance name (letters, digits, - and _).")],
     flavor: Annotated[str, typer.Option(help="Flavor id, e.g. modelarts.vm.cpu.2u (see `nbfleet flavors list`).")],
     image: Annotated[str, typer.Option(help="Image id, name or name:tag (see `nbfleet images list`).")],
-    description: Annotated[Optional[str], typer.Option()] = None,
+    description: Annotated[str | None, typer.Option()] = None,
     duration: DurationOpt = None, lease_type: LeaseTypeOpt = None,
-    volume_size: Annotated[Optional[int], typer.Option(min=1, help="EVS volume size in GB (server default 5).")] = None,
-    ssh_key: Annotated[Optional[list[str]], typer.Option(
+    volume_size: Annotated[int | None, typer.Option(min=1, help="EVS volume size in GB (server default 5).")] = None,
+    ssh_key: Annotated[list[str] | None, typer.Option(
         "--ssh-key", help="Enable SSH with this key pair (see `nbfleet keypairs`); repeatable.")] = None,
-    ssh_allow: Annotated[Optional[list[str]], typer.Option(
+    ssh_allow: Annotated[list[str] | None, typer.Option(
         "--ssh-allow", help="Only this IPv4 address or CIDR may connect over SSH; repeatable (max 5).")] = None,
     wait: WaitOpt = False, timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None, output: OutputOpt = Output.table,
 ):
     """Create a notebook (it starts at once)."""
     with api(profile) as client:
-        volume = {"category": "EVS", "ownership": "MANAGED"}
+        volume: dict[str, Any] = {"category": "EVS", "ownership": "MANAGED"}
         if volume_size is not None:
             volume["capacity"] = volume_size
-        body = {"name": name, "flavor": flavor, "image_id": resolve_image(client, image), "volume": volume}
+        body: dict[str, Any] = {"name": name, "flavor": flavor, "image_id": resolve_image(client, image),
+                                "volume": volume}
         if description is not None:
             body["description"] = description
         if ssh_key or ssh_allow:
@@ -238,7 +250,8 @@ def start(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTyp
           timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None, output: OutputOpt = Output.table):
     """Start a stopped (or failed) notebook; --duration sets its new auto-stop time."""
     with api(profile) as client:
-        nb = client.start_notebook(notebook_id, duration, lease_type and lease_type.value.upper())
+        # DURATION arrives in milliseconds: parse_duration, its typer callback, converted it.
+        nb = client.start_notebook(notebook_id, cast(int | None, duration), lease_type and lease_type.value.upper())
         finish(client, nb, output, wait, ("RUNNING",), timeout)
 
 
@@ -291,7 +304,7 @@ def renew(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTyp
           profile: ProfileOpt = None, output: OutputOpt = Output.table):
     """Push a running notebook's auto-stop to now + DURATION (default 1h)."""
     with api(profile) as client:
-        lease = client.renew_lease(notebook_id, 3_600_000 if duration is None else duration,
+        lease = client.renew_lease(notebook_id, 3_600_000 if duration is None else cast(int, duration),
                                    lease_type and lease_type.value.upper())
     if output is Output.json:
         print_json(lease)
@@ -347,7 +360,7 @@ def open_notebook(notebook_id: IdArg,
 @notebooks_app.command("ssh")
 @reports_errors
 def ssh(notebook_id: IdArg,
-        identity: Annotated[Optional[str], typer.Option("--identity", "-i",
+        identity: Annotated[str | None, typer.Option("--identity", "-i",
                                                         help="Private key file to use (ssh -i).")] = None,
         run: Annotated[bool, typer.Option("--run", help="Run ssh instead of printing the command.")] = False,
         config: Annotated[bool, typer.Option("--config", help="Print a ~/.ssh/config entry instead (for "
@@ -420,10 +433,10 @@ def delete_keypair(name: Annotated[str, typer.Argument()], profile: ProfileOpt =
 @images_app.command("list")
 @reports_errors
 def list_images(
-    name: Annotated[Optional[str], typer.Option(help="Name contains this.")] = None,
-    image_type: Annotated[Optional[str], typer.Option("--type", help="BUILD_IN or DEDICATED.")] = None,
-    offset: Annotated[Optional[int], typer.Option(min=0)] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1)] = None,
+    name: Annotated[str | None, typer.Option(help="Name contains this.")] = None,
+    image_type: Annotated[str | None, typer.Option("--type", help="BUILD_IN or DEDICATED.")] = None,
+    offset: Annotated[int | None, typer.Option(min=0)] = None,
+    limit: Annotated[int | None, typer.Option(min=1)] = None,
     profile: ProfileOpt = None, output: OutputOpt = Output.table,
 ):
     """List the images you can create notebooks from."""
@@ -444,8 +457,8 @@ def list_images(
 @flavors_app.command("list")
 @reports_errors
 def list_flavors(
-    feature: Annotated[Optional[Feature], typer.Option(case_sensitive=False)] = None,
-    category: Annotated[Optional[str], typer.Option(help="CPU, GPU or ASCEND.")] = None,
+    feature: Annotated[Feature | None, typer.Option(case_sensitive=False)] = None,
+    category: Annotated[str | None, typer.Option(help="CPU, GPU or ASCEND.")] = None,
     profile: ProfileOpt = None, output: OutputOpt = Output.table,
 ):
     """List the flavors (compute sizes) notebooks can use."""
@@ -468,11 +481,11 @@ def list_flavors(
 
 def configure(
     profile: Annotated[str, typer.Option("--profile", "-p", help="Profile to write.")] = profiles.DEFAULT_PROFILE,
-    endpoint: Annotated[Optional[str], typer.Option(help="e.g. http://127.0.0.1:8080")] = None,
-    project_id: Annotated[Optional[str], typer.Option()] = None,
-    ak: Annotated[Optional[str], typer.Option(help="Access key.")] = None,
-    sk: Annotated[Optional[str], typer.Option(help="Secret key (prefer the prompt: argv is visible in ps).")] = None,
-    from_credentials: Annotated[Optional[Path], typer.Option(
+    endpoint: Annotated[str | None, typer.Option(help="e.g. http://127.0.0.1:8080")] = None,
+    project_id: Annotated[str | None, typer.Option()] = None,
+    ak: Annotated[str | None, typer.Option(help="Access key.")] = None,
+    sk: Annotated[str | None, typer.Option(help="Secret key (prefer the prompt: argv is visible in ps).")] = None,
+    from_credentials: Annotated[Path | None, typer.Option(
         "--from-credentials", exists=True, dir_okay=False,
         help="Take all four from a server's credentials.json (e.g. nbfleet-data/credentials.json).")] = None,
 ):

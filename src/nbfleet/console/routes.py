@@ -23,6 +23,7 @@ from ..api.http import JSONBytes, query_params, read_body
 from ..api.inputs import has_control_character
 from ..api.proxy_policy import foreign_origin
 from ..domain import errors as E
+from ..domain.ids import is_hex_id
 from ..domain.model import Feature, Status
 from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
@@ -157,8 +158,8 @@ async def login(request: Request):
     if user is None:
         return _login_form(request, values, {"code": "APIGW.0301", "message": "The user name or password is wrong."},
                            401)
-    scope = identity.member_project(user["id"], project_id=project if _looks_like_id(project) else None,
-                                    project_name=None if _looks_like_id(project) else project or None)
+    scope = identity.member_project(user["id"], project_id=project if is_hex_id(project) else None,
+                                    project_name=None if is_hex_id(project) else project or None)
     if scope is None:
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
@@ -167,10 +168,6 @@ async def login(request: Request):
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)
     S.clear_login_csrf_cookie(response)
     return response
-
-
-def _looks_like_id(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 @router.post("/logout")
@@ -228,7 +225,8 @@ def _list_page(request: Request, session: S.Session, *, all_view: bool) -> Respo
         "rows": rows, "error": error, "state": state, "all_view": all_view, "here": here,
         "sort_key": sort_key, "sort_dir": sort_dir, "sort_links": sort_links, "sortable": V.SORTABLE,
         "pager": pager, "statuses": LIST_STATUSES, "features": [f.value for f in Feature],
-        "limits": sorted({*V.LIST_LIMITS, limit}), "now": services.notebooks.clock.now_ms(), "nav": "all" if all_view else "mine",
+        "limits": sorted({*V.LIST_LIMITS, limit}), "now": services.notebooks.clock.now_ms(),
+        "nav": "all" if all_view else "mine",
     }, session=session, status_code=status_code)
 
 

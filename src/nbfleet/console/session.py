@@ -45,7 +45,9 @@ def csrf_for(session_token: str) -> str:
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(expected.encode(), given.encode())
+    if not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def current_session(request: Request) -> Session | None:

@@ -31,9 +31,7 @@ def allowed_actions(status: str, *, strict_delete: bool = False) -> dict[str, bo
 
 
 def lease_of(nb: dict) -> leases.Lease:
-    lease = nb["lease"]
-    return leases.Lease(lease["create_at"], lease["duration"], bool(lease["enable"]), LeaseType(lease["type"]),
-                        lease["update_at"])
+    return leases.lease_from_wire(nb["lease"])
 
 
 def lease_summary(nb: dict) -> dict:

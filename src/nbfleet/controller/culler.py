@@ -6,7 +6,7 @@ stop can say why it happened.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..domain.lease import Lease, idle_window
 from ..runtime.base import Activity
@@ -22,7 +22,7 @@ KEEP = Decision(False, "")
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def lease_decision(lease: Lease, now_ms: int) -> Decision:

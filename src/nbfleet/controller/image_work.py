@@ -11,33 +11,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from sqlalchemy import Connection
 
+from ..domain.instances import Placement
 from ..domain.transitions import Event, ImageEvent, image_after
-from ..runtime.base import EngineImage, Placement, RuntimeFailure
+from ..runtime.base import EngineImage, RuntimeFailure
 from ..store import image_repo
 from ..store.db import store_unavailable
+from .claims import Row
+
+if TYPE_CHECKING:
+    from .reconciler import Reconciler
 
 log = logging.getLogger("nbfleet.reconciler")
 
 
 class ImageWork:
-    def __init__(self, reconciler):
+    def __init__(self, reconciler: Reconciler):
         self.r = reconciler
-        self._purge: asyncio.Task | None = None
+        self._purge: asyncio.Task[Any] | None = None
         self.purge_requested = True   # look once after a start: a crash may have left removals undone
 
     # --- save an instance as an image ---------------------------------------------------------------
-    async def save(self, row) -> None:
+    async def save(self, row: Row) -> None:
         """Save the claimed SNAPSHOTTING instance as its image, then bring it back to RUNNING."""
         r = self.r
         image = await r.db_read(image_repo.saving_for, row["id"])
         if image is None:   # nothing left to save (cannot happen through the API): the instance runs on
             await r._set(row, Event.SNAPSHOT_DONE, {}, note=("image_save_failed", "No image to save it as"))
             return
-        engine = getattr(r.runtime, "images", None)
-        placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
+        engine = r.runtime.images
+        placement = Placement.from_column(row["placement"])
         if engine is None or placement is None:
             why = (f"the {r.runtime.name} runtime cannot save instances as images" if engine is None
                    else "the instance has no placement to save")
@@ -55,14 +62,14 @@ class ImageWork:
                 return
         await self.finish(row, image, saved, None)
 
-    async def finish(self, row, image, saved: EngineImage | None, reason: str | None) -> bool:
+    async def finish(self, row: Row, image: Row, saved: EngineImage | None, reason: str | None) -> bool:
         """The image ACTIVE (``saved``) or CREATE_FAILED (``reason``), and the instance back to RUNNING, in
         one transaction, and only while this replica still holds the instance's claim."""
         r = self.r
         now = r.clock.now_ms()
         event = ImageEvent.SAVED if saved is not None else ImageEvent.SAVE_FAILED
 
-        def write_image(conn) -> None:
+        def write_image(conn: Connection) -> None:
             current = image_repo.get(conn, image["id"])
             target = image_after(current["status"], event) if current is not None else None
             if target is None:
@@ -78,7 +85,7 @@ class ImageWork:
                 ("image_save_failed", f"Saving as image {image['swr_path']} failed: {reason}"))
         return await r._set(row, Event.SNAPSHOT_DONE, {}, note=note, also=write_image)
 
-    async def give_up(self, row, reason: str) -> None:
+    async def give_up(self, row: Row, reason: str) -> None:
         """After repeated unexpected failures: the image CREATE_FAILED, the instance RUNNING again."""
         image = await self.r.db_read(image_repo.saving_for, row["id"])
         if image is None:
@@ -87,9 +94,13 @@ class ImageWork:
             await self.finish(row, image, None, reason)
 
     # --- remove the content of deleted images -----------------------------------------------------
+    def purge_task(self) -> asyncio.Task[Any] | None:
+        """The removal of deleted images' content, while it runs."""
+        return self._purge if self._purge is not None and not self._purge.done() else None
+
     def start_purge(self) -> None:
         """Remove deleted images' content in the background, one round at a time."""
-        if getattr(self.r.runtime, "images", None) is None:
+        if self.r.runtime.images is None:
             return   # nothing to remove on this runtime; a runtime with an engine will do it
         if self._purge is not None and not self._purge.done():
             return
@@ -100,6 +111,8 @@ class ImageWork:
         # Unclaimed: every replica may run rounds, and two removing the same content cost the engine one
         # call more (``ImageEngine.remove`` accepts content that is gone already).
         r = self.r
+        images = r.runtime.images
+        assert images is not None   # start_purge starts no round on a runtime without an engine
         try:
             for swr_path in await r.db_read(image_repo.pending_purges):
                 # Content still used (a live image at that address, an instance created from it) waits: those
@@ -107,7 +120,7 @@ class ImageWork:
                 if await r.db_read(image_repo.content_in_use, swr_path):
                     continue
                 try:
-                    await r.runtime.images.remove(swr_path)
+                    await images.remove(swr_path)
                 except RuntimeFailure as failure:   # tried again in the next round
                     log.warning("removing the content of deleted image %s failed: %s", swr_path, failure.reason)
                     continue
@@ -127,7 +140,7 @@ class ImageWork:
             await asyncio.gather(self._purge, return_exceptions=True)
 
 
-def _mark_saving(conn, image_id: str, now: int) -> bool:
+def _mark_saving(conn: Connection, image_id: str, now: int) -> bool:
     """INIT -> CREATING (a redo after a crash finds it CREATING: still fine); False if it moved on."""
     current = image_repo.get(conn, image_id)
     target = image_after(current["status"], ImageEvent.SAVING) if current is not None else None

@@ -11,32 +11,41 @@ the host and keeps the mounts as UNMOUNTED (finishing detaches in flight); a sta
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
+from ..domain.instances import InstanceSpec, MountSpec
 from ..domain.model import Status
 from ..domain.storage import MountStatus
-from ..runtime.base import MountSpec, RuntimeFailure
+from ..runtime.base import DynamicStorage, RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store import storage_repo
 from ..store.db import store_unavailable
+from .claims import Row
+
+if TYPE_CHECKING:
+    from .reconciler import Reconciler
 
 log = logging.getLogger("nbfleet.reconciler")
 
 
-def mount_spec(row) -> MountSpec:
+def mount_spec(row: Row) -> MountSpec:
     parts = tuple(row["mount_path"].strip("/").split("/")[1:])
     return MountSpec(id=row["id"], category=row["category"], parts=parts, uri=row["uri"], efs_id=row["efs_id"],
                      project_id=row["project_id"])
 
 
 class StorageWork:
-    def __init__(self, reconciler):
+    def __init__(self, reconciler: Reconciler):
         self.r = reconciler
-        self.inflight: dict[str, asyncio.Task] = {}
+        self.inflight: dict[str, asyncio.Task[Any]] = {}
 
     @property
-    def storage(self):
-        return getattr(self.r.runtime, "storage", None)
+    def storage(self) -> DynamicStorage | None:
+        return self.r.runtime.storage
 
     def _timeout(self) -> float:
         return self.r.settings.storage.mount_timeout
@@ -52,12 +61,15 @@ class StorageWork:
         for row in rows:
             task = asyncio.create_task(self._claimed(row), name=f"storage-{row['id']}")
             self.inflight[row["id"]] = task
-            task.add_done_callback(lambda _t, mid=row["id"]: self.inflight.pop(mid, None))
+            task.add_done_callback(functools.partial(self._forget, row["id"]))
+
+    def _forget(self, mount_id: str, _task: asyncio.Task[Any]) -> None:
+        self.inflight.pop(mount_id, None)
 
     async def renew(self) -> None:
         await self.r.db_call(storage_repo.renew, list(self.inflight), self.r.replica_id, self.r._claim_until())
 
-    async def _claimed(self, row) -> None:
+    async def _claimed(self, row: Row) -> None:
         try:
             if row["status"] == MountStatus.MOUNTING:
                 await self._mount(row)
@@ -76,7 +88,7 @@ class StorageWork:
             except Exception as exc:   # unreleased, the claim runs out after claim_seconds
                 log.warning("releasing the claim of mount %s failed: %s", row["id"], exc)
 
-    async def _mount(self, row) -> None:
+    async def _mount(self, row: Row) -> None:
         r = self.r
         notebook = await r.db_read(repo.get, row["notebook_id"])
         if notebook is None or notebook["status"] != Status.RUNNING:
@@ -90,14 +102,14 @@ class StorageWork:
                 await asyncio.wait_for(self.storage.attach(spec, mount_spec(row)), self._timeout())
             except RuntimeFailure as failure:
                 reason = failure.reason
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reason = f"mounting took longer than {self._timeout():g} s"
                 await self._undo(spec, row)
         values = {"status": (MountStatus.MOUNT_FAILED if reason else MountStatus.MOUNTED).value,
                   "failure_reason": reason, "update_at": r.clock.now_ms()}
         note = (f"Mounting {row['mount_path']} failed: {reason}" if reason else f"Mounted {row['mount_path']}")
 
-        def finish(conn) -> bool:
+        def finish(conn: Connection) -> bool:
             if not storage_repo.change(conn, row["id"], row["version"], values, owner=r.replica_id):
                 return False
             repo.add_event(conn, row["notebook_id"], row["project_id"], r.clock.now_ms(), "storage", note)
@@ -114,16 +126,18 @@ class StorageWork:
                         fresh is None or fresh["status"] != Status.RUNNING:
                     await self._undo(spec, row)
 
-    async def _undo(self, spec, row) -> None:
+    async def _undo(self, spec: InstanceSpec, row: Row) -> None:
         # Bounded like the mount: after a timed-out mount it waits for that mount's thread to let go.
+        storage = self.storage
+        assert storage is not None   # reached only after a mount through it
         try:
-            await asyncio.wait_for(self.storage.detach(spec, mount_spec(row)), self._timeout())
+            await asyncio.wait_for(storage.detach(spec, mount_spec(row)), self._timeout())
         except RuntimeFailure as failure:
             log.warning("mount %s: undoing a mount nobody wants failed: %s", row["id"], failure.reason)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("mount %s: undoing a mount nobody wants took longer than %g s", row["id"], self._timeout())
 
-    async def _unmount(self, row) -> None:
+    async def _unmount(self, row: Row) -> None:
         r = self.r
         notebook = await r.db_read(repo.get, row["notebook_id"])
         reason = None
@@ -132,10 +146,10 @@ class StorageWork:
                 await asyncio.wait_for(self.storage.detach(r.spec_of(notebook), mount_spec(row)), self._timeout())
             except RuntimeFailure as failure:
                 reason = failure.reason
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reason = f"unmounting took longer than {self._timeout():g} s"
 
-        def finish(conn) -> None:
+        def finish(conn: Connection) -> None:
             if reason is None:
                 done = storage_repo.remove(conn, row["id"], row["version"], owner=r.replica_id)
                 note = f"Unmounted {row['mount_path']}"
@@ -150,7 +164,7 @@ class StorageWork:
         await r.db_call(finish)
 
     # --- carried along by the instance's transitions ---------------------------------------------------------
-    async def instance_stopping(self, spec) -> None:
+    async def instance_stopping(self, spec: InstanceSpec) -> None:
         """Before an instance's stop (or delete, or after its loss) is written: nothing of it stays mounted.
         ``RuntimeFailure`` if that fails (a delete must not remove directories that still hold mounts)."""
         for mid, task in list(self.inflight.items()):   # a mount being made for it now would come back after

@@ -151,7 +151,8 @@ class FlavorNotSwitchable(ModelArtsError):
     code = "ModelArts.6792"
 
     def __init__(self, notebook_id: str, flavor: str):
-        super().__init__(f"Instance {notebook_id} does not support to update flavor to {flavor}, please try another flavor.")
+        super().__init__(f"Instance {notebook_id} does not support to update flavor to {flavor}, "
+                         "please try another flavor.")
 
 
 class ImageNotFound(ModelArtsError):

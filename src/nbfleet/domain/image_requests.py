@@ -6,11 +6,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from . import errors as E
-from .images import (Arch, DevService, FlavorType, ImageAddress, Origin, ResourceCategory, ServiceType,
-                     Visibility, check_image_name, check_namespace, check_tag, parse_swr_path)
+from .images import (
+    Arch,
+    DevService,
+    FlavorType,
+    ImageAddress,
+    Origin,
+    ResourceCategory,
+    ServiceType,
+    Visibility,
+    check_image_name,
+    check_namespace,
+    check_tag,
+    parse_swr_path,
+)
 from .requests import check_types
 
 MAX_TAGS = 20
@@ -46,7 +59,7 @@ class Registration:
     visibility: Visibility
     workspace_id: str
     flavor_type: str | None
-    tags: list[dict] | None        # None: not given (the group keeps its tags)
+    tags: list[dict[str, Any]] | None        # None: not given (the group keeps its tags)
     read_me: str | None
 
 
@@ -64,16 +77,16 @@ class SaveRequest:
 @dataclass(frozen=True)
 class GroupUpdate:
     read_me: str | None      # None: unchanged
-    tags: list[dict] | None  # None: unchanged
+    tags: list[dict[str, Any]] | None  # None: unchanged
 
 
-def _object(body) -> dict:
+def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise E.InvalidPayload("Invalid request payload: the body must be a JSON object.")
     return body
 
 
-def _enum(value: str | None, member: str, enum, default):
+def _enum(value: str | None, member: str, enum: Any, default: Any) -> Any:
     if value is None:
         return default
     try:
@@ -82,7 +95,7 @@ def _enum(value: str | None, member: str, enum, default):
         raise E.InvalidProperty(member, "Allowed values: " + ", ".join(e.value for e in enum) + ".") from None
 
 
-def _enum_list(values: list | None, member: str, enum, default: tuple[str, ...]) -> tuple[str, ...]:
+def _enum_list(values: list[Any] | None, member: str, enum: Any, default: tuple[str, ...]) -> tuple[str, ...]:
     if values is None:
         return default
     if any(not isinstance(v, str) for v in values):
@@ -111,17 +124,19 @@ def check_image_description(value: str | None) -> str:
     return description
 
 
-def _no_enterprise_registry(body: dict, *members: str) -> None:
+def _no_enterprise_registry(body: dict[str, Any], *members: str) -> None:
     for member in members:
         if body.get(member):
             raise E.InvalidProperty(member, "nbfleet has no enterprise registry instances.")
 
 
-def check_tags(tags: list, member: str = "tags") -> list[dict]:
+def check_tags(tags: list[Any], member: str = "tags") -> list[dict[str, Any]]:
     """Image (group) tags: at most 20, each ``"key=value"``, ``"key"`` or ``{key, value}``; keys unique."""
     if len(tags) > MAX_TAGS:
         raise E.InvalidProperty(member, f"At most {MAX_TAGS} tags.")
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
+    key: Any
+    value: Any
     for i, tag in enumerate(tags):
         where = f"{member}[{i}]"
         if isinstance(tag, str):
@@ -147,7 +162,7 @@ def check_tags(tags: list, member: str = "tags") -> list[dict]:
     return out
 
 
-def check_registration(body) -> Registration:
+def check_registration(body: Any) -> Registration:
     """``POST /images``: a reference to an existing image and how it is to be catalogued."""
     body = _object(body)
     if body.get("swr_path") is None:
@@ -176,7 +191,7 @@ def check_registration(body) -> Registration:
     )
 
 
-def check_save(body, now_ms: int) -> SaveRequest:
+def check_save(body: Any, now_ms: int) -> SaveRequest:
     """``POST /notebooks/{id}/create-image``; the tag defaults to the UTC time, ``YYYYMMDDHHMMSS``."""
     body = _object(body)
     for required in ("name", "namespace"):
@@ -186,13 +201,13 @@ def check_save(body, now_ms: int) -> SaveRequest:
     _no_enterprise_registry(body, "swr_instance_id", "swr_instance_domain")
     tag = body.get("tag")
     if tag is None or tag == "":
-        tag = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).strftime("%Y%m%d%H%M%S")
+        tag = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%d%H%M%S")
     return SaveRequest(namespace=check_namespace(body["namespace"]), name=check_image_name(body["name"]),
                        tag=check_tag(tag), description=check_image_description(body.get("description")),
                        workspace_id=check_workspace(body.get("workspace_id")))
 
 
-def check_group_update(body) -> GroupUpdate:
+def check_group_update(body: Any) -> GroupUpdate:
     """``PUT /images/group/{id}``: the group's guide text and tags (each replaced when given)."""
     body = _object(body) if body is not None else {}
     check_types(body, GROUP_UPDATE_SCHEMA)
@@ -202,7 +217,7 @@ def check_group_update(body) -> GroupUpdate:
     return GroupUpdate(read_me=read_me, tags=check_tags(body["tags"]) if body.get("tags") is not None else None)
 
 
-def force_flag(body, query_value: str | None) -> bool:
+def force_flag(body: Any, query_value: str | None) -> bool:
     """Delete's force flag: the SDK's body ``{"is_force": bool}`` wins over the reference page's query
     ``force=true|false`` (spec A16); default false."""
     if body is not None:

@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import DurationOutOfRange, InvalidProperty
 from .model import LeaseType
@@ -38,12 +40,24 @@ class Lease:
             return None
         return self.create_at + self.duration
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"create_at": self.create_at, "duration": self.duration, "enable": self.enable,
                 "type": self.type.value, "update_at": self.update_at}
 
 
-def parse_type(value, name: str = "type") -> LeaseType:
+def lease_of(row: Mapping[str, Any]) -> Lease:
+    """The lease of a ``notebooks`` row (its ``lease_*`` and ``create_at`` columns)."""
+    return Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]), LeaseType(row["lease_type"]),
+                 row["lease_update_at"])
+
+
+def lease_from_wire(lease: Mapping[str, Any]) -> Lease:
+    """The lease of a notebook as the API shows it (``NotebookResp.lease``, see ``notebook_view.lease_json``)."""
+    return Lease(lease["create_at"], lease["duration"], bool(lease["enable"]), LeaseType(lease["type"]),
+                 lease["update_at"])
+
+
+def parse_type(value: object, name: str = "type") -> LeaseType:
     """Lease type from user input, case-insensitive; unknown values are refused."""
     if value is None:
         return LeaseType.TIMING

@@ -8,10 +8,16 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar
 
 from .errors import InvalidParameter, UnsupportedSortKey
 from .model import DEFAULT_WORKSPACE, Billing, Feature, Status
+
+_D = TypeVar("_D")
+_E = TypeVar("_E", bound=Enum)
 
 # sort_key vocabulary (A19): public name -> canonical column name.
 SORT_KEYS = {
@@ -80,7 +86,7 @@ class NotebookQuery:
         return {k: v for k, v in pairs.items() if v}
 
 
-def _one(params, name: str) -> str | None:
+def _one(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     values = params.get(name)
     if not values:
         return None
@@ -89,7 +95,7 @@ def _one(params, name: str) -> str | None:
     return values[0]
 
 
-def parse_int(raw: str | None, name: str, default, low: int, high: int):
+def parse_int(raw: str | None, name: str, default: _D, low: int, high: int) -> int | _D:
     """An integer query parameter within ``low``..``high`` (else 0104); ``default`` when absent or empty."""
     if raw is None or raw == "":
         return default
@@ -102,7 +108,7 @@ def parse_int(raw: str | None, name: str, default, low: int, high: int):
     return value
 
 
-def _match(raw: str | None, name: str, pattern: re.Pattern) -> str | None:
+def _match(raw: str | None, name: str, pattern: re.Pattern[str]) -> str | None:
     if raw is None or raw == "":
         return None
     if not pattern.fullmatch(raw):  # fullmatch: '$' alone would let a trailing newline through
@@ -110,7 +116,7 @@ def _match(raw: str | None, name: str, pattern: re.Pattern) -> str | None:
     return raw
 
 
-def _enum(raw: str | None, name: str, enum):
+def _enum(raw: str | None, name: str, enum: type[_E]) -> _E | None:
     if raw is None or raw == "":
         return None
     try:
@@ -171,7 +177,7 @@ def parse_sort(sort_key: str | None, sort_dir: str | None) -> tuple[tuple[str, .
     return tuple(columns), descending
 
 
-def parse_notebook_query(params, *, project_id: str, caller_id: str, caller_is_admin: bool,
+def parse_notebook_query(params: Mapping[str, Sequence[str]], *, project_id: str, caller_id: str, caller_is_admin: bool,
                          all_view: bool, strict_limit: bool = False) -> NotebookQuery:
     """Validate list parameters (a mapping name -> list of values) into a ``NotebookQuery``.
 
@@ -184,6 +190,7 @@ def parse_notebook_query(params, *, project_id: str, caller_id: str, caller_is_a
     offset = parse_int(_one(params, "offset"), "offset", 0, 0, MAX_OFFSET)
 
     owner = _match(_one(params, "owner"), "owner", _OWNER_RE)
+    owner_id: str | None
     if not caller_is_admin:
         owner_id = caller_id
     elif owner is not None:
@@ -241,12 +248,12 @@ def parse_notebook_query(params, *, project_id: str, caller_id: str, caller_is_a
 class Page:
     """One page of a list with the envelope arithmetic of spec README §8."""
 
-    items: list
+    items: list[Any]
     total: int
     offset: int
     limit: int
 
-    def envelope(self, one_based: bool = False) -> dict:
+    def envelope(self, one_based: bool = False) -> dict[str, Any]:
         size = self.limit
         pages = -(-self.total // size) if self.total and size else 0
         current = self.offset // size if size else 0

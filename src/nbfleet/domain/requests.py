@@ -9,6 +9,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import orjson
 
@@ -82,7 +83,7 @@ _NESTED = {"volume": VOLUME_SCHEMA, "lease": LEASE_SCHEMA, "run_user": RUN_USER_
 _NESTED_LISTS = {"endpoints": ENDPOINT_SCHEMA, "data_volumes": VOLUME_SCHEMA}
 
 
-def _type_ok(value, type_name: str) -> bool:
+def _type_ok(value: Any, type_name: str) -> bool:
     if value is None:
         return True
     if isinstance(value, bool) and type_name in ("int", "number"):
@@ -90,7 +91,7 @@ def _type_ok(value, type_name: str) -> bool:
     return isinstance(value, _T[type_name])
 
 
-def check_types(body: dict, schema: dict, prefix: str = "") -> None:
+def check_types(body: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> None:
     """Raise 6332 for the first member whose JSON type differs from the schema."""
     for name, type_name in schema.items():
         value = body.get(name)
@@ -106,14 +107,14 @@ def check_types(body: dict, schema: dict, prefix: str = "") -> None:
                 if not isinstance(item, dict):
                     raise E.WrongType(f"{path}[{i}]", "object")
                 check_types(item, _NESTED_LISTS[name], f"{path}[{i}].")
-        if name in ("key_pair_names", "allowed_access_ips", "security_group_ids", "connect_cidrs"):
-            if any(not isinstance(v, str) for v in value):
-                raise E.WrongType(path, "array of str")
+        if (name in ("key_pair_names", "allowed_access_ips", "security_group_ids", "connect_cidrs")
+                and any(not isinstance(v, str) for v in value)):
+            raise E.WrongType(path, "array of str")
     if not prefix and isinstance(body.get("hooks"), dict):
         _check_hooks_types(body["hooks"])
 
 
-def _check_hooks_types(hooks: dict) -> None:
+def _check_hooks_types(hooks: dict[str, Any]) -> None:
     container = hooks.get("container_hooks")
     if container is None:
         return
@@ -128,7 +129,7 @@ def _check_hooks_types(hooks: dict) -> None:
         check_types(config, HOOK_CONFIG_SCHEMA, f"hooks.container_hooks.{stage}.")
 
 
-def nesting_depth(value, stop_at: int) -> int:
+def nesting_depth(value: Any, stop_at: int) -> int:
     """Levels of objects and arrays in ``value`` (a scalar is 0), counted up to ``stop_at + 1`` at most."""
     deepest, pending = 0, [(value, 1)]
     while pending:
@@ -143,7 +144,7 @@ def nesting_depth(value, stop_at: int) -> int:
     return deepest
 
 
-def free_form_fits(value) -> bool:
+def free_form_fits(value: Any) -> bool:
     """Whether a free-form member is within ``MAX_FREE_FORM_DEPTH`` levels and ``MAX_FREE_FORM_BYTES`` of JSON."""
     if value is None:
         return True
@@ -152,7 +153,7 @@ def free_form_fits(value) -> bool:
     return len(orjson.dumps(value)) <= MAX_FREE_FORM_BYTES
 
 
-def check_free_form(body: dict) -> None:
+def check_free_form(body: dict[str, Any]) -> None:
     """6336 for a free-form member nested deeper or larger than the bounds."""
     for name in FREE_FORM:
         if not free_form_fits(body.get(name)):
@@ -175,7 +176,7 @@ def check_description(description: str) -> str:
     return description
 
 
-def _upper_enum(value: str | None, name: str, enum, default=None):
+def _upper_enum(value: str | None, name: str, enum: Any, default: Any = None) -> Any:
     if value is None:
         return default
     try:
@@ -195,10 +196,10 @@ class CreateShape:
     feature: Feature
     workspace_id: str
     pool_id: str | None
-    body: dict = field(repr=False)
+    body: dict[str, Any] = field(repr=False)
 
 
-def check_create_shape(body) -> CreateShape:
+def check_create_shape(body: Any) -> CreateShape:
     """Shape checks of a create body: required members, JSON types, name, description, feature."""
     if not isinstance(body, dict):
         raise E.InvalidPayload("Invalid request payload: the body must be a JSON object.")
@@ -221,7 +222,7 @@ def check_create_shape(body) -> CreateShape:
                        feature=feature, workspace_id=workspace, pool_id=body.get("pool_id"), body=body)
 
 
-def check_volume(volume: dict, *, main: bool, prefix: str = "volume") -> dict:
+def check_volume(volume: dict[str, Any], *, main: bool, prefix: str = "volume") -> dict[str, Any]:
     """Validate one VolumeMountRequest and return it with defaults applied and enums upper-cased."""
     if volume.get("category") is None:
         raise E.MissingProperty(f"{prefix}.category")
@@ -279,7 +280,7 @@ def check_volume(volume: dict, *, main: bool, prefix: str = "volume") -> dict:
     return out
 
 
-def check_endpoints(endpoints: list) -> list[dict]:
+def check_endpoints(endpoints: list[Any]) -> list[dict[str, Any]]:
     """Validate EndpointsReq items; key pair names are checked against the store by the service."""
     result = []
     for i, ep in enumerate(endpoints):
@@ -300,7 +301,7 @@ def check_endpoints(endpoints: list) -> list[dict]:
     return result
 
 
-def check_hooks(hooks: dict) -> dict:
+def check_hooks(hooks: dict[str, Any]) -> dict[str, Any]:
     container = hooks.get("container_hooks") or {}
     out = {}
     for stage in ("pre_start", "post_start"):
@@ -315,7 +316,7 @@ def check_hooks(hooks: dict) -> dict:
     return {"container_hooks": out}
 
 
-def check_network(config: dict) -> dict:
+def check_network(config: dict[str, Any]) -> dict[str, Any]:
     kind = _upper_enum(config.get("public_network_type"), "public_network_config.public_network_type",
                        _NetworkType, _NetworkType.SHARED)
     return {"public_network_type": kind.value}
@@ -333,7 +334,7 @@ class LeaseRequest:
     type: LeaseType
 
 
-def lease_from_create(body: dict, limits: LeaseLimits) -> LeaseRequest:
+def lease_from_create(body: dict[str, Any], limits: LeaseLimits) -> LeaseRequest:
     """Top-level ``duration`` wins and forces TIMING; else ``lease``; else 1 h TIMING."""
     if body.get("duration") is not None:
         request = LeaseRequest(body["duration"], LeaseType.TIMING)
@@ -348,7 +349,7 @@ def lease_from_create(body: dict, limits: LeaseLimits) -> LeaseRequest:
     return request
 
 
-def lease_from_body(body, limits: LeaseLimits) -> LeaseRequest:
+def lease_from_body(body: Any, limits: LeaseLimits) -> LeaseRequest:
     """Renew-lease body (LeaseReq) with its defaults."""
     if body is None:
         body = {}
@@ -370,7 +371,7 @@ def lease_from_query(duration: str | None, lease_type: str | None, limits: Lease
     return LeaseRequest(d, kind)
 
 
-def check_update_shape(body) -> dict:
+def check_update_shape(body: Any) -> dict[str, Any]:
     """Type and format checks of an update body; returns only the members that were given."""
     if not isinstance(body, dict):
         raise E.InvalidPayload("Invalid request payload: the body must be a JSON object.")

@@ -26,7 +26,8 @@ class SignInBackoff:
         if failures < self.free_failures:
             return 0
         doublings = min(failures - self.free_failures, 40)   # 2**40 s is past any ceiling already
-        return min(BASE_DELAY_MS * 2 ** doublings, self.max_delay_ms)
+        factor: int = 2 ** doublings
+        return min(BASE_DELAY_MS * factor, self.max_delay_ms)
 
     def wait_ms(self, failures: int, last_failure_at: int, now: int) -> int:
         """How long from ``now`` a sign-in must still wait (0: it may try)."""

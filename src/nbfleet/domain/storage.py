@@ -9,12 +9,14 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Literal, overload
 
 from . import errors as E
+from .ids import is_uuid
 
 DATA_ROOT = "/data"
 MAX_MOUNT_PATH = 256
@@ -27,7 +29,6 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _OBS_URI = re.compile(r"^obs://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?\Z", re.DOTALL)
 # <host>:/<path> of a shared file system (e.g. 0a1b….sfsturbo.internal:/dir).
 _EFS_URI = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]{0,252}):(/.*)\Z", re.DOTALL)
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 class Category(StrEnum):
@@ -60,7 +61,11 @@ class AttachRequest:
         return tuple(self.mount_path.strip("/").split("/")[1:])
 
 
-def _string(body: dict, name: str, *, required: bool, limit: int) -> str | None:
+@overload
+def _string(body: dict[str, Any], name: str, *, required: Literal[True], limit: int) -> str: ...
+@overload
+def _string(body: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None: ...
+def _string(body: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None:
     value = body.get(name)
     if value is None:
         if required:
@@ -117,7 +122,7 @@ def efs_location(uri: str) -> tuple[str, str, tuple[str, ...]]:
     return host, "/" + "/".join(segments), segments
 
 
-def parse_attach(body) -> AttachRequest:
+def parse_attach(body: object) -> AttachRequest:
     """The attach body, checked in the order of the spec: members (6335/6332), then values (6336/6358)."""
     if not isinstance(body, dict):
         raise E.InvalidPayload("Invalid request payload: the body must be a JSON object.")
@@ -133,7 +138,7 @@ def parse_attach(body) -> AttachRequest:
         raise E.MissingProperty("efs_id")
     if efs_id is not None and kind is not Category.EFS and efs_id:
         raise E.InvalidProperty("efs_id", "It is only given with category EFS.")
-    if kind is Category.EFS and not _UUID.match(efs_id):
+    if kind is Category.EFS and not is_uuid(efs_id):
         raise E.InvalidProperty("efs_id", "It must be a UUID.")
     path = normal_mount_path(mount_path)
     if any(ord(c) < 0x20 for c in uri):
@@ -142,7 +147,7 @@ def parse_attach(body) -> AttachRequest:
         efs_location(uri)
     else:
         obs_location(uri)
-    return AttachRequest(kind, path, uri, efs_id.lower() if kind is Category.EFS else None)
+    return AttachRequest(kind, path, uri, efs_id.lower() if kind is Category.EFS and efs_id else None)
 
 
 def collides(a: str, b: str) -> bool:
@@ -173,12 +178,12 @@ class StoragePolicy:
     """
 
     def __init__(self, efs: Mapping[str, object], obs_buckets: Mapping[str, list[str]], obs_configured: bool):
-        self.efs = {(k.lower() if _UUID.match(k) else k): v for k, v in efs.items()}
+        self.efs = {(k.lower() if is_uuid(k) else k): v for k, v in efs.items()}
         self.obs_buckets = dict(obs_buckets)
         self.obs_configured = obs_configured
 
     @staticmethod
-    def _allowed(projects, project_id: str) -> bool:
+    def _allowed(projects: Any, project_id: str) -> bool:
         return "*" in projects or project_id in projects
 
     def efs_source(self, project_id: str, efs_id: str, uri: str) -> EfsSource | None:
@@ -203,7 +208,8 @@ class StoragePolicy:
         # The most specific entry decides, whichever key the request named: an entry for a directory below
         # this one (offered to other projects, or read-only) is the operator's word on that directory.
         wanted = _host_parts(root) + tuple(below)
-        deciding, depth = [], -1
+        deciding: list[object] = []
+        depth = -1
         for candidate in self.efs.values():
             have = _host_parts(Path(_get(candidate, "path")))
             if wanted[:len(have)] != have or len(have) < depth:
@@ -226,6 +232,7 @@ class StoragePolicy:
     def check(self, project_id: str, request: AttachRequest) -> None:
         """6336 naming ``uri`` when the project may not mount it."""
         if request.category is Category.EFS:
+            assert request.efs_id is not None   # parse_attach requires it for EFS
             if self.efs_source(project_id, request.efs_id, request.uri) is None:
                 raise E.InvalidProperty("uri", "No shared file system with this id and path is available to "
                                         "this project.")
@@ -235,7 +242,7 @@ class StoragePolicy:
                 raise E.InvalidProperty("uri", "This bucket is not available to this project.")
 
 
-def _get(entry, name: str):
+def _get(entry: object, name: str) -> Any:
     return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
 
 

@@ -1,7 +1,11 @@
 """THE status x operation table of nbfleet (spec README §6.2 and §6.3).
 
-Every status change in nbfleet — by a user's call or by the reconciler — is looked up here. No
-other module compares statuses to decide what is allowed.
+Every status change in nbfleet — by a user's call or by the reconciler — is looked up here: whether an
+operation is allowed in a status (and which error refuses it), and where an event leads. Other modules do
+compare statuses, but only to find or show things, never to allow a change: which rows the reconciler works
+on or watches (``TRANSITIONAL``, RUNNING), where the proxy and the SSH gateway may route (RUNNING,
+SNAPSHOTTING), what the console and the CLI display, which mounts follow a running instance. A new rule
+about what may happen in which status belongs in this table.
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ class Allowed:
     target: S | None  # None: allowed, status unchanged (updates, renew)
 
 
-_ = None  # allowed, no status change
+_: None = None  # allowed, no status change
 OK_START = Allowed(S.STARTING)
 OK_STOP = Allowed(S.STOPPING)
 OK_DELETE = Allowed(S.DELETING)
@@ -59,7 +63,7 @@ OK = Allowed(_)
 # rows: status; columns: START, STOP, DELETE, UPDATE_A, UPDATE_B, UPDATE_C, RUN_ONLY, SAVE_IMAGE.
 # A string is the ModelArts code of the refusal (all HTTP 400).
 _COLUMNS = (Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY, Op.SAVE_IMAGE)
-_TABLE: dict[S, tuple] = {
+_TABLE: dict[S, tuple[Allowed | str, ...]] = {
     S.INIT:          ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
     S.CREATING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
     S.STARTING:      ("6306",   "6306",  "6306",    "6306", "6306", "6306", "6327", "6327"),
@@ -75,7 +79,7 @@ _TABLE: dict[S, tuple] = {
     S.FROZEN:        ("6326",   "6326",  OK_DELETE, "6326", "6326", "6326", "6326", "6326"),
 }
 OPERATIONS: dict[tuple[S, Op], Allowed | str] = {
-    (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row)
+    (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row, strict=True)
 }
 
 # §6.2: what each reconciler event does from which status.
@@ -142,7 +146,7 @@ class ImageAllowed:
 # rows: image status; columns: DELETE, SYNC. A string is the refusal's code. An image being saved is
 # neither deleted (the save would write content nobody refers to) nor re-read (it has no content yet).
 _IMAGE_COLUMNS = (ImageOp.DELETE, ImageOp.SYNC)
-_IMAGE_TABLE: dict[I, tuple] = {
+_IMAGE_TABLE: dict[I, tuple[ImageAllowed | str, ...]] = {
     I.INIT:          ("6357",                ImageAllowed(None)),
     I.CREATING:      ("6357",                ImageAllowed(None)),
     I.ACTIVE:        (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
@@ -150,7 +154,7 @@ _IMAGE_TABLE: dict[I, tuple] = {
     I.ERROR:         (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
 }
 IMAGE_OPERATIONS: dict[tuple[I, ImageOp], ImageAllowed | str] = {
-    (status, op): cell for status, row in _IMAGE_TABLE.items() for op, cell in zip(_IMAGE_COLUMNS, row)
+    (status, op): cell for status, row in _IMAGE_TABLE.items() for op, cell in zip(_IMAGE_COLUMNS, row, strict=True)
 }
 
 IMAGE_EVENTS: dict[tuple[I, ImageEvent], I] = {

@@ -6,79 +6,22 @@ after a crash the reconciler repeats whatever it was doing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Any, Protocol
 
+from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec, MountSpec, Placement
 from ..domain.model import StepStatus
 
-
-@dataclass(frozen=True)
-class FlavorLimits:
-    """The resources a flavor grants, as the runtime needs them."""
-
-    id: str
-    vcpus: int
-    memory_mb: int
-    gpus: int = 0
+# FlavorLimits, ImageRef, InstanceSpec, MountSpec and Placement live in domain.instances; re-exported here.
+__all__ = ["Activity", "DynamicStorage", "EngineImage", "FlavorLimits", "HostStorage", "ImageEngine", "ImageRef",
+           "InstanceSpec", "MountSpec", "Observation", "Placement", "Reporter", "Runtime", "RuntimeFailure",
+           "gpus_on_host"]
 
 
 def gpus_on_host(flavor: FlavorLimits) -> bool:
     """Whether a runtime on this host can serve ``flavor`` at all: GPU flavors need a GPU."""
     return flavor.gpus <= 0 or Path("/dev/nvidia0").exists()
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """The instance's image: its name, where a container runtime pulls it from, and what a runtime that
-    builds environments itself (local) builds (``environment``: ``{"python": "3.11", "packages": [...]}``)."""
-
-    name: str
-    swr_path: str
-    environment: Mapping | None = None
-    # False for an image that serves SSH only (its dev_services lack NOTEBOOK): nothing serves Jupyter,
-    # the instance only holds its sandbox open for SSH sessions.
-    serves_jupyter: bool = True
-
-
-@dataclass(frozen=True)
-class InstanceSpec:
-    """What the reconciler asks a runtime to run."""
-
-    id: str
-    name: str
-    token: str
-    flavor: FlavorLimits
-    image: ImageRef
-    owner_id: str
-    project_id: str
-    first_start: bool = False   # True while the instance is being created (CREATING), False on a restart
-
-
-@dataclass
-class Placement:
-    """Where a running instance answers; stored with the instance so any process can find it.
-
-    Jupyter answers on a Unix socket (``socket``) in a directory only the instance and nbfleet share, or
-    on ``host:port`` for runtimes that can only offer a network address. ``details`` is for the runtime
-    itself and never shown to users."""
-
-    host: str = ""
-    port: int = 0
-    pid: int | None = None
-    details: dict = field(default_factory=dict)
-    socket: str | None = None
-
-    def to_json(self) -> dict:
-        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details,
-                "socket": self.socket}
-
-    @classmethod
-    def from_json(cls, data: dict | None) -> "Placement | None":
-        if not data:
-            return None
-        return cls(host=data.get("host") or "", port=data.get("port") or 0, pid=data.get("pid"),
-                   details=data.get("details") or {}, socket=data.get("socket"))
 
 
 @dataclass(frozen=True)
@@ -142,19 +85,6 @@ class ImageEngine(Protocol):
         """Remove the image's content from the engine (gone already is fine)."""
 
 
-@dataclass(frozen=True)
-class MountSpec:
-    """A dynamic mount as the reconciler asks a runtime for it (spec §4): ``parts`` is the mount point below
-    ``/data`` inside the instance, already checked (plain directory names); ``uri``/``efs_id`` as attached."""
-
-    id: str
-    category: str          # EFS | OBS | OBSFS
-    parts: tuple[str, ...]
-    uri: str
-    efs_id: str | None
-    project_id: str
-
-
 class DynamicStorage(Protocol):
     """Mounts that appear under ``/data`` of a RUNNING instance without a restart (``Runtime.storage``).
 
@@ -170,6 +100,16 @@ class DynamicStorage(Protocol):
     async def detach_all(self, spec: InstanceSpec) -> None:
         """Unmount everything of the instance (stop, delete, loss); nothing mounted is fine."""
 
+    async def reap(self, known_ids: set[str]) -> list[str]:
+        """After a restart: unmount what is left mounted for instances not in ``known_ids``; return their ids."""
+
+
+class HostStorage(DynamicStorage, Protocol):
+    """Dynamic mounts on this host (``mounts.HostMounts``), which also make each instance's /data."""
+
+    def prepare(self, instance_id: str) -> Path:
+        """The instance's data directory, made ready for mounts below it (idempotent)."""
+
 
 class Runtime(Protocol):
     """What every runtime implements. The reconciler is its only caller, one call per instance at a time.
@@ -181,11 +121,17 @@ class Runtime(Protocol):
     """
 
     name: str
-    observes: bool    # False: nothing runs (simulated), so there is nothing to watch or adopt
+    # False: nothing runs (simulated), so there is nothing to watch, adopt or reap: the reconciler calls
+    # neither ``observe`` nor ``adopt`` nor ``reap_orphans``.
+    observes: bool
+    # True: ``activity`` reports kernel activity worth an idle check even when ``observes`` is False (a
+    # runtime that runs nothing itself but can ask something that does). The observer runs idle checks
+    # when ``observes or reports_activity``, liveness checks only when ``observes``.
+    reports_activity: bool
     images: ImageEngine | None   # None: images are not engine images (see ImageEngine)
     storage: DynamicStorage | None   # None: no dynamic mounts (attach ends in MOUNT_FAILED)
 
-    def isolation(self) -> dict:
+    def isolation(self) -> dict[str, Any]:
         """What keeps instances apart on this runtime, for ``GET /health`` and the start events."""
 
     async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:
@@ -199,6 +145,10 @@ class Runtime(Protocol):
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
         """Is the instance still alive where it was placed?"""
+
+    async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
+        """After nbfleet restarted: is what runs at ``placement`` still this instance's, alive and answering
+        its token? False: the reconciler marks the instance lost."""
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         """Usage signal for idle auto-stop, or None if the runtime cannot tell."""

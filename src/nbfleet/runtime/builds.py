@@ -6,12 +6,16 @@ builds it into the engine. Either way a build whose inputs did not change finds 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..services.catalog import load_catalogue
 from ..services.images import builtin_swr_path
 from .environments import EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 class BuildFailed(Exception):
@@ -25,7 +29,7 @@ class Built:
     seconds: float | None      # None: already built
 
 
-def catalogue_entries(settings, name: str | None) -> list[dict]:
+def catalogue_entries(settings: Settings, name: str | None) -> list[dict[str, Any]]:
     entries = [e for e in load_catalogue(settings.images_file, "images.json") if e.get("environment")]
     if name is not None:
         entries = [e for e in entries if e["name"] == name]
@@ -34,7 +38,7 @@ def catalogue_entries(settings, name: str | None) -> list[dict]:
     return entries
 
 
-def build_images(settings, name: str | None = None, runtime: str | None = None) -> Iterator[Built]:
+def build_images(settings: Settings, name: str | None = None, runtime: str | None = None) -> Iterator[Built]:
     runtime = runtime or settings.runtime
     entries = catalogue_entries(settings, name)
     if runtime == "docker":
@@ -43,7 +47,7 @@ def build_images(settings, name: str | None = None, runtime: str | None = None) 
         yield from _environments(settings, entries)
 
 
-def _environments(settings, entries: list[dict]) -> Iterator[Built]:
+def _environments(settings: Settings, entries: list[dict[str, Any]]) -> Iterator[Built]:
     environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
                                      shared=os.geteuid() == 0 and not settings.single_user)
     for entry in entries:
@@ -54,7 +58,7 @@ def _environments(settings, entries: list[dict]) -> Iterator[Built]:
         yield Built(entry["name"], str(built.path), seconds)
 
 
-def _docker(settings, entries: list[dict]) -> Iterator[Built]:
+def _docker(settings: Settings, entries: list[dict[str, Any]]) -> Iterator[Built]:
     from .docker import engine_client
     from .docker_images import DockerImageBuilder, ImageBuildError
     client = engine_client(settings.docker_host)

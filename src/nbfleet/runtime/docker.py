@@ -21,17 +21,31 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ..domain.instances import FlavorLimits, InstanceSpec, Placement
 from ..domain.model import StepStatus
-from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
-                   gpus_on_host)
+from .base import (
+    Activity,
+    DynamicStorage,
+    HostStorage,
+    ImageEngine,
+    Observation,
+    Reporter,
+    RuntimeFailure,
+    gpus_on_host,
+)
 from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
 from .environments import EnvironmentSpec, ImageEnvironmentError
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .processes import describe_rc
-from .sessions import ContainerEntry, SessionRefused
 from .sandbox import RUN_DIR, SANDBOX_GID, SANDBOX_UID, SOCKET_NAME, WORK, InstanceDirs
+from .sessions import ContainerEntry, SessionRefused
 from .steps import failed_start
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +63,7 @@ DEFAULT_PIDS_MAX = 4096
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
-def engine_client(base_url: str | None = None):
+def engine_client(base_url: str | None = None) -> DockerClient:
     """A Docker Engine client: ``base_url`` (``NBFLEET_DOCKER_HOST``), else ``DOCKER_HOST``, else the default."""
     import docker
     return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
@@ -58,10 +72,11 @@ def engine_client(base_url: str | None = None):
 class DockerRuntime:
     name = "docker"
     observes = True
+    reports_activity = False   # observes already: idle checks run anyway
 
-    def __init__(self, data_dir: Path, client, *, network: str = "none", ready_timeout: float = 90.0,
+    def __init__(self, data_dir: Path, client: DockerClient, *, network: str = "none", ready_timeout: float = 90.0,
                  stop_timeout: float = 5.0, builder: DockerImageBuilder | None = None,
-                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX, storage=None,
+                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX, storage: HostStorage | None = None,
                  docker_host: str | None = None):
         """``network``: ``none`` (instances reach nothing; Jupyter answers on its socket), ``host``, or the
         name of a Docker network. ``path_prefix`` as for the local runtime (None: Jupyter at ``/``)."""
@@ -74,11 +89,13 @@ class DockerRuntime:
         self.path_prefix = normal_prefix(path_prefix)
         self.pids_max = pids_max
         self.docker_host = docker_host   # for SSH sessions' exec helper; None: DOCKER_HOST or the default
-        self.images = DockerImages(client, self.container_name)
+        self._images = DockerImages(client, self.container_name)
+        self.images: ImageEngine | None = self._images
         self.jupyter = JupyterProbe(self.base_url)
         self._builds: dict[str, asyncio.Lock] = {}
         # Dynamic mounts (``mounts.HostMounts``): /data of every container, prepared before it starts.
-        self.storage = storage
+        self._host_storage = storage
+        self.storage: DynamicStorage | None = storage
         self.remapped = _user_namespaces_remapped(client)
         if not self.remapped:
             log.warning("the Docker engine does not remap user namespaces: every container's ma-user is host "
@@ -103,7 +120,7 @@ class DockerRuntime:
         return {LABEL_INSTANCE: spec.id, LABEL_PROJECT: spec.project_id, LABEL_OWNER: spec.owner_id,
                 LABEL_DATA_DIR: str(self.data_dir)}
 
-    def isolation(self) -> dict:
+    def isolation(self) -> dict[str, Any]:
         return {"mechanism": "docker", "user": "ma-user (uid 1000)", "network": self.network,
                 "host_uid": "remapped by the engine (userns-remap)" if self.remapped else
                 "1000, the same for every container (the engine does not remap user namespaces)",
@@ -132,13 +149,14 @@ class DockerRuntime:
 
             step = 3
             await reporter.step(3, StepStatus.PROCESSING, "Configuring the network")
-            await reporter.step(3, StepStatus.COMPLETED, "Network " + ("of the host" if self.network == "host" else
-                                                                       self.network) + "; Jupyter reachable through nbfleet only")
+            network = "of the host" if self.network == "host" else self.network
+            await reporter.step(3, StepStatus.COMPLETED, f"Network {network}; Jupyter reachable through nbfleet only")
 
             step = 4
             await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter")
             started = time.monotonic()
-            data = await asyncio.to_thread(self.storage.prepare, spec.id) if self.storage is not None else None
+            host = self._host_storage
+            data = await asyncio.to_thread(host.prepare, spec.id) if host is not None else None
             await asyncio.to_thread(self._run_container, spec, dirs, data)
             placement = Placement(host="127.0.0.1", socket=str(dirs.socket),
                                   details={"container": self.container_name(spec.id)})
@@ -154,7 +172,7 @@ class DockerRuntime:
             raise await failed_start(exc, step, reporter, spec.id, _engine_message) from None
 
     async def _ensure_image(self, spec: InstanceSpec, reporter: Reporter) -> None:
-        found = await self.images.inspect(spec.image.swr_path)
+        found = await self._images.inspect(spec.image.swr_path)
         if found is not None:
             return
         if not spec.image.environment:
@@ -162,7 +180,7 @@ class DockerRuntime:
                                  step=2)
         lock = self._builds.setdefault(spec.image.swr_path, asyncio.Lock())
         async with lock:   # concurrent starts of an unbuilt image build it once
-            if await self.images.inspect(spec.image.swr_path) is not None:
+            if await self._images.inspect(spec.image.swr_path) is not None:
                 return
             await reporter.step(2, StepStatus.PROCESSING, f"Building the {spec.image.name} image (first use)")
             await reporter.event("image", f"Building the {spec.image.name} image")
@@ -200,7 +218,7 @@ class DockerRuntime:
             fh.write(spec.token)
         command = ["python", "-c", TOKEN_THEN_JUPYTER,
                    *server_args(socket=SOCKET, root_dir=WORK, base_url=self.base_url(spec.id))]
-        options = dict(
+        options: dict[str, Any] = dict(
             name=self.container_name(spec.id), command=command, detach=True, labels=self._labels(spec),
             user=f"{SANDBOX_UID}:{SANDBOX_GID}", working_dir=WORK, hostname=f"notebook-{spec.id[:8]}",
             environment={"JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime", "HOME": "/home/ma-user",
@@ -252,6 +270,7 @@ class DockerRuntime:
             raise SessionRefused("the instance is not running") from None
         if container.status != "running" or container.labels.get(LABEL_DATA_DIR) != str(self.data_dir):
             raise SessionRefused("the instance is not running")
+        assert container.id is not None   # a container the engine returned has its id
         return ContainerEntry(container=container.id, docker_host=self.docker_host,
                               env={"HOME": "/home/ma-user", "USER": "ma-user", "LOGNAME": "ma-user",
                                    "SHELL": "/bin/bash", "LANG": "C.UTF-8"},
@@ -274,7 +293,8 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeFailure(f"the engine could not remove the instance's container: {_engine_message(exc)}")
+            raise RuntimeFailure(
+                f"the engine could not remove the instance's container: {_engine_message(exc)}") from exc
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self.stop(spec, placement)
@@ -287,7 +307,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeFailure(f"the engine could not remove the work volume: {_engine_message(exc)}")
+            raise RuntimeFailure(f"the engine could not remove the work volume: {_engine_message(exc)}") from exc
         shutil.rmtree(self.dirs(instance_id).root, ignore_errors=True)
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
@@ -307,7 +327,7 @@ class DockerRuntime:
 
     def _reap(self, known_ids: set[str]) -> list[str]:
         """Remove the containers and volumes of this data dir's instances the store does not know."""
-        mine = {"label": [f"{LABEL_DATA_DIR}={self.data_dir}"]}
+        mine: dict[str, str | list[str] | bool] = {"label": [f"{LABEL_DATA_DIR}={self.data_dir}"]}
         orphans = set()
         for container in self.client.containers.list(all=True, filters=mine):
             instance = container.labels.get(LABEL_INSTANCE)
@@ -329,11 +349,11 @@ class DockerRuntime:
 
     async def close(self) -> None:
         await self.jupyter.close()
-        self.images.close()
+        self._images.close()
         await asyncio.to_thread(self.client.close)
 
 
-def _user_namespaces_remapped(client) -> bool:
+def _user_namespaces_remapped(client: DockerClient) -> bool:
     try:
         return any("name=userns" in option for option in client.info().get("SecurityOptions") or [])
     except Exception:
@@ -344,7 +364,7 @@ def _describe_limits(flavor: FlavorLimits, pids: int) -> str:
     return f"container limits: memory {flavor.memory_mb} MiB, cpu {flavor.vcpus} vCPU, pids {pids}"
 
 
-def _tail(container, lines: int = 8, limit: int = 600) -> str:
+def _tail(container: Container, lines: int = 8, limit: int = 600) -> str:
     try:
         text = container.logs(tail=lines).decode("utf-8", "replace")
     except Exception:
@@ -353,6 +373,6 @@ def _tail(container, lines: int = 8, limit: int = 600) -> str:
     return joined if len(joined) <= limit else "..." + joined[-(limit - 3):]
 
 
-def _engine_message(exc: Exception) -> str:
+def _engine_message(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc)

@@ -19,6 +19,7 @@ import sys
 import termios
 import threading
 import tty
+from typing import cast
 
 
 def main() -> None:
@@ -33,12 +34,12 @@ def main() -> None:
     except docker.errors.APIError as exc:
         os.write(2, f"nbfleet: the instance is not running ({exc.explanation or exc})\n".encode())
         sys.exit(126)
-    sock: socket.socket = getattr(connection, "_sock", connection)
+    sock = cast(socket.socket, getattr(connection, "_sock", connection))
     if terminal:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         tty.setraw(0)   # the container's terminal does the line discipline; this one passes bytes as they are
 
-        def resize(*_):
+        def resize(*_: object) -> None:
             rows, cols = struct.unpack("hhhh", fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))[:2]
             try:
                 api.exec_resize(exec_id, height=rows, width=cols)

@@ -24,10 +24,19 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import EngineImage, InstanceSpec, Placement, RuntimeFailure
+from ..domain.instances import InstanceSpec, Placement
+from .base import EngineImage, RuntimeFailure
 from .environments import EnvironmentSpec
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.images import Image
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +95,7 @@ def _quote(requirement: str) -> str:
 class DockerImageBuilder:
     """Builds the catalogue's images into the engine; idempotent, keyed by the digest of their inputs."""
 
-    def __init__(self, client, *, base_image: str | None = None, mirror: str = "http://deb.debian.org/debian",
+    def __init__(self, client: DockerClient, *, base_image: str | None = None, mirror: str = "http://deb.debian.org/debian",
                  scratch: Path | None = None, extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")):
         self.client = client
         self.extra_ca_dir = Path(extra_ca_dir)
@@ -188,12 +197,12 @@ class DockerImages:
     run in threads of their own, so a hung engine cannot take the threads the reconciler needs.
     """
 
-    def __init__(self, client, container_name, *, threads: int = 4):
+    def __init__(self, client: DockerClient, container_name: Callable[[str], str], *, threads: int = 4):
         self.client = client
         self.container_name = container_name   # instance id -> its container's name
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nbfleet-engine")
 
-    async def _call(self, function, *args):
+    async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     async def inspect(self, swr_path: str) -> EngineImage | None:
@@ -255,7 +264,7 @@ class DockerImages:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-def _engine_image(swr_path: str, image) -> EngineImage:
+def _engine_image(swr_path: str, image: Image) -> EngineImage:
     serves = (image.labels or {}).get(LABEL_SERVES, "")
     return EngineImage(swr_path, size_kb=(image.attrs.get("Size") or 0) // 1024,
                        serves=tuple(s for s in serves.split(",") if s))
@@ -276,7 +285,7 @@ def _context(dockerfile_text: str, authorities: dict[str, str]) -> io.BytesIO:
     return buffer
 
 
-def _digest(parts: list) -> str:
+def _digest(parts: list[Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 

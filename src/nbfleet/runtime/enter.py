@@ -20,7 +20,7 @@ When the sandbox's first process exits, the kernel kills everything in its PID n
 included; this process then exits too, which ends the SSH channel.
 """
 import ctypes
-import fcntl   # imported here: after setns the host's modules are out of reach
+import fcntl  # imported here: after setns the host's modules are out of reach
 import json
 import os
 import resource
@@ -28,6 +28,7 @@ import signal
 import socket
 import struct
 import sys
+from typing import Any, NoReturn
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -43,12 +44,12 @@ LIMITS = {"Max cpu time": "RLIMIT_CPU", "Max file size": "RLIMIT_FSIZE", "Max da
           "Max address space": "RLIMIT_AS"}
 
 
-def fail(message, code=126):
+def fail(message: str, code: int = 126) -> NoReturn:
     os.write(2, f"nbfleet: {message}\n".encode())
     os._exit(code)
 
 
-def main():
+def main() -> None:
     spec = json.loads(sys.argv[1])
     # Only stdin, stdout, stderr and what this needs go in: an event loop may hand down duplicates of
     # its pipes (uvloop does), and nothing of nbfleet's may reach the sandbox.
@@ -87,11 +88,11 @@ def main():
     os._exit(code & 0xFF)
 
 
-def instance_limits(pid):
+def instance_limits(pid: int | None) -> tuple[dict[str, tuple[int, int]], set[int]]:
     """The resource limits and CPU affinity of ``pid`` (the process the pidfd names), or fail."""
     if pid is None:
         fail("the instance is not running")
-    limits = {}
+    limits: dict[str, tuple[int, int]] = {}
     try:
         with open(f"/proc/{pid}/limits") as fh:
             for line in fh:
@@ -107,11 +108,11 @@ def instance_limits(pid):
     return limits, cpus
 
 
-def _limit(text):
+def _limit(text: str) -> int:
     return resource.RLIM_INFINITY if text == "unlimited" else int(text)
 
 
-def apply_limits(limits):
+def apply_limits(limits: tuple[dict[str, tuple[int, int]], set[int]]) -> None:
     values, cpus = limits
     for name, (soft, hard) in values.items():
         which = getattr(resource, name)
@@ -126,15 +127,15 @@ def apply_limits(limits):
     os.sched_setaffinity(0, cpus)
 
 
-def _at_most(a, b):
+def _at_most(a: int, b: int) -> bool:
     return b == resource.RLIM_INFINITY or (a != resource.RLIM_INFINITY and a <= b)
 
 
-def min_limit(a, b):
+def min_limit(a: int, b: int) -> int:
     return a if _at_most(a, b) else b
 
 
-def run(spec, libc, limits):
+def run(spec: dict[str, Any], libc: ctypes.CDLL, limits: tuple[dict[str, tuple[int, int]], set[int]]) -> NoReturn:
     try:
         apply_limits(limits)
         os.setsid()
@@ -151,7 +152,7 @@ def run(spec, libc, limits):
         fail(f"cannot start {spec['argv'][0]}: {exc.strerror}", 127)
 
 
-def terminal(channel):
+def terminal(channel: int) -> None:
     """A terminal of the sandbox's own devpts, made as ma-user, so that programs inside find it by name
     (``tty``); its other side goes back to nbfleet over ``channel`` and the command runs on this one."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)

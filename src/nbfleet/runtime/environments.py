@@ -33,9 +33,10 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class EnvironmentSpec:
     packages: tuple[str, ...]
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "EnvironmentSpec":
+    def from_json(cls, data: Mapping[str, Any]) -> EnvironmentSpec:
         python = str(data.get("python", ""))
         if not _VERSION.match(python):
             raise ImageEnvironmentError(f"image environment: 'python' must look like '3.11', not {python!r}")

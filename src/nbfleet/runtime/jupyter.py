@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Callable
+from typing import Any
 
 import httpx
 
-from .base import Activity, InstanceSpec, Placement, RuntimeFailure
+from ..domain.instances import InstanceSpec, Placement
+from .base import Activity, RuntimeFailure
 from .upstream import UpstreamClients
 
 READY_POLL_S = 0.02
@@ -51,7 +53,8 @@ class JupyterProbe:
         self.base_url = base_url
         self._clients = UpstreamClients(timeout=httpx.Timeout(5.0, connect=2.0), keepalive=2)
 
-    async def get(self, placement: Placement, spec: InstanceSpec, path: str, **kwargs) -> httpx.Response:
+    async def get(self, placement: Placement, spec: InstanceSpec, path: str, **kwargs: Any) -> httpx.Response:
+        assert placement.socket is not None   # both runtimes reach Jupyter through its socket
         client = self._clients.get(placement.socket)
         return await client.get(f"{self.base_url(spec.id)}{path}", headers={"Authorization": f"token {spec.token}"},
                                 **kwargs)
@@ -66,7 +69,7 @@ class JupyterProbe:
             return False
 
     async def wait_ready(self, placement: Placement, spec: InstanceSpec, timeout: float,
-                         exited: Callable[[], "asyncio.Future | str | None"]) -> None:
+                         exited: Callable[[], Coroutine[Any, Any, str | None] | str | None]) -> None:
         """Until ``/api/status`` answers 200 with the token; ``exited()`` (awaitable or not) says why the
         server can no longer come up (it ended), and ends the wait with that reason."""
         deadline = time.monotonic() + timeout
@@ -127,7 +130,7 @@ class JupyterProbe:
         await self._clients.aclose()
 
 
-def _epoch_ms(value) -> int | None:
+def _epoch_ms(value: Any) -> int | None:
     if not isinstance(value, str) or not value:
         return None
     try:

@@ -26,11 +26,11 @@ import resource
 import signal
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection
 
-from .base import FlavorLimits
+from ..domain.instances import FlavorLimits
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class ResourceLimiter:
         if "memory" not in available:
             # e.g. hybrid hosts whose unified hierarchy carries only hugetlb.
             return None
-        wanted = [c for c in ("memory", "cpu", "pids") if c in available]
+        wanted: list[str] = [c for c in ("memory", "cpu", "pids") if c in available]
         base = parent / self.group_name
         try:
             base.mkdir(exist_ok=True)
@@ -238,7 +238,7 @@ class ResourceLimiter:
     def _prepare_v1(self, layout: _CgroupLayout, instance_id: str, memory: int | None,
                     vcpus: int | None) -> LimitPlan:
         groups: list[Path] = []
-        for controller, base in layout.bases.items():
+        for base in layout.bases.values():
             group = base / instance_id
             group.mkdir(exist_ok=True)
             groups.append(group)
@@ -284,8 +284,7 @@ class ResourceLimiter:
             dirs.extend(base / instance_id for base in layout.bases.values())
         if pid is not None and self.use_cgroups:
             dirs.extend(_groups_of_pid(pid, self.cgroup_root, self.group_name, instance_id))
-        seen: set[Path] = set()
-        return [d for d in dirs if not (d in seen or seen.add(d)) and d.is_dir()]
+        return [d for d in dict.fromkeys(dirs) if d.is_dir()]   # each once, in order
 
     def release(self, instance_id: str, pid: int | None = None, timeout: float = 3.0) -> None:
         """Kill whatever is left in the instance's groups and remove them; missing groups are fine."""

@@ -24,22 +24,33 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import psutil
 
+from ..domain.instances import FlavorLimits, InstanceSpec, Placement
 from ..domain.model import StepStatus
-from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
-                   gpus_on_host)
+from .base import (
+    Activity,
+    DynamicStorage,
+    HostStorage,
+    ImageEngine,
+    Observation,
+    Reporter,
+    RuntimeFailure,
+    gpus_on_host,
+)
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
+from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .limits import LimitPlan, ResourceLimiter
-from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
-from .sandbox import Bubblewrap, InstanceDirs, Isolation, SandboxUnavailable
+from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs
+from .processes import describe_rc as _describe_rc
+from .sandbox import Bubblewrap, Inside, InstanceDirs, Isolation, SandboxUnavailable
 from .sessions import SessionEntry, SessionRefused, open_entry, sandbox_process
 from .steps import failed_start
-from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +65,8 @@ HOLD = ("import signal; print('SSH only: no Jupyter in this image; the sandbox w
 class LocalRuntime:
     name = "local"
     observes = True
-    images = None   # its images are environments built from the catalogue, not engine images
+    reports_activity = False   # observes already: idle checks run anyway
+    images: ImageEngine | None = None   # its images are environments built from the catalogue, not engine images
 
     def __init__(
         self,
@@ -68,7 +80,7 @@ class LocalRuntime:
         path_prefix: str | None = None,
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
-        storage=None,
+        storage: HostStorage | None = None,
     ):
         """``isolation=None`` means the bubblewrap sandbox; ``limiter=None`` the best limits the host offers.
         ``jupyter_command`` may name the image's interpreter as ``{python}``. ``path_prefix``: Jupyter under
@@ -87,7 +99,8 @@ class LocalRuntime:
         self.jupyter = JupyterProbe(self.base_url)
         self._checked = False
         # Dynamic mounts (``mounts.HostMounts``): /data of every instance, prepared before it starts.
-        self.storage = storage
+        self._host_storage = storage
+        self.storage: DynamicStorage | None = storage
 
     def _may_own(self, uid: int) -> bool:
         """Whether a process of real uid ``uid`` may be an instance's: nbfleet's own, or (as root) one of
@@ -98,7 +111,7 @@ class LocalRuntime:
         return bool(getattr(self.sandbox, "per_instance_uid", False)) and uids is not None and \
             uids.low <= uid <= uids.high
 
-    def isolation(self) -> dict:
+    def isolation(self) -> dict[str, Any]:
         return {**self.sandbox.describe(), "limits": self.limiter.mechanism}
 
     # -- paths ---------------------------------------------------------------------------
@@ -115,7 +128,7 @@ class LocalRuntime:
         iid = spec.id
         step = 1
         plan: LimitPlan | None = None
-        proc: subprocess.Popen | None = None
+        proc: subprocess.Popen[bytes] | None = None
         try:
             dirs = self.dirs(iid)
             await reporter.step(1, StepStatus.PROCESSING, "Preparing the work volume")
@@ -125,7 +138,8 @@ class LocalRuntime:
             # A start repeated after a crash must not leave the first attempt's server running.
             await self._terminate(iid, None, grace=self.stop_timeout)
             await asyncio.to_thread(self.sandbox.prepare, dirs)
-            data = await asyncio.to_thread(self.storage.prepare, iid) if self.storage is not None else None
+            host = self._host_storage
+            data = await asyncio.to_thread(host.prepare, iid) if host is not None else None
             await reporter.step(1, StepStatus.COMPLETED, f"Work volume ready at {self.sandbox.inside(dirs).work}")
 
             step = 2
@@ -302,7 +316,7 @@ class LocalRuntime:
         return env
 
     @staticmethod
-    def _env_for(environment: Path, inside) -> dict[str, str]:
+    def _env_for(environment: Path, inside: Inside) -> dict[str, str]:
         """What every process of the notebook gets (its server, kernels and SSH sessions)."""
         env = {k: os.environ[k] for k in ("LANG", "LANGUAGE", "LC_ALL", "TZ") if k in os.environ}
         env.setdefault("LANG", "C.UTF-8")
@@ -322,7 +336,7 @@ class LocalRuntime:
         return env
 
     def _spawn(self, spec: InstanceSpec, dirs: InstanceDirs, environment: BuiltEnvironment,
-               plan: LimitPlan, data: Path | None = None) -> tuple[subprocess.Popen, int]:
+               plan: LimitPlan, data: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
         launch = self.sandbox.launch(self._command(spec, environment, dirs), self._env(spec, environment, dirs),
                                      dirs, environment, spec.flavor, hostname=f"notebook-{spec.id[:8]}",
                                      **({"data": data} if data is not None else {}))
@@ -358,7 +372,7 @@ class LocalRuntime:
         self.processes.track(spec.id, proc)
         return proc, offset
 
-    async def _wait_ready(self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen,
+    async def _wait_ready(self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen[bytes],
                           log_offset: int) -> None:
         def exited() -> str | None:
             rc = proc.poll()
@@ -378,7 +392,7 @@ class LocalRuntime:
                 failure.reason += f". Log: {self._log_tail(spec.id, log_offset) or '(empty)'}"
             raise
 
-    async def _wait_sandbox(self, proc: subprocess.Popen, exited) -> None:
+    async def _wait_sandbox(self, proc: subprocess.Popen[bytes], exited: Callable[[], str | None]) -> None:
         """An SSH-only instance is ready once its command runs inside the sandbox."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
@@ -400,7 +414,7 @@ class LocalRuntime:
         await self.processes.terminate(instance_id, grace)
         self._release_limits(instance_id, pid)
 
-    def _kill_now(self, instance_id: str, proc: subprocess.Popen | None) -> None:
+    def _kill_now(self, instance_id: str, proc: subprocess.Popen[bytes] | None) -> None:
         """SIGKILL everything of the instance and release its limits, synchronously.
 
         Used on failed starts too, where it must also work while the task is being cancelled."""
@@ -467,7 +481,7 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=False)
 
 
-def _describe_isolation(info: dict) -> str:
+def _describe_isolation(info: dict[str, Any]) -> str:
     if info.get("mechanism") == "none":
         return "no sandbox (single-user mode): the notebook runs as nbfleet's own user"
     return (f"sandbox: {info['mechanism']} ({', '.join(info['namespaces'])} namespaces), "

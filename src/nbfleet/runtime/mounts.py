@@ -41,14 +41,17 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
+from typing import Any, TypeVar
 
+from ..domain.instances import InstanceSpec, MountSpec
 from ..domain.storage import Category, StoragePolicy, obs_location
-from .base import InstanceSpec, MountSpec, RuntimeFailure
+from .base import RuntimeFailure
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MS_BIND = 4096
 MS_REMOUNT = 32
@@ -202,7 +205,7 @@ class HostMounts:
         return data
 
     # --- DynamicStorage ----------------------------------------------------------------------------------
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
@@ -214,7 +217,7 @@ class HostMounts:
     async def detach_all(self, spec: InstanceSpec) -> None:
         await self._run(self._locked, spec.id, self._detach_all, spec.id)
 
-    def _locked(self, instance_id: str, fn, *args):
+    def _locked(self, instance_id: str, fn: Callable[..., _T], *args: Any) -> _T:
         # Bounded: a change still running for the instance (a mount whose wait was given up) must not hold a
         # second worker for as long as it takes.
         lock = self._lock(instance_id)
@@ -428,6 +431,7 @@ class HostMounts:
     def _passwd_file(self) -> Path:
         """The key pair for s3fs: root's, 0600, written anew each time (the operator may have changed it)."""
         path = self.root / "s3fs.passwd"
+        assert self.obs_credentials is not None   # object storage is offered only with credentials
         ak, sk = self.obs_credentials
         # Written aside and renamed into place: an s3fs starting meanwhile for another mount reads the old
         # file or the new one, never a half-written one.
@@ -462,7 +466,7 @@ class HostMounts:
         # Deepest first: the binds in D, then s3fs's mounts, D's own mount last.
         for path in sorted((p for p in mount_points() if p.startswith(prefix)), key=len, reverse=True):
             self._unmount(path)
-        for directory, subdirs, files in os.walk(top, topdown=False):
+        for directory, _subdirs, files in os.walk(top, topdown=False):
             for name in files:
                 if name.endswith(".log") or os.path.dirname(directory) == str(self._staging(instance_id)):
                     os.unlink(os.path.join(directory, name))

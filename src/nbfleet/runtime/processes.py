@@ -15,8 +15,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -141,12 +141,12 @@ class InstanceProcesses:
         """``owner(uid)``: whether a process of that real uid may be an instance's (see ``marked_processes``)."""
         self.data_dir = data_dir
         self.owner = owner
-        self._children: dict[str, subprocess.Popen] = {}   # started here, to reap them
+        self._children: dict[str, subprocess.Popen[bytes]] = {}   # started here, to reap them
 
     def marked(self, instance_id: str | None = None) -> list[tuple[str, psutil.Process]]:
         return marked_processes(self.data_dir, instance_id, self.owner)
 
-    def track(self, instance_id: str, proc: subprocess.Popen) -> None:
+    def track(self, instance_id: str, proc: subprocess.Popen[bytes]) -> None:
         self._children[instance_id] = proc
 
     async def terminate(self, instance_id: str, grace: float) -> None:
@@ -165,7 +165,7 @@ class InstanceProcesses:
             log.warning("instance %s: the server ignored SIGTERM for %.1f s; killing", instance_id, grace)
         await asyncio.to_thread(self.kill_now, instance_id)   # it waits for the ends: not on the event loop
 
-    def kill_now(self, instance_id: str, proc: subprocess.Popen | None = None) -> None:
+    def kill_now(self, instance_id: str, proc: subprocess.Popen[bytes] | None = None) -> None:
         """SIGKILL everything of the instance, synchronously (also while a task is being cancelled)."""
         roots = [p for _, p in self.marked(instance_id)]
         if proc is not None and proc.poll() is None and all(r.pid != proc.pid for r in roots):
@@ -210,7 +210,7 @@ class InstanceProcesses:
             await asyncio.sleep(0.01)
         return child.returncode
 
-    def _child(self, pid: int) -> subprocess.Popen | None:
+    def _child(self, pid: int) -> subprocess.Popen[bytes] | None:
         return next((c for c in self._children.values() if c.pid == pid), None)
 
     def _poll(self, instance_id: str) -> None:

@@ -29,11 +29,13 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Protocol
 
-from .base import FlavorLimits, RuntimeFailure
+from ..domain.instances import FlavorLimits
+from .base import RuntimeFailure
 from .environments import BuiltEnvironment
 from .host_uids import HostUids
 
@@ -73,7 +75,7 @@ class InstanceDirs:
     root: Path
 
     @classmethod
-    def of(cls, data_dir: Path, instance_id: str) -> "InstanceDirs":
+    def of(cls, data_dir: Path, instance_id: str) -> InstanceDirs:
         # The id becomes a directory name: refuse anything that could walk the tree.
         if not instance_id or "/" in instance_id or instance_id in (".", "..") or "\0" in instance_id:
             raise RuntimeFailure(f"unusable instance id {instance_id!r}")
@@ -132,7 +134,10 @@ class Inside:
 class Isolation(Protocol):
     name: str
 
-    def describe(self) -> dict: ...
+    def check(self, reachable: Sequence[Path] = ()) -> None:
+        """Raise ``SandboxUnavailable`` when instances cannot be isolated here."""
+
+    def describe(self) -> dict[str, Any]: ...
 
     def inside(self, dirs: InstanceDirs) -> Inside: ...
 
@@ -205,7 +210,8 @@ class Bubblewrap:
             raise SandboxUnavailable(f"bubblewrap at {self.bwrap} could not run: {exc}") from None
         if result.returncode != 0:
             raise SandboxUnavailable(
-                f"bubblewrap at {self.bwrap} could not create a sandbox ({result.stderr.strip() or result.returncode}); "
+                f"bubblewrap at {self.bwrap} could not create a sandbox "
+                f"({result.stderr.strip() or result.returncode}); "
                 "it needs user namespaces (sysctl user.max_user_namespaces > 0)"
                 + (f" and must be executable by uid {uid}" if uid is not None else "")
                 + ", or run a single trusted user with --single-user")
@@ -223,7 +229,7 @@ class Bubblewrap:
                         "(e.g. --data-dir /var/lib/nbfleet), or allow traversal with chmod o+x "
                         f"{blocked}")
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "mechanism": "bubblewrap",
             "namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["network"] if self.private_net else []),
@@ -300,6 +306,7 @@ class Bubblewrap:
         """``data``: the host directory shown at /data (dynamic mounts made below it later appear there)."""
         launch = Launch(argv=[], env=dict(env))
         size = ["--size", str(flavor.memory_mb * 1024 * 1024)] if flavor.memory_mb and flavor.memory_mb > 0 else []
+        assert self.bwrap is not None   # check() refuses a host without bwrap before anything starts
         args = [self.bwrap, *self._namespaces(hostname)]
         # /tmp first: a later bind below /tmp (an image dir there) must land on top of it, not under it.
         args += [*size, "--tmpfs", "/tmp"]
@@ -415,7 +422,7 @@ class Unsandboxed:
         log.warning("notebooks run WITHOUT a sandbox (--single-user): every notebook can read and change "
                     "nbfleet's data dir, its database and every other notebook")
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"mechanism": "none", "single_user": True,
                 "warning": "notebooks run as nbfleet's own user without a sandbox; safe for one trusted user only"}
 

@@ -74,8 +74,8 @@ class SessionEntry:
         """The host command line that runs ``command`` in the instance (pass ``pass_fds=(pidfd,)``).
 
         ``tty``: a Unix socket (also passed) over which the command's terminal comes back."""
-        spec = {"pidfd": self.pidfd, "pid": self.pid, "flags": self.flags, "groups": self.groups, "uid": self.uid, "gid": self.gid,
-                "cwd": self.cwd, "argv": command, "env": {**self.env, **(env or {})}, "tty": tty}
+        spec = {"pidfd": self.pidfd, "pid": self.pid, "flags": self.flags, "groups": self.groups, "uid": self.uid,
+                "gid": self.gid, "cwd": self.cwd, "argv": command, "env": {**self.env, **(env or {})}, "tty": tty}
         return [sys.executable, "-I", "-S", str(ENTER), json.dumps(spec)]
 
     def close(self) -> None:

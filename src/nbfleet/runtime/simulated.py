@@ -12,11 +12,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..clock import SystemClock
+from ..domain.instances import FlavorLimits, InstanceSpec, MountSpec, Placement
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, MountSpec, Observation, Placement, Reporter,
-                   RuntimeFailure)
+from .base import Activity, DynamicStorage, EngineImage, ImageEngine, Observation, Reporter, RuntimeFailure
 
 INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")
@@ -34,7 +35,7 @@ class FailureRule:
     #                   "pull", "serve", "commit", "remove"
 
     @classmethod
-    def parse(cls, text: str) -> "FailureRule":
+    def parse(cls, text: str) -> FailureRule:
         parts = dict(item.split("=", 1) for item in text.split(";") if "=" in item)
         field = next((f for f in ("name", "flavor", "image") if f in parts), None)
         if field is None:
@@ -102,7 +103,7 @@ class SimulatedImages:
     A save takes as long as a start (four ``delay`` steps); a removal one step.
     """
 
-    def __init__(self, runtime: "SimulatedRuntime"):
+    def __init__(self, runtime: SimulatedRuntime):
         self.runtime = runtime
         self.committed: list[str] = []   # for tests: what was saved and removed, by this process
         self.removed: list[str] = []
@@ -118,7 +119,8 @@ class SimulatedImages:
 
     async def commit(self, spec: InstanceSpec, placement: Placement, swr_path: str) -> EngineImage:
         scripted = self.runtime._scripted(spec, "commit")
-        fails = scripted is not None or (self._rule(swr_path, "commit") or self.runtime._rule(spec, "commit")) is not None
+        ruled = self._rule(swr_path, "commit") or self.runtime._rule(spec, "commit")
+        fails = scripted is not None or ruled is not None
         for half in range(2):
             await self.runtime.pause(2)
             if fails and half == 0:
@@ -137,7 +139,7 @@ class SimulatedStorage:
     """Pretend dynamic mounts: each attach or detach takes one ``delay`` step and succeeds, unless a rule
     ``name=<glob of instance name>;op=mount`` fails the instance's mounts. Nothing is mounted anywhere."""
 
-    def __init__(self, runtime: "SimulatedRuntime"):
+    def __init__(self, runtime: SimulatedRuntime):
         self.runtime = runtime
         self.mounted: dict[str, set[str]] = {}   # for tests: instance id -> mount ids, in this process
 
@@ -155,6 +157,12 @@ class SimulatedStorage:
     async def detach_all(self, spec: InstanceSpec) -> None:
         self.mounted.pop(spec.id, None)
 
+    async def reap(self, known_ids: set[str]) -> list[str]:
+        gone = [notebook_id for notebook_id in self.mounted if notebook_id not in known_ids]
+        for notebook_id in gone:
+            self.mounted.pop(notebook_id)
+        return gone
+
 
 class SimulatedRuntime:
     """``delay`` seconds per step, on ``clock`` (a test's clock makes the steps wait for its time).
@@ -167,12 +175,11 @@ class SimulatedRuntime:
     """
 
     name = "simulated"
-    observes = False
-    reports_activity = False
-    images: "SimulatedImages"
-    storage: "SimulatedStorage"
+    observes = False   # nothing runs, so there is nothing that could die behind the store's back
+    reports_activity = False   # no kernels, so nothing is ever idle
 
-    def __init__(self, delay: float = 2.0, failures: list[str] | None = None, *, clock=None,
+    def __init__(self, delay: float = 2.0, failures: list[str] | None = None, *,
+                 clock: SystemClock | None = None,
                  observes: bool | None = None, reports_activity: bool | None = None):
         self.delay = delay
         self.clock = clock or SystemClock()
@@ -186,14 +193,14 @@ class SimulatedRuntime:
         self.activity_of: dict[str, Activity] = {}   # instance id -> what a test said it does
         self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
         self.started_from: dict[str, str] = {}   # instance id -> the swr_path of its last start
-        self.images = SimulatedImages(self)
-        self.storage = SimulatedStorage(self)
+        self.images: ImageEngine | None = SimulatedImages(self)
+        self.storage: DynamicStorage | None = SimulatedStorage(self)
 
     async def pause(self, steps: int = 1) -> None:
         if self.delay:
             await self.clock.sleep(self.delay * steps)
 
-    def isolation(self) -> dict:
+    def isolation(self) -> dict[str, Any]:
         return {"mechanism": "none", "note": "simulated runtime: no notebook code runs"}
 
     def _rule(self, spec: InstanceSpec, op: str) -> FailureRule | None:

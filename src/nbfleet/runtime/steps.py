@@ -3,6 +3,7 @@ FAILED, whatever was raised (a failure of its own, a bug, an engine error)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ..domain.model import StepStatus
 from .base import Reporter, RuntimeFailure
@@ -11,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 async def failed_start(exc: BaseException, step: int, reporter: Reporter, instance_id: str,
-                       describe=lambda exc: f"{type(exc).__name__}: {exc}") -> RuntimeFailure:
+                       describe: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
+                       ) -> RuntimeFailure:
     """The ``RuntimeFailure`` to raise for ``exc`` at ``step``, after reporting it; a cancellation (not an
     ``Exception``) is raised again as it is."""
     if isinstance(exc, RuntimeFailure):

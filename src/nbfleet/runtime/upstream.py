@@ -16,8 +16,8 @@ import errno
 import http.cookiejar
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpcore
 import httpx
@@ -42,7 +42,9 @@ def connectable(path: str) -> Iterator[str]:
 class _VerifiedSocketBackend(httpcore.AnyIOBackend):
     """httpcore's network backend, connecting to Unix sockets only through ``connectable``."""
 
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+                                  ) -> httpcore.AsyncNetworkStream:
         try:
             with connectable(path) as address:
                 return await super().connect_unix_socket(address, timeout=timeout, socket_options=socket_options)

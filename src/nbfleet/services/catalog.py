@@ -5,10 +5,11 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..domain import errors as E
+from ..domain.instances import FlavorLimits
 from ..domain.query import MAX_OFFSET, Page, parse_int, parse_sort
-from ..runtime.base import FlavorLimits
 
 FLAVOR_SORT_KEYS = {"id", "name", "vcpus", "memory", "category"}
 
@@ -47,10 +48,13 @@ def load_catalogue(path: Path | None, default_name: str) -> list[dict]:
     return json.loads(resources.files("nbfleet.catalog").joinpath(default_name).read_text())
 
 
+def _flavor_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: (tuple(v) if k == "storages" else v) for k, v in entry.items()}
+
+
 class FlavorCatalog:
     def __init__(self, path: Path | None = None, has_capacity=lambda limits: True):
-        self.flavors = {f["id"]: Flavor(**{k: (tuple(v) if k == "storages" else v) for k, v in f.items()})
-                        for f in load_catalogue(path, "flavors.json")}
+        self.flavors = {f["id"]: Flavor(**_flavor_fields(f)) for f in load_catalogue(path, "flavors.json")}
         self.has_capacity = has_capacity
 
     def get(self, flavor_id: str) -> Flavor | None:

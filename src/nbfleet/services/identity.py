@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,21 +11,16 @@ from ..auth import passwords
 from ..auth.principal import Principal
 from ..auth.secrets import SecretBox
 from ..clock import SystemClock
+from ..domain.ids import new_id  # noqa: F401  (also imported from here)
 from ..private_files import make_private, write_private
 from ..store import identity_repo as repo
 from ..store.db import Database
-
 
 CREDENTIALS_FILE = "credentials.json"
 
 # Where a token came from (tokens.origin): a password change revokes the ones the old password opened.
 TOKEN_FROM_PASSWORD = "password"   # console sessions, POST /v3/auth/tokens
 TOKEN_FROM_ADMIN = "admin"         # nbfleet admin create-token
-
-
-def new_id() -> str:
-    """32 lower-case hex characters, the id format of projects and users."""
-    return uuid.uuid4().hex
 
 
 def new_access_key() -> tuple[str, str]:
@@ -188,7 +182,7 @@ class IdentityService:
             return None
         if domain_name is not None and domain_name != self.domain()[1]:
             return None
-        if passwords.needs_rehash(stored):
+        if stored is not None and passwords.needs_rehash(stored):   # verified: there is a hash
             with self.db.write() as conn:
                 repo.update_user(conn, user["id"], password_hash=passwords.hash_password(password))
         return {"id": user["id"], "name": user["name"], "is_admin": bool(user["is_admin"])}

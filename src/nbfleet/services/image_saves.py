@@ -44,6 +44,7 @@ class ImageSaves:
             with self.nb.db.write() as conn:
                 notebook = self.nb._visible(conn, principal, notebook_id)   # 6309
                 target = check(notebook["status"], Op.SAVE_IMAGE)            # 6327, 6357, 6326
+                assert target is not None   # a save always moves the instance to SNAPSHOTTING
                 if request.workspace_id != "0" and not identity_repo.workspace_exists(
                         conn, request.workspace_id, principal.project_id):
                     raise E.WorkspaceNotFound()

@@ -88,6 +88,7 @@ def delete_owned(conn, principal: Principal, row, *, purge: bool, now: int) -> d
         raise E.PermissionDenied("delete image")
     for _attempt in range(CAS_ATTEMPTS):
         target = check_image(row["status"], ImageOp.DELETE, row["id"]).target
+        assert target is not None   # a deletion always moves the image to DELETED
         if image_repo.change_status(conn, row["id"], row["status"],
                                     {"status": target.value, "update_at": now, "purge": purge}):
             return image_repo.to_json(image_repo.get(conn, row["id"]))
@@ -181,7 +182,7 @@ class ImageCatalog:
         if fuzzy_raw not in ("true", "false"):
             raise E.InvalidParameter("Parameter error: 'name_fuzzy_match' must be true or false.")
         sort_key = one("sort_key")
-        sort = ("create_at",)
+        sort: tuple[str, ...] = ("create_at",)
         if sort_key:
             try:
                 sort = tuple(IMAGE_SORT_KEYS[k.strip()] for k in sort_key.split(","))
@@ -290,6 +291,7 @@ class ImageCatalog:
             return image_repo.to_json(row)   # being saved, failed, or a runtime without engine images
         found = self.engine.inspect(row["swr_path"])   # a read: see the module's docstring
         target = image_after(row["status"], ImageEvent.FOUND if found else ImageEvent.MISSING)
+        assert target is not None
         doc = image_doc(row)
         doc["status_message"] = "" if found else f"The image {row['swr_path']} is not in the engine any more."
         if found is not None and found.size_kb is not None:

@@ -7,9 +7,9 @@ Only public keys are kept, in OpenSSH's one-line form; a private key is refused 
 from __future__ import annotations
 
 import re
-from sqlalchemy.exc import IntegrityError
 
 import asyncssh
+from sqlalchemy.exc import IntegrityError
 
 from ..auth.principal import Principal
 from ..clock import SystemClock

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from functools import lru_cache
 
 import orjson
 
 from ..auth.secrets import SecretBox
-
+from ..domain.instances import Placement
 from ..domain.model import STEP_DESCRIPTIONS, Status, billing_items
 from ..domain.requests import FREE_FORM, free_form_fits
-from ..runtime.base import Placement
 from .addresses import NotebookAddresses
+
 
 class SealedTokens:
     """Jupyter tokens as the store keeps them: sealed with the installation's key, so that a copy of the
@@ -118,7 +119,7 @@ def _billing(status: str, volume_category: str | None) -> list[str]:
 
 
 def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str],
-                  dynamic: list[dict] = ()) -> dict:
+                  dynamic: Sequence[dict] = ()) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
 
     ``token``: the instance's Jupyter token as the caller may see it (the owner: opened; others: None).

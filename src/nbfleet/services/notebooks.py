@@ -5,6 +5,7 @@ in one transaction; the reconciler does the slow work afterwards.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from collections.abc import Callable
@@ -17,10 +18,11 @@ from ..auth.secrets import SecretBox
 from ..domain import errors as E
 from ..domain import lease as leases
 from ..domain import requests as R
+from ..domain.ids import is_instance_id
+from ..domain.instances import Placement
 from ..domain.model import Feature, Status
 from ..domain.query import Page, parse_notebook_query
 from ..domain.transitions import Op, check
-from ..runtime.base import Placement
 from ..store import identity_repo, image_repo, storage_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
@@ -269,7 +271,7 @@ class NotebookService:
             volume["capacity"] = new_size
         return values, spec
 
-    def _switchable(self, row) -> list[dict]:
+    def _switchable(self, row) -> builtins.list[dict]:   # `list` is a method of this class
         """Flavors the instance can change to: same feature, arch, image-compatible, not sold out."""
         current = self.flavors.get(row["flavor"])
         image = orjson.loads(row["spec"])["image"]
@@ -297,6 +299,7 @@ class NotebookService:
         with self.db.write() as conn:
             row = self._visible(conn, principal, notebook_id)
             target = check(row["status"], op, strict_delete=self.settings.strict_delete)
+            assert target is not None   # the operations that come here all change the status
             if op is Op.START:
                 self._admit_start(conn)
             values = {"status": target.value, "update_at": self.clock.now_ms(), **build(row)}
@@ -325,7 +328,7 @@ class NotebookService:
 
         def build(row):
             lease = leases.grant(row["create_at"], now, request.duration, request.type, self.limits,
-                                 previous=_lease(row))
+                                 previous=leases.lease_of(row))
             return {"desired": Status.RUNNING.value, "token": self.tokens.new(), "fail_reason": None,
                     "action_progress": orjson.dumps(initial_progress()).decode(), "lease_type": lease.type.value,
                     "lease_duration": lease.duration, "lease_enable": lease.enable,
@@ -347,7 +350,7 @@ class NotebookService:
             row = self._visible(conn, principal, notebook_id)
             check(row["status"], Op.RUN_ONLY)
             lease = leases.grant(row["create_at"], now, request.duration, request.type, self.limits,
-                                 previous=_lease(row))
+                                 previous=leases.lease_of(row))
             values = {"lease_type": lease.type.value, "lease_duration": lease.duration,
                       "lease_enable": lease.enable, "lease_update_at": lease.update_at, "update_at": now}
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
@@ -376,19 +379,20 @@ class NotebookService:
         The proxy is authenticated by the instance's own Jupyter token, so no principal is needed.
         """
         with self.db.read() as conn:
-            row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
+            row = repo.get(conn, notebook_id) if is_instance_id(notebook_id) else None
         if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.NotebookNotFound(http_status=404)
-        placement = Placement.from_json(orjson.loads(row["placement"]))
+        placement = Placement.from_column(row["placement"])
+        assert placement is not None   # a RUNNING instance has its placement
         if not placement.socket and not placement.port:   # an SSH-only instance: no Jupyter to reach
             return E.NotebookNotFound(http_status=404)
         return placement
 
-    def ssh_access(self, notebook_id: str) -> "SshAccess | None":
+    def ssh_access(self, notebook_id: str) -> SshAccess | None:
         """Who may open SSH sessions in the instance and from where, while it runs with an SSH endpoint;
         None otherwise. The SSH gateway authenticates with this, so no principal is needed."""
         with self.db.read() as conn:
-            row = repo.get(conn, notebook_id) if _looks_like_uuid(notebook_id) else None
+            row = repo.get(conn, notebook_id) if is_instance_id(notebook_id) else None
             if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
                 return None
             ssh = [ep for ep in orjson.loads(row["spec"]).get("endpoints") or [] if ep.get("service") == "SSH"]
@@ -399,8 +403,9 @@ class NotebookService:
         # Several SSH endpoints: any of their addresses; one without a list allows every address.
         networks = None if any(not ep.get("allowed_access_ips") for ep in ssh) else \
             [ip for ep in ssh for ip in ep["allowed_access_ips"]]
-        return SshAccess(notebook_id, Placement.from_json(orjson.loads(row["placement"])),
-                         [key for _, key in keys], networks)
+        placement = Placement.from_column(row["placement"])
+        assert placement is not None   # a RUNNING instance has its placement
+        return SshAccess(notebook_id, placement, [key for _, key in keys], networks)
 
     def feature_quota(self, principal: Principal) -> dict:
         """The caller's NOTEBOOK feature: whether creating is possible, the quota and what is used."""
@@ -419,19 +424,6 @@ class SshAccess:
     placement: Placement
     public_keys: list[str]               # OpenSSH public key lines of the key pairs named on the instance
     allowed_networks: list[str] | None   # IPv4 addresses/CIDRs; None: any address
-
-
-def _looks_like_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _lease(row) -> leases.Lease:
-    return leases.Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]),
-                        leases.LeaseType(row["lease_type"]), row["lease_update_at"])
 
 
 def _run_user(value: dict | None) -> dict | None:

@@ -73,6 +73,7 @@ class RequestAuthenticator:
         if pending.principal is not None:
             return pending.principal
         key = pending.key
+        assert key is not None and pending.signed is not None   # a signed request that begin let through
         try:
             sig.verify(pending.signed, self.identity.secret_of(key["secret_enc"]), pending.method, pending.path,
                        pending.raw_query, pending.headers, body, self.clock.now(), self.skew_seconds,
@@ -91,6 +92,7 @@ class RequestAuthenticator:
     def _remember(self, pending: PendingRequest) -> None:
         """Record the request's signature until its date is out of the window, or refuse it as a repeat."""
         now = self.clock.now_ms()
+        assert pending.signed is not None
         # Past that moment its date is refused anyway (a second of slack for the date's resolution).
         expires_at = sig.signing_time_ms(pending.headers) + self.skew_seconds * 1000 + 1000
         with self.db.write() as conn:

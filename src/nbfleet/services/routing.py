@@ -8,12 +8,12 @@ fails with 502), never at another instance: a socket path belongs to one instanc
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
 from ..domain import errors as E
-from ..runtime.base import Placement
+from ..domain.instances import Placement
 
 # Every refusal looks the same, so nobody learns from the proxy which ids exist or what state they are in.
 NOT_AVAILABLE = E.ModelArtsError("The notebook instance does not exist or is not running; start it and try "

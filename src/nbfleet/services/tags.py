@@ -5,13 +5,11 @@ import re
 from collections.abc import Callable
 
 import orjson
-from sqlalchemy import select
 
 from ..auth.principal import Principal
 from ..domain import errors as E
 from ..domain.transitions import Op, check
 from ..store import notebook_repo as repo
-from ..store.tables import notebook_tags, notebooks
 from .notebooks import NotebookService
 
 MAX_TAGS = 20
@@ -95,16 +93,9 @@ class TagService:
 
     def in_use(self, principal: Principal, workspace_id: str | None) -> dict:
         """Every distinct key over the caller's notebooks in the project (admins: all of them)."""
-        cond = [notebooks.c.project_id == principal.project_id]
-        if not principal.is_admin:
-            cond.append(notebooks.c.user_id == principal.user_id)
-        if workspace_id:
-            cond.append(notebooks.c.workspace_id == workspace_id)
-        stmt = (select(notebook_tags.c.key, notebook_tags.c.value).distinct()
-                .join(notebooks, notebooks.c.id == notebook_tags.c.notebook_id).where(*cond)
-                .order_by(notebook_tags.c.key, notebook_tags.c.value))
         with self.nb.db.read() as conn:
-            rows = conn.execute(stmt).all()
+            rows = repo.tags_in_use(conn, principal.project_id, None if principal.is_admin else principal.user_id,
+                                    workspace_id)
         grouped: dict[str, list[str]] = {}
         for key, value in rows:
             grouped.setdefault(key, []).append(value)

@@ -23,9 +23,9 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import asyncssh
 
@@ -66,7 +66,7 @@ class SshGateway:
     async def blocking(self, function: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
-    def take_slot(self, channels: "_ChannelCount", notebook_id: str) -> "_Slot":
+    def take_slot(self, channels: _ChannelCount, notebook_id: str) -> _Slot:
         """A place for one more channel of this connection, or ChannelOpenError: a client, or the users of
         one instance, cannot hold more of nbfleet's file descriptors, processes and threads than this."""
         if channels.count >= self.max_channels_per_connection:
@@ -102,7 +102,7 @@ class SshGateway:
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("SSH gateway: connections still closing at shutdown")
         self._threads.shutdown(wait=False, cancel_futures=True)
 
@@ -202,7 +202,7 @@ class SshGateway:
         os.set_blocking(fds[0], False)
         return proc, fds[0]
 
-    async def open_forward(self, notebook_id: str, key: str | None, port: int, slot: "_Slot | None" = None) -> Relay:
+    async def open_forward(self, notebook_id: str, key: str | None, port: int, slot: _Slot | None = None) -> Relay:
         """A relay inside the instance's network namespace, connected to its loopback ``port``."""
         try:
             entry = await self.open_entry(notebook_id, key)
@@ -220,7 +220,7 @@ class SshGateway:
             entry.close()
         try:
             ready = await asyncio.wait_for(proc.stdout.readexactly(1), 15)
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except (TimeoutError, asyncio.IncompleteReadError):
             ready = b""
         except BaseException:
             _end(proc)
@@ -396,6 +396,6 @@ def _allowed(peer: str, networks: list[str] | None) -> bool:
         address = ipaddress.ip_address(peer)
     except ValueError:
         return False
-    if getattr(address, "ipv4_mapped", None) is not None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in ipaddress.ip_network(net, strict=False) for net in networks)

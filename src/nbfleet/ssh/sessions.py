@@ -188,7 +188,7 @@ class SessionChannel(asyncssh.SSHServerSession):
                 await asyncio.gather(self._pump(self.proc.stdout, self.chan.write),
                                      self._pump(self.proc.stderr, self.chan.write_stderr))
             code = await self.proc.wait()
-        except (BrokenPipeError, ConnectionError, asyncssh.ChannelClosedError):
+        except (BrokenPipeError, ConnectionError):   # asyncssh: a write to a closed channel is a BrokenPipeError
             return
         except Exception:
             log.exception("SSH: a session in %s failed", self.notebook_id)
@@ -256,7 +256,7 @@ class SessionChannel(asyncssh.SSHServerSession):
                 if waiting.done():
                     try:
                         await asyncio.wait_for(readable.wait(), 0.2)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         return
                 else:
                     await asyncio.wait({waiting, asyncio.ensure_future(readable.wait())},
@@ -271,7 +271,7 @@ class Relay(asyncssh.SSHTCPSession):
     def __init__(self, proc: asyncio.subprocess.Process, slot=None):
         self.proc = proc
         self.slot = slot
-        self.chan = None
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task | None = None

@@ -5,6 +5,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -40,7 +41,7 @@ class Database:
         else:
             # A database that is unreachable must fail a request quickly (503), not hang it; a URL's own
             # connect_timeout wins. pool_pre_ping replaces connections that died while the database was away.
-            connect_args = {} if "connect_timeout=" in url else {"connect_timeout": 5}
+            connect_args: dict[str, Any] = {} if "connect_timeout=" in url else {"connect_timeout": 5}
             # psycopg prepares repeated statements; PostgreSQL's generic plan for them cannot see the search
             # pattern or the offset, and falls back to scans the trigram and ordering indexes exist to avoid.
             connect_args["options"] = "-c plan_cache_mode=force_custom_plan"

@@ -67,7 +67,7 @@ def user_projects(conn: Connection, user_id: str) -> list[str]:
 
 def is_member(conn: Connection, user_id: str, project_id: str) -> bool:
     return conn.execute(select(func.count()).select_from(memberships).where(
-        memberships.c.user_id == user_id, memberships.c.project_id == project_id)).scalar() > 0
+        memberships.c.user_id == user_id, memberships.c.project_id == project_id)).scalar_one() > 0
 
 
 def insert_access_key(conn: Connection, ak: str, user_id: str, secret_enc: str, now: int) -> None:
@@ -139,7 +139,8 @@ def keypairs_named(conn: Connection, user_id: str, names: set[str]) -> list[tupl
 
 
 def list_keypairs(conn: Connection, user_id: str):
-    return conn.execute(select(keypairs).where(keypairs.c.user_id == user_id).order_by(keypairs.c.name)).mappings().all()
+    query = select(keypairs).where(keypairs.c.user_id == user_id).order_by(keypairs.c.name)
+    return conn.execute(query).mappings().all()
 
 
 def delete_keypair(conn: Connection, user_id: str, name: str) -> int:
@@ -156,4 +157,4 @@ def insert_workspace(conn: Connection, workspace_id: str, project_id: str, name:
 
 def workspace_exists(conn: Connection, workspace_id: str, project_id: str) -> bool:
     return conn.execute(select(func.count()).select_from(workspaces).where(
-        workspaces.c.id == workspace_id, workspaces.c.project_id == project_id)).scalar() > 0
+        workspaces.c.id == workspace_id, workspaces.c.project_id == project_id)).scalar_one() > 0

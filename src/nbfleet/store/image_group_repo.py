@@ -7,7 +7,7 @@ from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from .tables import image_groups, images
 
 G = image_groups.c
-I = images.c
+I = images.c   # noqa: E741 - the table's columns, one capital letter as N, G and D in the other repos
 
 
 def ensure(conn: Connection, row: dict) -> None:
@@ -18,7 +18,7 @@ def ensure(conn: Connection, row: dict) -> None:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]  # same API
     conn.execute(dialect_insert(image_groups).values(**row).on_conflict_do_nothing(index_elements=["id"]))
     conn.execute(update(image_groups).where(G.id == row["id"])
                  .values(description=row["description"], update_at=func.max(G.update_at, row["update_at"])

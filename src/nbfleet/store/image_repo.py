@@ -6,7 +6,7 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from .tables import images, notebooks
 
-I = images.c
+I = images.c   # noqa: E741 - the table's columns, one capital letter as N, G and D in the other repos
 _SORT = {"create_at": I.create_at, "update_at": I.update_at, "name": I.name, "tag": I.tag}
 _LIVE = I.status != "DELETED"
 

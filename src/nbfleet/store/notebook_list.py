@@ -13,6 +13,8 @@ expression costs more than running it.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from sqlalchemy import Connection, Integer, String, and_, bindparam, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -84,9 +86,8 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
         cond.append(N.id.in_(_tagged(sqlite)))
     if fts:
         if sqlite:
-            matches = select(literal_column("rowid")).select_from(text("notebooks_fts")).where(
-                text("notebooks_fts MATCH :fts_query"))
-            cond.append(N.seq.in_(matches))
+            cond.append(N.seq.in_(select(literal_column("rowid")).select_from(text("notebooks_fts")).where(
+                text("notebooks_fts MATCH :fts_query"))))
         else:
             for column in fts:
                 cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
@@ -135,12 +136,15 @@ def _tagged(sqlite: bool):
     time grow steeply with the pairs (seconds at 100). A key has one value per instance, and the pairs are
     distinct, so an instance matches every pair exactly when it matches as many as there are."""
     t = notebook_tags.c
+    pairs: Any
+    key: Any
+    value: Any
     if sqlite:
         pairs = func.json_each(bindparam("tag_pairs")).table_valued("value").alias("wanted")
         key, value = func.json_extract(pairs.c.value, "$[0]"), func.json_extract(pairs.c.value, "$[1]")
     else:
-        pairs = func.unnest(bindparam("tag_keys", type_=ARRAY(String)),
-                            bindparam("tag_values", type_=ARRAY(String))).table_valued("key", "value").render_derived("wanted")
+        pairs = (func.unnest(bindparam("tag_keys", type_=ARRAY(String)), bindparam("tag_values", type_=ARRAY(String)))
+                 .table_valued("key", "value").render_derived("wanted"))
         key, value = pairs.c.key, pairs.c.value
     return (select(t.notebook_id).select_from(notebook_tags)
             .join(pairs, and_(t.key == key, or_(value.is_(None), t.value == value)))
@@ -148,7 +152,7 @@ def _tagged(sqlite: bool):
 
 
 def _params(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite: bool) -> dict:
-    params = {"project_id": q.project_id, "workspace_id": q.workspace_id, "feature": q.feature.value,
+    params: dict[str, Any] = {"project_id": q.project_id, "workspace_id": q.workspace_id, "feature": q.feature.value,
               "count_user": q.owner_id if q.owner_id is not None else ALL_USERS, "offset": q.offset,
               "limit": q.limit}
     if q.owner_id is not None:

@@ -2,7 +2,8 @@
 ``notebook_list``."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
@@ -153,6 +154,11 @@ def release(conn: Connection, notebook_id: str, owner: str) -> None:
                  .values(claim_owner=None, claim_until=None))
 
 
+def release_owned(conn: Connection, owner: str) -> None:
+    """Give up every claim ``owner`` holds (a replica that stops)."""
+    conn.execute(update(notebooks).where(N.claim_owner == owner).values(claim_owner=None, claim_until=None))
+
+
 def release_all(conn: Connection) -> None:
     conn.execute(update(notebooks).where(N.claim_owner.is_not(None)).values(claim_owner=None, claim_until=None))
 
@@ -161,6 +167,20 @@ def replace_tags(conn: Connection, notebook_id: str, tags: Iterable[tuple[str, s
     conn.execute(delete(notebook_tags).where(notebook_tags.c.notebook_id == notebook_id))
     for key, value in tags:
         conn.execute(insert(notebook_tags).values(notebook_id=notebook_id, key=key, value=value))
+
+
+def tags_in_use(conn: Connection, project_id: str, user_id: str | None, workspace_id: str | None) -> Sequence[Any]:
+    """Distinct (key, value) of the tags on the project's notebooks (of ``user_id``'s only, unless None),
+    in one workspace if given; ordered by key, then value."""
+    cond = [N.project_id == project_id]
+    if user_id is not None:
+        cond.append(N.user_id == user_id)
+    if workspace_id:
+        cond.append(N.workspace_id == workspace_id)
+    stmt = (select(notebook_tags.c.key, notebook_tags.c.value).distinct()
+            .join(notebooks, N.id == notebook_tags.c.notebook_id).where(*cond)
+            .order_by(notebook_tags.c.key, notebook_tags.c.value))
+    return conn.execute(stmt).all()
 
 
 def add_event(conn: Connection, notebook_id: str, project_id: str, at: int, kind: str, message: str) -> None:

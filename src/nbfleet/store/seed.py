@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import insert, select
 
-from ..services.identity import new_id
+from ..domain.ids import new_id
 from . import identity_repo
 from .db import Database
 from .tables import images, memberships, notebook_tags, notebooks, projects, users
@@ -36,7 +36,7 @@ class SeedReport:
     users: int
     big_project: str
     big_project_instances: int
-    sample_user: dict
+    sample_user: dict[str, str]
 
 
 def seed(db: Database, *, instances: int, projects_count: int, big_share: float, big_project: str,
@@ -62,7 +62,7 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
     total_users = 0
     done = 0
     sample_user = None
-    for project_id, count in zip(project_ids, per_project):
+    for project_id, count in zip(project_ids, per_project, strict=True):
         user_ids = []
         with db.write() as conn:
             for _ in range(max(1, -(-count // PER_USER))):
@@ -95,6 +95,7 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
             progress(done)
         if sample_user is None:
             sample_user = {"user_id": user_ids[0], "project_id": project_id}
+    assert sample_user is not None   # the big project is always among them
     return SeedReport(done, projects_count, total_users, big_project, big_n, sample_user)
 
 

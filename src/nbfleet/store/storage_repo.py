@@ -6,6 +6,7 @@ API detach and the reconciler finishing a mount cannot both win.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, text, update
 
@@ -78,7 +79,7 @@ def claim_work(conn: Connection, owner: str, now: int, until: int, exclude: Iter
     A MOUNTING mount of an instance that is not running waits: it is mounted once the instance runs."""
     exclude = list(exclude)
     running = select(notebooks.c.id).where(notebooks.c.status == "RUNNING")
-    cond = [IN_FLIGHT_SQL, D.status.in_(("MOUNTING", "UNMOUNTING")),
+    cond: list[Any] = [IN_FLIGHT_SQL, D.status.in_(("MOUNTING", "UNMOUNTING")),
             or_(D.status == "UNMOUNTING", D.notebook_id.in_(running)),
             or_(D.claim_owner.is_(None), D.claim_until < now, D.claim_owner == owner)]
     stmt = select(D.id).where(*cond)

@@ -2,8 +2,20 @@
 everything a list filter or sort touches is a real, indexed column."""
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Identity, Index, Integer, MetaData, String, Table,
-                        Text, text)
+from sqlalchemy import (
+                        BigInteger,
+                        Boolean,
+                        Column,
+                        ForeignKey,
+                        Identity,
+                        Index,
+                        Integer,
+                        MetaData,
+                        String,
+                        Table,
+                        Text,
+                        text,
+)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -273,5 +285,5 @@ signin_failures = Table(
 )
 
 __all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
-           "workspaces", "images", "image_groups", "notebooks", "dynamic_storages", "notebook_counts", "notebook_tags", "events",
-           "request_signatures", "signin_failures"]
+           "workspaces", "images", "image_groups", "notebooks", "dynamic_storages", "notebook_counts", "notebook_tags",
+           "events", "request_signatures", "signin_failures"]

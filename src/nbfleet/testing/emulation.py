@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +67,14 @@ class Clock:
     """The emulated server's clock, moved by the test. Every call returns when the server has done what
     the time it moved to asks for (steps completed, leases run out, instances stopped)."""
 
-    def __init__(self, env: "Emulator"):
+    def __init__(self, env: Emulator):
         self._env = env
 
     def now_ms(self) -> int:
         return self._env._control("GET", "/clock")["now_ms"]
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms() / 1000, timezone.utc)
+        return datetime.fromtimestamp(self.now_ms() / 1000, UTC)
 
     @property
     def frozen(self) -> bool:
@@ -89,7 +89,7 @@ class Clock:
         if ms < 0:
             raise ValueError("the clock only moves forward")
         state = self._env._control("POST", "/clock", {"advance_ms": ms})
-        return datetime.fromtimestamp(state["now_ms"] / 1000, timezone.utc)
+        return datetime.fromtimestamp(state["now_ms"] / 1000, UTC)
 
     def freeze(self) -> None:
         """Stop the clock: simulated steps then complete only when the test advances it."""
@@ -102,7 +102,7 @@ class Clock:
         """Move the clock just as far as the transitions under way need to finish (create, start, stop,
         delete, mounts, image saves); a lease is not reached unless it falls before they end."""
         state = self._env._control("POST", "/clock", {"run_pending": True})
-        return datetime.fromtimestamp(state["now_ms"] / 1000, timezone.utc)
+        return datetime.fromtimestamp(state["now_ms"] / 1000, UTC)
 
 
 class Emulator:
@@ -211,7 +211,7 @@ class Emulator:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -315,6 +315,7 @@ class _ServerThread:
         # uvloop when it is there (uvicorn[standard] brings it), as ``nbfleet serve`` runs: with asyncio's own
         # loop every request after a connection's first waited ~40 ms for a delayed ACK (measured). The loop
         # is this thread's alone; the process's event loop policy is left as the test set it.
+        loop: asyncio.AbstractEventLoop
         try:
             import uvloop
             loop = uvloop.new_event_loop()
@@ -386,7 +387,8 @@ class emulator(contextlib.ContextDecorator):  # noqa: N801 - used like a functio
 
     def __init__(self, *, step_seconds: float = 2.0, frozen: bool = False,
                  failures: list[str] | tuple[str, ...] = (), settings: dict[str, Any] | None = None):
-        self._options = {"step_seconds": step_seconds, "frozen": frozen, "failures": failures, "settings": settings}
+        self._options: dict[str, Any] = {"step_seconds": step_seconds, "frozen": frozen, "failures": failures,
+                                         "settings": settings}
         self._env: Emulator | None = None
 
     def __enter__(self) -> Emulator:

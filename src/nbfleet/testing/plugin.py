@@ -16,9 +16,12 @@ nothing.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
-SCOPES = ("function", "session")
+Scope = Literal["function", "session"]
+SCOPES: tuple[Scope, ...] = ("function", "session")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,11 +37,12 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "options of the nbfleet_server fixture's server for this test")
 
 
-def _scope(fixture_name: str, config: pytest.Config) -> str:
+def _scope(fixture_name: str, config: pytest.Config) -> Scope:
     scope = config.getoption("--nbfleet-scope") or config.getini("nbfleet_scope") or "function"
-    if scope not in SCOPES:
-        raise pytest.UsageError(f"nbfleet_scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-    return scope
+    for known in SCOPES:
+        if scope == known:
+            return known
+    raise pytest.UsageError(f"nbfleet_scope must be one of {', '.join(SCOPES)}, not {scope!r}")
 
 
 @pytest.fixture(scope=_scope)

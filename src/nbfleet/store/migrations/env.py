@@ -14,7 +14,9 @@ def run() -> None:
     if connection is not None:
         _migrate(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "alembic.ini or the caller names the database"
+    engine = create_engine(url)
     with engine.begin() as conn:
         _migrate(conn)
 

@@ -12,8 +12,8 @@ Create Date: 2026-11-25
 - fuzzy search: an FTS5 trigram index over name, description and user name on SQLite; pg_trgm GIN
   indexes on PostgreSQL.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"

@@ -18,8 +18,8 @@ Create Date: 2026-11-27
   sealed here, which needs that key (``nbfleet serve`` and ``nbfleet db upgrade`` hand it over). The
   column becomes text: a sealed token is longer than 64 characters.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 BATCH = 2000
 

@@ -18,8 +18,8 @@ Create Date: 2026-12-01
 """
 import uuid
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0007"
 down_revision = "0006"

@@ -9,8 +9,8 @@ Create Date: 2026-11-30
   unique per instance; rows go with their instance.
 - ``ix_dynamic_storages_work``: the reconciler looks for mounts in flight every sweep; they are few.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0008"
 down_revision = "0007"
