@@ -21,6 +21,7 @@ from .api.inputs import ControlCharacterGuard
 from .api.openapi import install_openapi
 from .api.proxy import ProxyRefusal, ProxyTarget, close_notebook_proxy, install_notebook_proxy
 from .auth.secrets import SecretBox
+from . import __version__
 from .clock import SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
@@ -191,7 +192,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             api_threads.shutdown(wait=True)
             db.dispose()
 
-    app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+    app = FastAPI(title="nbfleet", version=__version__, lifespan=lifespan, redirect_slashes=False,
                   docs_url="/docs" if settings.api_docs else None,
                   redoc_url="/redoc" if settings.api_docs else None, openapi_url="/openapi.json")
     install_error_handlers(app)

@@ -90,11 +90,17 @@ def serve(
 
     from ..app import build_isolation, create_app
     from ..runtime.sandbox import SandboxUnavailable
+    from ..store.db import MissingDriver, check_driver
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url,
                              database_url_file=database_url_file, runtime=runtime,
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
                              migrate=migrate, single_user=single_user)
+    try:   # refuse before anything else: without its driver the store cannot even be opened
+        check_driver(settings.sqlalchemy_url())
+    except MissingDriver as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
     # must read (image environments, instance directories) gets its mode explicitly.
