@@ -11,6 +11,9 @@ It checks that every ``total`` equals a plain ``COUNT(*)``, measures throughput 
 
     python bench/list_api.py --quick                 # 20k rows, < 1 min (what CI runs)
     python bench/list_api.py --instances 1000000     # the issue's scale (seeding takes minutes once)
+
+Needs a checkout with the test extra (``pip install -e '.[test]'``): the server is started and requests are
+signed with the tests' helpers (``tests/procs.py``, ``tests/support.py``; see docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 
+from . import __version__
 from .api import catalog as catalog_routes
 from .api import iam as iam_routes
 from .api import keypairs as keypair_routes
@@ -204,7 +205,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             api_threads.shutdown(wait=True)
             db.dispose()
 
-    app = FastAPI(title="nbfleet", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
+    app = FastAPI(title="nbfleet", version=__version__, lifespan=lifespan, redirect_slashes=False,
                   docs_url="/docs" if settings.api_docs else None,
                   redoc_url="/redoc" if settings.api_docs else None, openapi_url="/openapi.json")
     install_error_handlers(app)

@@ -26,7 +26,7 @@ def seed_command(
     from ..clock import SystemClock
     from ..services.images import ImageCatalog
     from ..settings import Settings
-    from ..store.seed import seed
+    from ..store.seed import AlreadySeeded, seed
 
     given: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url}
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -44,8 +44,13 @@ def seed_command(
             last[0] = time.monotonic()
             typer.echo(f"  {done:,} / {instances:,} instances ({done / (time.monotonic() - started):,.0f}/s)")
 
-    report = seed(db, instances=instances, projects_count=projects, big_share=big_project_share, big_project=big,
-                  now_ms=SystemClock().now_ms(), seal=identity.box.seal, progress=progress)
+    try:
+        report = seed(db, instances=instances, projects_count=projects, big_share=big_project_share,
+                      big_project=big, now_ms=SystemClock().now_ms(), seal=identity.box.seal, progress=progress)
+    except AlreadySeeded as exc:
+        db.dispose()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     # Planner statistics for the new population (without them SQLite guesses, and guesses badly).
     # On PostgreSQL also VACUUM: index-only scans (deep offsets) need the visibility map it sets.
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

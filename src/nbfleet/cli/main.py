@@ -96,6 +96,7 @@ def serve(
 
     from ..app import build_isolation, create_app
     from ..runtime.sandbox import SandboxUnavailable
+    from ..store.db import MissingDriver, check_driver
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url,
                              database_url_file=database_url_file, runtime=runtime,
@@ -104,6 +105,11 @@ def serve(
                              runtime_default="simulated" if testing else None)
     if settings.testing and settings.runtime != "simulated":
         _fail("--testing runs the simulated runtime: leave out --runtime or give --runtime simulated")
+    try:   # refuse before anything else: without its driver the store cannot even be opened
+        check_driver(settings.sqlalchemy_url())
+    except MissingDriver as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
     # must read (image environments, instance directories) gets its mode explicitly.

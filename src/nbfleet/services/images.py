@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..auth.principal import Principal
 from ..domain import errors as E
 from ..domain.image_requests import check_registration, force_flag
-from ..domain.images import REGISTRY, ImageStatus, ImageType, group_id
+from ..domain.images import REGISTRY, ImageStatus, ImageType, Origin, group_id
 from ..domain.query import MAX_OFFSET, Page, parse_int, parse_sort
 from ..domain.transitions import ImageEvent, ImageOp, check_image, image_after
 from ..runtime.base import EngineImage, RuntimeFailure
@@ -133,7 +133,10 @@ class ImageCatalog:
                 cats = img.get("resource_categories", ["CPU"])
                 doc = {
                     "description": img.get("description", ""), "arch": img.get("arch", "X86_64").lower(),
-                    "origin": "CUSTOMIZE", "status_message": "",
+                    # Not BUILD_IN: origin says how a user's image came to be (registered, or saved from an
+                    # instance) and the spec allows only CUSTOMIZE | IMAGE_SAVE, CUSTOMIZE being its default
+                    # (images-flavors-tags-storage.md §2.2, notebooks.md §3.3). type=BUILD_IN marks presets.
+                    "origin": Origin.CUSTOMIZE.value, "status_message": "",
                     "dev_services": img.get("dev_services", ["NOTEBOOK", "SSH"]), "resource_categories": cats,
                     "support_res_categories": cats, "flavor_type": None, "size": img.get("size", 0),
                     "swr_instance_id": None, "tags": [],

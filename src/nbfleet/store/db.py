@@ -15,6 +15,28 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from ..private_files import create_private, make_private
 
 
+class MissingDriver(RuntimeError):
+    """The database URL names a driver that is not installed (PostgreSQL without the ``postgres`` extra)."""
+
+
+# URL driver -> (module to import, what to install)
+_DRIVERS = {"psycopg": ("psycopg", "pip install 'nbfleet[postgres]'")}
+
+
+def check_driver(url: str) -> None:
+    """Raise ``MissingDriver`` with one line that says what to install when ``url``'s driver is missing:
+    SQLAlchemy's own error is a traceback ending in ``No module named 'psycopg'``."""
+    scheme = url.split("://", 1)[0]
+    if not scheme.startswith("postgresql"):
+        return
+    driver = scheme.partition("+")[2] or "psycopg2"
+    module, install = _DRIVERS.get(driver, (driver, f"install the {driver} driver"))
+    try:
+        __import__(module)
+    except ImportError:
+        raise MissingDriver(f"the database URL needs the {driver} driver, which is not installed: {install}") from None
+
+
 class Database:
     """Owns the engine. ``read()`` gives a read-only snapshot; ``write()`` a transaction that holds the
     write lock from its first statement, so check-then-write sequences (quotas, compare-and-set) cannot

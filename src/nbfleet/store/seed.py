@@ -17,6 +17,7 @@ from ..domain.ids import new_id
 from . import identity_repo
 from .db import Database
 from .tables import images, memberships, notebook_tags, notebooks, projects, users
+from .tables import workspaces as workspace_table
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu train eval bert resnet llama mnist "
@@ -27,6 +28,14 @@ STATUS_WEIGHTS = (("RUNNING", 25), ("STOPPED", 60), ("CREATE_FAILED", 4), ("STAR
 FLAVORS = ("modelarts.vm.cpu.2u", "modelarts.vm.cpu.4u", "modelarts.vm.cpu.8u")
 PER_USER = 100          # instances per user: a non-admin's own list stays small, as in real teams
 YEAR_MS = 365 * 86_400_000
+
+
+WORKSPACE_PREFIX = "seed-workspace-"   # every seeding adds such workspaces: the mark of a seeded store
+
+
+class AlreadySeeded(Exception):
+    """The store was seeded before. The population is generated from a fixed random seed, so a second
+    seeding would insert the same notebook ids again; it refuses before writing anything instead."""
 
 
 @dataclass
@@ -47,6 +56,9 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
     ``seal`` seals each Jupyter token as the service stores it (``SecretBox.seal``)."""
     rng = random.Random(rng_seed)
     with db.read() as conn:
+        marked = select(workspace_table.c.id).where(workspace_table.c.name.like(WORKSPACE_PREFIX + "%")).limit(1)
+        if conn.execute(marked).first() is not None:
+            raise AlreadySeeded("this store was seeded before; seed a new data dir (or an empty database)")
         image_rows = conn.execute(select(images.c.id, images.c.swr_path, images.c.doc)
                                   .where(images.c.project_id.is_(None))).all()
     usable = [(i, s, d) for i, s, d in image_rows if "CPU" in orjson.loads(d)["resource_categories"]
@@ -75,7 +87,7 @@ def seed(db: Database, *, instances: int, projects_count: int, big_share: float,
         extra_workspaces = [new_id() for _ in range(2)]
         with db.write() as conn:
             for i, wid in enumerate(extra_workspaces):
-                identity_repo.insert_workspace(conn, wid, project_id, f"seed-workspace-{i}", now_ms)
+                identity_repo.insert_workspace(conn, wid, project_id, f"{WORKSPACE_PREFIX}{i}", now_ms)
         workspaces = ["0"] * 8 + extra_workspaces
         for start in range(0, count, 5000):
             rows, tags = [], []
