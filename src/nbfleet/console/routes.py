@@ -24,6 +24,7 @@ from ..api.inputs import has_control_character
 from ..api.proxy_policy import foreign_origin
 from ..domain import errors as E
 from ..domain.model import Feature, Status
+from ..observability import context
 from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
 from . import views as V
@@ -50,6 +51,7 @@ def require_session(request: Request) -> S.Session:
     session = S.current_session(request)
     if session is None:
         raise ConsoleRefusal(401, "ModelArts.0203", "Sign in to use the console.", sign_in=True)
+    context.note_caller(session.principal)
     return session
 
 
