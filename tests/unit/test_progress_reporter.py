@@ -5,7 +5,7 @@ import asyncio
 
 import orjson
 
-from nbfleet.controller.reconciler import ProgressReporter
+from nbfleet.controller.lifecycle import ProgressReporter
 from nbfleet.domain.model import StepStatus
 
 

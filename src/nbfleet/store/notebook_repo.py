@@ -153,6 +153,11 @@ def release(conn: Connection, notebook_id: str, owner: str) -> None:
                  .values(claim_owner=None, claim_until=None))
 
 
+def release_owned(conn: Connection, owner: str) -> None:
+    """Give up every claim ``owner`` holds (a replica that stops)."""
+    conn.execute(update(notebooks).where(N.claim_owner == owner).values(claim_owner=None, claim_until=None))
+
+
 def release_all(conn: Connection) -> None:
     conn.execute(update(notebooks).where(N.claim_owner.is_not(None)).values(claim_owner=None, claim_until=None))
 
