@@ -28,6 +28,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ..observability import lifecycle as observe
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
 
@@ -155,6 +156,7 @@ class Claims:
 
     async def _claimed(self, row, work, *args) -> bool:
         """Run the work, then release the claim; True when the work ran through."""
+        observe.work_taken(row)
         try:
             await work(row, *args)
             self.r._retries.succeeded(row["id"])

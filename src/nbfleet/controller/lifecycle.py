@@ -17,6 +17,7 @@ import orjson
 
 from ..domain.model import TRANSITIONAL, Status, StepStatus
 from ..domain.transitions import Event, after
+from ..observability import lifecycle as observe
 from ..runtime.base import Placement, RuntimeFailure
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
@@ -148,6 +149,7 @@ class Lifecycle:
 
         changed = await self.r.db_call(change)
         if changed:
+            observe.transition(row, event, target, now)
             self.r.on_status(row["id"])
             if settles:
                 self.r.claims.settled(row["id"])
@@ -245,6 +247,7 @@ class Lifecycle:
                                "Instance and its storage deleted")
 
         await self.r.db_call(remove)
+        observe.deleted(row, self.r.clock.now_ms())
         self.r.on_status(row["id"])
 
     async def stop_row(self, row, reason: str, note: tuple[str, str] | None = None) -> None:

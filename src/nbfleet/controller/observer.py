@@ -16,6 +16,7 @@ import orjson
 from ..domain.lease import Lease
 from ..domain.model import TRANSITIONAL, LeaseType, Status
 from ..domain.transitions import Event
+from ..observability import lifecycle as observe
 from ..runtime.base import Placement, RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
@@ -72,6 +73,7 @@ class Observer:
         now = r.clock.now_ms()
         # Claimed in the query itself, so of replicas sweeping together exactly one stops each instance.
         for row in await r.db_call(repo.claim_expired_timing, r.replica_id, now, r.claims.until(), list(inflight)):
+            observe.auto_stop("lease")
             r.claims.dispatch(row, r.lifecycle.auto_stop, lease_decision(_lease_of(row), now).reason)
         if not getattr(r.runtime, "observes", True):
             return
@@ -107,6 +109,7 @@ class Observer:
         if decision.stop:
             fresh = await r.claims.claim_unchanged(row)
             if fresh is not None:
+                observe.auto_stop("idle")
                 r.claims.dispatch(fresh, r.lifecycle.auto_stop, decision.reason)
 
     async def check_alive(self, row, *, adopting: bool = False) -> None:

@@ -27,6 +27,7 @@ import uuid
 from ..auth.secrets import SecretBox
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
+from ..observability import metrics
 from ..runtime.base import FlavorLimits, ImageRef, InstanceSpec
 from ..services.catalog import FlavorCatalog
 from ..services.images import ImageCatalog
@@ -177,7 +178,8 @@ class Reconciler:
             self._wake.clear()
             interval = self.settings.reconcile_interval
             try:
-                await self.sweep()
+                with metrics.sweep_timer():
+                    await self.sweep()
                 if down_since is not None:
                     log.warning("store reachable again after %.1f s; reconciling", self._loop.time() - down_since)
                     down_since = None
