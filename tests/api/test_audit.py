@@ -112,3 +112,39 @@ def test_admin_audit_command(api, settings):
     assert text.exit_code == 0 and len(text.output.splitlines()) == 1 and "alice" in text.output
     bad = runner.invoke(cli_app, [*args, "--since", "soon"])
     assert bad.exit_code == 1
+
+
+def test_console_sign_in_actions_and_sign_out_are_audited(api):
+    import re
+
+    from .test_iam import PASSWORD
+    api.services.identity.set_password(api.creds.user_id, PASSWORD)
+    nb = api.create("console-audited")
+    client = api.client
+    page = client.get("/console/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    wrong = client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": "nope"},
+                        follow_redirects=False)
+    assert wrong.status_code == 401
+    page = client.get("/console/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    signed_in = client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD},
+                            follow_redirects=False)
+    assert signed_in.status_code in (302, 303)
+    detail = client.get(f"/console/notebooks/{nb['id']}")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', detail.text).group(1)
+    client.post(f"/console/notebooks/{nb['id']}/stop", data={"csrf_token": csrf}, follow_redirects=False)
+    client.post("/console/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    from nbfleet.observability.audit import wire
+    from nbfleet.store import audit_repo
+    with api.services.identity.db.read() as conn:   # every project's rows (a failed sign-in has none)
+        rows = [wire(r) for r in audit_repo.page(conn) if r["route"].startswith("/console/")]
+    assert [r["action"] for r in rows] == ["console.logout", "console.act.stop", "console.login", "console.login"]
+    by_action = {r["action"]: r for r in rows}
+    assert by_action["console.act.stop"]["instance_id"] == nb["id"]
+    assert by_action["console.act.stop"]["user_id"] == api.creds.user_id
+    assert by_action["console.logout"]["user_name"] == "admin"
+    failed = [r for r in rows if r["action"] == "console.login" and r["status"] == 401]
+    assert failed and failed[0]["user_id"] is None and failed[0]["project_id"] is None
+    assert by_action["console.act.stop"] in audit(api)   # the project's admins see the project's rows
+    assert PASSWORD not in repr(rows)

@@ -164,6 +164,7 @@ async def login(request: Request):
     if scope is None:
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
+    context.note_project(scope[0])
     token, _expires = identity.create_token(user["id"], scope[0], origin=TOKEN_FROM_PASSWORD)
     response = redirect(console_page(form.get("next"), "/console/notebooks"))
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)

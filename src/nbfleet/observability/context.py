@@ -55,6 +55,13 @@ def note_user(user_id: str, user_name: str) -> None:
         ctx.user_id, ctx.user_name = user_id, user_name
 
 
+def note_project(project_id: str) -> None:
+    """Remember the project a sign-in was scoped to."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.project_id = project_id
+
+
 def note_target(instance_id: str) -> None:
     """Remember the instance a request acts on when its path does not name it (create)."""
     ctx = _current.get()
