@@ -151,7 +151,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             identity.check_secret_key()
             rt = runtime or build_runtime(settings)
             flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
-            engine = getattr(rt, "images", None)
+            engine = rt.images
             images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name,
                                   engine=EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
                                   if engine is not None else None)

@@ -7,13 +7,14 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import orjson
 from fastapi import Depends, Request, Response
 
 from ..auth.principal import Principal
 from ..observability import context
+from ..runtime.base import Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.identity import IdentityService
 from ..services.image_groups import ImageGroups
@@ -27,6 +28,9 @@ from ..services.storage import DynamicStorageService
 from ..services.tags import TagService
 from .http import read_body, refuse_declared_oversize
 
+if TYPE_CHECKING:
+    from ..controller.reconciler import Reconciler
+
 T = TypeVar("T")
 
 
@@ -39,8 +43,8 @@ class Services:
     tags: TagService
     images: ImageCatalog
     flavors: FlavorCatalog
-    reconciler: object
-    runtime: object
+    reconciler: Reconciler
+    runtime: Runtime
     # Where API requests do their blocking work (authentication, store, JSON): their own threads, so the
     # reconciler's store calls (asyncio's default executor) never queue in front of them.
     api_threads: ThreadPoolExecutor

@@ -17,8 +17,7 @@ router = APIRouter(default_response_class=JSONBytes)
 @router.get("/health")
 async def health(request: Request):
     runtime = request.app.state.services.runtime
-    describe = getattr(runtime, "isolation", None)
-    return JSONBytes({"status": "ok", "runtime": runtime.name, "isolation": describe() if describe else None})
+    return JSONBytes({"status": "ok", "runtime": runtime.name, "isolation": runtime.isolation()})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -19,11 +20,14 @@ from ..runtime.base import EngineImage, Placement, RuntimeFailure
 from ..store import image_repo
 from ..store.db import store_unavailable
 
+if TYPE_CHECKING:
+    from .reconciler import Reconciler
+
 log = logging.getLogger("nbfleet.reconciler")
 
 
 class ImageWork:
-    def __init__(self, reconciler):
+    def __init__(self, reconciler: "Reconciler"):
         self.r = reconciler
         self._purge: asyncio.Task | None = None
         self.purge_requested = True   # look once after a start: a crash may have left removals undone
@@ -36,7 +40,7 @@ class ImageWork:
         if image is None:   # nothing left to save (cannot happen through the API): the instance runs on
             await r._set(row, Event.SNAPSHOT_DONE, {}, note=("image_save_failed", "No image to save it as"))
             return
-        engine = getattr(r.runtime, "images", None)
+        engine = r.runtime.images
         placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
         if engine is None or placement is None:
             why = (f"the {r.runtime.name} runtime cannot save instances as images" if engine is None
@@ -89,7 +93,7 @@ class ImageWork:
     # --- remove the content of deleted images -----------------------------------------------------
     def start_purge(self) -> None:
         """Remove deleted images' content in the background, one round at a time."""
-        if getattr(self.r.runtime, "images", None) is None:
+        if self.r.runtime.images is None:
             return   # nothing to remove on this runtime; a runtime with an engine will do it
         if self._purge is not None and not self._purge.done():
             return

@@ -45,14 +45,14 @@ class Observer:
         Runtimes that run nothing (simulated) have nothing to adopt, so a large store costs nothing at start.
         """
         r = self.r
-        if not getattr(r.runtime, "observes", True):
+        if not r.runtime.observes:
             return
         rows = await r.db_read(repo.get_many, [s.value for s in (*LIVE, *TRANSITIONAL)])
         reaped = await r.runtime.reap_orphans({row["id"] for row in rows})
         for notebook_id in reaped:
             log.warning("ended orphan process of unknown instance %s", notebook_id)
-        storage = getattr(r.runtime, "storage", None)
-        if storage is not None and hasattr(storage, "reap"):
+        storage = r.runtime.storage
+        if storage is not None:
             try:
                 for notebook_id in await storage.reap({row["id"] for row in rows}):
                     log.warning("unmounted what was left mounted for instance %s, which is not running", notebook_id)
@@ -66,7 +66,9 @@ class Observer:
         """Auto-stop expired and idle instances; for runtimes that run something, check liveness.
 
         Expired TIMING leases are found in SQL, so a store with many RUNNING rows (the simulated
-        runtime at scale) costs one indexed query, not a scan in Python.
+        runtime at scale) costs one indexed query, not a scan in Python. Idle checks run when the runtime
+        observes or reports activity anyway (``Runtime.reports_activity``), liveness checks only when it
+        observes: a runtime that runs nothing has nothing that could die.
         """
         r = self.r
         inflight = r.claims.inflight
@@ -75,11 +77,12 @@ class Observer:
         for row in await r.db_call(repo.claim_expired_timing, r.replica_id, now, r.claims.until(), list(inflight)):
             observe.auto_stop("lease")
             r.claims.dispatch(row, r.lifecycle.auto_stop, lease_decision(_lease_of(row), now).reason)
-        if not getattr(r.runtime, "observes", True):
+        if r.runtime.observes or r.runtime.reports_activity:
+            idle = [row for row in await r.db_read(repo.running_with_idle_lease)
+                    if row["id"] not in inflight and row["placement"]]
+            await self._each(idle, self.check_idle)
+        if not r.runtime.observes:
             return
-        idle = [row for row in await r.db_read(repo.running_with_idle_lease)
-                if row["id"] not in inflight and row["placement"]]
-        await self._each(idle, self.check_idle)
         running = [row for row in await r.db_read(repo.get_many, [Status.RUNNING.value]) if row["id"] not in inflight]
         await self._each(running, self.check_alive)
 
@@ -116,7 +119,7 @@ class Observer:
         r = self.r
         spec = r.spec_of(row)
         placement = Placement.from_json(orjson.loads(row["placement"])) if row["placement"] else None
-        if adopting and hasattr(r.runtime, "adopt"):
+        if adopting:
             alive = await r.runtime.adopt(spec, placement)
             reason = None if alive else "the Jupyter process did not survive the restart of nbfleet"
         else:

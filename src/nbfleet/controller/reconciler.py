@@ -28,7 +28,7 @@ from ..auth.secrets import SecretBox
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
 from ..observability import metrics
-from ..runtime.base import FlavorLimits, ImageRef, InstanceSpec
+from ..runtime.base import FlavorLimits, ImageRef, InstanceSpec, Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.images import ImageCatalog
 from ..store import notebook_repo as repo
@@ -51,13 +51,13 @@ class Reconciler:
     RETRY_LIMIT = 5
     RETRY_MAX_SECONDS = 60.0
 
-    def __init__(self, db: Database, runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
+    def __init__(self, db: Database, runtime: Runtime, clock, settings, flavors: FlavorCatalog, images: ImageCatalog, *,
                  secrets: SecretBox, idle_policy=None, replica_id: str | None = None,
                  on_status=lambda notebook_id: None):
         """``on_status(id)`` is told of every status this reconciler writes (the proxy forgets its route)."""
         self.db = db
         self.secrets = secrets   # opens the sealed notebook tokens the runtime needs
-        self.runtime = runtime
+        self.runtime: Runtime = runtime
         self.clock = clock
         self.settings = settings
         self.flavors = flavors

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from ..domain.model import Status
 from ..domain.storage import MountStatus
-from ..runtime.base import MountSpec, RuntimeFailure
+from ..runtime.base import DynamicStorage, MountSpec, RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store import storage_repo
 from ..store.db import store_unavailable
+
+if TYPE_CHECKING:
+    from .reconciler import Reconciler
 
 log = logging.getLogger("nbfleet.reconciler")
 
@@ -30,13 +34,13 @@ def mount_spec(row) -> MountSpec:
 
 
 class StorageWork:
-    def __init__(self, reconciler):
+    def __init__(self, reconciler: "Reconciler"):
         self.r = reconciler
         self.inflight: dict[str, asyncio.Task] = {}
 
     @property
-    def storage(self):
-        return getattr(self.r.runtime, "storage", None)
+    def storage(self) -> DynamicStorage | None:
+        return self.r.runtime.storage
 
     def _timeout(self) -> float:
         return self.r.settings.storage.mount_timeout

@@ -170,6 +170,9 @@ class DynamicStorage(Protocol):
     async def detach_all(self, spec: InstanceSpec) -> None:
         """Unmount everything of the instance (stop, delete, loss); nothing mounted is fine."""
 
+    async def reap(self, known_ids: set[str]) -> list[str]:
+        """After a restart: unmount what is left mounted for instances not in ``known_ids``; return their ids."""
+
 
 class Runtime(Protocol):
     """What every runtime implements. The reconciler is its only caller, one call per instance at a time.
@@ -181,7 +184,13 @@ class Runtime(Protocol):
     """
 
     name: str
-    observes: bool    # False: nothing runs (simulated), so there is nothing to watch or adopt
+    # False: nothing runs (simulated), so there is nothing to watch, adopt or reap: the reconciler calls
+    # neither ``observe`` nor ``adopt`` nor ``reap_orphans``.
+    observes: bool
+    # True: ``activity`` reports kernel activity worth an idle check even when ``observes`` is False (a
+    # runtime that runs nothing itself but can ask something that does). The observer runs idle checks
+    # when ``observes or reports_activity``, liveness checks only when ``observes``.
+    reports_activity: bool
     images: ImageEngine | None   # None: images are not engine images (see ImageEngine)
     storage: DynamicStorage | None   # None: no dynamic mounts (attach ends in MOUNT_FAILED)
 
@@ -199,6 +208,10 @@ class Runtime(Protocol):
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
         """Is the instance still alive where it was placed?"""
+
+    async def adopt(self, spec: InstanceSpec, placement: Placement | None) -> bool:
+        """After nbfleet restarted: is what runs at ``placement`` still this instance's, alive and answering
+        its token? False: the reconciler marks the instance lost."""
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         """Usage signal for idle auto-stop, or None if the runtime cannot tell."""

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from ..domain.model import StepStatus
-from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
-                   gpus_on_host)
+from .base import (Activity, DynamicStorage, FlavorLimits, ImageEngine, InstanceSpec, Observation, Placement,
+                   Reporter, RuntimeFailure, gpus_on_host)
 from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
 from .environments import EnvironmentSpec, ImageEnvironmentError
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
@@ -58,6 +58,7 @@ def engine_client(base_url: str | None = None):
 class DockerRuntime:
     name = "docker"
     observes = True
+    reports_activity = False   # observes already: idle checks run anyway
 
     def __init__(self, data_dir: Path, client, *, network: str = "none", ready_timeout: float = 90.0,
                  stop_timeout: float = 5.0, builder: DockerImageBuilder | None = None,
@@ -74,11 +75,11 @@ class DockerRuntime:
         self.path_prefix = normal_prefix(path_prefix)
         self.pids_max = pids_max
         self.docker_host = docker_host   # for SSH sessions' exec helper; None: DOCKER_HOST or the default
-        self.images = DockerImages(client, self.container_name)
+        self.images: ImageEngine | None = DockerImages(client, self.container_name)
         self.jupyter = JupyterProbe(self.base_url)
         self._builds: dict[str, asyncio.Lock] = {}
         # Dynamic mounts (``mounts.HostMounts``): /data of every container, prepared before it starts.
-        self.storage = storage
+        self.storage: DynamicStorage | None = storage
         self.remapped = _user_namespaces_remapped(client)
         if not self.remapped:
             log.warning("the Docker engine does not remap user namespaces: every container's ma-user is host "

@@ -31,8 +31,8 @@ from typing import Sequence
 import psutil
 
 from ..domain.model import StepStatus
-from .base import (Activity, FlavorLimits, InstanceSpec, Observation, Placement, Reporter, RuntimeFailure,
-                   gpus_on_host)
+from .base import (Activity, DynamicStorage, FlavorLimits, ImageEngine, InstanceSpec, Observation, Placement,
+                   Reporter, RuntimeFailure, gpus_on_host)
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
 from .limits import LimitPlan, ResourceLimiter
 from .processes import ENV_DATA_DIR, ENV_INSTANCE, InstanceProcesses, belongs, describe_rc as _describe_rc
@@ -54,7 +54,8 @@ HOLD = ("import signal; print('SSH only: no Jupyter in this image; the sandbox w
 class LocalRuntime:
     name = "local"
     observes = True
-    images = None   # its images are environments built from the catalogue, not engine images
+    reports_activity = False   # observes already: idle checks run anyway
+    images: ImageEngine | None = None   # its images are environments built from the catalogue, not engine images
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class LocalRuntime:
         self.jupyter = JupyterProbe(self.base_url)
         self._checked = False
         # Dynamic mounts (``mounts.HostMounts``): /data of every instance, prepared before it starts.
-        self.storage = storage
+        self.storage: DynamicStorage | None = storage
 
     def _may_own(self, uid: int) -> bool:
         """Whether a process of real uid ``uid`` may be an instance's: nbfleet's own, or (as root) one of

@@ -15,8 +15,8 @@ import hashlib
 from dataclasses import dataclass
 
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import (Activity, EngineImage, FlavorLimits, InstanceSpec, MountSpec, Observation, Placement, Reporter,
-                   RuntimeFailure)
+from .base import (Activity, DynamicStorage, EngineImage, FlavorLimits, ImageEngine, InstanceSpec, MountSpec,
+                   Observation, Placement, Reporter, RuntimeFailure)
 
 INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")
@@ -125,18 +125,25 @@ class SimulatedStorage:
     async def detach_all(self, spec: InstanceSpec) -> None:
         self.mounted.pop(spec.id, None)
 
+    async def reap(self, known_ids: set[str]) -> list[str]:
+        gone = [notebook_id for notebook_id in self.mounted if notebook_id not in known_ids]
+        for notebook_id in gone:
+            self.mounted.pop(notebook_id)
+        return gone
+
 
 class SimulatedRuntime:
     name = "simulated"
     observes = False  # nothing runs, so there is nothing that could die behind the store's back
+    reports_activity = False   # no kernels, so nothing is ever idle
 
     def __init__(self, delay: float = 2.0, failures: list[str] | None = None):
         self.delay = delay
         self.rules = [FailureRule.parse(r) for r in failures or []]
         self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
         self.started_from: dict[str, str] = {}   # instance id -> the swr_path of its last start
-        self.images = SimulatedImages(self)
-        self.storage = SimulatedStorage(self)
+        self.images: ImageEngine | None = SimulatedImages(self)
+        self.storage: DynamicStorage | None = SimulatedStorage(self)
 
     async def pause(self, steps: int = 1) -> None:
         if self.delay:
