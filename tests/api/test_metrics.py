@@ -98,3 +98,28 @@ def test_metric_families_and_bounded_cardinality(metered):
         for _key, value in labels:
             for ident in (alice.user_id, bob.user_id, carol.user_id, metered.creds.project_id):
                 assert ident not in value
+
+
+def test_a_lease_auto_stop_is_counted_and_its_lines_carry_no_request_id(tmp_path, caplog):
+    import logging
+
+    from nbfleet.clock import ManualClock
+    from nbfleet.observability.metrics import REGISTRY
+
+    clock = ManualClock()
+    settings = make_settings(tmp_path, observe_interval=0.05)
+    app = create_app(settings, clock=clock, announce=lambda _text: None)
+    with TestClient(app) as client:
+        c = json.loads((settings.data_dir / "credentials.json").read_text())
+        api = Api(client, Creds(c["ak"], c["sk"], c["project_id"], c["user_id"]), app.state.services)
+        before = REGISTRY.get_sample_value("nbfleet_auto_stops_total", {"reason": "lease"}) or 0
+        nb = api.create("leased")
+        with caplog.at_level(logging.INFO, logger="nbfleet.transition"):
+            clock.advance(3_600_000)
+            api.services.reconciler.wake()
+            api.wait_status(nb["id"], "STOPPED")
+    assert REGISTRY.get_sample_value("nbfleet_auto_stops_total", {"reason": "lease"}) == before + 1
+    lines = [r for r in caplog.records if r.name == "nbfleet.transition" and r.instance_id == nb["id"]]
+    assert [(r.from_status, r.to_status, r.kind) for r in lines] == [("RUNNING", "STOPPING", "auto_stop"),
+                                                                     ("STOPPING", "STOPPED", "stop")]
+    assert all(r.request_id is None for r in lines)   # nobody asked for this work

@@ -252,7 +252,8 @@ class Lifecycle:
 
     async def stop_row(self, row, reason: str, note: tuple[str, str] | None = None) -> None:
         """Move a live instance this replica has claimed to STOPPING (auto-stop, shutdown) and finish the stop."""
-        if not await self.set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value}, note=note):
+        # Nobody asked for this stop: the request id of the instance's last intent does not go with it.
+        if not await self.set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value, "request_id": None}, note=note):
             return
         fresh = await self.r.db_read(repo.get, row["id"])
         await self.finish_stop(fresh, reason)
