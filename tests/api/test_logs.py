@@ -106,5 +106,6 @@ def test_serve_log_format_json(tmp_path):
     assert any(line["msg"].startswith("nbfleet ready") for line in lines)
     request = next(line for line in lines if line.get("request_id") == answer.headers["x-request-id"])
     assert request["route"] == "/v1/{project_id}/notebooks" and request["user_id"] == creds.user_id
-    logged = "\n".join(line for line in server.log().splitlines() if line.startswith("{"))   # not the first start's banner
+    # The log lines, not the credentials banner of the first start.
+    logged = "\n".join(line for line in server.log().splitlines() if line.startswith("{"))
     assert c["sk"] not in logged and "t0ken-for-metrics" not in logged
