@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI
 
 from . import __version__
+from .api import audit as audit_routes
 from .api import catalog as catalog_routes
 from .api import iam as iam_routes
 from .api import keypairs as keypair_routes
@@ -26,6 +27,10 @@ from .clock import ControlledClock, SystemClock
 from .console.routes import install_console
 from .controller.reconciler import Reconciler
 from .domain.instances import Placement
+from .domain.model import TRANSITIONAL, Status
+from .observability import metrics
+from .observability.audit import AuditTrail
+from .observability.middleware import ObservabilityMiddleware
 from .services.catalog import FlavorCatalog
 from .services.identity import IdentityService
 from .services.image_groups import ImageGroups
@@ -187,6 +192,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
                                                                     on_change=reconciler.wake),
                                       reconciler=reconciler, runtime=rt, api_threads=api_threads)
         app.state.settings = settings
+        app.state.audit = AuditTrail(db, clock, retention_days=settings.audit_retention_days)
+        app.state.metrics_scrape = metrics.scrape_registry(metrics.ScrapeCollector(
+            db=db, runtime_name=rt.name, reconciler=reconciler, statuses=list(Status), transitional=TRANSITIONAL))
         if settings.testing:
             from .testing.control import TestControl
             app.state.test_control = TestControl(clock, rt, reconciler, notebooks, identity)
@@ -210,6 +218,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
                   redoc_url="/redoc" if settings.api_docs else None, openapi_url="/openapi.json")
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
+    app.add_middleware(ObservabilityMiddleware)   # metrics, access log and audit of every request it lets in
     app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
@@ -217,6 +226,7 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(catalog_routes.router)
     app.include_router(iam_routes.router)
     app.include_router(keypair_routes.router)
+    app.include_router(audit_routes.router)
     if settings.testing:   # never in a server people use: see Settings.testing
         from .api import testing as testing_routes
         app.include_router(testing_routes.router)

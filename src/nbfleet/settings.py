@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     max_concurrent_starts: int = 8
     max_pending_starts: int = Field(default=64, description="CREATING+STARTING instances before 429")
 
+    # observability (docs/operations.md)
+    metrics_token: SecretStr | None = Field(default=None, description="bearer token a scraper sends to GET "
+                                            "/metrics (Authorization: Bearer <token>); unset: /metrics is off (404)")
+    log_format: Literal["text", "json"] = Field(default="text", description="serve's log lines: text, or one JSON "
+                                                "object per line (with request ids; access lines included)")
+    audit_retention_days: int = Field(default=90, ge=1, description="days audit rows are kept (pruned at most "
+                                      "once an hour)")
+
     # identity
     token_ttl_seconds: int = 86_400
     signature_skew_seconds: int = 900

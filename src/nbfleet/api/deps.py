@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import orjson
 from fastapi import Depends, Request, Response
 
 from ..auth.principal import Principal
+from ..observability import context
 from ..runtime.base import Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.identity import IdentityService
@@ -71,15 +73,20 @@ class Call:
 
     def caller(self) -> Principal:
         """The authenticated caller (blocking)."""
-        return self.services.authenticator.finish(self.pending, self.body)
+        principal = self.services.authenticator.finish(self.pending, self.body)
+        context.note_caller(principal)
+        return principal
 
     async def run(self, work: Callable[[Principal, Services], T]) -> T:
-        """``work(caller, services)`` after authentication, both in a worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.services.api_threads, self._work, work)
+        """``work(caller, services)`` after authentication, both in a worker thread (in the request's context:
+        its id goes with the intent it writes and into its log lines)."""
+        return await asyncio.get_running_loop().run_in_executor(self.services.api_threads,
+                                                                contextvars.copy_context().run, self._work, work)
 
     async def json(self, work: Callable[[Principal, Services], object], status_code: int = 200) -> Response:
         """``run``, with the result encoded as JSON in the same worker thread."""
-        content = await asyncio.get_running_loop().run_in_executor(self.services.api_threads, self._json, work)
+        content = await asyncio.get_running_loop().run_in_executor(self.services.api_threads,
+                                                                   contextvars.copy_context().run, self._json, work)
         return Response(content, status_code=status_code, media_type="application/json")
 
     def _work(self, work):

@@ -207,6 +207,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/v3/{project_id}/keypairs"): Operation("create_keypair", body="KeypairCreateRequest",
                                                      body_required=True),
     ("delete", "/v3/{project_id}/keypairs/{keypair_name}"): Operation("delete_keypair"),
+    ("get", "/v1/{project_id}/nbfleet/audit"): Operation("list_audit_events", _query(
+        "since", "user", "instance", limit=INT)),
 }
 
 

@@ -36,6 +36,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.client import unix_connect as ws_unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from ..observability import metrics
 from ..runtime.upstream import UpstreamClients, connectable
 from ..services.addresses import NotebookAddresses
 from .proxy_policy import filter_set_cookie, foreign_origin
@@ -153,9 +154,11 @@ class NotebookProxy:
             return JSONResponse({"message": "Forbidden", "reason": None}, status_code=403)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         upstream_request = client.build_request(
-            request.method, url, headers=headers, content=request.stream() if has_body else None)
+            request.method, url, headers=headers,
+            content=metrics.counted(request.stream(), "in") if has_body else None)
         try:
-            upstream = await client.send(upstream_request, stream=True)
+            with metrics.upstream_timer():
+                upstream = await client.send(upstream_request, stream=True)
         except ClientDisconnect:
             return Response(status_code=400)
         except httpx.TransportError as exc:
@@ -261,8 +264,9 @@ class NotebookProxy:
             return
 
         try:
-            await ws.accept(subprotocol=upstream.subprotocol)
-            await _pump(ws, upstream)
+            with metrics.websocket_open():
+                await ws.accept(subprotocol=upstream.subprotocol)
+                await _pump(ws, upstream)
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.close()
@@ -272,7 +276,7 @@ class _UpstreamResponse(StreamingResponse):
     """Streams an upstream response and always gives its connection back, even on disconnect."""
 
     def __init__(self, upstream: httpx.Response, raw_headers: list[tuple[bytes, bytes]]):
-        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code)
+        super().__init__(metrics.counted(upstream.aiter_raw(), "out"), status_code=upstream.status_code)
         self.raw_headers = raw_headers
         self._upstream = upstream
 
@@ -295,13 +299,16 @@ async def _pump(ws: WebSocket, upstream) -> None:
                 await upstream.close(code=code if _sendable(code) else 1000)
                 return
             if message.get("text") is not None:
+                metrics.proxied("in", message["text"])
                 await upstream.send(message["text"])
             elif message.get("bytes") is not None:
+                metrics.proxied("in", message["bytes"])
                 await upstream.send(message["bytes"])
 
     async def upstream_to_client() -> None:
         try:
             async for data in upstream:
+                metrics.proxied("out", data)
                 if isinstance(data, str):
                     await ws.send_text(data)
                 else:

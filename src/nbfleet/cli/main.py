@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, NoReturn
@@ -90,18 +89,22 @@ def serve(
         help="Serve as a test double (env NBFLEET_TESTING): simulated runtime, a clock that tests move and the "
              "test routes under /v1/{project_id}/nbfleet/testing (docs/testing.md). Never for people's notebooks."),
     log_level: str = typer.Option("info", help="debug | info | warning | error"),
+    log_format: str | None = typer.Option(
+        None, "--log-format", help="text | json: one JSON object per line, with request ids and a line per "
+        "request and per lifecycle transition (env NBFLEET_LOG_FORMAT, default text)."),
 ):
     """Run the API server (and its reconciler and notebook proxy)."""
     import uvicorn
 
     from ..app import build_isolation, create_app
+    from ..observability.logs import configure_logging
     from ..runtime.sandbox import SandboxUnavailable
     from ..store.db import MissingDriver, check_driver
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url,
                              database_url_file=database_url_file, runtime=runtime,
                              public_url=public_url, stop_notebooks_on_exit=stop_notebooks_on_exit,
-                             migrate=migrate, single_user=single_user, testing=testing,
+                             migrate=migrate, single_user=single_user, testing=testing, log_format=log_format,
                              runtime_default="simulated" if testing else None)
     if settings.testing and settings.runtime != "simulated":
         _fail("--testing runs the simulated runtime: leave out --runtime or give --runtime simulated")
@@ -110,7 +113,7 @@ def serve(
     except MissingDriver as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format, log_level)
     # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
     # must read (image environments, instance directories) gets its mode explicitly.
     os.umask(0o077)
@@ -131,7 +134,9 @@ def serve(
     from ..api.wire import http_protocol
 
     application = create_app(settings, announce=lambda text: typer.echo(text))
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+    # In JSON, uvicorn's own lines go through nbfleet's handler too (log_config=None keeps uvicorn's off).
+    json_logs: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False, **json_logs,
                 server_header=False, date_header=False, timeout_graceful_shutdown=10, http=http_protocol())
 
 
@@ -342,6 +347,37 @@ database_url_file: Path | None = DbUrlFile):
             projects = ",".join(identity_repo.user_projects(conn, user["id"]))
             flag = " admin" if user["is_admin"] else ""
             typer.echo(f"{user['id']}  {user['name']}{flag}  projects={projects}")
+
+
+@admin.command("audit")
+def audit(since: str | None = typer.Option(None, "--since", help="Only from this time on (ISO 8601, e.g. "
+                                              "2026-11-30 or 2026-11-30T08:00:00Z; no zone = UTC)."),
+          user: str | None = typer.Option(None, "--user", help="Only this user (id or name)."),
+          instance: str | None = typer.Option(None, "--instance", help="Only calls on this instance id."),
+          project: str | None = typer.Option(None, "--project", help="Only this project id."),
+          limit: int = typer.Option(50, "--limit", min=1, max=10000, help="At most this many rows, newest first."),
+          as_json: bool = typer.Option(False, "--json", help="One JSON array of rows."),
+          data_dir: Path | None = DataDir, database_url: str | None = DbUrl,
+          database_url_file: Path | None = DbUrlFile):
+    """Show the audit trail: state-changing API and console calls, newest first."""
+    from ..observability.audit import parse_since, wire
+    from ..store import audit_repo
+    try:
+        since_ms = parse_since(since) if since else None
+    except ValueError:
+        _fail(f"--since: not an ISO 8601 time: {since!r}")
+    identity = _identity(data_dir, database_url, database_url_file)
+    with identity.db.read() as conn:
+        rows = [wire(row) for row in audit_repo.page(conn, since=since_ms, user=user, instance=instance,
+                                                      project_id=project, limit=limit)]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        who = row["user_name"] or row["user_id"] or "-"
+        outcome = str(row["status"]) + (f" {row['error_code']}" if row["error_code"] else "")
+        typer.echo(f"{row['time']}  {who}  {row['method']} {row['route']}  {row['action']}  "
+                   f"{row['instance_id'] or '-'}  {outcome}  {row['request_id'] or '-'}")
 
 
 @db_app.command("upgrade")

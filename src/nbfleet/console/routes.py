@@ -25,6 +25,7 @@ from ..api.proxy_policy import foreign_origin
 from ..domain import errors as E
 from ..domain.ids import is_hex_id
 from ..domain.model import Feature, Status
+from ..observability import context
 from ..services.identity import TOKEN_FROM_PASSWORD
 from . import session as S
 from . import views as V
@@ -51,6 +52,7 @@ def require_session(request: Request) -> S.Session:
     session = S.current_session(request)
     if session is None:
         raise ConsoleRefusal(401, "ModelArts.0203", "Sign in to use the console.", sign_in=True)
+    context.note_caller(session.principal)
     return session
 
 
@@ -163,6 +165,7 @@ async def login(request: Request):
     if scope is None:
         return _login_form(request, values, {"code": "ModelArts.0210",
                                              "message": f"You are not a member of the project {project!r}."}, 403)
+    context.note_project(scope[0])
     token, _expires = identity.create_token(user["id"], scope[0], origin=TOKEN_FROM_PASSWORD)
     response = redirect(console_page(form.get("next"), "/console/notebooks"))
     S.set_session_cookie(request, response, token, identity.token_ttl_ms // 1000)

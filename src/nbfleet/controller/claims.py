@@ -30,6 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ..observability import lifecycle as observe
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
 
@@ -161,6 +162,7 @@ class Claims:
 
     async def _claimed(self, row: Row, work: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run the work, then release the claim; True when the work ran through."""
+        observe.work_taken(row)
         try:
             await work(row, *args)
             self.r._retries.succeeded(row["id"])

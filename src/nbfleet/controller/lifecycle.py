@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from ..domain.instances import InstanceSpec, Placement
 from ..domain.model import TRANSITIONAL, Status, StepStatus
 from ..domain.transitions import Event, after
+from ..observability import lifecycle as observe
 from ..runtime.base import RuntimeFailure
 from ..services.notebook_view import initial_progress
 from ..store import notebook_repo as repo
@@ -152,6 +153,7 @@ class Lifecycle:
 
         changed: bool = await self.r.db_call(change)
         if changed:
+            observe.transition(row, event, target, now)
             self.r.on_status(row["id"])
             if settles:
                 self.r.claims.settled(row["id"])
@@ -248,11 +250,13 @@ class Lifecycle:
                                "Instance and its storage deleted")
 
         await self.r.db_call(remove)
+        observe.deleted(row, self.r.clock.now_ms())
         self.r.on_status(row["id"])
 
     async def stop_row(self, row: Row, reason: str, note: tuple[str, str] | None = None) -> None:
         """Move a live instance this replica has claimed to STOPPING (auto-stop, shutdown) and finish the stop."""
-        if not await self.set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value}, note=note):
+        # Nobody asked for this stop: the request id of the instance's last intent does not go with it.
+        if not await self.set(row, Event.AUTO_STOP, {"desired": Status.STOPPED.value, "request_id": None}, note=note):
             return
         fresh = await self.r.db_read(repo.get, row["id"])
         await self.finish_stop(fresh, reason)

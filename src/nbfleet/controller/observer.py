@@ -16,6 +16,7 @@ from ..domain.instances import Placement
 from ..domain.lease import lease_of
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
+from ..observability import lifecycle as observe
 from ..runtime.base import RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
@@ -70,6 +71,7 @@ class Observer:
         now = r.clock.now_ms()
         # Claimed in the query itself, so of replicas sweeping together exactly one stops each instance.
         for row in await r.db_call(repo.claim_expired_timing, r.replica_id, now, r.claims.until(), list(inflight)):
+            observe.auto_stop("lease")
             r.claims.dispatch(row, r.lifecycle.auto_stop, lease_decision(lease_of(row), now).reason)
         if r.runtime.observes or r.runtime.reports_activity:
             idle = [row for row in await r.db_read(repo.running_with_idle_lease)
@@ -107,6 +109,7 @@ class Observer:
         if decision.stop:
             fresh = await r.claims.claim_unchanged(row)
             if fresh is not None:
+                observe.auto_stop("idle")
                 r.claims.dispatch(fresh, r.lifecycle.auto_stop, decision.reason)
 
     async def check_alive(self, row: Row, *, adopting: bool = False) -> None:

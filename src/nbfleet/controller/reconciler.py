@@ -32,6 +32,7 @@ from ..auth.secrets import SecretBox
 from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
+from ..observability import metrics
 from ..runtime.base import Runtime
 from ..services.catalog import FlavorCatalog
 from ..services.images import ImageCatalog
@@ -209,7 +210,8 @@ class Reconciler:
             self._wake.clear()
             interval = self.settings.reconcile_interval
             try:
-                await self.sweep()
+                with metrics.sweep_timer():
+                    await self.sweep()
                 if down_since is not None:
                     log.warning("store reachable again after %.1f s; reconciling", self._loop.time() - down_since)
                     down_since = None

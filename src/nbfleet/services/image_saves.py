@@ -16,6 +16,7 @@ from ..domain import errors as E
 from ..domain.image_requests import check_save
 from ..domain.images import ImageStatus, ImageType, Origin, Visibility, group_id, saved_image_address
 from ..domain.transitions import Op, check
+from ..observability import context
 from ..store import identity_repo, image_group_repo, image_repo
 from ..store import notebook_repo as repo
 from .images import group_row
@@ -56,7 +57,8 @@ class ImageSaves:
                 image_repo.insert_image(conn, row)
                 image_group_repo.ensure(conn, group_row(row, now))
                 if not repo.compare_and_set(conn, notebook_id, notebook["version"],
-                                            {"status": target.value, "update_at": now}, bump=True):
+                                            {"status": target.value, "update_at": now,
+                                             "request_id": context.request_id()}, bump=True):
                     current = self.nb._current(conn, notebook_id)
                     check(current["status"], Op.SAVE_IMAGE)
                     raise E.IllegalTransition("ModelArts.6357", current["status"], Op.SAVE_IMAGE)

@@ -23,6 +23,7 @@ from ..domain.instances import Placement
 from ..domain.model import Feature, Status
 from ..domain.query import Page, parse_notebook_query
 from ..domain.transitions import Op, check
+from ..observability import context
 from ..store import identity_repo, image_repo, storage_repo
 from ..store import notebook_repo as repo
 from ..store.db import Database
@@ -180,10 +181,11 @@ class NotebookService:
                 "lease_type": lease.type.value, "lease_duration": lease.duration, "lease_enable": lease.enable,
                 "lease_update_at": lease.update_at, "last_activity_at": None, "create_at": now, "update_at": now,
                 "spec": orjson.dumps(spec).decode(), "tags": "[]", "placement": None,
-                "claim_owner": None, "claim_until": None,
+                "claim_owner": None, "claim_until": None, "request_id": context.request_id(),
                 **(initial or {}),
             }
             repo.insert_notebook(conn, row)
+            context.note_target(row["id"])
             self._event(conn, row, "created", f"Instance created with flavor {flavor.id} and image {image['name']}")
             stored = repo.get(conn, row["id"])
         self.on_change()
@@ -302,7 +304,8 @@ class NotebookService:
             assert target is not None   # the operations that come here all change the status
             if op is Op.START:
                 self._admit_start(conn)
-            values = {"status": target.value, "update_at": self.clock.now_ms(), **build(row)}
+            values = {"status": target.value, "update_at": self.clock.now_ms(), "request_id": context.request_id(),
+                      **build(row)}
             if not repo.compare_and_set(conn, notebook_id, row["version"], values, bump=True):
                 current = self._current(conn, notebook_id)
                 check(current["status"], op, strict_delete=self.settings.strict_delete)

@@ -15,6 +15,7 @@ import threading
 
 from ..domain import errors as E
 from ..domain.signin import SignInBackoff
+from ..observability import context
 from ..store import signin_repo as repo
 from .identity import IdentityService
 
@@ -56,6 +57,8 @@ class PasswordSignIn:
         finally:
             self._checks.release()
         self._record(counters, succeeded=user is not None)
+        if user is not None:
+            context.note_user(user["id"], user["name"])   # who signed in, for the audit trail
         return user
 
     def _record(self, counters: list[tuple[str, SignInBackoff]], *, succeeded: bool) -> None:

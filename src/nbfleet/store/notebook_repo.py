@@ -200,4 +200,10 @@ def count_in_status(conn: Connection, statuses: Iterable[str]) -> int:
     return conn.execute(select(func.count()).select_from(notebooks).where(_status_in(statuses))).scalar_one()
 
 
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """Instances per status, in one GROUP BY (the metrics scrape)."""
+    rows = conn.execute(select(N.status, func.count()).select_from(notebooks).group_by(N.status))
+    return {status: count for status, count in rows}
+
+
 __all__ = ["page", "insert_notebook", "get", "compare_and_set", "remove", "Status"]

@@ -190,6 +190,7 @@ notebooks = Table(
     Column("placement", Text, nullable=True),       # JSON: where the runtime runs it
     Column("claim_owner", String(64), nullable=True),
     Column("claim_until", BigInteger, nullable=True),
+    Column("request_id", String(32), nullable=True),  # the API call that wrote the current intent (migration 0009)
     # One index per supported order, each led by the list scope, so a page is an index walk.
     Index("ix_notebooks_scope_created", "project_id", "workspace_id", "feature", "create_at", "id"),
     Index("ix_notebooks_owner_created", "project_id", "user_id", "workspace_id", "feature", "create_at", "id"),
@@ -284,6 +285,27 @@ signin_failures = Table(
     Index("ix_signin_failures_last_failure_at", "last_failure_at"),
 )
 
-__all__ = ["metadata", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
+# State-changing API and console calls, who made them and how they ended; never bodies or credentials
+# (migration 0009). Pruned after NBFLEET_AUDIT_RETENTION_DAYS.
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), Identity(), primary_key=True),
+    Column("at", BigInteger, nullable=False),
+    Column("request_id", String(32), nullable=True),
+    Column("user_id", String(32), nullable=True),       # None: the caller was not authenticated
+    Column("user_name", String(256), nullable=True),
+    Column("project_id", String(32), nullable=True),
+    Column("method", String(8), nullable=False),
+    Column("route", String(256), nullable=False),       # the route template, never the raw path
+    Column("action", String(64), nullable=False),
+    Column("target", String(64), nullable=True),        # the instance acted on, when there is one
+    Column("status", Integer, nullable=False),          # the HTTP status of the answer
+    Column("error_code", String(32), nullable=True),
+    Index("ix_audit_events_at", "at"),
+    Index("ix_audit_events_user_id_at", "user_id", "at"),
+    Index("ix_audit_events_target_at", "target", "at"),
+)
+
+__all__ = ["metadata", "audit_events", "meta", "projects", "users", "memberships", "access_keys", "tokens", "keypairs",
            "workspaces", "images", "image_groups", "notebooks", "dynamic_storages", "notebook_counts", "notebook_tags",
            "events", "request_signatures", "signin_failures"]
