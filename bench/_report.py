@@ -1,5 +1,6 @@
 """Shared output of the benchmarks: a Markdown table on stdout, JSON in bench/results/, and the same
 table appended to docs/benchmarks.md with the exact command that produced it."""
+
 from __future__ import annotations
 
 import json
@@ -42,10 +43,13 @@ def publish(name: str, title: str, text: str, data: dict, *, record: bool = True
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/" + Path(sys.argv[0]).name, *sys.argv[1:]])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with open(ROOT / "docs" / "benchmarks.md", "a") as f:
-        f.write(f"\n## {title} — {stamp}\n\nCommand: `{command}` ({platform.node() or 'host'}, "
-                f"Python {platform.python_version()}, {_cores()} cores)\n\n{text}\n")
+        f.write(
+            f"\n## {title} — {stamp}\n\nCommand: `{command}` ({platform.node() or 'host'}, "
+            f"Python {platform.python_version()}, {_cores()} cores)\n\n{text}\n"
+        )
 
 
 def _cores() -> int:
     import os
+
     return os.cpu_count() or 0

@@ -13,6 +13,7 @@ With ``--runtime docker`` (an engine in DOCKER_HOST, the catalogue's image built
 ``docker run`` of the same image with the same options until Jupyter answers on its socket, next to
 create → RUNNING, stop, save-as-image, and the memory of one idle container.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,21 +48,39 @@ def bare_start(root: Path, python: Path) -> tuple[float, float, float]:
     work = home / "work"
     work.mkdir(parents=True)
     (home / "run").mkdir()
-    cmd = [str(python), "-m", "jupyter_server", "--ServerApp.sock=../run/jupyter.sock",
-           f"--ServerApp.root_dir={work}", f"--ServerApp.base_url=/notebooks/{nid}/",
-           "--ServerApp.open_browser=False", "--ServerApp.no_browser_open_file=True",
-           "--ServerApp.allow_root=True", "--ServerApp.allow_remote_access=True"]
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "JUPYTER_TOKEN": token,
-           "JUPYTER_RUNTIME_DIR": str(home / ".rt")}
+    cmd = [
+        str(python),
+        "-m",
+        "jupyter_server",
+        "--ServerApp.sock=../run/jupyter.sock",
+        f"--ServerApp.root_dir={work}",
+        f"--ServerApp.base_url=/notebooks/{nid}/",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.no_browser_open_file=True",
+        "--ServerApp.allow_root=True",
+        "--ServerApp.allow_remote_access=True",
+    ]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_RUNTIME_DIR": str(home / ".rt"),
+    }
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     socket = home / "run" / "jupyter.sock"
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
         while True:
             try:
-                if socket.exists() and client.get(f"http://notebook/notebooks/{nid}/api/status",
-                                                  headers={"Authorization": f"token {token}"}).status_code == 200:
+                if (
+                    socket.exists()
+                    and client.get(
+                        f"http://notebook/notebooks/{nid}/api/status", headers={"Authorization": f"token {token}"}
+                    ).status_code
+                    == 200
+                ):
                     break
             except httpx.TransportError:
                 pass
@@ -80,6 +99,7 @@ def image_builds(root: Path) -> tuple[float, float]:
     """Seconds to build the default image environment into an empty image dir: with uv's cache as it is
     (warm after any earlier build on this host), and with an empty cache (every package downloaded)."""
     from nbfleet.runtime.environments import EnvironmentSpec, ImageEnvironments
+
     spec = EnvironmentSpec.from_json(catalogue_environment())
     _, warm = ImageEnvironments(root / "images-warm", shared=True).build("notebook-python3.11", spec)
     previous = os.environ.get("UV_CACHE_DIR")
@@ -97,13 +117,19 @@ def image_builds(root: Path) -> tuple[float, float]:
 def sdk_client(server: ServeProcess):
     from huaweicloudsdkcore.auth.credentials import BasicCredentials
     from huaweicloudsdkmodelarts.v1 import ModelArtsClient
+
     c = server.creds
-    return (ModelArtsClient.new_builder().with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
-            .with_endpoint(server.endpoint).build())
+    return (
+        ModelArtsClient.new_builder()
+        .with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
+        .with_endpoint(server.endpoint)
+        .build()
+    )
 
 
 def wait(client, notebook_id: str, status: str, t0: float, timeout: float = 120) -> float:
     from huaweicloudsdkmodelarts.v1 import ShowNotebookRequest
+
     while True:
         nb = client.show_notebook(ShowNotebookRequest(id=notebook_id))
         if nb.status == status:
@@ -146,9 +172,16 @@ def main() -> None:
 
     def create(name: str) -> tuple[str, float]:
         t0 = time.perf_counter()
-        nb = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
-            name=name, image_id=image, flavor="modelarts.vm.cpu.2u",
-            volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))))
+        nb = client.create_notebook(
+            CreateNotebookRequest(
+                body=NotebookCreateRequest(
+                    name=name,
+                    image_id=image,
+                    flavor="modelarts.vm.cpu.2u",
+                    volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+                )
+            )
+        )
         return nb.id, wait(client, nb.id, "RUNNING", t0)
 
     creates, stops, starts, rss, sandbox_rss = [], [], [], [], []
@@ -182,31 +215,65 @@ def main() -> None:
 
     bare_ready = median([b[0] for b in bare])
     rows = [
-        ["bare jupyter_server start → /api/status 200 (floor)", f"{bare_ready:.2f} s",
-         f"{min(b[0] for b in bare):.2f}–{max(b[0] for b in bare):.2f}", ""],
-        ["nbfleet create → RUNNING (SDK polling 20 ms)", f"{median(creates):.2f} s",
-         f"{min(creates):.2f}–{max(creates):.2f}", f"{median(creates) / bare_ready:.2f}× floor (target ≤ 1.15×)"],
-        ["nbfleet start → RUNNING", f"{median(starts):.2f} s", f"{min(starts):.2f}–{max(starts):.2f}",
-         f"{median(starts) / bare_ready:.2f}× floor"],
-        ["nbfleet stop → STOPPED", f"{median(stops):.2f} s", f"{min(stops):.2f}–{max(stops):.2f}",
-         "target < 1 s"],
+        [
+            "bare jupyter_server start → /api/status 200 (floor)",
+            f"{bare_ready:.2f} s",
+            f"{min(b[0] for b in bare):.2f}–{max(b[0] for b in bare):.2f}",
+            "",
+        ],
+        [
+            "nbfleet create → RUNNING (SDK polling 20 ms)",
+            f"{median(creates):.2f} s",
+            f"{min(creates):.2f}–{max(creates):.2f}",
+            f"{median(creates) / bare_ready:.2f}× floor (target ≤ 1.15×)",
+        ],
+        [
+            "nbfleet start → RUNNING",
+            f"{median(starts):.2f} s",
+            f"{min(starts):.2f}–{max(starts):.2f}",
+            f"{median(starts) / bare_ready:.2f}× floor",
+        ],
+        ["nbfleet stop → STOPPED", f"{median(stops):.2f} s", f"{min(stops):.2f}–{max(stops):.2f}", "target < 1 s"],
         ["bare jupyter_server SIGTERM → exit", f"{median([b[2] for b in bare]):.2f} s", "", ""],
-        [f"{args.concurrent} creates at once → all RUNNING", f"{burst_total:.2f} s",
-         f"{len(ok)} RUNNING, {len(failed)} failed", f"median each {median([r[1] for r in ok]):.2f} s"],
-        ["RSS of one idle instance (server, no kernel)", f"{median(rss):.0f} MiB", "",
-         f"bare: {median([b[1] for b in bare]):.0f} MiB; of it the sandbox's sh + bwrap: "
-         f"{median(sandbox_rss):.1f} MiB"],
+        [
+            f"{args.concurrent} creates at once → all RUNNING",
+            f"{burst_total:.2f} s",
+            f"{len(ok)} RUNNING, {len(failed)} failed",
+            f"median each {median([r[1] for r in ok]):.2f} s",
+        ],
+        [
+            "RSS of one idle instance (server, no kernel)",
+            f"{median(rss):.0f} MiB",
+            "",
+            f"bare: {median([b[1] for b in bare]):.0f} MiB; of it the sandbox's sh + bwrap: "
+            f"{median(sandbox_rss):.1f} MiB",
+        ],
         ["image environment build (notebook-python3.11), uv cache warm", f"{build_warm:.1f} s", "", "once per image"],
         ["image environment build, uv cache empty (downloads)", f"{build_cold:.1f} s", "", "once per image"],
         ["RSS of nbfleet after the run", f"{nbfleet_rss:.0f} MiB", "", ""],
     ]
     text = table(["what", "median", "range / result", "note"], rows) + f"\n\nRuns: {args.runs} each."
-    publish("lifecycle", "Lifecycle (local runtime)", text, {
-        "bare_ready_s": [b[0] for b in bare], "bare_rss_mib": [b[1] for b in bare], "create_s": creates,
-        "start_s": starts, "stop_s": stops, "burst_total_s": burst_total, "burst_ok": len(ok),
-        "sandbox_rss_mib": sandbox_rss, "image_build_warm_s": build_warm, "image_build_cold_s": build_cold,
-        "burst_failed": [str(f) for f in failed], "instance_rss_mib": rss, "nbfleet_rss_mib": nbfleet_rss,
-    }, record=not args.no_record)
+    publish(
+        "lifecycle",
+        "Lifecycle (local runtime)",
+        text,
+        {
+            "bare_ready_s": [b[0] for b in bare],
+            "bare_rss_mib": [b[1] for b in bare],
+            "create_s": creates,
+            "start_s": starts,
+            "stop_s": stops,
+            "burst_total_s": burst_total,
+            "burst_ok": len(ok),
+            "sandbox_rss_mib": sandbox_rss,
+            "image_build_warm_s": build_warm,
+            "image_build_cold_s": build_cold,
+            "burst_failed": [str(f) for f in failed],
+            "instance_rss_mib": rss,
+            "nbfleet_rss_mib": nbfleet_rss,
+        },
+        record=not args.no_record,
+    )
 
 
 IMAGE_REF = "registry.nbfleet.local/nbfleet/notebook-python3.11:1.0"
@@ -218,24 +285,43 @@ def bare_docker_run(engine, root: Path) -> tuple[float, float, float]:
     from docker.types import Mount
 
     from nbfleet.runtime.jupyter import server_args
+
     token = uuid.uuid4().hex
     run = root / uuid.uuid4().hex
     run.mkdir(parents=True)
     os.chown(run, 1000, 100)
     t0 = time.perf_counter()
     container = engine.containers.run(
-        IMAGE_REF, ["python", "-m", "jupyter_server",
-                    *server_args(socket="/run/nbfleet/jupyter.sock", root_dir="/home/ma-user/work", base_url="/")],
-        detach=True, user="1000:100", environment={"JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": "/tmp/rt"},
-        mounts=[Mount("/run/nbfleet", str(run), type="bind")], network_mode="none", cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], init=True, mem_limit=8 << 30, nano_cpus=2 * 10**9)
+        IMAGE_REF,
+        [
+            "python",
+            "-m",
+            "jupyter_server",
+            *server_args(socket="/run/nbfleet/jupyter.sock", root_dir="/home/ma-user/work", base_url="/"),
+        ],
+        detach=True,
+        user="1000:100",
+        environment={"JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": "/tmp/rt"},
+        mounts=[Mount("/run/nbfleet", str(run), type="bind")],
+        network_mode="none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        init=True,
+        mem_limit=8 << 30,
+        nano_cpus=2 * 10**9,
+    )
     socket = run / "jupyter.sock"
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
             while True:
                 try:
-                    if socket.exists() and client.get("http://notebook/api/status",
-                                                      headers={"Authorization": f"token {token}"}).status_code == 200:
+                    if (
+                        socket.exists()
+                        and client.get(
+                            "http://notebook/api/status", headers={"Authorization": f"token {token}"}
+                        ).status_code
+                        == 200
+                    ):
                         break
                 except httpx.TransportError:
                     pass
@@ -264,6 +350,7 @@ def main_docker(args) -> None:
         StopNotebookRequest,
         VolumeMountRequest,
     )
+
     engine = docker.from_env()
     root = Path(tempfile.mkdtemp(prefix="nbfleet-bench-docker-"))
     bare = [bare_docker_run(engine, root / "bare") for _ in range(args.runs)]
@@ -274,12 +361,19 @@ def main_docker(args) -> None:
     try:
         for i in range(args.runs):
             t0 = time.perf_counter()
-            nid = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
-                name=f"bench-{i}", image_id=image, flavor="modelarts.vm.cpu.2u",
-                volume=VolumeMountRequest(category="EVS", ownership="MANAGED")))).id
+            nid = client.create_notebook(
+                CreateNotebookRequest(
+                    body=NotebookCreateRequest(
+                        name=f"bench-{i}",
+                        image_id=image,
+                        flavor="modelarts.vm.cpu.2u",
+                        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+                    )
+                )
+            ).id
             creates.append(wait(client, nid, "RUNNING", t0))
             memory.append(engine.containers.get(f"nbfleet-{nid}").stats(stream=False)["memory_stats"]["usage"] / 2**20)
-            if i < 3:   # saving is slow and disk-bound: a few are enough
+            if i < 3:  # saving is slow and disk-bound: a few are enough
                 saves.append(_save(client, nid, i, CreateImageRequest, ImageCreateReq, ShowImageRequest))
             t0 = time.perf_counter()
             client.stop_notebook(StopNotebookRequest(id=nid))
@@ -291,28 +385,63 @@ def main_docker(args) -> None:
     bare_ready = median([b[0] for b in bare])
     done_saves = [s for s in saves if isinstance(s, float)]
     rows = [
-        ["bare docker run → Jupyter answers (floor)", f"{bare_ready:.2f} s",
-         f"{min(b[0] for b in bare):.2f}–{max(b[0] for b in bare):.2f}", ""],
-        ["nbfleet create → RUNNING (SDK polling 20 ms)", f"{median(creates):.2f} s",
-         f"{min(creates):.2f}–{max(creates):.2f}", f"{median(creates) / bare_ready:.2f}× floor (target ≤ 1.15×)"],
-        ["nbfleet stop → STOPPED", f"{median(stops):.2f} s", f"{min(stops):.2f}–{max(stops):.2f}",
-         f"bare stop: {median([b[2] for b in bare]):.2f} s"],
-        ["save as image (create-image → ACTIVE)", f"{median(done_saves):.2f} s" if done_saves else "n/a",
-         ", ".join(s if isinstance(s, str) else f"{s:.2f}" for s in saves), ""],
-        ["memory of one idle container (engine's count)", f"{median(memory):.0f} MiB", "",
-         f"bare: {median([b[1] for b in bare]):.0f} MiB"],
+        [
+            "bare docker run → Jupyter answers (floor)",
+            f"{bare_ready:.2f} s",
+            f"{min(b[0] for b in bare):.2f}–{max(b[0] for b in bare):.2f}",
+            "",
+        ],
+        [
+            "nbfleet create → RUNNING (SDK polling 20 ms)",
+            f"{median(creates):.2f} s",
+            f"{min(creates):.2f}–{max(creates):.2f}",
+            f"{median(creates) / bare_ready:.2f}× floor (target ≤ 1.15×)",
+        ],
+        [
+            "nbfleet stop → STOPPED",
+            f"{median(stops):.2f} s",
+            f"{min(stops):.2f}–{max(stops):.2f}",
+            f"bare stop: {median([b[2] for b in bare]):.2f} s",
+        ],
+        [
+            "save as image (create-image → ACTIVE)",
+            f"{median(done_saves):.2f} s" if done_saves else "n/a",
+            ", ".join(s if isinstance(s, str) else f"{s:.2f}" for s in saves),
+            "",
+        ],
+        [
+            "memory of one idle container (engine's count)",
+            f"{median(memory):.0f} MiB",
+            "",
+            f"bare: {median([b[1] for b in bare]):.0f} MiB",
+        ],
     ]
     text = table(["what", "median", "range / result", "note"], rows) + f"\n\nRuns: {args.runs} each."
-    publish("lifecycle-docker", "Lifecycle (docker runtime)", text, {
-        "bare_ready_s": [b[0] for b in bare], "create_s": creates, "stop_s": stops, "save_s": saves,
-        "memory_mib": memory, "bare_memory_mib": [b[1] for b in bare]}, record=not args.no_record)
+    publish(
+        "lifecycle-docker",
+        "Lifecycle (docker runtime)",
+        text,
+        {
+            "bare_ready_s": [b[0] for b in bare],
+            "create_s": creates,
+            "stop_s": stops,
+            "save_s": saves,
+            "memory_mib": memory,
+            "bare_memory_mib": [b[1] for b in bare],
+        },
+        record=not args.no_record,
+    )
 
 
 def _save(client, notebook_id: str, n: int, CreateImageRequest, ImageCreateReq, ShowImageRequest):
     t0 = time.perf_counter()
     try:
-        image = client.create_image(CreateImageRequest(id=notebook_id, body=ImageCreateReq(
-            name=f"bench-saved-{n}", namespace="bench", tag=uuid.uuid4().hex[:8])))
+        image = client.create_image(
+            CreateImageRequest(
+                id=notebook_id,
+                body=ImageCreateReq(name=f"bench-saved-{n}", namespace="bench", tag=uuid.uuid4().hex[:8]),
+            )
+        )
         while True:
             shown = client.show_image(ShowImageRequest(id=image.id))
             if shown.status == "ACTIVE":
@@ -321,7 +450,7 @@ def _save(client, notebook_id: str, n: int, CreateImageRequest, ImageCreateReq, 
             if shown.status not in ("INIT", "CREATING") or time.perf_counter() - t0 > 300:
                 return f"{shown.status}: {shown.status_message}"
             time.sleep(POLL)
-    except Exception as exc:   # an answer to report, not a crash of the benchmark
+    except Exception as exc:  # an answer to report, not a crash of the benchmark
         return f"failed: {type(exc).__name__}"
 
 

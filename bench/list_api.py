@@ -15,6 +15,7 @@ It checks that every ``total`` equals a plain ``COUNT(*)``, measures throughput 
 Needs a checkout with the test extra (``pip install -e '.[test]'``): the server is started and requests are
 signed with the tests' helpers (``tests/procs.py``, ``tests/support.py``; see docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,26 @@ def seed_store(data_dir: Path, instances: int, projects: int, database_url: str 
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     extra = ["--database-url", database_url] if database_url else []
-    out = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "dev", "seed", "--instances", str(instances),
-                          "--projects", str(projects), "--data-dir", str(data_dir), "--json", *extra],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "dev",
+            "seed",
+            "--instances",
+            str(instances),
+            "--projects",
+            str(projects),
+            "--data-dir",
+            str(data_dir),
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["seed_wall_s"] = round(time.monotonic() - started, 1)
     marker.write_text(json.dumps(report))
@@ -103,17 +121,24 @@ def _wrk_script(requests: list[tuple[str, dict]]) -> Path:
     for i, (url, headers) in enumerate(requests):
         hdr = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
         lines.append(f"reqs[{i + 1}] = wrk.format('GET', {json.dumps(url)}, {{{hdr}}})")
-    lines += ["local n = 0", "request = function()", "  n = n % #reqs + 1", "  return reqs[n]", "end",
-              "local shown = false",
-              "response = function(status, headers, body)",
-              "  if status ~= 200 and not shown then shown = true; io.stderr:write(body .. '\\n') end",
-              "end"]
+    lines += [
+        "local n = 0",
+        "request = function()",
+        "  n = n % #reqs + 1",
+        "  return reqs[n]",
+        "end",
+        "local shown = false",
+        "response = function(status, headers, body)",
+        "  if status ~= 200 and not shown then shown = true; io.stderr:write(body .. '\\n') end",
+        "end",
+    ]
     script.write_text("\n".join(lines))
     return script
 
 
-def _run_wrk(endpoint: str, requests: list[tuple[str, dict]], seconds: int, connections: int,
-             latency: bool = False) -> str:
+def _run_wrk(
+    endpoint: str, requests: list[tuple[str, dict]], seconds: int, connections: int, latency: bool = False
+) -> str:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(_wrk_script(requests)), endpoint]
     out = subprocess.run(args + (["--latency"] if latency else []), capture_output=True, text=True, check=True)
     text = out.stdout + out.stderr
@@ -125,7 +150,7 @@ def _run_wrk(endpoint: str, requests: list[tuple[str, dict]], seconds: int, conn
 def _ms(value: str) -> float:
     for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
         if value.endswith(unit):
-            return float(value[:-len(unit)]) * factor
+            return float(value[: -len(unit)]) * factor
     raise ValueError(value)
 
 
@@ -133,14 +158,16 @@ def latency_wrk(endpoint: str, url: str, headers: dict, seconds: int) -> tuple[f
     """p50, p99 (ms) and the number of requests of one connection sending ``url`` back to back. wrk is a
     C client: unlike a Python one, its own cost of reading a 15 KB page does not count as the server's."""
     text = _run_wrk(endpoint, [(url, headers)], seconds, 1, latency=True)
-    pct = {line.split()[0]: _ms(line.split()[1]) for line in text.splitlines()
-           if line.strip().startswith(("50%", "99%"))}
+    pct = {
+        line.split()[0]: _ms(line.split()[1]) for line in text.splitlines() if line.strip().startswith(("50%", "99%"))
+    }
     count = next(int(line.split()[0]) for line in text.splitlines() if "requests in" in line)
     return pct["50%"], pct["99%"], count
 
 
 def sql_floor(db, query, samples: int) -> list[float]:
     from nbfleet.store import notebook_repo
+
     times = []
     for i in range(samples + 10):
         t0 = time.perf_counter()
@@ -154,6 +181,7 @@ def sql_floor(db, query, samples: int) -> list[float]:
 def plain_count(db, query) -> int:
     """COUNT(*) with the query's filters, without the counter table: the check on ``total``."""
     from nbfleet.store import notebook_list
+
     with db.read() as conn:
         return notebook_list.count_matching(conn, query)
 
@@ -162,6 +190,7 @@ def settle(db, timeout: float = 120) -> None:
     """Wait until no instance is mid-transition, so that the rows do not move while they are measured."""
     from nbfleet.domain.model import TRANSITIONAL
     from nbfleet.store import notebook_repo
+
     deadline = time.monotonic() + timeout
     while True:
         with db.read() as conn:
@@ -182,6 +211,7 @@ def throughput(endpoint: str, requests: list[tuple[str, dict]], seconds: int, co
         done = 0
         deadline = time.monotonic() + seconds
         async with httpx.AsyncClient(base_url=endpoint) as client:
+
             async def worker(offset: int):
                 nonlocal done
                 i = offset
@@ -190,8 +220,10 @@ def throughput(endpoint: str, requests: list[tuple[str, dict]], seconds: int, co
                     assert (await client.get(url, headers=headers)).status_code == 200
                     done += 1
                     i += 1
+
             await asyncio.gather(*(worker(k) for k in range(connections)))
         return done / seconds
+
     return asyncio.run(run())
 
 
@@ -202,8 +234,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 rows, fewer samples (CI)")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--database-url", default=os.environ.get("NBFLEET_DATABASE_URL"),
-                        help="measure on PostgreSQL (postgresql+psycopg://…); default: SQLite in the data dir")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("NBFLEET_DATABASE_URL"),
+        help="measure on PostgreSQL (postgresql+psycopg://…); default: SQLite in the data dir",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
     if args.quick:
@@ -217,6 +252,7 @@ def main() -> None:
     from nbfleet.app import open_store
     from nbfleet.domain.query import parse_notebook_query
     from nbfleet.settings import Settings
+
     db, _identity = open_store(Settings(data_dir=data_dir, database_url=args.database_url))
     server_env = {"NBFLEET_SIMULATED_DELAY": "0"}
     if args.database_url:
@@ -231,8 +267,12 @@ def main() -> None:
             from sqlalchemy import select
 
             from nbfleet.store.tables import notebooks as nb_table
-            ws = conn.execute(select(nb_table.c.workspace_id).where(nb_table.c.project_id == admin.project_id,
-                                                                     nb_table.c.workspace_id != "0").limit(1)).scalar()
+
+            ws = conn.execute(
+                select(nb_table.c.workspace_id)
+                .where(nb_table.c.project_id == admin.project_id, nb_table.c.workspace_id != "0")
+                .limit(1)
+            ).scalar()
         offset_deep = 100_000 if big_n > 150_000 else big_n // 2
         matrix = [
             ("no filter", "/notebooks/all", {}, "1.5"),
@@ -246,8 +286,12 @@ def main() -> None:
             ("name=Tango-Echo (fuzzy)", "/notebooks/all", {"name": "Tango-Echo"}, "3"),
             ("name=tan (fuzzy, ~4% of rows) †", "/notebooks/all", {"name": "tan"}, "3"),
             ("description=resnet (~10% of rows) †", "/notebooks/all", {"description": "resnet"}, "3"),
-            (f"username=user-{user.user_id[:6]} (fuzzy)", "/notebooks/all",
-             {"username": f"user-{user.user_id[:6]}"}, "3"),
+            (
+                f"username=user-{user.user_id[:6]} (fuzzy)",
+                "/notebooks/all",
+                {"username": f"user-{user.user_id[:6]}"},
+                "3",
+            ),
             (f"offset={offset_deep}", "/notebooks/all", {"offset": offset_deep}, "6"),
             ("sort_key=name ASC", "/notebooks/all", {"sort_key": "name", "sort_dir": "ASC"}, "3"),
             ("sort_key=name DESC", "/notebooks/all", {"sort_key": "name", "sort_dir": "DESC"}, "3"),
@@ -261,7 +305,7 @@ def main() -> None:
         rows = []
         results = []
         mixed = []
-        plain = []   # filters, sorts and own lists: the per-request cost without search or deep paging
+        plain = []  # filters, sorts and own lists: the per-request cost without search or deep paging
         with httpx.Client(base_url=server.endpoint) as client:
             use_wrk = shutil.which("wrk") is not None
             seconds = 1 if args.quick else 4
@@ -284,31 +328,73 @@ def main() -> None:
                     plain.append((url, headers))
                 p50, p99, n, page = measure(url, headers)
                 samples.append(n)
-                q = parse_notebook_query({k: [str(v)] for k, v in query.items()}, project_id=creds.project_id,
-                                         caller_id=creds.user_id, caller_is_admin=not own, all_view=not own)
+                q = parse_notebook_query(
+                    {k: [str(v)] for k, v in query.items()},
+                    project_id=creds.project_id,
+                    caller_id=creds.user_id,
+                    caller_is_admin=not own,
+                    all_view=not own,
+                )
                 floor = sql_floor(db, q, min(args.samples, 100))
                 exact = plain_count(db, q)
                 assert page["total"] == exact, (label, page["total"], exact)
                 f50 = median(floor)
                 ratio = p50 / (f50 + empty)
                 ok = "✓" if p50 <= float(target) else "✗"
-                rows.append([label, f"{page['total']:,}", f"{p50:.2f}", f"{p99:.2f}", f"{f50:.2f}",
-                             f"{ratio:.2f}", f"≤ {target} {ok}"])
-                results.append({"query": label, "total": page["total"], "p50_ms": p50, "p99_ms": p99,
-                                "sql_floor_p50_ms": f50, "ratio": ratio, "target_ms": float(target)})
+                rows.append(
+                    [
+                        label,
+                        f"{page['total']:,}",
+                        f"{p50:.2f}",
+                        f"{p99:.2f}",
+                        f"{f50:.2f}",
+                        f"{ratio:.2f}",
+                        f"≤ {target} {ok}",
+                    ]
+                )
+                results.append(
+                    {
+                        "query": label,
+                        "total": page["total"],
+                        "p50_ms": p50,
+                        "p99_ms": p99,
+                        "sql_floor_p50_ms": f50,
+                        "ratio": ratio,
+                        "target_ms": float(target),
+                    }
+                )
             rps = throughput(server.endpoint, mixed, 5 if args.quick else 10)
             rps_plain = throughput(server.endpoint, plain, 5 if args.quick else 10)
             rss = psutil.Process(server.proc.pid).memory_info()
             create_times, created = [], []
             url, headers = signer_admin.request("/images", {})
-            image = next(i["id"] for i in client.get(url, headers=headers).json()["data"]
-                         if i["name"] == "notebook-python3.11")
-            body_tpl = {"image_id": image, "flavor": "modelarts.vm.cpu.2u",
-                        "volume": {"category": "EVS", "ownership": "MANAGED"}, "duration": -1}
-            subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-quota", "--user", admin.user_id,
-                            "--quota", "-1", "--data-dir", str(data_dir),
-                            *(["--database-url", args.database_url] if args.database_url else [])],
-                           check=True, capture_output=True)
+            image = next(
+                i["id"] for i in client.get(url, headers=headers).json()["data"] if i["name"] == "notebook-python3.11"
+            )
+            body_tpl = {
+                "image_id": image,
+                "flavor": "modelarts.vm.cpu.2u",
+                "volume": {"category": "EVS", "ownership": "MANAGED"},
+                "duration": -1,
+            }
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "nbfleet.cli.main",
+                    "admin",
+                    "set-quota",
+                    "--user",
+                    admin.user_id,
+                    "--quota",
+                    "-1",
+                    "--data-dir",
+                    str(data_dir),
+                    *(["--database-url", args.database_url] if args.database_url else []),
+                ],
+                check=True,
+                capture_output=True,
+            )
             for i in range(30 if args.quick else 100):
                 body = json.dumps({**body_tpl, "name": f"bench-create-{i}"}).encode()
                 url, headers = signer_admin.request("/notebooks", {}, method="POST", body=body)
@@ -326,31 +412,54 @@ def main() -> None:
         server.terminate()
         db.dispose()
 
-    text = table(["query (admin /notebooks/all on the big project)", "total", "p50 ms", "p99 ms", "SQL floor p50 ms",
-                  "ratio to floor", "target p50"], rows)
+    text = table(
+        [
+            "query (admin /notebooks/all on the big project)",
+            "total",
+            "p50 ms",
+            "p99 ms",
+            "SQL floor p50 ms",
+            "ratio to floor",
+            "target p50",
+        ],
+        rows,
+    )
     speed = machine_speed_ms()
-    text += (f"\n\nEmpty endpoint of the same app (`/health`): p50 {empty:.2f} ms. Machine yardstick: "
-             f"{speed:.0f} ms for 3M interpreted additions (a typical 3 GHz core: ~150 ms). Ratio = nbfleet p50 / "
-             f"(SQL floor p50 + empty endpoint p50). Every `total` was checked against a plain `COUNT(*)`. "
-             f"† = a substring that a large share of all rows contain (worst case for a trigram index).\n\n"
-             f"| other | result | target |\n| --- | --- | --- |\n"
-             f"| throughput, 8 connections, the matrix without † rows "
-             f"({'wrk' if shutil.which('wrk') else 'python client'}) "
-             f"| {rps:,.0f} req/s | ≥ 1,200 |\n"
-             f"| the same, filters, sorts and own lists only (no fuzzy search, no deep offset) "
-             f"| {rps_plain:,.0f} req/s | |\n"
-             f"| server RSS after the run | {rss.rss / 2**20:.0f} MiB (anonymous {_anon(rss):.0f} MiB) | ≤ 150 MiB |\n"
-             f"| create through the API with the table full, p50 / p99 | {median(create_times):.2f} / "
-             f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
-             f"\nStore: {report['instances']:,} instances in {report['projects']} projects, {big_n:,} in the big "
-             f"project; requests per query: {min(samples):,}–{max(samples):,} "
-             f"({'wrk, one connection' if use_wrk else 'httpx, one connection'}).")
+    text += (
+        f"\n\nEmpty endpoint of the same app (`/health`): p50 {empty:.2f} ms. Machine yardstick: "
+        f"{speed:.0f} ms for 3M interpreted additions (a typical 3 GHz core: ~150 ms). Ratio = nbfleet p50 / "
+        f"(SQL floor p50 + empty endpoint p50). Every `total` was checked against a plain `COUNT(*)`. "
+        f"† = a substring that a large share of all rows contain (worst case for a trigram index).\n\n"
+        f"| other | result | target |\n| --- | --- | --- |\n"
+        f"| throughput, 8 connections, the matrix without † rows "
+        f"({'wrk' if shutil.which('wrk') else 'python client'}) "
+        f"| {rps:,.0f} req/s | ≥ 1,200 |\n"
+        f"| the same, filters, sorts and own lists only (no fuzzy search, no deep offset) "
+        f"| {rps_plain:,.0f} req/s | |\n"
+        f"| server RSS after the run | {rss.rss / 2**20:.0f} MiB (anonymous {_anon(rss):.0f} MiB) | ≤ 150 MiB |\n"
+        f"| create through the API with the table full, p50 / p99 | {median(create_times):.2f} / "
+        f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
+        f"\nStore: {report['instances']:,} instances in {report['projects']} projects, {big_n:,} in the big "
+        f"project; requests per query: {min(samples):,}–{max(samples):,} "
+        f"({'wrk, one connection' if use_wrk else 'httpx, one connection'})."
+    )
     store = "PostgreSQL" if args.database_url else "SQLite"
-    publish("list_api" + ("_quick" if args.quick else "") + suffix,
-            f"List API, {report['instances']:,} instances, {store}", text,
-            {"store": report, "empty_endpoint_p50_ms": empty, "queries": results, "throughput_rps": rps,
-             "throughput_plain_rps": rps_plain, "machine_speed_ms": speed,
-             "rss_mib": rss.rss / 2**20, "create_ms": create_times}, record=not args.no_record)
+    publish(
+        "list_api" + ("_quick" if args.quick else "") + suffix,
+        f"List API, {report['instances']:,} instances, {store}",
+        text,
+        {
+            "store": report,
+            "empty_endpoint_p50_ms": empty,
+            "queries": results,
+            "throughput_rps": rps,
+            "throughput_plain_rps": rps_plain,
+            "machine_speed_ms": speed,
+            "rss_mib": rss.rss / 2**20,
+            "create_ms": create_times,
+        },
+        record=not args.no_record,
+    )
 
 
 def _anon(meminfo) -> float:

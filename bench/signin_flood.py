@@ -9,6 +9,7 @@ bound on concurrent password checks is measured.
     python bench/signin_flood.py                     # 32 at once, default 2 check slots
     python bench/signin_flood.py --checks 32         # as if unbounded, for comparison
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,13 +43,36 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp()) / "data"
     server = ServeProcess(data_dir, runtime="simulated", env=env).start()
     try:
-        subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user",
-                        server.creds["user_id"], "--password-stdin", "--data-dir", str(data_dir)],
-                       input="the-right-password\n", text=True, check=True, capture_output=True,
-                       env=server.cli_env())
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbfleet.cli.main",
+                "admin",
+                "set-password",
+                "--user",
+                server.creds["user_id"],
+                "--password-stdin",
+                "--data-dir",
+                str(data_dir),
+            ],
+            input="the-right-password\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            env=server.cli_env(),
+        )
         process = psutil.Process(server.proc.pid)
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "password": "a-wrong-password", "domain": {"name": "nbfleet"}}}}}}
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "admin", "password": "a-wrong-password", "domain": {"name": "nbfleet"}}
+                    },
+                }
+            }
+        }
         with httpx.Client(base_url=server.endpoint, timeout=60) as probe:
             idle = _health_times(probe, 50)
             rss_before = process.memory_info().rss
@@ -88,16 +112,31 @@ def main() -> None:
         ["refused at once (429)", statuses.count(429), ""],
         ["burst took", f"{burst_s:.2f} s", ""],
         ["/health p50 idle", f"{median(idle):.2f} ms", ""],
-        ["/health p50 / max during the burst", f"{median(during):.2f} / {max(during or [0]):.2f} ms",
-         f"{len(during)} probes"],
+        [
+            "/health p50 / max during the burst",
+            f"{median(during):.2f} / {max(during or [0]):.2f} ms",
+            f"{len(during)} probes",
+        ],
         ["RSS before / peak", f"{rss_before / mib:.0f} / {peak[0] / mib:.0f} MiB", ""],
     ]
     text = table(["what", "result", "note"], rows)
-    publish("signin_flood", f"Sign-in burst, {args.burst} wrong passwords at once, {checks} check slots", text,
-            {"burst": args.burst, "checks": checks, "statuses": statuses, "burst_s": burst_s,
-             "health_idle_p50_ms": median(idle), "health_during_p50_ms": median(during),
-             "health_during_p99_ms": percentile(during, 99), "rss_before": rss_before, "rss_peak": peak[0]},
-            record=not args.no_record)
+    publish(
+        "signin_flood",
+        f"Sign-in burst, {args.burst} wrong passwords at once, {checks} check slots",
+        text,
+        {
+            "burst": args.burst,
+            "checks": checks,
+            "statuses": statuses,
+            "burst_s": burst_s,
+            "health_idle_p50_ms": median(idle),
+            "health_during_p50_ms": median(during),
+            "health_during_p99_ms": percentile(during, 99),
+            "rss_before": rss_before,
+            "rss_peak": peak[0],
+        },
+        record=not args.no_record,
+    )
 
 
 def _health_times(client: httpx.Client, n: int) -> list[float]:

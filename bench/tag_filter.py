@@ -7,6 +7,7 @@ the planner's own planning time (``EXPLAIN (ANALYZE)``), which is what grew with
 
     python bench/tag_filter.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/nbfleet_bench
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=5000)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary data dir")
-    parser.add_argument("--pairs", type=int, nargs="*", default=None,
-                        help="numbers of tag pairs to measure (default: 1, 20 and the accepted maximum)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        nargs="*",
+        default=None,
+        help="numbers of tag pairs to measure (default: 1, 20 and the accepted maximum)",
+    )
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
@@ -52,8 +58,14 @@ def main() -> None:
     with db.read() as conn:
         existing = conn.execute(select(notebooks.c.id).limit(1)).first()
     if existing is None:
-        seed(db, instances=args.instances, projects_count=2, big_share=0.8, big_project=identity.bootstrap_project(),
-             now_ms=int(time.time() * 1000))
+        seed(
+            db,
+            instances=args.instances,
+            projects_count=2,
+            big_share=0.8,
+            big_project=identity.bootstrap_project(),
+            now_ms=int(time.time() * 1000),
+        )
         rng = random.Random(7)
         with db.write() as conn:
             ids = list(conn.execute(select(notebooks.c.id)).scalars())
@@ -80,11 +92,11 @@ def main() -> None:
         raw = ",".join(f"k{i % 40}|v{i % 5}" for i in range(n))
         params = {"tags": [raw]}
         try:
-            q = parse_notebook_query(params, project_id=project, caller_id="0" * 32, caller_is_admin=True,
-                                     all_view=True)
+            q = parse_notebook_query(
+                params, project_id=project, caller_id="0" * 32, caller_is_admin=True, all_view=True
+            )
         except Exception as exc:  # more pairs than the API accepts: measure the store query alone
-            q = parse_notebook_query({}, project_id=project, caller_id="0" * 32, caller_is_admin=True,
-                                     all_view=True)
+            q = parse_notebook_query({}, project_id=project, caller_id="0" * 32, caller_is_admin=True, all_view=True)
             q = type(q)(**{**q.__dict__, "tags": tuple(TagFilter(f"k{i % 40}", f"v{i % 5}") for i in range(n))})
             note = f" (API refuses: {exc})"
         else:
@@ -102,8 +114,9 @@ def main() -> None:
                     planning.append(plan[0]["Planning Time"])
         results[n] = {"page_ms_p50": median(timings), "planning_ms_p50": median(planning) if planning else None}
         rows_out.append([n, f"{median(timings):.2f}", f"{median(planning):.2f}" if planning else "—", note or ""])
-    text_out = table(["tag pairs", "store query p50 ms (count + page)", "PostgreSQL planning p50 ms (page)", "note"],
-                     rows_out)
+    text_out = table(
+        ["tag pairs", "store query p50 ms (count + page)", "PostgreSQL planning p50 ms (page)", "note"], rows_out
+    )
     text_out += f"\n\nStore: {'SQLite' if sqlite else 'PostgreSQL'}, {args.instances:,} instances, a third with 8 tags."
     publish("tag_filter", "Tag filter with many pairs", text_out, results, record=not args.no_record)
     db.dispose()

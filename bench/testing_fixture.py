@@ -11,6 +11,7 @@
 
 Needs only nbfleet and the official SDK (``pip install nbfleet huaweicloudsdkmodelarts``), not the test extra.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,11 @@ def ms(seconds: float) -> str:
 
 
 def import_cost() -> tuple[float, bool]:
-    code = ("import sys, time; t = time.perf_counter(); import nbfleet.testing; "
-            "print(time.perf_counter() - t, any(m.split('.')[0] in ('jupyter_server', 'jupyterlab', 'ipykernel', "
-            "'jupyter_client') for m in sys.modules))")
+    code = (
+        "import sys, time; t = time.perf_counter(); import nbfleet.testing; "
+        "print(time.perf_counter() - t, any(m.split('.')[0] in ('jupyter_server', 'jupyterlab', 'ipykernel', "
+        "'jupyter_client') for m in sys.modules))"
+    )
     runs = []
     jupyter = False
     for _ in range(5):
@@ -44,13 +47,17 @@ def import_cost() -> tuple[float, bool]:
 def first_server() -> tuple[float, float, bool]:
     """The first server of a process (it also makes the migrated store that later ones copy), the process's
     memory with that server running, and whether any Jupyter module was loaded by then."""
-    code = ("import sys, time, psutil; from nbfleet.testing import start_emulator; t = time.perf_counter(); "
-            "env = start_emulator(); took = time.perf_counter() - t; env.clock.now(); "
-            "rss = psutil.Process().memory_info().rss / 2**20; "
-            "jupyter = any(m.split('.')[0] in ('jupyter_server', 'jupyterlab', 'ipykernel', 'jupyter_client') "
-            "for m in sys.modules); env.close(); print(took, rss, jupyter)")
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-            for _ in range(3)]
+    code = (
+        "import sys, time, psutil; from nbfleet.testing import start_emulator; t = time.perf_counter(); "
+        "env = start_emulator(); took = time.perf_counter() - t; env.clock.now(); "
+        "rss = psutil.Process().memory_info().rss / 2**20; "
+        "jupyter = any(m.split('.')[0] in ('jupyter_server', 'jupyterlab', 'ipykernel', 'jupyter_client') "
+        "for m in sys.modules); env.close(); print(took, rss, jupyter)"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        for _ in range(3)
+    ]
     return median([float(r[0]) for r in runs]), median([float(r[1]) for r in runs]), any(r[2] == "True" for r in runs)
 
 
@@ -61,9 +68,14 @@ def create(client):
         NotebookCreateRequest,
         VolumeMountRequest,
     )
+
     image = client.list_image(ListImageRequest(name="notebook-python3.11")).data[0]
-    body = NotebookCreateRequest(name="bench", flavor="modelarts.vm.cpu.2u", image_id=image.id,
-                                 volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))
+    body = NotebookCreateRequest(
+        name="bench",
+        flavor="modelarts.vm.cpu.2u",
+        image_id=image.id,
+        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+    )
     return client.create_notebook(CreateNotebookRequest(body=body))
 
 
@@ -77,7 +89,7 @@ def main() -> None:
 
     from nbfleet.testing import start_emulator
 
-    start_emulator().close()   # the per-process store template, made once
+    start_emulator().close()  # the per-process store template, made once
     starts, stops = [], []
     for _ in range(args.runs):
         t = time.perf_counter()
@@ -120,27 +132,53 @@ def main() -> None:
     imported, jupyter = import_cost()
     first, rss, jupyter_with_server = first_server()
     rows = [
-        ["function scope: set-up + tear-down, p50 / p95", f"{ms(median(whole))} / {ms(percentile(whole, 95))}",
-         "target ≤ 300 ms"],
+        [
+            "function scope: set-up + tear-down, p50 / p95",
+            f"{ms(median(whole))} / {ms(percentile(whole, 95))}",
+            "target ≤ 300 ms",
+        ],
         ["  set-up p50 / tear-down p50", f"{ms(median(starts))} / {ms(median(stops))}", f"{args.runs} servers"],
         ["  the first server of a process", ms(first), "makes the migrated store the others copy"],
-        ["  memory of a test process with one server", f"{rss:.0f} MiB",
-         "Jupyter modules loaded: " + ("yes" if jupyter_with_server else "none")],
-        ["session scope: reset per test, empty server, p50 / p95", f"{ms(median(empty))} / {ms(percentile(empty, 95))}",
-         "target ≤ 5 ms"],
+        [
+            "  memory of a test process with one server",
+            f"{rss:.0f} MiB",
+            "Jupyter modules loaded: " + ("yes" if jupyter_with_server else "none"),
+        ],
+        [
+            "session scope: reset per test, empty server, p50 / p95",
+            f"{ms(median(empty))} / {ms(percentile(empty, 95))}",
+            "target ≤ 5 ms",
+        ],
         ["  reset after a test left 6 instances, p50 / p95", f"{ms(median(dirty))} / {ms(percentile(dirty, 95))}", ""],
         ["SDK create_notebook, p50", ms(median(creates)), ""],
         ["clock.run_pending() to RUNNING (4 steps), p50", ms(median(pendings)), "8 s of emulated time"],
         ["clock.advance(hours=2) through the lease's end and the stop, p50", ms(median(advances)), ""],
-        ["import nbfleet.testing, fresh interpreter, p50", ms(imported),
-         "Jupyter modules loaded: " + ("yes" if jupyter else "none")],
+        [
+            "import nbfleet.testing, fresh interpreter, p50",
+            ms(imported),
+            "Jupyter modules loaded: " + ("yes" if jupyter else "none"),
+        ],
     ]
     text = table(["what", "result", "note"], rows)
-    publish("testing_fixture", "nbfleet.testing fixture", text,
-            {"setup_teardown_s": whole, "reset_empty_s": empty, "reset_dirty_s": dirty, "create_s": creates,
-             "run_pending_s": pendings, "advance_2h_s": advances, "import_s": imported, "jupyter_loaded": jupyter,
-             "first_server_s": first, "rss_mib": rss, "jupyter_loaded_with_server": jupyter_with_server},
-            record=not args.no_record)
+    publish(
+        "testing_fixture",
+        "nbfleet.testing fixture",
+        text,
+        {
+            "setup_teardown_s": whole,
+            "reset_empty_s": empty,
+            "reset_dirty_s": dirty,
+            "create_s": creates,
+            "run_pending_s": pendings,
+            "advance_2h_s": advances,
+            "import_s": imported,
+            "jupyter_loaded": jupyter,
+            "first_server_s": first,
+            "rss_mib": rss,
+            "jupyter_loaded_with_server": jupyter_with_server,
+        },
+        record=not args.no_record,
+    )
 
 
 if __name__ == "__main__":

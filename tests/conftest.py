@@ -34,8 +34,14 @@ def reset_database(url: str) -> None:
 
 
 def make_settings(tmp_path, **overrides) -> Settings:
-    values = dict(data_dir=tmp_path / "data", runtime="simulated", simulated_delay=0.0, reconcile_interval=0.05,
-                  observe_interval=0.1, port=8080)
+    values = dict(
+        data_dir=tmp_path / "data",
+        runtime="simulated",
+        simulated_delay=0.0,
+        reconcile_interval=0.05,
+        observe_interval=0.1,
+        port=8080,
+    )
     if TEST_DATABASE_URL:
         reset_database(TEST_DATABASE_URL)
         values["database_url"] = TEST_DATABASE_URL
@@ -50,6 +56,7 @@ def no_mounts_left(tmp_path_factory):
     so that nothing stays mounted on the machine and the directories can be removed."""
     yield
     from .procs import unmount_below
+
     unmount_below(tmp_path_factory.getbasetemp())
 
 
@@ -64,11 +71,11 @@ def api(settings):
     app = create_app(settings, announce=lambda _text: None)
     with TestClient(app) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
-        yield Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]),
-                  app.state.services)
+        yield Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]), app.state.services)
 
 
 # --- the databases of server processes (tests/procs.py, NBFLEET_TEST_DATABASE_URL) --------------------------
+
 
 class _TestDatabaseOwners:
     """Drops each database of ``test_databases`` once what created it is torn down: the fixture whose set-up

@@ -5,6 +5,7 @@ read, because as root each instance runs as a uid of its own and an unprivileged
 ``NBFLEET_TEST_IMAGE_DIR`` moves it. Builds are keyed by what they contain, so a changed catalogue builds
 anew beside the old environments.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ def make_reachable(path: Path) -> Path:
     temp = Path(tempfile.gettempdir()).resolve()
     if os.geteuid() == 0:
         for directory in [*reversed(path.parents), path]:
-            if directory.is_relative_to(temp) and directory != temp and directory.exists() \
-                    and directory.stat().st_uid == 0:
+            if (
+                directory.is_relative_to(temp)
+                and directory != temp
+                and directory.exists()
+                and directory.stat().st_uid == 0
+            ):
                 os.chmod(directory, directory.stat().st_mode & 0o777 | 0o011)
     return path
 
@@ -53,5 +58,3 @@ def shared_environments() -> ImageEnvironments:
             environments.build(DEFAULT_IMAGE, EnvironmentSpec.from_json(catalogue_environment()))
             _built.add(DEFAULT_IMAGE)
     return environments
-
-

@@ -1,4 +1,5 @@
 """Talk to a Jupyter server the way JupyterLab does: REST for kernels, a websocket for code."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ from . import notebook_http
 
 
 def start_kernel(base: str, token: str) -> str:
-    response = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"},
-                                  headers={"Authorization": f"token {token}"}, timeout=30)
+    response = notebook_http.post(
+        f"{base}/api/kernels", json={"name": "python3"}, headers={"Authorization": f"token {token}"}, timeout=30
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -22,11 +24,25 @@ def _channels_url(base: str, token: str, kernel_id: str) -> str:
 def _execute_request(code: str) -> tuple[str, dict]:
     msg_id = uuid.uuid4().hex
     return msg_id, {
-        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
-                   "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
+        "header": {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
     }
 
 
@@ -63,7 +79,10 @@ def send_without_waiting(base: str, token: str, kernel_id: str, code: str) -> No
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             reply = json.loads(ws.recv(timeout=30))
-            if (reply.get("parent_header", {}).get("msg_id") == msg_id and reply["msg_type"] == "status"
-                    and reply["content"]["execution_state"] == "busy"):
+            if (
+                reply.get("parent_header", {}).get("msg_id") == msg_id
+                and reply["msg_type"] == "status"
+                and reply["content"]["execution_state"] == "busy"
+            ):
                 return
     raise AssertionError("kernel never became busy")

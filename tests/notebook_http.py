@@ -4,6 +4,7 @@ Every instance has an origin of its own, ``http://<id>.nb.localhost:<port>``. Br
 ``*.localhost`` name to the loopback; the C library here does not, so these helpers connect to 127.0.0.1
 and send the instance's name as the Host, which is all a browser's request carries too.
 """
+
 from __future__ import annotations
 
 import socket
@@ -21,8 +22,9 @@ def _loopback(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), {"Host": parts.netloc}
 
 
-def request(method: str, url: str, *, headers: dict | None = None, client: httpx.Client | None = None,
-            **kwargs) -> httpx.Response:
+def request(
+    method: str, url: str, *, headers: dict | None = None, client: httpx.Client | None = None, **kwargs
+) -> httpx.Response:
     """One HTTP request to ``url``; a fresh client (no cookies) unless ``client`` is given."""
     target, host = _loopback(url)
     merged = {**host, **(headers or {})}

@@ -1,4 +1,5 @@
 """A real ``nbfleet serve`` process for tests that need one (SDK, local runtime, crash recovery)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,11 @@ class TestDatabases:
         try:  # the test database itself, else the server's maintenance database
             conn = psycopg.connect(server.render_as_string(hide_password=False), autocommit=True, connect_timeout=10)
         except psycopg.OperationalError:
-            conn = psycopg.connect(server.set(database="postgres").render_as_string(hide_password=False),
-                                   autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(
+                server.set(database="postgres").render_as_string(hide_password=False),
+                autocommit=True,
+                connect_timeout=10,
+            )
         with conn:
             conn.execute(statement)
 
@@ -100,8 +104,16 @@ def free_port() -> int:
 class ServeProcess:
     """``nbfleet serve`` on a free port with its own data dir; start, SIGTERM, SIGKILL, restart."""
 
-    def __init__(self, data_dir: Path, *, runtime: str = "simulated", env: dict | None = None,
-                 args: list[str] | None = None, port: int | None = None, user: UnprivilegedUser | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        runtime: str = "simulated",
+        env: dict | None = None,
+        args: list[str] | None = None,
+        port: int | None = None,
+        user: UnprivilegedUser | None = None,
+    ):
         """``user``: run the server as that (unprivileged) user instead of as the tests' own."""
         self.data_dir = Path(data_dir)
         self.user = user
@@ -123,7 +135,7 @@ class ServeProcess:
     def start(self) -> ServeProcess:
         # No SSH gateway unless a test asks for one (on a port of its own): servers run side by side.
         extra = {"NBFLEET_RECONCILE_INTERVAL": "0.05", "NBFLEET_SIMULATED_DELAY": "0.05", "NBFLEET_SSH_PORT": "0"}
-        if self.runtime == "local":   # notebooks run in the image environments built once for all tests
+        if self.runtime == "local":  # notebooks run in the image environments built once for all tests
             extra["NBFLEET_IMAGE_DIR"] = str(shared_environments().root)
             self.data_dir.mkdir(parents=True, exist_ok=True)
             make_reachable(self.data_dir)
@@ -135,15 +147,30 @@ class ServeProcess:
             self.user.own(self.data_dir)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [python, "-m", "nbfleet.cli.main", "serve", "--runtime", self.runtime, "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), *self.args],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **as_user)
+                [
+                    python,
+                    "-m",
+                    "nbfleet.cli.main",
+                    "serve",
+                    "--runtime",
+                    self.runtime,
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.args,
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **as_user,
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nbfleet serve exited with {self.proc.returncode}:\n{self.log()}")
-            with (contextlib.suppress(OSError),
-                  urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response):
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.endpoint}/health", timeout=2) as response:
                 if response.status == 200:
                     break
             if time.monotonic() > deadline:
@@ -190,11 +217,18 @@ class ServeProcess:
 
     def cli(self, *args: str) -> dict:
         python, as_user, env = sys.executable, {}, self.cli_env()
-        if self.user is not None:   # the store's files must stay the server user's
+        if self.user is not None:  # the store's files must stay the server user's
             python, as_user = self.user.python, self.user.popen_options()
             env.update(self.user.env())
-        out = subprocess.run([python, "-m", "nbfleet.cli.main", *args, "--data-dir", str(self.data_dir)],
-                             capture_output=True, text=True, timeout=60, check=True, env=env, **as_user)
+        out = subprocess.run(
+            [python, "-m", "nbfleet.cli.main", *args, "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=env,
+            **as_user,
+        )
         return json.loads(out.stdout)
 
 
@@ -211,8 +245,9 @@ class UnprivilegedUser:
         entry = pwd.getpwnam(name)
         self.name, self.uid, self.gid = name, entry.pw_uid, entry.pw_gid
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        self.python = next((p for p in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
-                            if os.access(p, os.X_OK)), None)
+        self.python = next(
+            (p for p in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}") if os.access(p, os.X_OK)), None
+        )
 
     @classmethod
     def available(cls) -> tuple[UnprivilegedUser | None, str]:
@@ -270,15 +305,21 @@ class SignedClient:
                 return nb
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}")
+                    f"{notebook_id} stayed {nb['status']} (wanted {statuses}); {nb.get('fail_reason')}"
+                )
             time.sleep(0.02)
 
     def image_id(self, name: str = "notebook-python3.11") -> str:
         return next(i["id"] for i in self.ok("GET", "/images")["data"] if i["name"] == name)
 
     def create(self, name: str, **extra) -> dict:
-        body = {"name": name, "image_id": self.image_id(), "flavor": "modelarts.vm.cpu.2u",
-                "volume": {"category": "EVS", "ownership": "MANAGED"}, **extra}
+        body = {
+            "name": name,
+            "image_id": self.image_id(),
+            "flavor": "modelarts.vm.cpu.2u",
+            "volume": {"category": "EVS", "ownership": "MANAGED"},
+            **extra,
+        }
         return self.ok("POST", "/notebooks", body=body)
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
 """Test helpers: requests signed by the official SDK's own signer, and an in-process API client."""
+
 from __future__ import annotations
 
 import json
@@ -24,18 +25,27 @@ def encode_query(params) -> str:
     """The SDK's query encoding: sorted pairs, strict percent-encoding."""
     if isinstance(params, dict):
         params = list(params.items())
-    pairs = sorted((str(k), "true" if v is True else "false" if v is False else str(v))
-                   for k, v in params if v is not None)
+    pairs = sorted(
+        (str(k), "true" if v is True else "false" if v is False else str(v)) for k, v in params if v is not None
+    )
     return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
 
 
-def sign_headers(creds: Creds, method: str, path: str, query: str, body: bytes, host: str,
-                 sdk_date: str | None = None, *, call_id: bool = False) -> dict[str, str]:
+def sign_headers(
+    creds: Creds,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    host: str,
+    sdk_date: str | None = None,
+    *,
+    call_id: bool = False,
+) -> dict[str, str]:
     """Headers signed by the SDK's signer. ``call_id``: with a signed ``X-Client-Call-Id`` of its own, so that
     two identical calls within one second (same ``X-Sdk-Date``) are two requests, not one repeated, which
     nbfleet refuses as a replay (docs/api.md); the SDK signs every header it sends, so any client can."""
-    headers = {"Content-Type": "application/json", "User-Agent": "nbfleet-tests",
-               "X-Project-Id": creds.project_id}
+    headers = {"Content-Type": "application/json", "User-Agent": "nbfleet-tests", "X-Project-Id": creds.project_id}
     if sdk_date:
         headers["X-Sdk-Date"] = sdk_date
     if call_id:
@@ -44,9 +54,17 @@ def sign_headers(creds: Creds, method: str, path: str, query: str, body: bytes, 
     for item in query.split("&") if query else []:
         k, _, v = item.partition("=")
         from urllib.parse import unquote
+
         pairs.append((unquote(k), unquote(v)))
-    request = SdkRequest(method=method, schema="http", host=host, resource_path=path, query_params=pairs,
-                         header_params=headers, body=body or "")
+    request = SdkRequest(
+        method=method,
+        schema="http",
+        host=host,
+        resource_path=path,
+        query_params=pairs,
+        header_params=headers,
+        body=body or "",
+    )
     Signer(BasicCredentials(creds.ak, creds.sk, creds.project_id)).sign(request)
     return dict(request.header_params)
 
@@ -59,8 +77,18 @@ class Api:
         self.creds = creds
         self.services = services
 
-    def call(self, method: str, path: str, query=None, body=None, *, creds: Creds | None = None,
-             raw_body: bytes | None = None, headers: dict | None = None, project_id: str | None = None):
+    def call(
+        self,
+        method: str,
+        path: str,
+        query=None,
+        body=None,
+        *,
+        creds: Creds | None = None,
+        raw_body: bytes | None = None,
+        headers: dict | None = None,
+        project_id: str | None = None,
+    ):
         creds = creds or self.creds
         project = project_id or creds.project_id
         full_path = f"/v1/{project}{path}" if not path.startswith(("/v1/", "/v3/")) and path != "/health" else path
@@ -103,8 +131,12 @@ class Api:
         return next(i["id"] for i in images if i["name"] == name)
 
     def create(self, name: str = "nb", *, creds: Creds | None = None, wait: bool = True, **extra) -> dict:
-        body = {"name": name, "image_id": self.image_id(), "flavor": "modelarts.vm.cpu.2u",
-                "volume": {"category": "EVS", "ownership": "MANAGED"}}
+        body = {
+            "name": name,
+            "image_id": self.image_id(),
+            "flavor": "modelarts.vm.cpu.2u",
+            "volume": {"category": "EVS", "ownership": "MANAGED"},
+        }
         body.update(extra)
         nb = self.ok("POST", "/notebooks", body=body, creds=creds)
         if wait:
@@ -116,6 +148,7 @@ def end_process(proc, timeout: float = 10.0) -> None:
     """Ask a child process (an ``ssh -L`` tunnel) to end, and kill it if it has not within ``timeout``: a
     client that is slow to act on SIGTERM on a loaded machine must not fail the test that only used it."""
     import subprocess
+
     proc.terminate()
     try:
         proc.wait(timeout=timeout)

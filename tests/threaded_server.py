@@ -1,4 +1,5 @@
 """An ASGI app served by uvicorn on a free 127.0.0.1 port in a background thread (a stand-in upstream)."""
+
 from __future__ import annotations
 
 import socket

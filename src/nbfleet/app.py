@@ -1,4 +1,5 @@
 """``create_app(settings)``: wires store, identity, catalogues, runtime and reconciler into FastAPI."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,36 +55,58 @@ def build_runtime(settings: Settings, clock=None):
     """The configured runtime, checked: a local runtime whose sandbox cannot run raises SandboxUnavailable."""
     if settings.runtime == "simulated":
         from .runtime.simulated import SimulatedRuntime
+
         # For tests (``settings.testing``) crashes and idleness that a test declares are observed.
-        return SimulatedRuntime(delay=settings.simulated_delay, failures=settings.simulated_fail, clock=clock,
-                                observes=settings.testing, reports_activity=settings.testing)
+        return SimulatedRuntime(
+            delay=settings.simulated_delay,
+            failures=settings.simulated_fail,
+            clock=clock,
+            observes=settings.testing,
+            reports_activity=settings.testing,
+        )
     path_prefix = "/notebooks/" if settings.notebook_routing == "path" else None
     if settings.runtime == "docker":
         return build_docker_runtime(settings, path_prefix)
     from .runtime.environments import ImageEnvironments
     from .runtime.limits import ResourceLimiter
     from .runtime.local import LocalRuntime
+
     isolation = build_isolation(settings)
     isolation.check([settings.image_root()])
-    environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
-                                     shared=bool(getattr(isolation, "per_instance_uid", False)))
-    return LocalRuntime(settings.data_dir.resolve(), isolation=isolation, environments=environments,
-                        ready_timeout=settings.ready_timeout, limiter=ResourceLimiter(use_cgroups=settings.cgroups),
-                        path_prefix=path_prefix, storage=local_storage(settings, isolation))
+    environments = ImageEnvironments(
+        settings.image_root(),
+        pythons=settings.image_pythons,
+        shared=bool(getattr(isolation, "per_instance_uid", False)),
+    )
+    return LocalRuntime(
+        settings.data_dir.resolve(),
+        isolation=isolation,
+        environments=environments,
+        ready_timeout=settings.ready_timeout,
+        limiter=ResourceLimiter(use_cgroups=settings.cgroups),
+        path_prefix=path_prefix,
+        storage=local_storage(settings, isolation),
+    )
 
 
 def host_mounts(settings: Settings, owner, *, private_instance_dirs: bool = False):
     """Dynamic mounts on this host (local and docker runtimes); ``owner(id)`` -> (uid, gid) of ``ma-user``."""
     from .runtime.mounts import HostMounts
+
     obs = settings.storage.obs
     credentials = None
-    if obs.configured and obs.access_key and obs.secret_key:   # configured: both are there
+    if obs.configured and obs.access_key and obs.secret_key:  # configured: both are there
         credentials = (obs.access_key, obs.secret_key.get_secret_value())
-    return HostMounts(settings.data_dir.resolve(), settings.storage.policy(), owner=owner,
-                      obs_endpoint=obs.endpoint if obs.configured else None,
-                      obs_credentials=credentials,
-                      obs_region=obs.region, mount_timeout=settings.storage.mount_timeout,
-                      private_instance_dirs=private_instance_dirs)
+    return HostMounts(
+        settings.data_dir.resolve(),
+        settings.storage.policy(),
+        owner=owner,
+        obs_endpoint=obs.endpoint if obs.configured else None,
+        obs_credentials=credentials,
+        obs_region=obs.region,
+        mount_timeout=settings.storage.mount_timeout,
+        private_instance_dirs=private_instance_dirs,
+    )
 
 
 def local_storage(settings: Settings, isolation):
@@ -91,13 +114,13 @@ def local_storage(settings: Settings, isolation):
     import os
 
     from .runtime.sandbox import Bubblewrap, InstanceDirs
+
     if not isinstance(isolation, Bubblewrap):
         return None
     data_dir = settings.data_dir.resolve()
 
-    def owner(instance_id: str) -> tuple[int, int]:   # who ma-user (uid 1000 inside) is on the host
-        uid = isolation.host_uid(InstanceDirs.of(data_dir, instance_id)) if isolation.per_instance_uid \
-            else os.getuid()
+    def owner(instance_id: str) -> tuple[int, int]:  # who ma-user (uid 1000 inside) is on the host
+        uid = isolation.host_uid(InstanceDirs.of(data_dir, instance_id)) if isolation.per_instance_uid else os.getuid()
         return uid, uid
 
     return host_mounts(settings, owner)
@@ -106,26 +129,42 @@ def local_storage(settings: Settings, isolation):
 def build_docker_runtime(settings: Settings, path_prefix: str | None):
     from .runtime.docker import DockerRuntime, engine_client
     from .runtime.docker_images import DockerImageBuilder
+
     client = engine_client(settings.docker_host)
-    client.ping()   # an engine that does not answer fails the start, not every instance
-    builder = DockerImageBuilder(client, base_image=settings.docker_base_image, mirror=settings.docker_debian_mirror,
-                                 scratch=settings.data_dir.resolve())
+    client.ping()  # an engine that does not answer fails the start, not every instance
+    builder = DockerImageBuilder(
+        client,
+        base_image=settings.docker_base_image,
+        mirror=settings.docker_debian_mirror,
+        scratch=settings.data_dir.resolve(),
+    )
     from .runtime.sandbox import SANDBOX_GID, SANDBOX_UID
+
     # Every container's ma-user is uid 1000 / gid 100 (with userns-remap, what the engine maps them to).
-    return DockerRuntime(settings.data_dir.resolve(), client, network=settings.docker_network, builder=builder,
-                         ready_timeout=max(settings.ready_timeout, 90.0), path_prefix=path_prefix,
-                         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID),
-                                             private_instance_dirs=True),
-                         docker_host=settings.docker_host)
+    return DockerRuntime(
+        settings.data_dir.resolve(),
+        client,
+        network=settings.docker_network,
+        builder=builder,
+        ready_timeout=max(settings.ready_timeout, 90.0),
+        path_prefix=path_prefix,
+        storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID), private_instance_dirs=True),
+        docker_host=settings.docker_host,
+    )
 
 
 def build_isolation(settings: Settings):
     from .runtime.sandbox import Bubblewrap, Unsandboxed, find_bwrap, parse_uid_range
+
     data_dir = settings.data_dir.resolve()
     if settings.single_user:
         return Unsandboxed(data_dir)
-    return Bubblewrap(data_dir, bwrap=find_bwrap(settings.bwrap), uid_range=parse_uid_range(settings.sandbox_uid_range),
-                      network=settings.sandbox_network)
+    return Bubblewrap(
+        data_dir,
+        bwrap=find_bwrap(settings.bwrap),
+        uid_range=parse_uid_range(settings.sandbox_uid_range),
+        network=settings.sandbox_network,
+    )
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Database, IdentityService]:
@@ -134,8 +173,7 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> tuple[Data
     ``migrate`` (default: ``settings.migrate``) runs the migrations; without it the schema must already
     be current. Replicas starting together take turns (an advisory lock on PostgreSQL)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.sqlalchemy_url(), pool_size=settings.db_pool_size,
-                  max_overflow=settings.db_max_overflow)
+    db = Database(settings.sqlalchemy_url(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     with db.startup_lock():
         if settings.migrate if migrate is None else migrate:
@@ -162,46 +200,76 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             rt = runtime or build_runtime(settings, clock)
             flavors = FlavorCatalog(settings.flavors_file, has_capacity=rt.has_capacity)
             engine = rt.images
-            reader = (EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
-                      if engine is not None else None)
+            reader = (
+                EngineReader(engine, asyncio.get_running_loop(), settings.image_inspect_timeout)
+                if engine is not None
+                else None
+            )
             images = ImageCatalog(db, clock, settings.images_file, runtime_name=rt.name, engine=reader)
             images.sync_builtins()
         if creds is not None:
             announce(_credentials_banner(creds, settings))
         notebooks = NotebookService(db, clock, flavors, settings, secrets=identity.box)
         app.state.routes = RouteCache(notebooks.route)
-        reconciler = Reconciler(db, rt, clock, settings, flavors, images, secrets=identity.box,
-                                on_status=app.state.routes.forget)
+        reconciler = Reconciler(
+            db, rt, clock, settings, flavors, images, secrets=identity.box, on_status=app.state.routes.forget
+        )
         notebooks.on_change = reconciler.wake
         images.on_purge = reconciler.purge_images
         groups = ImageGroups(db, clock, on_purge=reconciler.purge_images)
         saves = ImageSaves(notebooks, has_engine=engine is not None, runtime_name=rt.name, on_change=reconciler.wake)
-        authenticator = RequestAuthenticator(identity, skew_seconds=settings.signature_skew_seconds,
-                                             allow_unsigned_payload=settings.allow_unsigned_payload,
-                                             refuse_replays=settings.refuse_replayed_requests)
-        signin = PasswordSignIn(identity, clock, free_failures=settings.signin_free_failures,
-                                max_delay_seconds=settings.signin_max_delay_seconds,
-                                concurrent_checks=settings.signin_concurrent_checks)
+        authenticator = RequestAuthenticator(
+            identity,
+            skew_seconds=settings.signature_skew_seconds,
+            allow_unsigned_payload=settings.allow_unsigned_payload,
+            refuse_replays=settings.refuse_replayed_requests,
+        )
+        signin = PasswordSignIn(
+            identity,
+            clock,
+            free_failures=settings.signin_free_failures,
+            max_delay_seconds=settings.signin_max_delay_seconds,
+            concurrent_checks=settings.signin_concurrent_checks,
+        )
         # A thread per database connection the process may open: more would only wait for the pool.
         api_threads = ThreadPoolExecutor(max_workers=db.max_connections, thread_name_prefix="nbfleet-api")
-        app.state.services = Services(identity=identity, authenticator=authenticator, signin=signin,
-                                      notebooks=notebooks, tags=TagService(notebooks), images=images, flavors=flavors,
-                                      image_groups=groups, image_saves=saves, keypairs=KeyPairService(db, clock),
-                                      storage=DynamicStorageService(notebooks, settings.storage.policy(),
-                                                                    max_mounts=settings.storage.max_mounts,
-                                                                    on_change=reconciler.wake),
-                                      reconciler=reconciler, runtime=rt, api_threads=api_threads)
+        app.state.services = Services(
+            identity=identity,
+            authenticator=authenticator,
+            signin=signin,
+            notebooks=notebooks,
+            tags=TagService(notebooks),
+            images=images,
+            flavors=flavors,
+            image_groups=groups,
+            image_saves=saves,
+            keypairs=KeyPairService(db, clock),
+            storage=DynamicStorageService(
+                notebooks, settings.storage.policy(), max_mounts=settings.storage.max_mounts, on_change=reconciler.wake
+            ),
+            reconciler=reconciler,
+            runtime=rt,
+            api_threads=api_threads,
+        )
         app.state.settings = settings
         app.state.audit = AuditTrail(db, clock, retention_days=settings.audit_retention_days)
-        app.state.metrics_scrape = metrics.scrape_registry(metrics.ScrapeCollector(
-            db=db, runtime_name=rt.name, reconciler=reconciler, statuses=list(Status), transitional=TRANSITIONAL))
+        app.state.metrics_scrape = metrics.scrape_registry(
+            metrics.ScrapeCollector(
+                db=db, runtime_name=rt.name, reconciler=reconciler, statuses=list(Status), transitional=TRANSITIONAL
+            )
+        )
         if settings.testing:
             from .testing.control import TestControl
+
             app.state.test_control = TestControl(clock, rt, reconciler, notebooks, identity)
         await reconciler.start()
         gateway = await _start_ssh(settings, rt, notebooks)
-        log.info("nbfleet ready on %s (runtime %s, store %s)", settings.base_url(), rt.name,
-                 "sqlite" if db.is_sqlite else "postgresql")
+        log.info(
+            "nbfleet ready on %s (runtime %s, store %s)",
+            settings.base_url(),
+            rt.name,
+            "sqlite" if db.is_sqlite else "postgresql",
+        )
         try:
             yield
         finally:
@@ -213,13 +281,19 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             api_threads.shutdown(wait=True)
             db.dispose()
 
-    app = FastAPI(title="nbfleet", version=__version__, lifespan=lifespan, redirect_slashes=False,
-                  docs_url="/docs" if settings.api_docs else None,
-                  redoc_url="/redoc" if settings.api_docs else None, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="nbfleet",
+        version=__version__,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json",
+    )
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
-    app.add_middleware(ObservabilityMiddleware)   # metrics, access log and audit of every request it lets in
-    app.add_middleware(RequestIdMiddleware)   # added last: the outermost, so every answer carries the id
+    app.add_middleware(ObservabilityMiddleware)  # metrics, access log and audit of every request it lets in
+    app.add_middleware(RequestIdMiddleware)  # added last: the outermost, so every answer carries the id
     app.include_router(ops_routes.router)
     app.include_router(notebook_routes.router)
     app.include_router(storage_routes.router)
@@ -227,8 +301,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
     app.include_router(iam_routes.router)
     app.include_router(keypair_routes.router)
     app.include_router(audit_routes.router)
-    if settings.testing:   # never in a server people use: see Settings.testing
+    if settings.testing:  # never in a server people use: see Settings.testing
         from .api import testing as testing_routes
+
         app.include_router(testing_routes.router)
     install_console(app)
     install_openapi(app)
@@ -239,9 +314,13 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             return ProxyTarget(host=where.host, port=where.port, socket=where.socket)
         return ProxyRefusal(where.http_status, where.code, where.message)
 
-    install_notebook_proxy(app, resolve, addresses=settings.addresses(),
-                           forget=lambda notebook_id: app.state.routes.forget(notebook_id),
-                           ws_max_message=settings.proxy_ws_max_message_bytes)
+    install_notebook_proxy(
+        app,
+        resolve,
+        addresses=settings.addresses(),
+        forget=lambda notebook_id: app.state.routes.forget(notebook_id),
+        ws_max_message=settings.proxy_ws_max_message_bytes,
+    )
     return app
 
 
@@ -261,16 +340,24 @@ async def _start_ssh(settings: Settings, rt, notebooks: NotebookService):
     if not settings.ssh_enabled() or not hasattr(rt, "session"):
         return None
     from .ssh.gateway import SshGateway
-    gateway = SshGateway(host=settings.ssh_host or settings.host, port=settings.ssh_port,
-                         host_key=settings.ssh_host_key_path(), access=notebooks.ssh_access, enter=rt.session,
-                         max_channels_per_connection=settings.ssh_max_channels_per_connection,
-                         max_sessions_per_instance=settings.ssh_max_sessions_per_instance,
-                         max_sessions=settings.ssh_max_sessions)
+
+    gateway = SshGateway(
+        host=settings.ssh_host or settings.host,
+        port=settings.ssh_port,
+        host_key=settings.ssh_host_key_path(),
+        access=notebooks.ssh_access,
+        enter=rt.session,
+        max_channels_per_connection=settings.ssh_max_channels_per_connection,
+        max_sessions_per_instance=settings.ssh_max_sessions_per_instance,
+        max_sessions=settings.ssh_max_sessions,
+    )
     try:
         await gateway.start()
     except OSError as exc:
-        raise RuntimeError(f"the SSH gateway cannot listen on port {settings.ssh_port} ({exc.strerror or exc}); "
-                           "choose another with NBFLEET_SSH_PORT, or 0 for no SSH") from None
+        raise RuntimeError(
+            f"the SSH gateway cannot listen on port {settings.ssh_port} ({exc.strerror or exc}); "
+            "choose another with NBFLEET_SSH_PORT, or 0 for no SSH"
+        ) from None
     return gateway
 
 

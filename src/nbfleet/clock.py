@@ -5,6 +5,7 @@ Every service and the reconciler read the time from a clock; the simulated runti
 server started for testing: it runs with the wall clock shifted by an offset, or stands still (frozen), and
 ``advance`` moves it forward, waking whatever waits on it in the order its deadlines fall.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,9 +53,9 @@ class ControlledClock(SystemClock):
         wall = int(time.time() * 1000)
         self._offset = (start_ms - wall) if start_ms is not None else 0
         self._frozen_at: int | None = (start_ms if start_ms is not None else wall) if frozen else None
-        self._sleepers: list[tuple[int, int, asyncio.Future]] = []   # (deadline ms, tie-breaker, future)
+        self._sleepers: list[tuple[int, int, asyncio.Future]] = []  # (deadline ms, tie-breaker, future)
         self._order = itertools.count()
-        self.parked: set[asyncio.Task] = set()   # tasks waiting in ``sleep`` now: the rest of them is done
+        self.parked: set[asyncio.Task] = set()  # tasks waiting in ``sleep`` now: the rest of them is done
 
     @property
     def frozen(self) -> bool:
@@ -104,7 +105,7 @@ class ControlledClock(SystemClock):
     def next_deadline(self) -> int | None:
         """The earliest deadline anyone sleeps until, if anyone does."""
         while self._sleepers and self._sleepers[0][2].done():
-            heapq.heappop(self._sleepers)   # woken by real time, or its sleeper was cancelled
+            heapq.heappop(self._sleepers)  # woken by real time, or its sleeper was cancelled
         return self._sleepers[0][0] if self._sleepers else None
 
     def _wake_due(self) -> None:

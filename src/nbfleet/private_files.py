@@ -5,6 +5,7 @@ runtime), whose modes are not nbfleet's own business, and a umask changed at run
 the threads that create them. SQLite creates a database's ``-wal`` and ``-shm`` files with the
 database file's own mode, so a database created 0600 keeps its companions private too.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,5 +39,5 @@ def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
     with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), PRIVATE)   # an existing file keeps its old mode through O_CREAT
+        os.fchmod(f.fileno(), PRIVATE)  # an existing file keeps its old mode through O_CREAT
         f.write(data)

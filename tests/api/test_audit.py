@@ -1,5 +1,6 @@
 """The audit trail: a row per state-changing call (failed ones too), read by admins only, by the CLI, and
 pruned after the retention."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,9 @@ def test_create_stop_delete_and_a_failed_call_are_audited(api):
     api.ok("POST", f"/notebooks/{nb['id']}/stop", creds=alice)
     api.wait_status(nb["id"], "STOPPED", creds=alice)
     api.ok("DELETE", f"/notebooks/{nb['id']}", creds=alice)
-    refused = api.error("POST", f"/notebooks/{nb['id']}/stop", creds=alice)   # DELETING (6357) or gone (6309)
+    refused = api.error("POST", f"/notebooks/{nb['id']}/stop", creds=alice)  # DELETING (6357) or gone (6309)
     assert refused[0] == 400
-    api.ok("GET", "/notebooks", creds=alice)   # reads are not audited
+    api.ok("GET", "/notebooks", creds=alice)  # reads are not audited
 
     rows = audit(api, user="alice")
     assert [r["action"] for r in rows] == ["stop_notebook", "delete_notebook", "stop_notebook", "create_notebook"]
@@ -85,7 +86,7 @@ def test_old_rows_are_pruned_after_the_retention(clocked):
     nb = clocked.create("old")
     assert len(audit(clocked)) == 1
     clocked.clock.advance(31 * DAY_MS)
-    clocked.ok("POST", f"/notebooks/{nb['id']}/stop")   # the next write prunes (an hour after the last pruning)
+    clocked.ok("POST", f"/notebooks/{nb['id']}/stop")  # the next write prunes (an hour after the last pruning)
     rows = audit(clocked)
     assert [r["action"] for r in rows] == ["stop_notebook"]
     clocked.clock.advance(10 * DAY_MS)
@@ -119,18 +120,21 @@ def test_console_sign_in_actions_and_sign_out_are_audited(api):
     import re
 
     from .test_iam import PASSWORD
+
     api.services.identity.set_password(api.creds.user_id, PASSWORD)
     nb = api.create("console-audited")
     client = api.client
     page = client.get("/console/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    wrong = client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": "nope"},
-                        follow_redirects=False)
+    wrong = client.post(
+        "/console/login", data={"csrf_token": csrf, "user": "admin", "password": "nope"}, follow_redirects=False
+    )
     assert wrong.status_code == 401
     page = client.get("/console/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    signed_in = client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD},
-                            follow_redirects=False)
+    signed_in = client.post(
+        "/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD}, follow_redirects=False
+    )
     assert signed_in.status_code in (302, 303)
     detail = client.get(f"/console/notebooks/{nb['id']}")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', detail.text).group(1)
@@ -138,7 +142,8 @@ def test_console_sign_in_actions_and_sign_out_are_audited(api):
     client.post("/console/logout", data={"csrf_token": csrf}, follow_redirects=False)
     from nbfleet.observability.audit import wire
     from nbfleet.store import audit_repo
-    with api.services.identity.db.read() as conn:   # every project's rows (a failed sign-in has none)
+
+    with api.services.identity.db.read() as conn:  # every project's rows (a failed sign-in has none)
         rows = [wire(r) for r in audit_repo.page(conn) if r["route"].startswith("/console/")]
     assert [r["action"] for r in rows] == ["console.logout", "console.act.stop", "console.login", "console.login"]
     by_action = {r["action"]: r for r in rows}
@@ -147,5 +152,5 @@ def test_console_sign_in_actions_and_sign_out_are_audited(api):
     assert by_action["console.logout"]["user_name"] == "admin"
     failed = [r for r in rows if r["action"] == "console.login" and r["status"] == 401]
     assert failed and failed[0]["user_id"] is None and failed[0]["project_id"] is None
-    assert by_action["console.act.stop"] in audit(api)   # the project's admins see the project's rows
+    assert by_action["console.act.stop"] in audit(api)  # the project's admins see the project's rows
     assert PASSWORD not in repr(rows)

@@ -1,4 +1,5 @@
 """Identity, project scoping and the error envelope of every failure."""
+
 from __future__ import annotations
 
 import uuid
@@ -74,9 +75,11 @@ def _all_stored_text(api) -> str:
     from sqlalchemy import select
 
     from nbfleet.store.tables import metadata
+
     with api.services.identity.db.read() as conn:
-        return "\n".join(str(value) for table in metadata.sorted_tables
-                         for row in conn.execute(select(table)) for value in row)
+        return "\n".join(
+            str(value) for table in metadata.sorted_tables for row in conn.execute(select(table)) for value in row
+        )
 
 
 def test_tokens_are_stored_only_as_hashes(api):
@@ -84,6 +87,7 @@ def test_tokens_are_stored_only_as_hashes(api):
     stored = _all_stored_text(api)
     assert token not in stored
     import hashlib
+
     assert hashlib.sha256(token.encode()).hexdigest() in stored
 
 
@@ -114,7 +118,9 @@ def test_literal_routes_win_over_id_routes(api):
 def test_unexpected_exception_is_500_with_request_id(api, monkeypatch):
     def boom(*_args, **_kwargs):
         raise RuntimeError("secret internals")
+
     from starlette.testclient import TestClient
+
     monkeypatch.setattr(api.services.notebooks, "get", boom)
     # A client that reports the server's answer instead of re-raising the exception in the test.
     monkeypatch.setattr(api, "client", TestClient(api.client.app, raise_server_exceptions=False))

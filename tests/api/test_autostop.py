@@ -1,4 +1,5 @@
 """Lease expiry with an injected clock: no test sleeps for an hour."""
+
 from __future__ import annotations
 
 import json
@@ -86,5 +87,6 @@ def test_disabled_lease_never_auto_stops(timed):
     clock.advance(1000 * HOUR)
     api.services.reconciler.wake()
     import time
+
     time.sleep(0.3)
     assert api.ok("GET", f"/notebooks/{nb['id']}")["status"] == "RUNNING"

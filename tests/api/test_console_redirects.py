@@ -1,4 +1,5 @@
 """The sign-in page's ``next`` leads to console pages only, however it is spelled."""
+
 from __future__ import annotations
 
 import re
@@ -7,15 +8,24 @@ import pytest
 
 from .test_iam import PASSWORD
 
-ESCAPES = ["/console/../notebooks/x", "/console/%2e%2e/notebooks/x", "//evil.example/console/notebooks",
-           "/console/notebooks/../../notebooks/x/lab", "https://evil.example/", "/console\\..\\notebooks"]
+ESCAPES = [
+    "/console/../notebooks/x",
+    "/console/%2e%2e/notebooks/x",
+    "//evil.example/console/notebooks",
+    "/console/notebooks/../../notebooks/x/lab",
+    "https://evil.example/",
+    "/console\\..\\notebooks",
+]
 
 
 def _sign_in(client, next_value: str):
     page = client.get("/console/login", params={"next": next_value})
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    return page, client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD,
-                                                     "next": next_value}, follow_redirects=False)
+    return page, client.post(
+        "/console/login",
+        data={"csrf_token": csrf, "user": "admin", "password": PASSWORD, "next": next_value},
+        follow_redirects=False,
+    )
 
 
 @pytest.fixture
@@ -27,7 +37,7 @@ def console(api):
 @pytest.mark.parametrize("next_value", ESCAPES)
 def test_sign_in_never_redirects_out_of_the_console(console, next_value):
     page, response = _sign_in(console, next_value)
-    assert 'name="next"' not in page.text            # the form does not carry it on
+    assert 'name="next"' not in page.text  # the form does not carry it on
     assert response.status_code == 303 and response.headers["location"] == "/console/notebooks"
     # signed in now: the sign-in page sends a session on, to the same place
     again = console.get("/console/login", params={"next": next_value}, follow_redirects=False)
@@ -39,8 +49,14 @@ def test_a_console_page_is_where_sign_in_leads(console):
     assert response.headers["location"] == "/console/notebooks/all?username=admin"
 
 
-@pytest.mark.parametrize("headers", [{"Origin": "http://0badc0de-0000-4000-8000-000000000000.nb.localhost:8080"},
-                                     {"Origin": "null"}, {"Sec-Fetch-Site": "same-site"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://0badc0de-0000-4000-8000-000000000000.nb.localhost:8080"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
 def test_a_form_from_another_origin_is_refused_even_with_the_right_tokens(console, headers):
     """A notebook page of a sibling site could plant the sign-in cookie and post the matching form: the
     browser still names where the form comes from."""

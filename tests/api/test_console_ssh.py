@@ -1,5 +1,6 @@
 """The console's SSH fields: choosing a key pair or pasting a public key when creating a notebook, and the
 SSH section of its page."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,9 @@ def console(api):
     api.services.identity.set_password(api.creds.user_id, PASSWORD)
     page = api.client.get("/console/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    signed_in = api.client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD},
-                                follow_redirects=False)
+    signed_in = api.client.post(
+        "/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD}, follow_redirects=False
+    )
     assert signed_in.status_code == 303
     return api
 
@@ -25,8 +27,16 @@ def create_form(api, **fields):
     page = api.client.get("/console/notebooks/new")
     assert page.status_code == 200
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    form = {"csrf_token": csrf, "name": "ssh-console", "flavor": "modelarts.vm.cpu.2u", "image_id": api.image_id(),
-            "lease_type": "TIMING", "lease_duration": "3600000", "description": "", **fields}
+    form = {
+        "csrf_token": csrf,
+        "name": "ssh-console",
+        "flavor": "modelarts.vm.cpu.2u",
+        "image_id": api.image_id(),
+        "lease_type": "TIMING",
+        "lease_duration": "3600000",
+        "description": "",
+        **fields,
+    }
     return page, api.client.post("/console/notebooks/new", data=form, follow_redirects=False)
 
 

@@ -1,4 +1,5 @@
 """Every error row of spec notebooks.md §1.1; a refused create leaves nothing behind."""
+
 from __future__ import annotations
 
 import asyncssh
@@ -38,16 +39,26 @@ def test_volume_missing_is_6316(api):
     assert_refused(api, body(api, volume=...), "ModelArts.6316")
 
 
-@pytest.mark.parametrize("member,value", [("name", 5), ("duration", "3600000"), ("duration", True),
-                                          ("volume", "EVS"), ("endpoints", {}), ("lease", []),
-                                          ("description", ["x"])])
+@pytest.mark.parametrize(
+    "member,value",
+    [
+        ("name", 5),
+        ("duration", "3600000"),
+        ("duration", True),
+        ("volume", "EVS"),
+        ("endpoints", {}),
+        ("lease", []),
+        ("description", ["x"]),
+    ],
+)
 def test_wrong_json_types_are_6332(api, member, value):
     assert_refused(api, body(api, **{member: value}), "ModelArts.6332")
 
 
 def test_nested_wrong_type_is_6332(api):
-    assert_refused(api, body(api, volume={"category": "EVS", "ownership": "MANAGED", "capacity": "5"}),
-                   "ModelArts.6332")
+    assert_refused(
+        api, body(api, volume={"category": "EVS", "ownership": "MANAGED", "capacity": "5"}), "ModelArts.6332"
+    )
 
 
 @pytest.mark.parametrize("name", ["x" * 129, "has space", "semi;colon", ""])
@@ -106,30 +117,48 @@ def test_image_errors(api):
     assert_refused(api, body(api, image_id=ssh_only), "ModelArts.6768")
 
 
-@pytest.mark.parametrize("volume,code", [
-    ({"category": "NFS", "ownership": "MANAGED"}, "ModelArts.6336"),
-    ({"category": "EVS", "ownership": "MINE"}, "ModelArts.6336"),
-    ({"category": "EVS", "ownership": "DEDICATED"}, "ModelArts.6336"),
-    ({"category": "EVS", "ownership": "MANAGED", "capacity": 4}, "ModelArts.6331"),
-    ({"category": "EVS", "ownership": "MANAGED", "capacity": 4097}, "ModelArts.6331"),
-    ({"category": "OBS", "ownership": "MANAGED", "dew_secret_name": "s"}, "ModelArts.6317"),
-    ({"category": "OBS", "ownership": "MANAGED", "uri": "obs://bucket/dir", "dew_secret_name": "s"}, "ModelArts.6318"),
-    ({"category": "OBS", "ownership": "MANAGED", "uri": "obs://bucket/", "dew_secret_name": "s"}, "ModelArts.6358"),
-    ({"category": "OBS", "ownership": "MANAGED", "uri": "obs://bucket/dir/"}, "ModelArts.6335"),
-])
+@pytest.mark.parametrize(
+    "volume,code",
+    [
+        ({"category": "NFS", "ownership": "MANAGED"}, "ModelArts.6336"),
+        ({"category": "EVS", "ownership": "MINE"}, "ModelArts.6336"),
+        ({"category": "EVS", "ownership": "DEDICATED"}, "ModelArts.6336"),
+        ({"category": "EVS", "ownership": "MANAGED", "capacity": 4}, "ModelArts.6331"),
+        ({"category": "EVS", "ownership": "MANAGED", "capacity": 4097}, "ModelArts.6331"),
+        ({"category": "OBS", "ownership": "MANAGED", "dew_secret_name": "s"}, "ModelArts.6317"),
+        (
+            {"category": "OBS", "ownership": "MANAGED", "uri": "obs://bucket/dir", "dew_secret_name": "s"},
+            "ModelArts.6318",
+        ),
+        ({"category": "OBS", "ownership": "MANAGED", "uri": "obs://bucket/", "dew_secret_name": "s"}, "ModelArts.6358"),
+        ({"category": "OBS", "ownership": "MANAGED", "uri": "obs://bucket/dir/"}, "ModelArts.6335"),
+    ],
+)
 def test_volume_rules(api, volume, code):
     assert_refused(api, body(api, volume=volume), code)
 
 
 def test_volume_defaults(api):
     nb = api.ok("POST", "/notebooks", body=body(api, volume={"category": "evs", "ownership": "managed"}))
-    assert nb["volume"] == {"category": "EVS", "ownership": "MANAGED", "read_only": False, "capacity": 5,
-                            "mount_path": "/home/ma-user/work/"}
+    assert nb["volume"] == {
+        "category": "EVS",
+        "ownership": "MANAGED",
+        "read_only": False,
+        "capacity": 5,
+        "mount_path": "/home/ma-user/work/",
+    }
 
 
-@pytest.mark.parametrize("extra", [{"duration": 3_599_999}, {"duration": 0}, {"duration": 259_200_001},
-                                   {"lease": {"duration": 100, "type": "TIMING"}},
-                                   {"lease": {"duration": 899_999, "type": "IDLE"}}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"duration": 3_599_999},
+        {"duration": 0},
+        {"duration": 259_200_001},
+        {"lease": {"duration": 100, "type": "TIMING"}},
+        {"lease": {"duration": 899_999, "type": "IDLE"}},
+    ],
+)
 def test_duration_out_of_range_is_6349(api, extra):
     assert_refused(api, body(api, **extra), "ModelArts.6349")
 
@@ -140,8 +169,7 @@ def test_duration_minus_one_disables_auto_stop(api):
 
 
 def test_top_level_duration_overrides_lease_and_forces_timing(api):
-    nb = api.ok("POST", "/notebooks", body=body(api, duration=7_200_000,
-                                                 lease={"duration": 900_000, "type": "idle"}))
+    nb = api.ok("POST", "/notebooks", body=body(api, duration=7_200_000, lease={"duration": 900_000, "type": "idle"}))
     assert nb["lease"]["type"] == "TIMING" and nb["lease"]["duration"] == 7_200_000
 
 
@@ -152,8 +180,11 @@ def test_endpoint_ip_whitelist_rules(api):
         assert_refused(api, body(api, endpoints=[{"service": "SSH", "allowed_access_ips": [bad]}]), "ModelArts.6336")
     assert_refused(api, body(api, endpoints=[{"service": "SSH", "allowed_access_ips": [167772161]}]), "ModelArts.6332")
     # an address, or a network in CIDR form
-    nb = api.ok("POST", "/notebooks", body=body(api, endpoints=[
-        {"service": "SSH", "allowed_access_ips": ["203.0.113.7", "198.51.100.0/24"]}]))
+    nb = api.ok(
+        "POST",
+        "/notebooks",
+        body=body(api, endpoints=[{"service": "SSH", "allowed_access_ips": ["203.0.113.7", "198.51.100.0/24"]}]),
+    )
     ssh = [e for e in nb["endpoints"] if e["service"] == "SSH"][0]
     assert ssh["allowed_access_ips"] == ["203.0.113.7", "198.51.100.0/24"]
 

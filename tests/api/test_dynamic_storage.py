@@ -1,5 +1,6 @@
 """Dynamic storage (spec images-flavors-tags-storage.md §4) through the API, on the simulated runtime: the
 statuses, the errors of every member, the operator's allow-lists, stop/start, and what a refusal leaves."""
+
 from __future__ import annotations
 
 import time
@@ -20,14 +21,25 @@ def storage_api(tmp_path):
     """nbfleet whose operator offers one file system and one bucket to every project, another bucket to
     nobody, with a short simulated step so MOUNTING can be seen."""
     import json
+
     efs_dir = tmp_path / "efs"
     (efs_dir / "team").mkdir(parents=True)
-    settings = make_settings(tmp_path, simulated_delay=0.05, storage={
-        "efs": {EFS_ID: {"path": str(efs_dir), "projects": ["*"]},
-                "nfs1.example:/exports": {"path": str(efs_dir), "projects": ["someone-else"]}},
-        "obs": {"endpoint": "http://127.0.0.1:9", "access_key": "AK", "secret_key": "SECRET-never-shown",
-                "buckets": {"shared-bucket": ["*"], "other-bucket": ["not-this-project"]}},
-    })
+    settings = make_settings(
+        tmp_path,
+        simulated_delay=0.05,
+        storage={
+            "efs": {
+                EFS_ID: {"path": str(efs_dir), "projects": ["*"]},
+                "nfs1.example:/exports": {"path": str(efs_dir), "projects": ["someone-else"]},
+            },
+            "obs": {
+                "endpoint": "http://127.0.0.1:9",
+                "access_key": "AK",
+                "secret_key": "SECRET-never-shown",
+                "buckets": {"shared-bucket": ["*"], "other-bucket": ["not-this-project"]},
+            },
+        },
+    )
     app = create_app(settings, announce=lambda _text: None)
     with TestClient(app) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
@@ -71,7 +83,8 @@ def test_attach_list_show_detach(storage_api):
     shown = api.ok("GET", f"/notebooks/{nb['id']}")["data_volumes"]
     assert [(v["mount_path"], v["url"], v["mount_type"], v["status"]) for v in shown] == [
         ("/data/obs/", "obs://shared-bucket/dir/", "DYNAMIC", "MOUNTED"),
-        ("/data/efs/", "0a1b2c3d.sfsturbo.internal:/team", "DYNAMIC", "MOUNTED")]
+        ("/data/efs/", "0a1b2c3d.sfsturbo.internal:/team", "DYNAMIC", "MOUNTED"),
+    ]
     listed = api.ok("GET", "/notebooks")["data"]
     assert [len(n["data_volumes"]) for n in listed if n["id"] == nb["id"]] == [2]
 
@@ -84,7 +97,7 @@ def test_attach_list_show_detach(storage_api):
     assert api.error("GET", f"/notebooks/{nb['id']}/storage/{attached['id']}") == (400, "ModelArts.6404")
     assert [m["id"] for m in api.ok("GET", f"/notebooks/{nb['id']}/storage")["data"]] == [second["id"]]
     kinds = [e["type"] for e in api.ok("GET", f"/notebooks/{nb['id']}/events", {"limit": 50})["data"]]
-    assert kinds.count("storage") >= 5   # mounting x2, mounted x2, unmounting, unmounted
+    assert kinds.count("storage") >= 5  # mounting x2, mounted x2, unmounting, unmounted
 
 
 def test_errors_of_the_spec_change_nothing(storage_api):
@@ -96,11 +109,24 @@ def test_errors_of_the_spec_change_nothing(storage_api):
         body = obs()
         del body[member]
         assert api.error("POST", path, body=body) == (400, "ModelArts.6335"), member
-    assert api.error("POST", path, body={"category": "EFS", "mount_path": "/data/x/",
-                                         "uri": "a.sfsturbo.internal:/d"}) == (400, "ModelArts.6335")
+    assert api.error(
+        "POST", path, body={"category": "EFS", "mount_path": "/data/x/", "uri": "a.sfsturbo.internal:/d"}
+    ) == (400, "ModelArts.6335")
     # 6336: mount_path outside /data/, escaping it, odd, or colliding
-    for bad in ("/data/", "/data", "/home/ma-user/work/", "/data/../etc/", "/data/a/../../etc/", "/data//a/",
-                "/data/./a/", "data/a/", "/data/a b/", "/data/" + "a" * 300 + "/", "/datax/a/", "/data/a\\b/"):
+    for bad in (
+        "/data/",
+        "/data",
+        "/home/ma-user/work/",
+        "/data/../etc/",
+        "/data/a/../../etc/",
+        "/data//a/",
+        "/data/./a/",
+        "data/a/",
+        "/data/a b/",
+        "/data/" + "a" * 300 + "/",
+        "/datax/a/",
+        "/data/a\\b/",
+    ):
         assert api.error("POST", path, body=obs(path=bad)) == (400, "ModelArts.6336"), bad
     assert api.error("POST", path, body={**obs(), "category": "NAS"}) == (400, "ModelArts.6336")
     assert api.error("POST", path, body={**obs(), "mount_path": 7}) == (400, "ModelArts.6332")
@@ -112,15 +138,27 @@ def test_errors_of_the_spec_change_nothing(storage_api):
     # the operator's allow-lists: a bucket or file system not offered to this project
     assert api.error("POST", path, body=obs(uri="obs://other-bucket/x/")) == (400, "ModelArts.6336")
     assert api.error("POST", path, body=obs(uri="obs://unknown-bucket/x/")) == (400, "ModelArts.6336")
-    assert api.error("POST", path, body={**efs(), "efs_id": "0a1b2c3d-0000-4000-8000-000000000000"}) == \
-        (400, "ModelArts.6336")
-    assert api.error("POST", path, body={"category": "EFS", "mount_path": "/data/n/", "uri": "nfs1.example:/exports/x",
-                                         "efs_id": "0a1b2c3d-0000-4000-8000-000000000000"}) == (400, "ModelArts.6336")
+    assert api.error("POST", path, body={**efs(), "efs_id": "0a1b2c3d-0000-4000-8000-000000000000"}) == (
+        400,
+        "ModelArts.6336",
+    )
+    assert api.error(
+        "POST",
+        path,
+        body={
+            "category": "EFS",
+            "mount_path": "/data/n/",
+            "uri": "nfs1.example:/exports/x",
+            "efs_id": "0a1b2c3d-0000-4000-8000-000000000000",
+        },
+    ) == (400, "ModelArts.6336")
     assert api.error("POST", path, body={**efs(), "efs_id": "not-a-uuid"}) == (400, "ModelArts.6336")
     assert api.error("POST", path, body=efs(uri="0a1b2c3d.sfsturbo.internal:/../etc")) == (400, "ModelArts.6336")
     # 6309 and 6404
-    assert api.error("POST", "/notebooks/00000000-0000-0000-0000-000000000000/storage", body=obs()) == \
-        (400, "ModelArts.6309")
+    assert api.error("POST", "/notebooks/00000000-0000-0000-0000-000000000000/storage", body=obs()) == (
+        400,
+        "ModelArts.6309",
+    )
     assert api.error("GET", "/notebooks/00000000-0000-0000-0000-000000000000/storage") == (400, "ModelArts.6309")
     assert api.error("GET", f"{path}/00000000-0000-0000-0000-000000000000") == (400, "ModelArts.6404")
     assert api.error("DELETE", f"{path}/00000000-0000-0000-0000-000000000000") == (400, "ModelArts.6404")
@@ -169,9 +207,14 @@ def test_a_detach_during_a_stop_is_finished_by_the_stop(storage_api):
 
 def test_a_failed_mount_says_why_and_can_be_detached(tmp_path):
     import json
-    settings = make_settings(tmp_path, simulated_fail=["name=broken-*;op=mount"],
-                             storage={"obs": {"endpoint": "http://127.0.0.1:9", "access_key": "AK",
-                                              "secret_key": "SK", "buckets": {"b01": ["*"]}}})
+
+    settings = make_settings(
+        tmp_path,
+        simulated_fail=["name=broken-*;op=mount"],
+        storage={
+            "obs": {"endpoint": "http://127.0.0.1:9", "access_key": "AK", "secret_key": "SK", "buckets": {"b01": ["*"]}}
+        },
+    )
     app = create_app(settings, announce=lambda _text: None)
     with TestClient(app) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
@@ -200,6 +243,7 @@ def test_deleting_an_instance_removes_its_mounts(storage_api):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     from nbfleet.store.tables import dynamic_storages
+
     with api.services.notebooks.db.read() as conn:
         assert conn.execute(dynamic_storages.select()).first() is None
     assert nb["id"] not in api.services.runtime.storage.mounted
@@ -208,6 +252,7 @@ def test_deleting_an_instance_removes_its_mounts(storage_api):
 def test_concurrent_attaches_to_one_path_make_one_mount(storage_api):
     """Attaches racing for the same or nested paths: exactly one wins, the others get 6336 (never a 500)."""
     from concurrent.futures import ThreadPoolExecutor
+
     api = storage_api
     nb = api.create("racing")
     paths = ["/data/race/", "/data/race/", "/data/race/in/", "/data/race/", "/data/race/in/", "/data/race/"]

@@ -1,5 +1,6 @@
 """Store work of API requests runs in worker threads, never on the event loop: one slow query must not
 stall every other request of the process (and /health with them)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,10 @@ def test_authentication_lists_show_and_writes_stay_off_the_event_loop(api, loop_
     api.ok("GET", "/notebooks/tags")
     api.ok("GET", "/images")
     api.ok("GET", "/authoring/features/NOTEBOOK")
-    assert api.call("POST", f"/notebooks/{nb['id']}/tags/create",
-                    body={"tags": [{"key": "k", "value": "v"}]}).status_code == 204
+    assert (
+        api.call("POST", f"/notebooks/{nb['id']}/tags/create", body={"tags": [{"key": "k", "value": "v"}]}).status_code
+        == 204
+    )
     assert len(loop_spy) >= 9
     assert [use for use in loop_spy if use[1]] == []
 
@@ -52,9 +55,17 @@ def test_authentication_lists_show_and_writes_stay_off_the_event_loop(api, loop_
 def test_token_requests_stay_off_the_event_loop(api, loop_spy):
     api.services.identity.set_password(api.creds.user_id, "a-long-enough-password-1")
     loop_spy.clear()
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "password": "a-long-enough-password-1", "domain": {"name": "nbfleet"}}}},
-        "scope": {"project": {"id": api.creds.project_id}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": "admin", "password": "a-long-enough-password-1", "domain": {"name": "nbfleet"}}
+                },
+            },
+            "scope": {"project": {"id": api.creds.project_id}},
+        }
+    }
     response = api.client.post("/v3/auth/tokens", json=body)
     assert response.status_code == 201, response.text
     token = response.headers["X-Subject-Token"]

@@ -1,4 +1,5 @@
 """``POST /v3/auth/tokens``: the password subset of the IAM token API, and the tokens it issues."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,14 @@ from nbfleet.store.tables import users
 PASSWORD = "correct horse battery"
 
 
-def auth_body(user: str, password: str, *, domain: str | None = "nbfleet", project_id: str | None = None,
-              project_name: str | None = None) -> dict:
+def auth_body(
+    user: str,
+    password: str,
+    *,
+    domain: str | None = "nbfleet",
+    project_id: str | None = None,
+    project_name: str | None = None,
+) -> dict:
     user_part: dict = {"name": user, "password": password}
     if domain is not None:
         user_part["domain"] = {"name": domain}
@@ -70,8 +77,11 @@ def test_project_can_be_named_and_the_token_is_scoped_to_it(admin_with_password)
     api.services.identity.add_member(api.creds.user_id, other)
     response = post_tokens(api, auth_body("admin", PASSWORD, project_name="elsewhere"))
     assert response.status_code == 201, response.text
-    assert response.json()["token"]["project"] == {"id": other, "name": "elsewhere",
-                                                   "domain": response.json()["token"]["user"]["domain"]}
+    assert response.json()["token"]["project"] == {
+        "id": other,
+        "name": "elsewhere",
+        "domain": response.json()["token"]["user"]["domain"],
+    }
     token = response.headers["x-subject-token"]
     assert api.client.get(f"/v1/{other}/notebooks", headers={"X-Auth-Token": token}).status_code == 200
     wrong = api.client.get(f"/v1/{api.creds.project_id}/notebooks", headers={"X-Auth-Token": token})
@@ -93,8 +103,9 @@ def test_wrong_password_unknown_user_and_user_without_password_are_401(admin_wit
 
 def test_wrong_domain_and_foreign_project_are_refused(admin_with_password):
     api = admin_with_password
-    assert_refused(post_tokens(api, auth_body("admin", PASSWORD, domain="other-domain",
-                                              project_id=api.creds.project_id)))
+    assert_refused(
+        post_tokens(api, auth_body("admin", PASSWORD, domain="other-domain", project_id=api.creds.project_id))
+    )
     foreign = api.services.identity.create_project("not-mine")
     body = assert_refused(post_tokens(api, auth_body("admin", PASSWORD, project_id=foreign)))
     assert "project" in body["error_msg"]
@@ -107,27 +118,36 @@ def test_unscoped_token_has_no_project_and_cannot_list(admin_with_password):
     assert response.status_code == 201, response.text
     body = response.json()["token"]
     assert "project" not in body and body["domain"]["name"] == "nbfleet"
-    listed = api.client.get(f"/v1/{api.creds.project_id}/notebooks",
-                            headers={"X-Auth-Token": response.headers["x-subject-token"]})
+    listed = api.client.get(
+        f"/v1/{api.creds.project_id}/notebooks", headers={"X-Auth-Token": response.headers["x-subject-token"]}
+    )
     assert listed.status_code == 401 and listed.json()["error_code"] == "ModelArts.0212"
 
 
-@pytest.mark.parametrize("body", [
-    {},
-    {"auth": {"identity": {"methods": ["token"], "token": {"id": "x"}}}},
-    {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin"}}}}},
-    {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": 7, "password": PASSWORD}}}}},
-    {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin", "password": PASSWORD}}},
-              "scope": {"project": {}}}},
-    [],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"auth": {"identity": {"methods": ["token"], "token": {"id": "x"}}}},
+        {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin"}}}}},
+        {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": 7, "password": PASSWORD}}}}},
+        {
+            "auth": {
+                "identity": {"methods": ["password"], "password": {"user": {"name": "admin", "password": PASSWORD}}},
+                "scope": {"project": {}},
+            }
+        },
+        [],
+    ],
+)
 def test_malformed_bodies_are_400_and_issue_nothing(admin_with_password, body):
     assert_refused(post_tokens(admin_with_password, body), 400)
 
 
 def test_non_json_body_is_400(admin_with_password):
-    response = admin_with_password.client.post("/v3/auth/tokens", content=b"user=admin",
-                                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = admin_with_password.client.post(
+        "/v3/auth/tokens", content=b"user=admin", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert_refused(response, 400)
 
 
@@ -154,12 +174,44 @@ def test_cli_set_password_from_stdin(api, settings):
     project = api.creds.project_id
     assert_refused(post_tokens(api, auth_body("admin", "from-the-cli-1", project_id=project)))
     env = {**os.environ, **({"NBFLEET_DATABASE_URL": settings.database_url} if settings.database_url else {})}
-    done = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user",
-                           api.creds.user_id, "--password-stdin", "--data-dir", str(settings.data_dir)],
-                          input="from-the-cli-1\n", capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "admin",
+            "set-password",
+            "--user",
+            api.creds.user_id,
+            "--password-stdin",
+            "--data-dir",
+            str(settings.data_dir),
+        ],
+        input="from-the-cli-1\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert post_tokens(api, auth_body("admin", "from-the-cli-1", project_id=project)).status_code == 201
-    bad = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user",
-                          "0" * 32, "--password-stdin", "--data-dir", str(settings.data_dir)],
-                         input="from-the-cli-1\n", capture_output=True, text=True, timeout=60, env=env)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "admin",
+            "set-password",
+            "--user",
+            "0" * 32,
+            "--password-stdin",
+            "--data-dir",
+            str(settings.data_dir),
+        ],
+        input="from-the-cli-1\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert bad.returncode == 1 and "does not exist" in bad.stderr

@@ -1,4 +1,5 @@
 """Image groups in process: what a group is, its stable id, counts, paging, guide text and tags, deletion."""
+
 from __future__ import annotations
 
 import uuid
@@ -35,7 +36,7 @@ def test_a_group_is_one_owners_images_of_one_name(api):
     app = mine["app"]
     assert app["version_count"] == 2 and app["namespace"] == "team" and app["type"] == "DEDICATED"
     assert app["create_at"] == one["create_at"] and app["update_at"] >= two["update_at"]
-    assert app["description"] == "second"   # the newest image's
+    assert app["description"] == "second"  # the newest image's
     assert (app["read_me"], app["tags"], app["swr_instance_id"], app["swr_instance_name"]) == ("", [], None, None)
     # the id is derived from what the group is: the same on every replica, after every restart
     assert app["id"] == group_id(api.creds.project_id, api.creds.user_id, "team", "app")
@@ -56,7 +57,7 @@ def test_filters_and_paging(api):
         register(api, f"swr.example.com/team/{name}:1")
     register(api, "swr.example.com/other/alpha:1")
     assert {g["name"] for g in groups(api, name="alph")["data"]} == {"alpha"}
-    assert groups(api, name="alph")["total"] == 2            # team/alpha and other/alpha
+    assert groups(api, name="alph")["total"] == 2  # team/alpha and other/alpha
     assert groups(api, name="alph", name_fuzzy_match="false")["total"] == 0
     assert groups(api, name="alpha", name_fuzzy_match="false", namespace="other")["total"] == 1
     page = groups(api, type="DEDICATED", limit=2, offset=2)
@@ -67,8 +68,16 @@ def test_filters_and_paging(api):
     assert groups(api, workspace_id="f" * 32)["total"] == 0
 
 
-@pytest.mark.parametrize("query", [{"type": "MINE"}, {"name_fuzzy_match": "maybe"}, {"limit": "-1"},
-                                   {"offset": "x"}, {"workspace_id": "bad workspace"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"type": "MINE"},
+        {"name_fuzzy_match": "maybe"},
+        {"limit": "-1"},
+        {"offset": "x"},
+        {"workspace_id": "bad workspace"},
+    ],
+)
 def test_list_refusals(api, query):
     assert api.error("GET", "/images/group", query) == (400, "ModelArts.0104")
 
@@ -76,14 +85,17 @@ def test_list_refusals(api, query):
 def test_update_replaces_the_guide_text_and_tags(api):
     register(api, "swr.example.com/team/app:1")
     gid = by_name(groups(api, type="DEDICATED"))["app"]["id"]
-    updated = api.ok("PUT", f"/images/group/{gid}", body={"read_me": "# How to use", "tags": [
-        {"key": "team", "value": "ml"}, {"key": "stage"}]})
+    updated = api.ok(
+        "PUT",
+        f"/images/group/{gid}",
+        body={"read_me": "# How to use", "tags": [{"key": "team", "value": "ml"}, {"key": "stage"}]},
+    )
     assert updated["read_me"] == "# How to use" and updated["id"] == gid
     assert updated["tags"] == [{"key": "team", "value": "ml"}, {"key": "stage", "value": ""}]
     assert by_name(groups(api))["app"]["read_me"] == "# How to use"
     only_tags = api.ok("PUT", f"/images/group/{gid}", body={"tags": []})
     assert only_tags["tags"] == [] and only_tags["read_me"] == "# How to use"
-    assert api.ok("PUT", f"/images/group/{gid}")["read_me"] == "# How to use"   # no body: nothing changes
+    assert api.ok("PUT", f"/images/group/{gid}")["read_me"] == "# How to use"  # no body: nothing changes
     # register's read_me and tags go to the group as well
     register(api, "swr.example.com/team/app:2", read_me="v2 notes", tags=["x=1"])
     group = by_name(groups(api))["app"]
@@ -126,7 +138,7 @@ def test_delete_takes_every_image_of_the_group(api):
     assert api.error("PUT", f"/images/group/{gid}", body={"read_me": "x"}) == (400, "ModelArts.6404")
     again = register(api, "swr.example.com/team/app:1")
     group = by_name(groups(api))["app"]
-    assert group["id"] == gid and group["version_count"] == 1 and group["read_me"] == ""   # a fresh start
+    assert group["id"] == gid and group["version_count"] == 1 and group["read_me"] == ""  # a fresh start
     assert again["id"] != one["id"]
 
 

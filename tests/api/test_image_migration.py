@@ -1,5 +1,6 @@
 """Migration 0007 (image groups, saves, content to remove): on SQLite and PostgreSQL, up and down, and the
 schema it makes is the one store/tables.py declares."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ def test_down_and_up_again_keeps_users_images_and_gives_them_their_groups(settin
         assert "image_groups" not in inspect(conn).get_table_names()
         assert "group_id" not in {c["name"] for c in inspect(conn).get_columns("images")}
     db.dispose()
-    with TestClient(create_app(settings, announce=lambda _t: None)) as client:   # migrates at start
+    with TestClient(create_app(settings, announce=lambda _t: None)) as client:  # migrates at start
         api = _api(client, settings)
         assert api.ok("GET", f"/images/{image['id']}")["status"] == "ACTIVE"
         groups = {g["name"]: g for g in api.ok("GET", "/images/group", {"type": "DEDICATED"})["data"]}

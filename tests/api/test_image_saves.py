@@ -1,5 +1,6 @@
 """Saving a notebook as an image, in process: validation, the statuses on the way, failures, and a
 runtime whose images are not engine images (local)."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,7 @@ def slow(tmp_path):
 
 
 def save(api: Api, notebook_id: str, **body) -> dict:
-    return api.ok("POST", f"/notebooks/{notebook_id}/create-image", body={"name": "saved", "namespace": "team",
-                                                                          **body})
+    return api.ok("POST", f"/notebooks/{notebook_id}/create-image", body={"name": "saved", "namespace": "team", **body})
 
 
 def wait_image(api: Api, image_id: str, *statuses: str, timeout: float = 20) -> dict:
@@ -94,24 +94,27 @@ def test_the_tag_defaults_to_the_utc_time(api):
     wait_image(api, image["id"], "ACTIVE")
 
 
-@pytest.mark.parametrize("body,code", [
-    ([], "ModelArts.6400"),
-    ({"namespace": "team"}, "ModelArts.6335"),
-    ({"name": "saved"}, "ModelArts.6335"),
-    ({"name": 1, "namespace": "team"}, "ModelArts.6332"),
-    ({"name": "Saved", "namespace": "team"}, "ModelArts.6336"),
-    ({"name": "-saved", "namespace": "team"}, "ModelArts.6336"),
-    ({"name": "saved-", "namespace": "team"}, "ModelArts.6336"),
-    ({"name": "s" * 129, "namespace": "team"}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "Team"}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "9team"}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "t" * 65}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "team", "tag": "v 1"}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "team", "tag": "t" * 65}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "team", "description": "d" * 513}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "team", "swr_instance_domain": "x.example.com"}, "ModelArts.6336"),
-    ({"name": "saved", "namespace": "team", "workspace_id": "0" * 32}, "ModelArts.0102"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        ([], "ModelArts.6400"),
+        ({"namespace": "team"}, "ModelArts.6335"),
+        ({"name": "saved"}, "ModelArts.6335"),
+        ({"name": 1, "namespace": "team"}, "ModelArts.6332"),
+        ({"name": "Saved", "namespace": "team"}, "ModelArts.6336"),
+        ({"name": "-saved", "namespace": "team"}, "ModelArts.6336"),
+        ({"name": "saved-", "namespace": "team"}, "ModelArts.6336"),
+        ({"name": "s" * 129, "namespace": "team"}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "Team"}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "9team"}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "t" * 65}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "team", "tag": "v 1"}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "team", "tag": "t" * 65}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "team", "description": "d" * 513}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "team", "swr_instance_domain": "x.example.com"}, "ModelArts.6336"),
+        ({"name": "saved", "namespace": "team", "workspace_id": "0" * 32}, "ModelArts.0102"),
+    ],
+)
 def test_save_refusals_change_nothing(api, body, code):
     nb = api.create("refused")
     response = api.call("POST", f"/notebooks/{nb['id']}/create-image", body=body)
@@ -126,8 +129,7 @@ def test_save_needs_a_running_notebook_of_ones_own(api):
     bob = api.new_user("bob-save")
     bobs = api.create("bobs", creds=bob)
     alice = api.new_user("alice-save")
-    assert api.error("POST", f"/notebooks/{bobs['id']}/create-image", body=body, creds=alice) == (
-        400, "ModelArts.6309")
+    assert api.error("POST", f"/notebooks/{bobs['id']}/create-image", body=body, creds=alice) == (400, "ModelArts.6309")
     stopped = api.create("stopped")
     api.ok("POST", f"/notebooks/{stopped['id']}/stop")
     api.wait_status(stopped["id"], "STOPPED")
@@ -141,17 +143,23 @@ def test_an_address_already_taken_is_6737(api):
     first = save(api, nb["id"], tag="v1")
     wait_image(api, first["id"], "ACTIVE")
     api.wait_status(nb["id"], "RUNNING")
-    assert api.error("POST", f"/notebooks/{nb['id']}/create-image",
-                     body={"name": "saved", "namespace": "team", "tag": "v1"}) == (400, "ModelArts.6737")
+    assert api.error(
+        "POST", f"/notebooks/{nb['id']}/create-image", body={"name": "saved", "namespace": "team", "tag": "v1"}
+    ) == (400, "ModelArts.6737")
     # another user saving to the same address would overwrite the content: refused as well
     bob = api.new_user("bob-dup")
     bobs = api.create("bobs", creds=bob)
-    assert api.error("POST", f"/notebooks/{bobs['id']}/create-image", creds=bob,
-                     body={"name": "saved", "namespace": "team", "tag": "v1"}) == (400, "ModelArts.6737")
+    assert api.error(
+        "POST",
+        f"/notebooks/{bobs['id']}/create-image",
+        creds=bob,
+        body={"name": "saved", "namespace": "team", "tag": "v1"},
+    ) == (400, "ModelArts.6737")
     # a registered image of the caller with that namespace/name:tag too
     api.ok("POST", "/images", body={"swr_path": "swr.example.com/team/registered:v1"})
-    assert api.error("POST", f"/notebooks/{nb['id']}/create-image",
-                     body={"name": "registered", "namespace": "team", "tag": "v1"}) == (400, "ModelArts.6737")
+    assert api.error(
+        "POST", f"/notebooks/{nb['id']}/create-image", body={"name": "registered", "namespace": "team", "tag": "v1"}
+    ) == (400, "ModelArts.6737")
     assert api.ok("GET", f"/notebooks/{nb['id']}")["status"] == "RUNNING"
     assert api.ok("GET", f"/notebooks/{bobs['id']}", creds=bob)["status"] == "RUNNING"
     # deleted (without force), the address is free again
@@ -172,8 +180,10 @@ def test_an_address_an_instance_still_runs_from_cannot_be_saved_over(api):
     mallory = api.new_user("mallory-saves")
     hers = api.create("hers", creds=mallory)
     body = {"name": "saved", "namespace": "team", "tag": "v1"}
-    assert api.error("POST", f"/notebooks/{hers['id']}/create-image", creds=mallory, body=body) == \
-        (400, "ModelArts.6737")
+    assert api.error("POST", f"/notebooks/{hers['id']}/create-image", creds=mallory, body=body) == (
+        400,
+        "ModelArts.6737",
+    )
     assert api.error("POST", f"/notebooks/{nb['id']}/create-image", body=body) == (400, "ModelArts.6737")
     # Once nothing runs from it any more, the address is free.
     api.ok("DELETE", f"/notebooks/{from_saved['id']}")
@@ -215,8 +225,12 @@ def test_a_failed_save_fails_the_image_and_the_notebook_runs_on(failing):
     assert running["fail_reason"] in (None, "")
     kinds = [e["type"] for e in events(api, nb["id"])]
     assert "image_save_failed" in kinds and "image_saved" not in kinds
-    body = {"name": "from-failed", "image_id": image["id"], "flavor": "modelarts.vm.cpu.2u",
-            "volume": {"category": "EVS", "ownership": "MANAGED"}}
+    body = {
+        "name": "from-failed",
+        "image_id": image["id"],
+        "flavor": "modelarts.vm.cpu.2u",
+        "volume": {"category": "EVS", "ownership": "MANAGED"},
+    }
     assert api.error("POST", "/notebooks", body=body) == (400, "ModelArts.6797")
     # the failed image can be deleted, and the notebook saved again
     assert api.ok("DELETE", f"/images/{image['id']}")["status"] == "DELETED"
@@ -251,8 +265,9 @@ def test_the_local_runtime_refuses_and_changes_nothing(tmp_path):
         response = api.call("POST", "/images", body={"swr_path": "swr.example.com/team/app:1"})
         assert (response.status_code, response.json()["error_code"]) == (400, "ModelArts.6361")
         assert "not supported on the local runtime" in response.json()["error_msg"]
-        response = api.call("POST", f"/notebooks/{uuid.uuid4()}/create-image",
-                            body={"name": "saved", "namespace": "team"})
+        response = api.call(
+            "POST", f"/notebooks/{uuid.uuid4()}/create-image", body={"name": "saved", "namespace": "team"}
+        )
         assert (response.status_code, response.json()["error_code"]) == (400, "ModelArts.6361")
         assert dedicated(api) == []
         assert api.ok("GET", "/images/group", {"type": "DEDICATED"})["total"] == 0

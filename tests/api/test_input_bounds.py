@@ -1,5 +1,6 @@
 """Bounds every request meets at the edge: integers, nesting, free-form members, control characters;
 and rows stored before those bounds that must not fail the pages showing them."""
+
 from __future__ import annotations
 
 import json
@@ -31,47 +32,78 @@ def nb(api):
 
 # --- integers ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,query", [
-    ("/notebooks", {"offset": HUGE}), ("/notebooks", {"limit": HUGE}), ("/notebooks/all", {"offset": HUGE}),
-    ("/notebooks/all", {"offset": "-" + HUGE}), ("/notebooks/flavors", {"offset": HUGE}),
-    ("/notebooks/flavors", {"limit": HUGE}), ("/images", {"offset": HUGE}), ("/images", {"limit": HUGE}),
-    ("/notebooks", {"offset": "9" * 5000}),
-])
+
+@pytest.mark.parametrize(
+    "path,query",
+    [
+        ("/notebooks", {"offset": HUGE}),
+        ("/notebooks", {"limit": HUGE}),
+        ("/notebooks/all", {"offset": HUGE}),
+        ("/notebooks/all", {"offset": "-" + HUGE}),
+        ("/notebooks/flavors", {"offset": HUGE}),
+        ("/notebooks/flavors", {"limit": HUGE}),
+        ("/images", {"offset": HUGE}),
+        ("/images", {"limit": HUGE}),
+        ("/notebooks", {"offset": "9" * 5000}),
+    ],
+)
 def test_integer_query_parameters_out_of_range_are_0104(api, path, query):
     assert api.error("GET", path, query) == (400, "ModelArts.0104")
 
 
-@pytest.mark.parametrize("method,suffix,query", [
-    ("GET", "/events", {"offset": HUGE}), ("GET", "/events", {"limit": HUGE}), ("GET", "/flavors", {"offset": HUGE}),
-    ("POST", "/start", {"duration": HUGE}), ("PATCH", "/lease", {"duration": HUGE}),
-])
+@pytest.mark.parametrize(
+    "method,suffix,query",
+    [
+        ("GET", "/events", {"offset": HUGE}),
+        ("GET", "/events", {"limit": HUGE}),
+        ("GET", "/flavors", {"offset": HUGE}),
+        ("POST", "/start", {"duration": HUGE}),
+        ("PATCH", "/lease", {"duration": HUGE}),
+    ],
+)
 def test_integer_query_parameters_of_one_instance_are_bounded(api, nb, method, suffix, query):
     assert api.error(method, f"/notebooks/{nb['id']}{suffix}", query) == (400, "ModelArts.0104")
 
 
 def test_the_largest_offset_is_an_empty_page(api, nb):
-    page = api.ok("GET", "/notebooks", {"offset": str(2 ** 31 - 1)})
+    page = api.ok("GET", "/notebooks", {"offset": str(2**31 - 1)})
     assert page["data"] == [] and page["total"] == 1
 
 
 # --- nesting and free-form members -------------------------------------------------------------------
 
-@pytest.mark.parametrize("member,value", [
-    ("affinity", _deep(254)), ("affinity", _deep(9)), ("custom_spec", {"cpu": 1, "x": _deep(9)}),
-    ("user_vpc", {"vpc_id": "v", "extra": _deep(12)}), ("affinity", {"blob": "x" * 20_000}),
-])
+
+@pytest.mark.parametrize(
+    "member,value",
+    [
+        ("affinity", _deep(254)),
+        ("affinity", _deep(9)),
+        ("custom_spec", {"cpu": 1, "x": _deep(9)}),
+        ("user_vpc", {"vpc_id": "v", "extra": _deep(12)}),
+        ("affinity", {"blob": "x" * 20_000}),
+    ],
+)
 def test_free_form_members_beyond_the_bounds_are_refused(api, member, value):
     before = _count(api)
-    body = {"name": "deep", "image_id": api.image_id(), "flavor": "modelarts.vm.cpu.2u",
-            "volume": {"category": "EVS", "ownership": "MANAGED"}, member: value}
+    body = {
+        "name": "deep",
+        "image_id": api.image_id(),
+        "flavor": "modelarts.vm.cpu.2u",
+        "volume": {"category": "EVS", "ownership": "MANAGED"},
+        member: value,
+    }
     status, code = api.error("POST", "/notebooks", body=body)
     assert (status, code) in ((400, "ModelArts.6336"), (400, "ModelArts.6400"))
     assert _count(api) == before
 
 
 def test_a_free_form_member_within_the_bounds_is_kept(api):
-    affinity = {"required_during_scheduling_ignored_during_execution": [
-        {"key": "zone", "operator": "In", "values": ["a", "b"]}], "x": _deep(5)}
+    affinity = {
+        "required_during_scheduling_ignored_during_execution": [
+            {"key": "zone", "operator": "In", "values": ["a", "b"]}
+        ],
+        "x": _deep(5),
+    }
     nb = api.create("shallow", affinity=affinity)
     assert nb["affinity"] == affinity
 
@@ -82,6 +114,7 @@ def test_a_body_nested_beyond_the_api_is_6400(api, nb):
 
 # --- rows that cannot be rendered --------------------------------------------------------------------
 
+
 def _store_spec(api, notebook_id: str, spec_document: str) -> None:
     with api.services.notebooks.db.write() as conn:
         conn.execute(update(notebooks).where(notebooks.c.id == notebook_id).values(spec=spec_document))
@@ -91,9 +124,19 @@ def test_a_stored_253_deep_affinity_does_not_fail_the_lists(api):
     deep = api.create("deep-stored")
     fine = api.create("fine")
     spec = orjson.loads(json.dumps(api.ok("GET", f"/notebooks/{deep['id']}")))  # a copy to take the image from
-    stored = {"volume": {"category": "EVS", "ownership": "MANAGED", "capacity": 5, "read_only": False,
-                         "mount_path": "/home/ma-user/work/"}, "data_volumes": [], "endpoints": [],
-              "image": spec["image"], "affinity": _deep(253)}
+    stored = {
+        "volume": {
+            "category": "EVS",
+            "ownership": "MANAGED",
+            "capacity": 5,
+            "read_only": False,
+            "mount_path": "/home/ma-user/work/",
+        },
+        "data_volumes": [],
+        "endpoints": [],
+        "image": spec["image"],
+        "affinity": _deep(253),
+    }
     _store_spec(api, deep["id"], json.dumps(stored))
     for path in ("/notebooks", "/notebooks/all"):
         page = api.ok("GET", path, {"limit": 50})
@@ -116,9 +159,19 @@ def test_a_stored_row_that_does_not_parse_is_listed_degraded(api):
 
 # --- control characters ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("query", [{"description": "a\x00b"}, {"name": "a\x00"}, {"username": "\x00"},
-                                   {"tags": "k|\x00"}, {"sort_key": "name\x00"}, {"description": "line\x01"},
-                                   {"swr_path": "\x7f"}])
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"description": "a\x00b"},
+        {"name": "a\x00"},
+        {"username": "\x00"},
+        {"tags": "k|\x00"},
+        {"sort_key": "name\x00"},
+        {"description": "line\x01"},
+        {"swr_path": "\x7f"},
+    ],
+)
 def test_control_characters_in_list_filters_are_0104(api, query):
     assert api.error("GET", "/notebooks", query) == (400, "ModelArts.0104")
 
@@ -129,28 +182,43 @@ def test_nul_in_a_path_id_is_0104(api, nb):
     assert api.error("GET", "/images/ab%00cd") == (400, "ModelArts.0104")
 
 
-@pytest.mark.parametrize("member,value", [("description", "a\x00b"), ("image_id", "\x00"), ("name", "nb\x00"),
-                                          ("volume", {"category": "EVS", "ownership": "MANAGED",
-                                                      "dew_secret_name": "s\x00"}),
-                                          ("affinity", {"k\x00": "v"}), ("description", "bell\x07")])
+@pytest.mark.parametrize(
+    "member,value",
+    [
+        ("description", "a\x00b"),
+        ("image_id", "\x00"),
+        ("name", "nb\x00"),
+        ("volume", {"category": "EVS", "ownership": "MANAGED", "dew_secret_name": "s\x00"}),
+        ("affinity", {"k\x00": "v"}),
+        ("description", "bell\x07"),
+    ],
+)
 def test_control_characters_in_a_create_body_are_refused_and_change_nothing(api, member, value):
     before = _count(api)
-    body = {"name": "ctl", "image_id": api.image_id(), "flavor": "modelarts.vm.cpu.2u",
-            "volume": {"category": "EVS", "ownership": "MANAGED"}, member: value}
+    body = {
+        "name": "ctl",
+        "image_id": api.image_id(),
+        "flavor": "modelarts.vm.cpu.2u",
+        "volume": {"category": "EVS", "ownership": "MANAGED"},
+        member: value,
+    }
     assert api.error("POST", "/notebooks", body=body) == (400, "ModelArts.6336")
     assert _count(api) == before
 
 
 def test_control_characters_in_update_and_tag_bodies_are_refused(api, nb):
     assert api.error("PUT", f"/notebooks/{nb['id']}", body={"description": "x\x00"}) == (400, "ModelArts.6336")
-    assert api.error("POST", f"/notebooks/{nb['id']}/tags/create",
-                     body={"tags": [{"key": "k", "value": "\x00"}]}) == (400, "ModelArts.6336")
+    assert api.error("POST", f"/notebooks/{nb['id']}/tags/create", body={"tags": [{"key": "k", "value": "\x00"}]}) == (
+        400,
+        "ModelArts.6336",
+    )
     shown = api.ok("GET", f"/notebooks/{nb['id']}")
     assert shown["description"] == nb["description"] and shown["tags"] == []
 
 
 def test_nul_in_a_token_request_is_refused(api):
-    body = {"auth": {"identity": {"methods": ["password"],
-                                  "password": {"user": {"name": "admin\x00", "password": "x"}}}}}
+    body = {
+        "auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin\x00", "password": "x"}}}}
+    }
     response = api.client.post("/v3/auth/tokens", json=body)
     assert response.status_code == 400 and response.json()["error_code"] == "ModelArts.6336"

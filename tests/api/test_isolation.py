@@ -4,6 +4,7 @@ see and change through every notebook endpoint.
 Another user's notebook is *invisible* to a non-admin: 400 ModelArts.6309 exactly like an unknown id,
 never 403. A request for a project the caller is not a member of is 403 ModelArts.0210.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -19,10 +20,10 @@ WRONG_PROJECT = (403, "ModelArts.0210")
 
 @dataclass
 class Tenants:
-    admin: Creds         # admin of project A (the bootstrap admin)
-    u1: Creds            # non-admin, project A
-    u2: Creds            # non-admin, project A
-    b: Creds             # non-admin, project B
+    admin: Creds  # admin of project A (the bootstrap admin)
+    u1: Creds  # non-admin, project A
+    u2: Creds  # non-admin, project A
+    b: Creds  # non-admin, project B
     project_b: str
     nb_admin: dict
     nb1: dict
@@ -80,6 +81,7 @@ def assert_untouched(api: Api, nb: dict, owner: Creds) -> None:
 
 # --- another user of the same project ------------------------------------------------------------------
 
+
 def test_non_admin_gets_6309_for_another_users_notebook_on_every_endpoint(api, t):
     running = api.ok("GET", f"/notebooks/{t.nb1['id']}", creds=t.u1)
     for method, path, query, body in every_notebook_call(t.nb1["id"]):
@@ -91,8 +93,9 @@ def test_non_admin_gets_6309_for_another_users_notebook_on_every_endpoint(api, t
 
 def test_another_users_notebook_is_indistinguishable_from_an_unknown_one(api, t):
     unknown = str(uuid.uuid4())
-    for (method, path, query, body), (_, unknown_path, _, _) in zip(every_notebook_call(t.nb1["id"]),
-                                                                    every_notebook_call(unknown), strict=True):
+    for (method, path, query, body), (_, unknown_path, _, _) in zip(
+        every_notebook_call(t.nb1["id"]), every_notebook_call(unknown), strict=True
+    ):
         theirs = api.call(method, path, query, body, creds=t.u2)
         nothing = api.call(method, unknown_path, query, body, creds=t.u2)
         assert theirs.status_code == nothing.status_code == 400
@@ -121,8 +124,16 @@ def test_owner_filter_is_ignored_for_non_admins(api, t, path):
 
 
 def test_non_admin_filters_never_reach_other_users_rows(api, t):
-    for query in ({"name": "two"}, {"name": "_nb"}, {"id": t.nb2["id"]}, {"username": "user-two"},
-                  {"username": "user"}, {"status": "RUNNING"}, {"billing": "ALL"}, {"sort_key": "name"}):
+    for query in (
+        {"name": "two"},
+        {"name": "_nb"},
+        {"id": t.nb2["id"]},
+        {"username": "user-two"},
+        {"username": "user"},
+        {"status": "RUNNING"},
+        {"billing": "ALL"},
+        {"sort_key": "name"},
+    ):
         page = api.ok("GET", "/notebooks/all", query, creds=t.u1)
         assert ids(page) <= {t.nb1["id"]}, query
         assert page["total"] == len(page["data"])
@@ -140,6 +151,7 @@ def test_a_user_in_two_projects_sees_each_projects_notebooks_only_there(api, t):
 
 
 # --- the admin -----------------------------------------------------------------------------------------
+
 
 def test_admin_notebooks_shows_own_and_all_shows_everyone_in_the_project(api, t):
     assert ids(api.ok("GET", "/notebooks")) == {t.nb_admin["id"]}
@@ -197,13 +209,26 @@ def test_admin_cannot_see_or_touch_another_projects_notebook(api, t):
 
 # --- another project -----------------------------------------------------------------------------------
 
+
 def test_user_of_project_b_calling_project_a_is_403_0210_everywhere(api, t):
     project_a = t.admin.project_id
     # the same key, with project A in the path only, and with project A in path and X-Project-Id
     b_claiming_a = Creds(t.b.ak, t.b.sk, project_a, t.b.user_id)
-    calls = [("GET", "/notebooks", None, None), ("GET", "/notebooks/all", None, None),
-             ("POST", "/notebooks", None, {"name": "x", "image_id": api.image_id(), "flavor": "modelarts.vm.cpu.2u",
-                                           "volume": {"category": "EVS", "ownership": "MANAGED"}})]
+    calls = [
+        ("GET", "/notebooks", None, None),
+        ("GET", "/notebooks/all", None, None),
+        (
+            "POST",
+            "/notebooks",
+            None,
+            {
+                "name": "x",
+                "image_id": api.image_id(),
+                "flavor": "modelarts.vm.cpu.2u",
+                "volume": {"category": "EVS", "ownership": "MANAGED"},
+            },
+        ),
+    ]
     calls += every_notebook_call(t.nb1["id"]) + every_notebook_call(t.nb_b["id"])
     for method, path, query, body in calls:
         assert api.error(method, path, query, body, creds=t.b, project_id=project_a) == WRONG_PROJECT, (method, path)
@@ -216,8 +241,7 @@ def test_project_a_users_calling_project_b_are_403_0210(api, t):
     for creds in (t.admin, t.u1):
         assert api.error("GET", "/notebooks", creds=creds, project_id=t.project_b) == WRONG_PROJECT
         assert api.error("GET", "/notebooks/all", creds=creds, project_id=t.project_b) == WRONG_PROJECT
-        assert api.error("GET", f"/notebooks/{t.nb_b['id']}", creds=creds,
-                         project_id=t.project_b) == WRONG_PROJECT
+        assert api.error("GET", f"/notebooks/{t.nb_b['id']}", creds=creds, project_id=t.project_b) == WRONG_PROJECT
 
 
 def test_project_b_lists_hold_only_project_b(api, t):

@@ -1,5 +1,6 @@
 """SSH key pairs: registering public keys under names (``/v3/{project_id}/keypairs``), and what an
 instance's SSH endpoint shows where no SSH gateway runs."""
+
 from __future__ import annotations
 
 import asyncssh
@@ -37,9 +38,13 @@ def test_another_users_key_pairs_are_neither_seen_nor_usable(api):
     bob = api.new_user("bob")
     assert api.ok("GET", path(api), creds=bob)["keypairs"] == []
     assert api.error("DELETE", f"{path(api)}/mine", creds=bob) == (400, "ModelArts.6789")
-    body = {"name": "b", "image_id": api.image_id(), "flavor": "modelarts.vm.cpu.2u",
-            "volume": {"category": "EVS", "ownership": "MANAGED"},
-            "endpoints": [{"service": "SSH", "key_pair_names": ["mine"]}]}
+    body = {
+        "name": "b",
+        "image_id": api.image_id(),
+        "flavor": "modelarts.vm.cpu.2u",
+        "volume": {"category": "EVS", "ownership": "MANAGED"},
+        "endpoints": [{"service": "SSH", "key_pair_names": ["mine"]}],
+    }
     assert api.error("POST", "/notebooks", body=body, creds=bob) == (400, "ModelArts.6789")
     assert [k["keypair"]["name"] for k in api.ok("GET", path(api))["keypairs"]] == ["mine"]
 
@@ -54,7 +59,8 @@ def huge_rsa_public_key(bits: int) -> str:
 
     def mpint(value: int) -> bytes:
         return string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
-    modulus = (1 << (bits - 1)) | 0xF1   # odd, exactly ``bits`` bits
+
+    modulus = (1 << (bits - 1)) | 0xF1  # odd, exactly ``bits`` bits
     blob = string(b"ssh-rsa") + mpint(65537) + mpint(modulus)
     return "ssh-rsa " + base64.b64encode(blob).decode()
 
@@ -62,20 +68,23 @@ def huge_rsa_public_key(bits: int) -> str:
 PRIVATE = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
 
 
-@pytest.mark.parametrize("keypair, code", [
-    ({"name": "x"}, "ModelArts.6335"),
-    ({"public_key": "k"}, "ModelArts.6335"),
-    ({"name": "bad name", "public_key": public_key()}, "ModelArts.6336"),
-    ({"name": "x" * 65, "public_key": public_key()}, "ModelArts.6336"),
-    ({"name": 5, "public_key": public_key()}, "ModelArts.6336"),
-    ({"name": "x", "public_key": PRIVATE}, "ModelArts.6336"),
-    ({"name": "x", "public_key": "ssh-ed25519 AAAAC3Nz not-a-key"}, "ModelArts.6336"),
-    ({"name": "x", "public_key": public_key() + "\n" + public_key()}, "ModelArts.6336"),
-    ({"name": "x", "public_key": 'command="rm -rf ~" ' + public_key()}, "ModelArts.6336"),
-    ({"name": "x", "public_key": ["ssh-ed25519"]}, "ModelArts.6336"),
-    ({"name": "x\n", "public_key": public_key()}, "ModelArts.6336"),
-    ({"name": "x", "public_key": huge_rsa_public_key(16392)}, "ModelArts.6336"),
-])
+@pytest.mark.parametrize(
+    "keypair, code",
+    [
+        ({"name": "x"}, "ModelArts.6335"),
+        ({"public_key": "k"}, "ModelArts.6335"),
+        ({"name": "bad name", "public_key": public_key()}, "ModelArts.6336"),
+        ({"name": "x" * 65, "public_key": public_key()}, "ModelArts.6336"),
+        ({"name": 5, "public_key": public_key()}, "ModelArts.6336"),
+        ({"name": "x", "public_key": PRIVATE}, "ModelArts.6336"),
+        ({"name": "x", "public_key": "ssh-ed25519 AAAAC3Nz not-a-key"}, "ModelArts.6336"),
+        ({"name": "x", "public_key": public_key() + "\n" + public_key()}, "ModelArts.6336"),
+        ({"name": "x", "public_key": 'command="rm -rf ~" ' + public_key()}, "ModelArts.6336"),
+        ({"name": "x", "public_key": ["ssh-ed25519"]}, "ModelArts.6336"),
+        ({"name": "x\n", "public_key": public_key()}, "ModelArts.6336"),
+        ({"name": "x", "public_key": huge_rsa_public_key(16392)}, "ModelArts.6336"),
+    ],
+)
 def test_bad_key_pairs_are_refused_and_change_nothing(api, keypair, code):
     assert api.error("POST", path(api), body={"keypair": keypair}) == (400, code)
     assert api.ok("GET", path(api))["keypairs"] == []
@@ -91,20 +100,25 @@ def test_a_body_that_is_no_object_is_refused(api, raw):
 
 def test_a_user_has_at_most_100_key_pairs(api):
     from nbfleet.services.keypairs import MAX_KEYPAIRS
+
     key = public_key()
     for i in range(MAX_KEYPAIRS):
         api.ok("POST", path(api), body={"keypair": {"name": f"k{i}", "public_key": key}})
-    assert api.error("POST", path(api), body={"keypair": {"name": "one-more", "public_key": key}}) \
-        == (400, "ModelArts.6336")
+    assert api.error("POST", path(api), body={"keypair": {"name": "one-more", "public_key": key}}) == (
+        400,
+        "ModelArts.6336",
+    )
     assert len(api.ok("GET", path(api))["keypairs"]) == MAX_KEYPAIRS
-    api.ok("DELETE", f"{path(api)}/k0")   # room again once one is gone
+    api.ok("DELETE", f"{path(api)}/k0")  # room again once one is gone
     api.ok("POST", path(api), body={"keypair": {"name": "one-more", "public_key": key}})
 
 
 def test_a_name_is_registered_once(api):
     api.ok("POST", path(api), body={"keypair": {"name": "laptop", "public_key": public_key("first")}})
-    assert api.error("POST", path(api), body={"keypair": {"name": "laptop", "public_key": public_key("second")}}) \
-        == (400, "ModelArts.6336")
+    assert api.error("POST", path(api), body={"keypair": {"name": "laptop", "public_key": public_key("second")}}) == (
+        400,
+        "ModelArts.6336",
+    )
     [kept] = api.ok("GET", path(api))["keypairs"]
     assert kept["keypair"]["public_key"].endswith("first")
 
@@ -130,8 +144,12 @@ def test_where_the_ssh_gateway_is_announced(tmp_path):
     local = Settings(data_dir=tmp_path, runtime="local", ssh_port=2222, public_url="https://nb.example.org")
     assert local.ssh_address() == "nb.example.org:2222"
     assert local.addresses().ssh_uri("abc") == "ssh://abc@nb.example.org:2222"
-    assert Settings(data_dir=tmp_path, runtime="local", ssh_port=2222,
-                    ssh_public_address="ssh.example.org:22").ssh_address() == "ssh.example.org:22"
+    assert (
+        Settings(
+            data_dir=tmp_path, runtime="local", ssh_port=2222, ssh_public_address="ssh.example.org:22"
+        ).ssh_address()
+        == "ssh.example.org:22"
+    )
     # no sandbox, no SSH: a session would run on the host as nbfleet's own user
     assert Settings(data_dir=tmp_path, runtime="local", single_user=True).ssh_address() is None
     assert Settings(data_dir=tmp_path, runtime="local", ssh_port=0).ssh_address() is None

@@ -1,5 +1,6 @@
 """Example-based tests of the notebook list (seed "Querying Notebook Instances", notebooks.md §1.2-§1.3,
 README §8 and §9 A1-A7, A19)."""
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ def empty(size: int = 10) -> dict:
 
 
 # --- the seed's envelope ---------------------------------------------------------------------------------
+
 
 def test_empty_list_envelope(api):
     assert api.ok("GET", "/notebooks") == empty()
@@ -71,6 +73,7 @@ def test_raw_response_is_plain_json_with_the_five_members(api):
 
 # --- feature (A7) ----------------------------------------------------------------------------------------
 
+
 def test_default_feature_notebook_hides_codelab_instances(api):
     codelab = api.create("codelab", feature="DEFAULT", flavor="modelarts.vm.cpu.free")
     billed = api.create("billed")
@@ -85,6 +88,7 @@ def test_default_feature_notebook_hides_codelab_instances(api):
 
 
 # --- status (A6) -----------------------------------------------------------------------------------------
+
 
 def test_status_deleted_is_always_an_empty_page(api):
     nb = api.create("soon_gone")
@@ -126,8 +130,7 @@ def slow_api(tmp_path):
     app = create_app(settings, announce=lambda _text: None)
     with TestClient(app) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
-        yield Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]),
-                  app.state.services)
+        yield Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]), app.state.services)
 
 
 def test_creating_and_deleting_instances_are_listed(slow_api):
@@ -143,6 +146,7 @@ def test_creating_and_deleting_instances_are_listed(slow_api):
 
 
 # --- fuzzy filters treat LIKE wildcards literally ---------------------------------------------------------
+
 
 def test_fuzzy_name_treats_underscore_literally(api):
     for name in ("a_b", "aXb", "a-b", "ab", "A_B_c"):
@@ -162,8 +166,14 @@ def test_fuzzy_name_refuses_percent_and_other_like_syntax(api):
 
 
 def test_fuzzy_description_treats_percent_underscore_and_backslash_literally(api):
-    for name, description in (("pct", "100% sure"), ("num", "1000 sure"), ("und", "50_50"), ("x50", "50x50"),
-                              ("bsl", "C:\\temp"), ("plain", "Ctemp")):
+    for name, description in (
+        ("pct", "100% sure"),
+        ("num", "1000 sure"),
+        ("und", "50_50"),
+        ("x50", "50x50"),
+        ("bsl", "C:\\temp"),
+        ("plain", "Ctemp"),
+    ):
         api.create(name, description=description)
     assert names(api.ok("GET", "/notebooks", {"description": "0%"})) == ["pct"]
     assert names(api.ok("GET", "/notebooks", {"description": "%"})) == ["pct"]
@@ -193,12 +203,12 @@ def test_fuzzy_flavor_and_username(api):
     assert api.ok("GET", "/notebooks/all", {"username": "nobody"})["total"] == 0
 
 
-
 @pytest.mark.parametrize("owners_listed", [True, False], ids=["via-matching-users", "via-instance-column"])
 def test_username_matches_owners_names_in_any_case(api, monkeypatch, owners_listed):
     """Few matching users: their instances through the owner index and counters; many: the instances' own
     user name column. Both give the same rows and totals."""
     from nbfleet.store import notebook_list
+
     if not owners_listed:
         monkeypatch.setattr(notebook_list, "OWNERS_BY_NAME_MAX", 0)
     zoe, zoltan = api.new_user("Zoe-lab"), api.new_user("zoltan_ops")
@@ -212,9 +222,9 @@ def test_username_matches_owners_names_in_any_case(api, monkeypatch, owners_list
         return page["total"], sorted({item["user"]["name"] for item in page["data"]})
 
     assert owners({"username": "zOE"}) == (3, ["Zoe-lab"])
-    assert owners({"username": "zo"}) == (5, ["zoltan_ops"])        # newest first: zoltan's came last
+    assert owners({"username": "zo"}) == (5, ["zoltan_ops"])  # newest first: zoltan's came last
     assert owners({"username": "o", "sort_dir": "ASC"}) == (5, ["Zoe-lab"])
-    assert owners({"username": "n_o"}) == (2, ["zoltan_ops"])        # '_' is literal, not LIKE's wildcard
+    assert owners({"username": "n_o"}) == (2, ["zoltan_ops"])  # '_' is literal, not LIKE's wildcard
     assert owners({"username": "n.o"}) == (0, [])
     assert owners({"username": "zoltan", "owner": zoe.user_id}) == (0, [])
     assert owners({"username": "ltan", "owner": zoltan.user_id, "offset": 1}) == (2, ["zoltan_ops"])
@@ -225,15 +235,15 @@ def test_username_matches_owners_names_in_any_case(api, monkeypatch, owners_list
     assert mine["total"] == 2 and {item["user_id"] for item in mine["data"]} == {zoltan.user_id}
 
 
-
 def test_status_and_billing_together_count_only_rows_matching_both(api):
     """The total comes from counter rows: with status and billing both given it must honour both."""
     from sqlalchemy import update
 
     from nbfleet.store.tables import notebooks
+
     frozen = api.create("frozen-one")
     api.create("running-one")
-    with api.services.notebooks.db.write() as conn:   # FROZEN is set by operators, not by the API
+    with api.services.notebooks.db.write() as conn:  # FROZEN is set by operators, not by the API
         conn.execute(update(notebooks).where(notebooks.c.id == frozen["id"]).values(status="FROZEN"))
     assert api.ok("GET", "/notebooks/all", {"status": "FROZEN", "billing": "COMPUTE"}) == empty()
     assert api.ok("GET", "/notebooks/all", {"status": "FROZEN", "billing": "STORAGE"})["total"] == 1
@@ -241,6 +251,7 @@ def test_status_and_billing_together_count_only_rows_matching_both(api):
 
 
 # --- routing and parameter spellings ---------------------------------------------------------------------
+
 
 def test_trailing_slash_on_the_list_paths(api):
     api.create("slashed")
@@ -271,6 +282,7 @@ def test_workspace_id_and_workspaceId(api):
 
 
 # --- paging and sorting over HTTP --------------------------------------------------------------------------
+
 
 def test_offset_is_a_record_offset_and_current_is_offset_over_size(api):
     for n in range(5):
@@ -303,13 +315,21 @@ def test_sort_aliases_and_multiple_keys(api):
 
 
 def test_list_parameter_errors_over_http(api):
-    for query, code in (({"limit": 0}, "ModelArts.0104"), ({"limit": 51}, "ModelArts.0104"),
-                        ({"limit": "ten"}, "ModelArts.0104"), ({"offset": -1}, "ModelArts.0104"),
-                        ({"sort_dir": "up"}, "ModelArts.0104"), ({"sort_key": "user_id"}, "ModelArts.6303"),
-                        ({"sort_key": "name," * 30}, "ModelArts.0104"), ({"id": "nope"}, "ModelArts.0104"),
-                        ({"tags": ",a|b"}, "ModelArts.0104"), ({"billing": "FREE"}, "ModelArts.0104"),
-                        ({"ip": "300.1.1.1"}, "ModelArts.0104"), ({"owner": "ABC"}, "ModelArts.0104"),
-                        ([("limit", "10"), ("limit", "20")], "ModelArts.0104"),
-                        ([("name", "a"), ("name", "b")], "ModelArts.0104")):
+    for query, code in (
+        ({"limit": 0}, "ModelArts.0104"),
+        ({"limit": 51}, "ModelArts.0104"),
+        ({"limit": "ten"}, "ModelArts.0104"),
+        ({"offset": -1}, "ModelArts.0104"),
+        ({"sort_dir": "up"}, "ModelArts.0104"),
+        ({"sort_key": "user_id"}, "ModelArts.6303"),
+        ({"sort_key": "name," * 30}, "ModelArts.0104"),
+        ({"id": "nope"}, "ModelArts.0104"),
+        ({"tags": ",a|b"}, "ModelArts.0104"),
+        ({"billing": "FREE"}, "ModelArts.0104"),
+        ({"ip": "300.1.1.1"}, "ModelArts.0104"),
+        ({"owner": "ABC"}, "ModelArts.0104"),
+        ([("limit", "10"), ("limit", "20")], "ModelArts.0104"),
+        ([("name", "a"), ("name", "b")], "ModelArts.0104"),
+    ):
         for path in ("/notebooks", "/notebooks/all"):
             assert api.error("GET", path, query) == (400, code), (path, query)

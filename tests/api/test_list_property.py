@@ -11,6 +11,7 @@ reference implementation of notebooks.md §1.2-§1.3 and README §8/§9 (A1, A2,
 The reference knows nothing of the implementation's SQL: scope (A5) -> exact filters -> case-insensitive
 substring filters -> sort by the keys with ``id`` as tie-breaker in the same direction -> offset/limit.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,40 @@ from ..support import Api, Creds
 # --- the reference ------------------------------------------------------------------------------------
 
 # A19, written out independently of the implementation: public name -> column.
-SORT_VOCABULARY = {"create_at": "create_at", "createTime": "create_at", "update_at": "update_at",
-                   "updateTime": "update_at", "name": "name", "status": "status", "flavor": "flavor",
-                   "id": "id", "feature": "feature"}
-FUZZY = {"name": "name", "pool_name": "pool_name", "flavor": "flavor", "swr_path": "swr_path",
-         "description": "description", "username": "user_name"}
-STATUSES = ["INIT", "CREATING", "STARTING", "RUNNING", "STOPPING", "STOPPED", "SNAPSHOTTING", "DELETING",
-            "CREATE_FAILED", "START_FAILED", "DELETE_FAILED", "ERROR", "FROZEN"]   # DELETED is never stored
+SORT_VOCABULARY = {
+    "create_at": "create_at",
+    "createTime": "create_at",
+    "update_at": "update_at",
+    "updateTime": "update_at",
+    "name": "name",
+    "status": "status",
+    "flavor": "flavor",
+    "id": "id",
+    "feature": "feature",
+}
+FUZZY = {
+    "name": "name",
+    "pool_name": "pool_name",
+    "flavor": "flavor",
+    "swr_path": "swr_path",
+    "description": "description",
+    "username": "user_name",
+}
+STATUSES = [
+    "INIT",
+    "CREATING",
+    "STARTING",
+    "RUNNING",
+    "STOPPING",
+    "STOPPED",
+    "SNAPSHOTTING",
+    "DELETING",
+    "CREATE_FAILED",
+    "START_FAILED",
+    "DELETE_FAILED",
+    "ERROR",
+    "FROZEN",
+]  # DELETED is never stored
 
 
 @dataclass
@@ -64,8 +92,9 @@ def read_store(api: Api) -> Snapshot:
     return Snapshot(rows, tags)
 
 
-def reference(snap: Snapshot, *, project_id: str, caller_id: str, admin: bool, all_view: bool,
-              params: dict[str, str]) -> tuple[list[str], int, int, int]:
+def reference(
+    snap: Snapshot, *, project_id: str, caller_id: str, admin: bool, all_view: bool, params: dict[str, str]
+) -> tuple[list[str], int, int, int]:
     """(ids of the page in order, total, size, offset) for a valid query."""
     rows = [r for r in snap.rows if r["project_id"] == project_id]
     owner = params.get("owner")
@@ -116,14 +145,15 @@ def reference(snap: Snapshot, *, project_id: str, caller_id: str, admin: bool, a
     descending = params.get("sort_dir", "DESC").upper() == "DESC"
     matched.sort(key=lambda r: tuple(r[c] for c in columns) + (r["id"],), reverse=descending)
     offset, size = int(params.get("offset", 0)), int(params.get("limit", 10))
-    return [r["id"] for r in matched[offset:offset + size]], len(matched), size, offset
+    return [r["id"] for r in matched[offset : offset + size]], len(matched), size, offset
 
 
 def check_page(api: Api, snap: Snapshot, caller: Creds, admin: bool, all_view: bool, params: dict) -> dict:
     path = "/notebooks/all" if all_view else "/notebooks"
     got = api.ok("GET", path, params, creds=caller)
-    ids, total, size, offset = reference(snap, project_id=caller.project_id, caller_id=caller.user_id,
-                                         admin=admin, all_view=all_view, params=params)
+    ids, total, size, offset = reference(
+        snap, project_id=caller.project_id, caller_id=caller.user_id, admin=admin, all_view=all_view, params=params
+    )
     assert [item["id"] for item in got["data"]] == ids, (path, params)
     assert got["total"] == total, (path, params)
     assert got["size"] == size
@@ -140,10 +170,45 @@ def check_page(api: Api, snap: Snapshot, caller: Creds, admin: bool, all_view: b
 
 # --- query strategies ---------------------------------------------------------------------------------
 
-NAME_PIECES = ["nb", "NB", "Nb", "a_b", "aXb", "a-b", "ab", "_", "-", "Test", "test", "TEST", "中文", "É", "é",
-               "ü", "Ü", "x1", "0", "data", "Data", "fail"]
-DESCRIPTION_PIECES = ["api-test", "API", "100%", "50_50", "a%b", "a_b", "axb", "hello world", "Élan", "élan",
-                      "x", "", "TEST"]
+NAME_PIECES = [
+    "nb",
+    "NB",
+    "Nb",
+    "a_b",
+    "aXb",
+    "a-b",
+    "ab",
+    "_",
+    "-",
+    "Test",
+    "test",
+    "TEST",
+    "中文",
+    "É",
+    "é",
+    "ü",
+    "Ü",
+    "x1",
+    "0",
+    "data",
+    "Data",
+    "fail",
+]
+DESCRIPTION_PIECES = [
+    "api-test",
+    "API",
+    "100%",
+    "50_50",
+    "a%b",
+    "a_b",
+    "axb",
+    "hello world",
+    "Élan",
+    "élan",
+    "x",
+    "",
+    "TEST",
+]
 FLAVORS = ["modelarts.vm.cpu.2u", "modelarts.vm.cpu.4u", "modelarts.vm.cpu.8u"]
 TAG_KEYS = ["env", "team", "键", "a b"]
 TAG_VALUES = ["dev", "prod", "Dev", "", "值", "ml:x/y=z+1@2"]
@@ -158,8 +223,7 @@ def casing(text: str):
 def substring_of(text: str):
     if not text:
         return st.just("x")
-    return st.integers(0, len(text) - 1).flatmap(
-        lambda i: st.integers(i + 1, len(text)).map(lambda j: text[i:j]))
+    return st.integers(0, len(text) - 1).flatmap(lambda i: st.integers(i + 1, len(text)).map(lambda j: text[i:j]))
 
 
 def fuzzy(pieces: list[str], known: list[str], valid=lambda s: True):
@@ -175,8 +239,8 @@ def name_ok(s: str) -> bool:
 @dataclass
 class World:
     api: Api
-    users: dict[str, Creds]                 # label -> credentials
-    admins: set[str]                        # user ids with the admin flag
+    users: dict[str, Creds]  # label -> credentials
+    admins: set[str]  # user ids with the admin flag
     workspace: str
     other_project: str
     images: list[dict]
@@ -196,9 +260,31 @@ def list_queries(draw, world: World, snap: Snapshot, callers: list[str], max_off
     descriptions = sorted({r["description"] for r in rows if r["description"]})
     user_ids = sorted({c.user_id for c in world.users.values()})
     params: dict[str, str] = {}
-    chosen = draw(st.sets(st.sampled_from([
-        "name", "status", "feature", "owner", "workspace", "flavor", "description", "username", "billing",
-        "tags", "id", "image_id", "ip", "pool_id", "pool_name", "swr_path"]), max_size=3))
+    chosen = draw(
+        st.sets(
+            st.sampled_from(
+                [
+                    "name",
+                    "status",
+                    "feature",
+                    "owner",
+                    "workspace",
+                    "flavor",
+                    "description",
+                    "username",
+                    "billing",
+                    "tags",
+                    "id",
+                    "image_id",
+                    "ip",
+                    "pool_id",
+                    "pool_name",
+                    "swr_path",
+                ]
+            ),
+            max_size=3,
+        )
+    )
     for what in sorted(chosen):
         if what == "name":
             params["name"] = draw(fuzzy(NAME_PIECES, names, name_ok))
@@ -214,12 +300,17 @@ def list_queries(draw, world: World, snap: Snapshot, callers: list[str], max_off
         elif what == "flavor":
             params["flavor"] = draw(fuzzy(["cpu", "CPU", "2u", "8U", "vm.cpu", "free", ".", "4", "gpu"], FLAVORS))
         elif what == "description":
-            params["description"] = draw(fuzzy(DESCRIPTION_PIECES, descriptions,
-                                               lambda s: len(s) <= 512 and "<" not in s and ">" not in s))
+            params["description"] = draw(
+                fuzzy(DESCRIPTION_PIECES, descriptions, lambda s: len(s) <= 512 and "<" not in s and ">" not in s)
+            )
         elif what == "username":
-            params["username"] = draw(fuzzy(["a", "A", "ali", "B", "bob_", "_", ".", "-", "admin", "OL-c", "xb"],
-                                            sorted({r["user_name"] for r in rows}),
-                                            lambda s: all(c.isascii() and (c.isalnum() or c in "._-") for c in s)))
+            params["username"] = draw(
+                fuzzy(
+                    ["a", "A", "ali", "B", "bob_", "_", ".", "-", "admin", "OL-c", "xb"],
+                    sorted({r["user_name"] for r in rows}),
+                    lambda s: all(c.isascii() and (c.isalnum() or c in "._-") for c in s),
+                )
+            )
         elif what == "billing":
             params["billing"] = draw(st.sampled_from(["COMPUTE", "STORAGE", "ALL"]).flatmap(casing))
         elif what == "tags":
@@ -230,8 +321,11 @@ def list_queries(draw, world: World, snap: Snapshot, callers: list[str], max_off
                 parts.append(key if value is None else f"{key}|{value}")
             params["tags"] = ",".join(parts)
         elif what == "id":
-            params["id"] = draw(st.sampled_from([r["id"] for r in snap.rows] + [str(uuid.uuid4())])
-                                .flatmap(lambda v: st.sampled_from([v, v.upper()])))
+            params["id"] = draw(
+                st.sampled_from([r["id"] for r in snap.rows] + [str(uuid.uuid4())]).flatmap(
+                    lambda v: st.sampled_from([v, v.upper()])
+                )
+            )
         elif what == "image_id":
             params["image_id"] = draw(st.sampled_from([i["id"] for i in world.images] + [str(uuid.uuid4())]))
         elif what == "ip":
@@ -241,9 +335,13 @@ def list_queries(draw, world: World, snap: Snapshot, callers: list[str], max_off
         elif what == "pool_name":
             params["pool_name"] = draw(st.sampled_from(["pool", "POOL", "A", "-b", "zz", "Pool-A"]))
         elif what == "swr_path":
-            params["swr_path"] = draw(fuzzy(["notebook", "PYTHON", "scipy", ":", "/", "zzz"],
-                                            [i["swr_path"] for i in world.images],
-                                            lambda s: all(c.isascii() and (c.isalnum() or c in "_-.:/") for c in s)))
+            params["swr_path"] = draw(
+                fuzzy(
+                    ["notebook", "PYTHON", "scipy", ":", "/", "zzz"],
+                    [i["swr_path"] for i in world.images],
+                    lambda s: all(c.isascii() and (c.isalnum() or c in "_-.:/") for c in s),
+                )
+            )
     if draw(st.booleans()):
         keys = draw(st.lists(st.sampled_from(sorted(SORT_VOCABULARY)), min_size=1, max_size=3, unique=True))
         params["sort_key"] = ",".join(keys)
@@ -257,6 +355,7 @@ def list_queries(draw, world: World, snap: Snapshot, callers: list[str], max_off
 
 
 # --- the fixed population -------------------------------------------------------------------------------
+
 
 def start_app(tmp_path_factory, name: str, **overrides):
     settings = make_settings(tmp_path_factory.mktemp(name), **overrides)
@@ -281,14 +380,18 @@ def make_world(api: Api) -> World:
     for creds in users.values():
         identity.set_quota(creds.user_id, -1)
     workspace = identity.create_workspace(api.creds.project_id, "ws-one")
-    images = [i for i in api.ok("GET", "/images", {"limit": 50})["data"] if "NOTEBOOK" in i["dev_services"]
-              and "CPU" in i["resource_categories"]]
+    images = [
+        i
+        for i in api.ok("GET", "/images", {"limit": 50})["data"]
+        if "NOTEBOOK" in i["dev_services"] and "CPU" in i["resource_categories"]
+    ]
     assert len(images) >= 2
     return World(api, users, admins, workspace, other, images)
 
 
-def insert_population(world: World, count: int, seed: int, statuses: list[str] = STATUSES,
-                      fresh_ids: bool = False) -> list[str]:
+def insert_population(
+    world: World, count: int, seed: int, statuses: list[str] = STATUSES, fresh_ids: bool = False
+) -> list[str]:
     """Rows written straight into the store, shaped like the rows the service writes; their ids.
 
     Creation times lie in the last minutes, so that no lease has expired (the reconciler would
@@ -315,28 +418,45 @@ def insert_population(world: World, count: int, seed: int, statuses: list[str] =
             pool_id, pool_name = rng.choice([(None, None)] * 4 + POOLS)
             name = "".join(rng.choice(NAME_PIECES) for _ in range(rng.randint(1, 4)))
             description = " ".join(rng.choice(DESCRIPTION_PIECES) for _ in range(rng.randint(0, 3))).strip()
-            create_at = base + rng.randrange(60) * 1000           # many ties: the tie-breaker matters
+            create_at = base + rng.randrange(60) * 1000  # many ties: the tie-breaker matters
             tags = {}
             for key in rng.sample(TAG_KEYS, rng.randint(0, 3)):
                 tags[key] = rng.choice(TAG_VALUES)
             spec = dict(spec_template, image=image, volume=dict(spec_template["volume"], category=category))
             row = {
                 "id": str(uuid.uuid4() if fresh_ids else uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "project_id": creds.project_id, "user_id": creds.user_id, "user_name": label,
-                "name": name, "description": description, "status": status,
-                "desired": "STOPPED" if status in ("STOPPED", "STOPPING") else "RUNNING", "version": 1,
-                "feature": feature, "workspace_id": world.workspace if rng.random() < 0.2 else "0",
+                "project_id": creds.project_id,
+                "user_id": creds.user_id,
+                "user_name": label,
+                "name": name,
+                "description": description,
+                "status": status,
+                "desired": "STOPPED" if status in ("STOPPED", "STOPPING") else "RUNNING",
+                "version": 1,
+                "feature": feature,
+                "workspace_id": world.workspace if rng.random() < 0.2 else "0",
                 "flavor": "modelarts.vm.cpu.free" if feature == "DEFAULT" else rng.choice(FLAVORS),
-                "image_id": image["id"], "swr_path": image["swr_path"], "pool_id": pool_id, "pool_name": pool_name,
-                "ip": rng.choice([None, *IPS]), "volume_category": category,
+                "image_id": image["id"],
+                "swr_path": image["swr_path"],
+                "pool_id": pool_id,
+                "pool_name": pool_name,
+                "ip": rng.choice([None, *IPS]),
+                "volume_category": category,
                 "token": api.services.notebooks.tokens.new(),
                 "fail_reason": "boom" if status.endswith("FAILED") or status == "ERROR" else None,
-                "action_progress": None, "lease_type": "TIMING", "lease_duration": 3_600_000,
-                "lease_enable": True, "lease_update_at": create_at, "last_activity_at": None,
-                "create_at": create_at, "update_at": create_at + rng.choice([0, 0, 1000, 5000, 60_000]),
+                "action_progress": None,
+                "lease_type": "TIMING",
+                "lease_duration": 3_600_000,
+                "lease_enable": True,
+                "lease_update_at": create_at,
+                "last_activity_at": None,
+                "create_at": create_at,
+                "update_at": create_at + rng.choice([0, 0, 1000, 5000, 60_000]),
                 "spec": orjson.dumps(spec).decode(),
                 "tags": orjson.dumps([{"key": k, "value": v} for k, v in tags.items()]).decode(),
-                "placement": None, "claim_owner": None, "claim_until": None,
+                "placement": None,
+                "claim_owner": None,
+                "claim_until": None,
             }
             notebook_repo.insert_notebook(conn, row, tags.items())
             ids.append(row["id"])
@@ -354,19 +474,34 @@ def wait_gone(api: Api, notebook_id: str, creds: Creds, timeout: float = 10) -> 
         time.sleep(0.02)
 
 
-def create_body(world: World, name: str, *, feature: str = "NOTEBOOK", flavor: str = FLAVORS[0],
-                description: str = "", workspace: str = "0") -> dict:
-    body = {"name": name, "image_id": world.images[0]["id"], "volume": {"category": "EVS", "ownership": "MANAGED"},
-            "flavor": "modelarts.vm.cpu.free" if feature == "DEFAULT" else flavor, "feature": feature,
-            "workspace_id": workspace}
+def create_body(
+    world: World,
+    name: str,
+    *,
+    feature: str = "NOTEBOOK",
+    flavor: str = FLAVORS[0],
+    description: str = "",
+    workspace: str = "0",
+) -> dict:
+    body = {
+        "name": name,
+        "image_id": world.images[0]["id"],
+        "volume": {"category": "EVS", "ownership": "MANAGED"},
+        "flavor": "modelarts.vm.cpu.free" if feature == "DEFAULT" else flavor,
+        "feature": feature,
+        "workspace_id": workspace,
+    }
     if description:
         body["description"] = description
     return body
 
 
-PROPERTY = settings(max_examples=200, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 
 
 class TestFixedPopulation:
@@ -379,13 +514,20 @@ class TestFixedPopulation:
             # A few real notebooks first (the reconciler is woken by each call), then settle them.
             made = []
             for label, name, feature, description in (
-                    ("admin", "notebook_5ee4bf0e", "DEFAULT", "api-test"),
-                    ("admin", "notebooks_test", "NOTEBOOK", "api-test"),
-                    ("alice.a", "Alice_NB", "NOTEBOOK", "50_50 split"), ("Bob_b", "bob-nb", "NOTEBOOK", "100% cpu"),
-                    ("Bob_b", "bobXnb", "NOTEBOOK", ""), ("dave", "dave_nb", "NOTEBOOK", "other project")):
+                ("admin", "notebook_5ee4bf0e", "DEFAULT", "api-test"),
+                ("admin", "notebooks_test", "NOTEBOOK", "api-test"),
+                ("alice.a", "Alice_NB", "NOTEBOOK", "50_50 split"),
+                ("Bob_b", "bob-nb", "NOTEBOOK", "100% cpu"),
+                ("Bob_b", "bobXnb", "NOTEBOOK", ""),
+                ("dave", "dave_nb", "NOTEBOOK", "other project"),
+            ):
                 creds = world.users[label]
-                nb = api.ok("POST", "/notebooks", body=create_body(world, name, feature=feature,
-                                                                   description=description), creds=creds)
+                nb = api.ok(
+                    "POST",
+                    "/notebooks",
+                    body=create_body(world, name, feature=feature, description=description),
+                    creds=creds,
+                )
                 made.append((nb["id"], creds))
             for notebook_id, creds in made:
                 api.wait_status(notebook_id, "RUNNING", creds=creds)
@@ -410,7 +552,7 @@ class TestFixedPopulation:
         expected = [r for r in mine if r["feature"] == "NOTEBOOK" and r["workspace_id"] == "0"]
         got = world.api.ok("GET", "/notebooks/all", {"limit": 50})
         assert got["total"] == len(expected)
-        assert len({r["create_at"] for r in mine}) < len(mine)       # ties on the default sort key
+        assert len({r["create_at"] for r in mine}) < len(mine)  # ties on the default sort key
         assert {r["status"] for r in mine} >= set(STATUSES) - {"INIT"}
         assert sum(1 for r in mine if r["feature"] == "DEFAULT") >= 2
 
@@ -419,12 +561,17 @@ class TestFixedPopulation:
         snap = world.extra["snapshot"]
         for label in ("admin", "alice.a", "carol-C"):
             for all_view in (False, True):
-                for limit in ((1, 7, 50) if label == "alice.a" else (7, 50)):
+                for limit in (1, 7, 50) if label == "alice.a" else (7, 50):
                     seen, offset = [], 0
                     while True:
-                        page = check_page(world.api, snap, world.users[label], world.label_admin(label), all_view,
-                                          {"limit": str(limit), "offset": str(offset), "sort_key": "name",
-                                           "sort_dir": "ASC"})
+                        page = check_page(
+                            world.api,
+                            snap,
+                            world.users[label],
+                            world.label_admin(label),
+                            all_view,
+                            {"limit": str(limit), "offset": str(offset), "sort_key": "name", "sort_dir": "ASC"},
+                        )
                         if not page["data"]:
                             break
                         seen += [d["id"] for d in page["data"]]
@@ -442,8 +589,9 @@ class TestFixedPopulation:
             label, all_view, params = data.draw(list_queries(world, snap, callers))
             got = check_page(world.api, snap, world.users[label], world.label_admin(label), all_view, params)
             stats["nonempty" if got["data"] else "empty"] += 1
-            stats["filtered-nonempty"] += bool(got["data"]) and bool(set(params) - {
-                "sort_key", "sort_dir", "limit", "offset"})
+            stats["filtered-nonempty"] += bool(got["data"]) and bool(
+                set(params) - {"sort_key", "sort_dir", "limit", "offset"}
+            )
 
         check()
         assert stats["nonempty"] >= 60, stats
@@ -484,8 +632,9 @@ class TestMutatingPopulation:
                 return None, None
             row = data.draw(st.sampled_from(rows))
             owner = next(c for c in world.users.values() if c.user_id == row["user_id"])
-            admins = [c for c in world.users.values() if c.user_id in world.admins
-                      and c.project_id == row["project_id"]]
+            admins = [
+                c for c in world.users.values() if c.user_id in world.admins and c.project_id == row["project_id"]
+            ]
             actor = data.draw(st.sampled_from([owner, *admins]))
             return row, (owner, actor)
 
@@ -497,21 +646,29 @@ class TestMutatingPopulation:
                 with api.services.notebooks.db.write() as conn:
                     conn.execute(delete(notebook_tags))
                     conn.execute(delete(notebooks))
-                self.created: list[str] = insert_population(world, 24, seed=7, statuses=list(STABLE),
-                                                         fresh_ids=True)
+                self.created: list[str] = insert_population(world, 24, seed=7, statuses=list(STABLE), fresh_ids=True)
 
-            @rule(data=st.data(), label=st.sampled_from(labels),
-                  name=st.lists(st.sampled_from(NAME_PIECES), min_size=1, max_size=3).map("".join),
-                  description=st.sampled_from(["", "api-test", "50_50", "100% sure", "Élan"]),
-                  flavor=st.sampled_from(FLAVORS), feature=st.sampled_from(["NOTEBOOK"] * 4 + ["DEFAULT"]),
-                  in_workspace=st.booleans())
+            @rule(
+                data=st.data(),
+                label=st.sampled_from(labels),
+                name=st.lists(st.sampled_from(NAME_PIECES), min_size=1, max_size=3).map("".join),
+                description=st.sampled_from(["", "api-test", "50_50", "100% sure", "Élan"]),
+                flavor=st.sampled_from(FLAVORS),
+                feature=st.sampled_from(["NOTEBOOK"] * 4 + ["DEFAULT"]),
+                in_workspace=st.booleans(),
+            )
             def create(self, data, label, name, description, flavor, feature, in_workspace):
                 creds = world.users[label]
                 workspace = world.workspace if in_workspace and creds.project_id == api.creds.project_id else "0"
                 owned = [r for r in read_store(api).rows if r["user_id"] == creds.user_id]
-                response = api.call("POST", "/notebooks", body=create_body(
-                    world, name, feature=feature, flavor=flavor, description=description, workspace=workspace),
-                    creds=creds)
+                response = api.call(
+                    "POST",
+                    "/notebooks",
+                    body=create_body(
+                        world, name, feature=feature, flavor=flavor, description=description, workspace=workspace
+                    ),
+                    creds=creds,
+                )
                 if feature == "DEFAULT" and any(r["feature"] == "DEFAULT" for r in owned):
                     assert (response.status_code, response.json()["error_code"]) == (400, "ModelArts.6301")
                 elif len(owned) >= 10:
@@ -576,10 +733,17 @@ class TestMutatingPopulation:
                 stats["nonempty"] += bool(got["data"])
 
         # No shrinking: replaying API operations is slow; the report shows the whole failing run.
-        run_state_machine_as_test(Machine, settings=settings(
-            max_examples=15, stateful_step_count=15, deadline=None, database=None,
-            phases=[Phase.explicit, Phase.reuse, Phase.generate],
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]))
+        run_state_machine_as_test(
+            Machine,
+            settings=settings(
+                max_examples=15,
+                stateful_step_count=15,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+            ),
+        )
         assert stats["queries"] >= 50 and stats["nonempty"] >= 10, stats
         for op in ("created", "stopped", "started", "deleted", "renamed"):
             assert stats[op] >= 1, stats

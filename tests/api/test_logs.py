@@ -1,5 +1,6 @@
 """Structured logs: a JSON line per request and per lifecycle transition, request ids carried from the API
 call into the reconciler's lines for the work it caused, and nothing secret in any line."""
+
 from __future__ import annotations
 
 import io
@@ -43,20 +44,29 @@ def json_lines():
 def test_request_and_transition_lines(api, json_lines, monkeypatch):
     alice = api.new_user("alice")
     runtime = api.services.runtime
+
     def logging_call(name):
         call = getattr(runtime, name)
 
         def logged(*args, **kwargs):
             logging.getLogger("nbfleet.reconciler").info("runtime %s of instance %s", name, args[0].id)
             return call(*args, **kwargs)
+
         return logged
 
-    for name in ("start", "stop"):   # the runtime logs as the reconciler calls it
+    for name in ("start", "stop"):  # the runtime logs as the reconciler calls it
         monkeypatch.setattr(runtime, name, logging_call(name))
-    created = api.call("POST", "/notebooks", body={"name": "logged", "image_id": api.image_id(),
-                                                    "flavor": "modelarts.vm.cpu.2u",
-                                                    "volume": {"category": "EVS", "ownership": "MANAGED"}},
-                       creds=alice)
+    created = api.call(
+        "POST",
+        "/notebooks",
+        body={
+            "name": "logged",
+            "image_id": api.image_id(),
+            "flavor": "modelarts.vm.cpu.2u",
+            "volume": {"category": "EVS", "ownership": "MANAGED"},
+        },
+        creds=alice,
+    )
     assert created.status_code == 200
     nb, create_rid = created.json(), created.headers["x-request-id"]
     api.wait_status(nb["id"], "RUNNING", creds=alice)
@@ -72,10 +82,13 @@ def test_request_and_transition_lines(api, json_lines, monkeypatch):
     assert create_line["status"] == 200 and isinstance(create_line["duration_ms"], float)
     assert create_line["user_id"] == alice.user_id and create_line["project_id"] == alice.project_id
     listed = [line for line in access if line["method"] == "GET" and line["route"] == "/v1/{project_id}/notebooks"]
-    assert listed and all("logged" not in line["msg"] for line in listed)   # no query string
+    assert listed and all("logged" not in line["msg"] for line in listed)  # no query string
 
-    transitions = {(line["from_status"], line["to_status"]): line for line in lines
-                   if line["logger"] == "nbfleet.transition" and line["instance_id"] == nb["id"]}
+    transitions = {
+        (line["from_status"], line["to_status"]): line
+        for line in lines
+        if line["logger"] == "nbfleet.transition" and line["instance_id"] == nb["id"]
+    }
     up = transitions[("CREATING", "RUNNING")]
     assert (up["kind"], up["request_id"]) == ("create", create_rid) and up["duration_ms"] >= 0
     down = transitions[("STOPPING", "STOPPED")]
@@ -93,8 +106,9 @@ def test_request_and_transition_lines(api, json_lines, monkeypatch):
 
 @pytest.mark.slow
 def test_serve_log_format_json(tmp_path):
-    server = ServeProcess(tmp_path / "data", args=["--log-format", "json"],
-                          env={"NBFLEET_METRICS_TOKEN": "t0ken-for-metrics"}).start()
+    server = ServeProcess(
+        tmp_path / "data", args=["--log-format", "json"], env={"NBFLEET_METRICS_TOKEN": "t0ken-for-metrics"}
+    ).start()
     try:
         c = server.creds
         creds = Creds(c["ak"], c["sk"], c["project_id"], c["user_id"])

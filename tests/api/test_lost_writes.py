@@ -3,6 +3,7 @@
 A concurrent write is made to land exactly between a request's read and its compare-and-set, in the
 request's own transaction: what another transaction commits in that window on PostgreSQL.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,11 @@ def _before_compare_and_set(monkeypatch, notebook_id: str, meanwhile) -> list:
 
 def _tag_rows(api, notebook_id: str) -> list[tuple[str, str]]:
     with api.services.notebooks.db.read() as conn:
-        return sorted(conn.execute(select(notebook_tags.c.key, notebook_tags.c.value)
-                                   .where(notebook_tags.c.notebook_id == notebook_id)).tuples())
+        return sorted(
+            conn.execute(
+                select(notebook_tags.c.key, notebook_tags.c.value).where(notebook_tags.c.notebook_id == notebook_id)
+            ).tuples()
+        )
 
 
 def _version(api, notebook_id: str) -> int:
@@ -40,8 +44,11 @@ def _version(api, notebook_id: str) -> int:
 
 
 def _status_change(conn, row) -> None:
-    conn.execute(update(notebooks).where(notebooks.c.id == row["id"])
-                 .values(status="STOPPING", desired="STOPPED", version=row["version"] + 1))
+    conn.execute(
+        update(notebooks)
+        .where(notebooks.c.id == row["id"])
+        .values(status="STOPPING", desired="STOPPED", version=row["version"] + 1)
+    )
 
 
 def _deletion(conn, row) -> None:
@@ -52,23 +59,36 @@ def _deletion(conn, row) -> None:
 
 # --- tags ----------------------------------------------------------------------------------------------
 
+
 def test_a_tag_write_bumps_the_version(api):
     nb = api.create("tag-version")
     before = _version(api, nb["id"])
-    assert api.call("POST", f"/notebooks/{nb['id']}/tags/create",
-                    body={"tags": [{"key": "team", "value": "ml"}]}).status_code == 204
+    assert (
+        api.call(
+            "POST", f"/notebooks/{nb['id']}/tags/create", body={"tags": [{"key": "team", "value": "ml"}]}
+        ).status_code
+        == 204
+    )
     assert _version(api, nb["id"]) == before + 1
 
 
-@pytest.mark.parametrize("method,suffix,body,expected", [
-    ("POST", "create", {"tags": [{"key": "team", "value": "ml"}]}, [("env", "dev"), ("team", "ml")]),
-    ("DELETE", "delete", {"tags": [{"key": "env"}]}, []),
-])
+@pytest.mark.parametrize(
+    "method,suffix,body,expected",
+    [
+        ("POST", "create", {"tags": [{"key": "team", "value": "ml"}]}, [("env", "dev"), ("team", "ml")]),
+        ("DELETE", "delete", {"tags": [{"key": "env"}]}, []),
+    ],
+)
 def test_a_status_change_during_a_tag_write_cannot_split_filter_rows_from_shown_tags(
-        api, monkeypatch, method, suffix, body, expected):
+    api, monkeypatch, method, suffix, body, expected
+):
     nb = api.create("tag-race")
-    assert api.call("POST", f"/notebooks/{nb['id']}/tags/create",
-                    body={"tags": [{"key": "env", "value": "dev"}]}).status_code == 204
+    assert (
+        api.call(
+            "POST", f"/notebooks/{nb['id']}/tags/create", body={"tags": [{"key": "env", "value": "dev"}]}
+        ).status_code
+        == 204
+    )
     fired = _before_compare_and_set(monkeypatch, nb["id"], _status_change)
     response = api.call(method, f"/notebooks/{nb['id']}/tags/{suffix}", body=body)
     assert fired and response.status_code == 204, response.text
@@ -93,8 +113,12 @@ def test_a_tag_write_during_a_bring_up_does_not_cost_a_second_start(tmp_path):
     with TestClient(app) as client:
         api = _api(app, settings, client)
         nb = api.create("tag-while-creating", wait=False)
-        assert api.call("POST", f"/notebooks/{nb['id']}/tags/create",
-                        body={"tags": [{"key": "team", "value": "ml"}]}).status_code == 204
+        assert (
+            api.call(
+                "POST", f"/notebooks/{nb['id']}/tags/create", body={"tags": [{"key": "team", "value": "ml"}]}
+            ).status_code
+            == 204
+        )
         running = api.wait_status(nb["id"], "RUNNING")
         assert running["tags"] == [{"key": "team", "value": "ml"}]
         assert runtime.started[nb["id"]] == 1
@@ -102,12 +126,18 @@ def test_a_tag_write_during_a_bring_up_does_not_cost_a_second_start(tmp_path):
 
 # --- rows deleted between the read and the compare-and-set ---------------------------------------------
 
-@pytest.mark.parametrize("method,suffix,query,body", [
-    ("POST", "/stop", None, None), ("DELETE", "", None, None), ("PUT", "", None, {"description": "late"}),
-    ("PATCH", "/lease", {"duration": 7_200_000}, None),
-    ("POST", "/tags/create", None, {"tags": [{"key": "k", "value": "v"}]}),
-    ("DELETE", "/tags/delete", None, {"tags": [{"key": "k"}]}),
-])
+
+@pytest.mark.parametrize(
+    "method,suffix,query,body",
+    [
+        ("POST", "/stop", None, None),
+        ("DELETE", "", None, None),
+        ("PUT", "", None, {"description": "late"}),
+        ("PATCH", "/lease", {"duration": 7_200_000}, None),
+        ("POST", "/tags/create", None, {"tags": [{"key": "k", "value": "v"}]}),
+        ("DELETE", "/tags/delete", None, {"tags": [{"key": "k"}]}),
+    ],
+)
 def test_a_row_deleted_before_the_compare_and_set_is_6309(api, monkeypatch, method, suffix, query, body):
     nb = api.create("vanishing")
     fired = _before_compare_and_set(monkeypatch, nb["id"], _deletion)

@@ -1,4 +1,5 @@
 """GET /metrics: protected by its own bearer token, Prometheus text, bounded label sets."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def scrape(api: Api) -> dict:
 
 
 def series(families: dict) -> set[tuple]:
-    return {(sample.name, tuple(sorted(sample.labels.items())))
-            for family in families.values() for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))) for family in families.values() for sample in family.samples
+    }
 
 
 def work(api: Api, creds: Creds, n: int) -> None:
@@ -68,14 +70,23 @@ def test_metric_families_and_bounded_cardinality(metered):
     alice, bob = metered.new_user("alice"), metered.new_user("bob")
     work(metered, alice, 1)
     work(metered, bob, 1)
-    scrape(metered)   # a scrape is itself a request, counted once it is answered
+    scrape(metered)  # a scrape is itself a request, counted once it is answered
     families = scrape(metered)
-    for name in ("nbfleet_http_requests", "nbfleet_http_request_duration_seconds", "nbfleet_instances",
-                 "nbfleet_reconciler_queue_depth", "nbfleet_reconciler_claims_held",
-                 "nbfleet_transition_duration_seconds", "nbfleet_reconciler_failures",
-                 "nbfleet_reconciler_sweep_duration_seconds", "nbfleet_proxy_upstream_latency_seconds",
-                 "nbfleet_proxy_websockets_open", "nbfleet_proxy_bytes", "nbfleet_auto_stops",
-                 "nbfleet_db_pool_checked_out"):
+    for name in (
+        "nbfleet_http_requests",
+        "nbfleet_http_request_duration_seconds",
+        "nbfleet_instances",
+        "nbfleet_reconciler_queue_depth",
+        "nbfleet_reconciler_claims_held",
+        "nbfleet_transition_duration_seconds",
+        "nbfleet_reconciler_failures",
+        "nbfleet_reconciler_sweep_duration_seconds",
+        "nbfleet_proxy_upstream_latency_seconds",
+        "nbfleet_proxy_websockets_open",
+        "nbfleet_proxy_bytes",
+        "nbfleet_auto_stops",
+        "nbfleet_db_pool_checked_out",
+    ):
         assert name in families, name
     routes = {s.labels["route"] for s in families["nbfleet_http_requests"].samples}
     assert "/v1/{project_id}/notebooks" in routes
@@ -120,6 +131,8 @@ def test_a_lease_auto_stop_is_counted_and_its_lines_carry_no_request_id(tmp_path
             api.wait_status(nb["id"], "STOPPED")
     assert REGISTRY.get_sample_value("nbfleet_auto_stops_total", {"reason": "lease"}) == before + 1
     lines = [r for r in caplog.records if r.name == "nbfleet.transition" and r.instance_id == nb["id"]]
-    assert [(r.from_status, r.to_status, r.kind) for r in lines] == [("RUNNING", "STOPPING", "auto_stop"),
-                                                                     ("STOPPING", "STOPPED", "stop")]
-    assert all(r.request_id is None for r in lines)   # nobody asked for this work
+    assert [(r.from_status, r.to_status, r.kind) for r in lines] == [
+        ("RUNNING", "STOPPING", "auto_stop"),
+        ("STOPPING", "STOPPED", "stop"),
+    ]
+    assert all(r.request_id is None for r in lines)  # nobody asked for this work

@@ -1,4 +1,5 @@
 """Create, show, update, delete and the lifecycle calls, in-process with the simulated runtime."""
+
 from __future__ import annotations
 
 import uuid
@@ -10,8 +11,13 @@ def test_create_answers_creating_then_runs(api):
     nb = api.create("first", wait=False)
     assert nb["status"] == "CREATING"
     assert [s["status"] for s in nb["action_progress"]] == ["WAITING"] * 4
-    assert nb["lease"] == {"create_at": nb["create_at"], "duration": 3_600_000, "enable": True, "type": "TIMING",
-                           "update_at": nb["create_at"]}
+    assert nb["lease"] == {
+        "create_at": nb["create_at"],
+        "duration": 3_600_000,
+        "enable": True,
+        "type": "TIMING",
+        "update_at": nb["create_at"],
+    }
     running = api.wait_status(nb["id"], "RUNNING")
     assert [s["status"] for s in running["action_progress"]] == ["COMPLETED"] * 4
     assert running["billing_items"] == ["COMPUTE", "STORAGE"]
@@ -23,10 +29,28 @@ def test_create_answers_creating_then_runs(api):
 def test_every_notebook_resp_member_has_its_json_type(api):
     nb = api.create("typed")
     expected = {
-        "id": str, "name": str, "description": str, "status": str, "feature": str, "flavor": str, "image": dict,
-        "lease": dict, "volume": dict, "data_volumes": list, "endpoints": list, "action_progress": list,
-        "token": str, "url": str, "workspace_id": str, "billing_items": list, "user": dict, "user_id": str,
-        "is_need_credentials": bool, "tags": list, "create_at": int, "update_at": int,
+        "id": str,
+        "name": str,
+        "description": str,
+        "status": str,
+        "feature": str,
+        "flavor": str,
+        "image": dict,
+        "lease": dict,
+        "volume": dict,
+        "data_volumes": list,
+        "endpoints": list,
+        "action_progress": list,
+        "token": str,
+        "url": str,
+        "workspace_id": str,
+        "billing_items": list,
+        "user": dict,
+        "user_id": str,
+        "is_need_credentials": bool,
+        "tags": list,
+        "create_at": int,
+        "update_at": int,
     }
     for member, kind in expected.items():
         assert isinstance(nb[member], kind), member
@@ -61,8 +85,10 @@ def test_update_flavor_only_when_stopped(api):
     api.ok("POST", f"/notebooks/{nb['id']}/stop")
     api.wait_status(nb["id"], "STOPPED")
     assert api.error("PUT", f"/notebooks/{nb['id']}", body={"flavor": "nope.flavor"}) == (400, "ModelArts.6323")
-    assert api.error("PUT", f"/notebooks/{nb['id']}",
-                     body={"flavor": "modelarts.vm.cpu.free"}) == (400, "ModelArts.6792")
+    assert api.error("PUT", f"/notebooks/{nb['id']}", body={"flavor": "modelarts.vm.cpu.free"}) == (
+        400,
+        "ModelArts.6792",
+    )
     changed = api.ok("PUT", f"/notebooks/{nb['id']}", body={"flavor": "modelarts.vm.cpu.4u"})
     assert changed["flavor"] == "modelarts.vm.cpu.4u"
     switchable = api.ok("GET", f"/notebooks/{nb['id']}/flavors")

@@ -1,5 +1,6 @@
 """A notebook's Jupyter token is stored sealed: a copy of the database alone does not reveal it; the owner
 still sees it in the API and the runtime still gets it."""
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,10 @@ class RecordingRuntime(SimulatedRuntime):
 def test_the_database_does_not_hold_the_token(api):
     nb = api.create("sealed")
     token = nb["token"]
-    assert token and len(token) == 36                    # the owner sees the token itself
+    assert token and len(token) == 36  # the owner sees the token itself
     raw = stored_token(api.services.notebooks.db, nb["id"])
     assert raw != token and token not in raw
-    assert token not in _all_stored_text(api)            # nowhere else in the store either
+    assert token not in _all_stored_text(api)  # nowhere else in the store either
     assert api.ok("GET", f"/notebooks/{nb['id']}")["token"] == token
     listed = api.ok("GET", "/notebooks", {"name": "sealed"})["data"][0]
     assert listed["token"] == token
@@ -60,8 +61,9 @@ def test_the_runtime_gets_the_token_the_owner_sees(settings):
     runtime = RecordingRuntime()
     with TestClient(create_app(settings, runtime=runtime, announce=lambda _t: None)) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
-        api = Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]),
-                  client.app.state.services)
+        api = Api(
+            client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]), client.app.state.services
+        )
         nb = api.create("runs")
         assert nb["status"] == "RUNNING" and runtime.tokens[nb["id"]] == nb["token"]
         api.ok("POST", f"/notebooks/{nb['id']}/stop")
@@ -75,8 +77,9 @@ def test_the_migration_seals_existing_tokens(settings):
     """A store of the version before keeps plain tokens; upgrading seals them, and nothing else changes."""
     with TestClient(create_app(settings, announce=lambda _t: None)) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
-        api = Api(client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]),
-                  client.app.state.services)
+        api = Api(
+            client, Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"]), client.app.state.services
+        )
         nb = api.create("before")
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     db = Database(settings.sqlalchemy_url())
@@ -84,9 +87,9 @@ def test_the_migration_seals_existing_tokens(settings):
     with db.engine.begin() as conn:
         cfg.attributes.update(connection=conn, secrets=box)
         command.downgrade(cfg, "0005")
-    assert stored_token(db, nb["id"]) == nb["token"]      # as 0005 kept it
+    assert stored_token(db, nb["id"]) == nb["token"]  # as 0005 kept it
     db.dispose()
-    with TestClient(create_app(settings, announce=lambda _t: None)) as client:   # migrates at start
+    with TestClient(create_app(settings, announce=lambda _t: None)) as client:  # migrates at start
         api = Api(client, api.creds, client.app.state.services)
         assert api.ok("GET", f"/notebooks/{nb['id']}")["token"] == nb["token"]
         raw = stored_token(client.app.state.services.notebooks.db, nb["id"])

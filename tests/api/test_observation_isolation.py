@@ -1,5 +1,6 @@
 """One instance's answers cannot stop the observation of the others: a Jupyter that answers nonsense, or
 a runtime call about it that fails, affects only that instance."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ class WatchedRuntime(SimulatedRuntime):
 
     async def activity(self, spec, placement):
         if spec.name.startswith("broken"):
-            raise AttributeError("'list' object has no attribute 'get'")   # what a hostile answer once caused
+            raise AttributeError("'list' object has no attribute 'get'")  # what a hostile answer once caused
         return Activity(last_activity_ms=0, busy=False, detail="idle since the epoch")
 
     async def observe(self, spec, placement):

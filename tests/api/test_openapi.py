@@ -1,4 +1,5 @@
 """The OpenAPI document and the documentation pages."""
+
 from __future__ import annotations
 
 from starlette.testclient import TestClient
@@ -28,9 +29,10 @@ def test_the_document_declares_every_api_route_with_its_parameters_and_bodies(ap
     from fastapi.openapi.utils import get_openapi
 
     app = api.client.app
-    frameworks = get_openapi(title="x", version="0", routes=app.routes)["paths"]   # every route FastAPI knows
-    routes = {(method, path) for path, item in frameworks.items() if path.startswith(("/v1/", "/v3/"))
-              for method in item}
+    frameworks = get_openapi(title="x", version="0", routes=app.routes)["paths"]  # every route FastAPI knows
+    routes = {
+        (method, path) for path, item in frameworks.items() if path.startswith(("/v1/", "/v3/")) for method in item
+    }
     declared = {(method, path) for path, item in doc["paths"].items() for method in item}
     assert routes <= declared
     lists = doc["paths"]["/v1/{project_id}/notebooks"]["get"]
@@ -40,9 +42,11 @@ def test_the_document_declares_every_api_route_with_its_parameters_and_bodies(ap
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             assert operation["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
-                "ErrorBody"), (method, path)
+                "ErrorBody"
+            ), (method, path)
             assert {p["name"] for p in operation["parameters"] if p["in"] == "path"} == {
-                part[1:-1] for part in path.split("/") if part.startswith("{")}, (method, path)
+                part[1:-1] for part in path.split("/") if part.startswith("{")
+            }, (method, path)
 
 
 def test_request_schemas_use_the_sdk_member_names_and_types(api):
@@ -50,11 +54,28 @@ def test_request_schemas_use_the_sdk_member_names_and_types(api):
 
     schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
     json_types = {"str": "string", "int": "integer", "bool": "boolean", "float": "number"}
-    for name in ("NotebookCreateRequest", "VolumeMountRequest", "LeaseReq", "AffinityType", "AffinityRule",
-                 "RunUserRequest", "UserVpcRequest", "PublicNetworkConfig", "NotebookCustomSpec", "CustomHooks",
-                 "ContainerHooks", "Config", "TmsTag", "ImageRegRequest", "ImageCreateReq", "DeleteImageRequestBody",
-                 "DeleteImageGroupRequestBody", "UpdateImageGroupRequestBody", "UpdateImageGroupRequestBodyTags",
-                 "DataVolumesReq"):
+    for name in (
+        "NotebookCreateRequest",
+        "VolumeMountRequest",
+        "LeaseReq",
+        "AffinityType",
+        "AffinityRule",
+        "RunUserRequest",
+        "UserVpcRequest",
+        "PublicNetworkConfig",
+        "NotebookCustomSpec",
+        "CustomHooks",
+        "ContainerHooks",
+        "Config",
+        "TmsTag",
+        "ImageRegRequest",
+        "ImageCreateReq",
+        "DeleteImageRequestBody",
+        "DeleteImageGroupRequestBody",
+        "UpdateImageGroupRequestBody",
+        "UpdateImageGroupRequestBodyTags",
+        "DataVolumesReq",
+    ):
         sdk = getattr(model, name)
         declared = schemas[name]["properties"]
         assert set(sdk.attribute_map.values()) <= set(declared), name

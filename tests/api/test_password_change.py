@@ -1,4 +1,5 @@
 """A password change ends what the old password opened: console sessions and password tokens."""
+
 from __future__ import annotations
 
 import os
@@ -14,17 +15,34 @@ NEW_PASSWORD = "a brand new password"
 def _console_session(client) -> str:
     page = client.get("/console/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    response = client.post("/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD},
-                           follow_redirects=False)
+    response = client.post(
+        "/console/login", data={"csrf_token": csrf, "user": "admin", "password": PASSWORD}, follow_redirects=False
+    )
     assert response.status_code == 303, response.text
     return client.cookies.get("nbfleet_session")
 
 
 def _set_password_with_the_cli(settings, user_id: str, password: str) -> None:
     env = {**os.environ, **({"NBFLEET_DATABASE_URL": settings.database_url} if settings.database_url else {})}
-    done = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user", user_id,
-                           "--password-stdin", "--data-dir", str(settings.data_dir)],
-                          input=password + "\n", capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "admin",
+            "set-password",
+            "--user",
+            user_id,
+            "--password-stdin",
+            "--data-dir",
+            str(settings.data_dir),
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -35,7 +53,7 @@ def test_set_password_revokes_sessions_and_password_tokens(api, settings):
     issued = api.client.post("/v3/auth/tokens", json=auth_body("admin", PASSWORD, project_id=project))
     password_token = issued.headers["x-subject-token"]
     session = _console_session(api.client)
-    operator_token, _ = identity.create_token(api.creds.user_id, project)   # `nbfleet admin create-token`
+    operator_token, _ = identity.create_token(api.creds.user_id, project)  # `nbfleet admin create-token`
     listing = f"/v1/{project}/notebooks"
     assert api.client.get(listing, headers={"X-Auth-Token": password_token}).status_code == 200
     assert api.client.get("/console/api/status").status_code == 200

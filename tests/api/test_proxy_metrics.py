@@ -1,4 +1,5 @@
 """The notebook proxy's metrics move with its traffic: upstream latency, bytes both ways, open websockets."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,6 +43,7 @@ def value(name: str, **labels) -> float:
 @pytest.fixture
 def proxied():
     with ServerThread(upstream_app()) as upstream:
+
         async def resolve(_notebook_id: str):
             return ProxyTarget("127.0.0.1", upstream.port)
 
@@ -78,4 +80,4 @@ def test_bytes_latency_and_websockets_are_counted(proxied):
     asyncio.run(talk())
     assert value("nbfleet_proxy_websockets_open") == 0
     assert value("nbfleet_proxy_bytes_total", direction="in") - before["in"] == 1005
-    assert value("nbfleet_proxy_bytes_total", direction="out") - before["out"] == 1001 + 7   # é is two bytes
+    assert value("nbfleet_proxy_bytes_total", direction="out") - before["out"] == 1001 + 7  # é is two bytes

@@ -1,4 +1,5 @@
 """The reconciler with the simulated runtime: progress, failure injection, compare-and-set races."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,14 @@ from ..support import Api, Creds
 
 @pytest.fixture
 def failing(tmp_path):
-    settings = make_settings(tmp_path, simulated_fail=["name=fail-create*;step=3;op=create",
-                                                        "name=fail-start*;step=4;op=start",
-                                                        "name=fail-delete*;op=delete"])
+    settings = make_settings(
+        tmp_path,
+        simulated_fail=[
+            "name=fail-create*;step=3;op=create",
+            "name=fail-start*;step=4;op=start",
+            "name=fail-delete*;op=delete",
+        ],
+    )
     app = create_app(settings, announce=lambda _t: None)
     with TestClient(app) as client:
         c = json.loads((settings.data_dir / "credentials.json").read_text())
@@ -103,8 +109,10 @@ def test_stop_and_delete_race(slow):
         barrier.wait()
         results[key] = api.call(method, path).status_code
 
-    threads = [threading.Thread(target=call, args=("POST", f"/notebooks/{nb['id']}/stop", "stop")),
-               threading.Thread(target=call, args=("DELETE", f"/notebooks/{nb['id']}", "delete"))]
+    threads = [
+        threading.Thread(target=call, args=("POST", f"/notebooks/{nb['id']}/stop", "stop")),
+        threading.Thread(target=call, args=("DELETE", f"/notebooks/{nb['id']}", "delete")),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -137,6 +145,7 @@ def test_a_wake_up_during_a_sweep_is_not_lost(tmp_path):
         api = Api(client, Creds(c["ak"], c["sk"], c["project_id"], c["user_id"]), app.state.services)
         api.services.identity.set_quota(api.creds.user_id, -1)
         from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(8) as pool:  # concurrent calls land while a sweep is running
             made = list(pool.map(lambda i: api.create(f"burst-{i}", wait=False)["id"], range(40)))
         for notebook_id in made:
@@ -145,6 +154,7 @@ def test_a_wake_up_during_a_sweep_is_not_lost(tmp_path):
 
 def test_the_final_status_write_gives_up_the_claim_without_a_separate_release(api, monkeypatch):
     from nbfleet.store import notebook_repo
+
     released = []
     original = notebook_repo.release
 

@@ -1,4 +1,5 @@
 """A signed state-changing request counts once: a repeat within the clock-skew window is refused."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,14 @@ def test_the_same_signed_tag_request_is_accepted_once(api):
 
 
 def test_a_replayed_create_creates_nothing_more(api):
-    body = json.dumps({"name": "once", "image_id": api.image_id(), "flavor": "modelarts.vm.cpu.2u",
-                       "volume": {"category": "EVS", "ownership": "MANAGED"}}).encode()
+    body = json.dumps(
+        {
+            "name": "once",
+            "image_id": api.image_id(),
+            "flavor": "modelarts.vm.cpu.2u",
+            "volume": {"category": "EVS", "ownership": "MANAGED"},
+        }
+    ).encode()
     path, headers = signed(api, "POST", "/notebooks", body)
     assert api.client.post(path, content=body, headers=headers).status_code == 200
     assert api.client.post(path, content=body, headers=headers).json()["error_code"] == "ModelArts.0208"
@@ -90,4 +97,4 @@ def test_signatures_are_forgotten_once_their_date_is_out_of_the_window(api):
     later = start + timedelta(minutes=16)
     path, headers = signed(api, "POST", f"/notebooks/{nb['id']}/start", sdk_date=at(later))
     assert api.client.post(path, headers=headers).status_code in (200, 400)
-    assert count() == 1   # only the last request is still remembered
+    assert count() == 1  # only the last request is still remembered

@@ -1,4 +1,5 @@
 """Signed requests cover the body that was received: X-Sdk-Content-Sha256 and UNSIGNED-PAYLOAD."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,15 @@ from ..conftest import make_settings
 def sdk_signed(creds, method: str, path: str, body: bytes, extra_headers: dict | None = None) -> dict:
     """Headers as the SDK's signer makes them; headers in ``extra_headers`` are signed too."""
     headers = {"Content-Type": "application/json", "X-Project-Id": creds.project_id, **(extra_headers or {})}
-    request = SdkRequest(method=method, schema="http", host="testserver", resource_path=path, query_params=[],
-                         header_params=headers, body=body)
+    request = SdkRequest(
+        method=method,
+        schema="http",
+        host="testserver",
+        resource_path=path,
+        query_params=[],
+        header_params=headers,
+        body=body,
+    )
     Signer(BasicCredentials(creds.ak, creds.sk, creds.project_id)).sign(request)
     return dict(request.header_params)
 
@@ -41,8 +49,9 @@ def test_signed_content_hash_must_be_the_hash_of_the_body(api):
     nb = api.create("integrity-signed")
     path = f"/v1/{api.creds.project_id}/notebooks/{nb['id']}"
     signed_body = json.dumps({"description": "as signed"}).encode()
-    headers = sdk_signed(api.creds, "PUT", path, signed_body,
-                         {"X-Sdk-Content-Sha256": hashlib.sha256(signed_body).hexdigest()})
+    headers = sdk_signed(
+        api.creds, "PUT", path, signed_body, {"X-Sdk-Content-Sha256": hashlib.sha256(signed_body).hexdigest()}
+    )
     forged = api.client.put(path, content=json.dumps({"description": "forged"}).encode(), headers=headers)
     assert forged.status_code == 401 and "X-Sdk-Content-Sha256" in forged.json()["error_msg"]
     assert api.ok("GET", f"/notebooks/{nb['id']}")["description"] == ""
@@ -67,6 +76,7 @@ def test_unsigned_payload_is_accepted_when_the_operator_allows_it(tmp_path):
     with TestClient(create_app(settings, announce=lambda _text: None)) as client:
         creds = json.loads((settings.data_dir / "credentials.json").read_text())
         from ..support import Creds
+
         me = Creds(creds["ak"], creds["sk"], creds["project_id"], creds["user_id"])
         path = f"/v1/{me.project_id}/notebooks"
         body = json.dumps({"name": "x"}).encode()

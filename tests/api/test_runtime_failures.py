@@ -3,6 +3,7 @@
 A failure must never leave an instance in a transitional status for ever: that costs an event and a
 traceback per sweep, refuses stop and delete, and fills the admission queue until every create is 429.
 """
+
 from __future__ import annotations
 
 import json

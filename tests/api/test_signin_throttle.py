@@ -1,5 +1,6 @@
 """Password sign-in is throttled: backoff per account and per address (in the store), a bounded number of
 password checks at once, and 429 ModelArts.6101 with Retry-After when a sign-in must wait."""
+
 from __future__ import annotations
 
 import re
@@ -43,7 +44,7 @@ def test_wrong_passwords_then_the_right_one_waits_for_the_backoff(signin):
     project = api.creds.project_id
     for _ in range(5):
         assert token_for(api.client, "admin", WRONG, project).status_code == 401
-    assert_throttled(token_for(api.client, "admin", PASSWORD, project), 1)   # right, but too soon
+    assert_throttled(token_for(api.client, "admin", PASSWORD, project), 1)  # right, but too soon
     clock.advance(1_000)
     assert token_for(api.client, "admin", WRONG, project).status_code == 401  # the 6th failure: 2 s now
     assert_throttled(token_for(api.client, "admin", PASSWORD, project), 2)
@@ -71,7 +72,7 @@ def test_unknown_names_are_throttled_like_real_ones(signin):
 
 def test_one_address_guessing_many_accounts_is_throttled(signin):
     api, _clock = signin
-    for n in range(20):   # four times an account's free failures, each at another name
+    for n in range(20):  # four times an account's free failures, each at another name
         assert token_for(api.client, f"guess-{n}", WRONG, api.creds.project_id).status_code == 401
     assert_throttled(token_for(api.client, "admin", PASSWORD, api.creds.project_id), 1)
 
@@ -88,8 +89,9 @@ def test_the_backoff_is_shared_by_replicas(signin, settings):
 def _console_login(client, user: str, password: str):
     page = client.get("/console/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    return client.post("/console/login", data={"csrf_token": csrf, "user": user, "password": password},
-                       follow_redirects=False)
+    return client.post(
+        "/console/login", data={"csrf_token": csrf, "user": user, "password": password}, follow_redirects=False
+    )
 
 
 def test_console_sign_in_is_throttled_with_a_page_that_says_when(signin):
@@ -114,7 +116,7 @@ def test_sign_ins_beyond_the_check_slots_are_refused_not_queued(tmp_path):
         inside, release = threading.Semaphore(0), threading.Event()
         checked = services.identity.check_password
 
-        def slow_check(*args, **kwargs):   # holds its slot until the test lets it go
+        def slow_check(*args, **kwargs):  # holds its slot until the test lets it go
             inside.release()
             release.wait(30)
             return checked(*args, **kwargs)
@@ -129,7 +131,7 @@ def test_sign_ins_beyond_the_check_slots_are_refused_not_queued(tmp_path):
         holders = [threading.Thread(target=attempt, args=(i,)) for i in range(2)]
         for t in holders:
             t.start()
-        assert inside.acquire(timeout=30) and inside.acquire(timeout=30)   # both slots taken
+        assert inside.acquire(timeout=30) and inside.acquire(timeout=30)  # both slots taken
         others = [threading.Thread(target=attempt, args=(i,)) for i in range(2, 8)]
         for t in others:
             t.start()
@@ -138,7 +140,7 @@ def test_sign_ins_beyond_the_check_slots_are_refused_not_queued(tmp_path):
         refused = [results[i] for i in range(2, 8)]
         assert all(r.status_code == 429 and r.json()["error_code"] == "ModelArts.6101" for r in refused), refused
         assert all(r.headers["retry-after"] == "1" for r in refused)
-        assert client.get("/health").status_code == 200            # while both checks are still running
+        assert client.get("/health").status_code == 200  # while both checks are still running
         release.set()
         for t in holders:
             t.join(30)

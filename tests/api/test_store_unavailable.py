@@ -3,6 +3,7 @@ connection out, running a statement, committing), and the reconciler loop surviv
 
 The real thing (PostgreSQL stopped under load, several replicas) is tests/pg/test_outage.py; here the
 failures are injected into the in-process app, so the rendering is checked on every store."""
+
 from __future__ import annotations
 
 import contextlib

@@ -2,6 +2,7 @@
 
 Never run ``playwright install``: the tests launch ``/usr/bin/chromium`` (``apt-get install chromium``).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,23 @@ from ..procs import ServeProcess, SignedClient
 from ..support import Creds
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 WIDE = {"width": 1280, "height": 800}
 NARROW = {"width": 420, "height": 800}
-WAIT_MS = 15_000           # upper bound of any wait for the page (simulated runtime)
+WAIT_MS = 15_000  # upper bound of any wait for the page (simulated runtime)
 SIM_ENV = {
-    "NBFLEET_SIMULATED_DELAY": "0.4",   # ~1.6 s per create/start: long enough to watch, short enough to wait
+    "NBFLEET_SIMULATED_DELAY": "0.4",  # ~1.6 s per create/start: long enough to watch, short enough to wait
     "NBFLEET_INSTANCE_QUOTA": "40",
     "NBFLEET_SIMULATED_FAIL": json.dumps(["name=fail-*;step=3;op=create"]),
 }
@@ -42,9 +51,25 @@ class User:
 
 
 def set_password(server: ServeProcess, user_id: str, password: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user", user_id,
-                           "--password-stdin", "--data-dir", str(server.data_dir)],
-                          input=password + "\n", capture_output=True, text=True, timeout=60, env=server.cli_env())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "admin",
+            "set-password",
+            "--user",
+            user_id,
+            "--password-stdin",
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server.cli_env(),
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -56,8 +81,9 @@ class Fleet:
         self.users: dict[str, User] = {}
         admin = server.admin_creds()
         set_password(server, admin.user_id, "admin-password-1")
-        self.users["admin"] = User("admin", "admin-password-1", admin.user_id, admin.project_id,
-                                   SignedClient(server.endpoint, admin))
+        self.users["admin"] = User(
+            "admin", "admin-password-1", admin.user_id, admin.project_id, SignedClient(server.endpoint, admin)
+        )
 
     @property
     def endpoint(self) -> str:
@@ -71,8 +97,9 @@ class Fleet:
             password = f"{name}-password-1"
             set_password(self.server, made["user_id"], password)
             creds = Creds(made["ak"], made["sk"], made["project_id"], made["user_id"])
-            self.users[name] = User(name, password, made["user_id"], made["project_id"],
-                                    SignedClient(self.server.endpoint, creds))
+            self.users[name] = User(
+                name, password, made["user_id"], made["project_id"], SignedClient(self.server.endpoint, creds)
+            )
         return self.users[name]
 
     def close(self) -> None:
@@ -115,7 +142,7 @@ def new_page(chromium):
         context.set_default_timeout(WAIT_MS)
         contexts.append(context)
         page = context.new_page()
-        page.on("dialog", lambda dialog: dialog.accept())   # the confirm() of Delete
+        page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of Delete
         return page
 
     yield make

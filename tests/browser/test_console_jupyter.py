@@ -1,5 +1,6 @@
 """The console with the local runtime: create an instance, open its JupyterLab through nbfleet's port
 and run a cell there, then stop and delete it — all from the browser."""
+
 from __future__ import annotations
 
 import re
@@ -15,9 +16,12 @@ from .conftest import Fleet, screenshot, sign_in
 
 pytestmark = pytest.mark.slow
 LOCAL_WAIT_MS = 90_000
-NOTEBOOK = {"cells": [], "nbformat": 4, "nbformat_minor": 5,
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                        "language": "python"}}}
+NOTEBOOK = {
+    "cells": [],
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def local_fleet(tmp_path_factory):
         time.sleep(0.2)
     fleet.close()
     server.terminate()
-    for leftover in jupyter_processes(server.data_dir):   # only the servers this test's nbfleet started
+    for leftover in jupyter_processes(server.data_dir):  # only the servers this test's nbfleet started
         leftover.kill()
 
 
@@ -49,7 +53,7 @@ def test_open_jupyterlab_from_the_console_and_run_a_cell(local_fleet: Fleet, new
 
     nb = admin.api.ok("GET", f"/notebooks/{notebook_id}")
     port = local_fleet.server.port
-    assert nb["url"] == f"http://{notebook_id}.nb.localhost:{port}/lab"       # its own origin, nbfleet's port
+    assert nb["url"] == f"http://{notebook_id}.nb.localhost:{port}/lab"  # its own origin, nbfleet's port
     assert page.get_attribute("#open-lab", "href") == f"{nb['url']}?token={nb['token']}"
     with page.context.expect_page() as opened:
         page.click("#open-lab")
@@ -59,8 +63,12 @@ def test_open_jupyterlab_from_the_console_and_run_a_cell(local_fleet: Fleet, new
     expect(lab).to_have_title(re.compile("JupyterLab"), timeout=LOCAL_WAIT_MS)
 
     base = nb["url"].rsplit("/lab", 1)[0]
-    created = notebook_http.put(f"{base}/api/contents/x.ipynb", json={"type": "notebook", "content": NOTEBOOK},
-                                headers={"Authorization": f"token {nb['token']}"}, timeout=30)
+    created = notebook_http.put(
+        f"{base}/api/contents/x.ipynb",
+        json={"type": "notebook", "content": NOTEBOOK},
+        headers={"Authorization": f"token {nb['token']}"},
+        timeout=30,
+    )
     assert created.status_code in (200, 201), created.text
     lab.goto(f"{base}/lab/tree/x.ipynb?reset&token={nb['token']}")
     # An execute sent while the kernel still says "Connecting" is dropped: wait for Idle first.
@@ -80,6 +88,7 @@ def test_open_jupyterlab_from_the_console_and_run_a_cell(local_fleet: Fleet, new
     assert notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 404
     page.click("#live button[data-action=delete]")
     page.wait_for_url(f"{local_fleet.endpoint}/console/notebooks")
-    expect(page.locator(f"tr[data-id='{notebook_id}'] [data-role=status]")).to_have_text("DELETED",
-                                                                                       timeout=LOCAL_WAIT_MS)
+    expect(page.locator(f"tr[data-id='{notebook_id}'] [data-role=status]")).to_have_text(
+        "DELETED", timeout=LOCAL_WAIT_MS
+    )
     assert admin.api.call("GET", f"/notebooks/{notebook_id}").json()["error_code"] == "ModelArts.6309"

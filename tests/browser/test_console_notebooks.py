@@ -1,5 +1,6 @@
 """Console notebook pages in a real browser: lifecycle, live statuses, errors, and the list's query
 parity with the API (the rows a page shows are the rows the API returns for the same query)."""
+
 from __future__ import annotations
 
 import re
@@ -48,10 +49,14 @@ def hank(fleet):
     """A user with 12 notebooks: 5 alpha (RUNNING), 4 beta (STOPPED), 3 gamma (RUNNING), three flavors."""
     hank = fleet.user("hank")
     flavors = ["modelarts.vm.cpu.2u", "modelarts.vm.cpu.4u", "modelarts.vm.cpu.8u"]
-    names = [f"alpha-{i:02d}" for i in range(1, 6)] + [f"beta-{i:02d}" for i in range(1, 5)] + \
-            [f"gamma-{i:02d}" for i in range(1, 4)]
-    made = [hank.api.create(name, flavor=flavors[i % 3], description=f"notebook number {i}")
-            for i, name in enumerate(names)]
+    names = (
+        [f"alpha-{i:02d}" for i in range(1, 6)]
+        + [f"beta-{i:02d}" for i in range(1, 5)]
+        + [f"gamma-{i:02d}" for i in range(1, 4)]
+    )
+    made = [
+        hank.api.create(name, flavor=flavors[i % 3], description=f"notebook number {i}") for i, name in enumerate(names)
+    ]
     for nb in made:
         hank.api.wait_status(nb["id"], "RUNNING", timeout=30)
     for nb in made:
@@ -84,11 +89,15 @@ def test_create_watch_it_run_renew_stop_start_and_delete(fleet, new_page):
     screenshot(page, "detail-creating-1280")
     page.evaluate("window.__sameDocument = 'yes'")
     expect(badge).to_have_text("RUNNING", timeout=WAIT_MS)
-    assert page.evaluate("window.__sameDocument") == "yes"            # no reload happened
+    assert page.evaluate("window.__sameDocument") == "yes"  # no reload happened
 
     nb = gina.api.ok("GET", f"/notebooks/{notebook_id}")
-    assert (nb["status"], nb["flavor"], nb["description"], nb["image"]["name"]) == \
-           ("RUNNING", "modelarts.vm.cpu.4u", "made in the console", "notebook-scipy")
+    assert (nb["status"], nb["flavor"], nb["description"], nb["image"]["name"]) == (
+        "RUNNING",
+        "modelarts.vm.cpu.4u",
+        "made in the console",
+        "notebook-scipy",
+    )
     assert page.get_attribute("#open-lab", "href") == f"{nb['url']}?token={nb['token']}"
     assert re.fullmatch(r"in (1 h 5\d|2 h 0) min", page.locator("#live [data-expires]").first.inner_text())
     events = page.locator("#live .eventlist li .kind").all_inner_texts()
@@ -111,11 +120,11 @@ def test_create_watch_it_run_renew_stop_start_and_delete(fleet, new_page):
     page.click("#live button[data-action=start]")
     expect(page.locator("#live [data-role=status]").first).to_have_text("RUNNING", timeout=WAIT_MS)
 
-    page.click("#live button[data-action=delete]")            # confirm() is accepted by the fixture
+    page.click("#live button[data-action=delete]")  # confirm() is accepted by the fixture
     page.wait_for_url(f"{fleet.endpoint}/console/notebooks")
     expect(page.locator(".flash.ok")).to_contain_text("Delete requested")
     row_badge = page.locator(f"tr[data-id='{notebook_id}'] [data-role=status]")
-    expect(row_badge).to_have_text("DELETED", timeout=WAIT_MS)   # the list polls the row away
+    expect(row_badge).to_have_text("DELETED", timeout=WAIT_MS)  # the list polls the row away
     assert gina.api.call("GET", f"/notebooks/{notebook_id}").json()["error_code"] == "ModelArts.6309"
 
 
@@ -152,17 +161,26 @@ def test_errors_show_the_apis_code_and_message(fleet, new_page):
     page.fill("input[name=name]", "bad name!")
     image_id = page.input_value("select[name=image_id]")
     page.click("#create-form button[type=submit]")
-    api = gina.api.call("POST", "/notebooks", body={
-        "name": "bad name!", "flavor": "modelarts.vm.cpu.2u", "image_id": image_id, "description": "",
-        "feature": "NOTEBOOK", "volume": {"category": "EVS", "ownership": "MANAGED"},
-        "lease": {"duration": 3_600_000, "type": "TIMING"}}).json()
+    api = gina.api.call(
+        "POST",
+        "/notebooks",
+        body={
+            "name": "bad name!",
+            "flavor": "modelarts.vm.cpu.2u",
+            "image_id": image_id,
+            "description": "",
+            "feature": "NOTEBOOK",
+            "volume": {"category": "EVS", "ownership": "MANAGED"},
+            "lease": {"duration": 3_600_000, "type": "TIMING"},
+        },
+    ).json()
     shown = page.locator(".flash.error").inner_text()
     assert api["error_code"] in shown and api["error_msg"] in shown
-    assert page.input_value("input[name=name]") == "bad name!"          # the form keeps what was typed
+    assert page.input_value("input[name=name]") == "bad name!"  # the form keeps what was typed
 
     nb = gina.api.wait_status(gina.api.create("gina-errors")["id"], "RUNNING")
     page.goto(f"{fleet.endpoint}/console/notebooks/{nb['id']}")
-    page.select_option("#live select[name=duration]", "900000")            # 15 min: below the TIMING minimum
+    page.select_option("#live select[name=duration]", "900000")  # 15 min: below the TIMING minimum
     page.click("#live button:has-text('Renew lease')")
     shown = page.locator(".flash.error").inner_text()
     api = gina.api.call("PATCH", f"/notebooks/{nb['id']}/lease", {"duration": "900000"}).json()
@@ -175,17 +193,17 @@ def test_filters_sort_and_paging_show_exactly_the_apis_rows(fleet, new_page, han
     api = assert_same_rows_as_api(page, hank, expect_query={})
     assert api["total"] == 12 and len(row_ids(page)) == 10
 
-    page.locator("input[name=name]").press_sequentially("alp", delay=40)    # search as you type
+    page.locator("input[name=name]").press_sequentially("alp", delay=40)  # search as you type
     api = assert_same_rows_as_api(page, hank, expect_query={"name": "alp", "feature": "NOTEBOOK", "limit": "10"})
     assert api["total"] == 5
 
     page.select_option("select[name=status]", "STOPPED")
-    assert_same_rows_as_api(page, hank, expect_query={"name": "alp", "status": "STOPPED", "feature": "NOTEBOOK",
-                                                      "limit": "10"})
+    assert_same_rows_as_api(
+        page, hank, expect_query={"name": "alp", "status": "STOPPED", "feature": "NOTEBOOK", "limit": "10"}
+    )
     assert page.locator(ROWS).count() == 0
     page.fill("input[name=name]", "")
-    api = assert_same_rows_as_api(page, hank, expect_query={"status": "STOPPED", "feature": "NOTEBOOK",
-                                                            "limit": "10"})
+    api = assert_same_rows_as_api(page, hank, expect_query={"status": "STOPPED", "feature": "NOTEBOOK", "limit": "10"})
     assert sorted(nb["name"] for nb in api["data"]) == ["beta-01", "beta-02", "beta-03", "beta-04"]
     page.select_option("select[name=status]", "")
 
@@ -198,10 +216,11 @@ def test_filters_sort_and_paging_show_exactly_the_apis_rows(fleet, new_page, han
     assert_same_rows_as_api(page, hank, expect_query={**base, "sort_key": "name", "sort_dir": "DESC"})
 
     page.click("#results a[rel=next]")
-    api = assert_same_rows_as_api(page, hank, expect_query={**base, "sort_key": "name", "sort_dir": "DESC",
-                                                            "offset": "10"})
+    api = assert_same_rows_as_api(
+        page, hank, expect_query={**base, "sort_key": "name", "sort_dir": "DESC", "offset": "10"}
+    )
     assert [nb["name"] for nb in api["data"]] == ["alpha-02", "alpha-01"]
-    page.go_back()                                                           # history works like pages
+    page.go_back()  # history works like pages
     assert_same_rows_as_api(page, hank, expect_query={**base, "sort_key": "name", "sort_dir": "DESC"})
 
     page.click("#results th >> text=Flavor")
@@ -209,15 +228,17 @@ def test_filters_sort_and_paging_show_exactly_the_apis_rows(fleet, new_page, han
     page.click("#results th >> text=Status")
     assert_same_rows_as_api(page, hank, expect_query={**base, "sort_key": "status", "sort_dir": "ASC"})
     page.select_option("select[name=limit]", "20")
-    api = assert_same_rows_as_api(page, hank, expect_query={"feature": "NOTEBOOK", "limit": "20",
-                                                            "sort_key": "status", "sort_dir": "ASC"})
+    api = assert_same_rows_as_api(
+        page, hank, expect_query={"feature": "NOTEBOOK", "limit": "20", "sort_key": "status", "sort_dir": "ASC"}
+    )
     assert len(api["data"]) == 12
     page.select_option("select[name=feature]", "DEFAULT")
-    assert_same_rows_as_api(page, hank, expect_query={"feature": "DEFAULT", "limit": "20", "sort_key": "status",
-                                                      "sort_dir": "ASC"})
+    assert_same_rows_as_api(
+        page, hank, expect_query={"feature": "DEFAULT", "limit": "20", "sort_key": "status", "sort_dir": "ASC"}
+    )
     page.select_option("select[name=feature]", "NOTEBOOK")
 
-    page.fill("input[name=name]", "a b")                                     # the API refuses this name
+    page.fill("input[name=name]", "a b")  # the API refuses this name
     wait_until(lambda: page_query(page).get("name") == "a b", what="name=a b in the URL")
     api = hank.api.call("GET", "/notebooks", page_query(page)).json()
     shown = page.locator("#results .flash.error").inner_text()

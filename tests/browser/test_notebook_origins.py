@@ -8,6 +8,7 @@ notebook, start a kernel there, and swap her console session with a cookie. With
 origin of its own, all of it fails; with ``NBFLEET_NOTEBOOK_ROUTING=path`` (documented as unsafe for more
 than one user) the same page reads her console, which shows the test can tell the difference.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,9 +96,11 @@ def _mallorys_page(fleet: Fleet) -> tuple[dict, str]:
     nb = _running(mallory, "innocent")
     base = nb["url"].rsplit("/lab", 1)[0]
     # Her code writes her Jupyter's configuration (a hidden file the contents API would not create).
-    write = (f"import os; os.makedirs('/home/ma-user/.jupyter', exist_ok=True); os.makedirs('site', exist_ok=True)\n"
-             f"open('/home/ma-user/.jupyter/jupyter_server_config.py', 'w').write({JUPYTER_CONFIG!r})\n"
-             f"open('site/cats.html', 'w').write({EVIL_PAGE!r})")
+    write = (
+        f"import os; os.makedirs('/home/ma-user/.jupyter', exist_ok=True); os.makedirs('site', exist_ok=True)\n"
+        f"open('/home/ma-user/.jupyter/jupyter_server_config.py', 'w').write({JUPYTER_CONFIG!r})\n"
+        f"open('site/cats.html', 'w').write({EVIL_PAGE!r})"
+    )
     execute(base, nb["token"], start_kernel(base, nb["token"]), write)
     mallory.api.ok("POST", f"/notebooks/{nb['id']}/stop")
     mallory.api.wait_status(nb["id"], "STOPPED", timeout=60)
@@ -105,7 +108,7 @@ def _mallorys_page(fleet: Fleet) -> tuple[dict, str]:
     nb = mallory.api.wait_status(nb["id"], "RUNNING", timeout=120)
     base = nb["url"].rsplit("/lab", 1)[0]
     page = f"{base}/static/cats.html"
-    assert "cat pictures" in notebook_http.get(page).text   # served by her Jupyter, on her notebook's origin
+    assert "cat pictures" in notebook_http.get(page).text  # served by her Jupyter, on her notebook's origin
     return nb, page
 
 
@@ -119,8 +122,12 @@ def _victim_opens(fleet: Fleet, new_page, page_url: str) -> tuple[dict, dict, ob
         page.click("#open-lab")
     lab = opened.value
     expect(lab).to_have_title(re.compile("JupyterLab"), timeout=LOCAL_WAIT_MS)
-    args = {"console": fleet.endpoint, "victim_id": nb["id"], "victim_base": nb["url"].rsplit("/lab", 1)[0],
-            "notebook_domain": "nb.localhost"}
+    args = {
+        "console": fleet.endpoint,
+        "victim_id": nb["id"],
+        "victim_base": nb["url"].rsplit("/lab", 1)[0],
+        "notebook_domain": "nb.localhost",
+    }
     evil = page.context.new_page()
     evil.goto(page_url + "#" + json.dumps(args))
     expect(evil).to_have_title("done", timeout=30_000)
@@ -145,12 +152,13 @@ def test_a_notebook_page_cannot_act_as_the_user_who_opens_it(origins: Fleet, new
     victoria = origins.users["victoria"]
     time.sleep(0.5)
     base = victim_nb["url"].rsplit("/lab", 1)[0]
-    pwned = notebook_http.get(f"{base}/api/contents/pwned.txt",
-                              headers={"Authorization": f"token {victim_nb['token']}"})
+    pwned = notebook_http.get(
+        f"{base}/api/contents/pwned.txt", headers={"Authorization": f"token {victim_nb['token']}"}
+    )
     assert pwned.status_code == 404
     kernels = notebook_http.get(f"{base}/api/kernels", headers={"Authorization": f"token {victim_nb['token']}"})
-    assert kernels.json() == []   # her JupyterLab shows the launcher; no kernel was started for her
-    assert result["websocket"] == "closed 4403", result   # refused by nbfleet, whatever her Jupyter allows
+    assert kernels.json() == []  # her JupyterLab shows the launcher; no kernel was started for her
+    assert result["websocket"] == "closed 4403", result  # refused by nbfleet, whatever her Jupyter allows
     # Her console session is still hers: the page's cookies never reach the console's origin.
     console.goto(f"{origins.endpoint}/console/notebooks")
     expect(console.locator(".user").first).to_contain_text("victoria")

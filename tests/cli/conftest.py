@@ -3,6 +3,7 @@
 Every CLI run gets HOME and NBFLEET_CONFIG inside the test's temporary directory and none of the
 caller's NBFLEET_* variables, so nothing reads or writes the real home.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ class Cli:
         return env
 
     def run(self, *args: str, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "nbfleet.cli.main", *args], env=self.env(env), input=input,
-                              capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=self.home)
+        return subprocess.run(
+            [sys.executable, "-m", "nbfleet.cli.main", *args],
+            env=self.env(env),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            cwd=self.home,
+        )
 
     def ok(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         done = self.run(*args, env=env)
@@ -55,15 +63,27 @@ class Cli:
 
     def configure(self, creds: dict, profile: str = "default", **overrides: str) -> subprocess.CompletedProcess:
         values = {**{k: creds[k] for k in ("endpoint", "project_id", "ak", "sk")}, **overrides}
-        return self.ok("configure", "--profile", profile, "--endpoint", values["endpoint"],
-                       "--project-id", values["project_id"], "--ak", values["ak"], "--sk", values["sk"])
+        return self.ok(
+            "configure",
+            "--profile",
+            profile,
+            "--endpoint",
+            values["endpoint"],
+            "--project-id",
+            values["project_id"],
+            "--ak",
+            values["ak"],
+            "--sk",
+            values["sk"],
+        )
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("nbfleet-cli")
-    srv = ServeProcess(base / "data", runtime="simulated",
-                       env={"NBFLEET_SIMULATED_FAIL": FAIL_RULES, "NBFLEET_INSTANCE_QUOTA": "-1"}).start()
+    srv = ServeProcess(
+        base / "data", runtime="simulated", env={"NBFLEET_SIMULATED_FAIL": FAIL_RULES, "NBFLEET_INSTANCE_QUOTA": "-1"}
+    ).start()
     try:
         yield srv
     finally:

@@ -1,5 +1,6 @@
 """``nbfleet keypairs …``, ``notebooks create --ssh-key`` and ``notebooks ssh`` against a real server (simulated
 runtime: no SSH gateway; tests/runtime/test_ssh.py runs the printed command against a real one)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -39,18 +40,48 @@ def test_keypairs_add_list_delete(user, tmp_path):
 def test_create_with_ssh_and_the_ssh_command(user, api, tmp_path):
     keygen(tmp_path / "id")
     user.ok("keypairs", "add", "cli-ssh", "--public-key", str(tmp_path / "id.pub"))
-    nb = user.json("notebooks", "create", "--name", "cli-ssh", "--flavor", "modelarts.vm.cpu.2u",
-                   "--image", "notebook-python3.11", "--ssh-key", "cli-ssh", "--ssh-allow", "192.0.2.0/24")
+    nb = user.json(
+        "notebooks",
+        "create",
+        "--name",
+        "cli-ssh",
+        "--flavor",
+        "modelarts.vm.cpu.2u",
+        "--image",
+        "notebook-python3.11",
+        "--ssh-key",
+        "cli-ssh",
+        "--ssh-allow",
+        "192.0.2.0/24",
+    )
     [ssh] = [ep for ep in nb["endpoints"] if ep["service"] == "SSH"]
     assert ssh["key_pair_names"] == ["cli-ssh"] and ssh["allowed_access_ips"] == ["192.0.2.0/24"]
     api.wait_status(nb["id"], "RUNNING", timeout=30)
     # this server (simulated runtime) runs no SSH gateway: said plainly, exit 1
     none = user.run("notebooks", "ssh", nb["id"])
     assert none.returncode == 1 and "offers no SSH" in none.stderr
-    plain = user.json("notebooks", "create", "--name", "cli-nossh", "--flavor", "modelarts.vm.cpu.2u",
-                      "--image", "notebook-python3.11")
+    plain = user.json(
+        "notebooks",
+        "create",
+        "--name",
+        "cli-nossh",
+        "--flavor",
+        "modelarts.vm.cpu.2u",
+        "--image",
+        "notebook-python3.11",
+    )
     missing = user.run("notebooks", "ssh", plain["id"])
     assert missing.returncode == 1 and "no SSH endpoint" in missing.stderr
-    unknown = user.run("notebooks", "create", "--name", "x", "--flavor", "modelarts.vm.cpu.2u",
-                       "--image", "notebook-python3.11", "--ssh-key", "not-registered")
+    unknown = user.run(
+        "notebooks",
+        "create",
+        "--name",
+        "x",
+        "--flavor",
+        "modelarts.vm.cpu.2u",
+        "--image",
+        "notebook-python3.11",
+        "--ssh-key",
+        "not-registered",
+    )
     assert unknown.returncode == 1 and "ModelArts.6789" in unknown.stderr

@@ -1,4 +1,5 @@
 """``nbfleet notebooks|images|flavors`` against a real server: tables for people, the API's JSON for scripts."""
+
 from __future__ import annotations
 
 import re
@@ -38,16 +39,31 @@ def test_images_and_flavors_list(user, api):
 
     flavors = user.ok("flavors", "list").stdout
     assert re.search(r"modelarts\.vm\.cpu\.2u\s+CPU: 2 vCPUs 8 GB\s+CPU\s+2\s+8 GB", flavors), flavors
-    assert "modelarts.vm.cpu.free" not in flavors                      # NOTEBOOK feature unless asked
+    assert "modelarts.vm.cpu.free" not in flavors  # NOTEBOOK feature unless asked
     assert "modelarts.vm.cpu.free" in user.ok("flavors", "list", "--feature", "default").stdout
-    assert user.json("flavors", "list", "--category", "GPU") == api.ok("GET", "/notebooks/flavors",
-                                                                       {"category": "GPU"})
+    assert user.json("flavors", "list", "--category", "GPU") == api.ok("GET", "/notebooks/flavors", {"category": "GPU"})
 
 
 def test_create_with_wait_reaches_running_and_shows_the_four_steps(user, api):
-    done = user.ok("notebooks", "create", "--name", "cli-wait", "--flavor", FLAVOR, "--image", DEFAULT_IMAGE,
-                   "--duration", "2h", "--volume-size", "7", "--description", "made by [the] cli", "--wait",
-                   "--timeout", "30")
+    done = user.ok(
+        "notebooks",
+        "create",
+        "--name",
+        "cli-wait",
+        "--flavor",
+        FLAVOR,
+        "--image",
+        DEFAULT_IMAGE,
+        "--duration",
+        "2h",
+        "--volume-size",
+        "7",
+        "--description",
+        "made by [the] cli",
+        "--wait",
+        "--timeout",
+        "30",
+    )
     assert re.fullmatch(r"cli-wait \(([0-9a-f-]{36})\) is RUNNING\n", done.stdout), done.stdout
     assert "4/4" in done.stderr and "step 4/4 completed: Initialize the instance" in done.stderr
     notebook_id = re.search(r"\(([0-9a-f-]{36})\)", done.stdout).group(1)
@@ -66,16 +82,28 @@ def test_create_without_wait_prints_the_api_answer_as_json(user, api):
 
 
 def test_create_with_an_unknown_flavor_prints_the_api_error(user, api):
-    done = user.run("notebooks", "create", "--name", "cli-bad", "--flavor", "modelarts.vm.nope", "--image",
-                    DEFAULT_IMAGE)
+    done = user.run(
+        "notebooks", "create", "--name", "cli-bad", "--flavor", "modelarts.vm.nope", "--image", DEFAULT_IMAGE
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("error: ModelArts.6323: ")
     assert api.ok("GET", "/notebooks", {"name": "cli-bad"})["total"] == 0
 
 
 def test_create_wait_on_a_failing_instance_exits_non_zero_with_the_fail_reason(user, api):
-    done = user.run("notebooks", "create", "--name", "fail-x", "--flavor", FLAVOR, "--image", DEFAULT_IMAGE,
-                    "--wait", "--timeout", "30")
+    done = user.run(
+        "notebooks",
+        "create",
+        "--name",
+        "fail-x",
+        "--flavor",
+        FLAVOR,
+        "--image",
+        DEFAULT_IMAGE,
+        "--wait",
+        "--timeout",
+        "30",
+    )
     assert done.returncode == 1, done.stderr
     assert "CREATE_FAILED" in done.stderr and "simulated failure at step 3" in done.stderr
     assert "step 3/4 failed" in done.stderr
@@ -103,14 +131,16 @@ def test_list_table_json_filters_sort_and_paging(user, api):
     assert "lst-alpha" not in paged and "2-3 of 3 notebooks" in paged
     first = user.ok("notebooks", "list", *query, "--limit", "2").stdout
     assert "next page: --offset 2" in first
-    assert [nb["name"] for nb in user.json("notebooks", "list", "--flavor", "cpu.4u", "--name", "lst-")["data"]] \
-        == ["lst-gamma"]
+    assert [nb["name"] for nb in user.json("notebooks", "list", "--flavor", "cpu.4u", "--name", "lst-")["data"]] == [
+        "lst-gamma"
+    ]
     assert user.json("notebooks", "list", "--name", "lst-", "--status", "stopped")["total"] == 0
     assert user.json("notebooks", "list", "--name", "lst-", "--feature", "DEFAULT")["total"] == 0
     everyone = user.ok("notebooks", "list", "--all", "--name", "lst-").stdout
     assert "OWNER" in everyone and "admin" in everyone
-    assert user.json("notebooks", "list", "--all", "--name", "lst-") == api.ok("GET", "/notebooks/all",
-                                                                              {"name": "lst-"})
+    assert user.json("notebooks", "list", "--all", "--name", "lst-") == api.ok(
+        "GET", "/notebooks/all", {"name": "lst-"}
+    )
     bad_sort = user.run("notebooks", "list", "--sort-key", "colour")
     assert bad_sort.returncode == 1 and "ModelArts.6303" in bad_sort.stderr
 
@@ -145,8 +175,9 @@ def test_show_stop_start_renew_events_delete(user, api):
     events = user.ok("notebooks", "events", nb["id"]).stdout
     for text in ("Stop requested", "Start requested", "Lease renewed"):
         assert text in events, (text, events)
-    assert user.json("notebooks", "events", nb["id"], "--limit", "3") == \
-        api.ok("GET", f"/notebooks/{nb['id']}/events", {"limit": 3, "offset": 0})
+    assert user.json("notebooks", "events", nb["id"], "--limit", "3") == api.ok(
+        "GET", f"/notebooks/{nb['id']}/events", {"limit": 3, "offset": 0}
+    )
 
     deleted = user.ok("notebooks", "delete", nb["id"], "--wait", "--timeout", "30")
     assert deleted.stdout.strip() == f"cli-life ({nb['id']}) is deleted"

@@ -1,4 +1,5 @@
 """Profiles, environment precedence, the signer, and the exit codes of errors (1 API, 2 usage, 3 connection)."""
+
 from __future__ import annotations
 
 import stat
@@ -27,7 +28,7 @@ def test_configure_writes_a_private_file_with_two_profiles_and_profile_picks_one
     assert doc["profiles"]["default"]["endpoint"] == closed_endpoint
     assert doc["profiles"]["lab"] == {k: server.creds[k] for k in ("endpoint", "project_id", "ak", "sk")}
 
-    assert cli.run("notebooks", "list").returncode == 3          # the default profile: nothing listens there
+    assert cli.run("notebooks", "list").returncode == 3  # the default profile: nothing listens there
     page = cli.json("notebooks", "list", "--profile", "lab")
     assert {"current", "data", "pages", "size", "total"} <= set(page)
     assert cli.json("images", "list", env={"NBFLEET_PROFILE": "lab"})["total"] >= 1
@@ -47,10 +48,11 @@ def test_configure_replaces_one_profile_and_keeps_the_mode(cli, server):
 
 def test_configure_prompts_for_what_is_not_given(cli, server):
     c = server.creds
-    done = cli.run("configure", "--profile", "asked",
-                   input=f"{c['endpoint']}\n{c['project_id']}\n{c['ak']}\n{c['sk']}\n")
+    done = cli.run(
+        "configure", "--profile", "asked", input=f"{c['endpoint']}\n{c['project_id']}\n{c['ak']}\n{c['sk']}\n"
+    )
     assert done.returncode == 0, done.stderr
-    assert c["sk"] not in done.stdout                            # the secret key prompt does not echo
+    assert c["sk"] not in done.stdout  # the secret key prompt does not echo
     assert cli.json("notebooks", "list", "--profile", "asked")["total"] >= 0
 
 
@@ -101,14 +103,26 @@ def test_missing_configuration_and_bad_arguments_exit_2(cli, server):
     cli.configure(server.creds)
     assert cli.run("notebooks", "renew", "x", "--duration", "5 parsecs").returncode == 2
     assert cli.run("notebooks", "list", "--sort-dir", "sideways").returncode == 2
-    assert cli.run("notebooks", "create", "--name", "x").returncode == 2          # --flavor/--image required
-    unknown_image = cli.run("notebooks", "create", "--name", "x", "--flavor", "modelarts.vm.cpu.2u",
-                            "--image", "no-such-image")
+    assert cli.run("notebooks", "create", "--name", "x").returncode == 2  # --flavor/--image required
+    unknown_image = cli.run(
+        "notebooks", "create", "--name", "x", "--flavor", "modelarts.vm.cpu.2u", "--image", "no-such-image"
+    )
     assert unknown_image.returncode == 2 and "no image named 'no-such-image'" in unknown_image.stderr
 
 
-@pytest.mark.parametrize("text,ms", [("3600000", 3_600_000), ("-1", -1), ("2h", 7_200_000), ("30m", 1_800_000),
-                                     ("1h30m", 5_400_000), ("1d", 86_400_000), ("90s", 90_000), ("250ms", 250)])
+@pytest.mark.parametrize(
+    "text,ms",
+    [
+        ("3600000", 3_600_000),
+        ("-1", -1),
+        ("2h", 7_200_000),
+        ("30m", 1_800_000),
+        ("1h30m", 5_400_000),
+        ("1d", 86_400_000),
+        ("90s", 90_000),
+        ("250ms", 250),
+    ],
+)
 def test_parse_duration(text, ms):
     assert parse_duration(text) == ms
 
@@ -133,31 +147,50 @@ def test_requests_are_signed_exactly_as_the_official_sdk_signs_them():
         client.request("PATCH", "/notebooks/abc/lease", body={"duration": 3600000, "type": "TIMING"})
 
     for request in seen:
-        headers = {k: v for k, v in request.headers.items()
-                   if k in ("content-type", "host", "user-agent", "x-project-id", "x-sdk-date")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k in ("content-type", "host", "user-agent", "x-project-id", "x-sdk-date")
+        }
         assert headers["host"] == "127.0.0.1:8080" and headers["x-project-id"] == creds.project_id
         raw_query = request.url.query.decode()
         pairs = [tuple(unquote(p) for p in item.split("=", 1)) for item in raw_query.split("&") if item]
-        sdk = SdkRequest(method=request.method, schema="http", host="127.0.0.1:8080",
-                         resource_path=request.url.path, query_params=pairs,
-                         header_params={k.title(): v for k, v in headers.items()}, body=request.content or "")
+        sdk = SdkRequest(
+            method=request.method,
+            schema="http",
+            host="127.0.0.1:8080",
+            resource_path=request.url.path,
+            query_params=pairs,
+            header_params={k.title(): v for k, v in headers.items()},
+            body=request.content or "",
+        )
         Signer(BasicCredentials(creds.ak, creds.sk, creds.project_id)).sign(sdk)
         assert request.headers["authorization"] == sdk.header_params["Authorization"]
         # and the server's verifier accepts it
-        signature.verify(signature.parse_authorization(request.headers["authorization"]), creds.sk,
-                         request.method, request.url.path, raw_query, dict(request.headers), request.content,
-                         datetime.now(UTC))
-    assert seen[0].url.query == b"limit=10&name=my%20nb%2F1&offset=0"   # sorted, strict encoding, None left out
+        signature.verify(
+            signature.parse_authorization(request.headers["authorization"]),
+            creds.sk,
+            request.method,
+            request.url.path,
+            raw_query,
+            dict(request.headers),
+            request.content,
+            datetime.now(UTC),
+        )
+    assert seen[0].url.query == b"limit=10&name=my%20nb%2F1&offset=0"  # sorted, strict encoding, None left out
 
 
 def test_error_bodies_become_api_errors_with_the_request_id():
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(400, headers={"X-Request-Id": "rid-1"},
-                              json={"error_code": "ModelArts.6309", "error_msg": "The instance does not exist."})
+        return httpx.Response(
+            400,
+            headers={"X-Request-Id": "rid-1"},
+            json={"error_code": "ModelArts.6309", "error_msg": "The instance does not exist."},
+        )
 
     creds = Credentials("127.0.0.1:9", "p", "ak", "sk")
     with ApiClient(creds, transport=httpx.MockTransport(answer)) as client:
-        assert str(client.base) == "https://127.0.0.1:9"                 # a bare host gets https://, as in the SDK
+        assert str(client.base) == "https://127.0.0.1:9"  # a bare host gets https://, as in the SDK
         with pytest.raises(ApiError) as info:
             client.notebook("x")
     assert (info.value.status, info.value.code, info.value.request_id) == (400, "ModelArts.6309", "rid-1")
@@ -169,6 +202,8 @@ def test_a_success_that_is_not_json_is_reported_not_crashed_on():
         return httpx.Response(200, headers={"Content-Type": "text/html"}, text="<html>a login page</html>")
 
     credentials = Credentials("http://127.0.0.1:9", "p", "ak", "sk")
-    with (ApiClient(credentials, transport=httpx.MockTransport(answer)) as client,
-          pytest.raises(ApiError, match="not JSON")):
+    with (
+        ApiClient(credentials, transport=httpx.MockTransport(answer)) as client,
+        pytest.raises(ApiError, match="not JSON"),
+    ):
         client.notebook("x")

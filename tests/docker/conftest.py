@@ -4,6 +4,7 @@ The engine is the one ``DOCKER_HOST`` names (``.ci/run`` starts its own dockerd 
 reachable engine the tier is skipped, saying so, except where ``NBFLEET_REQUIRE_DOCKER=1`` (CI) makes
 that a failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,10 +22,11 @@ IMAGE = "notebook-python3.11"
 def _engine_or_reason():
     try:
         import docker
+
         client = docker.from_env()
         client.ping()
         return client, ""
-    except Exception as exc:   # no SDK, no DOCKER_HOST, no daemon
+    except Exception as exc:  # no SDK, no DOCKER_HOST, no daemon
         return None, f"no Docker engine answers ({type(exc).__name__}: {exc}); .ci/run starts one"
 
 
@@ -36,8 +38,12 @@ def engine():
             pytest.fail(why)
         pytest.skip(why)
     # The catalogue's image, built once per engine (a second build of the same inputs is instant).
-    done = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "images", "build", IMAGE, "--runtime",
-                           "docker", "--json"], capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-m", "nbfleet.cli.main", "images", "build", IMAGE, "--runtime", "docker", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stderr
     yield client
     client.close()
@@ -63,9 +69,12 @@ def docker_server(engine, tmp_path):
     servers: list[ServeProcess] = []
 
     def start(**env) -> ServeProcess:
-        server = ServeProcess(tmp_path / "data", runtime="docker",
-                              env={"NBFLEET_CLAIM_SECONDS": "5", "NBFLEET_OBSERVE_INTERVAL": "0.3", **env},
-                              port=servers[0].port if servers else None).start()
+        server = ServeProcess(
+            tmp_path / "data",
+            runtime="docker",
+            env={"NBFLEET_CLAIM_SECONDS": "5", "NBFLEET_OBSERVE_INTERVAL": "0.3", **env},
+            port=servers[0].port if servers else None,
+        ).start()
         servers.append(server)
         return server
 

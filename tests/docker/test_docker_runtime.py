@@ -1,4 +1,5 @@
 """nbfleet with ``--runtime docker``, end to end through the official SDK and nbfleet's one port."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,16 @@ def sdk(server: ServeProcess):
 
 def create(client, name: str, flavor: str = "modelarts.vm.cpu.2u", image: str = "notebook-python3.11") -> str:
     image_id = next(i.id for i in client.list_image(ListImageRequest()).data if i.name == image)
-    return client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
-        name=name, image_id=image_id, flavor=flavor,
-        volume=VolumeMountRequest(category="EVS", ownership="MANAGED")))).id
+    return client.create_notebook(
+        CreateNotebookRequest(
+            body=NotebookCreateRequest(
+                name=name,
+                image_id=image_id,
+                flavor=flavor,
+                volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+            )
+        )
+    ).id
 
 
 def wait(client, notebook_id: str, *statuses: str, timeout: float = 120):
@@ -80,7 +88,7 @@ def test_work_survives_stop_and_start_and_delete_removes_container_and_volume(en
     client.stop_notebook(StopNotebookRequest(id=nb.id))
     wait(client, nb.id, "STOPPED")
     containers, volumes = owned(engine, server.data_dir)
-    assert containers == [] and len(volumes) == 1   # the container goes with the stop, the volume stays
+    assert containers == [] and len(volumes) == 1  # the container goes with the stop, the volume stays
     client.start_notebook(StartNotebookRequest(id=nb.id))
     nb = wait(client, nb.id, "RUNNING")
     assert run(nb, "print(open('kept.txt').read())").strip() == "still here"
@@ -94,13 +102,27 @@ def test_work_survives_stop_and_start_and_delete_removes_container_and_volume(en
 
 def test_the_flavor_memory_limit_kills_an_allocation_above_it_and_the_server_lives(engine, docker_server, tmp_path):
     flavors = tmp_path / "flavors.json"
-    flavors.write_text(json.dumps([{"id": "tiny.512m", "name": "tiny", "description": "test", "arch": "x86_64",
-                                    "category": "CPU", "feature": "NOTEBOOK", "free": False, "vcpus": 1,
-                                    "memory_gb": 0.5}]))
+    flavors.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "tiny.512m",
+                    "name": "tiny",
+                    "description": "test",
+                    "arch": "x86_64",
+                    "category": "CPU",
+                    "feature": "NOTEBOOK",
+                    "free": False,
+                    "vcpus": 1,
+                    "memory_gb": 0.5,
+                }
+            ]
+        )
+    )
     server = docker_server(NBFLEET_FLAVORS_FILE=str(flavors))
     client = sdk(server)
     nb = wait(client, create(client, "tiny", flavor="tiny.512m"), "RUNNING")
-    with pytest.raises(Exception):   # noqa: B017 - the kernel's death surfaces as a closed socket, a timeout or an error, as timing has it
+    with pytest.raises(Exception):  # noqa: B017 - the kernel's death surfaces as a closed socket, a timeout or an error, as timing has it
         run(nb, "b = bytearray(1536 * 2**20); b[::4096] = b'x' * len(b[::4096]); 1")
     status = notebook_http.get(f"{base(nb)}/api/status", headers={"Authorization": f"token {nb.token}"})
     assert status.status_code == 200
@@ -117,8 +139,9 @@ def test_a_container_reaches_nothing_of_nbfleet_or_of_other_instances(engine, do
     probe = f"""
 import json, os, socket
 out = {{}}
-for path in {json.dumps([str(data), str(data / 'secret.key'), str(data / 'nbfleet.db'),
-                         str(data / 'instances' / other.id)])}:
+for path in {
+        json.dumps([str(data), str(data / "secret.key"), str(data / "nbfleet.db"), str(data / "instances" / other.id)])
+    }:
     try:
         os.listdir(path) if os.path.isdir(path) else open(path, 'rb').read(1)
         out[path] = 'read'
@@ -142,7 +165,7 @@ print(json.dumps(out))
 """
     out = json.loads(run(first, probe).strip().splitlines()[-1])
     assert out.pop("found") == [] and out.pop("uid") == 1000
-    assert out.pop("nbfleet port") != "connected"      # no network at all
+    assert out.pop("nbfleet port") != "connected"  # no network at all
     assert out.pop("kill") in ("ProcessLookupError", "PermissionError")
     assert all(v != "read" for v in out.values()), out
 
@@ -156,8 +179,11 @@ def test_links_a_container_leaves_in_its_socket_directory_lead_nbfleet_nowhere(e
     server = docker_server()
     client = sdk(server)
     nb = wait(client, create(client, "planter"), "RUNNING")
-    run(nb, f"import os\nfor name in ('token', 'jupyter.sock.old', 'planted'):\n"
-            f"    os.symlink({str(canary)!r}, '/run/nbfleet/' + name)")
+    run(
+        nb,
+        f"import os\nfor name in ('token', 'jupyter.sock.old', 'planted'):\n"
+        f"    os.symlink({str(canary)!r}, '/run/nbfleet/' + name)",
+    )
     client.stop_notebook(StopNotebookRequest(id=nb.id))
     wait(client, nb.id, "STOPPED")
     client.start_notebook(StartNotebookRequest(id=nb.id))
@@ -178,7 +204,7 @@ def test_kill_minus_nine_mid_transition_is_finished_after_restart_without_orphan
         client.stop_notebook(StopNotebookRequest(id=notebook_id))
         wait(client, notebook_id, "STOPPED")
         client.start_notebook(StartNotebookRequest(id=notebook_id))
-    time.sleep(0.3)   # into the middle of the work
+    time.sleep(0.3)  # into the middle of the work
     first.kill()
     second = docker_server()
     client = sdk(second)
@@ -209,9 +235,22 @@ def test_orphans_are_removed_at_start(engine, docker_server):
 
 def test_an_image_the_engine_does_not_have_fails_the_create_with_a_reason(engine, docker_server, tmp_path):
     images = tmp_path / "images.json"
-    images.write_text(json.dumps([{"name": "nowhere", "namespace": "test", "tag": "1", "description": "missing",
-                                   "swr_path": "registry.invalid/test/nowhere:1", "resource_categories": ["CPU"],
-                                   "dev_services": ["NOTEBOOK"], "service_type": "DEV"}]))
+    images.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "nowhere",
+                    "namespace": "test",
+                    "tag": "1",
+                    "description": "missing",
+                    "swr_path": "registry.invalid/test/nowhere:1",
+                    "resource_categories": ["CPU"],
+                    "dev_services": ["NOTEBOOK"],
+                    "service_type": "DEV",
+                }
+            ]
+        )
+    )
     server = docker_server(NBFLEET_IMAGES_FILE=str(images))
     client = sdk(server)
     nb = wait(client, create(client, "no-image", image="nowhere"), "CREATE_FAILED")
@@ -223,25 +262,47 @@ def test_an_image_the_engine_does_not_have_fails_the_create_with_a_reason(engine
 def test_a_container_whose_jupyter_exits_fails_the_create_with_its_log(engine, docker_server, tmp_path):
     base = next(tag for image in engine.images.list("nbfleet/base") for tag in image.tags)
     images = tmp_path / "images.json"
-    images.write_text(json.dumps([{"name": "bare-debian", "namespace": "test", "tag": "1", "swr_path": base,
-                                   "description": "no Jupyter in it", "resource_categories": ["CPU"],
-                                   "dev_services": ["NOTEBOOK"], "service_type": "DEV"}]))
+    images.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "bare-debian",
+                    "namespace": "test",
+                    "tag": "1",
+                    "swr_path": base,
+                    "description": "no Jupyter in it",
+                    "resource_categories": ["CPU"],
+                    "dev_services": ["NOTEBOOK"],
+                    "service_type": "DEV",
+                }
+            ]
+        )
+    )
     server = docker_server(NBFLEET_IMAGES_FILE=str(images))
     client = sdk(server)
     nb = wait(client, create(client, "no-jupyter", image="bare-debian"), "CREATE_FAILED")
     assert "Jupyter exited" in nb.fail_reason and "exit code" in nb.fail_reason, nb.fail_reason
     assert [s.status for s in nb.action_progress] == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
-    assert owned(engine, server.data_dir)[0] == []   # no container left behind
+    assert owned(engine, server.data_dir)[0] == []  # no container left behind
 
 
 def test_an_idle_instance_is_stopped_and_its_container_goes(engine, docker_server):
     server = docker_server(NBFLEET_LEASE__IDLE_MIN_MS="2000")
     client = sdk(server)
     from huaweicloudsdkmodelarts.v1 import LeaseReq
+
     image_id = next(i.id for i in client.list_image(ListImageRequest()).data if i.name == "notebook-python3.11")
-    nb = client.create_notebook(CreateNotebookRequest(body=NotebookCreateRequest(
-        name="idle", image_id=image_id, flavor="modelarts.vm.cpu.2u", lease=LeaseReq(type="IDLE", duration=3000),
-        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))))
+    nb = client.create_notebook(
+        CreateNotebookRequest(
+            body=NotebookCreateRequest(
+                name="idle",
+                image_id=image_id,
+                flavor="modelarts.vm.cpu.2u",
+                lease=LeaseReq(type="IDLE", duration=3000),
+                volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+            )
+        )
+    )
     wait(client, nb.id, "RUNNING")
     wait(client, nb.id, "STOPPED", timeout=60)
     assert owned(engine, server.data_dir)[0] == []

@@ -1,5 +1,6 @@
 """SSH into instances of the docker runtime with the real OpenSSH client: sessions are execs in the
 instance's container, through the Docker Engine API (never the docker CLI)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,10 +24,27 @@ def test_ssh_exec_sftp_forward_and_stop_in_a_container(engine, docker_server, tm
     server = docker_server(NBFLEET_SSH_PORT=str(free_port()))
     client = SignedClient(server.endpoint, server.admin_creds())
     try:
-        subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user",
-                        server.creds["user_id"], "--name", "laptop", "--public-key", f"{key}.pub",
-                        "--data-dir", str(server.data_dir)], check=True, env=server.cli_env(),
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbfleet.cli.main",
+                "admin",
+                "add-keypair",
+                "--user",
+                server.creds["user_id"],
+                "--name",
+                "laptop",
+                "--public-key",
+                f"{key}.pub",
+                "--data-dir",
+                str(server.data_dir),
+            ],
+            check=True,
+            env=server.cli_env(),
+            capture_output=True,
+            timeout=60,
+        )
         nb = client.create("docker-ssh", endpoints=[{"service": "SSH", "key_pair_names": ["laptop"]}])
         nb = client.wait_status(nb["id"], "RUNNING", timeout=180)
         ssh = Ssh(ssh_endpoint(nb)["uri"], key)
@@ -34,11 +52,13 @@ def test_ssh_exec_sftp_forward_and_stop_in_a_container(engine, docker_server, tm
         assert r.returncode == 0, r.stderr
         first, user, cwd, init = r.stdout.split("\n")[:4]
         assert first.endswith(" 42") and (user, cwd) == ("ma-user", "/home/ma-user/work")
-        assert "docker-init" in init or "tini" in init   # the container's own PID namespace
+        assert "docker-init" in init or "tini" in init  # the container's own PID namespace
         assert ssh.run("exit 7").returncode == 7
         # the host's files, nbfleet's data dir included, are not in the container
-        r = ssh.run(f"ls {server.data_dir.resolve()}; grep -c . /proc/self/status >/dev/null; "
-                    "grep -E 'CapEff|NoNewPrivs' /proc/self/status")
+        r = ssh.run(
+            f"ls {server.data_dir.resolve()}; grep -c . /proc/self/status >/dev/null; "
+            "grep -E 'CapEff|NoNewPrivs' /proc/self/status"
+        )
         assert "No such file or directory" in r.stderr
         assert "CapEff:\t0000000000000000" in r.stdout and "NoNewPrivs:\t1" in r.stdout
         r = ssh.run("cat; echo err >&2", input="piped\n")
@@ -50,15 +70,30 @@ def test_ssh_exec_sftp_forward_and_stop_in_a_container(engine, docker_server, tm
         local.write_text("over sftp\n")
         r = ssh.sftp(f"put {local} up.txt\n")
         assert r.returncode == 0, r.stderr
-        got = notebook_http.get(f"{nb['url'].rsplit('/lab', 1)[0]}/api/contents/up.txt", params={"content": "1"},
-                                headers={"Authorization": f"token {nb['token']}"})
+        got = notebook_http.get(
+            f"{nb['url'].rsplit('/lab', 1)[0]}/api/contents/up.txt",
+            params={"content": "1"},
+            headers={"Authorization": f"token {nb['token']}"},
+        )
         assert got.status_code == 200 and got.json()["content"] == "over sftp\n"
         # ssh -L reaches a server inside the container, on its own loopback
-        assert ssh.run("echo inside > /tmp/m.txt; cd /tmp; nohup python -m http.server 8766 --bind 127.0.0.1 "
-                       ">/dev/null 2>&1 &").returncode == 0
+        assert (
+            ssh.run(
+                "echo inside > /tmp/m.txt; cd /tmp; nohup python -m http.server 8766 --bind 127.0.0.1 >/dev/null 2>&1 &"
+            ).returncode
+            == 0
+        )
         port = free_port()
-        tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{port}:127.0.0.1:8766"),
-                                   "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"], stdin=subprocess.DEVNULL)
+        tunnel = subprocess.Popen(
+            [
+                "ssh",
+                *ssh.options("-N", "-L", f"127.0.0.1:{port}:127.0.0.1:8766"),
+                "-p",
+                str(ssh.port),
+                f"{ssh.user}@{ssh.host}",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
         try:
             body = None
             deadline = time.monotonic() + 30
@@ -72,9 +107,12 @@ def test_ssh_exec_sftp_forward_and_stop_in_a_container(engine, docker_server, tm
         finally:
             end_process(tunnel)
         # stop ends a running session
-        long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
-                                 "echo started; sleep 300"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True)
+        long = subprocess.Popen(
+            ["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}", "echo started; sleep 300"],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert long.stdout.readline() == "started\n"
             client.ok("POST", f"/notebooks/{nb['id']}/stop")

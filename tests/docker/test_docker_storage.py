@@ -1,5 +1,6 @@
 """Dynamic storage on the docker runtime: a shared directory and a bucket directory (s3fs, local S3 server)
 attached through the SDK to a RUNNING container, used by its kernel, detached, kept across stop/start."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def s3(tmp_path):
     server = S3Server(tmp_path).start()
     yield server
     server.stop()
-    assert unmount_below(tmp_path) == []   # nbfleet unmounted everything when the instance was deleted
+    assert unmount_below(tmp_path) == []  # nbfleet unmounted everything when the instance was deleted
 
 
 def wait_mount(client, nb_id, mount_id, *statuses, timeout=60.0):
@@ -60,20 +61,33 @@ def test_mounts_reach_a_running_container_and_survive_a_restart(engine, docker_s
     server = docker_server(**storage_env(s3, efs, EFS_ID, BUCKET))
     client = sdk(server)
     nb = wait(client, create(client, "docker-mounts"), "RUNNING")
-    shared = client.attach_dynamic_storage(AttachDynamicStorageRequest(instance_id=nb.id, body=DataVolumesReq(
-        category="EFS", mount_path="/data/shared/", uri="7e2d3b0f.sfsturbo.internal:/team", efs_id=EFS_ID)))
-    bucket = client.attach_dynamic_storage(AttachDynamicStorageRequest(instance_id=nb.id, body=DataVolumesReq(
-        category="OBS", mount_path="/data/bucket/", uri=f"obs://{BUCKET}/dir/")))
+    shared = client.attach_dynamic_storage(
+        AttachDynamicStorageRequest(
+            instance_id=nb.id,
+            body=DataVolumesReq(
+                category="EFS", mount_path="/data/shared/", uri="7e2d3b0f.sfsturbo.internal:/team", efs_id=EFS_ID
+            ),
+        )
+    )
+    bucket = client.attach_dynamic_storage(
+        AttachDynamicStorageRequest(
+            instance_id=nb.id,
+            body=DataVolumesReq(category="OBS", mount_path="/data/bucket/", uri=f"obs://{BUCKET}/dir/"),
+        )
+    )
     for m in (shared, bucket):
         done = wait_mount(client, nb.id, m.id, "MOUNTED", "MOUNT_FAILED")
         assert done.status == "MOUNTED", done.failure_reason
     [container], _ = owned(engine, server.data_dir)
     [data] = [m for m in container.attrs["Mounts"] if m["Destination"] == "/data"]
     assert data["Propagation"] == "rslave"
-    out = run(nb, "import os\nprint(sorted(os.listdir('/data')))\n"
-                  "print(open('/data/shared/from-host.txt').read().strip(), "
-                  "open('/data/bucket/from-s3.txt').read().strip())\n"
-                  "_ = open('/data/shared/k.txt', 'w').write('k')\n_ = open('/data/bucket/k.txt', 'w').write('k')\n")
+    out = run(
+        nb,
+        "import os\nprint(sorted(os.listdir('/data')))\n"
+        "print(open('/data/shared/from-host.txt').read().strip(), "
+        "open('/data/bucket/from-s3.txt').read().strip())\n"
+        "_ = open('/data/shared/k.txt', 'w').write('k')\n_ = open('/data/bucket/k.txt', 'w').write('k')\n",
+    )
     assert out.strip().splitlines() == ["['bucket', 'shared']", "shared object"]
     assert (efs / "team" / "k.txt").read_text() == "k"
     assert store.get_object(Bucket=BUCKET, Key="dir/k.txt")["Body"].read() == b"k"
@@ -90,8 +104,10 @@ def test_mounts_reach_a_running_container_and_survive_a_restart(engine, docker_s
     client.start_notebook(StartNotebookRequest(id=nb.id))
     nb = wait(client, nb.id, "RUNNING")
     assert wait_mount(client, nb.id, bucket.id, "MOUNTED", "MOUNT_FAILED").status == "MOUNTED"
-    assert run(nb, "import os\nprint(sorted(os.listdir('/data')), open('/data/bucket/k.txt').read())").strip() == \
-        "['bucket'] k"
+    assert (
+        run(nb, "import os\nprint(sorted(os.listdir('/data')), open('/data/bucket/k.txt').read())").strip()
+        == "['bucket'] k"
+    )
     client.delete_notebook(DeleteNotebookRequest(id=nb.id))
     deadline = time.monotonic() + 60
     while owned(engine, server.data_dir)[0] or (server.data_dir / "storage" / nb.id).exists():

@@ -5,6 +5,7 @@ For every RUNNING notebook of the project it renews the lease of those tagged ``
 others whose lease ends within ``window``. It reads the time from the ``now`` it is given (the wall clock by
 default), which is what lets its tests move time: they pass the emulated server's clock.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,7 +22,7 @@ RENEW_BY = timedelta(hours=2)
 class Report:
     stopped: list[str] = field(default_factory=list)
     renewed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)   # notebook id -> the API's error code
+    failed: dict[str, str] = field(default_factory=dict)  # notebook id -> the API's error code
 
 
 def _wall_clock() -> datetime:
@@ -54,12 +55,13 @@ def guard(client, *, window: timedelta = timedelta(minutes=10), now: Callable[[]
             continue
         try:
             if _keeps(notebook):
-                client.renew_lease(RenewLeaseRequest(id=notebook.id,
-                                                     body=LeaseReq(duration=int(RENEW_BY.total_seconds() * 1000))))
+                client.renew_lease(
+                    RenewLeaseRequest(id=notebook.id, body=LeaseReq(duration=int(RENEW_BY.total_seconds() * 1000)))
+                )
                 report.renewed.append(notebook.id)
             elif lease.create_at + lease.duration <= deadline_ms:
                 client.stop_notebook(StopNotebookRequest(id=notebook.id))
                 report.stopped.append(notebook.id)
-        except ClientRequestException as exc:   # e.g. it stopped meanwhile: the next run sees it again
+        except ClientRequestException as exc:  # e.g. it stopped meanwhile: the next run sees it again
             report.failed[notebook.id] = exc.error_code
     return report

@@ -1,6 +1,7 @@
 """The fixture and the context manager as a user's project meets them: a fresh pytest (or Python) process of
 its own, with the plugin found through its entry point, under ``pytest -n``, with both scopes, and nothing
 left behind — no file in the temporary directory, no process."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-USER_TESTS = textwrap.dedent('''
+USER_TESTS = textwrap.dedent("""
     import json, os
     from pathlib import Path
 
@@ -29,9 +30,9 @@ USER_TESTS = textwrap.dedent('''
         out.write_text(json.dumps({"endpoint": nbfleet_server.endpoint, "data_dir": str(nbfleet_server.data_dir),
                                    "pid": os.getpid()}))
         assert modelarts_client.list_notebooks(ListNotebooksRequest(status="STOPPED")).total == 1
-''')
+""")
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     from huaweicloudsdkmodelarts.v1 import ListNotebooksRequest
     from nbfleet.testing import emulator
 
@@ -46,7 +47,7 @@ SCRIPT = textwrap.dedent('''
         return env.user(name).client().list_notebooks(ListNotebooksRequest()).total
 
     print("decorated:", job("ann"))
-''')
+""")
 
 
 def isolated_env(tmp_path: Path) -> tuple[dict, Path]:
@@ -66,15 +67,30 @@ def run_user_project(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedPr
     (project / "pytest.ini").write_text("[pytest]\n")
     env, tmp = isolated_env(tmp_path)
     # pytest's own temporary directories go elsewhere: what is left in ``tmp`` is nbfleet.testing's.
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             f"--basetemp={tmp_path / 'basetemp'}", *args, "test_user.py"],
-                            cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'basetemp'}",
+            *args,
+            "test_user.py",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "records").iterdir())]
     return result, records, tmp
 
 
 def assert_nothing_left(tmp: Path, records: list[dict]) -> None:
-    assert list(tmp.iterdir()) == []                      # data dirs and the store template are gone
+    assert list(tmp.iterdir()) == []  # data dirs and the store template are gone
     for record in records:
         assert not Path(record["data_dir"]).exists()
         assert not psutil.pid_exists(record["pid"]) or record["pid"] == os.getpid()
@@ -87,8 +103,8 @@ def test_function_scope_under_pytest_n(tmp_path):
     result, records, tmp = run_user_project(tmp_path, "-n", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
-    assert len({r["endpoint"] for r in records}) == 4     # a server per test
-    assert len({r["pid"] for r in records}) == 2          # in two worker processes
+    assert len({r["endpoint"] for r in records}) == 4  # a server per test
+    assert len({r["pid"] for r in records}) == 2  # in two worker processes
     assert_nothing_left(tmp, records)
 
 
@@ -97,7 +113,7 @@ def test_session_scope_shares_one_server_and_resets_it(tmp_path):
     result, records, tmp = run_user_project(tmp_path, "--nbfleet-scope=session")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
-    assert len({r["endpoint"] for r in records}) == 1     # one server, emptied before each test
+    assert len({r["endpoint"] for r in records}) == 1  # one server, emptied before each test
     assert_nothing_left(tmp, records)
 
 
@@ -118,6 +134,7 @@ def test_serve_testing_is_the_same_double_for_any_language(tmp_path):
     from nbfleet.cli.client import ApiClient, Credentials
 
     from ..procs import ServeProcess
+
     proc = ServeProcess(tmp_path / "data", args=["--testing"]).start()
     try:
         creds = proc.admin_creds()
@@ -129,8 +146,23 @@ def test_serve_testing_is_the_same_double_for_any_language(tmp_path):
             assert client.request("GET", "/notebooks", {"status": "STOPPED"})["total"] == 2 == len(ids)
     finally:
         proc.terminate()
-    refused = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "serve", "--testing", "--runtime", "local",
-                              "--data-dir", str(tmp_path / "other")], capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "serve",
+            "--testing",
+            "--runtime",
+            "local",
+            "--data-dir",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0
-    assert refused.stderr.strip().splitlines() == ["error: --testing runs the simulated runtime: leave out --runtime "
-                                                   "or give --runtime simulated"]
+    assert refused.stderr.strip().splitlines() == [
+        "error: --testing runs the simulated runtime: leave out --runtime or give --runtime simulated"
+    ]

@@ -1,5 +1,6 @@
 """The sample user project (lease_guard.py), tested as its authors would: nbfleet.testing's fixtures, the
 official SDK, and the emulated clock instead of sleeping."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -24,8 +25,12 @@ HOUR = 3_600_000
 
 def create(client, name: str):
     image = client.list_image(ListImageRequest(name="notebook-python3.11")).data[0]
-    body = NotebookCreateRequest(name=name, flavor="modelarts.vm.cpu.2u", image_id=image.id,
-                                 volume=VolumeMountRequest(category="EVS", ownership="MANAGED"))
+    body = NotebookCreateRequest(
+        name=name,
+        flavor="modelarts.vm.cpu.2u",
+        image_id=image.id,
+        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+    )
     return client.create_notebook(CreateNotebookRequest(body=body))
 
 
@@ -34,18 +39,21 @@ def status(client, notebook_id: str) -> str:
 
 
 def tag(client, notebook_id: str, key: str, value: str) -> None:
-    client.create_notebook_tags(CreateNotebookTagsRequest(
-        resource_id=notebook_id, body=CreateTmsTagsRequest(tags=[TmsTag(key=key, value=value)])))
+    client.create_notebook_tags(
+        CreateNotebookTagsRequest(
+            resource_id=notebook_id, body=CreateTmsTagsRequest(tags=[TmsTag(key=key, value=value)])
+        )
+    )
 
 
 def test_stops_what_ends_soon_and_renews_what_is_kept(nbfleet_server, modelarts_client):
     c = modelarts_client
     kept, plain = create(c, "kept"), create(c, "plain")
     tag(c, kept.id, "keep", "true")
-    nbfleet_server.clock.run_pending()                     # both RUNNING, one-hour leases
+    nbfleet_server.clock.run_pending()  # both RUNNING, one-hour leases
     assert (status(c, kept.id), status(c, plain.id)) == ("RUNNING", "RUNNING")
 
-    early = guard(c, now=nbfleet_server.clock.now)      # an hour left: nothing to stop yet
+    early = guard(c, now=nbfleet_server.clock.now)  # an hour left: nothing to stop yet
     assert (early.stopped, early.renewed) == ([], [kept.id])
 
     nbfleet_server.clock.advance(minutes=55)
@@ -59,10 +67,10 @@ def test_a_lease_that_runs_out_stops_the_notebook_without_the_guard(nbfleet_serv
     c = modelarts_client
     nb = create(c, "forgotten")
     nbfleet_server.clock.run_pending()
-    nbfleet_server.clock.advance(hours=2)                 # the server's own lease expiry, an hour in
+    nbfleet_server.clock.advance(hours=2)  # the server's own lease expiry, an hour in
     shown = c.show_notebook(ShowNotebookRequest(id=nb.id))
     assert shown.status == "STOPPED"
-    assert guard(c, now=nbfleet_server.clock.now).stopped == []   # nothing RUNNING is left to guard
+    assert guard(c, now=nbfleet_server.clock.now).stopped == []  # nothing RUNNING is left to guard
 
 
 def test_the_guard_renewal_outlives_the_original_lease(nbfleet_server, modelarts_client):
@@ -70,11 +78,11 @@ def test_the_guard_renewal_outlives_the_original_lease(nbfleet_server, modelarts
     nb = create(c, "kept")
     tag(c, nb.id, "keep", "true")
     nbfleet_server.clock.run_pending()
-    for _ in range(4):                                     # a guard every 50 minutes keeps it alive
+    for _ in range(4):  # a guard every 50 minutes keeps it alive
         guard(c, now=nbfleet_server.clock.now)
         nbfleet_server.clock.advance(minutes=50)
     assert status(c, nb.id) == "RUNNING"
-    nbfleet_server.clock.advance(hours=2, minutes=1)      # no guard: the last renewal runs out
+    nbfleet_server.clock.advance(hours=2, minutes=1)  # no guard: the last renewal runs out
     assert status(c, nb.id) == "STOPPED"
 
 
@@ -82,7 +90,7 @@ def test_a_notebook_that_failed_to_start_is_left_to_its_owner(nbfleet_server, mo
     c = modelarts_client
     nb = create(c, "flaky")
     nbfleet_server.clock.run_pending()
-    nbfleet_server.clock.advance(hours=2)                 # lease over: STOPPED
+    nbfleet_server.clock.advance(hours=2)  # lease over: STOPPED
     nbfleet_server.fail_next("start", reason="no capacity in the pool")
     c.start_notebook(StartNotebookRequest(id=nb.id))
     nbfleet_server.clock.run_pending()
@@ -96,6 +104,6 @@ def test_a_notebook_that_failed_to_start_is_left_to_its_owner(nbfleet_server, mo
 def test_a_notebook_still_starting_is_not_touched(nbfleet_server, modelarts_client):
     c = modelarts_client
     nb = create(c, "slow")
-    nbfleet_server.clock.advance(seconds=3)               # frozen: one of four steps done, still CREATING
+    nbfleet_server.clock.advance(seconds=3)  # frozen: one of four steps done, still CREATING
     assert status(c, nb.id) == "CREATING"
     assert guard(c, window=timedelta(hours=5), now=nbfleet_server.clock.now).stopped == []

@@ -7,6 +7,7 @@ Operations on one instance run twice: with generated ids, and with the id of a r
 instance (one running, one stopped). Every answer must be below 500, and every error must carry a
 ModelArts error body. Authenticated with an ``X-Auth-Token`` from ``nbfleet admin create-token``.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ from schemathesis.generation.overrides import Override
 from ..procs import ServeProcess, SignedClient
 from ..support import Creds
 
-EXAMPLES = int(os.environ.get("NBFLEET_FUZZ_EXAMPLES", "12"))   # generated ones per operation and id kind
+EXAMPLES = int(os.environ.get("NBFLEET_FUZZ_EXAMPLES", "12"))  # generated ones per operation and id kind
 SEED = 20261130
 
 
@@ -32,8 +33,9 @@ def target(tmp_path_factory):
     server.start()
     try:
         creds = server.admin_creds()
-        token = server.cli("admin", "create-token", "--user", creds.user_id, "--project", creds.project_id,
-                           "--json")["token"]
+        token = server.cli("admin", "create-token", "--user", creds.user_id, "--project", creds.project_id, "--json")[
+            "token"
+        ]
         client = SignedClient(server.endpoint, Creds(creds.ak, creds.sk, creds.project_id))
         running = client.create("fuzz-running")["id"]
         stopped = client.create("fuzz-stopped")["id"]
@@ -45,8 +47,15 @@ def target(tmp_path_factory):
         group = client.ok("GET", "/images/group", {"type": "BUILD_IN"})["data"][0]["id"]
         client.close()
         schema = schemathesis.openapi.from_url(f"{server.endpoint}/openapi.json")
-        yield {"server": server, "schema": schema, "token": token, "project_id": creds.project_id,
-               "instances": (running, stopped), "image_id": image, "group_id": group}
+        yield {
+            "server": server,
+            "schema": schema,
+            "token": token,
+            "project_id": creds.project_id,
+            "instances": (running, stopped),
+            "image_id": image,
+            "group_id": group,
+        }
     finally:
         server.terminate()
 
@@ -59,8 +68,11 @@ def _problems(response: httpx.Response) -> str | None:
             body = response.json()
         except ValueError:
             return f"{response.status_code} without a JSON body: {response.text[:200]!r}"
-        if not (isinstance(body, dict) and isinstance(body.get("error_code"), str)
-                and isinstance(body.get("error_msg"), str)):
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("error_code"), str)
+            and isinstance(body.get("error_msg"), str)
+        ):
             return f"{response.status_code} without a ModelArts error body: {body!r:.200}"
     return None
 
@@ -83,10 +95,18 @@ def _run(operation, path_parameters: dict, target: dict, found: list) -> list[in
             found.append(f"{operation.label}: {problem}\n    {case.as_curl_command()}")
 
     config = HypothesisTestConfig(
-        project=target["schema"].config, modes=list(HypothesisTestMode), seed=SEED,
-        settings=settings(max_examples=EXAMPLES, database=None, deadline=None,
-                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck)),
-        override=Override(path_parameters=path_parameters))
+        project=target["schema"].config,
+        modes=list(HypothesisTestMode),
+        seed=SEED,
+        settings=settings(
+            max_examples=EXAMPLES,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        ),
+        override=Override(path_parameters=path_parameters),
+    )
     test = create_test(operation=operation, test_func=exercise, config=config)
     try:
         test()

@@ -4,6 +4,7 @@ may stop and start, and several ``nbfleet serve`` replicas on one database.
 Everything here is skipped, with the reason, unless a PostgreSQL server answers on 127.0.0.1:5432
 (``.ci/run`` starts one). Databases and clusters made here are removed again; nothing else is touched.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ def _reachable(port: int = PG_PORT) -> str | None:
 
 _WHY_NOT = _reachable()
 if _WHY_NOT is not None:
-    pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as user {PG_USER!r} ({_WHY_NOT}); "
-                f".ci/run starts it", allow_module_level=True)
+    pytest.skip(
+        f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as user {PG_USER!r} ({_WHY_NOT}); .ci/run starts it",
+        allow_module_level=True,
+    )
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +55,9 @@ def sa_url(port: int, dbname: str) -> str:
 
 
 def _admin(port: int, *statements: str) -> None:
-    with psycopg.connect(host=PG_HOST, port=port, user=PG_USER, dbname="postgres", autocommit=True,
-                         connect_timeout=5) as conn:
+    with psycopg.connect(
+        host=PG_HOST, port=port, user=PG_USER, dbname="postgres", autocommit=True, connect_timeout=5
+    ) as conn:
         for statement in statements:
             conn.execute(statement)
 
@@ -71,8 +75,7 @@ class ScratchDatabase:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=2,
-                                         connect_args={"connect_timeout": 3})
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=2, connect_args={"connect_timeout": 3})
         return self._engine
 
     def rows(self, sql: str, **params) -> list:
@@ -122,12 +125,26 @@ class ThrowawayCluster:
         self.start()
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
-        subprocess.run([*self.as_postgres, str(self.bindir / tool), *args], check=True, timeout=timeout,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [*self.as_postgres, str(self.bindir / tool), *args],
+            check=True,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.dir), "-l", str(self.dir / "log"), "-w", "-o",
-                  f"-c listen_addresses={PG_HOST} -p {self.port} -k {self.dir} -c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.dir),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-o",
+            f"-c listen_addresses={PG_HOST} -p {self.port} -k {self.dir} -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.dir), "-m", "fast", "-w", "stop")
@@ -173,15 +190,24 @@ class Fleet:
     every replica must reach the instances' processes and work dirs).
     """
 
-    def __init__(self, root: Path, db_url: str, count: int, *, runtime: str = "simulated", env: dict | None = None,
-                 shared_data_dir: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        db_url: str,
+        count: int,
+        *,
+        runtime: str = "simulated",
+        env: dict | None = None,
+        shared_data_dir: bool = False,
+    ):
         self.secret_key = Fernet.generate_key().decode()
         base_env = {**REPLICA_ENV, "NBFLEET_DATABASE_URL": db_url, **(env or {})}
         if not shared_data_dir:
             base_env["NBFLEET_SECRET_KEY"] = self.secret_key
-        self.replicas = [ServeProcess(root / ("data" if shared_data_dir else f"data-{i}"), runtime=runtime,
-                                      env=dict(base_env))
-                         for i in range(count)]
+        self.replicas = [
+            ServeProcess(root / ("data" if shared_data_dir else f"data-{i}"), runtime=runtime, env=dict(base_env))
+            for i in range(count)
+        ]
 
     def start(self) -> Fleet:
         first, rest = self.replicas[0], self.replicas[1:]
@@ -295,8 +321,9 @@ def check_counts(db: ScratchDatabase, client: SignedClient) -> None:
     assert db.scalar("SELECT COUNT(*) FROM notebook_counts WHERE n < 0") == 0
     by_status = dict(db.rows("SELECT status, COUNT(*) FROM notebooks GROUP BY status"))
     for which, cond in (("all users", "user_id = '*'"), ("per user", "user_id <> '*'")):
-        counted = dict(db.rows(f"SELECT status, SUM(n) FROM notebook_counts WHERE {cond} "
-                               f"GROUP BY status HAVING SUM(n) <> 0"))
+        counted = dict(
+            db.rows(f"SELECT status, SUM(n) FROM notebook_counts WHERE {cond} GROUP BY status HAVING SUM(n) <> 0")
+        )
         assert {k: int(v) for k, v in counted.items()} == by_status, (which, counted, by_status)
     total = db.scalar("SELECT COUNT(*) FROM notebooks")
     assert client.ok("GET", "/notebooks", {"limit": 1})["total"] == total
@@ -309,13 +336,17 @@ def wait_settled(db: ScratchDatabase, timeout: float) -> float:
     """Seconds until no instance is transitional or claimed (bounded by ``timeout``)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        busy = db.scalar("SELECT COUNT(*) FROM notebooks WHERE status IN ('INIT', 'CREATING', 'STARTING', "
-                         "'STOPPING', 'DELETING') OR claim_owner IS NOT NULL")
+        busy = db.scalar(
+            "SELECT COUNT(*) FROM notebooks WHERE status IN ('INIT', 'CREATING', 'STARTING', "
+            "'STOPPING', 'DELETING') OR claim_owner IS NOT NULL"
+        )
         if busy == 0:
             return time.monotonic() - started
         time.sleep(0.05)
-    busy = db.rows("SELECT id, status, claim_owner, claim_until FROM notebooks WHERE claim_owner IS NOT NULL "
-                   "OR status IN ('INIT', 'CREATING', 'STARTING', 'STOPPING', 'DELETING')")
+    busy = db.rows(
+        "SELECT id, status, claim_owner, claim_until FROM notebooks WHERE claim_owner IS NOT NULL "
+        "OR status IN ('INIT', 'CREATING', 'STARTING', 'STOPPING', 'DELETING')"
+    )
     raise AssertionError(f"not settled after {timeout} s: {busy}")
 
 
@@ -331,8 +362,15 @@ class Tally:
         self.accepted: dict[tuple[str, str], int] = {}
         self.calls = 0
 
-    def note(self, label: str, response=None, *, error: Exception | None = None, notebook_id: str | None = None,
-             op: str | None = None) -> None:
+    def note(
+        self,
+        label: str,
+        response=None,
+        *,
+        error: Exception | None = None,
+        notebook_id: str | None = None,
+        op: str | None = None,
+    ) -> None:
         with self.lock:
             self.calls += 1
             if error is not None:

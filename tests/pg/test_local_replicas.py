@@ -1,5 +1,6 @@
 """Two replicas with the local runtime on one host, one data dir and one PostgreSQL database: real Jupyter
 servers created and stopped through alternating replicas, reached through either replica's proxy."""
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,9 @@ def jupyter_servers(data_dir: Path) -> dict[str, int]:
 def through(endpoint: str, nb: dict, path: str = "api/status") -> int:
     """The status of a request for the instance through the replica at ``endpoint`` (its port)."""
     port = endpoint.rsplit(":", 1)[1]
-    return notebook_http.get(f"http://{nb['id']}.nb.localhost:{port}/{path}",
-                             headers={"Authorization": f"token {nb['token']}"}).status_code
+    return notebook_http.get(
+        f"http://{nb['id']}.nb.localhost:{port}/{path}", headers={"Authorization": f"token {nb['token']}"}
+    ).status_code
 
 
 def test_local_runtime_on_two_replicas(pg_db, fleet_factory):

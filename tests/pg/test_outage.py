@@ -1,6 +1,7 @@
 """The database goes away for a few seconds under load: clean JSON 503s meanwhile, then service resumes by
 itself on every replica, and the work that was in flight converges. Runs on a throwaway cluster of its
 own, since the test stops the server."""
+
 from __future__ import annotations
 
 import random
@@ -26,7 +27,7 @@ def test_database_outage_gives_clean_errors_and_service_resumes(throwaway_cluste
 
     tally = Tally(allow=("503 ModelArts.6102",))
     stop_load = threading.Event()
-    timeline: list[tuple[float, str]] = []   # (seconds since the outage began, answer)
+    timeline: list[tuple[float, str]] = []  # (seconds since the outage began, answer)
     outage_began = [float("inf")]
 
     def load(n: int) -> None:
@@ -103,6 +104,8 @@ def test_database_outage_gives_clean_errors_and_service_resumes(throwaway_cluste
             client.close()
         fleet.stop()
         db.drop()
-    print(f"\noutage: {OUTAGE_SECONDS:g} s without PostgreSQL under load on 2 replicas; answers "
-          f"{sorted(tally.codes.items())}; replicas answered 200 again {sorted(recovered.values())} s after "
-          f"the server was back; settled {settle:.1f} s later; {result}")
+    print(
+        f"\noutage: {OUTAGE_SECONDS:g} s without PostgreSQL under load on 2 replicas; answers "
+        f"{sorted(tally.codes.items())}; replicas answered 200 again {sorted(recovered.values())} s after "
+        f"the server was back; settled {settle:.1f} s later; {result}"
+    )

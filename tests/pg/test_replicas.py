@@ -1,5 +1,6 @@
 """Several ``nbfleet serve`` replicas on one PostgreSQL database: a storm of concurrent calls spread over
 all of them, and a replica killed in the middle of it."""
+
 from __future__ import annotations
 
 import random
@@ -27,8 +28,8 @@ class Storm:
         self.workers = workers
         self.seed = seed
         self.tally = Tally()
-        self.dead: set[int] = set()      # replicas killed on purpose: their transport errors are expected
-        self.lost_to_dead = 0            # calls whose answer died with a replica (accepted or not: unknown)
+        self.dead: set[int] = set()  # replicas killed on purpose: their transport errors are expected
+        self.lost_to_dead = 0  # calls whose answer died with a replica (accepted or not: unknown)
         self.lock = threading.Lock()
         self.budget = calls
 
@@ -54,16 +55,24 @@ class Storm:
                 label = f"{op} {notebook_id} via replica {replica}"
                 try:
                     if op == "create":
-                        response = client.call("POST", "/notebooks", body={
-                            "name": f"storm-{n}-{rnd.randrange(10**6)}", "image_id": image_id,
-                            "flavor": "modelarts.vm.cpu.2u", "volume": {"category": "EVS", "ownership": "MANAGED"}})
+                        response = client.call(
+                            "POST",
+                            "/notebooks",
+                            body={
+                                "name": f"storm-{n}-{rnd.randrange(10**6)}",
+                                "image_id": image_id,
+                                "flavor": "modelarts.vm.cpu.2u",
+                                "volume": {"category": "EVS", "ownership": "MANAGED"},
+                            },
+                        )
                         if response.status_code == 200:
                             notebook_id = response.json()["id"]
                             with self.lock:
                                 self.ids.append(notebook_id)
                     elif op == "list":
-                        response = client.call("GET", "/notebooks", {"limit": rnd.choice([10, 50]),
-                                                                     "sort_key": "name", "sort_dir": "ASC"})
+                        response = client.call(
+                            "GET", "/notebooks", {"limit": rnd.choice([10, 50]), "sort_key": "name", "sort_dir": "ASC"}
+                        )
                     elif op == "get":
                         response = client.call("GET", f"/notebooks/{notebook_id}")
                     elif op == "delete":
@@ -90,12 +99,14 @@ class Storm:
 
 def create_many(fleet: Fleet, count: int, prefix: str) -> list[str]:
     """``count`` instances created concurrently, round-robin over the replicas."""
+
     def make(i: int) -> str:
         client = fleet.client(i % len(fleet.replicas))
         try:
             return client.create(f"{prefix}-{i:03d}")["id"]
         finally:
             client.close()
+
     with ThreadPoolExecutor(10) as pool:
         return list(pool.map(make, range(count)))
 
@@ -110,8 +121,10 @@ def intents_in_store(db) -> dict[tuple[str, str], int]:
 
 def schedulers(db) -> set[str]:
     """Short ids of the replicas that brought instances up (from the ``scheduled`` events)."""
-    return {message.rsplit("replica ", 1)[-1].rstrip(")") for message, in
-            db.rows("SELECT message FROM events WHERE kind = 'scheduled'")}
+    return {
+        message.rsplit("replica ", 1)[-1].rstrip(")")
+        for (message,) in db.rows("SELECT message FROM events WHERE kind = 'scheduled'")
+    }
 
 
 def test_replica_storm(pg_db, fleet_factory):
@@ -131,22 +144,30 @@ def test_replica_storm(pg_db, fleet_factory):
     stored = intents_in_store(pg_db)
     for (notebook_id, op), n in tally.accepted.items():
         assert stored.get((notebook_id, INTENT_OF[op]), 0) == n, (notebook_id, op, n)
-    assert sum(n for (_, kind), n in stored.items() if kind in INTENT_OF.values()) == \
-        50 + sum(tally.accepted.values())
+    assert sum(n for (_, kind), n in stored.items() if kind in INTENT_OF.values()) == 50 + sum(tally.accepted.values())
     client = fleet.client(0)
     check_counts(pg_db, client)
     client.close()
     assert len(schedulers(pg_db)) == 3, schedulers(pg_db)  # every replica's reconciler did work
-    print(f"\nstorm: {tally.calls} calls + 50 creates on 3 replicas in {storm_seconds:.1f} s, settled "
-          f"{settle:.1f} s later; answers {sorted(tally.codes.items())}; {result}")
+    print(
+        f"\nstorm: {tally.calls} calls + 50 creates on 3 replicas in {storm_seconds:.1f} s, settled "
+        f"{settle:.1f} s later; answers {sorted(tally.codes.items())}; {result}"
+    )
 
 
 def test_replica_death_mid_storm(pg_db, fleet_factory):
     claim_seconds = 3.0
     # Slow bring-ups (4 x 0.4 s), so the victim is in the middle of its work when it dies; enough start
     # slots that finishing its work measures the takeover, not a queue behind the storm's own starts.
-    fleet = fleet_factory(pg_db.url, 3, env={"NBFLEET_SIMULATED_DELAY": "0.4", "NBFLEET_MAX_CONCURRENT_STARTS": "64",
-                                             "NBFLEET_CLAIM_SECONDS": str(claim_seconds)})
+    fleet = fleet_factory(
+        pg_db.url,
+        3,
+        env={
+            "NBFLEET_SIMULATED_DELAY": "0.4",
+            "NBFLEET_MAX_CONCURRENT_STARTS": "64",
+            "NBFLEET_CLAIM_SECONDS": str(claim_seconds),
+        },
+    )
     victim = 2
     victim_id = fleet.replica_id(victim)
     ids = create_many(fleet, 30, "death")
@@ -177,8 +198,10 @@ def test_replica_death_mid_storm(pg_db, fleet_factory):
     deadline = killed_at + claim_seconds + 15
     while len(done) < len(held_ids) and time.monotonic() < deadline:
         now = time.monotonic() - killed_at
-        rows = {r[0]: r for r in pg_db.rows("SELECT id, status, claim_owner FROM notebooks WHERE id = ANY(:ids)",
-                                            ids=held_ids)}
+        rows = {
+            r[0]: r
+            for r in pg_db.rows("SELECT id, status, claim_owner FROM notebooks WHERE id = ANY(:ids)", ids=held_ids)
+        }
         for notebook_id in held_ids:
             _, status, owner = rows.get(notebook_id, (notebook_id, "GONE", None))
             if owner not in (None, victim_id):
@@ -209,7 +232,9 @@ def test_replica_death_mid_storm(pg_db, fleet_factory):
     check_counts(pg_db, survivor)
     survivor.close()
     spans = sorted(taken.values()) or [float("nan")]
-    print(f"\ndeath: victim held {len(held_ids)} claims ({sorted({s for _, s in held})}); survivors took them "
-          f"over {spans[0]:.2f}-{spans[-1]:.2f} s after the kill and finished by {max(done.values()):.2f} s "
-          f"(claim {claim_seconds:g} s); settled {settle:.1f} s later; storm answers {sorted(tally.codes.items())}, "
-          f"{storm.lost_to_dead} cut off by the kill; {result}")
+    print(
+        f"\ndeath: victim held {len(held_ids)} claims ({sorted({s for _, s in held})}); survivors took them "
+        f"over {spans[0]:.2f}-{spans[-1]:.2f} s after the kill and finished by {max(done.values()):.2f} s "
+        f"(claim {claim_seconds:g} s); settled {settle:.1f} s later; storm answers {sorted(tally.codes.items())}, "
+        f"{storm.lost_to_dead} cut off by the kill; {result}"
+    )

@@ -1,5 +1,6 @@
 """Starting replicas on PostgreSQL: explicit migrations (--no-migrate), replicas starting at the same moment
 on an empty database, and a replica whose secret key differs from the others'."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,9 +21,23 @@ def test_no_migrate_refuses_an_old_schema_until_db_upgrade(pg_db, tmp_path):
     assert pg_db.scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'") == 0  # nothing created
 
     # NBFLEET_MIGRATE=false does not stop the explicit upgrade command.
-    upgrade = subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "db", "upgrade", "--database-url", pg_db.url,
-                              "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120,
-                             env={**_env(), "NBFLEET_MIGRATE": "false"})
+    upgrade = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "db",
+            "upgrade",
+            "--database-url",
+            pg_db.url,
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_env(), "NBFLEET_MIGRATE": "false"},
+    )
     assert upgrade.returncode == 0, upgrade.stderr
     server = ServeProcess(tmp_path / "data", env={**env, "NBFLEET_MIGRATE": "false"}).start()
     try:
@@ -55,8 +70,10 @@ def test_a_replica_with_another_secret_key_refuses_to_start(pg_db, tmp_path):
     key = Fernet.generate_key().decode()
     first = ServeProcess(tmp_path / "a", env={"NBFLEET_DATABASE_URL": pg_db.url, "NBFLEET_SECRET_KEY": key}).start()
     try:
-        other = ServeProcess(tmp_path / "b", env={"NBFLEET_DATABASE_URL": pg_db.url,
-                                                  "NBFLEET_SECRET_KEY": Fernet.generate_key().decode()})
+        other = ServeProcess(
+            tmp_path / "b",
+            env={"NBFLEET_DATABASE_URL": pg_db.url, "NBFLEET_SECRET_KEY": Fernet.generate_key().decode()},
+        )
         with pytest.raises(RuntimeError) as refused:
             other.start()
         assert "give every replica the same key" in str(refused.value)
@@ -66,4 +83,5 @@ def test_a_replica_with_another_secret_key_refuses_to_start(pg_db, tmp_path):
 
 def _env() -> dict:
     import os
+
     return {k: v for k, v in os.environ.items() if k != "NBFLEET_DATABASE_URL"}

@@ -1,4 +1,5 @@
 """Helpers for tests that drive ``LocalRuntime`` directly: specs, reporters, and Jupyter over the socket."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,10 @@ from ..images import DEFAULT_IMAGE, catalogue_environment
 
 FLAVOR = FlavorLimits("modelarts.vm.cpu.2u", vcpus=2, memory_mb=4096)
 # For tests that only need the server to get as far as answering: skips ~1-2 s of extension loading.
-BARE_SERVER = ["--ServerApp.jpserver_extensions={'jupyterlab': False, 'jupyter_lsp': False, "
-               "'notebook_shim': False, 'jupyter_server_terminals': False}"]
+BARE_SERVER = [
+    "--ServerApp.jpserver_extensions={'jupyterlab': False, 'jupyter_lsp': False, "
+    "'notebook_shim': False, 'jupyter_server_terminals': False}"
+]
 
 
 class RecordingReporter:
@@ -37,11 +40,17 @@ class RecordingReporter:
         self.events.append((kind, message))
 
 
-def make_spec(name: str = "nb", *, image: str = DEFAULT_IMAGE, environment: dict | None | bool = True
-              ) -> InstanceSpec:
+def make_spec(name: str = "nb", *, image: str = DEFAULT_IMAGE, environment: dict | None | bool = True) -> InstanceSpec:
     ref = ImageRef(image, "swr/test:latest", catalogue_environment(image) if environment is True else environment)
-    return InstanceSpec(id=f"t-{name}-{uuid.uuid4().hex[:8]}", name=name, token=secrets.token_hex(16),
-                        flavor=FLAVOR, image=ref, owner_id="u", project_id="p")
+    return InstanceSpec(
+        id=f"t-{name}-{uuid.uuid4().hex[:8]}",
+        name=name,
+        token=secrets.token_hex(16),
+        flavor=FLAVOR,
+        image=ref,
+        owner_id="u",
+        project_id="p",
+    )
 
 
 def _own_pid_namespace() -> str:
@@ -71,8 +80,10 @@ def marked_roots(data_dir: Path, instance_id: str | None = None) -> list[psutil.
                 continue
         except (psutil.Error, OSError):
             continue
-        if env.get("NBFLEET_DATA_DIR") == str(data_dir.resolve()) and \
-                instance_id in (None, env.get("NBFLEET_INSTANCE_ID")):
+        if env.get("NBFLEET_DATA_DIR") == str(data_dir.resolve()) and instance_id in (
+            None,
+            env.get("NBFLEET_INSTANCE_ID"),
+        ):
             roots.append(p)
     return roots
 
@@ -106,7 +117,7 @@ class Jupyter:
     def __init__(self, spec: InstanceSpec, placement: Placement, base: str = "/"):
         self.spec = spec
         self.placement = placement
-        self.base = base   # Jupyter's base_url: "/" unless the runtime routes by path
+        self.base = base  # Jupyter's base_url: "/" unless the runtime routes by path
 
     @contextlib.asynccontextmanager
     async def client(self):
@@ -138,13 +149,31 @@ class Jupyter:
         with connectable(self.placement.socket) as path:
             ws = await unix_connect(path, uri, max_size=None, open_timeout=10)
         async with ws:
-            await ws.send(json.dumps({
-                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                           "session": uuid.uuid4().hex, "version": "5.3"},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                            "allow_stdin": False, "stop_on_error": True},
-            }))
+            await ws.send(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": msg_id,
+                            "msg_type": "execute_request",
+                            "username": "test",
+                            "session": uuid.uuid4().hex,
+                            "version": "5.3",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "channel": "shell",
+                        "buffers": [],
+                        "content": {
+                            "code": code,
+                            "silent": False,
+                            "store_history": False,
+                            "user_expressions": {},
+                            "allow_stdin": False,
+                            "stop_on_error": True,
+                        },
+                    }
+                )
+            )
             async with asyncio.timeout(timeout):
                 while True:
                     msg = json.loads(await ws.recv())

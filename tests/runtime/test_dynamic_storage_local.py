@@ -1,6 +1,7 @@
 """Dynamic storage on the local runtime, for real: a shared directory (bind mount) and a bucket directory of a
 local S3-compatible server (s3fs over FUSE) attached to RUNNING sandboxed instances, read and written by
 their kernels, detached, kept across stop/start; what an instance must not reach through them."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from .test_server_local import jupyter_processes, notebook_base
 pytestmark = [pytest.mark.slow, pytest.mark.runtime_only]
 
 EFS_ID = "6f1c2a9e-1111-4222-8333-0123456789ab"
-RO_ID = "6f1c2a9e-2222-4222-8333-0123456789ab"        # the operator's read-only bind mount of a dataset
+RO_ID = "6f1c2a9e-2222-4222-8333-0123456789ab"  # the operator's read-only bind mount of a dataset
 MARKED_RO_ID = "6f1c2a9e-3333-4222-8333-0123456789ab"  # a writable directory the operator offers read-only
 BUCKET = "team-bucket"
 
@@ -55,7 +56,7 @@ def world(tmp_path_factory):
     dataset = root / "dataset"
     (dataset / "images").mkdir(parents=True)
     (dataset / "images" / "cat.txt").write_text("a cat\n")
-    os.chmod(dataset / "images", 0o1777)   # writable but for the mount's flag
+    os.chmod(dataset / "images", 0o1777)  # writable but for the mount's flag
     subprocess.run(["mount", "--bind", str(dataset), str(dataset)], check=True)
     subprocess.run(["mount", "-o", "remount,bind,ro", str(dataset)], check=True)
     s3 = S3Server(root).start()
@@ -63,9 +64,13 @@ def world(tmp_path_factory):
     client.create_bucket(Bucket=BUCKET)
     client.put_object(Bucket=BUCKET, Key="dir/from-s3.txt", Body=b"object storage\n")
     env = storage_env(s3, efs, EFS_ID, BUCKET)
-    env["NBFLEET_STORAGE__EFS"] = json.dumps({**json.loads(env["NBFLEET_STORAGE__EFS"]),
-                                              RO_ID: {"path": str(dataset), "projects": ["*"]},
-                                              MARKED_RO_ID: {"path": str(efs), "projects": ["*"], "read_only": True}})
+    env["NBFLEET_STORAGE__EFS"] = json.dumps(
+        {
+            **json.loads(env["NBFLEET_STORAGE__EFS"]),
+            RO_ID: {"path": str(dataset), "projects": ["*"]},
+            MARKED_RO_ID: {"path": str(efs), "projects": ["*"], "read_only": True},
+        }
+    )
     proc = ServeProcess(root / "data", runtime="local", env={**env, "NBFLEET_OBSERVE_INTERVAL": "0.5"}).start()
     api = SignedClient(proc.endpoint, proc.admin_creds())
     yield proc, api, s3, efs
@@ -80,7 +85,7 @@ def world(tmp_path_factory):
         leftover.kill()
     s3.stop()
     subprocess.run(["umount", str(dataset)], check=True)
-    assert unmount_below(root) == []   # deleting the instances unmounted everything
+    assert unmount_below(root) == []  # deleting the instances unmounted everything
 
 
 def running(api, name: str) -> dict:
@@ -112,8 +117,12 @@ def run(nb, code: str) -> str:
     return execute(base, nb["token"], start_kernel(base, nb["token"]), code)
 
 
-EFS_BODY = {"category": "EFS", "mount_path": "/data/shared/", "uri": "6f1c2a9e.sfsturbo.internal:/team",
-            "efs_id": EFS_ID}
+EFS_BODY = {
+    "category": "EFS",
+    "mount_path": "/data/shared/",
+    "uri": "6f1c2a9e.sfsturbo.internal:/team",
+    "efs_id": EFS_ID,
+}
 OBS_BODY = {"category": "OBS", "mount_path": "/data/bucket/", "uri": f"obs://{BUCKET}/dir/"}
 
 
@@ -128,20 +137,23 @@ def test_a_kernel_reads_and_writes_both_mounts_and_detach_removes_them(world):
     mounted = wait_mount(api, nb["id"], bucket["id"], "MOUNTED", "MOUNT_FAILED")
     assert mounted["status"] == "MOUNTED", mounted["failure_reason"]
 
-    out = run(nb, "import os\n"
-                  "print(sorted(os.listdir('/data')))\n"
-                  "print(open('/data/shared/from-host.txt').read().strip())\n"
-                  "print(open('/data/bucket/from-s3.txt').read().strip())\n"
-                  "open('/data/shared/from-kernel.txt', 'w').write('written in the sandbox\\n')\n"
-                  "open('/data/bucket/from-kernel.txt', 'w').write('written to the bucket\\n')\n"
-                  "print(sorted(os.listdir('/data/bucket')))\n"
-                  "print(os.stat('/data/bucket/from-kernel.txt').st_uid, os.getuid())\n"
-                  f"print({SECRET_KEY!r} in repr(dict(os.environ)))\n")
+    out = run(
+        nb,
+        "import os\n"
+        "print(sorted(os.listdir('/data')))\n"
+        "print(open('/data/shared/from-host.txt').read().strip())\n"
+        "print(open('/data/bucket/from-s3.txt').read().strip())\n"
+        "open('/data/shared/from-kernel.txt', 'w').write('written in the sandbox\\n')\n"
+        "open('/data/bucket/from-kernel.txt', 'w').write('written to the bucket\\n')\n"
+        "print(sorted(os.listdir('/data/bucket')))\n"
+        "print(os.stat('/data/bucket/from-kernel.txt').st_uid, os.getuid())\n"
+        f"print({SECRET_KEY!r} in repr(dict(os.environ)))\n",
+    )
     lines = out.strip().splitlines()
     assert lines[0] == "['bucket', 'shared']"
     assert lines[1:3] == ["shared file system", "object storage"]
     assert lines[3] == "['from-kernel.txt', 'from-s3.txt']"
-    assert lines[4] == "1000 1000"   # the instance's own files, as ma-user
+    assert lines[4] == "1000 1000"  # the instance's own files, as ma-user
     assert lines[5] == "False"
     assert (efs / "team" / "from-kernel.txt").read_text() == "written in the sandbox\n"
     body = s3.client().get_object(Bucket=BUCKET, Key="dir/from-kernel.txt")["Body"].read()
@@ -164,7 +176,9 @@ def test_a_kernel_reads_and_writes_both_mounts_and_detach_removes_them(world):
     assert run(other, "import os\nprint(sorted(os.listdir('/data')))").strip() == "[]"
     volumes = api.ok("GET", f"/notebooks/{nb['id']}")["data_volumes"]
     assert {(v["mount_path"], v["mount_type"], v["status"]) for v in volumes} == {
-        ("/data/shared/", "DYNAMIC", "MOUNTED"), ("/data/bucket/", "DYNAMIC", "MOUNTED")}
+        ("/data/shared/", "DYNAMIC", "MOUNTED"),
+        ("/data/bucket/", "DYNAMIC", "MOUNTED"),
+    }
 
     api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{bucket['id']}")
     wait_gone(api, nb["id"], bucket["id"])
@@ -172,7 +186,7 @@ def test_a_kernel_reads_and_writes_both_mounts_and_detach_removes_them(world):
     api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{shared['id']}")
     wait_gone(api, nb["id"], shared["id"])
     assert run(nb, "import os\nprint(sorted(os.listdir('/data')))").strip() == "[]"
-    assert (efs / "team" / "from-host.txt").exists()   # detaching leaves the file system's content alone
+    assert (efs / "team" / "from-host.txt").exists()  # detaching leaves the file system's content alone
 
 
 def test_links_planted_in_a_shared_file_system_are_never_followed(world):
@@ -182,19 +196,28 @@ def test_links_planted_in_a_shared_file_system_are_never_followed(world):
     wait_mount(api, nb["id"], m["id"], "MOUNTED")
     run(nb, "import os\nos.symlink('/', '/data/fs/escape')\nos.symlink(os.path.realpath('/etc'), '/data/fs/etc')")
     assert os.path.islink(efs / "team" / "escape")
-    for uri in ("6f1c2a9e.sfsturbo.internal:/team/escape", "6f1c2a9e.sfsturbo.internal:/team/escape/etc",
-                "6f1c2a9e.sfsturbo.internal:/team/etc"):
+    for uri in (
+        "6f1c2a9e.sfsturbo.internal:/team/escape",
+        "6f1c2a9e.sfsturbo.internal:/team/escape/etc",
+        "6f1c2a9e.sfsturbo.internal:/team/etc",
+    ):
         bad = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={**EFS_BODY, "mount_path": "/data/x/", "uri": uri})
         failed = wait_mount(api, nb["id"], bad["id"], "MOUNT_FAILED", "MOUNTED")
         assert failed["status"] == "MOUNT_FAILED" and "not a directory" in failed["failure_reason"], failed
         api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{bad['id']}")
         wait_gone(api, nb["id"], bad["id"])
     # The instance cannot write /data itself: mount points are nbfleet's.
-    out = run(nb, "import os\ntry:\n    os.mkdir('/data/mine')\n    print('made')\nexcept OSError as e:\n"
-                  "    print(type(e).__name__)")
+    out = run(
+        nb,
+        "import os\ntry:\n    os.mkdir('/data/mine')\n    print('made')\nexcept OSError as e:\n"
+        "    print(type(e).__name__)",
+    )
     assert out.strip() in ("PermissionError", "OSError")
-    missing = api.ok("POST", f"/notebooks/{nb['id']}/storage",
-                     body={**EFS_BODY, "mount_path": "/data/y/", "uri": "6f1c2a9e.sfsturbo.internal:/team/nope"})
+    missing = api.ok(
+        "POST",
+        f"/notebooks/{nb['id']}/storage",
+        body={**EFS_BODY, "mount_path": "/data/y/", "uri": "6f1c2a9e.sfsturbo.internal:/team/nope"},
+    )
     assert "does not exist" in wait_mount(api, nb["id"], missing["id"], "MOUNT_FAILED")["failure_reason"]
 
 
@@ -203,8 +226,10 @@ def test_a_bucket_the_store_refuses_fails_with_its_reason(world):
     nb = running(api, "no-such-bucket")
     # The operator allowed a bucket the store does not have (any more): the mount fails with the store's reason.
     store = s3.client()
-    kept = {o["Key"]: store.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
-            for o in store.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    kept = {
+        o["Key"]: store.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+        for o in store.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    }
     for key in kept:
         store.delete_object(Bucket=BUCKET, Key=key)
     store.delete_bucket(Bucket=BUCKET)
@@ -241,8 +266,11 @@ def test_stop_and_start_keep_the_mounts(world):
     nb = api.wait_status(nb["id"], "RUNNING", timeout=120)
     wait_mount(api, nb["id"], shared["id"], "MOUNTED")
     wait_mount(api, nb["id"], bucket["id"], "MOUNTED")
-    out = run(nb, "print(open('/data/shared/from-host.txt').read().strip(), '|', "
-                  "open('/data/bucket/from-s3.txt').read().strip())")
+    out = run(
+        nb,
+        "print(open('/data/shared/from-host.txt').read().strip(), '|', "
+        "open('/data/bucket/from-s3.txt').read().strip())",
+    )
     assert out.strip() == "shared file system | object storage"
 
 
@@ -266,6 +294,7 @@ def test_mounts_of_an_instance_gone_while_nbfleet_was_down_are_unmounted_at_star
         first.kill()
         # The instance leaves the store while nbfleet is down (a restore of an older backup, an operator's hand).
         from sqlalchemy import create_engine, text
+
         engine = create_engine(first.database_url or f"sqlite:///{first.data_dir / 'nbfleet.db'}")
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM dynamic_storages WHERE notebook_id = :id"), {"id": nb["id"]})
@@ -278,7 +307,7 @@ def test_mounts_of_an_instance_gone_while_nbfleet_was_down_are_unmounted_at_star
         try:
             assert not any(str(storage_dir) in line for line in mount_lines())
             assert not storage_dir.exists()
-            assert (efs / "team" / "keep.txt").read_text() == "must survive\n"   # unmounted, never removed
+            assert (efs / "team" / "keep.txt").read_text() == "must survive\n"  # unmounted, never removed
         finally:
             second.terminate()
     finally:
@@ -293,14 +322,19 @@ def test_a_server_that_cannot_mount_says_so(tmp_path):
     """nbfleet as an unprivileged user: the instance runs with an empty /data, and an attach ends in
     MOUNT_FAILED saying why, never in a pretended MOUNTED."""
     from ..procs import UnprivilegedUser
+
     user, why = UnprivilegedUser.available()
     if user is None:
         pytest.skip(why)
     efs = tmp_path / "efs"
     (efs / "team").mkdir(parents=True)
     os.chmod(tmp_path, 0o755)
-    proc = ServeProcess(tmp_path / "data", runtime="local", user=user, env={
-        "NBFLEET_STORAGE__EFS": f'{{"{EFS_ID}": {{"path": "{efs}", "projects": ["*"]}}}}'}).start()
+    proc = ServeProcess(
+        tmp_path / "data",
+        runtime="local",
+        user=user,
+        env={"NBFLEET_STORAGE__EFS": f'{{"{EFS_ID}": {{"path": "{efs}", "projects": ["*"]}}}}'},
+    ).start()
     try:
         api = SignedClient(proc.endpoint, proc.admin_creds())
         nb = running(api, "unprivileged")
@@ -332,16 +366,25 @@ def test_without_fuse_an_object_store_mount_fails_with_the_reason(tmp_path):
     why = _mountable()
     if why:
         pytest.skip(why)
-    mounts = HostMounts(tmp_path / "data", StoragePolicy({}, {BUCKET: ["*"]}, True), owner=lambda _id: (1000, 100),
-                        obs_endpoint="http://127.0.0.1:9", obs_credentials=("AK", "SK"),
-                        fuse_device=str(tmp_path / "no-fuse-here"))
+    mounts = HostMounts(
+        tmp_path / "data",
+        StoragePolicy({}, {BUCKET: ["*"]}, True),
+        owner=lambda _id: (1000, 100),
+        obs_endpoint="http://127.0.0.1:9",
+        obs_credentials=("AK", "SK"),
+        fuse_device=str(tmp_path / "no-fuse-here"),
+    )
     mounts.prepare("inst")
     try:
         with pytest.raises(RuntimeFailure, match=r"no FUSE device"):
-            asyncio.run(mounts.attach(SimpleNamespace(id="inst", project_id="p"),
-                                      MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
+            asyncio.run(
+                mounts.attach(
+                    SimpleNamespace(id="inst", project_id="p"),
+                    MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p"),
+                )
+            )
         assert not (mounts.data("inst") / "b").exists()
-        assert not (tmp_path / "data" / "storage" / "s3fs.passwd").exists()   # nothing written for nothing
+        assert not (tmp_path / "data" / "storage" / "s3fs.passwd").exists()  # nothing written for nothing
     finally:
         asyncio.run(mounts.detach_all(SimpleNamespace(id="inst", project_id="p")))
     assert unmount_below(tmp_path) == []
@@ -352,21 +395,30 @@ def test_a_read_only_dataset_stays_read_only_in_the_instance(world):
     rw), and an entry the operator marks read_only is mounted read-only."""
     proc, api, _s3, efs = world
     nb = running(api, "reader")
-    ro = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={
-        "category": "EFS", "mount_path": "/data/ds/", "uri": "ds.internal:/images", "efs_id": RO_ID})
-    marked = api.ok("POST", f"/notebooks/{nb['id']}/storage", body={**EFS_BODY, "mount_path": "/data/marked/",
-                                                                   "efs_id": MARKED_RO_ID})
+    ro = api.ok(
+        "POST",
+        f"/notebooks/{nb['id']}/storage",
+        body={"category": "EFS", "mount_path": "/data/ds/", "uri": "ds.internal:/images", "efs_id": RO_ID},
+    )
+    marked = api.ok(
+        "POST",
+        f"/notebooks/{nb['id']}/storage",
+        body={**EFS_BODY, "mount_path": "/data/marked/", "efs_id": MARKED_RO_ID},
+    )
     for m in (ro, marked):
         done = wait_mount(api, nb["id"], m["id"], "MOUNTED", "MOUNT_FAILED")
         assert done["status"] == "MOUNTED", done["failure_reason"]
-    out = run(nb, "import errno\n"
-                  "print(open('/data/ds/cat.txt').read().strip())\n"
-                  "for path in ('/data/ds/new.txt', '/data/marked/new.txt'):\n"
-                  "    try:\n"
-                  "        open(path, 'w').write('x')\n"
-                  "        print('written')\n"
-                  "    except OSError as e:\n"
-                  "        print(errno.errorcode[e.errno])\n")
+    out = run(
+        nb,
+        "import errno\n"
+        "print(open('/data/ds/cat.txt').read().strip())\n"
+        "for path in ('/data/ds/new.txt', '/data/marked/new.txt'):\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print('written')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode[e.errno])\n",
+    )
     assert out.strip().splitlines() == ["a cat", "EROFS", "EROFS"]
     for m in (ro, marked):
         api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{m['id']}")
@@ -383,8 +435,9 @@ def test_a_mount_below_the_operator_directory_stays_out(world):
         (below / "inside").mkdir()
         nb = running(api, "walker")
         for uri in ("6f1c2a9e.sfsturbo.internal:/team/elsewhere", "6f1c2a9e.sfsturbo.internal:/team/elsewhere/inside"):
-            m = api.ok("POST", f"/notebooks/{nb['id']}/storage",
-                       body={**EFS_BODY, "mount_path": "/data/o/", "uri": uri})
+            m = api.ok(
+                "POST", f"/notebooks/{nb['id']}/storage", body={**EFS_BODY, "mount_path": "/data/o/", "uri": uri}
+            )
             failed = wait_mount(api, nb["id"], m["id"], "MOUNT_FAILED", "MOUNTED")
             assert failed["status"] == "MOUNT_FAILED" and "another mount" in failed["failure_reason"], failed
             api.ok("DELETE", f"/notebooks/{nb['id']}/storage/{m['id']}")

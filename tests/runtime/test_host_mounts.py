@@ -1,5 +1,6 @@
 """HostMounts as the reconciler calls it, without a server: where its work runs, what its readiness check
 asks the object store, the modes of an instance's directories, and what a failure tells the user."""
+
 from __future__ import annotations
 
 import asyncio
@@ -51,6 +52,7 @@ def test_mount_work_runs_on_threads_of_its_own(tmp_path):
     async def go():
         await mounts.attach(INST, MountSpec("m", "EFS", ("a",), "h:/a", None, "p"))
         await mounts.detach(INST, MountSpec("m", "EFS", ("a",), "h:/a", None, "p"))
+
     asyncio.run(go())
     assert len(seen) == 2 and all(name.startswith("nbfleet-mounts") for name in seen), seen
     mounts.close()
@@ -59,8 +61,9 @@ def test_mount_work_runs_on_threads_of_its_own(tmp_path):
 def test_a_change_that_waits_for_the_instance_lock_gives_up(tmp_path):
     """A mount still running for the instance (its wait given up) holds the lock: the undo that follows
     fails after the mount timeout instead of holding a second worker as long as the first."""
-    mounts = HostMounts(tmp_path / "data", StoragePolicy({}, {}, False), owner=lambda _id: (1000, 1000),
-                        mount_timeout=0.3)
+    mounts = HostMounts(
+        tmp_path / "data", StoragePolicy({}, {}, False), owner=lambda _id: (1000, 1000), mount_timeout=0.3
+    )
     release = threading.Event()
     mounts._attach = lambda spec, mount: release.wait(10)
     mounts._detach = lambda iid, mount: None
@@ -75,6 +78,7 @@ def test_a_change_that_waits_for_the_instance_lock_gives_up(tmp_path):
         assert time.monotonic() - started < 2
         release.set()
         await stuck
+
     asyncio.run(go())
     mounts.close()
 
@@ -84,8 +88,9 @@ def test_the_modes_of_an_instance_directory(tmp_path, private, mode):
     """docker runtime (private): storage/<id> is root's alone, so no host account of the containers' group
     (gid 100, often `users`) reaches any container's /data; dockerd binds it as root."""
     _root_only()
-    mounts = HostMounts(tmp_path / "data", StoragePolicy({}, {}, False), owner=lambda _id: (1000, 100),
-                        private_instance_dirs=private)
+    mounts = HostMounts(
+        tmp_path / "data", StoragePolicy({}, {}, False), owner=lambda _id: (1000, 100), private_instance_dirs=private
+    )
     try:
         data = mounts.prepare("inst")
         top = os.stat(mounts.instance_dir("inst"))
@@ -104,13 +109,18 @@ def test_what_s3fs_says_goes_to_the_operator_not_to_the_user(tmp_path, caplog):
     fake.chmod(0o755)
     fuse = tmp_path / "fuse"
     fuse.touch()
-    mounts = HostMounts(tmp_path / "data", StoragePolicy({}, {BUCKET: ["*"]}, True), owner=lambda _id: (1000, 1000),
-                        obs_endpoint="http://10.9.8.7:9000", obs_credentials=("AK", "SK"), s3fs=str(fake),
-                        fuse_device=str(fuse))
+    mounts = HostMounts(
+        tmp_path / "data",
+        StoragePolicy({}, {BUCKET: ["*"]}, True),
+        owner=lambda _id: (1000, 1000),
+        obs_endpoint="http://10.9.8.7:9000",
+        obs_credentials=("AK", "SK"),
+        s3fs=str(fake),
+        fuse_device=str(fuse),
+    )
     mounts.prepare("inst")
     try:
-        with (caplog.at_level(logging.ERROR, logger="nbfleet.runtime.mounts"),
-              pytest.raises(RuntimeFailure) as failed):
+        with caplog.at_level(logging.ERROR, logger="nbfleet.runtime.mounts"), pytest.raises(RuntimeFailure) as failed:
             asyncio.run(mounts.attach(INST, MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
         reason = failed.value.reason
         assert "/srv/secret" not in reason and "10.9.8.7" not in reason and "operator's log" in reason, reason
@@ -126,8 +136,14 @@ def test_a_directory_of_many_objects_mounts_without_asking_about_each(tmp_path):
     _s3fs()
     os.chmod(tmp_path, 0o755)
     s3 = S3Server(tmp_path).start()
-    mounts = HostMounts(tmp_path / "data", StoragePolicy({}, {BUCKET: ["*"]}, True), owner=lambda _id: (1000, 1000),
-                        obs_endpoint=s3.endpoint, obs_credentials=(ACCESS_KEY, SECRET_KEY), mount_timeout=20)
+    mounts = HostMounts(
+        tmp_path / "data",
+        StoragePolicy({}, {BUCKET: ["*"]}, True),
+        owner=lambda _id: (1000, 1000),
+        obs_endpoint=s3.endpoint,
+        obs_credentials=(ACCESS_KEY, SECRET_KEY),
+        mount_timeout=20,
+    )
     try:
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
@@ -138,13 +154,15 @@ def test_a_directory_of_many_objects_mounts_without_asking_about_each(tmp_path):
         started = time.monotonic()
         asyncio.run(mounts.attach(INST, MountSpec("m", "OBS", ("b",), f"obs://{BUCKET}/dir/", None, "p")))
         assert time.monotonic() - started < 20
-        assert os.path.ismount(mounts.data("inst") / "b") or str(mounts.data("inst") / "b") in Path(
-            "/proc/self/mountinfo").read_text()
+        assert (
+            os.path.ismount(mounts.data("inst") / "b")
+            or str(mounts.data("inst") / "b") in Path("/proc/self/mountinfo").read_text()
+        )
         heads = s3.log_path.read_text(errors="replace").count('"HEAD ') - heads_before
         assert heads < 50, f"{heads} HEAD requests: the readiness check listed the directory"
         tmp = mounts._staging("inst") / "m.tmp"
         info = os.stat(tmp)
-        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, 0)   # s3fs's temporary files: root's only
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, 0)  # s3fs's temporary files: root's only
     finally:
         asyncio.run(mounts.detach_all(INST))
         mounts.close()

@@ -6,6 +6,7 @@ and the other instances' volumes, signal or trace nbfleet and the other servers,
 outside the volume, and change the image. The same runs with the server as root (each instance a host uid
 of its own) and as an unprivileged user (the namespaces alone), where the host allows it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,9 +41,12 @@ PACKAGE = "nbfleet_probe_pkg"
 
 def _modes():
     user, why = UnprivilegedUser.available()
-    return [pytest.param(None, id="server-as-root" if os.geteuid() == 0 else "server-as-its-user"),
-            pytest.param(user, id="server-as-unprivileged-user",
-                         marks=pytest.mark.skipif(user is None, reason=why or "n/a"))]
+    return [
+        pytest.param(None, id="server-as-root" if os.geteuid() == 0 else "server-as-its-user"),
+        pytest.param(
+            user, id="server-as-unprivileged-user", marks=pytest.mark.skipif(user is None, reason=why or "n/a")
+        ),
+    ]
 
 
 class Fleet:
@@ -60,17 +64,21 @@ class Fleet:
 
     def probe(self, key: str, code: str, **values) -> dict:
         """Run ``code`` (which fills the dict ``out``) with ``values`` bound; return ``out``."""
-        prelude = ("import json, os, sys\nout = {}\n"
-                   "def attempt(fn):\n    try:\n        fn()\n        return 'ok'\n"
-                   "    except BaseException as exc:\n        return type(exc).__name__\n")
+        prelude = (
+            "import json, os, sys\nout = {}\n"
+            "def attempt(fn):\n    try:\n        fn()\n        return 'ok'\n"
+            "    except BaseException as exc:\n        return type(exc).__name__\n"
+        )
         bound = "".join(f"{k} = json.loads({json.dumps(json.dumps(v))})\n" for k, v in values.items())
         return json.loads(self.run(key, prelude + bound + code + "\nprint(json.dumps(out))").strip().splitlines()[-1])
 
     def upload(self, key: str, name: str, data: bytes) -> None:
         nb = self.nbs[key]
-        r = notebook_http.put(f"{self.base(key)}/api/contents/{name}",
-                              headers={"Authorization": f"token {nb['token']}"},
-                              json={"type": "file", "format": "base64", "content": base64.b64encode(data).decode()})
+        r = notebook_http.put(
+            f"{self.base(key)}/api/contents/{name}",
+            headers={"Authorization": f"token {nb['token']}"},
+            json={"type": "file", "format": "base64", "content": base64.b64encode(data).decode()},
+        )
         assert r.status_code in (200, 201), r.text
 
     def server_pid(self, key: str) -> int:
@@ -102,15 +110,15 @@ def fleet(request, tmp_path_factory):
             client = bob if key == "b1" else alice
             fleet.nbs[key] = client.wait_status(nb["id"], "RUNNING", timeout=120)
         yield fleet
-    finally:   # whatever failed, no server and no sandbox outlives the module
+    finally:  # whatever failed, no server and no sandbox outlives the module
         try:
             owners = {key: (bob if key == "b1" else alice) for key in fleet.nbs}
             for key, nb in fleet.nbs.items():
                 owners[key].call("DELETE", f"/notebooks/{nb['id']}")
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
-                    owners[key].call("GET", f"/notebooks/{nb['id']}").status_code == 200
-                    for key, nb in fleet.nbs.items()):
+                owners[key].call("GET", f"/notebooks/{nb['id']}").status_code == 200 for key, nb in fleet.nbs.items()
+            ):
                 time.sleep(0.2)
         finally:
             alice.close()
@@ -123,8 +131,9 @@ def fleet(request, tmp_path_factory):
 def test_health_says_which_isolation_applies(fleet):
     health = httpx.get(f"{fleet.proc.endpoint}/health").json()
     assert health["isolation"]["mechanism"] == "bubblewrap"
-    assert health["isolation"]["host_uid"] == ("one per instance" if os.geteuid() == 0 and fleet.proc.user is None
-                                               else "nbfleet's own")
+    assert health["isolation"]["host_uid"] == (
+        "one per instance" if os.geteuid() == 0 and fleet.proc.user is None else "nbfleet's own"
+    )
     assert "network" in health["isolation"]["namespaces"]
 
 
@@ -132,13 +141,26 @@ def test_a_notebook_cannot_read_or_find_nbfleets_state_or_other_instances(fleet)
     data = fleet.proc.data_dir.resolve()
     fleet.run("b1", "open('bob-secret.txt', 'w').write('only for bob')")
     fleet.run("a2", "open('alice-two-secret.txt', 'w').write('only for alice two')")
-    paths = [str(data), str(data / "secret.key"), str(data / "credentials.json"), str(data / "nbfleet.db"),
-             str(data / "instances"), str(data / "instances" / fleet.nbs["b1"]["id"] / "work"),
-             str(data / "instances" / fleet.nbs["b1"]["id"] / "work" / "bob-secret.txt"),
-             str(data / "instances" / fleet.nbs["a2"]["id"] / "work" / "alice-two-secret.txt"),
-             sys.prefix, str(Path(sys.prefix) / "pyvenv.cfg"), "/root", "/etc/shadow", "/sys/fs/cgroup",
-             f"/proc/{fleet.proc.proc.pid}/environ", f"/proc/{fleet.server_pid('b1')}/environ"]
-    out = fleet.probe("a1", """
+    paths = [
+        str(data),
+        str(data / "secret.key"),
+        str(data / "credentials.json"),
+        str(data / "nbfleet.db"),
+        str(data / "instances"),
+        str(data / "instances" / fleet.nbs["b1"]["id"] / "work"),
+        str(data / "instances" / fleet.nbs["b1"]["id"] / "work" / "bob-secret.txt"),
+        str(data / "instances" / fleet.nbs["a2"]["id"] / "work" / "alice-two-secret.txt"),
+        sys.prefix,
+        str(Path(sys.prefix) / "pyvenv.cfg"),
+        "/root",
+        "/etc/shadow",
+        "/sys/fs/cgroup",
+        f"/proc/{fleet.proc.proc.pid}/environ",
+        f"/proc/{fleet.server_pid('b1')}/environ",
+    ]
+    out = fleet.probe(
+        "a1",
+        """
 for path in paths:
     out[path] = attempt(lambda p=path: os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1))
 names = {'secret.key', 'credentials.json', 'nbfleet.db', 'bob-secret.txt', 'alice-two-secret.txt'}
@@ -149,14 +171,18 @@ for top, dirs, files in os.walk('/'):
         continue
     found += [os.path.join(top, f) for f in files if f in names]
 out['found'] = found
-""", paths=paths)
+""",
+        paths=paths,
+    )
     assert out.pop("found") == []
     assert all(out[p] != "ok" for p in paths), out
 
 
 def test_a_notebook_cannot_signal_trace_or_see_other_processes(fleet):
     targets = {"nbfleet": fleet.proc.proc.pid, "bob": fleet.server_pid("b1"), "alice-two": fleet.server_pid("a2")}
-    out = fleet.probe("a1", """
+    out = fleet.probe(
+        "a1",
+        """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 for name, pid in targets.items():
@@ -164,19 +190,24 @@ for name, pid in targets.items():
     out['trace ' + name] = 'ok' if libc.ptrace(16, pid, 0, 0) == 0 else os.strerror(ctypes.get_errno())
 seen = [p for p in os.listdir('/proc') if p.isdigit()]
 out['processes'] = [open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode() for p in seen]
-""", targets=targets)
+""",
+        targets=targets,
+    )
     processes = out.pop("processes")
     for name in targets:
         assert out[f"kill {name}"] in ("ProcessLookupError", "PermissionError"), out
         assert out[f"trace {name}"] != "ok", out
     # Only its own sandbox: its first process, its server, the probing kernel (and what they run).
     assert len(processes) < 10, processes
-    assert not any("nbfleet.cli" in p or fleet.nbs["b1"]["id"] in p or fleet.nbs["a2"]["id"] in p
-                   for p in processes), processes
+    assert not any("nbfleet.cli" in p or fleet.nbs["b1"]["id"] in p or fleet.nbs["a2"]["id"] in p for p in processes), (
+        processes
+    )
 
 
 def test_a_notebook_runs_as_ma_user_in_its_image_and_writes_only_its_volume(fleet):
-    out = fleet.probe("a1", """
+    out = fleet.probe(
+        "a1",
+        """
 import pwd, site
 out['identity'] = [os.getuid(), pwd.getpwuid(os.getuid()).pw_name, os.getcwd(), os.environ['HOME']]
 out['prefix'] = sys.prefix
@@ -185,7 +216,8 @@ for path in ['/', '/usr', '/etc', '/home/ma-user', sys.prefix, sys.base_prefix, 
     out['write ' + path] = attempt(lambda p=path: open(os.path.join(p, 'probe.txt'), 'w').write('x'))
 for path in ['/home/ma-user/work', '/tmp']:
     out['write ' + path] = attempt(lambda p=path: open(os.path.join(p, 'probe.txt'), 'w').write('x'))
-""")
+""",
+    )
     assert out.pop("identity") == [1000, "ma-user", "/home/ma-user/work", "/home/ma-user"]
     prefix = out.pop("prefix")
     assert Path(prefix).parent == shared_environments().root and Path(prefix).name.startswith("notebook-python3.11-")
@@ -197,13 +229,16 @@ for path in ['/home/ma-user/work', '/tmp']:
 def _wheel() -> tuple[str, bytes]:
     """A minimal pure-Python wheel, so pip needs no network."""
     name, version = PACKAGE, "1.0"
-    files = {f"{name}/__init__.py": b"VALUE = 42\n",
-             f"{name}-{version}.dist-info/METADATA":
-                 f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
-                                                  b"Tag: py3-none-any\n"}
-    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-                     f"{len(data)}\n" for path, data in files.items())
+    files = {
+        f"{name}/__init__.py": b"VALUE = 42\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()
+    )
     record += f"{name}-{version}.dist-info/RECORD,,\n"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as whl:
@@ -216,12 +251,16 @@ def test_pip_install_lands_in_the_instances_own_layer(fleet):
     wheel, data = _wheel()
     fleet.upload("a1", wheel, data)
     image = fleet.probe("a1", "import sys; out['prefix'] = sys.prefix")["prefix"]
-    installed = fleet.probe("a1", """
+    installed = fleet.probe(
+        "a1",
+        """
 import subprocess
 r = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--disable-pip-version-check', wheel],
                    capture_output=True, text=True)
 out['rc'], out['output'] = r.returncode, r.stdout + r.stderr
-""", wheel=wheel)
+""",
+        wheel=wheel,
+    )
     assert installed["rc"] == 0, installed["output"]
 
     nb = fleet.nbs["a1"]
@@ -229,8 +268,10 @@ out['rc'], out['output'] = r.returncode, r.stdout + r.stderr
     fleet.alice.wait_status(nb["id"], "STOPPED", timeout=60)
     fleet.alice.ok("POST", f"/notebooks/{nb['id']}/start")
     fleet.nbs["a1"] = fleet.alice.wait_status(nb["id"], "RUNNING", timeout=120)
-    code = f"out['import'] = attempt(lambda: __import__('{PACKAGE}'))\n" \
-           f"out['where'] = getattr(sys.modules.get('{PACKAGE}'), '__file__', None)"
+    code = (
+        f"out['import'] = attempt(lambda: __import__('{PACKAGE}'))\n"
+        f"out['where'] = getattr(sys.modules.get('{PACKAGE}'), '__file__', None)"
+    )
     after = fleet.probe("a1", code)
     assert after["import"] == "ok" and after["where"].startswith("/home/ma-user/work/.local/"), after
     # Not in the other instance of the same image, not in the image, not in nbfleet's environment.
@@ -281,14 +322,19 @@ def test_a_notebook_cannot_point_its_address_at_another_socket(fleet, tmp_path):
     try:
         # The link in place of the socket, then the server ends, so that nbfleet must connect anew.
         kernel = start_kernel(fleet.base("pointer"), nb["token"])
-        send_without_waiting(fleet.base("pointer"), nb["token"], kernel,
-                             f"import os, signal, time\nos.remove('/run/nbfleet/jupyter.sock')\n"
-                             f"os.symlink({str(decoy_path)!r}, '/run/nbfleet/jupyter.sock')\n"
-                             "time.sleep(0.5); os.kill(os.getppid(), signal.SIGKILL)")
+        send_without_waiting(
+            fleet.base("pointer"),
+            nb["token"],
+            kernel,
+            f"import os, signal, time\nos.remove('/run/nbfleet/jupyter.sock')\n"
+            f"os.symlink({str(decoy_path)!r}, '/run/nbfleet/jupyter.sock')\n"
+            "time.sleep(0.5); os.kill(os.getppid(), signal.SIGKILL)",
+        )
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            answer = notebook_http.get(f"{fleet.base('pointer')}/api/status",
-                                       headers={"Authorization": f"token {nb['token']}"})
+            answer = notebook_http.get(
+                f"{fleet.base('pointer')}/api/status", headers={"Authorization": f"token {nb['token']}"}
+            )
             assert "decoy" not in answer.text
             time.sleep(0.05)
         assert answered == []

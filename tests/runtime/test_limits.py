@@ -1,4 +1,5 @@
 """ResourceLimiter against the real kernel: cgroup v1/v2 where the host allows, rlimit always."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ pytestmark = pytest.mark.runtime_only  # no store at all: the same on SQLite and
 ALLOCATE_300_MIB = "b = bytearray(300 * 1024 * 1024); print('survived', len(b))"
 
 cgroup_limiter = ResourceLimiter()
-needs_cgroups = pytest.mark.skipif(not cgroup_limiter.mechanism.startswith("cgroup"),
-                                   reason="no writable cgroup hierarchy on this host")
+needs_cgroups = pytest.mark.skipif(
+    not cgroup_limiter.mechanism.startswith("cgroup"), reason="no writable cgroup hierarchy on this host"
+)
 
 
 @pytest.fixture
@@ -44,8 +46,9 @@ def cleanup():
 
 
 def run_limited(plan, code: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], preexec_fn=plan.preexec,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=plan.preexec, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @needs_cgroups
@@ -101,16 +104,16 @@ def test_cgroup_cpu_quota_caps_cpu_time(instance_id, cleanup):
     procs, releases = cleanup
     releases.append((cgroup_limiter, instance_id))
     plan = cgroup_limiter.prepare(instance_id, FlavorLimits("one", vcpus=1, memory_mb=256))
-    if plan.cpus is None and not any((g / "cpu.cfs_quota_us").exists() or (g / "cpu.max").exists()
-                                     for g in plan.groups):
+    if plan.cpus is None and not any(
+        (g / "cpu.cfs_quota_us").exists() or (g / "cpu.max").exists() for g in plan.groups
+    ):
         pytest.skip("no cpu controller")
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("a single CPU cannot show a 1-vCPU cap")
 
     # Two busy processes under a 1-vCPU quota get at most one CPU-second per second between them
     # (on an idle 2-CPU host they would get two).
-    children = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=plan.preexec)
-                for _ in range(2)]
+    children = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=plan.preexec) for _ in range(2)]
     procs.extend(children)  # the cleanup fixture ends them
     busy = [psutil.Process(c.pid) for c in children]
     time.sleep(0.2)  # past interpreter start-up
@@ -148,8 +151,7 @@ def test_release_finds_the_groups_through_the_process(instance_id, cleanup):
     plan = cgroup_limiter.prepare(instance_id, FlavorLimits("f", vcpus=1, memory_mb=256))
     child = subprocess.Popen(["sleep", "60"], preexec_fn=plan.preexec)
     procs.append(child)
-    memory_group = next(g for g in plan.groups if (g / "memory.limit_in_bytes").exists() or
-                        (g / "memory.max").exists())
+    memory_group = next(g for g in plan.groups if (g / "memory.limit_in_bytes").exists() or (g / "memory.max").exists())
     elsewhere = memory_group.parent.parent / f"t-elsewhere-{uuid.uuid4().hex[:8]}"
     elsewhere.mkdir()
     try:
@@ -181,8 +183,9 @@ def test_release_finds_the_groups_through_the_process(instance_id, cleanup):
 @needs_cgroups
 def test_sweep_removes_only_old_empty_groups_of_unknown_instances(cleanup):
     procs, releases = cleanup
-    stale, busy, known, fresh = (f"t-sweep-{name}-{uuid.uuid4().hex[:6]}"
-                                 for name in ("stale", "busy", "known", "fresh"))
+    stale, busy, known, fresh = (
+        f"t-sweep-{name}-{uuid.uuid4().hex[:6]}" for name in ("stale", "busy", "known", "fresh")
+    )
     for iid in (stale, busy, known, fresh):
         releases.append((cgroup_limiter, iid))
         cgroup_limiter.prepare(iid, FlavorLimits("f", 1, 128))
@@ -230,7 +233,8 @@ def test_rlimit_fallback_pins_cpus(instance_id):
 
 def test_rlimit_fallback_does_not_pin_a_flavor_as_large_as_the_host(instance_id):
     plan = ResourceLimiter(use_cgroups=False).prepare(
-        instance_id, FlavorLimits("big", vcpus=len(os.sched_getaffinity(0)), memory_mb=1024))
+        instance_id, FlavorLimits("big", vcpus=len(os.sched_getaffinity(0)), memory_mb=1024)
+    )
     assert plan.cpus is None
     assert "all host CPUs" in plan.describe()
 

@@ -1,4 +1,5 @@
 """LocalRuntime with real, sandboxed jupyter-server processes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -83,8 +84,12 @@ async def scratch(tmp_path):
 async def test_start_reports_four_steps_the_limits_and_the_sandbox(running, data_dir):
     spec, placement, reporter = running
     completed = [(n, s) for n, s, _ in reporter.steps if s == StepStatus.COMPLETED]
-    assert completed == [(1, StepStatus.COMPLETED), (2, StepStatus.COMPLETED),
-                         (3, StepStatus.COMPLETED), (4, StepStatus.COMPLETED)]
+    assert completed == [
+        (1, StepStatus.COMPLETED),
+        (2, StepStatus.COMPLETED),
+        (3, StepStatus.COMPLETED),
+        (4, StepStatus.COMPLETED),
+    ]
     assert [n for n, s, _ in reporter.steps if s == StepStatus.PROCESSING] == [1, 2, 3, 4]
     kinds = dict(reporter.events)
     assert "4096 MiB" in kinds["limits"]
@@ -116,18 +121,19 @@ async def test_kernel_runs_as_ma_user_in_the_work_dir_from_the_image(running):
     spec, placement, _ = running
     printed = await Jupyter(spec, placement).run(
         "import os, pwd, sys; print(os.getcwd(), os.getuid(), pwd.getpwuid(os.getuid()).pw_name, "
-        "os.environ['HOME'], sys.prefix)")
+        "os.environ['HOME'], sys.prefix)"
+    )
     cwd, uid, user, home, prefix = printed.split()
     assert (cwd, uid, user, home) == ("/home/ma-user/work", "1000", "ma-user", "/home/ma-user")
-    assert prefix == str(shared_environments().find("notebook-python3.11",
-                                                   _declared("notebook-python3.11")).path)
+    assert prefix == str(shared_environments().find("notebook-python3.11", _declared("notebook-python3.11")).path)
 
 
 async def test_a_terminal_is_a_shell_in_the_sandbox(running):
     spec, placement, _ = running
     # The mark is computed, so the echo of the typed command cannot end the wait.
     out = await Jupyter(spec, placement).terminal(
-        "echo id=$(id -u)-$(id -un) py=$(command -v python) home=$HOME pwd=$PWD mark=END$((6*7))", until="END42")
+        "echo id=$(id -u)-$(id -un) py=$(command -v python) home=$HOME pwd=$PWD mark=END$((6*7))", until="END42"
+    )
     printed = re.search(r"id=(\S+) py=(\S+) home=(\S+) pwd=(\S+) mark=END42", out)
     assert printed, out
     who, python, home, pwd = printed.groups()
@@ -139,6 +145,7 @@ def _declared(name):
     from nbfleet.runtime.environments import EnvironmentSpec
 
     from ..images import catalogue_environment
+
     return EnvironmentSpec.from_json(catalogue_environment(name))
 
 
@@ -219,8 +226,9 @@ async def test_work_survives_stop_start_and_delete_removes_everything(scratch):
     placement = await rt.start(spec, RecordingReporter())
     data_dir = rt.data_dir
     jupyter = Jupyter(spec, placement)
-    r = await jupyter.request("PUT", "api/contents/kept.txt",
-                              json={"type": "file", "format": "text", "content": "still here"})
+    r = await jupyter.request(
+        "PUT", "api/contents/kept.txt", json={"type": "file", "format": "text", "content": "still here"}
+    )
     assert r.status_code == 201, r.text
     await jupyter.run("1")
     assert len(in_sandbox(marked(data_dir, spec.id))) >= 3  # first process, server, kernel
@@ -269,15 +277,18 @@ async def test_observe_reports_a_crashed_server(scratch):
 
 @pytest.mark.parametrize("victim", ["outer shell", "bwrap"])
 async def test_killing_the_sandboxs_host_processes_ends_everything_in_it(scratch, victim):
-    rt = scratch(limiter=ResourceLimiter(use_cgroups=False))   # no cgroup to sweep up what is left
+    rt = scratch(limiter=ResourceLimiter(use_cgroups=False))  # no cgroup to sweep up what is left
     spec = make_spec("outer")
     placement = await rt.start(spec, RecordingReporter())
     await Jupyter(spec, placement).run("1")
     processes = marked(rt.data_dir, spec.id)
     inside = in_sandbox(processes)
     assert len(inside) >= 3
-    target = next(p for p in processes if p.pid == placement.pid) if victim == "outer shell" else \
-        next(p for p in processes if p.name() == "bwrap" and p not in inside)
+    target = (
+        next(p for p in processes if p.pid == placement.pid)
+        if victim == "outer shell"
+        else next(p for p in processes if p.name() == "bwrap" and p not in inside)
+    )
     target.send_signal(signal.SIGKILL)
     async with asyncio.timeout(5):
         while any(p.is_running() and p.status() != "zombie" for p in inside):

@@ -1,4 +1,5 @@
 """The notebook reverse proxy, served by uvicorn, in front of a real Jupyter and a header-echo app."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,19 +51,22 @@ def echo_app() -> FastAPI:
         async def chunks():
             for i in range(80):
                 yield bytes([i]) * 65536
+
         return StreamingResponse(chunks(), media_type="application/octet-stream")
 
     @app.api_route("/notebooks/echo/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
     async def echo(request: Request, path: str):
         body = await request.body()
-        response = JSONResponse({
-            "method": request.method,
-            "raw_path": request.scope["raw_path"].decode(),
-            "query": request.scope["query_string"].decode(),
-            "headers": [[k, v] for k, v in request.headers.items()],
-            "body_len": len(body),
-            "body_sha": hashlib.sha256(body).hexdigest(),
-        })
+        response = JSONResponse(
+            {
+                "method": request.method,
+                "raw_path": request.scope["raw_path"].decode(),
+                "query": request.scope["query_string"].decode(),
+                "headers": [[k, v] for k, v in request.headers.items()],
+                "body_len": len(body),
+                "body_sha": hashlib.sha256(body).hexdigest(),
+            }
+        )
         response.set_cookie("first", "1", path="/notebooks/echo/")
         response.set_cookie("second", "2", path="/notebooks/echo/")
         return response
@@ -71,9 +75,15 @@ def echo_app() -> FastAPI:
     async def ws(websocket: WebSocket):
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=offered[-1] if offered else None)
-        await websocket.send_text(json.dumps({"host": websocket.headers.get("host"),
-                                              "origin": websocket.headers.get("origin"),
-                                              "auth": websocket.headers.get("x-auth-token")}))
+        await websocket.send_text(
+            json.dumps(
+                {
+                    "host": websocket.headers.get("host"),
+                    "origin": websocket.headers.get("origin"),
+                    "auth": websocket.headers.get("x-auth-token"),
+                }
+            )
+        )
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -82,7 +92,7 @@ def echo_app() -> FastAPI:
                 if message["text"] == "close-please":
                     await websocket.close(code=4321, reason="asked to")
                     return
-                if message["text"].startswith("send-me:"):   # a message of that many bytes
+                if message["text"].startswith("send-me:"):  # a message of that many bytes
                     await websocket.send_bytes(b"x" * int(message["text"].split(":", 1)[1]))
                     continue
                 await websocket.send_text("text:" + message["text"])
@@ -137,8 +147,7 @@ def proxy(routes, echo):
 
     async def resolve(notebook_id: str):
         resolved.append(notebook_id)
-        return routes.get(notebook_id) or ProxyRefusal(
-            404, "ModelArts.6309", "The instance does not exist.")
+        return routes.get(notebook_id) or ProxyRefusal(404, "ModelArts.6309", "The instance does not exist.")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -155,21 +164,38 @@ def proxy(routes, echo):
     assert proxy_object._client is None
 
 
-async def execute_via(url: str, code: str, *, origin: str | None, cookie: str | None = None,
-                      subprotocols=None) -> str:
+async def execute_via(url: str, code: str, *, origin: str | None, cookie: str | None = None, subprotocols=None) -> str:
     msg_id = uuid.uuid4().hex
     headers = [("Origin", origin)] if origin else []
     if cookie:
         headers.append(("Cookie", cookie))
-    async with websockets.connect(url, additional_headers=headers, proxy=None, open_timeout=10,
-                                  subprotocols=subprotocols) as ws:
-        await ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "t",
-                       "session": uuid.uuid4().hex, "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                        "allow_stdin": False},
-        }))
+    async with websockets.connect(
+        url, additional_headers=headers, proxy=None, open_timeout=10, subprotocols=subprotocols
+    ) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "t",
+                        "session": uuid.uuid4().hex,
+                        "version": "5.3",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "buffers": [],
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                    },
+                }
+            )
+        )
         async with asyncio.timeout(30):
             while True:
                 msg = json.loads(await ws.recv())
@@ -193,14 +219,14 @@ async def close_code(url: str, **kwargs) -> tuple[int | None, str]:
 async def test_a_websocket_message_over_the_bound_closes_the_connection_instead_of_filling_memory(proxy):
     url = proxy.base.replace("http", "ws", 1) + "/notebooks/echo/ws"
     async with websockets.connect(url, proxy=None, open_timeout=10, max_size=None) as ws:
-        await ws.recv()   # the greeting
+        await ws.recv()  # the greeting
         await ws.send(f"send-me:{WS_MAX_MESSAGE // 2}")
         assert len(await ws.recv()) == WS_MAX_MESSAGE // 2
         await ws.send(f"send-me:{WS_MAX_MESSAGE * 4}")
         with pytest.raises(ConnectionClosed):
             async with asyncio.timeout(10):
                 await ws.recv()
-        assert ws.close_code == 1009   # message too big
+        assert ws.close_code == 1009  # message too big
 
 
 async def test_unknown_notebook_is_a_404_json_error(proxy):
@@ -212,8 +238,9 @@ async def test_unknown_notebook_is_a_404_json_error(proxy):
 
 async def test_a_browser_gets_a_readable_page(proxy):
     async with httpx.AsyncClient() as c:
-        r = await c.get(f"{proxy.base}/notebooks/stopped-nb/lab",
-                        headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        r = await c.get(
+            f"{proxy.base}/notebooks/stopped-nb/lab", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        )
     assert r.status_code == 409
     assert r.headers["content-type"].startswith("text/html")
     assert "STOPPED" in r.text and "ModelArts.6357" in r.text
@@ -221,8 +248,9 @@ async def test_a_browser_gets_a_readable_page(proxy):
 
 async def test_an_api_client_gets_json_for_a_stopped_notebook(proxy):
     async with httpx.AsyncClient() as c:
-        r = await c.post(f"{proxy.base}/notebooks/stopped-nb/api/kernels", json={},
-                         headers={"Accept": "application/json"})
+        r = await c.post(
+            f"{proxy.base}/notebooks/stopped-nb/api/kernels", json={}, headers={"Accept": "application/json"}
+        )
     assert r.status_code == 409
     assert r.json() == {"error_code": STOPPED.error_code, "error_msg": STOPPED.message}
 
@@ -240,8 +268,9 @@ async def test_a_dead_upstream_is_a_quick_502(proxy, target):
 async def test_websockets_to_refused_or_dead_targets_close_with_4xxx(proxy):
     ws_base = proxy.base.replace("http", "ws", 1)
     assert (await close_code(f"{ws_base}/notebooks/no-such-id/api/kernels/x/channels"))[0] == 4404
-    code, reason = await close_code(f"{ws_base}/notebooks/stopped-nb/api/kernels/x/channels",
-                                    subprotocols=[KERNEL_PROTOCOL])
+    code, reason = await close_code(
+        f"{ws_base}/notebooks/stopped-nb/api/kernels/x/channels", subprotocols=[KERNEL_PROTOCOL]
+    )
     assert code == 4409 and "STOPPED" in reason
     assert (await close_code(f"{ws_base}/notebooks/gone-nb/api/kernels/x/channels"))[0] == 4502
     assert (await close_code(f"{ws_base}/notebooks/gone-socket/api/kernels/x/channels"))[0] == 4502
@@ -264,8 +293,13 @@ async def test_request_details_reach_the_upstream(proxy):
         r = await c.post(
             f"{proxy.base}/notebooks/echo/api/contents/a%20b%2Fc.txt?x=1&y=%20",
             content=b"hello",
-            headers={"Host": "nb.example.test:8443", "X-Auth-Token": "iam-secret", "X-Custom": "kept",
-                     "Connection": "keep-alive, X-Hop", "X-Hop": "dropped"},
+            headers={
+                "Host": "nb.example.test:8443",
+                "X-Auth-Token": "iam-secret",
+                "X-Custom": "kept",
+                "Connection": "keep-alive, X-Hop",
+                "X-Hop": "dropped",
+            },
         )
     assert r.status_code == 200
     seen = r.json()
@@ -293,7 +327,7 @@ async def test_bodies_stream_both_ways(proxy):
 
     async def chunks():
         for i in range(0, len(upload), 256 * 1024):
-            yield upload[i:i + 256 * 1024]
+            yield upload[i : i + 256 * 1024]
 
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.put(f"{proxy.base}/notebooks/echo/upload", content=chunks())  # chunked, no length
@@ -306,9 +340,12 @@ async def test_bodies_stream_both_ways(proxy):
 
 async def test_websocket_frames_keep_their_type_and_subprotocol(proxy):
     url = proxy.base.replace("http", "ws", 1) + "/notebooks/echo/ws"
-    async with websockets.connect(url, proxy=None, subprotocols=["one", "two"],
-                                  additional_headers=[("Origin", "https://public.example"),
-                                                      ("X-Auth-Token", "iam-secret")]) as ws:
+    async with websockets.connect(
+        url,
+        proxy=None,
+        subprotocols=["one", "two"],
+        additional_headers=[("Origin", "https://public.example"), ("X-Auth-Token", "iam-secret")],
+    ) as ws:
         hello = json.loads(await ws.recv())
         assert ws.subprotocol == "two"  # chosen by the upstream
         assert hello == {"host": f"127.0.0.1:{proxy.port}", "origin": "https://public.example", "auth": None}
@@ -369,8 +406,12 @@ async def test_kernel_over_the_proxied_websocket(proxy, notebook):
     assert await execute_via(ws_url, "6*7", origin=proxy.base, cookie=cookie) == "42"
 
     # The kernel protocol is negotiated end to end.
-    async with websockets.connect(f"{ws_url}?token={spec.token}", proxy=None, subprotocols=[KERNEL_PROTOCOL],
-                                  additional_headers=[("Origin", proxy.base)]) as ws:
+    async with websockets.connect(
+        f"{ws_url}?token={spec.token}",
+        proxy=None,
+        subprotocols=[KERNEL_PROTOCOL],
+        additional_headers=[("Origin", proxy.base)],
+    ) as ws:
         assert ws.subprotocol == KERNEL_PROTOCOL
 
     # Every client that left was disconnected upstream too: Jupyter counts no open kernel sockets.
@@ -382,8 +423,9 @@ async def test_kernel_over_the_proxied_websocket(proxy, notebook):
 async def test_jupyter_refusing_the_websocket_closes_the_client_with_4403(proxy, notebook):
     spec, _ = notebook
     async with httpx.AsyncClient() as c:
-        r = await c.get(f"{proxy.base}/notebooks/{spec.id}/api/kernels",
-                        headers={"Authorization": f"token {spec.token}"})
+        r = await c.get(
+            f"{proxy.base}/notebooks/{spec.id}/api/kernels", headers={"Authorization": f"token {spec.token}"}
+        )
         kernels = r.json()
     kernel = kernels[0]["id"] if kernels else "missing"
     url = proxy.base.replace("http", "ws", 1) + f"/notebooks/{spec.id}/api/kernels/{kernel}/channels?token=wrong"

@@ -1,4 +1,5 @@
 """nbfleet with the local runtime, end to end: real Jupyter processes behind nbfleet's own port."""
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,19 @@ pytestmark = pytest.mark.slow
 # runtime_only below: what a test checks is the local runtime (Jupyter, limits, idle detection), and the store
 # work it does is the API's ordinary work, which the other tiers check on PostgreSQL too (.ci/run runs it once).
 
-SHORT_LEASES = {"NBFLEET_LEASE__TIMING_MIN_MS": "2000", "NBFLEET_LEASE__IDLE_MIN_MS": "2000",
-                "NBFLEET_OBSERVE_INTERVAL": "0.3"}
+SHORT_LEASES = {
+    "NBFLEET_LEASE__TIMING_MIN_MS": "2000",
+    "NBFLEET_LEASE__IDLE_MIN_MS": "2000",
+    "NBFLEET_OBSERVE_INTERVAL": "0.3",
+}
 # Servers that get killed and restarted: on PostgreSQL a killed server's claims are not released by its
 # successor but run out (docs/operations.md), so short claims keep each recovery from waiting 30 s.
 CRASH_ENV = {**SHORT_LEASES, "NBFLEET_CLAIM_SECONDS": "5"}
 
 
-def jupyter_processes(data_dir: Path, *, servers_only: bool = True, instance_id: str | None = None
-                      ) -> list[psutil.Process]:
+def jupyter_processes(
+    data_dir: Path, *, servers_only: bool = True, instance_id: str | None = None
+) -> list[psutil.Process]:
     """Live processes of the data dir's instances (of one, with ``instance_id``): by default only their
     jupyter-server processes, not the sandbox around them, kernels or short-lived helpers."""
     found = marked(data_dir, instance_id)
@@ -74,7 +79,7 @@ def test_jupyter_through_nbfleets_port(server):
     proc, client = server
     nb = client.wait_status(client.create("proxied")["id"], "RUNNING")
     base = notebook_base(nb)
-    assert base == f"http://{nb['id']}.nb.localhost:{proc.port}"   # an origin of its own, on nbfleet's port
+    assert base == f"http://{nb['id']}.nb.localhost:{proc.port}"  # an origin of its own, on nbfleet's port
     assert notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"}).status_code == 200
     assert notebook_http.get(f"{base}/api/status").status_code == 403
     lab = notebook_http.get(nb["url"], headers={"Authorization": f"token {nb['token']}"})
@@ -111,10 +116,13 @@ def test_writes_and_websockets_from_another_origin_are_refused_whatever_the_cred
     sibling = f"http://0badc0de-0000-4000-8000-000000000000.nb.localhost:{proc.port}"
     refused = notebook_http.post(f"{base}/api/kernels", json={"name": "python3"}, headers={**token, "Origin": sibling})
     assert refused.status_code == 403 and refused.json()["error_code"] == "ModelArts.0108"
-    assert notebook_http.get(f"{base}/api/kernels", headers=token).json() == []   # nothing was started
-    with (pytest.raises(Exception) as closed,   # refused before it reaches Jupyter: close code 4403
-          notebook_http.websocket(f"ws://{base.split('://', 1)[1]}/api/events/subscribe",
-                                  additional_headers={**token, "Origin": sibling}) as ws):
+    assert notebook_http.get(f"{base}/api/kernels", headers=token).json() == []  # nothing was started
+    with (
+        pytest.raises(Exception) as closed,  # refused before it reaches Jupyter: close code 4403
+        notebook_http.websocket(
+            f"ws://{base.split('://', 1)[1]}/api/events/subscribe", additional_headers={**token, "Origin": sibling}
+        ) as ws,
+    ):
         ws.recv(timeout=10)
     assert "4403" in str(closed.value)
     # Its own pages, and clients that are no browser (no Origin), may.
@@ -128,11 +136,16 @@ def test_the_jupyter_version_is_told_only_to_who_can_sign_in(server):
     proc, client = server
     nb = client.wait_status(client.create("versioned")["id"], "RUNNING")
     base = notebook_base(nb)
-    for anonymous in (notebook_http.get(f"{base}/api"), notebook_http.get(f"{base}/api/"),
-                      notebook_http.get(f"{base}/api", headers={"Authorization": "token not-the-token"})):
+    for anonymous in (
+        notebook_http.get(f"{base}/api"),
+        notebook_http.get(f"{base}/api/"),
+        notebook_http.get(f"{base}/api", headers={"Authorization": "token not-the-token"}),
+    ):
         assert anonymous.status_code == 403 and "version" not in anonymous.text
-    for signed_in in (notebook_http.get(f"{base}/api", headers={"Authorization": f"token {nb['token']}"}),
-                      notebook_http.get(f"{base}/api?token={nb['token']}")):
+    for signed_in in (
+        notebook_http.get(f"{base}/api", headers={"Authorization": f"token {nb['token']}"}),
+        notebook_http.get(f"{base}/api?token={nb['token']}"),
+    ):
         assert signed_in.status_code == 200 and "version" in signed_in.json()
     client.ok("DELETE", f"/notebooks/{nb['id']}")
 
@@ -142,8 +155,11 @@ def test_work_survives_stop_and_start_and_delete_removes_everything(server):
     proc, client = server
     nb = client.wait_status(client.create("persist")["id"], "RUNNING")
     headers = {"Authorization": f"token {nb['token']}"}
-    put = notebook_http.put(f"{notebook_base(nb)}/api/contents/keep.txt", headers=headers,
-                    json={"type": "file", "format": "text", "content": "still here"})
+    put = notebook_http.put(
+        f"{notebook_base(nb)}/api/contents/keep.txt",
+        headers=headers,
+        json={"type": "file", "format": "text", "content": "still here"},
+    )
     assert put.status_code in (200, 201), put.text
     procs = jupyter_processes(proc.data_dir, instance_id=nb["id"])
     assert procs
@@ -154,8 +170,9 @@ def test_work_survives_stop_and_start_and_delete_removes_everything(server):
     assert not psutil.pid_exists(nb_pid) or psutil.Process(nb_pid).status() == psutil.STATUS_ZOMBIE
     client.ok("POST", f"/notebooks/{nb['id']}/start")
     running = client.wait_status(nb["id"], "RUNNING")
-    got = notebook_http.get(f"{notebook_base(running)}/api/contents/keep.txt",
-                    headers={"Authorization": f"token {running['token']}"})
+    got = notebook_http.get(
+        f"{notebook_base(running)}/api/contents/keep.txt", headers={"Authorization": f"token {running['token']}"}
+    )
     assert got.status_code == 200 and got.json()["content"] == "still here"
     work_dirs = list(proc.data_dir.glob(f"instances/{nb['id']}*"))
     assert work_dirs
@@ -240,8 +257,9 @@ def test_sigterm_leaves_notebooks_running_and_restart_adopts_them(tmp_path):
     try:
         again = client.wait_status(nb["id"], "RUNNING")
         assert {p.pid for p in jupyter_processes(first.data_dir)} == pids
-        status = notebook_http.get(f"{notebook_base(again)}/api/status",
-                                   headers={"Authorization": f"token {again['token']}"})
+        status = notebook_http.get(
+            f"{notebook_base(again)}/api/status", headers={"Authorization": f"token {again['token']}"}
+        )
         assert status.status_code == 200
     finally:
         client.ok("DELETE", f"/notebooks/{nb['id']}")
@@ -307,14 +325,27 @@ def test_orphan_processes_are_reaped_on_start(tmp_path):
         client.close()
 
 
-
 @pytest.mark.runtime_only
 def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
     """A flavor of 512 MiB: a cell that allocates 1.5 GiB loses its kernel; the server lives on."""
     flavors = tmp_path / "flavors.json"
-    flavors.write_text(json.dumps([{"id": "tiny.512m", "name": "tiny", "description": "test", "arch": "x86_64",
-                                    "category": "CPU", "feature": "NOTEBOOK", "free": False, "vcpus": 1,
-                                    "memory_gb": 0.5}]))
+    flavors.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "tiny.512m",
+                    "name": "tiny",
+                    "description": "test",
+                    "arch": "x86_64",
+                    "category": "CPU",
+                    "feature": "NOTEBOOK",
+                    "free": False,
+                    "vcpus": 1,
+                    "memory_gb": 0.5,
+                }
+            ]
+        )
+    )
     server = _crash_server(tmp_path, NBFLEET_FLAVORS_FILE=str(flavors))
     client = SignedClient(server.endpoint, server.admin_creds())
     try:
@@ -325,12 +356,21 @@ def test_flavor_memory_limit_kills_a_kernel_that_exceeds_it(tmp_path):
         kernel = start_kernel(base, nb["token"])
         if limits.startswith("cgroup"):
             assert "512 MiB" in limits
-            with pytest.raises(Exception):   # noqa: B017 - the kernel's death surfaces as a closed socket, a timeout or an error, as timing has it
-                execute(base, nb["token"], kernel, "b = bytearray(1536 * 2**20); b[::4096] = b'x' * len(b[::4096]); 1",
-                        timeout=60)
+            with pytest.raises(Exception):  # noqa: B017 - the kernel's death surfaces as a closed socket, a timeout or an error, as timing has it
+                execute(
+                    base,
+                    nb["token"],
+                    kernel,
+                    "b = bytearray(1536 * 2**20); b[::4096] = b'x' * len(b[::4096]); 1",
+                    timeout=60,
+                )
         else:  # rlimit fallback: the allocation fails inside the kernel instead
-            out = execute(base, nb["token"], kernel,
-                          "try:\n b = bytearray(1536 * 2**20)\nexcept MemoryError:\n print('MemoryError')")
+            out = execute(
+                base,
+                nb["token"],
+                kernel,
+                "try:\n b = bytearray(1536 * 2**20)\nexcept MemoryError:\n print('MemoryError')",
+            )
             assert "MemoryError" in out
         # the server itself is still there
         status = notebook_http.get(f"{base}/api/status", headers={"Authorization": f"token {nb['token']}"})
@@ -351,10 +391,15 @@ def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
         StartNotebookRequest,
         StopNotebookRequest,
     )
+
     proc, client = server
     c = proc.creds
-    sdk = (ModelArtsClient.new_builder().with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
-           .with_endpoint(proc.endpoint).build())
+    sdk = (
+        ModelArtsClient.new_builder()
+        .with_credentials(BasicCredentials(c["ak"], c["sk"], c["project_id"]))
+        .with_endpoint(proc.endpoint)
+        .build()
+    )
     nb = client.wait_status(client.create("via-sdk")["id"], "RUNNING")
     assert sdk.stop_notebook(StopNotebookRequest(id=nb["id"])).status == "STOPPING"
     client.wait_status(nb["id"], "STOPPED", timeout=30)
@@ -369,8 +414,9 @@ def test_sdk_drives_start_stop_and_lease_on_real_notebooks(server):
     assert renewed.duration <= lease.duration and renewed.update_at >= lease.update_at
     current = client.ok("GET", f"/notebooks/{nb['id']}")
     assert current["token"] == shown.token  # rotated by the start, and the one Jupyter now accepts
-    status = notebook_http.get(f"{notebook_base(current)}/api/status",
-                               headers={"Authorization": f"token {shown.token}"})
+    status = notebook_http.get(
+        f"{notebook_base(current)}/api/status", headers={"Authorization": f"token {shown.token}"}
+    )
     assert status.status_code == 200
     client.ok("DELETE", f"/notebooks/{nb['id']}")
 
@@ -381,10 +427,11 @@ def test_serve_refuses_to_run_notebooks_unsandboxed_unless_told(tmp_path):
     with pytest.raises(RuntimeError, match="exited with 2") as refused:
         broken.start()
     assert "cannot isolate notebooks" in str(refused.value) and "--single-user" in str(refused.value)
-    assert not (tmp_path / "refused" / "credentials.json").exists()   # nothing was set up
+    assert not (tmp_path / "refused" / "credentials.json").exists()  # nothing was set up
 
-    single = ServeProcess(tmp_path / "single", runtime="local", env={"NBFLEET_BWRAP": "/bin/false"},
-                          args=["--single-user"]).start()
+    single = ServeProcess(
+        tmp_path / "single", runtime="local", env={"NBFLEET_BWRAP": "/bin/false"}, args=["--single-user"]
+    ).start()
     try:
         health = httpx.get(f"{single.endpoint}/health").json()
         assert health["isolation"]["mechanism"] == "none" and health["isolation"]["single_user"] is True

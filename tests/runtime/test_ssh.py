@@ -1,5 +1,6 @@
 """SSH into notebook instances of the local runtime with the real OpenSSH client (ssh, sftp, ssh -L),
 through nbfleet's gateway, against real sandboxed instances."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,10 +31,13 @@ from ..support import end_process
 from .local_helpers import marked
 
 MISSING = not shutil.which("ssh") or not Path("/usr/lib/openssh/sftp-server").exists()
-if MISSING and os.environ.get("NBFLEET_REQUIRE_SSH") == "1":   # .ci/run installs them: CI must not skip
+if MISSING and os.environ.get("NBFLEET_REQUIRE_SSH") == "1":  # .ci/run installs them: CI must not skip
     raise RuntimeError("the SSH tests need openssh-client and openssh-sftp-server")
-pytestmark = [pytest.mark.slow, pytest.mark.runtime_only,
-              pytest.mark.skipif(MISSING, reason="needs openssh-client and openssh-sftp-server")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.runtime_only,
+    pytest.mark.skipif(MISSING, reason="needs openssh-client and openssh-sftp-server"),
+]
 
 
 def keygen(path: Path) -> Path:
@@ -52,20 +56,48 @@ class Ssh:
         self.strict = strict
 
     def options(self, *extra: str) -> list[str]:
-        hosts = (["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
-                 if self.known_hosts else ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        return ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
-                "-o", "LogLevel=ERROR", *hosts, "-i", str(self.key), *extra]
+        hosts = (
+            ["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+            if self.known_hosts
+            else ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        )
+        return [
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            *hosts,
+            "-i",
+            str(self.key),
+            *extra,
+        ]
 
-    def run(self, *command: str, input: str | None = None, timeout: float = 60,
-            extra=()) -> subprocess.CompletedProcess:
-        return subprocess.run(["ssh", *self.options(*extra), "-p", str(self.port), f"{self.user}@{self.host}",
-                               *command], capture_output=True, text=True, input=input, timeout=timeout,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+    def run(
+        self, *command: str, input: str | None = None, timeout: float = 60, extra=()
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", *self.options(*extra), "-p", str(self.port), f"{self.user}@{self.host}", *command],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
 
     def sftp(self, batch: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["sftp", *self.options(), "-P", str(self.port), "-b", "-", f"{self.user}@{self.host}"],
-                              capture_output=True, text=True, input=batch, timeout=60)
+        return subprocess.run(
+            ["sftp", *self.options(), "-P", str(self.port), "-b", "-", f"{self.user}@{self.host}"],
+            capture_output=True,
+            text=True,
+            input=batch,
+            timeout=60,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +106,31 @@ def fleet(tmp_path_factory):
     keys = root / "keys"
     keys.mkdir()
     good, other = keygen(keys / "good"), keygen(keys / "other")
-    proc = ServeProcess(root / "data", runtime="local", env={"NBFLEET_SSH_PORT": str(free_port()),
-                                                             "NBFLEET_INSTANCE_QUOTA": "-1"}).start()
+    proc = ServeProcess(
+        root / "data", runtime="local", env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_INSTANCE_QUOTA": "-1"}
+    ).start()
     client = SignedClient(proc.endpoint, proc.admin_creds())
-    subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user", proc.creds["user_id"],
-                    "--name", "laptop", "--public-key", f"{good}.pub", "--data-dir", str(proc.data_dir)],
-                   check=True, env=proc.cli_env(), capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "admin",
+            "add-keypair",
+            "--user",
+            proc.creds["user_id"],
+            "--name",
+            "laptop",
+            "--public-key",
+            f"{good}.pub",
+            "--data-dir",
+            str(proc.data_dir),
+        ],
+        check=True,
+        env=proc.cli_env(),
+        capture_output=True,
+        timeout=60,
+    )
     try:
         yield proc, client, good, other
     finally:
@@ -123,7 +174,7 @@ def test_exec_pty_and_environment_are_the_instances(fleet):
     r = ssh.run("python -c 'import sys; print(sys.prefix, 6*7)'")
     assert r.returncode == 0, r.stderr
     prefix, answer = r.stdout.split()
-    assert answer == "42" and "notebook-python3.11" in prefix   # the image's environment, first on PATH
+    assert answer == "42" and "notebook-python3.11" in prefix  # the image's environment, first on PATH
     r = ssh.run("id -un; id -u; pwd; echo $HOME; grep -E 'NoNewPrivs|CapEff' /proc/self/status; exit 3")
     assert r.returncode == 3, r.stderr
     lines = r.stdout.split("\n")
@@ -136,7 +187,7 @@ def test_exec_pty_and_environment_are_the_instances(fleet):
     r = ssh.run("tty; echo cols=$(tput cols); exit 5", extra=("-tt",))
     assert r.returncode == 5 and "/dev/pts/" in r.stdout and "cols=" in r.stdout, (r.stdout, r.stderr)
     # a paste far larger than a terminal's buffer arrives whole and in order
-    pasted = "".join(f"{i:07d}" + ("\n" if i % 10 == 9 else "") for i in range(30_000))   # 213 000 characters
+    pasted = "".join(f"{i:07d}" + ("\n" if i % 10 == 9 else "") for i in range(30_000))  # 213 000 characters
     r = ssh.run(f"head -c {len(pasted)} | md5sum", input=pasted, extra=("-tt",), timeout=120)
     assert r.returncode == 0 and hashlib.md5(pasted.encode()).hexdigest() in r.stdout, (r.stdout[-300:], r.stderr)
 
@@ -149,7 +200,7 @@ def test_the_session_cannot_reach_nbfleet_or_the_host(fleet):
     r = ssh.run(f"ls {data_dir}; cat {data_dir}/nbfleet.db; ls /proc | grep -c '^[0-9]'; cat /proc/1/comm")
     assert "No such file or directory" in r.stderr and "nbfleet.db" not in r.stdout
     count, init = r.stdout.split()
-    assert int(count) < 15 and init == "bwrap"   # the sandbox's own PID namespace, not the host's
+    assert int(count) < 15 and init == "bwrap"  # the sandbox's own PID namespace, not the host's
     assert not Path(f"{data_dir}/instances/{nb['id']}/work/.nbfleet-probe").exists()
     # nothing of nbfleet's process is handed down: only the standard streams (and ls's own directory)
     r = ssh.run("ls /proc/self/fd")
@@ -167,10 +218,11 @@ def test_sftp_upload_is_seen_by_jupyter(fleet, tmp_path):
     local = tmp_path / "hello.txt"
     local.write_text("uploaded over sftp\n")
     r = ssh.sftp(f"put {local} hello.txt\nls -l\n")
-    assert r.returncode == 0, r.stderr   # sftp-server's exit status reaches the client
+    assert r.returncode == 0, r.stderr  # sftp-server's exit status reaches the client
     base = nb["url"].rsplit("/lab", 1)[0]
-    got = notebook_http.get(f"{base}/api/contents/hello.txt", params={"content": "1"},
-                            headers={"Authorization": f"token {nb['token']}"})
+    got = notebook_http.get(
+        f"{base}/api/contents/hello.txt", params={"content": "1"}, headers={"Authorization": f"token {nb['token']}"}
+    )
     assert got.status_code == 200 and got.json()["content"] == "uploaded over sftp\n"
     # and back
     r = ssh.sftp(f"get hello.txt {tmp_path / 'back.txt'}\n")
@@ -185,14 +237,23 @@ def test_local_forward_reaches_a_server_inside_the_instance_only(fleet):
     nb = running(client, "ssh-forward")
     ssh = Ssh(ssh_endpoint(nb)["uri"], good)
     inner = 8765
-    r = ssh.run(f"echo inside > /tmp/marker.txt; cd /tmp; nohup python -m http.server {inner} --bind 127.0.0.1 "
-                ">/dev/null 2>&1 &")
+    r = ssh.run(
+        f"echo inside > /tmp/marker.txt; cd /tmp; nohup python -m http.server {inner} --bind 127.0.0.1 "
+        ">/dev/null 2>&1 &"
+    )
     assert r.returncode == 0, r.stderr
     local = free_port()
-    tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{inner}",
-                                                   "-o", "ExitOnForwardFailure=yes"),
-                               "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"],
-                              stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tunnel = subprocess.Popen(
+        [
+            "ssh",
+            *ssh.options("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{inner}", "-o", "ExitOnForwardFailure=yes"),
+            "-p",
+            str(ssh.port),
+            f"{ssh.user}@{ssh.host}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         body = None
         deadline = time.monotonic() + 30
@@ -212,7 +273,7 @@ def test_local_forward_reaches_a_server_inside_the_instance_only(fleet):
     api = urlsplit(proc.endpoint).port
     r = ssh.run("true", extra=("-W", f"127.0.0.1:{api}"))
     assert r.returncode != 0
-    r = ssh.run("true", extra=("-W", "192.0.2.1:80"))   # nor any other address
+    r = ssh.run("true", extra=("-W", "192.0.2.1:80"))  # nor any other address
     assert r.returncode != 0
     # remote forwarding is refused
     r = ssh.run("true", extra=("-R", f"127.0.0.1:{free_port()}:127.0.0.1:{api}", "-o", "ExitOnForwardFailure=yes"))
@@ -227,11 +288,31 @@ def test_only_the_named_keys_from_allowed_addresses(fleet, tmp_path):
     wrong = Ssh(uri, other).run("true")
     assert wrong.returncode == 255 and "Permission denied (publickey)" in wrong.stderr
     # passwords and keyboard-interactive are not offered at all
-    listed = subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                             "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",
-                             "-o", "PreferredAuthentications=password,keyboard-interactive",
-                             "-p", str(urlsplit(uri).port), f"{nb['id']}@127.0.0.1", "true"],
-                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    listed = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-p",
+            str(urlsplit(uri).port),
+            f"{nb['id']}@127.0.0.1",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert listed.returncode == 255 and "Permission denied (publickey)" in listed.stderr
     # another instance's name, a stopped one or an unknown one: the same refusal
     outside = running(client, "ssh-outside", allowed_access_ips=["203.0.113.0/24"])
@@ -253,9 +334,18 @@ def test_a_deleted_key_pair_opens_nothing_more(fleet, tmp_path):
     master = tmp_path / "mux"
     mux = ["-o", "ControlMaster=yes", "-o", f"ControlPath={master}", "-o", "ControlPersist=60"]
     assert ssh.run("true", extra=mux).returncode == 0
-    tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{free_port()}:127.0.0.1:9"),
-                               "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tunnel = subprocess.Popen(
+        [
+            "ssh",
+            *ssh.options("-N", "-L", f"127.0.0.1:{free_port()}:127.0.0.1:9"),
+            "-p",
+            str(ssh.port),
+            f"{ssh.user}@{ssh.host}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(2)
     assert tunnel.poll() is None
     cli.ok("keypairs", "delete", "spare")
@@ -279,20 +369,33 @@ def test_stop_ends_sessions_and_refuses_new_ones(fleet):
     proc, client, good, _ = fleet
     nb = running(client, "ssh-stop")
     ssh = Ssh(ssh_endpoint(nb)["uri"], good)
-    long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
-                             "echo started; sleep 300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    long = subprocess.Popen(
+        ["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}", "echo started; sleep 300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     # a connection without any session (a tunnel waiting for use): the gateway closes it too
-    idle = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{free_port()}:127.0.0.1:9"),
-                             "-p", str(ssh.port), f"{ssh.user}@{ssh.host}"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    idle = subprocess.Popen(
+        [
+            "ssh",
+            *ssh.options("-N", "-L", f"127.0.0.1:{free_port()}:127.0.0.1:9"),
+            "-p",
+            str(ssh.port),
+            f"{ssh.user}@{ssh.host}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert long.stdout.readline() == "started\n"
         time.sleep(1)
         assert idle.poll() is None
         client.ok("POST", f"/notebooks/{nb['id']}/stop")
         client.wait_status(nb["id"], "STOPPED", timeout=60)
-        long.wait(timeout=30)   # the session ended with the instance, well before its sleep
+        long.wait(timeout=30)  # the session ended with the instance, well before its sleep
         assert long.returncode != 0
         idle.wait(timeout=15)
     finally:
@@ -316,15 +419,18 @@ def test_host_key_is_kept_across_restarts(fleet, tmp_path):
     key_file = proc.data_dir / "ssh_host_ed25519_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     # a session open while nbfleet shuts down ends with it, and does not hold the shutdown up
-    open_session = subprocess.Popen(["ssh", *first.options(), "-p", str(first.port), f"{first.user}@{first.host}",
-                                     "echo open; sleep 300"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    text=True)
+    open_session = subprocess.Popen(
+        ["ssh", *first.options(), "-p", str(first.port), f"{first.user}@{first.host}", "echo open; sleep 300"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert open_session.stdout.readline() == "open\n"
     started = time.monotonic()
     proc.terminate()
     assert time.monotonic() - started < 20
     open_session.wait(timeout=15)
-    proc.start()   # same data dir and ports; the instance was adopted
+    proc.start()  # same data dir and ports; the instance was adopted
     client.wait_status(nb["id"], "RUNNING", timeout=60)
     r = Ssh(uri, good, known_hosts=known).run("echo same")
     assert r.returncode == 0 and r.stdout == "same\n", r.stderr
@@ -338,47 +444,98 @@ def test_the_cli_prints_a_working_ssh_command_and_config(fleet, tmp_path):
     printed = cli.ok("notebooks", "ssh", nb["id"], "-i", str(good)).stdout.strip()
     argv = shlex.split(printed)
     assert argv[0] == "ssh" and argv[-1] == f"{nb['id']}@127.0.0.1"
-    quiet = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
-    r = subprocess.run([argv[0], *quiet, *argv[1:], "echo", "via-cli"], capture_output=True, text=True,
-                       timeout=60, stdin=subprocess.DEVNULL)
+    quiet = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=10",
+    ]
+    r = subprocess.run(
+        [argv[0], *quiet, *argv[1:], "echo", "via-cli"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0 and r.stdout == "via-cli\n", r.stderr
     # the ~/.ssh/config entry VS Code Remote-SSH uses
     config = tmp_path / "ssh_config"
     config.write_text(cli.ok("notebooks", "ssh", nb["id"], "-i", str(good), "--config").stdout)
     alias = config.read_text().split()[1]
-    r = subprocess.run(["ssh", "-F", str(config), *quiet, alias, "echo", "via-config"], capture_output=True,
-                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["ssh", "-F", str(config), *quiet, alias, "echo", "via-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0 and r.stdout == "via-config\n", r.stderr
 
 
 def test_the_console_shows_the_ssh_command(fleet):
     proc, client, good, _ = fleet
     nb = running(client, "ssh-console")
-    subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "set-password", "--user", proc.creds["user_id"],
-                    "--password-stdin", "--data-dir", str(proc.data_dir)], input="console-password-1\n",
-                   check=True, capture_output=True, text=True, timeout=60, env=proc.cli_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbfleet.cli.main",
+            "admin",
+            "set-password",
+            "--user",
+            proc.creds["user_id"],
+            "--password-stdin",
+            "--data-dir",
+            str(proc.data_dir),
+        ],
+        input="console-password-1\n",
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=proc.cli_env(),
+    )
     with httpx.Client(base_url=proc.endpoint, timeout=30) as browser:
         page = browser.get("/console/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        browser.post("/console/login", data={"csrf_token": csrf, "user": proc.creds["user_name"],
-                                             "password": "console-password-1"})
+        browser.post(
+            "/console/login",
+            data={"csrf_token": csrf, "user": proc.creds["user_name"], "password": "console-password-1"},
+        )
         detail = browser.get(f"/console/notebooks/{nb['id']}")
     assert detail.status_code == 200
     shown = html.unescape(re.search(r'<pre class="mono small" id="ssh-command">([^<]+)</pre>', detail.text).group(1))
     assert shown == f"ssh -p {Ssh(ssh_endpoint(nb)['uri'], good).port} {nb['id']}@127.0.0.1"
     argv = shlex.split(shown)
-    r = subprocess.run([argv[0], *Ssh(ssh_endpoint(nb)["uri"], good).options(), *argv[1:], "echo", "ok"],
-                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [argv[0], *Ssh(ssh_endpoint(nb)["uri"], good).options(), *argv[1:], "echo", "ok"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
 
 
 def test_an_ssh_only_image_runs_without_jupyter(fleet):
     proc, client, good, _ = fleet
     devbox = client.image_id("ssh-devbox")
-    refused = client.call("POST", "/notebooks", body={"name": "devbox-nossh", "image_id": devbox,
-                                                      "flavor": "modelarts.vm.cpu.2u",
-                                                      "volume": {"category": "EVS", "ownership": "MANAGED"}})
+    refused = client.call(
+        "POST",
+        "/notebooks",
+        body={
+            "name": "devbox-nossh",
+            "image_id": devbox,
+            "flavor": "modelarts.vm.cpu.2u",
+            "volume": {"category": "EVS", "ownership": "MANAGED"},
+        },
+    )
     assert refused.status_code == 400 and refused.json()["error_code"] == "ModelArts.6768"
     nb = client.create("devbox", image_id=devbox, endpoints=[{"service": "SSH", "key_pair_names": ["laptop"]}])
     nb = client.wait_status(nb["id"], "RUNNING", timeout=180)
@@ -390,8 +547,9 @@ def test_an_ssh_only_image_runs_without_jupyter(fleet):
     assert "jupyter_server" not in r.stdout and "signal.pause()" in r.stdout
     assert not any("jupyter_server" in " ".join(p.cmdline()) for p in marked(proc.data_dir, nb["id"]))
     # its notebook address answers like any instance that is not running
-    page = notebook_http.get(f"{nb['url'].rsplit('/lab', 1)[0]}/api/status",
-                             headers={"Authorization": f"token {nb['token']}"})
+    page = notebook_http.get(
+        f"{nb['url'].rsplit('/lab', 1)[0]}/api/status", headers={"Authorization": f"token {nb['token']}"}
+    )
     assert page.status_code == 404
     client.ok("POST", f"/notebooks/{nb['id']}/stop")
     client.wait_status(nb["id"], "STOPPED", timeout=60)
@@ -412,14 +570,34 @@ def test_forwarding_is_refused_when_instances_share_the_hosts_network(tmp_path):
     """With NBFLEET_SANDBOX_NETWORK=host an instance's loopback is the host's: sessions still run in the
     sandbox, but no forwarded connection may be made (it would reach every service of the host)."""
     key = keygen(tmp_path / "key")
-    proc = ServeProcess(tmp_path / "data", runtime="local",
-                        env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_SANDBOX_NETWORK": "host"}).start()
+    proc = ServeProcess(
+        tmp_path / "data",
+        runtime="local",
+        env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_SANDBOX_NETWORK": "host"},
+    ).start()
     client = SignedClient(proc.endpoint, proc.admin_creds())
     try:
-        subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user",
-                        proc.creds["user_id"], "--name", "laptop", "--public-key", f"{key}.pub",
-                        "--data-dir", str(proc.data_dir)], check=True, env=proc.cli_env(), capture_output=True,
-                       timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbfleet.cli.main",
+                "admin",
+                "add-keypair",
+                "--user",
+                proc.creds["user_id"],
+                "--name",
+                "laptop",
+                "--public-key",
+                f"{key}.pub",
+                "--data-dir",
+                str(proc.data_dir),
+            ],
+            check=True,
+            env=proc.cli_env(),
+            capture_output=True,
+            timeout=60,
+        )
         nb = running(client, "shared-net")
         ssh = Ssh(ssh_endpoint(nb)["uri"], key)
         assert ssh.run("id -un").stdout == "ma-user\n"
@@ -428,9 +606,18 @@ def test_forwarding_is_refused_when_instances_share_the_hosts_network(tmp_path):
         assert r.returncode != 0
         assert httpx.get(f"{proc.endpoint}/health", timeout=5).status_code == 200
         local = free_port()
-        tunnel = subprocess.Popen(["ssh", *ssh.options("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{api}"), "-p",
-                                   str(ssh.port), f"{ssh.user}@{ssh.host}"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tunnel = subprocess.Popen(
+            [
+                "ssh",
+                *ssh.options("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{api}"),
+                "-p",
+                str(ssh.port),
+                f"{ssh.user}@{ssh.host}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             reached = None
             deadline = time.monotonic() + 10
@@ -438,9 +625,9 @@ def test_forwarding_is_refused_when_instances_share_the_hosts_network(tmp_path):
                 try:
                     reached = httpx.get(f"http://127.0.0.1:{local}/health", timeout=3).status_code
                 except httpx.ConnectError:
-                    time.sleep(0.3)   # the tunnel is not listening yet
+                    time.sleep(0.3)  # the tunnel is not listening yet
                 except httpx.HTTPError:
-                    reached = "refused"   # listening, but the gateway refused the channel
+                    reached = "refused"  # listening, but the gateway refused the channel
             assert reached == "refused"
         finally:
             end_process(tunnel)
@@ -463,8 +650,9 @@ def test_sessions_when_nbfleet_runs_as_an_unprivileged_user(tmp_path):
     """Without root, nbfleet enters the sandboxes through the user namespaces it owns: the same sessions."""
     key = keygen(tmp_path / "key")
     os.chmod(tmp_path / "key", 0o600)
-    proc = ServeProcess(tmp_path / "data", runtime="local", user=UNPRIVILEGED,
-                        env={"NBFLEET_SSH_PORT": str(free_port())}).start()
+    proc = ServeProcess(
+        tmp_path / "data", runtime="local", user=UNPRIVILEGED, env={"NBFLEET_SSH_PORT": str(free_port())}
+    ).start()
     client = SignedClient(proc.endpoint, proc.admin_creds())
     nb = None
     try:
@@ -497,9 +685,17 @@ def test_sessions_when_nbfleet_runs_as_an_unprivileged_user(tmp_path):
 
 def asyncssh_connect(uri: str, key: Path):
     import asyncssh
+
     parts = urlsplit(uri)
-    return asyncssh.connect(parts.hostname, parts.port, username=parts.username, client_keys=[str(key)],
-                            known_hosts=None, agent_path=None, config=None)
+    return asyncssh.connect(
+        parts.hostname,
+        parts.port,
+        username=parts.username,
+        client_keys=[str(key)],
+        known_hosts=None,
+        agent_path=None,
+        config=None,
+    )
 
 
 def open_fds(pid: int) -> int:
@@ -509,6 +705,7 @@ def open_fds(pid: int) -> int:
 def session_processes(server_pid: int, text: str) -> list:
     """Processes below nbfleet (sessions and their launchers) whose command line contains ``text``."""
     import psutil
+
     found = []
     for p in psutil.Process(server_pid).children(recursive=True):
         try:
@@ -531,12 +728,13 @@ def test_a_huge_terminal_size_leaks_nothing(fleet):
         results = []
         async with asyncssh_connect(uri, good) as conn:
             for _ in range(count):
-                done = await asyncio.wait_for(conn.run("echo sized", term_type="xterm",
-                                                       term_size=(70000, 70000, 70000, 70000)), 60)
+                done = await asyncio.wait_for(
+                    conn.run("echo sized", term_type="xterm", term_size=(70000, 70000, 70000, 70000)), 60
+                )
                 results.append((done.exit_status, done.stdout))
         return results
 
-    asyncio.run(attempts(1))   # the gateway's lazily opened files (host key, thread pool) are open now
+    asyncio.run(attempts(1))  # the gateway's lazily opened files (host key, thread pool) are open now
     time.sleep(0.5)
     before = open_fds(server)
     results = asyncio.run(attempts(10))
@@ -549,6 +747,7 @@ def test_a_huge_terminal_size_leaks_nothing(fleet):
 
 def test_channels_per_connection_are_capped(fleet):
     import asyncssh
+
     proc, client, good, _ = fleet
     nb = running(client, "ssh-cap")
 
@@ -558,7 +757,7 @@ def test_channels_per_connection_are_capped(fleet):
             with pytest.raises(asyncssh.ChannelOpenError) as refused:
                 await conn.create_process("echo one too many")
             assert refused.value.code == asyncssh.OPEN_RESOURCE_SHORTAGE and "10 channels" in refused.value.reason
-            held[0].close()   # a closed channel gives its place back
+            held[0].close()  # a closed channel gives its place back
             await held[0].wait_closed()
             await asyncio.sleep(0.2)
             again = await asyncio.wait_for(conn.run("echo again"), 60)
@@ -576,7 +775,7 @@ def test_a_session_whose_client_left_while_it_started_is_ended(fleet):
     async def leave_at_once():
         conn = await asyncssh_connect(ssh_endpoint(nb)["uri"], good)
         chan, _ = await conn.create_session(lambda: __import__("asyncssh").SSHClientSession(), "sleep 1000")
-        conn.abort()   # gone while the gateway is still starting the command
+        conn.abort()  # gone while the gateway is still starting the command
         await asyncio.sleep(0)
 
     for _ in range(3):
@@ -592,8 +791,12 @@ def test_the_launcher_gets_none_of_nbfleets_environment(fleet):
     proc, client, good, _ = fleet
     nb = running(client, "ssh-env")
     ssh = Ssh(ssh_endpoint(nb)["uri"], good)
-    long = subprocess.Popen(["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}",
-                             "echo started; sleep 301"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    long = subprocess.Popen(
+        ["ssh", *ssh.options(), "-p", str(ssh.port), f"{ssh.user}@{ssh.host}", "echo started; sleep 301"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert long.stdout.readline() == "started\n"
         launchers = [p for p in session_processes(proc.proc.pid, "enter.py") if "sleep 301" in " ".join(p.cmdline())]
@@ -610,20 +813,38 @@ def test_sessions_take_the_flavors_rlimits_without_cgroups(tmp_path):
     """Without cgroups the flavor's memory is an address-space rlimit and its vCPUs a CPU affinity of the
     notebook's processes; a session has the same."""
     key = keygen(tmp_path / "key")
-    proc = ServeProcess(tmp_path / "data", runtime="local",
-                        env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_CGROUPS": "false"}).start()
+    proc = ServeProcess(
+        tmp_path / "data", runtime="local", env={"NBFLEET_SSH_PORT": str(free_port()), "NBFLEET_CGROUPS": "false"}
+    ).start()
     client = SignedClient(proc.endpoint, proc.admin_creds())
     nb = None
     try:
-        subprocess.run([sys.executable, "-m", "nbfleet.cli.main", "admin", "add-keypair", "--user",
-                        proc.creds["user_id"], "--name", "laptop", "--public-key", f"{key}.pub",
-                        "--data-dir", str(proc.data_dir)], check=True, env=proc.cli_env(), capture_output=True,
-                       timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbfleet.cli.main",
+                "admin",
+                "add-keypair",
+                "--user",
+                proc.creds["user_id"],
+                "--name",
+                "laptop",
+                "--public-key",
+                f"{key}.pub",
+                "--data-dir",
+                str(proc.data_dir),
+            ],
+            check=True,
+            env=proc.cli_env(),
+            capture_output=True,
+            timeout=60,
+        )
         nb = running(client, "rlimits")
         root = next(p for p in marked(proc.data_dir, nb["id"]) if "jupyter" in " ".join(p.cmdline()))
         notebook_limits = Path(f"/proc/{root.pid}/limits").read_text()
         notebook_as = next(line for line in notebook_limits.splitlines() if line.startswith("Max address space"))
-        assert "unlimited" not in notebook_as   # the flavor's memory, as an rlimit
+        assert "unlimited" not in notebook_as  # the flavor's memory, as an rlimit
         ssh = Ssh(ssh_endpoint(nb)["uri"], key)
         r = ssh.run("grep 'Max address space' /proc/self/limits; grep Cpus_allowed_list /proc/self/status")
         assert r.returncode == 0, r.stderr

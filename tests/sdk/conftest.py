@@ -4,6 +4,7 @@ One real ``nbfleet serve`` process (simulated runtime) per test session, driven 
 official ``huaweicloudsdkmodelarts`` client. Extra users, projects, tokens and disabled keys are made
 with the ``nbfleet admin`` CLI while the server runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,12 @@ def make_client(endpoint: str, ak: str, sk: str, project_id: str, *, credentials
     cfg = HttpConfig.get_default_config()
     cfg.ignore_ssl_verification = True
     cfg.timeout = (5, 30)
-    builder = (ModelArtsClient.new_builder().with_http_config(cfg)
-               .with_credentials(credentials or BasicCredentials(ak, sk, project_id))
-               .with_endpoint(endpoint))
+    builder = (
+        ModelArtsClient.new_builder()
+        .with_http_config(cfg)
+        .with_credentials(credentials or BasicCredentials(ak, sk, project_id))
+        .with_endpoint(endpoint)
+    )
     if http_handler is not None:
         builder = builder.with_http_handler(http_handler)
     return builder.build()
@@ -134,6 +138,7 @@ def image_ids(admin) -> dict[str, str]:
 
 # --- helpers used by the test modules -----------------------------------------------------------
 
+
 def expect_error(fn, status: int, *codes: str) -> ClientRequestException:
     """Call ``fn`` and check it fails with one of ``codes`` and a request id."""
     try:
@@ -171,10 +176,14 @@ def wait_gone(client, notebook_id: str, timeout: float = WAIT_TIMEOUT) -> Client
         time.sleep(0.03)
 
 
-def create_notebook(client, image_id: str, name: str, *, wait: bool = True, flavor: str = DEFAULT_FLAVOR,
-                    **extra):
-    body = NotebookCreateRequest(name=name, image_id=image_id, flavor=flavor,
-                                 volume=VolumeMountRequest(category="EVS", ownership="MANAGED"), **extra)
+def create_notebook(client, image_id: str, name: str, *, wait: bool = True, flavor: str = DEFAULT_FLAVOR, **extra):
+    body = NotebookCreateRequest(
+        name=name,
+        image_id=image_id,
+        flavor=flavor,
+        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+        **extra,
+    )
     nb = client.create_notebook(CreateNotebookRequest(body=body))
     if wait:
         return wait_status(client, nb.id, "RUNNING", "CREATE_FAILED")

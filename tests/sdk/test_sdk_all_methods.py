@@ -1,6 +1,7 @@
 """Every one of the 29 in-scope methods of the official SDK (spec README §1), driven in one walk through a
 notebook's life against a server process (simulated runtime), each checked against what the spec says it
 answers. The other SDK modules test each family in depth; this one makes sure none is missing."""
+
 from __future__ import annotations
 
 import json
@@ -69,9 +70,13 @@ def walk_server(tmp_path_factory):
     """A server of its own: the walk needs a shared file system the operator offers (to every project)."""
     root = tmp_path_factory.mktemp("sdk-all-methods")
     (root / "efs" / "team").mkdir(parents=True)
-    srv = Server(root / "data", env={
-        "NBFLEET_SIMULATED_DELAY": "0.1",
-        "NBFLEET_STORAGE__EFS": json.dumps({EFS_ID: {"path": str(root / "efs"), "projects": ["*"]}})})
+    srv = Server(
+        root / "data",
+        env={
+            "NBFLEET_SIMULATED_DELAY": "0.1",
+            "NBFLEET_STORAGE__EFS": json.dumps({EFS_ID: {"path": str(root / "efs"), "projects": ["*"]}}),
+        },
+    )
     srv.start()
     try:
         yield srv
@@ -145,7 +150,7 @@ def test_all_29_methods(admin, alice, image_ids):
     everyone = admin.client.list_all_notebooks(ListAllNotebooksRequest(name=name))
     called.add("list_all_notebooks")
     assert [n.id for n in everyone.data] == [nb.id] and everyone.data[0].user.id == alice.user_id
-    own = c.list_all_notebooks(ListAllNotebooksRequest())   # a non-admin's "all" is its own list (spec A5)
+    own = c.list_all_notebooks(ListAllNotebooksRequest())  # a non-admin's "all" is its own list (spec A5)
     assert {n.user.id for n in own.data} == {alice.user_id}
 
     lease = call("show_lease", ShowLeaseRequest(id=nb.id))
@@ -156,17 +161,32 @@ def test_all_29_methods(admin, alice, image_ids):
     switchable = call("show_switchable_flavors", ShowSwitchableFlavorsRequest(id=nb.id))
     assert switchable.flavors and all(f.id != "" for f in switchable.flavors)
 
-    call("create_notebook_tags", CreateNotebookTagsRequest(
-        resource_id=nb.id, body=CreateTmsTagsRequest(tags=[TmsTag(key="team", value="all29")])))
+    call(
+        "create_notebook_tags",
+        CreateNotebookTagsRequest(
+            resource_id=nb.id, body=CreateTmsTagsRequest(tags=[TmsTag(key="team", value="all29")])
+        ),
+    )
     in_use = call("show_notebook_tags", ShowNotebookTagsRequest())
     assert any(t.key == "team" and "all29" in (t.values or []) for t in in_use.tags)
-    call("delete_notebook_tags", DeleteNotebookTagsRequest(
-        resource_id=nb.id, body=DeleteTmsTagsRequest(tags=[TmsTag(key="team", value="all29")])))
+    call(
+        "delete_notebook_tags",
+        DeleteNotebookTagsRequest(
+            resource_id=nb.id, body=DeleteTmsTagsRequest(tags=[TmsTag(key="team", value="all29")])
+        ),
+    )
     assert c.show_notebook(ShowNotebookRequest(id=nb.id)).tags in (None, [])
 
     # dynamic storage on the running notebook: attach, list, show, detach
-    attached = call("attach_dynamic_storage", AttachDynamicStorageRequest(instance_id=nb.id, body=DataVolumesReq(
-        category="EFS", mount_path="/data/team/", uri=f"{EFS_ID}.sfsturbo.internal:/team", efs_id=EFS_ID)))
+    attached = call(
+        "attach_dynamic_storage",
+        AttachDynamicStorageRequest(
+            instance_id=nb.id,
+            body=DataVolumesReq(
+                category="EFS", mount_path="/data/team/", uri=f"{EFS_ID}.sfsturbo.internal:/team", efs_id=EFS_ID
+            ),
+        ),
+    )
     assert (attached.status, attached.category, attached.mount_type) == ("MOUNTING", "EFS", "DYNAMIC")
     assert wait_mount(c, nb.id, attached.id, "MOUNTED", "MOUNT_FAILED").status == "MOUNTED"
     mounts = call("list_dynamic_storages", ListDynamicStoragesRequest(instance_id=nb.id))
@@ -174,37 +194,51 @@ def test_all_29_methods(admin, alice, image_ids):
     shown_mount = call("show_dynamic_storage", ShowDynamicStorageRequest(instance_id=nb.id, storage_id=attached.id))
     assert shown_mount.mount_path.rstrip("/") == "/data/team" and shown_mount.efs_id == EFS_ID
     assert any(v.mount_type == "DYNAMIC" for v in c.show_notebook(ShowNotebookRequest(id=nb.id)).data_volumes)
-    detaching = call("detach_dynamic_storage", DetachDynamicStorageRequest(instance_id=nb.id,
-                                                                           storage_id=attached.id))
+    detaching = call("detach_dynamic_storage", DetachDynamicStorageRequest(instance_id=nb.id, storage_id=attached.id))
     assert detaching.status == "UNMOUNTING"
     deadline = time.monotonic() + 30
     while c.list_dynamic_storages(ListDynamicStoragesRequest(instance_id=nb.id)).total:
         assert time.monotonic() < deadline, "the mount stayed after its detach"
         time.sleep(0.05)
-    expect_error(lambda: c.show_dynamic_storage(ShowDynamicStorageRequest(instance_id=nb.id, storage_id=attached.id)),
-                 400, "ModelArts.6404")
+    expect_error(
+        lambda: c.show_dynamic_storage(ShowDynamicStorageRequest(instance_id=nb.id, storage_id=attached.id)),
+        400,
+        "ModelArts.6404",
+    )
 
     # images: save the running notebook, register, show, sync, groups, delete
-    saved = call("create_image", CreateImageRequest(id=nb.id, body=ImageCreateReq(
-        name=f"saved{uuid.uuid4().hex[:6]}", namespace="all29", tag="v1")))
+    saved = call(
+        "create_image",
+        CreateImageRequest(
+            id=nb.id, body=ImageCreateReq(name=f"saved{uuid.uuid4().hex[:6]}", namespace="all29", tag="v1")
+        ),
+    )
     assert saved.status in ("INIT", "CREATING") and saved.origin == "IMAGE_SAVE"
     assert wait_image(c, saved.id, "ACTIVE", "ERROR").status == "ACTIVE"
     wait_status(c, nb.id, "RUNNING")
     namespace = f"reg{uuid.uuid4().hex[:8]}"
-    registered = call("register_image", RegisterImageRequest(body=ImageRegRequest(
-        swr_path=f"swr.example.com/{namespace}/tool:1", description="registered")))
+    registered = call(
+        "register_image",
+        RegisterImageRequest(
+            body=ImageRegRequest(swr_path=f"swr.example.com/{namespace}/tool:1", description="registered")
+        ),
+    )
     assert registered.type == "DEDICATED" and registered.namespace == namespace
     assert call("show_image", ShowImageRequest(id=registered.id)).swr_path == registered.swr_path
     assert call("sync_image", SyncImageRequest(image_id=registered.id)).id == registered.id
     groups = call("list_image_group", ListImageGroupRequest(namespace=namespace))
     assert [g.name for g in groups.data] == ["tool"]
-    updated = call("update_image_group", UpdateImageGroupRequest(
-        id=groups.data[0].id, body=UpdateImageGroupRequestBody(read_me="# tool")))
+    updated = call(
+        "update_image_group",
+        UpdateImageGroupRequest(id=groups.data[0].id, body=UpdateImageGroupRequestBody(read_me="# tool")),
+    )
     assert updated.body["read_me"] == "# tool"
     deleted = call("delete_image", DeleteImageRequest(id=saved.id))
     assert deleted.status == "DELETED"
-    call("delete_image_group", DeleteImageGroupRequest(
-        id=groups.data[0].id, body=DeleteImageGroupRequestBody(is_force=True)))
+    call(
+        "delete_image_group",
+        DeleteImageGroupRequest(id=groups.data[0].id, body=DeleteImageGroupRequestBody(is_force=True)),
+    )
     expect_error(lambda: c.show_image(ShowImageRequest(id=registered.id)), 400, "ModelArts.6404")
 
     # stop, change the flavor while stopped, start again, delete

@@ -1,4 +1,5 @@
 """Authentication and authorisation as an SDK user sees them: errors, request ids, X-Auth-Token."""
+
 from __future__ import annotations
 
 import uuid
@@ -121,8 +122,13 @@ def test_x_auth_token_via_http_handler(server, alice, alice_token):
         headers["X-Auth-Token"] = token
         seen.append(dict(headers))
 
-    client = make_client(server.endpoint, "dummy-ak", "dummy-sk", alice.project_id,
-                         http_handler=HttpHandler().add_request_handler(use_token))
+    client = make_client(
+        server.endpoint,
+        "dummy-ak",
+        "dummy-sk",
+        alice.project_id,
+        http_handler=HttpHandler().add_request_handler(use_token),
+    )
     page = client.list_notebooks(ListNotebooksRequest())
     assert page.total == alice.client.list_notebooks(ListNotebooksRequest()).total
     assert seen and "Authorization" not in seen[-1]
@@ -154,10 +160,12 @@ def test_a_captured_sdk_request_cannot_be_replayed(server, alice, image_ids):
         request = kwargs["request"]
         captured.append((request.method, request.uri, dict(request.header_params), request.body))
 
-    client = make_client(server.endpoint, alice.ak, alice.sk, alice.project_id,
-                         http_handler=HttpHandler().add_request_handler(capture))
-    client.create_notebook_tags(CreateNotebookTagsRequest(
-        resource_id=nb.id, body=CreateTmsTagsRequest(tags=[TmsTag(key="team", value="a")])))
+    client = make_client(
+        server.endpoint, alice.ak, alice.sk, alice.project_id, http_handler=HttpHandler().add_request_handler(capture)
+    )
+    client.create_notebook_tags(
+        CreateNotebookTagsRequest(resource_id=nb.id, body=CreateTmsTagsRequest(tags=[TmsTag(key="team", value="a")]))
+    )
     method, uri, headers, body = captured[-1]
     with httpx.Client(base_url=server.endpoint) as raw:
         for _ in range(2):

@@ -1,4 +1,5 @@
 """Flavors and images as the SDK parses them."""
+
 from __future__ import annotations
 
 import uuid
@@ -51,7 +52,12 @@ def test_list_and_show_image(alice):
     assert type(img.size) is int and type(img.create_at) is int
     shown = c.show_image(ShowImageRequest(id=img.id))
     assert (shown.id, shown.name, shown.tag, shown.swr_path, shown.type) == (
-        img.id, img.name, img.tag, img.swr_path, img.type)
+        img.id,
+        img.name,
+        img.tag,
+        img.swr_path,
+        img.type,
+    )
     assert shown.support_res_categories == shown.resource_categories
     assert shown.swr_path.endswith(f"/{img.name}:{img.tag}")
     assert by_name["ssh-devbox"].dev_services == ["SSH"]

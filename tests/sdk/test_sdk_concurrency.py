@@ -1,4 +1,5 @@
 """Compare-and-set transitions seen by concurrent SDK users."""
+
 from __future__ import annotations
 
 import threading
@@ -46,6 +47,8 @@ def test_two_concurrent_starts_exactly_one_wins(alice, admin, image_ids):
         assert wins[0].status == "STARTING" and wins[0].id == nb.id
         loss = losses[0]
         assert loss.status_code == 400 and loss.error_code in ("ModelArts.6306", "ModelArts.6357"), (
-            loss.error_code, loss.error_msg)
+            loss.error_code,
+            loss.error_msg,
+        )
         assert loss.request_id
         wait_status(alice.client, nb.id, "RUNNING")

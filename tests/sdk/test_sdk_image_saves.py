@@ -1,5 +1,6 @@
 """Saving a running notebook as an image, end to end through the official SDK against a server process
 (simulated runtime): the statuses on the way, a failing save, and ``kill -9`` of the server mid-save."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,11 @@ def builtin(client, name: str = "notebook-python3.11") -> str:
 
 
 def save(client, notebook_id: str, name: str, tag: str | None = "v1"):
-    return client.create_image(CreateImageRequest(id=notebook_id, body=ImageCreateReq(
-        name=name, namespace="team", tag=tag, description="saved by a test")))
+    return client.create_image(
+        CreateImageRequest(
+            id=notebook_id, body=ImageCreateReq(name=name, namespace="team", tag=tag, description="saved by a test")
+        )
+    )
 
 
 def wait_image(client, image_id: str, *statuses: str, timeout: float = TIMEOUT):
@@ -93,12 +97,15 @@ def test_save_errors(erin):
     expect_error(lambda: save(c, str(uuid.uuid4()), "nothing"), 400, "ModelArts.6309")
     nb = create_notebook(c, builtin(c), unique("errs-"))
     expect_error(lambda: save(c, nb.id, "Upper"), 400, "ModelArts.6336")
-    expect_error(lambda: c.create_image(CreateImageRequest(id=nb.id, body=ImageCreateReq(
-        name="ok", namespace="9bad"))), 400, "ModelArts.6336")
+    expect_error(
+        lambda: c.create_image(CreateImageRequest(id=nb.id, body=ImageCreateReq(name="ok", namespace="9bad"))),
+        400,
+        "ModelArts.6336",
+    )
     name = unique("dup-")
     wait_image(c, save(c, nb.id, name).id, "ACTIVE")
     wait_status(c, nb.id, "RUNNING")
-    next_signing_second()   # the same signed call twice in one second would be a replay (401)
+    next_signing_second()  # the same signed call twice in one second would be a replay (401)
     expect_error(lambda: save(c, nb.id, name), 400, "ModelArts.6737")
     stop_and_wait(c, nb.id)
     expect_error(lambda: save(c, nb.id, unique("stopped-")), 400, "ModelArts.6327")
@@ -117,19 +124,20 @@ def test_a_failing_save_fails_the_image_and_the_notebook_runs_on(erin):
 
 def test_kill_minus_nine_mid_save_leaves_nothing_stuck(tmp_path):
     first = ServeProcess(tmp_path / "data", env=CRASH).start()
-    admin = User(first.creds["user_id"], first.creds["project_id"], first.creds["ak"], first.creds["sk"],
-                 first.endpoint)
+    admin = User(
+        first.creds["user_id"], first.creds["project_id"], first.creds["ak"], first.creds["sk"], first.endpoint
+    )
     c = admin.client
     nb = create_notebook(c, builtin(c), "crash-save")
     image = save(c, nb.id, "crashed")
-    events = SignedClient(first.endpoint, first.admin_creds())   # nbfleet's events: not in the SDK
+    events = SignedClient(first.endpoint, first.admin_creds())  # nbfleet's events: not in the SDK
 
     def saves_begun() -> int:
         page = events.ok("GET", f"/notebooks/{nb.id}/events", {"limit": 50})["data"]
         return sum(e["message"].startswith("Saving as image") for e in page)
 
     deadline = time.monotonic() + TIMEOUT
-    while not saves_begun():   # the reconciler is at the engine's commit now (it takes 2 s)
+    while not saves_begun():  # the reconciler is at the engine's commit now (it takes 2 s)
         assert time.monotonic() < deadline, "the save never began"
         time.sleep(0.05)
     assert c.show_image(ShowImageRequest(id=image.id)).status == "CREATING"
@@ -137,7 +145,7 @@ def test_kill_minus_nine_mid_save_leaves_nothing_stuck(tmp_path):
     second = ServeProcess(first.data_dir, env=CRASH, port=first.port).start()
     try:
         done = wait_image(c, image.id, "ACTIVE", "CREATE_FAILED", timeout=60)
-        assert done.status == "ACTIVE", done.status_message   # the save was done again, to the same address
+        assert done.status == "ACTIVE", done.status_message  # the save was done again, to the same address
         assert wait_status(c, nb.id, "RUNNING", timeout=60).status == "RUNNING"
         assert saves_begun() == 2
         mine = c.list_image(ListImageRequest(type="DEDICATED")).data

@@ -1,5 +1,6 @@
 """Users' images through the official SDK against a server process (simulated runtime): register, show,
 list, delete, sync, and image groups, with their error cases."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,15 @@ def test_register_show_list_and_delete(carol):
     c = carol.client
     name = unique("torch")
     path = f"swr.example.com/team/{name}:2.1"
-    image = register(c, path, description="PyTorch", resource_category=["GPU"], services=["NOTEBOOK"],
-                     visibility="PRIVATE", tags=["team=ml"])
+    image = register(
+        c,
+        path,
+        description="PyTorch",
+        resource_category=["GPU"],
+        services=["NOTEBOOK"],
+        visibility="PRIVATE",
+        tags=["team=ml"],
+    )
     assert (image.namespace, image.name, image.tag, image.swr_path) == ("team", name, "2.1", path)
     assert (image.type, image.status, image.origin, image.visibility) == ("DEDICATED", "ACTIVE", "CUSTOMIZE", "PRIVATE")
     assert image.resource_categories == ["GPU"] and image.dev_services == ["NOTEBOOK"]
@@ -90,7 +98,7 @@ def test_register_errors(carol):
     expect_error(lambda: register(c, "swr.example.com/team/notag"), 400, "ModelArts.6336")
     path = f"swr.example.com/team/{unique('dup')}:1"
     register(c, path)
-    next_signing_second()   # the same signed call twice in one second would be a replay (401)
+    next_signing_second()  # the same signed call twice in one second would be a replay (401)
     expect_error(lambda: register(c, path), 400, "ModelArts.6737")
     exc = expect_error(lambda: register(c, f"swr.example.com/missing/{unique('gone')}:1"), 400, "ModelArts.6797")
     assert "cannot be found" in exc.error_msg
@@ -108,7 +116,7 @@ def test_delete_errors_and_who_may_delete(carol, dave):
     expect_error(lambda: carol.client.delete_image(DeleteImageRequest(id=public.id)), 403, "ModelArts.0108")
     expect_error(lambda: carol.client.delete_image(DeleteImageRequest(id=private.id)), 400, "ModelArts.6404")
     assert dave.client.show_image(ShowImageRequest(id=public.id)).status == "ACTIVE"
-    assert carol.client.show_image(ShowImageRequest(id=public.id)).id == public.id   # PUBLIC: the project's
+    assert carol.client.show_image(ShowImageRequest(id=public.id)).id == public.id  # PUBLIC: the project's
 
 
 def test_a_deleted_image_keeps_its_instances_and_refuses_new_ones(carol):
@@ -147,26 +155,47 @@ def test_image_groups(carol, dave):
     again = c.list_image_group(ListImageGroupRequest(type="DEDICATED", namespace=namespace, limit=1, offset=1))
     assert (again.total, again.size, again.pages, again.current, len(again.data)) == (2, 1, 2, 2, 1)
     assert {g.id for g in c.list_image_group(ListImageGroupRequest(namespace=namespace)).data} == {
-        g.id for g in page.data}   # stable ids
+        g.id for g in page.data
+    }  # stable ids
     builtins = c.list_image_group(ListImageGroupRequest(type="BUILD_IN"))
     assert {"notebook-python3.11", "ssh-devbox"} <= {g.name for g in builtins.data}
 
-    updated = c.update_image_group(UpdateImageGroupRequest(id=app.id, body=UpdateImageGroupRequestBody(
-        read_me="# Use me", tags=[UpdateImageGroupRequestBodyTags(key="team", value="ml")])))
+    updated = c.update_image_group(
+        UpdateImageGroupRequest(
+            id=app.id,
+            body=UpdateImageGroupRequestBody(
+                read_me="# Use me", tags=[UpdateImageGroupRequestBodyTags(key="team", value="ml")]
+            ),
+        )
+    )
     assert updated.body["read_me"] == "# Use me" and updated.body["tags"] == [{"key": "team", "value": "ml"}]
     listed = {g.name: g for g in c.list_image_group(ListImageGroupRequest(namespace=namespace)).data}
     assert listed["app"].read_me == "# Use me"
 
     builtin_group = builtins.data[0].id
-    expect_error(lambda: c.update_image_group(UpdateImageGroupRequest(
-        id=builtin_group, body=UpdateImageGroupRequestBody(read_me="mine"))), 403, "ModelArts.0108")
-    expect_error(lambda: c.update_image_group(UpdateImageGroupRequest(
-        id=str(uuid.uuid4()), body=UpdateImageGroupRequestBody(read_me="x"))), 400, "ModelArts.6404")
-    expect_error(lambda: dave.client.update_image_group(UpdateImageGroupRequest(
-        id=app.id, body=UpdateImageGroupRequestBody(read_me="x"))), 400, "ModelArts.6404")
+    expect_error(
+        lambda: c.update_image_group(
+            UpdateImageGroupRequest(id=builtin_group, body=UpdateImageGroupRequestBody(read_me="mine"))
+        ),
+        403,
+        "ModelArts.0108",
+    )
+    expect_error(
+        lambda: c.update_image_group(
+            UpdateImageGroupRequest(id=str(uuid.uuid4()), body=UpdateImageGroupRequestBody(read_me="x"))
+        ),
+        400,
+        "ModelArts.6404",
+    )
+    expect_error(
+        lambda: dave.client.update_image_group(
+            UpdateImageGroupRequest(id=app.id, body=UpdateImageGroupRequestBody(read_me="x"))
+        ),
+        400,
+        "ModelArts.6404",
+    )
     expect_error(lambda: c.delete_image_group(DeleteImageGroupRequest(id=builtin_group)), 403, "ModelArts.0108")
-    expect_error(lambda: c.delete_image_group(DeleteImageGroupRequest(id=str(uuid.uuid4()))), 400,
-                 "ModelArts.6404")
+    expect_error(lambda: c.delete_image_group(DeleteImageGroupRequest(id=str(uuid.uuid4()))), 400, "ModelArts.6404")
 
     c.delete_image_group(DeleteImageGroupRequest(id=app.id, body=DeleteImageGroupRequestBody(is_force=True)))
     left = c.list_image_group(ListImageGroupRequest(namespace=namespace))

@@ -1,4 +1,5 @@
 """Create, show, update, delete, start, stop and the lease, through the official SDK."""
+
 from __future__ import annotations
 
 import uuid
@@ -95,8 +96,11 @@ def test_update_image_refused_while_running_allowed_when_stopped(alice, image_id
     c = alice.client
     nb = create_notebook(c, image_ids[DEFAULT_IMAGE], _name("upd"))
     scipy = image_ids["notebook-scipy"]
-    exc = expect_error(lambda: c.update_notebook(UpdateNotebookRequest(
-        id=nb.id, body=NotebookUpdateRequest(image_id=scipy))), 400, "ModelArts.6347")
+    exc = expect_error(
+        lambda: c.update_notebook(UpdateNotebookRequest(id=nb.id, body=NotebookUpdateRequest(image_id=scipy))),
+        400,
+        "ModelArts.6347",
+    )
     assert "RUNNING" in exc.error_msg and "image_id" in exc.error_msg
     assert c.show_notebook(ShowNotebookRequest(id=nb.id)).image.id == image_ids[DEFAULT_IMAGE]
 
@@ -112,8 +116,13 @@ def test_update_image_refused_while_running_allowed_when_stopped(alice, image_id
     shown = c.show_notebook(ShowNotebookRequest(id=nb.id))
     assert shown.image.id == scipy and shown.description == "edited"
     # an unknown image is refused
-    expect_error(lambda: c.update_notebook(UpdateNotebookRequest(
-        id=nb.id, body=NotebookUpdateRequest(image_id=str(uuid.uuid4())))), 400, "ModelArts.6797")
+    expect_error(
+        lambda: c.update_notebook(
+            UpdateNotebookRequest(id=nb.id, body=NotebookUpdateRequest(image_id=str(uuid.uuid4())))
+        ),
+        400,
+        "ModelArts.6797",
+    )
 
 
 def test_delete_answers_deleting_then_the_instance_is_gone(alice, image_ids):
@@ -149,8 +158,9 @@ def test_start_stop_and_wrong_state_errors(alice, image_ids):
     assert stopped.billing_items == ["STORAGE"]
     next_signing_second()
     expect_error(lambda: c.stop_notebook(StopNotebookRequest(id=nb.id)), 400, "ModelArts.6357")
-    expect_error(lambda: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=HOUR))),
-                 400, "ModelArts.6327")
+    expect_error(
+        lambda: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=HOUR))), 400, "ModelArts.6327"
+    )
     # the lease can still be read while stopped
     assert c.show_lease(ShowLeaseRequest(id=nb.id)).create_at == nb.lease.create_at
 
@@ -201,8 +211,11 @@ def test_lease_duration_out_of_range_is_6349(alice, image_ids):
     c = alice.client
     nb = create_notebook(c, image_ids[DEFAULT_IMAGE], _name("range"))
     for bad in (100, HOUR - 1, 259_200_001):
-        expect_error(lambda bad=bad: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=bad))),
-                     400, "ModelArts.6349")
+        expect_error(
+            lambda bad=bad: c.renew_lease(RenewLeaseRequest(id=nb.id, body=LeaseReq(duration=bad))),
+            400,
+            "ModelArts.6349",
+        )
         expect_error(lambda bad=bad: c.renew_lease(RenewLeaseRequest(id=nb.id, duration=bad)), 400, "ModelArts.6349")
     top = c.renew_lease(RenewLeaseRequest(id=nb.id, duration=259_200_000))
     assert top.duration == top.update_at - nb.lease.create_at + 259_200_000
@@ -237,12 +250,14 @@ def test_start_with_duration_minus_one_disables_auto_stop(alice, image_ids):
 def test_create_lease_options(alice, image_ids):
     c = alice.client
     image = image_ids[DEFAULT_IMAGE]
-    two_hours = create_notebook(c, image, _name("lease2h"), wait=False,
-                                lease=LeaseReq(duration=2 * HOUR, type="timing"))
+    two_hours = create_notebook(
+        c, image, _name("lease2h"), wait=False, lease=LeaseReq(duration=2 * HOUR, type="timing")
+    )
     assert (two_hours.lease.duration, two_hours.lease.type, two_hours.lease.enable) == (2 * HOUR, "TIMING", True)
     # top-level duration overrides lease and forces TIMING
-    top = create_notebook(c, image, _name("leasetop"), wait=False, duration=3 * HOUR,
-                          lease=LeaseReq(duration=2 * HOUR, type="IDLE"))
+    top = create_notebook(
+        c, image, _name("leasetop"), wait=False, duration=3 * HOUR, lease=LeaseReq(duration=2 * HOUR, type="IDLE")
+    )
     assert (top.lease.duration, top.lease.type) == (3 * HOUR, "TIMING")
     off = create_notebook(c, image, _name("leaseoff"), wait=False, duration=-1)
     assert off.lease.enable is False

@@ -1,4 +1,5 @@
 """list_notebooks / list_all_notebooks: every filter of the SDK request, sorting, paging, scope."""
+
 from __future__ import annotations
 
 import time
@@ -18,15 +19,15 @@ from .conftest import DEFAULT_IMAGE, create_notebook, expect_error, stop_and_wai
 
 @dataclass
 class Fleet:
-    user: object          # the non-admin owner of the instances below
+    user: object  # the non-admin owner of the instances below
     workspace_id: str
-    a: object             # "Alpha1-box"  STOPPED  python3.11  cpu.2u
-    b: object             # "alpha2-BOX"  RUNNING  scipy       cpu.4u
-    c: object             # "Aardvark"    RUNNING  python3.11  cpu.8u
-    d: object             # "gamma"       RUNNING  in workspace_id
-    e: object             # "codelab"     RUNNING  feature DEFAULT
-    order_created: list   # ids of a, b, c in creation order
-    order_updated: list   # ids of a, b, c in order of their last change
+    a: object  # "Alpha1-box"  STOPPED  python3.11  cpu.2u
+    b: object  # "alpha2-BOX"  RUNNING  scipy       cpu.4u
+    c: object  # "Aardvark"    RUNNING  python3.11  cpu.8u
+    d: object  # "gamma"       RUNNING  in workspace_id
+    e: object  # "codelab"     RUNNING  feature DEFAULT
+    order_created: list  # ids of a, b, c in creation order
+    order_updated: list  # ids of a, b, c in order of their last change
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +97,9 @@ def test_status_filter(fleet):
     assert listed(fleet, status="STOPPED") == {fleet.a.id}
     assert listed(fleet, status="stopped") == {fleet.a.id}
     assert_empty_page(fleet.user.client.list_notebooks(ListNotebooksRequest(status="DELETED")))
-    expect_error(lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(status="SLEEPING")),
-                 400, "ModelArts.0104")
+    expect_error(
+        lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(status="SLEEPING")), 400, "ModelArts.0104"
+    )
 
 
 def test_feature_filter_defaults_to_notebook(fleet):
@@ -122,25 +124,25 @@ def test_flavor_image_and_id_filters(fleet, image_ids):
     assert listed(fleet, image_id=image_ids[DEFAULT_IMAGE]) == {fleet.a.id, fleet.c.id}
     assert listed(fleet, id=fleet.c.id) == {fleet.c.id}
     assert listed(fleet, id=fleet.d.id) == set()  # exists, but not in workspace "0"
-    expect_error(lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(id="not-a-uuid")),
-                 400, "ModelArts.0104")
+    expect_error(lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(id="not-a-uuid")), 400, "ModelArts.0104")
 
 
 def test_billing_filter(fleet):
     assert listed(fleet, billing="COMPUTE") == {fleet.b.id, fleet.c.id}
     assert listed(fleet, billing="STORAGE") == {fleet.a.id, fleet.b.id, fleet.c.id}
     assert listed(fleet, billing="ALL") == {fleet.a.id, fleet.b.id, fleet.c.id}
-    expect_error(lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(billing="FREE")),
-                 400, "ModelArts.0104")
+    expect_error(lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(billing="FREE")), 400, "ModelArts.0104")
 
 
 def test_tags_filter_matching_nothing_gives_the_empty_page(fleet):
     assert_empty_page(fleet.user.client.list_notebooks(ListNotebooksRequest(tags="env|prod")))
-    assert_empty_page(fleet.user.client.list_notebooks(ListNotebooksRequest(tags="env|prod,team|ml", limit=20)),
-                      size=20)
+    assert_empty_page(
+        fleet.user.client.list_notebooks(ListNotebooksRequest(tags="env|prod,team|ml", limit=20)), size=20
+    )
     assert_empty_page(fleet.user.client.list_notebooks(ListNotebooksRequest(tags="owner")))
-    expect_error(lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(tags=",env|prod")),
-                 400, "ModelArts.0104")
+    expect_error(
+        lambda: fleet.user.client.list_notebooks(ListNotebooksRequest(tags=",env|prod")), 400, "ModelArts.0104"
+    )
 
 
 def test_swr_path_description_ip_and_username_filters(fleet):
@@ -181,8 +183,8 @@ def test_sort_keys_and_directions(fleet, sort_key, sort_dir):
     a, b, c = fleet.a.id, fleet.b.id, fleet.c.id
     # the four ascending orders are pairwise different, so a key that is ignored cannot pass
     ascending = {
-        "name": [c, a, b],                 # Aardvark < Alpha1-box < alpha2-BOX (any letter case)
-        "status,name": [c, b, a],          # RUNNING (Aardvark, alpha2-BOX) < STOPPED (Alpha1-box)
+        "name": [c, a, b],  # Aardvark < Alpha1-box < alpha2-BOX (any letter case)
+        "status,name": [c, b, a],  # RUNNING (Aardvark, alpha2-BOX) < STOPPED (Alpha1-box)
         "update_at": fleet.order_updated,  # b, c, a
         "create_at": fleet.order_created,  # a, b, c
     }[sort_key]

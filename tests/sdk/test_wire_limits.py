@@ -1,4 +1,5 @@
 """Requests the HTTP server refuses before the application sees them still get a ModelArts error body."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def _error_of(response: bytes) -> tuple[int, dict, dict]:
 
 def test_a_request_line_over_64_kib_gets_a_modelarts_error_body(server):
     project = server.creds["project_id"]
-    request = (f"GET /v1/{project}/notebooks?name={'a' * 80_000} HTTP/1.1\r\n"
-               f"Host: 127.0.0.1:{server.port}\r\n\r\n").encode()
+    request = (
+        f"GET /v1/{project}/notebooks?name={'a' * 80_000} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n"
+    ).encode()
     status, headers, body = _error_of(_raw_exchange(server.port, request))
     assert status == 400
     assert headers["content-type"] == "application/json"
@@ -41,6 +43,7 @@ def test_a_malformed_request_line_gets_a_modelarts_error_body(server):
 
 def test_the_server_still_answers_after_refusing(server):
     _raw_exchange(server.port, b"\x00\x01garbage\r\n\r\n")
-    status, _h, body = _error_of(_raw_exchange(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n"
-                                                           b"Connection: close\r\n\r\n"))
+    status, _h, body = _error_of(
+        _raw_exchange(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    )
     assert status == 200 and body["status"] == "ok"

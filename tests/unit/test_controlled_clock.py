@@ -1,5 +1,6 @@
 """ControlledClock: the clock nbfleet.testing moves. Sleeps end when the clock passes their deadline, never
 while it is frozen, and in real time while it runs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,10 @@ async def test_a_frozen_clock_wakes_sleepers_only_when_moved():
     assert woke == [] and clock.now_ms() == 1_000_000 and clock.next_deadline() == 1_001_000
     assert all(t in clock.parked for t in tasks)
     clock.jump_to(1_003_000)
-    await asyncio.sleep(0.01)                           # the woken tasks run
-    assert sorted(woke) == [1_003_000, 1_003_000]       # the 1 s and 3 s sleeps; the 5 s one still waits
+    await asyncio.sleep(0.01)  # the woken tasks run
+    assert sorted(woke) == [1_003_000, 1_003_000]  # the 1 s and 3 s sleeps; the 5 s one still waits
     assert clock.next_deadline() == 1_005_000
-    clock.jump_to(1_002_000)                            # never backwards
+    clock.jump_to(1_002_000)  # never backwards
     assert clock.now_ms() == 1_003_000
     clock.wake_all()
     await asyncio.gather(*tasks)
@@ -35,11 +36,11 @@ async def test_a_running_clock_follows_real_time_and_jumps():
     clock = ControlledClock()
     assert abs(clock.now_ms() - time.time() * 1000) < 50
     started = time.monotonic()
-    await clock.sleep(0.05)                             # real time ends it
+    await clock.sleep(0.05)  # real time ends it
     assert time.monotonic() - started >= 0.04
     long = asyncio.create_task(clock.sleep(3600))
     await asyncio.sleep(0.01)
-    clock.jump_to(clock.now_ms() + 3_600_000)           # an hour at once
+    clock.jump_to(clock.now_ms() + 3_600_000)  # an hour at once
     await asyncio.wait_for(long, 1)
     assert clock.now_ms() - time.time() * 1000 > 3_599_000
 
@@ -52,7 +53,7 @@ async def test_freezing_and_unfreezing_keep_the_time_moved_to():
     await asyncio.sleep(0.02)
     assert clock.now_ms() == frozen_at
     clock.unfreeze()
-    assert 0 <= clock.now_ms() - frozen_at < 50          # runs on from where it stood
+    assert 0 <= clock.now_ms() - frozen_at < 50  # runs on from where it stood
     clock.reset()
     assert abs(clock.now_ms() - time.time() * 1000) < 50
 

@@ -1,5 +1,6 @@
 """One home for each rule: ids, placements in their column, leases from rows and from the wire, the statuses
 in flight that the store indexes, and the query-string parser the routes share with the signature."""
+
 from __future__ import annotations
 
 import re
@@ -17,10 +18,21 @@ from nbfleet.store.tables import IN_FLIGHT, IN_FLIGHT_SQL
 ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
-@pytest.mark.parametrize("text, ok", [
-    (ID, True), (ID.upper(), True), (ID + "\n", False), (" " + ID, False), (ID.replace("-", ""), False),
-    ("{" + ID + "}", False), ("", False), ("x" * 36, False), (None, False), ("-", False),
-])
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        (ID, True),
+        (ID.upper(), True),
+        (ID + "\n", False),
+        (" " + ID, False),
+        (ID.replace("-", ""), False),
+        ("{" + ID + "}", False),
+        ("", False),
+        ("x" * 36, False),
+        (None, False),
+        ("-", False),
+    ],
+)
 def test_instance_ids(text, ok):
     assert is_instance_id(text) is ok
     assert is_uuid(text) is ok
@@ -43,12 +55,18 @@ def test_placement_column_round_trip():
 
 def test_runtime_base_still_exports_the_moved_values():
     from nbfleet.domain import instances
+
     for name in ("FlavorLimits", "ImageRef", "InstanceSpec", "MountSpec", "Placement"):
         assert getattr(base, name) is getattr(instances, name)
 
 
-ROW = {"create_at": 1000, "lease_duration": 3_600_000, "lease_enable": 1, "lease_type": "TIMING",
-       "lease_update_at": 2000}
+ROW = {
+    "create_at": 1000,
+    "lease_duration": 3_600_000,
+    "lease_enable": 1,
+    "lease_type": "TIMING",
+    "lease_update_at": 2000,
+}
 
 
 def test_lease_from_a_row_and_from_its_wire_form_agree():
@@ -70,6 +88,7 @@ def test_routes_and_signature_parse_query_strings_alike():
 
     from nbfleet.api.http import query_params
     from nbfleet.auth.signature import split_query
+
     raw = "a=1&b=x%20y&a=2&c=+&&d"
     request = Request({"type": "http", "query_string": raw.encode()})
     params = query_params(request)

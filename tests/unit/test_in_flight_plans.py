@@ -3,6 +3,7 @@
 SQLite uses a partial index only when the query's WHERE visibly implies the index's WHERE; a status
 list sent as bound parameters does not, and the sweep then scanned the whole table under the write
 lock on every wake-up (20 ms at 20,000 rows, every create waiting behind it)."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,11 +48,15 @@ def plans_of(db, work) -> list[str]:
     return plans
 
 
-@pytest.mark.parametrize("work", [
-    lambda conn: notebook_repo.claim_in_status(conn, [s.value for s in TRANSITIONAL], "replica", 0, 1),
-    lambda conn: notebook_repo.count_in_status(conn, (Status.INIT, Status.CREATING, Status.STARTING)),
-    lambda conn: notebook_repo.get_many(conn, [Status.STOPPING.value]),
-], ids=["claim", "count", "get_many"])
+@pytest.mark.parametrize(
+    "work",
+    [
+        lambda conn: notebook_repo.claim_in_status(conn, [s.value for s in TRANSITIONAL], "replica", 0, 1),
+        lambda conn: notebook_repo.count_in_status(conn, (Status.INIT, Status.CREATING, Status.STARTING)),
+        lambda conn: notebook_repo.get_many(conn, [Status.STOPPING.value]),
+    ],
+    ids=["claim", "count", "get_many"],
+)
 def test_in_flight_queries_search_the_partial_index(db, work):
     plans = plans_of(db, work)
     assert plans

@@ -1,4 +1,5 @@
 """Lease arithmetic of spec README §7: duration counted from create_at."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,16 +32,25 @@ def test_minus_one_disables_and_keeps_previous_duration():
     assert not lease.enable and lease.duration == 7_200_000 and lease.expires_at() is None
 
 
-@pytest.mark.parametrize("d,kind", [(3_599_999, LeaseType.TIMING), (259_200_001, LeaseType.TIMING),
-                                    (0, LeaseType.TIMING), (-2, LeaseType.TIMING), (899_999, LeaseType.IDLE)])
+@pytest.mark.parametrize(
+    "d,kind",
+    [
+        (3_599_999, LeaseType.TIMING),
+        (259_200_001, LeaseType.TIMING),
+        (0, LeaseType.TIMING),
+        (-2, LeaseType.TIMING),
+        (899_999, LeaseType.IDLE),
+    ],
+)
 def test_out_of_range_is_6349(d, kind):
     with pytest.raises(DurationOutOfRange) as info:
         grant(CREATED, CREATED, d, kind, LIMITS)
     assert info.value.code == "ModelArts.6349"
 
 
-@pytest.mark.parametrize("d,kind", [(3_600_000, LeaseType.TIMING), (259_200_000, LeaseType.TIMING),
-                                    (900_000, LeaseType.IDLE)])
+@pytest.mark.parametrize(
+    "d,kind", [(3_600_000, LeaseType.TIMING), (259_200_000, LeaseType.TIMING), (900_000, LeaseType.IDLE)]
+)
 def test_bounds_are_inclusive(d, kind):
     assert grant(CREATED, CREATED, d, kind, LIMITS).enable
 

@@ -1,5 +1,6 @@
 """Which checks the observer runs for which runtime: idle checks when the runtime observes or reports
 activity, liveness checks only when it observes; and every runtime declares what the protocol asks."""
+
 import asyncio
 from types import SimpleNamespace
 
@@ -16,15 +17,20 @@ ROW = {"id": "a" * 32, "placement": '{"host": "127.0.0.1"}'}
 
 def observer_for(observes: bool, reports_activity: bool):
     async def db_call(fn, *args):
-        return []   # no expired TIMING leases
+        return []  # no expired TIMING leases
 
     async def db_read(fn, *args):
-        return [dict(ROW)]   # one RUNNING instance with an idle lease
+        return [dict(ROW)]  # one RUNNING instance with an idle lease
 
     runtime = SimpleNamespace(observes=observes, reports_activity=reports_activity)
-    r = SimpleNamespace(runtime=runtime, db_call=db_call, db_read=db_read, replica_id="r",
-                        clock=SimpleNamespace(now_ms=lambda: 0),
-                        claims=SimpleNamespace(inflight={}, until=lambda: 0))
+    r = SimpleNamespace(
+        runtime=runtime,
+        db_call=db_call,
+        db_read=db_read,
+        replica_id="r",
+        clock=SimpleNamespace(now_ms=lambda: 0),
+        claims=SimpleNamespace(inflight={}, until=lambda: 0),
+    )
     observer = Observer(r)
     checked = []
 
@@ -38,12 +44,15 @@ def observer_for(observes: bool, reports_activity: bool):
     return observer, checked
 
 
-@pytest.mark.parametrize("observes, reports_activity, expected", [
-    (True, False, ["idle", "alive"]),
-    (False, True, ["idle"]),
-    (False, False, []),
-    (True, True, ["idle", "alive"]),
-])
+@pytest.mark.parametrize(
+    "observes, reports_activity, expected",
+    [
+        (True, False, ["idle", "alive"]),
+        (False, True, ["idle"]),
+        (False, False, []),
+        (True, True, ["idle", "alive"]),
+    ],
+)
 def test_idle_checks_need_observes_or_reports_activity_liveness_needs_observes(observes, reports_activity, expected):
     observer, checked = observer_for(observes, reports_activity)
     asyncio.run(observer.observe_running())

@@ -1,5 +1,6 @@
 """What an operator sees when something is missing or done twice: one line, not a traceback; and the
 version and the built-in images' origin as the package and the spec say."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -22,13 +23,13 @@ PG_URL = "postgresql+psycopg://nbfleet@127.0.0.1:1/nbfleet"
 
 @pytest.fixture
 def without_psycopg(monkeypatch):
-    monkeypatch.setitem(sys.modules, "psycopg", None)   # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # importing it now raises ImportError
 
 
 def test_missing_postgres_driver_is_one_line(without_psycopg):
     with pytest.raises(MissingDriver, match=r"pip install 'nbfleet\[postgres\]'"):
         check_driver(PG_URL)
-    check_driver("sqlite:////tmp/x.db")   # SQLite needs nothing
+    check_driver("sqlite:////tmp/x.db")  # SQLite needs nothing
 
 
 def test_serve_without_psycopg_says_what_to_install(without_psycopg, tmp_path, monkeypatch):
@@ -55,13 +56,18 @@ def test_seeding_a_seeded_store_again_is_refused_in_one_line(tmp_path, monkeypat
 
 def test_builtin_images_report_an_origin_the_spec_allows(tmp_path):
     from nbfleet.app import open_store
+
     settings = Settings(data_dir=tmp_path)
     db, _identity = open_store(settings)
     try:
         ImageCatalog(db, SystemClock(), settings.images_file).sync_builtins()
         with db.read() as conn:
-            rows = [image_repo.to_json(row) for row in conn.execute(
-                image_repo.images.select().where(image_repo.images.c.type == "BUILD_IN")).mappings()]
+            rows = [
+                image_repo.to_json(row)
+                for row in conn.execute(
+                    image_repo.images.select().where(image_repo.images.c.type == "BUILD_IN")
+                ).mappings()
+            ]
         assert rows
         for image in rows:
             # The spec's origin is CUSTOMIZE | IMAGE_SAVE (default CUSTOMIZE); presets are told by their type.

@@ -1,4 +1,5 @@
 """ProgressReporter: quick successive steps are written together, and nothing is written after close."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,8 @@ async def test_close_drops_the_scheduled_write():
     rec = RecordingReconciler()
     reporter = ProgressReporter(rec, ROW)
     await reporter.step(1, StepStatus.PROCESSING)
-    await reporter.step(1, StepStatus.COMPLETED)   # scheduled, not written
-    await reporter.close()                          # the status write carries it instead
+    await reporter.step(1, StepStatus.COMPLETED)  # scheduled, not written
+    await reporter.close()  # the status write carries it instead
     await asyncio.sleep(ProgressReporter.FLUSH_SECONDS * 2)
     assert len(rec.writes) == 1
     assert statuses(reporter.steps)[1] == "COMPLETED"

@@ -1,4 +1,5 @@
 """What the notebook proxy lets through: cookies that stay with their instance, writes only from its own pages."""
+
 from __future__ import annotations
 
 from nbfleet.api.proxy_policy import filter_set_cookie, foreign_origin
@@ -14,17 +15,17 @@ def headers(**values):
 
 def test_reads_and_scripts_pass_writes_and_websockets_only_from_the_instances_own_pages():
     assert foreign_origin("GET", headers(host=HOST, origin="http://evil.nb.localhost:8080")) is None
-    assert foreign_origin("POST", headers(host=HOST)) is None                   # curl, the SDK, scripts
+    assert foreign_origin("POST", headers(host=HOST)) is None  # curl, the SDK, scripts
     assert foreign_origin("POST", headers(host=HOST, origin=OWN, sec_fetch_site="same-origin")) is None
     assert foreign_origin(None, headers(host=HOST, origin=OWN), websocket=True) is None
     sibling = "http://0badc0de-aaaa-bbbb-cccc-000000000002.nb.localhost:8080"
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         assert foreign_origin(method, headers(host=HOST, origin=sibling))
     assert foreign_origin(None, headers(host=HOST, origin=sibling), websocket=True)
-    assert foreign_origin("POST", headers(host=HOST, origin="null"))            # sandboxed frames, data: URLs
+    assert foreign_origin("POST", headers(host=HOST, origin="null"))  # sandboxed frames, data: URLs
     assert foreign_origin("POST", headers(host=HOST, sec_fetch_site="same-site"))
     assert foreign_origin("POST", headers(host=HOST, sec_fetch_site="cross-site"))
-    assert foreign_origin("POST", headers(host=HOST, origin="http://127.0.0.1:8080"))   # the console's origin
+    assert foreign_origin("POST", headers(host=HOST, origin="http://127.0.0.1:8080"))  # the console's origin
 
 
 def test_cookies_stay_with_their_instance():

@@ -1,5 +1,6 @@
 """``Database.read()`` is one snapshot on both stores: what commits after its first statement stays unseen
 (a list's total and its page must agree: a deep page is found from the total), and it cannot write."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The sandbox's pieces that need no process: uid allocation, reachability, the bwrap command line."""
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,12 @@ def test_each_instance_gets_a_uid_of_its_own_kept_across_starts_and_released_on_
         d.root.mkdir(parents=True)
     uids = [sandbox.host_uid(d) for d in dirs]
     assert len(set(uids)) == 50 and all(2_000_000 <= u <= 2_000_049 for u in uids)
-    assert [sandbox.host_uid(d) for d in dirs] == uids           # chosen once
+    assert [sandbox.host_uid(d) for d in dirs] == uids  # chosen once
     extra = InstanceDirs(tmp_path / "instances" / "one-too-many")
     extra.root.mkdir()
     with pytest.raises(Exception, match="no free host uid"):
         sandbox.host_uid(extra)
-    sandbox.release_after(dirs[7])()                             # a deleted instance gives its uid back
+    sandbox.release_after(dirs[7])()  # a deleted instance gives its uid back
     assert sandbox.host_uid(extra) == uids[7]
 
 
@@ -61,11 +62,13 @@ def test_the_first_directory_other_users_cannot_pass_is_named(tmp_path):
 def test_environment_declarations_are_checked():
     spec = EnvironmentSpec.from_json({"python": "3.11", "packages": ["jupyter-server", "numpy>=1.26"]})
     assert spec.packages == ("jupyter-server", "numpy>=1.26")
-    for bad in ({"python": "3", "packages": ["jupyter-server"]},
-                {"python": "3.11; rm -rf /", "packages": ["jupyter-server"]},
-                {"python": "3.11", "packages": ["numpy"]},                       # nothing to serve notebooks
-                {"python": "3.11", "packages": ["jupyter-server", "--index-url=http://evil"]},
-                {"python": "3.11", "packages": ["jupyter-server", "-e ."]}):
+    for bad in (
+        {"python": "3", "packages": ["jupyter-server"]},
+        {"python": "3.11; rm -rf /", "packages": ["jupyter-server"]},
+        {"python": "3.11", "packages": ["numpy"]},  # nothing to serve notebooks
+        {"python": "3.11", "packages": ["jupyter-server", "--index-url=http://evil"]},
+        {"python": "3.11", "packages": ["jupyter-server", "-e ."]},
+    ):
         with pytest.raises(ImageEnvironmentError):
             EnvironmentSpec.from_json(bad)
 
@@ -74,20 +77,26 @@ def _launch(tmp_path, **options):
     sandbox = Bubblewrap(tmp_path / "data", bwrap="/usr/bin/bwrap", per_instance_uid=False, **options)
     dirs = InstanceDirs(tmp_path / "data" / "instances" / "abc")
     env_dir = tmp_path / "images" / "notebook-x"
-    interpreter = Interpreter(Path("/usr/bin/python3.11"), "3.11.2", Path("/usr"),
-                              (Path("/usr/lib/python3/dist-packages"),))
+    interpreter = Interpreter(
+        Path("/usr/bin/python3.11"), "3.11.2", Path("/usr"), (Path("/usr/lib/python3/dist-packages"),)
+    )
     environment = BuiltEnvironment(env_dir, env_dir / "bin" / "python", interpreter)
-    launch = sandbox.launch(["python", "-m", "jupyter_server"], {"JUPYTER_TOKEN": "t", "NBFLEET_INSTANCE_ID": "abc",
-                                                                "NBFLEET_DATA_DIR": str(tmp_path)},
-                            dirs, environment, FlavorLimits("f", 1, 512), hostname="notebook-abc")
+    launch = sandbox.launch(
+        ["python", "-m", "jupyter_server"],
+        {"JUPYTER_TOKEN": "t", "NBFLEET_INSTANCE_ID": "abc", "NBFLEET_DATA_DIR": str(tmp_path)},
+        dirs,
+        environment,
+        FlavorLimits("f", 1, 512),
+        hostname="notebook-abc",
+    )
     launch.close()
     return launch.argv, dirs, env_dir
 
 
 def test_the_sandbox_binds_only_the_volume_the_socket_dir_and_the_image(tmp_path):
     argv, dirs, env_dir = _launch(tmp_path)
-    command = argv[argv.index("--") + 1:]
-    args = argv[:argv.index("--")]
+    command = argv[argv.index("--") + 1 :]
+    args = argv[: argv.index("--")]
     assert command == ["python", "-m", "jupyter_server"]
     writable = [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == "--bind"]
     assert writable == [(str(dirs.work), "/home/ma-user/work"), (str(dirs.run), "/run/nbfleet")]
@@ -96,14 +105,15 @@ def test_the_sandbox_binds_only_the_volume_the_socket_dir_and_the_image(tmp_path
     assert args.index("/tmp") < args.index(str(env_dir))
     assert args[args.index("--remount-ro") + 1] == "/" and args.index("--remount-ro") > args.index("/run/nbfleet")
     # The host's own site-packages are hidden; nbfleet's markers are not for the notebook.
-    assert ("--tmpfs", "/usr/lib/python3/dist-packages") in zip(args, args[1:], strict=False) or \
-        not Path("/usr/lib/python3/dist-packages").is_dir()
+    assert ("--tmpfs", "/usr/lib/python3/dist-packages") in zip(args, args[1:], strict=False) or not Path(
+        "/usr/lib/python3/dist-packages"
+    ).is_dir()
     assert ("--unsetenv", "NBFLEET_INSTANCE_ID") in zip(args, args[1:], strict=False)
     assert "--unshare-net" in args and "--disable-userns" in args and "--die-with-parent" in args
-    assert not any("JUPYTER_TOKEN" in a or a == "t" for a in argv)   # the token never in argv
+    assert not any("JUPYTER_TOKEN" in a or a == "t" for a in argv)  # the token never in argv
     # Memory-backed scratch space is bounded by the flavor.
     tmp = args.index("/tmp")
-    assert args[tmp - 3:tmp] == ["--size", str(512 * 2**20), "--tmpfs"]
+    assert args[tmp - 3 : tmp] == ["--size", str(512 * 2**20), "--tmpfs"]
 
 
 def test_host_networking_is_an_explicit_choice(tmp_path):

@@ -1,4 +1,5 @@
 """The sign-in backoff rule: free failures, doubling waits, a ceiling, and forgetting."""
+
 from __future__ import annotations
 
 from nbfleet.domain.signin import SignInBackoff

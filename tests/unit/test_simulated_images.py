@@ -1,4 +1,5 @@
 """The simulated runtime's pretend image engine: its failure rules and what it answers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,13 +24,24 @@ def test_image_failure_rules():
 
 
 def _spec(name: str) -> InstanceSpec:
-    return InstanceSpec(id="i-1", name=name, token="t", flavor=FlavorLimits("f", 1, 1024),
-                        image=ImageRef("img", "registry.nbfleet.local/nbfleet/img:1"), owner_id="u", project_id="p")
+    return InstanceSpec(
+        id="i-1",
+        name=name,
+        token="t",
+        flavor=FlavorLimits("f", 1, 1024),
+        image=ImageRef("img", "registry.nbfleet.local/nbfleet/img:1"),
+        owner_id="u",
+        project_id="p",
+    )
 
 
 def test_the_engine_answers_from_the_address_and_the_rules_alone():
-    rules = ["image=*/missing/*;op=pull", "image=*/headless/*;op=serve", "name=nosave-*;op=commit",
-             "image=*/stuck/*;op=remove"]
+    rules = [
+        "image=*/missing/*;op=pull",
+        "image=*/headless/*;op=serve",
+        "name=nosave-*;op=commit",
+        "image=*/stuck/*;op=remove",
+    ]
     first, second = SimulatedRuntime(delay=0, failures=rules), SimulatedRuntime(delay=0, failures=rules)
 
     async def scenario(runtime):

@@ -1,4 +1,5 @@
 """Statements run with isolation_level=AUTOCOMMIT on SQLite are kept (``nbfleet dev seed`` runs ANALYZE so)."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,4 +1,5 @@
 """The SSH gateway's own limits, without a server: its thread pool, its channel caps, terminal sizes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,14 @@ from nbfleet.ssh.sessions import _set_size
 
 
 def gateway(**limits) -> SshGateway:
-    return SshGateway(host="127.0.0.1", port=0, host_key=Path("/nonexistent"), access=lambda nid: None,
-                      enter=lambda nid, placement: None, **limits)
+    return SshGateway(
+        host="127.0.0.1",
+        port=0,
+        host_key=Path("/nonexistent"),
+        access=lambda nid: None,
+        enter=lambda nid, placement: None,
+        **limits,
+    )
 
 
 def test_blocking_work_runs_in_the_gateways_own_threads():
@@ -29,12 +36,14 @@ def test_blocking_work_runs_in_the_gateways_own_threads():
     def access(notebook_id):
         seen.append(threading.current_thread().name)
         return None
+
     gw = gateway()
     gw.access = access
 
     async def scenario():
         with pytest.raises(SessionRefused):
             await gw.open_entry("nb", "key")
+
     asyncio.run(scenario())
     assert seen and seen[0].startswith("nbfleet-ssh")
     assert gw._threads._max_workers == 8
@@ -54,7 +63,7 @@ def test_channels_are_capped_per_connection_per_instance_and_overall():
     with pytest.raises(asyncssh.ChannelOpenError, match="busy"):
         gw.take_slot(three, "b")
     held[0].release()
-    held[0].release()   # released once only
+    held[0].release()  # released once only
     assert one.count == 1 and gw._open == 3 and gw._per_instance == {"a": 2, "b": 1}
     gw.take_slot(one, "a")
 
@@ -74,13 +83,25 @@ def test_serve_raises_its_open_files_limit_to_the_hard_limit():
     import resource
     import subprocess
     import sys
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard <= 256:
         pytest.skip("needs a finite hard limit above 256")
 
     def lowered():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-    out = subprocess.run([sys.executable, "-c", "import resource; from nbfleet.app import raise_open_files_limit; "
-                          "raise_open_files_limit(); print(*resource.getrlimit(resource.RLIMIT_NOFILE))"],
-                         preexec_fn=lowered, capture_output=True, text=True, timeout=60, check=True).stdout
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource; from nbfleet.app import raise_open_files_limit; "
+            "raise_open_files_limit(); print(*resource.getrlimit(resource.RLIMIT_NOFILE))",
+        ],
+        preexec_fn=lowered,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert out.split() == [str(hard), str(hard)]

@@ -1,4 +1,5 @@
 """The dynamic-storage rules of the domain: mount paths, uris, collisions, and the operator's allow-lists."""
+
 from __future__ import annotations
 
 import posixpath
@@ -22,9 +23,14 @@ from nbfleet.domain.storage import (
 EFS_ID = "0a1b2c3d-0000-4000-8000-00000000abcd"
 
 
-@pytest.mark.parametrize("given_path, normal", [
-    ("/data/wang/", "/data/wang/"), ("/data/wang", "/data/wang/"), ("/data/a/b.c_d-e/", "/data/a/b.c_d-e/"),
-])
+@pytest.mark.parametrize(
+    "given_path, normal",
+    [
+        ("/data/wang/", "/data/wang/"),
+        ("/data/wang", "/data/wang/"),
+        ("/data/a/b.c_d-e/", "/data/a/b.c_d-e/"),
+    ],
+)
 def test_mount_paths_are_normalised(given_path, normal):
     assert normal_mount_path(given_path) == normal
 
@@ -38,12 +44,16 @@ def test_every_accepted_mount_path_stays_below_data(text):
     parts = path.strip("/").split("/")
     assert parts[0] == "data" and len(parts) >= 2
     assert all(p not in ("", ".", "..") for p in parts)
-    assert posixpath.normpath(path) == path.rstrip("/")   # nothing left to normalise, nothing to resolve
+    assert posixpath.normpath(path) == path.rstrip("/")  # nothing left to normalise, nothing to resolve
 
 
-@pytest.mark.parametrize("uri, bucket, prefix", [
-    ("obs://bkt/dir/", "bkt", "dir"), ("obs://my.bucket-1/a/b", "my.bucket-1", "a/b"),
-])
+@pytest.mark.parametrize(
+    "uri, bucket, prefix",
+    [
+        ("obs://bkt/dir/", "bkt", "dir"),
+        ("obs://my.bucket-1/a/b", "my.bucket-1", "a/b"),
+    ],
+)
 def test_obs_uris(uri, bucket, prefix):
     assert obs_location(uri) == (bucket, prefix)
 
@@ -63,9 +73,13 @@ def test_efs_uris():
 def test_parse_attach_order_and_category_case():
     request = parse_attach({"category": "efs", "mount_path": "/data/x", "uri": "h:/d", "efs_id": EFS_ID.upper()})
     assert (request.category, request.mount_path, request.efs_id, request.parts) == (
-        Category.EFS, "/data/x/", EFS_ID, ("x",))
+        Category.EFS,
+        "/data/x/",
+        EFS_ID,
+        ("x",),
+    )
     with pytest.raises(E.MissingProperty):
-        parse_attach({"mount_path": "/nope", "uri": "obs://b/"})   # missing members come before bad values
+        parse_attach({"mount_path": "/nope", "uri": "obs://b/"})  # missing members come before bad values
 
 
 def test_collisions():
@@ -75,9 +89,14 @@ def test_collisions():
 
 
 def test_the_allow_lists():
-    policy = StoragePolicy({EFS_ID: {"path": "/srv/team", "projects": ["p1"]},
-                            "nfs.example:/exports": {"path": "/mnt/nfs", "projects": ["*"]}},
-                           {"shared": ["*"], "mine": ["p1"]}, obs_configured=True)
+    policy = StoragePolicy(
+        {
+            EFS_ID: {"path": "/srv/team", "projects": ["p1"]},
+            "nfs.example:/exports": {"path": "/mnt/nfs", "projects": ["*"]},
+        },
+        {"shared": ["*"], "mine": ["p1"]},
+        obs_configured=True,
+    )
     assert policy.efs_source("p1", EFS_ID, "anything:/x/y").below == ("x", "y")
     assert policy.efs_source("p2", EFS_ID, "anything:/x") is None
     found = policy.efs_source("p2", "11111111-0000-4000-8000-000000000000", "nfs.example:/exports/sub")
@@ -110,16 +129,21 @@ SECRET_ID = "22222222-0000-4000-8000-000000000000"
 def test_the_most_specific_entry_decides_whichever_key_is_named():
     """A directory the operator configured for one project only stays that project's, also when another
     project names a file system (by id or export) that contains it."""
-    policy = StoragePolicy({EFS_ID: {"path": "/mnt/p", "projects": ["p1"]},
-                            "host:/p": {"path": "/mnt/p", "projects": ["p1"]},
-                            "host:/p/secret": {"path": "/mnt/p/secret", "projects": ["p2"]},
-                            SECRET_ID: {"path": "/mnt/p/other/", "projects": ["p2"]}},
-                           {}, obs_configured=False)
-    assert policy.efs_source("p1", EFS_ID, "x:/secret") is None          # by id, into p2's directory
+    policy = StoragePolicy(
+        {
+            EFS_ID: {"path": "/mnt/p", "projects": ["p1"]},
+            "host:/p": {"path": "/mnt/p", "projects": ["p1"]},
+            "host:/p/secret": {"path": "/mnt/p/secret", "projects": ["p2"]},
+            SECRET_ID: {"path": "/mnt/p/other/", "projects": ["p2"]},
+        },
+        {},
+        obs_configured=False,
+    )
+    assert policy.efs_source("p1", EFS_ID, "x:/secret") is None  # by id, into p2's directory
     assert policy.efs_source("p1", EFS_ID, "x:/secret/deeper") is None
-    assert policy.efs_source("p1", EFS_ID, "x:/other") is None           # p2's, configured by id
+    assert policy.efs_source("p1", EFS_ID, "x:/other") is None  # p2's, configured by id
     assert policy.efs_source("p1", SECRET_ID, "host:/p/secret") is None
-    assert policy.efs_source("p1", SECRET_ID, "host:/p/other") is None   # by export, into p2's directory
+    assert policy.efs_source("p1", SECRET_ID, "host:/p/other") is None  # by export, into p2's directory
     assert policy.efs_source("p1", EFS_ID, "x:/secretX").below == ("secretX",)
     assert policy.efs_source("p1", EFS_ID, "x:/public").below == ("public",)
     found = policy.efs_source("p2", SECRET_ID, "h:/x")
@@ -129,9 +153,15 @@ def test_the_most_specific_entry_decides_whichever_key_is_named():
 
 
 def test_read_only_entries():
-    policy = StoragePolicy({EFS_ID: {"path": "/mnt/ds", "projects": ["*"], "read_only": True},
-                            "host:/ds": {"path": "/mnt/ds", "projects": ["p1"]}}, {}, obs_configured=False)
+    policy = StoragePolicy(
+        {
+            EFS_ID: {"path": "/mnt/ds", "projects": ["*"], "read_only": True},
+            "host:/ds": {"path": "/mnt/ds", "projects": ["p1"]},
+        },
+        {},
+        obs_configured=False,
+    )
     assert policy.efs_source("p2", EFS_ID, "x:/a").read_only
-    assert policy.efs_source("p1", EFS_ID, "x:/a").read_only        # the entry named decides among equals
+    assert policy.efs_source("p1", EFS_ID, "x:/a").read_only  # the entry named decides among equals
     assert not policy.efs_source("p1", SECRET_ID, "host:/ds/a").read_only
-    assert policy.efs_source("p2", SECRET_ID, "host:/ds/a") is None     # p1's entry, named
+    assert policy.efs_source("p2", SECRET_ID, "host:/ds/a") is None  # p1's entry, named

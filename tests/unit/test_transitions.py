@@ -1,4 +1,5 @@
 """The whole status x operation table of spec README §6.3, cell by cell."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,11 @@ FROZEN        6326  6326 ✓      6326 6326 6326 6326
 """
 OPS = [Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY]
 TARGETS = {Op.START: Status.STARTING, Op.STOP: Status.STOPPING, Op.DELETE: Status.DELETING}
-CELLS = [(line.split()[0], op, cell) for line in SPEC.strip().splitlines()[1:]
-         for op, cell in zip(OPS, line.split()[1:], strict=True)]
+CELLS = [
+    (line.split()[0], op, cell)
+    for line in SPEC.strip().splitlines()[1:]
+    for op, cell in zip(OPS, line.split()[1:], strict=True)
+]
 
 
 def test_table_covers_every_status_but_deleted():
@@ -52,13 +56,20 @@ def test_strict_delete_refuses_running_with_6304():
     assert check("STOPPED", Op.DELETE, strict_delete=True) == Status.DELETING
 
 
-@pytest.mark.parametrize("start,event,end", [
-    ("CREATING", Event.PROVISIONED, "RUNNING"), ("CREATING", Event.PROVISION_FAILED, "CREATE_FAILED"),
-    ("STARTING", Event.READY, "RUNNING"), ("STARTING", Event.START_FAILED, "START_FAILED"),
-    ("STOPPING", Event.STOPPED, "STOPPED"), ("RUNNING", Event.LOST, "ERROR"),
-    ("RUNNING", Event.AUTO_STOP, "STOPPING"), ("DELETING", Event.DELETED, "DELETED"),
-    ("DELETING", Event.DELETE_FAILED, "DELETE_FAILED"),
-])
+@pytest.mark.parametrize(
+    "start,event,end",
+    [
+        ("CREATING", Event.PROVISIONED, "RUNNING"),
+        ("CREATING", Event.PROVISION_FAILED, "CREATE_FAILED"),
+        ("STARTING", Event.READY, "RUNNING"),
+        ("STARTING", Event.START_FAILED, "START_FAILED"),
+        ("STOPPING", Event.STOPPED, "STOPPED"),
+        ("RUNNING", Event.LOST, "ERROR"),
+        ("RUNNING", Event.AUTO_STOP, "STOPPING"),
+        ("DELETING", Event.DELETED, "DELETED"),
+        ("DELETING", Event.DELETE_FAILED, "DELETE_FAILED"),
+    ],
+)
 def test_reconciler_events(start, event, end):
     assert after(start, event) == end
 
@@ -87,20 +98,34 @@ def test_a_finished_save_brings_the_instance_back_to_running():
 
 
 # Images (spec images-flavors-tags-storage.md §2.5: INIT -> CREATING -> ACTIVE | CREATE_FAILED).
-@pytest.mark.parametrize("start,event,end", [
-    ("INIT", ImageEvent.SAVING, "CREATING"), ("CREATING", ImageEvent.SAVING, "CREATING"),
-    ("CREATING", ImageEvent.SAVED, "ACTIVE"), ("CREATING", ImageEvent.SAVE_FAILED, "CREATE_FAILED"),
-    ("INIT", ImageEvent.SAVE_FAILED, "CREATE_FAILED"), ("ACTIVE", ImageEvent.MISSING, "ERROR"),
-    ("ERROR", ImageEvent.FOUND, "ACTIVE"), ("ACTIVE", ImageEvent.FOUND, "ACTIVE"),
-])
+@pytest.mark.parametrize(
+    "start,event,end",
+    [
+        ("INIT", ImageEvent.SAVING, "CREATING"),
+        ("CREATING", ImageEvent.SAVING, "CREATING"),
+        ("CREATING", ImageEvent.SAVED, "ACTIVE"),
+        ("CREATING", ImageEvent.SAVE_FAILED, "CREATE_FAILED"),
+        ("INIT", ImageEvent.SAVE_FAILED, "CREATE_FAILED"),
+        ("ACTIVE", ImageEvent.MISSING, "ERROR"),
+        ("ERROR", ImageEvent.FOUND, "ACTIVE"),
+        ("ACTIVE", ImageEvent.FOUND, "ACTIVE"),
+    ],
+)
 def test_image_events(start, event, end):
     assert image_after(start, event) == end
 
 
-@pytest.mark.parametrize("start,event", [
-    ("INIT", ImageEvent.SAVED), ("ACTIVE", ImageEvent.SAVED), ("CREATE_FAILED", ImageEvent.SAVED),
-    ("ACTIVE", ImageEvent.SAVING), ("CREATING", ImageEvent.MISSING), ("DELETED", ImageEvent.FOUND),
-])
+@pytest.mark.parametrize(
+    "start,event",
+    [
+        ("INIT", ImageEvent.SAVED),
+        ("ACTIVE", ImageEvent.SAVED),
+        ("CREATE_FAILED", ImageEvent.SAVED),
+        ("ACTIVE", ImageEvent.SAVING),
+        ("CREATING", ImageEvent.MISSING),
+        ("DELETED", ImageEvent.FOUND),
+    ],
+)
 def test_image_events_that_do_not_apply(start, event):
     assert image_after(start, event) is None
 

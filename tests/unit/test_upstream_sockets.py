@@ -1,4 +1,5 @@
 """nbfleet connects to an instance's socket file itself, never to what a link in its place points at."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,10 +56,10 @@ def test_a_link_in_place_of_the_socket_is_refused_and_never_followed(tmp_path):
         with pytest.raises(ConnectionRefusedError), connectable(str(refused)):
             pass
     assert decoy_seen == [] and real_seen == []
-    assert asyncio.run(get(str(tmp_path / "jupyter.sock"))) == "real"   # the socket itself is fine
+    assert asyncio.run(get(str(tmp_path / "jupyter.sock"))) == "real"  # the socket itself is fine
     long_dir = tmp_path / ("d" * 100)
     long_dir.mkdir()
-    os.rename(tmp_path / "jupyter.sock", long_dir / "jupyter.sock")   # beyond a socket address's 107 bytes
+    os.rename(tmp_path / "jupyter.sock", long_dir / "jupyter.sock")  # beyond a socket address's 107 bytes
     assert asyncio.run(get(str(long_dir / "jupyter.sock"))) == "real"
     real.close()
     decoy.close()

@@ -1,4 +1,5 @@
 """The audit trail, for admins (an nbfleet extension): ``GET /v1/{project_id}/nbfleet/audit``."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request

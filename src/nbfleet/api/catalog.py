@@ -2,6 +2,7 @@
 
 ``/images/group`` is registered before ``/images/{image_id}``: a literal segment must never be taken for
 an id (spec §2.3)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -32,15 +33,17 @@ async def list_image_groups(request: Request, call: Authenticated):
 
 @router.put("/images/group/{group_id}")
 async def update_image_group(group_id: str, call: Authenticated):
-    return await call.json(lambda caller, s: s.image_groups.update(caller, group_id,
-                                                                   parse_json(call.body, allow_empty=True)))
+    return await call.json(
+        lambda caller, s: s.image_groups.update(caller, group_id, parse_json(call.body, allow_empty=True))
+    )
 
 
 @router.delete("/images/group/{group_id}")
 async def delete_image_group(group_id: str, request: Request, call: Authenticated):
     force = first(query_params(request), "force")
-    return await call.json(lambda caller, s: s.image_groups.delete(caller, group_id,
-                                                                   parse_json(call.body, allow_empty=True), force))
+    return await call.json(
+        lambda caller, s: s.image_groups.delete(caller, group_id, parse_json(call.body, allow_empty=True), force)
+    )
 
 
 @router.get("/images/{image_id}")
@@ -51,8 +54,9 @@ async def show_image(image_id: str, call: Authenticated):
 @router.delete("/images/{image_id}")
 async def delete_image(image_id: str, request: Request, call: Authenticated):
     force = first(query_params(request), "force")
-    return await call.json(lambda caller, s: s.images.delete(caller, image_id,
-                                                             parse_json(call.body, allow_empty=True), force))
+    return await call.json(
+        lambda caller, s: s.images.delete(caller, image_id, parse_json(call.body, allow_empty=True), force)
+    )
 
 
 @router.post("/images/{image_id}/sync")

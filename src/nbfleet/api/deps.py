@@ -1,4 +1,5 @@
 """Dependencies: the wired services and the authenticated caller of a request."""
+
 from __future__ import annotations
 
 import asyncio
@@ -80,13 +81,15 @@ class Call:
     async def run(self, work: Callable[[Principal, Services], T]) -> T:
         """``work(caller, services)`` after authentication, both in a worker thread (in the request's context:
         its id goes with the intent it writes and into its log lines)."""
-        return await asyncio.get_running_loop().run_in_executor(self.services.api_threads,
-                                                                contextvars.copy_context().run, self._work, work)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.services.api_threads, contextvars.copy_context().run, self._work, work
+        )
 
     async def json(self, work: Callable[[Principal, Services], object], status_code: int = 200) -> Response:
         """``run``, with the result encoded as JSON in the same worker thread."""
-        content = await asyncio.get_running_loop().run_in_executor(self.services.api_threads,
-                                                                   contextvars.copy_context().run, self._json, work)
+        content = await asyncio.get_running_loop().run_in_executor(
+            self.services.api_threads, contextvars.copy_context().run, self._json, work
+        )
         return Response(content, status_code=status_code, media_type="application/json")
 
     def _work(self, work):
@@ -107,12 +110,14 @@ async def authenticated(request: Request) -> Call:
     limit = request.app.state.settings.max_body_bytes
     refuse_declared_oversize(request, limit)
     begin = functools.partial(
-        services.authenticator.begin, method=request.method,
+        services.authenticator.begin,
+        method=request.method,
         path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
         raw_query=request.scope.get("query_string", b"").decode("latin-1"),
         headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]},
-        project_id=request.path_params["project_id"])
-    pending = await asyncio.get_running_loop().run_in_executor(services.api_threads, begin)   # reads the store
+        project_id=request.path_params["project_id"],
+    )
+    pending = await asyncio.get_running_loop().run_in_executor(services.api_threads, begin)  # reads the store
     return Call(services, pending, await read_body(request, limit))
 
 

@@ -3,6 +3,7 @@
 Domain refusals carry their own code and status; unknown routes are the gateway's 404
 (APIGW.0101); anything unexpected is a 500 (ModelArts.0010) whose stack goes to the log only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,16 +34,21 @@ def request_id_of(scope: Scope) -> str:
 def error_response(request: Request, error: E.ModelArtsError, headers: dict | None = None) -> Response:
     rid = request_id_of(request.scope)
     body = {"error_code": error.code, "error_msg": error.message, "request_id": rid}
-    return Response(orjson.dumps(body), status_code=error.http_status, media_type="application/json",
-                    headers={"X-Request-Id": rid, **(headers or {})})
+    return Response(
+        orjson.dumps(body),
+        status_code=error.http_status,
+        media_type="application/json",
+        headers={"X-Request-Id": rid, **(headers or {})},
+    )
 
 
 def error_bytes_response(scope: Scope, error: E.ModelArtsError) -> Response:
     """The error body for a request refused before routing (by a middleware), with its request id."""
     rid = request_id_of(scope)
     body = {"error_code": error.code, "error_msg": error.message, "request_id": rid}
-    return Response(orjson.dumps(body), status_code=error.http_status, media_type="application/json",
-                    headers={"X-Request-Id": rid})
+    return Response(
+        orjson.dumps(body), status_code=error.http_status, media_type="application/json", headers={"X-Request-Id": rid}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -58,8 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(request, E.ApiNotFound())
         if exc.status_code == 405:
             return error_response(request, E.MethodNotAllowed())
-        return error_response(request, E.ModelArtsError(str(exc.detail), code="ModelArts.0101",
-                                                        http_status=exc.status_code))
+        return error_response(
+            request, E.ModelArtsError(str(exc.detail), code="ModelArts.0101", http_status=exc.status_code)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -69,8 +76,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # A database that is away (restart, failover, network) is a 503 the client retries, not a bug;
         # everything else SQLAlchemy raises (integrity, programming errors) is.
         if store_unavailable(exc):
-            log.error("store unavailable (request %s): %s", request_id_of(request.scope),
-                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.error(
+                "store unavailable (request %s): %s",
+                request_id_of(request.scope),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
             return error_response(request, E.BackendUnavailable(), {"Retry-After": "1"})
         return await _unexpected(request, exc)
 

@@ -1,4 +1,5 @@
 """Request parsing and response rendering shared by the routers."""
+
 from __future__ import annotations
 
 from collections import defaultdict

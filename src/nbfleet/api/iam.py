@@ -3,6 +3,7 @@
 A client sends a user name, password and domain, scoped to a project by id or name, and gets an
 ``X-Auth-Token`` back in the ``X-Subject-Token`` header, as Huawei Cloud IAM answers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class PasswordAuth:
     domain_name: str | None
     project_id: str | None
     project_name: str | None
-    scoped: bool          # a project scope was asked for
+    scoped: bool  # a project scope was asked for
 
 
 def _object(value, path: str) -> dict:
@@ -59,16 +60,23 @@ def parse_password_auth(body) -> PasswordAuth:
     identity = _object(auth.get("identity"), "auth.identity")
     methods = identity.get("methods")
     if not isinstance(methods, list) or methods != ["password"]:
-        raise E.InvalidParameter("Parameter error: 'auth.identity.methods' must be [\"password\"]; "
-                                 "only password authentication is supported.")
-    user = _object(_object(identity.get("password"), "auth.identity.password").get("user"),
-                   "auth.identity.password.user")
+        raise E.InvalidParameter(
+            "Parameter error: 'auth.identity.methods' must be [\"password\"]; "
+            "only password authentication is supported."
+        )
+    user = _object(
+        _object(identity.get("password"), "auth.identity.password").get("user"), "auth.identity.password.user"
+    )
     name = _text(user, "name", "auth.identity.password.user", required=True)
     password = _text(user, "password", "auth.identity.password.user", required=True)
     domain_name = None
     if user.get("domain") is not None:
-        domain_name = _text(_object(user["domain"], "auth.identity.password.user.domain"), "name",
-                            "auth.identity.password.user.domain", required=False)
+        domain_name = _text(
+            _object(user["domain"], "auth.identity.password.user.domain"),
+            "name",
+            "auth.identity.password.user.domain",
+            required=False,
+        )
     project_id = project_name = None
     scoped = False
     scope = auth.get("scope")
@@ -110,15 +118,27 @@ def _issue(services, auth: PasswordAuth, address: str | None) -> tuple[dict, str
     token, expires = identity.create_token(user["id"], project[0] if project else None, origin=TOKEN_FROM_PASSWORD)
     domain_id, domain_name = identity.domain()
     issued = expires - identity.token_ttl_ms
-    body = {"token": {
-        "expires_at": _iso(expires), "issued_at": _iso(issued), "methods": ["password"],
-        "user": {"id": user["id"], "name": user["name"], "domain": {"id": domain_id, "name": domain_name},
-                 "password_expires_at": ""},
-        "catalog": [], "roles": [],
-    }}
+    body = {
+        "token": {
+            "expires_at": _iso(expires),
+            "issued_at": _iso(issued),
+            "methods": ["password"],
+            "user": {
+                "id": user["id"],
+                "name": user["name"],
+                "domain": {"id": domain_id, "name": domain_name},
+                "password_expires_at": "",
+            },
+            "catalog": [],
+            "roles": [],
+        }
+    }
     if project is not None:
-        body["token"]["project"] = {"id": project[0], "name": project[1],
-                                    "domain": {"id": domain_id, "name": domain_name}}
+        body["token"]["project"] = {
+            "id": project[0],
+            "name": project[1],
+            "domain": {"id": domain_id, "name": domain_name},
+        }
     else:
         body["token"]["domain"] = {"id": domain_id, "name": domain_name}
     return body, token

@@ -5,6 +5,7 @@ query string or a JSON string (a NUL is an error in PostgreSQL and a malformed F
 it surfaced as a 500 or a 503), JSON nested deeper than any request of this API needs, and integers
 that no column can store. Field-specific rules (lengths, patterns, enums) stay with the fields.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,9 +21,9 @@ _CONTROL_IN_URL = re.compile(rb"[\x00-\x1f\x7f]|%[01][0-9a-fA-F]|%7[fF]")
 # In JSON strings: C0 controls and DEL except tab, line feed and carriage return.
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-MAX_JSON_DEPTH = 32          # the deepest request of the API (hooks.container_hooks.pre_start.script) has 4
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-GUARDED_PREFIXES = ("/v1/", "/v3/", "/console", "/health")   # the notebook proxy forwards paths as they are
+MAX_JSON_DEPTH = 32  # the deepest request of the API (hooks.container_hooks.pre_start.script) has 4
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+GUARDED_PREFIXES = ("/v1/", "/v3/", "/console", "/health")  # the notebook proxy forwards paths as they are
 
 
 class ControlCharacterGuard:
@@ -34,9 +35,13 @@ class ControlCharacterGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(GUARDED_PREFIXES):
             raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-            where = ("path" if _CONTROL_IN_URL.search(raw_path)
-                     else "query string" if _CONTROL_IN_URL.search(scope.get("query_string", b""))
-                     else None)
+            where = (
+                "path"
+                if _CONTROL_IN_URL.search(raw_path)
+                else "query string"
+                if _CONTROL_IN_URL.search(scope.get("query_string", b""))
+                else None
+            )
             if where is not None:
                 error = E.InvalidParameter(f"Parameter error: the {where} contains a control character.")
                 await error_bytes_response(scope, error)(scope, receive, send)

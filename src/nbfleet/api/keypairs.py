@@ -1,5 +1,6 @@
 """SSH key pairs of the caller: ``/v3/{project_id}/keypairs`` (create, list, delete), shaped like the
 ModelArts key pair service's answers (``services/keypairs.py``)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

@@ -3,6 +3,7 @@
 Each route hands its work to ``Call.json``/``Call.run``: authentication, then body parsing (never before
 the caller is known) and the use-case, together in a worker thread.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
@@ -49,8 +50,9 @@ async def show_notebook(notebook_id: str, call: Authenticated):
 
 @router.put("/{notebook_id}")
 async def update_notebook(notebook_id: str, call: Authenticated):
-    return await call.json(lambda caller, s: s.notebooks.update(caller, notebook_id,
-                                                                parse_json(call.body, allow_empty=True) or {}))
+    return await call.json(
+        lambda caller, s: s.notebooks.update(caller, notebook_id, parse_json(call.body, allow_empty=True) or {})
+    )
 
 
 @router.delete("/{notebook_id}")
@@ -78,8 +80,11 @@ async def show_lease(notebook_id: str, call: Authenticated):
 @router.patch("/{notebook_id}/lease")
 async def renew_lease(notebook_id: str, request: Request, call: Authenticated):
     duration = first(query_params(request), "duration")
-    return await call.json(lambda caller, s: s.notebooks.renew_lease(caller, notebook_id, duration,
-                                                                     parse_json(call.body, allow_empty=True)))
+    return await call.json(
+        lambda caller, s: s.notebooks.renew_lease(
+            caller, notebook_id, duration, parse_json(call.body, allow_empty=True)
+        )
+    )
 
 
 @router.get("/{notebook_id}/flavors")
@@ -91,8 +96,9 @@ async def switchable_flavors(notebook_id: str, request: Request, call: Authentic
 @router.post("/{notebook_id}/create-image")
 async def create_image(notebook_id: str, call: Authenticated):
     """Save the RUNNING notebook as an image (spec images-flavors-tags-storage.md §2.5)."""
-    return await call.json(lambda caller, s: s.image_saves.save(caller, notebook_id,
-                                                                parse_json(call.body, allow_empty=False)))
+    return await call.json(
+        lambda caller, s: s.image_saves.save(caller, notebook_id, parse_json(call.body, allow_empty=False))
+    )
 
 
 @router.get("/{notebook_id}/events")

@@ -1,4 +1,5 @@
 """Operational endpoints: /health (no authentication) and /metrics (a bearer token of its own)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +32,7 @@ async def prometheus_metrics(request: Request):
         response = error_response(request, E.AuthenticationFailed("a bearer token is required for /metrics"))
         response.headers["WWW-Authenticate"] = 'Bearer realm="nbfleet metrics"'
         return response
-    body = await asyncio.get_running_loop().run_in_executor(   # the scrape reads the store
-        request.app.state.services.api_threads, metrics.exposition, request.app.state.metrics_scrape)
+    body = await asyncio.get_running_loop().run_in_executor(  # the scrape reads the store
+        request.app.state.services.api_threads, metrics.exposition, request.app.state.metrics_scrape
+    )
     return Response(body, media_type=metrics.CONTENT_TYPE)

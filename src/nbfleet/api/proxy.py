@@ -15,6 +15,7 @@ What the proxy must get right for Jupyter (see research/feasibility.md §2):
 - websocket frames keep their type (text/bytes) and subprotocol; a refused upstream handshake
   closes the client with a 4xxx code instead of failing with a stack trace.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,16 +45,32 @@ from .proxy_policy import filter_set_cookie, foreign_origin
 log = logging.getLogger(__name__)
 
 PREFIX = "/notebooks"
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 # The server in front of us adds its own; a second copy would make the response invalid.
 RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 # Set by the websocket client library itself for the upstream handshake.
 WS_DROP = HOP_BY_HOP | {
-    "host", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-    "sec-websocket-protocol", "sec-websocket-accept", "content-length", "user-agent",
+    "host",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+    "content-length",
+    "user-agent",
 }
 # nbfleet's own credentials mean nothing to Jupyter, and a notebook's owner controls what its
 # server runs (config in its HOME), so they must not reach it.
@@ -84,9 +101,16 @@ Resolver = Callable[[str], Awaitable["ProxyTarget | ProxyRefusal"]]
 class NotebookProxy:
     """Owns the upstream HTTP client; one per app."""
 
-    def __init__(self, resolve: Resolver, *, per_instance_origin: bool = False, connect_timeout: float = 5.0,
-                 drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
-                 forget: Callable[[str], None] | None = None, ws_max_message: int = 64 * 2**20):
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        per_instance_origin: bool = False,
+        connect_timeout: float = 5.0,
+        drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
+        forget: Callable[[str], None] | None = None,
+        ws_max_message: int = 64 * 2**20,
+    ):
         """``per_instance_origin``: every instance is served on an origin of its own (host routing), so
         requests from other origins can be told apart and refused; else under ``/notebooks/<id>/``.
         ``forget(id)``: drop what ``resolve`` remembers of an instance that stopped answering."""
@@ -101,8 +125,9 @@ class NotebookProxy:
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # No read timeout: downloads, long polls and slow notebooks are legitimate.
-        self._sockets = UpstreamClients(timeout=httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout),
-                                        size=1024, keepalive=20)
+        self._sockets = UpstreamClients(
+            timeout=httpx.Timeout(None, connect=connect_timeout, pool=connect_timeout), size=1024, keepalive=20
+        )
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -111,7 +136,9 @@ class NotebookProxy:
         if self._client is None or self._client_loop is not loop:
             jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
             self._client = httpx.AsyncClient(
-                cookies=jar, follow_redirects=False, trust_env=False,
+                cookies=jar,
+                follow_redirects=False,
+                trust_env=False,
                 # No read timeout: downloads, long polls and slow notebooks are legitimate.
                 timeout=httpx.Timeout(None, connect=self.connect_timeout, pool=self.connect_timeout),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
@@ -154,8 +181,8 @@ class NotebookProxy:
             return JSONResponse({"message": "Forbidden", "reason": None}, status_code=403)
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         upstream_request = client.build_request(
-            request.method, url, headers=headers,
-            content=metrics.counted(request.stream(), "in") if has_body else None)
+            request.method, url, headers=headers, content=metrics.counted(request.stream(), "in") if has_body else None
+        )
         try:
             with metrics.upstream_timer():
                 upstream = await client.send(upstream_request, stream=True)
@@ -172,8 +199,9 @@ class NotebookProxy:
 
     async def _signed_in(self, client: httpx.AsyncClient, url: httpx.URL, headers) -> bool:
         """Whether the request's credentials (token or Jupyter's login cookie) open the instance's API."""
-        status_url = url.copy_with(raw_path=url.raw_path.split(b"?", 1)[0].rstrip(b"/") + b"/status"
-                                   + (b"?" + url.query if url.query else b""))
+        status_url = url.copy_with(
+            raw_path=url.raw_path.split(b"?", 1)[0].rstrip(b"/") + b"/status" + (b"?" + url.query if url.query else b"")
+        )
         try:
             answer = await client.get(status_url, headers=headers)
         except httpx.TransportError:
@@ -188,8 +216,9 @@ class NotebookProxy:
             fresh = await self.resolve(notebook_id)
             if isinstance(fresh, ProxyRefusal):
                 return fresh
-        return ProxyRefusal(502, "ModelArts.6102", f"The notebook instance {notebook_id} is not answering. "
-                            "Please try again later.")
+        return ProxyRefusal(
+            502, "ModelArts.6102", f"The notebook instance {notebook_id} is not answering. Please try again later."
+        )
 
     def _response_headers(self, upstream: httpx.Response, notebook_id: str) -> list[tuple[bytes, bytes]]:
         prefix = None if self.per_instance_origin else f"{PREFIX}/{notebook_id}/"
@@ -243,8 +272,14 @@ class NotebookProxy:
         drop = WS_DROP | {h for h in self.drop_request} | _connection_tokens(ws.headers.get("connection", ""))
         headers = [(k, v) for k, v in ws.headers.items() if k.lower() not in drop]
         offered = ws.scope.get("subprotocols") or []
-        options: dict[str, Any] = dict(additional_headers=headers, subprotocols=offered or None, user_agent_header=None,
-                       compression=None, max_size=self.ws_max_message, open_timeout=self.connect_timeout)
+        options: dict[str, Any] = dict(
+            additional_headers=headers,
+            subprotocols=offered or None,
+            user_agent_header=None,
+            compression=None,
+            max_size=self.ws_max_message,
+            open_timeout=self.connect_timeout,
+        )
         try:
             # The public Host goes into the handshake via the URI; the socket dials the target.
             if target.socket:
@@ -254,8 +289,9 @@ class NotebookProxy:
                 upstream = await ws_connect(uri, host=target.host, port=target.port, proxy=None, **options)
         except InvalidStatus as exc:
             status = exc.response.status_code
-            await _refuse_ws(ws, 4000 + status if 400 <= status < 1000 else 4502,
-                             f"notebook refused the websocket: HTTP {status}")
+            await _refuse_ws(
+                ws, 4000 + status if 400 <= status < 1000 else 4502, f"notebook refused the websocket: HTTP {status}"
+            )
             return
         except (TimeoutError, OSError, InvalidHandshake) as exc:
             log.warning("notebook %s: upstream websocket failed: %r", notebook_id, exc)
@@ -317,7 +353,7 @@ async def _pump(ws: WebSocket, upstream) -> None:
             pass
         code, reason = upstream.close_code, upstream.close_reason or ""
         sent, received = upstream.protocol.close_sent, upstream.protocol.close_rcvd
-        if received is None and sent is not None:   # the proxy ended it (a message over the bound: 1009)
+        if received is None and sent is not None:  # the proxy ended it (a message over the bound: 1009)
             code, reason = sent.code, "message too big" if sent.code == 1009 else sent.reason
         try:
             await ws.close(code=code if code is not None and _sendable(code) else 1000, reason=reason[:120])
@@ -338,8 +374,10 @@ async def _pump(ws: WebSocket, upstream) -> None:
 
 
 def _cross_origin_message(why: str) -> str:
-    return (f"You are not authorized to perform the (notebook request) operation: {why}; a notebook accepts "
-            "changes only from its own pages.")
+    return (
+        f"You are not authorized to perform the (notebook request) operation: {why}; a notebook accepts "
+        "changes only from its own pages."
+    )
 
 
 def _sendable(code: int) -> bool:
@@ -373,14 +411,15 @@ def refusal_response(request: Request, refusal: ProxyRefusal) -> Response:
         message = html.escape(refusal.message)
         code = html.escape(refusal.error_code)
         page = (
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Notebook unavailable</title>"
+            '<!doctype html><html><head><meta charset="utf-8"><title>Notebook unavailable</title>'
             "<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;"
             "color:#222}code{color:#666}</style></head><body>"
             f"<h1>Notebook unavailable</h1><p>{message}</p><p><code>{code}</code></p></body></html>"
         )
         return HTMLResponse(page, status_code=refusal.http_status)
-    return JSONResponse({"error_code": refusal.error_code, "error_msg": refusal.message},
-                        status_code=refusal.http_status)
+    return JSONResponse(
+        {"error_code": refusal.error_code, "error_msg": refusal.message}, status_code=refusal.http_status
+    )
 
 
 def _raw_target(scope) -> bytes:
@@ -397,15 +436,27 @@ def _connection_tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
-def install_notebook_proxy(app: FastAPI, resolve: Resolver, *, addresses: NotebookAddresses | None = None,
-                           connect_timeout: float = 5.0, forget: Callable[[str], None] | None = None,
-                           drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
-                           ws_max_message: int = 64 * 2**20) -> NotebookProxy:
+def install_notebook_proxy(
+    app: FastAPI,
+    resolve: Resolver,
+    *,
+    addresses: NotebookAddresses | None = None,
+    connect_timeout: float = 5.0,
+    forget: Callable[[str], None] | None = None,
+    drop_request_headers: Collection[str] = DEFAULT_DROP_REQUEST_HEADERS,
+    ws_max_message: int = 64 * 2**20,
+) -> NotebookProxy:
     """Route notebook traffic on ``app`` to the proxy (kept on ``app.state.notebook_proxy``): requests for
     ``<id>.<domain>`` hosts (host routing, the default of ``addresses``), or ``/notebooks/<id>/…`` paths."""
     per_instance_origin = addresses is not None and addresses.per_instance_origin
-    proxy = NotebookProxy(resolve, per_instance_origin=per_instance_origin, connect_timeout=connect_timeout,
-                          drop_request_headers=drop_request_headers, forget=forget, ws_max_message=ws_max_message)
+    proxy = NotebookProxy(
+        resolve,
+        per_instance_origin=per_instance_origin,
+        connect_timeout=connect_timeout,
+        drop_request_headers=drop_request_headers,
+        forget=forget,
+        ws_max_message=ws_max_message,
+    )
     app.state.notebook_proxy = proxy
     if per_instance_origin:
         assert addresses is not None
@@ -441,8 +492,8 @@ class NotebookHostRouter:
         if scope["type"] in ("http", "websocket"):
             host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
             notebook_id = self.addresses.notebook_of_host(host)
-            if notebook_id == "":   # under the notebook domain, naming no instance: not nbfleet's either
-                notebook_id = "-"   # resolves to the answer every unknown instance gets
+            if notebook_id == "":  # under the notebook domain, naming no instance: not nbfleet's either
+                notebook_id = "-"  # resolves to the answer every unknown instance gets
             if notebook_id is not None:
                 if scope["type"] == "websocket":
                     await self.proxy.websocket(WebSocket(scope, receive, send), notebook_id)
@@ -452,8 +503,10 @@ class NotebookHostRouter:
                     response = await self.proxy.http(request, notebook_id, "")
                 except Exception:
                     log.exception("notebook %s: proxying failed", notebook_id)
-                    response = JSONResponse({"error_code": "ModelArts.0010",
-                                             "error_msg": "Internal error. Please try again later."}, status_code=500)
+                    response = JSONResponse(
+                        {"error_code": "ModelArts.0010", "error_msg": "Internal error. Please try again later."},
+                        status_code=500,
+                    )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

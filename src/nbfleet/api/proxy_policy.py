@@ -11,6 +11,7 @@ Two rules, independent of how the instance's Jupyter is configured (its owner ca
   ``*.<domain>`` host is same-site, so its requests carry the victim's cookies, and a sibling can plant
   cookies for the whole domain from script: this check is what stops it.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -52,7 +53,7 @@ def filter_set_cookie(value: str, path_prefix: str | None) -> str | None:
     for attribute in parts[1:]:
         key = attribute.split("=", 1)[0].strip().lower()
         if key == "domain":
-            continue   # host-only: never shared with sibling instances under the same domain
+            continue  # host-only: never shared with sibling instances under the same domain
         if key == "path" and path_prefix is not None:
             path = attribute.split("=", 1)[1].strip() if "=" in attribute else ""
             if not (path + "/").startswith(path_prefix.rstrip("/") + "/"):

@@ -2,6 +2,7 @@
 
 They sit two and three segments below ``/notebooks``, where no literal route of the notebook router lives,
 so their order relative to it does not matter."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -14,8 +15,9 @@ router = APIRouter(prefix="/v1/{project_id}/notebooks/{instance_id}/storage", de
 
 @router.post("")
 async def attach_dynamic_storage(instance_id: str, call: Authenticated):
-    return await call.json(lambda caller, s: s.storage.attach(caller, instance_id,
-                                                              parse_json(call.body, allow_empty=False)))
+    return await call.json(
+        lambda caller, s: s.storage.attach(caller, instance_id, parse_json(call.body, allow_empty=False))
+    )
 
 
 @router.get("")

@@ -11,6 +11,7 @@ for testing (``serve --testing``, ``nbfleet.testing``), and only for the admin. 
   → ``{"ids": […]}``;
 - ``POST …/reset``: every instance gone, no scripted failures, the clock back at the wall clock's time.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -93,10 +94,14 @@ async def add_failure(call: Authenticated, request: Request):
             op = _text(body, "op")
             if op not in INSTANCE_OPS or op == "any":
                 raise E.InvalidProperty("op", f"One of {', '.join(o for o in INSTANCE_OPS if o != 'any')}.")
-            control.fail_next(op, _text(body, "reason", default=f"simulated failure of {op}"),
-                              name=_text(body, "name", default="*"), step=_int(body, "step", low=1, high=4, default=4),
-                              count=_int(body, "count", low=1, high=1_000_000, default=1))
-    except ValueError as exc:   # a rule that does not parse
+            control.fail_next(
+                op,
+                _text(body, "reason", default=f"simulated failure of {op}"),
+                name=_text(body, "name", default="*"),
+                step=_int(body, "step", low=1, high=4, default=4),
+                count=_int(body, "count", low=1, high=1_000_000, default=1),
+            )
+    except ValueError as exc:  # a rule that does not parse
         raise E.InvalidProperty("rule", str(exc)) from None
     return {}
 
@@ -111,7 +116,7 @@ async def clear_failures(call: Authenticated, request: Request):
 @router.post("/instances/{notebook_id}/crash")
 async def crash(notebook_id: str, call: Authenticated, request: Request):
     control = request.app.state.test_control
-    await call.run(lambda caller, s: s.notebooks.get(_admin(caller, s), notebook_id))   # 404 for unknown ids
+    await call.run(lambda caller, s: s.notebooks.get(_admin(caller, s), notebook_id))  # 404 for unknown ids
     control.crash(notebook_id, _text(_body(call), "reason", default="the instance's process died"))
     return {}
 
@@ -153,9 +158,14 @@ async def seed(call: Authenticated, request: Request):
         owner = caller
         if owner_name is not None:
             user = control.user(caller.project_id, _text(body, "owner", limit=64))
-            owner = Principal(user_id=user["user_id"], user_name=user["user_name"], is_admin=False,
-                              project_id=caller.project_id, domain_id=caller.domain_id,
-                              domain_name=caller.domain_name)
+            owner = Principal(
+                user_id=user["user_id"],
+                user_name=user["user_name"],
+                is_admin=False,
+                project_id=caller.project_id,
+                domain_id=caller.domain_id,
+                domain_name=caller.domain_name,
+            )
         create = {k: v for k, v in body.items() if k not in ("count", "status", "owner", "name_prefix")}
         create.setdefault("flavor", "modelarts.vm.cpu.2u")
         create.setdefault("image_id", DEFAULT_IMAGE_ID)

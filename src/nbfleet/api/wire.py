@@ -6,6 +6,7 @@ anything: no middleware or exception handler can change that answer. These proto
 uvicorn by ``nbfleet serve``, keep uvicorn's behaviour (400, then close the connection) and only
 replace the body with ``{"error_code", "error_msg", "request_id"}`` and add ``X-Request-Id``.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -15,17 +16,31 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..domain.errors import ModelArtsError
 
-UNPARSABLE = ModelArtsError("Invalid HTTP request: the request line or a header is malformed or too long.",
-                            code="ModelArts.0101", http_status=400)
+UNPARSABLE = ModelArtsError(
+    "Invalid HTTP request: the request line or a header is malformed or too long.",
+    code="ModelArts.0101",
+    http_status=400,
+)
 
 
 def unparsable_response() -> bytes:
     """The whole 400 response (status line, headers, body) for a request that could not be parsed."""
     rid = uuid.uuid4().hex
     body = orjson.dumps({"error_code": UNPARSABLE.code, "error_msg": UNPARSABLE.message, "request_id": rid})
-    return b"".join([b"HTTP/1.1 400 Bad Request\r\n", b"content-type: application/json\r\n",
-                     b"content-length: ", str(len(body)).encode(), b"\r\n", b"x-request-id: ", rid.encode(),
-                     b"\r\n", b"connection: close\r\n\r\n", body])
+    return b"".join(
+        [
+            b"HTTP/1.1 400 Bad Request\r\n",
+            b"content-type: application/json\r\n",
+            b"content-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+            b"x-request-id: ",
+            rid.encode(),
+            b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
 
 
 class ModelArtsH11Protocol(H11Protocol):
@@ -40,6 +55,7 @@ except ImportError:  # httptools is optional in uvicorn; without it uvicorn pars
     HttpToolsProtocol = None  # type: ignore[misc,assignment]  # the optional import's usual fallback
     ModelArtsHttpToolsProtocol = None
 else:
+
     class ModelArtsHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[no-redef]
         def send_400_response(self, msg: str) -> None:
             self.transport.write(unparsable_response())

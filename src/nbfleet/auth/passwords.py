@@ -1,4 +1,5 @@
 """Password hashing: Argon2id (argon2-cffi), PHC strings stored in ``users.password_hash``."""
+
 from __future__ import annotations
 
 from argon2 import PasswordHasher

@@ -3,6 +3,7 @@
 A copy of the database alone does not reveal any SK: the Fernet key lives in
 ``<data dir>/secret.key`` (mode 0600) or in ``NBFLEET_SECRET_KEY``.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ class SecretBox:
         if secret_key:
             return cls(secret_key.encode())
         path = data_dir / "secret.key"
-        make_private(path)   # a copy put there by hand may be readable by others
+        make_private(path)  # a copy put there by hand may be readable by others
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
             # Written aside and published with link(), which fails if the name exists: two processes

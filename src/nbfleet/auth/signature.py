@@ -4,6 +4,7 @@ The canonical request is rebuilt from what was received (spec README §3.1): met
 URI (always ending in ``/``), canonical query (sorted, strict RFC 3986), the signed headers in the
 order listed, the signed-header list, and the payload hash.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,9 @@ def canonical_query(raw_query: str) -> str:
     return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in pairs)
 
 
-def payload_hash(headers: dict[str, str], signed_headers: tuple[str, ...], body: bytes, *,
-                 allow_unsigned_payload: bool = False) -> str:
+def payload_hash(
+    headers: dict[str, str], signed_headers: tuple[str, ...], body: bytes, *, allow_unsigned_payload: bool = False
+) -> str:
     """The last line of the canonical request: the hash of the body that was actually received.
 
     The SDK puts the value of ``X-Sdk-Content-Sha256`` there instead when it sends one (``UNSIGNED-PAYLOAD``
@@ -84,32 +86,48 @@ def payload_hash(headers: dict[str, str], signed_headers: tuple[str, ...], body:
     body's hash; an unsigned copy could carry the hash of another body the request was first signed for.
     """
     if not body:
-        return EMPTY_BODY_SHA256   # the SDK ignores the header for an empty body, and so do we
+        return EMPTY_BODY_SHA256  # the SDK ignores the header for an empty body, and so do we
     actual = hashlib.sha256(body).hexdigest()
     if CONTENT_HASH_HEADER not in signed_headers:
         return actual
     stated = headers.get(CONTENT_HASH_HEADER, "").strip()
     if stated == UNSIGNED_PAYLOAD:
         if not allow_unsigned_payload:
-            raise SignatureError("verify aksk signature fail (UNSIGNED-PAYLOAD is not accepted for a request "
-                                 "with a body)")
+            raise SignatureError(
+                "verify aksk signature fail (UNSIGNED-PAYLOAD is not accepted for a request with a body)"
+            )
         return stated
     if stated.lower() != actual:
         raise SignatureError("verify aksk signature fail (X-Sdk-Content-Sha256 is not the SHA-256 of the body)")
-    return stated   # verbatim: that is what the client signed
+    return stated  # verbatim: that is what the client signed
 
 
-def canonical_request(method: str, path: str, raw_query: str, headers: dict[str, str],
-                      signed_headers: tuple[str, ...], body: bytes, *, allow_unsigned_payload: bool = False) -> str:
+def canonical_request(
+    method: str,
+    path: str,
+    raw_query: str,
+    headers: dict[str, str],
+    signed_headers: tuple[str, ...],
+    body: bytes,
+    *,
+    allow_unsigned_payload: bool = False,
+) -> str:
     """The six-line canonical request; ``headers`` maps lower-case names to received values."""
     lines = []
     for name in signed_headers:
         if name not in headers:
             raise SignatureError(f"signed header '{name}' is missing")
         lines.append(f"{name}:{headers[name].strip()}\n")
-    return "\n".join([method.upper(), canonical_uri(path), canonical_query(raw_query), "".join(lines),
-                      ";".join(signed_headers),
-                      payload_hash(headers, signed_headers, body, allow_unsigned_payload=allow_unsigned_payload)])
+    return "\n".join(
+        [
+            method.upper(),
+            canonical_uri(path),
+            canonical_query(raw_query),
+            "".join(lines),
+            ";".join(signed_headers),
+            payload_hash(headers, signed_headers, body, allow_unsigned_payload=allow_unsigned_payload),
+        ]
+    )
 
 
 def string_to_sign(sdk_date: str, canonical: str) -> str:
@@ -149,13 +167,24 @@ def check_before_body(signed: SignedRequest, headers: dict[str, str], now: datet
     check_date(headers.get("x-sdk-date"), now, max_skew_seconds)
 
 
-def verify(signed: SignedRequest, secret_key: str, method: str, path: str, raw_query: str,
-           headers: dict[str, str], body: bytes, now: datetime, max_skew_seconds: int = 900, *,
-           allow_unsigned_payload: bool = False) -> None:
+def verify(
+    signed: SignedRequest,
+    secret_key: str,
+    method: str,
+    path: str,
+    raw_query: str,
+    headers: dict[str, str],
+    body: bytes,
+    now: datetime,
+    max_skew_seconds: int = 900,
+    *,
+    allow_unsigned_payload: bool = False,
+) -> None:
     """Raise ``SignatureError`` unless the request carries a valid signature by ``secret_key``."""
     check_before_body(signed, headers, now, max_skew_seconds)
-    canonical = canonical_request(method, path, raw_query, headers, signed.signed_headers, body,
-                                  allow_unsigned_payload=allow_unsigned_payload)
+    canonical = canonical_request(
+        method, path, raw_query, headers, signed.signed_headers, body, allow_unsigned_payload=allow_unsigned_payload
+    )
     expected = sign(secret_key, headers["x-sdk-date"], canonical)
     if not hmac.compare_digest(expected, signed.signature):
         raise SignatureError("verify aksk signature fail")

@@ -3,6 +3,7 @@
 The canonicalisation is not written twice: the signer side reuses ``canonical_request`` and ``sign``
 from ``nbfleet.auth.signature`` (the server's verifier), so client and server cannot drift apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,7 @@ def _parse_error(response: httpx.Response) -> ApiError:
         for code_key, msg_key in (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message")):
             if body.get(code_key) is not None and body.get(msg_key) is not None:
                 return ApiError(response.status_code, str(body[code_key]), str(body[msg_key]), request_id)
-    text = " ".join(response.text.split())[:200] or response.reason_phrase   # e.g. a proxy's HTML page
+    text = " ".join(response.text.split())[:200] or response.reason_phrase  # e.g. a proxy's HTML page
     return ApiError(response.status_code, f"HTTP.{response.status_code}", text, request_id)
 
 
@@ -74,11 +75,16 @@ def _query_string(params: Mapping[str, Any] | None) -> str:
 class ApiClient:
     """Signed calls to ``{endpoint}/v1/{project_id}/…``; answers are parsed JSON or ``ApiError``."""
 
-    def __init__(self, creds: Credentials, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        creds: Credentials,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ):
         endpoint = creds.endpoint.strip().rstrip("/")
         if "://" not in endpoint:
-            endpoint = "https://" + endpoint   # what the SDK does with a bare host
+            endpoint = "https://" + endpoint  # what the SDK does with a bare host
         self.creds = creds
         self.base = httpx.URL(endpoint)
         self.http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
@@ -93,21 +99,27 @@ class ApiClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def request_raw(self, method: str, path: str, params: Mapping[str, Any] | None = None,
-                    body: Any = None, *, version: str = "v1") -> httpx.Response:
+    def request_raw(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, body: Any = None, *, version: str = "v1"
+    ) -> httpx.Response:
         """Send one signed request; ``path`` is relative to ``/{version}/{project_id}``."""
         full_path = f"{self.base.path.rstrip('/')}/{version}/{quote(self.creds.project_id, safe='')}{path}"
         query = _query_string(params)
         data = json.dumps(body).encode() if body is not None else b""
-        host = self.base.netloc.decode("ascii")   # carries :port only when it is not the scheme's default
-        headers = {"content-type": "application/json", "host": host, "user-agent": self.user_agent,
-                   "x-project-id": self.creds.project_id,
-                   "x-sdk-date": datetime.now(UTC).strftime(DATE_FORMAT)}
+        host = self.base.netloc.decode("ascii")  # carries :port only when it is not the scheme's default
+        headers = {
+            "content-type": "application/json",
+            "host": host,
+            "user-agent": self.user_agent,
+            "x-project-id": self.creds.project_id,
+            "x-sdk-date": datetime.now(UTC).strftime(DATE_FORMAT),
+        }
         signed = tuple(sorted(headers))
         canonical = canonical_request(method, full_path, query, headers, signed, data)
         signature = sign(self.creds.sk, headers["x-sdk-date"], canonical)
-        headers["authorization"] = (f"{ALGORITHM} Access={self.creds.ak}, SignedHeaders={';'.join(signed)}, "
-                                    f"Signature={signature}")
+        headers["authorization"] = (
+            f"{ALGORITHM} Access={self.creds.ak}, SignedHeaders={';'.join(signed)}, Signature={signature}"
+        )
         url = f"{self.base.scheme}://{host}{full_path}" + (f"?{query}" if query else "")
         try:
             response = self.http.request(method, url, content=data, headers=headers)
@@ -118,13 +130,18 @@ class ApiClient:
         if response.status_code >= 400:
             raise _parse_error(response)
         if response.content and "json" not in response.headers.get("content-type", ""):
-            raise ApiError(response.status_code, f"HTTP.{response.status_code}",
-                           f"{self.base} answered {response.headers.get('content-type') or 'something'}, not JSON: "
-                           "is it a ModelArts-compatible endpoint?", response.headers.get("x-request-id"))
+            raise ApiError(
+                response.status_code,
+                f"HTTP.{response.status_code}",
+                f"{self.base} answered {response.headers.get('content-type') or 'something'}, not JSON: "
+                "is it a ModelArts-compatible endpoint?",
+                response.headers.get("x-request-id"),
+            )
         return response
 
-    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None, body: Any = None,
-                *, version: str = "v1") -> Any:
+    def request(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, body: Any = None, *, version: str = "v1"
+    ) -> Any:
         response = self.request_raw(method, path, params, body, version=version)
         return response.json() if response.content else None
 
@@ -139,8 +156,9 @@ class ApiClient:
         return self.request("POST", "/notebooks", body=body)
 
     def start_notebook(self, notebook_id: str, duration: int | None = None, lease_type: str | None = None) -> dict:
-        return self.request("POST", f"/notebooks/{quote(notebook_id, safe='')}/start",
-                            {"duration": duration, "type": lease_type})
+        return self.request(
+            "POST", f"/notebooks/{quote(notebook_id, safe='')}/start", {"duration": duration, "type": lease_type}
+        )
 
     def stop_notebook(self, notebook_id: str) -> dict:
         return self.request("POST", f"/notebooks/{quote(notebook_id, safe='')}/stop")
@@ -150,7 +168,7 @@ class ApiClient:
 
     def renew_lease(self, notebook_id: str, duration: int, lease_type: str | None = None) -> dict:
         path = f"/notebooks/{quote(notebook_id, safe='')}/lease"
-        if lease_type:   # only the body can carry an IDLE lease; the query form always means TIMING
+        if lease_type:  # only the body can carry an IDLE lease; the query form always means TIMING
             return self.request("PATCH", path, body={"duration": duration, "type": lease_type})
         return self.request("PATCH", path, {"duration": duration})
 

@@ -1,4 +1,5 @@
 """``nbfleet dev …``: tools for benchmarks and demos."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ dev = typer.Typer(help="Development tools: bulk-load a store for benchmarks.", n
 def seed_command(
     instances: int = typer.Option(..., "--instances", help="How many notebooks to add."),
     projects: int = typer.Option(100, "--projects", help="Spread them over this many projects."),
-    big_project_share: float = typer.Option(0.2, "--big-project-share",
-                                            help="Share that goes to the bootstrap project (the admin's)."),
+    big_project_share: float = typer.Option(
+        0.2, "--big-project-share", help="Share that goes to the bootstrap project (the admin's)."
+    ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory (env NBFLEET_DATA_DIR)."),
     database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -35,7 +37,7 @@ def seed_command(
     identity.bootstrap(settings.data_dir, settings.base_url())
     ImageCatalog(db, SystemClock(), settings.images_file).sync_builtins()
     big = identity.bootstrap_project()
-    assert big is not None   # bootstrap made it
+    assert big is not None  # bootstrap made it
     started = time.monotonic()
     last = [0.0]
 
@@ -45,8 +47,16 @@ def seed_command(
             typer.echo(f"  {done:,} / {instances:,} instances ({done / (time.monotonic() - started):,.0f}/s)")
 
     try:
-        report = seed(db, instances=instances, projects_count=projects, big_share=big_project_share,
-                      big_project=big, now_ms=SystemClock().now_ms(), seal=identity.box.seal, progress=progress)
+        report = seed(
+            db,
+            instances=instances,
+            projects_count=projects,
+            big_share=big_project_share,
+            big_project=big,
+            now_ms=SystemClock().now_ms(),
+            seal=identity.box.seal,
+            progress=progress,
+        )
     except AlreadySeeded as exc:
         db.dispose()
         typer.echo(f"error: {exc}", err=True)
@@ -57,13 +67,20 @@ def seed_command(
         conn.exec_driver_sql("ANALYZE" if db.is_sqlite else "VACUUM ANALYZE")
     # A key for one ordinary user, so that benchmarks can measure a non-admin's own list.
     ak, sk = identity.create_access_key(report.sample_user["user_id"])
-    summary = {"instances": report.instances, "projects": report.projects, "users": report.users,
-               "big_project": report.big_project, "big_project_instances": report.big_project_instances,
-               "sample_user": {**report.sample_user, "ak": ak, "sk": sk},
-               "seconds": round(time.monotonic() - started, 1)}
+    summary = {
+        "instances": report.instances,
+        "projects": report.projects,
+        "users": report.users,
+        "big_project": report.big_project,
+        "big_project_instances": report.big_project_instances,
+        "sample_user": {**report.sample_user, "ak": ak, "sk": sk},
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        typer.echo(f"seeded {report.instances:,} instances in {summary['seconds']} s "
-                   f"({report.big_project_instances:,} in the bootstrap project {report.big_project})")
+        typer.echo(
+            f"seeded {report.instances:,} instances in {summary['seconds']} s "
+            f"({report.big_project_instances:,} in the bootstrap project {report.big_project})"
+        )
     db.dispose()

@@ -4,6 +4,7 @@ Exit codes: 0 ok, 1 the API refused (or a waited-for instance failed), 2 usage o
 error, 3 the endpoint could not be reached. Errors go to stderr; ``--output json`` keeps stdout
 machine-readable (the API's JSON, unchanged).
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,9 @@ FAILED_STATUSES = {"CREATE_FAILED", "START_FAILED", "ERROR"}
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 
-notebooks_app = typer.Typer(help="Notebook instances: list, create, start, stop, renew, delete, open.",
-                            no_args_is_help=True)
+notebooks_app = typer.Typer(
+    help="Notebook instances: list, create, start, stop, renew, delete, open.", no_args_is_help=True
+)
 images_app = typer.Typer(help="Images notebooks can be created from.", no_args_is_help=True)
 flavors_app = typer.Typer(help="Flavors (compute sizes) notebooks can use.", no_args_is_help=True)
 keypairs_app = typer.Typer(help="SSH public keys that may open SSH sessions in your notebooks.", no_args_is_help=True)
@@ -80,18 +82,37 @@ def parse_duration(text: str | None) -> int | None:
     return sum(int(n) * _UNIT_MS[u] for n, u in parts)
 
 
-ProfileOpt = Annotated[str | None, typer.Option(
-    "--profile", "-p", envvar="NBFLEET_PROFILE", show_envvar=False,
-    help="Profile of the config file to use (default: 'default'; env NBFLEET_PROFILE).")]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", case_sensitive=False,
-                                           help="table for people, json (the API's answer) for scripts.")]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        envvar="NBFLEET_PROFILE",
+        show_envvar=False,
+        help="Profile of the config file to use (default: 'default'; env NBFLEET_PROFILE).",
+    ),
+]
+OutputOpt = Annotated[
+    Output,
+    typer.Option("--output", "-o", case_sensitive=False, help="table for people, json (the API's answer) for scripts."),
+]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Show progress until the operation has finished.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits before giving up.")]
-DurationOpt = Annotated[str | None, typer.Option(
-    "--duration", callback=parse_duration, metavar="DURATION",
-    help="Running time before auto-stop: ms, or 2h / 30m / 1h30m; -1 = no auto-stop.")]
-LeaseTypeOpt = Annotated[LeaseType | None, typer.Option(
-    "--lease-type", case_sensitive=False, help="timing: stop at a fixed time; idle: stop after inactivity.")]
+DurationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--duration",
+        callback=parse_duration,
+        metavar="DURATION",
+        help="Running time before auto-stop: ms, or 2h / 30m / 1h30m; -1 = no auto-stop.",
+    ),
+]
+LeaseTypeOpt = Annotated[
+    LeaseType | None,
+    typer.Option(
+        "--lease-type", case_sensitive=False, help="timing: stop at a fixed time; idle: stop after inactivity."
+    ),
+]
 IdArg = Annotated[str, typer.Argument(help="Notebook id.")]
 
 
@@ -103,6 +124,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 def reports_errors(command):
     """Turn the client's exceptions into one stderr line and the documented exit code."""
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
@@ -116,6 +138,7 @@ def reports_errors(command):
         except KeyboardInterrupt:
             typer.echo("interrupted (an operation already sent keeps running on the server)", err=True)
             raise typer.Exit(130) from None
+
     return wrapper
 
 
@@ -129,8 +152,7 @@ def print_json(data) -> None:
     typer.echo(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))
 
 
-def finish(client: ApiClient, nb: dict, output: Output, wait: bool, targets: tuple[str, ...],
-           timeout: float) -> None:
+def finish(client: ApiClient, nb: dict, output: Output, wait: bool, targets: tuple[str, ...], timeout: float) -> None:
     """Print what an asynchronous call answered, or wait for its outcome first."""
     if wait:
         nb = wait_with_progress(client, nb, targets, FAILED_STATUSES, timeout)
@@ -142,36 +164,48 @@ def finish(client: ApiClient, nb: dict, output: Output, wait: bool, targets: tup
     if not wait:
         return
     if nb["status"] in FAILED_STATUSES:
-        fail(f"{nb['name']} ({nb['id']}) is {nb['status']}: {nb.get('fail_reason') or 'no reason given'}",
-             EXIT_API)
+        fail(f"{nb['name']} ({nb['id']}) is {nb['status']}: {nb.get('fail_reason') or 'no reason given'}", EXIT_API)
     if nb["status"] not in targets:
         fail(f"{nb['name']} is still {nb['status']} after {timeout:g} s", EXIT_API)
 
 
 # --- notebooks ----------------------------------------------------------------------------------
 
+
 @notebooks_app.command("list")
 @reports_errors
 def list_notebooks(
-    profile: ProfileOpt = None, output: OutputOpt = Output.table,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
     name: Annotated[str | None, typer.Option(help="Name contains this (case-insensitive).")] = None,
     status: Annotated[str | None, typer.Option(help="Exact status, e.g. RUNNING.")] = None,
-    feature: Annotated[Feature | None,
-                       typer.Option(case_sensitive=False, help="NOTEBOOK (default) or DEFAULT.")] = None,
+    feature: Annotated[
+        Feature | None, typer.Option(case_sensitive=False, help="NOTEBOOK (default) or DEFAULT.")
+    ] = None,
     owner: Annotated[str | None, typer.Option(help="User id (admins only).")] = None,
-    workspace_id: Annotated[str | None, typer.Option(help="Workspace (default \"0\").")] = None,
+    workspace_id: Annotated[str | None, typer.Option(help='Workspace (default "0").')] = None,
     flavor: Annotated[str | None, typer.Option(help="Flavor id contains this.")] = None,
-    sort_key: Annotated[str | None,
-                        typer.Option(help="create_at, update_at, name, status, flavor, id, feature.")] = None,
+    sort_key: Annotated[
+        str | None, typer.Option(help="create_at, update_at, name, status, flavor, id, feature.")
+    ] = None,
     sort_dir: Annotated[SortDir | None, typer.Option(case_sensitive=False)] = None,
     offset: Annotated[int | None, typer.Option(min=0, help="Records to skip.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Page size (server default 10).")] = None,
     all_view: Annotated[bool, typer.Option("--all", help="Every user's notebooks (GET /notebooks/all).")] = False,
 ):
     """List notebooks with the list API's filters, sort and paging."""
-    params = {"name": name, "status": status and status.upper(), "feature": feature and feature.value,
-              "owner": owner, "workspace_id": workspace_id, "flavor": flavor, "sort_key": sort_key,
-              "sort_dir": sort_dir and sort_dir.value, "offset": offset, "limit": limit}
+    params = {
+        "name": name,
+        "status": status and status.upper(),
+        "feature": feature and feature.value,
+        "owner": owner,
+        "workspace_id": workspace_id,
+        "flavor": flavor,
+        "sort_key": sort_key,
+        "sort_dir": sort_dir and sort_dir.value,
+        "offset": offset,
+        "limit": limit,
+    }
     with api(profile) as client:
         response = client.list_notebooks(params, all_view=all_view)
     if output is Output.json:
@@ -217,37 +251,60 @@ def create(
     flavor: Annotated[str, typer.Option(help="Flavor id, e.g. modelarts.vm.cpu.2u (see `nbfleet flavors list`).")],
     image: Annotated[str, typer.Option(help="Image id, name or name:tag (see `nbfleet images list`).")],
     description: Annotated[str | None, typer.Option()] = None,
-    duration: DurationOpt = None, lease_type: LeaseTypeOpt = None,
+    duration: DurationOpt = None,
+    lease_type: LeaseTypeOpt = None,
     volume_size: Annotated[int | None, typer.Option(min=1, help="EVS volume size in GB (server default 5).")] = None,
-    ssh_key: Annotated[list[str] | None, typer.Option(
-        "--ssh-key", help="Enable SSH with this key pair (see `nbfleet keypairs`); repeatable.")] = None,
-    ssh_allow: Annotated[list[str] | None, typer.Option(
-        "--ssh-allow", help="Only this IPv4 address or CIDR may connect over SSH; repeatable (max 5).")] = None,
-    wait: WaitOpt = False, timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None, output: OutputOpt = Output.table,
+    ssh_key: Annotated[
+        list[str] | None,
+        typer.Option("--ssh-key", help="Enable SSH with this key pair (see `nbfleet keypairs`); repeatable."),
+    ] = None,
+    ssh_allow: Annotated[
+        list[str] | None,
+        typer.Option("--ssh-allow", help="Only this IPv4 address or CIDR may connect over SSH; repeatable (max 5)."),
+    ] = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 600.0,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
 ):
     """Create a notebook (it starts at once)."""
     with api(profile) as client:
         volume: dict[str, Any] = {"category": "EVS", "ownership": "MANAGED"}
         if volume_size is not None:
             volume["capacity"] = volume_size
-        body: dict[str, Any] = {"name": name, "flavor": flavor, "image_id": resolve_image(client, image),
-                                "volume": volume}
+        body: dict[str, Any] = {
+            "name": name,
+            "flavor": flavor,
+            "image_id": resolve_image(client, image),
+            "volume": volume,
+        }
         if description is not None:
             body["description"] = description
         if ssh_key or ssh_allow:
-            body["endpoints"] = [{"service": "SSH", "key_pair_names": list(ssh_key or []),
-                                  "allowed_access_ips": list(ssh_allow or [])}]
+            body["endpoints"] = [
+                {"service": "SSH", "key_pair_names": list(ssh_key or []), "allowed_access_ips": list(ssh_allow or [])}
+            ]
         if duration is not None or lease_type is not None:
-            body["lease"] = {k: v for k, v in (("duration", duration),
-                                               ("type", lease_type and lease_type.value.upper())) if v is not None}
+            body["lease"] = {
+                k: v
+                for k, v in (("duration", duration), ("type", lease_type and lease_type.value.upper()))
+                if v is not None
+            }
         nb = client.create_notebook(body)
         finish(client, nb, output, wait, ("RUNNING",), timeout)
 
 
 @notebooks_app.command("start")
 @reports_errors
-def start(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTypeOpt = None, wait: WaitOpt = False,
-          timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None, output: OutputOpt = Output.table):
+def start(
+    notebook_id: IdArg,
+    duration: DurationOpt = None,
+    lease_type: LeaseTypeOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 600.0,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
+):
     """Start a stopped (or failed) notebook; --duration sets its new auto-stop time."""
     with api(profile) as client:
         # DURATION arrives in milliseconds: parse_duration, its typer callback, converted it.
@@ -257,8 +314,13 @@ def start(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTyp
 
 @notebooks_app.command("stop")
 @reports_errors
-def stop(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None,
-         output: OutputOpt = Output.table):
+def stop(
+    notebook_id: IdArg,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 600.0,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
+):
     """Stop a running notebook (its work volume is kept)."""
     with api(profile) as client:
         nb = client.stop_notebook(notebook_id)
@@ -267,8 +329,13 @@ def stop(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.0,
 
 @notebooks_app.command("delete")
 @reports_errors
-def delete(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.0, profile: ProfileOpt = None,
-           output: OutputOpt = Output.table):
+def delete(
+    notebook_id: IdArg,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 600.0,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
+):
     """Delete a notebook and its volume; --wait returns once it is gone."""
     with api(profile) as client:
         nb = client.delete_notebook(notebook_id)
@@ -287,8 +354,9 @@ def delete(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.
                 except ApiError as exc:
                     if exc.code in ("ModelArts.6309", "ModelArts.6404"):
                         if output is Output.table:
-                            out_console().print(f"{nb['name']} ({notebook_id}) is deleted", markup=False,
-                                                highlight=False)
+                            out_console().print(
+                                f"{nb['name']} ({notebook_id}) is deleted", markup=False, highlight=False
+                            )
                         return
                     raise
                 if nb["status"] == "DELETE_FAILED":
@@ -300,25 +368,36 @@ def delete(notebook_id: IdArg, wait: WaitOpt = False, timeout: TimeoutOpt = 600.
 
 @notebooks_app.command("renew")
 @reports_errors
-def renew(notebook_id: IdArg, duration: DurationOpt = None, lease_type: LeaseTypeOpt = None,
-          profile: ProfileOpt = None, output: OutputOpt = Output.table):
+def renew(
+    notebook_id: IdArg,
+    duration: DurationOpt = None,
+    lease_type: LeaseTypeOpt = None,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
+):
     """Push a running notebook's auto-stop to now + DURATION (default 1h)."""
     with api(profile) as client:
-        lease = client.renew_lease(notebook_id, 3_600_000 if duration is None else cast(int, duration),
-                                   lease_type and lease_type.value.upper())
+        lease = client.renew_lease(
+            notebook_id, 3_600_000 if duration is None else cast(int, duration), lease_type and lease_type.value.upper()
+        )
     if output is Output.json:
         print_json(lease)
     else:
         when, remaining = lease_summary(lease)
-        out_console().print(f"auto-stop: {when}" + (f" ({remaining})" if remaining else ""), markup=False,
-                            highlight=False)
+        out_console().print(
+            f"auto-stop: {when}" + (f" ({remaining})" if remaining else ""), markup=False, highlight=False
+        )
 
 
 @notebooks_app.command("events")
 @reports_errors
-def events(notebook_id: IdArg, limit: Annotated[int, typer.Option(min=1, max=50)] = 50,
-           offset: Annotated[int, typer.Option(min=0)] = 0, profile: ProfileOpt = None,
-           output: OutputOpt = Output.table):
+def events(
+    notebook_id: IdArg,
+    limit: Annotated[int, typer.Option(min=1, max=50)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
+):
     """What happened to a notebook (status changes, failures, auto-stops), newest first."""
     with api(profile) as client:
         response = client.events(notebook_id, {"limit": limit, "offset": offset})
@@ -327,17 +406,22 @@ def events(notebook_id: IdArg, limit: Annotated[int, typer.Option(min=1, max=50)
         return
     page = response.json()
     console = out_console()
-    console.print(simple_table(("TIME", "TYPE", "MESSAGE"),
-                               [(local_time(e.get("create_at")), e.get("type"), e.get("message"))
-                                for e in page["data"]]))
+    console.print(
+        simple_table(
+            ("TIME", "TYPE", "MESSAGE"),
+            [(local_time(e.get("create_at")), e.get("type"), e.get("message")) for e in page["data"]],
+        )
+    )
     console.print(page_footer(page, offset, "events"), markup=False, highlight=False)
 
 
 @notebooks_app.command("open")
 @reports_errors
-def open_notebook(notebook_id: IdArg,
-                  browser: Annotated[bool, typer.Option("--browser", help="Open it in the web browser.")] = False,
-                  profile: ProfileOpt = None):
+def open_notebook(
+    notebook_id: IdArg,
+    browser: Annotated[bool, typer.Option("--browser", help="Open it in the web browser.")] = False,
+    profile: ProfileOpt = None,
+):
     """Print the notebook's JupyterLab address (with the owner's token); --browser opens it."""
     with api(profile) as client:
         nb = client.notebook(notebook_id)
@@ -347,11 +431,12 @@ def open_notebook(notebook_id: IdArg,
     if nb.get("token"):
         url += ("&" if "?" in url else "?") + "token=" + quote(nb["token"], safe="")
     else:
-        typer.echo("warning: no token in the answer (only the owner gets one); JupyterLab will ask for it",
-                   err=True)
+        typer.echo("warning: no token in the answer (only the owner gets one); JupyterLab will ask for it", err=True)
     if nb["status"] != "RUNNING":
-        typer.echo(f"warning: {nb['name']} is {nb['status']}; start it with "
-                   f"`nbfleet notebooks start {nb['id']} --wait`", err=True)
+        typer.echo(
+            f"warning: {nb['name']} is {nb['status']}; start it with `nbfleet notebooks start {nb['id']} --wait`",
+            err=True,
+        )
     typer.echo(url)
     if browser and not webbrowser.open(url):
         typer.echo("warning: no web browser could be started; open the address above by hand", err=True)
@@ -359,28 +444,36 @@ def open_notebook(notebook_id: IdArg,
 
 @notebooks_app.command("ssh")
 @reports_errors
-def ssh(notebook_id: IdArg,
-        identity: Annotated[str | None, typer.Option("--identity", "-i",
-                                                        help="Private key file to use (ssh -i).")] = None,
-        run: Annotated[bool, typer.Option("--run", help="Run ssh instead of printing the command.")] = False,
-        config: Annotated[bool, typer.Option("--config", help="Print a ~/.ssh/config entry instead (for "
-                                                           "VS Code Remote-SSH).")] = False,
-        profile: ProfileOpt = None):
+def ssh(
+    notebook_id: IdArg,
+    identity: Annotated[str | None, typer.Option("--identity", "-i", help="Private key file to use (ssh -i).")] = None,
+    run: Annotated[bool, typer.Option("--run", help="Run ssh instead of printing the command.")] = False,
+    config: Annotated[
+        bool, typer.Option("--config", help="Print a ~/.ssh/config entry instead (for VS Code Remote-SSH).")
+    ] = False,
+    profile: ProfileOpt = None,
+):
     """Print the ssh command that opens a shell in the notebook (or run it with --run)."""
     from ..ssh.address import ssh_argv, ssh_command, ssh_config
+
     with api(profile) as client:
         nb = client.notebook(notebook_id)
     endpoint = next((ep for ep in nb.get("endpoints") or [] if ep.get("service") == "SSH"), None)
     if endpoint is None:
         fail(f"{nb['name']} has no SSH endpoint; create it with --ssh-key NAME", EXIT_API)
     if not endpoint.get("uri"):
-        fail(f"{nb['name']} has no SSH address: it is {nb['status']}" if nb["status"] != "RUNNING" else
-             f"{nb['name']} has no SSH address: this server offers no SSH", EXIT_API)
+        fail(
+            f"{nb['name']} has no SSH address: it is {nb['status']}"
+            if nb["status"] != "RUNNING"
+            else f"{nb['name']} has no SSH address: this server offers no SSH",
+            EXIT_API,
+        )
     if config:
         typer.echo(ssh_config(endpoint["uri"], f"nb-{nb['id'][:8]}", identity), nl=False)
     elif run:
         import os
         import shutil
+
         if not shutil.which("ssh"):
             fail("no ssh client on PATH (install OpenSSH)", EXIT_USAGE)
         argv = ssh_argv(endpoint["uri"], identity)
@@ -391,6 +484,7 @@ def ssh(notebook_id: IdArg,
 
 # --- SSH key pairs --------------------------------------------------------------------------------
 
+
 @keypairs_app.command("list")
 @reports_errors
 def list_keypairs(profile: ProfileOpt = None, output: OutputOpt = Output.table):
@@ -400,16 +494,25 @@ def list_keypairs(profile: ProfileOpt = None, output: OutputOpt = Output.table):
     if output is Output.json:
         print_json(pairs)
         return
-    out_console().print(simple_table(("NAME", "FINGERPRINT", "CREATED"),
-                                     [(k["name"], k["fingerprint"], local_time(k.get("create_at"))) for k in pairs]))
+    out_console().print(
+        simple_table(
+            ("NAME", "FINGERPRINT", "CREATED"),
+            [(k["name"], k["fingerprint"], local_time(k.get("create_at"))) for k in pairs],
+        )
+    )
 
 
 @keypairs_app.command("add")
 @reports_errors
-def add_keypair(name: Annotated[str, typer.Argument(help="Name to use in --ssh-key / key_pair_names.")],
-                public_key: Annotated[Path, typer.Option("--public-key", exists=True, dir_okay=False,
-                                                         help="Public key file, e.g. ~/.ssh/id_ed25519.pub.")],
-                profile: ProfileOpt = None, output: OutputOpt = Output.table):
+def add_keypair(
+    name: Annotated[str, typer.Argument(help="Name to use in --ssh-key / key_pair_names.")],
+    public_key: Annotated[
+        Path,
+        typer.Option("--public-key", exists=True, dir_okay=False, help="Public key file, e.g. ~/.ssh/id_ed25519.pub."),
+    ],
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
+):
     """Register an SSH public key under a name (never give the private key)."""
     with api(profile) as client:
         made = client.add_keypair(name, public_key.read_text())
@@ -430,6 +533,7 @@ def delete_keypair(name: Annotated[str, typer.Argument()], profile: ProfileOpt =
 
 # --- images and flavors ----------------------------------------------------------------------------
 
+
 @images_app.command("list")
 @reports_errors
 def list_images(
@@ -437,7 +541,8 @@ def list_images(
     image_type: Annotated[str | None, typer.Option("--type", help="BUILD_IN or DEDICATED.")] = None,
     offset: Annotated[int | None, typer.Option(min=0)] = None,
     limit: Annotated[int | None, typer.Option(min=1)] = None,
-    profile: ProfileOpt = None, output: OutputOpt = Output.table,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
 ):
     """List the images you can create notebooks from."""
     with api(profile) as client:
@@ -446,9 +551,19 @@ def list_images(
         print_json(response.text)
         return
     page = response.json()
-    rows = [(i["id"], i["name"], i.get("tag"), i.get("type"), i.get("arch"),
-             ",".join(i.get("resource_categories") or []), ",".join(i.get("dev_services") or []),
-             i.get("description")) for i in page["data"]]
+    rows = [
+        (
+            i["id"],
+            i["name"],
+            i.get("tag"),
+            i.get("type"),
+            i.get("arch"),
+            ",".join(i.get("resource_categories") or []),
+            ",".join(i.get("dev_services") or []),
+            i.get("description"),
+        )
+        for i in page["data"]
+    ]
     console = out_console()
     console.print(simple_table(("ID", "NAME", "TAG", "TYPE", "ARCH", "CATEGORIES", "SERVICES", "DESCRIPTION"), rows))
     console.print(page_footer(page, offset or 0, "images"), markup=False, highlight=False)
@@ -459,7 +574,8 @@ def list_images(
 def list_flavors(
     feature: Annotated[Feature | None, typer.Option(case_sensitive=False)] = None,
     category: Annotated[str | None, typer.Option(help="CPU, GPU or ASCEND.")] = None,
-    profile: ProfileOpt = None, output: OutputOpt = Output.table,
+    profile: ProfileOpt = None,
+    output: OutputOpt = Output.table,
 ):
     """List the flavors (compute sizes) notebooks can use."""
     with api(profile) as client:
@@ -470,14 +586,23 @@ def list_flavors(
     rows = []
     for f in response.json()["data"]:
         gpu = f.get("gpu") or {}
-        rows.append((f["id"], f.get("name"), f.get("category"), f.get("vcpus"),
-                     f"{(f.get('memory') or 0) / 1024 / 1024:g} GB",  # the API counts memory in KB
-                     f"{gpu.get('gpu')}×{gpu.get('type')}" if gpu else "", f.get("feature"),
-                     "sold out" if f.get("sold_out") else "available"))
+        rows.append(
+            (
+                f["id"],
+                f.get("name"),
+                f.get("category"),
+                f.get("vcpus"),
+                f"{(f.get('memory') or 0) / 1024 / 1024:g} GB",  # the API counts memory in KB
+                f"{gpu.get('gpu')}×{gpu.get('type')}" if gpu else "",
+                f.get("feature"),
+                "sold out" if f.get("sold_out") else "available",
+            )
+        )
     out_console().print(simple_table(("ID", "NAME", "CATEGORY", "VCPUS", "MEMORY", "GPU", "FEATURE", "STATE"), rows))
 
 
 # --- configure ----------------------------------------------------------------------------------
+
 
 def configure(
     profile: Annotated[str, typer.Option("--profile", "-p", help="Profile to write.")] = profiles.DEFAULT_PROFILE,
@@ -485,9 +610,15 @@ def configure(
     project_id: Annotated[str | None, typer.Option()] = None,
     ak: Annotated[str | None, typer.Option(help="Access key.")] = None,
     sk: Annotated[str | None, typer.Option(help="Secret key (prefer the prompt: argv is visible in ps).")] = None,
-    from_credentials: Annotated[Path | None, typer.Option(
-        "--from-credentials", exists=True, dir_okay=False,
-        help="Take all four from a server's credentials.json (e.g. nbfleet-data/credentials.json).")] = None,
+    from_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-credentials",
+            exists=True,
+            dir_okay=False,
+            help="Take all four from a server's credentials.json (e.g. nbfleet-data/credentials.json).",
+        ),
+    ] = None,
 ):
     """Save an endpoint and AK/SK pair as a named profile (prompts for what is not given)."""
     path = profiles.config_path()
@@ -500,11 +631,17 @@ def configure(
         endpoint = endpoint or typer.prompt("Endpoint", default=current.get("endpoint", "http://127.0.0.1:8080"))
         project_id = project_id or typer.prompt("Project id", default=current.get("project_id"))
         ak = ak or typer.prompt("Access key (AK)", default=current.get("ak"))
-        sk = sk or typer.prompt("Secret key (SK)", default=current.get("sk"), hide_input=True,
-                                show_default=False)
-        profiles.write_profile(path, profile, {"endpoint": endpoint.strip().rstrip("/"),
-                                               "project_id": project_id.strip(), "ak": ak.strip(), "sk": sk.strip()})
+        sk = sk or typer.prompt("Secret key (SK)", default=current.get("sk"), hide_input=True, show_default=False)
+        profiles.write_profile(
+            path,
+            profile,
+            {
+                "endpoint": endpoint.strip().rstrip("/"),
+                "project_id": project_id.strip(),
+                "ak": ak.strip(),
+                "sk": sk.strip(),
+            },
+        )
     except (profiles.ConfigError, ValueError, OSError) as exc:
         fail(str(exc), EXIT_USAGE)
     typer.echo(f"saved profile '{profile}' to {path}")
-

@@ -12,6 +12,7 @@ File (``$NBFLEET_CONFIG``, else ``$XDG_CONFIG_HOME/nbfleet/config.toml``, else
 ``NBFLEET_ENDPOINT``, ``NBFLEET_PROJECT_ID``, ``NBFLEET_AK`` and ``NBFLEET_SK`` win over the file,
 one field at a time, so a CI job can swap only the secret key of a checked-in profile.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ from .client import Credentials
 
 DEFAULT_PROFILE = "default"
 FIELDS = ("endpoint", "project_id", "ak", "sk")
-ENV_VARS = {"endpoint": "NBFLEET_ENDPOINT", "project_id": "NBFLEET_PROJECT_ID", "ak": "NBFLEET_AK",
-            "sk": "NBFLEET_SK"}
+ENV_VARS = {"endpoint": "NBFLEET_ENDPOINT", "project_id": "NBFLEET_PROJECT_ID", "ak": "NBFLEET_AK", "sk": "NBFLEET_SK"}
 # Bare TOML keys only: the file is written by hand-formatting, so a name must never need quoting.
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -111,6 +111,7 @@ def resolve(profile: str | None, env: Mapping[str, str] | None = None) -> Creden
     missing = [f for f in FIELDS if not values.get(f)]
     if missing:
         hint = ", ".join(ENV_VARS[f] for f in missing)
-        raise ConfigError(f"no {', '.join(missing)} configured: run `nbfleet configure` (profile {name!r} "
-                          f"in {path}) or set {hint}")
+        raise ConfigError(
+            f"no {', '.join(missing)} configured: run `nbfleet configure` (profile {name!r} in {path}) or set {hint}"
+        )
     return Credentials(**{f: values[f] for f in FIELDS})

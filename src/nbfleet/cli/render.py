@@ -3,6 +3,7 @@
 Every value from the API is wrapped in ``Text`` so that a ``[name]`` in a description is shown, not
 taken for rich markup.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,11 +14,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLES = {"RUNNING": "green", "STOPPED": "dim", "CREATE_FAILED": "red", "START_FAILED": "red",
-                 "ERROR": "red", "DELETE_FAILED": "red", "FROZEN": "blue"}
+STATUS_STYLES = {
+    "RUNNING": "green",
+    "STOPPED": "dim",
+    "CREATE_FAILED": "red",
+    "START_FAILED": "red",
+    "ERROR": "red",
+    "DELETE_FAILED": "red",
+    "FROZEN": "blue",
+}
 # Poll quickly at first (fast operations end fast), then back off so a long start does not hammer the API.
 POLL_FIRST, POLL_MAX = 0.2, 2.0
-STEPS = 4   # action_progress: storage, compute, network, instance initialisation
+STEPS = 4  # action_progress: storage, compute, network, instance initialisation
 
 
 def out_console() -> Console:
@@ -87,9 +95,15 @@ def notebooks_table(items: list[dict], *, with_owner: bool) -> Table:
         image = nb.get("image") or {}
         # Remaining time is what matters while it runs; a stopped instance has no pending auto-stop.
         auto_stop = (remaining or when) if nb.get("status") == "RUNNING" else ""
-        row = [cell(nb["id"]), cell(nb.get("name")), status_text(nb.get("status")), cell(nb.get("flavor")),
-               cell(image.get("name")), cell(auto_stop),
-               cell(local_time(nb.get("create_at")))]
+        row = [
+            cell(nb["id"]),
+            cell(nb.get("name")),
+            status_text(nb.get("status")),
+            cell(nb.get("flavor")),
+            cell(image.get("name")),
+            cell(auto_stop),
+            cell(local_time(nb.get("create_at"))),
+        ]
         if with_owner:
             row.append(cell((nb.get("user") or {}).get("name") or nb.get("user_id")))
         table.add_row(*row)
@@ -115,13 +129,17 @@ def notebook_details(nb: dict) -> Table:
     when, remaining = lease_summary(nb.get("lease"))
     if nb.get("status") not in ("RUNNING", "CREATING", "STARTING", "INIT"):
         when, remaining = f"none while {nb.get('status')} (set again by start)", ""
-    rows = [("id", cell(nb["id"])), ("name", cell(nb.get("name"))), ("status", status_text(nb.get("status"))),
-            ("flavor", cell(nb.get("flavor"))),
-            ("image", cell(f"{image.get('name')}:{image.get('tag')}" if image.get("name") else image.get("id"))),
-            ("auto-stop", cell(f"{when} ({remaining})" if remaining else when)),
-            ("url", cell(nb.get("url"))),
-            ("owner", cell((nb.get("user") or {}).get("name") or nb.get("user_id"))),
-            ("created", cell(local_time(nb.get("create_at"))))]
+    rows = [
+        ("id", cell(nb["id"])),
+        ("name", cell(nb.get("name"))),
+        ("status", status_text(nb.get("status"))),
+        ("flavor", cell(nb.get("flavor"))),
+        ("image", cell(f"{image.get('name')}:{image.get('tag')}" if image.get("name") else image.get("id"))),
+        ("auto-stop", cell(f"{when} ({remaining})" if remaining else when)),
+        ("url", cell(nb.get("url"))),
+        ("owner", cell((nb.get("user") or {}).get("name") or nb.get("user_id"))),
+        ("created", cell(local_time(nb.get("create_at")))),
+    ]
     if nb.get("description"):
         rows.insert(2, ("description", cell(nb["description"])))
     for endpoint in nb.get("endpoints") or []:
@@ -149,9 +167,11 @@ def wait_with_progress(client, nb: dict, targets: tuple[str, ...], failed: set[s
     has_steps = "RUNNING" in targets
     seen: dict[int, str] = {}
     pause = POLL_FIRST
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()] if has_steps else [SpinnerColumn(), TextColumn("{task.description}"),
-                                                       TimeElapsedColumn()]
+    columns = (
+        [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        if has_steps
+        else [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"{nb['name']}: {nb['status']}", total=STEPS if has_steps else None)
         while True:
@@ -161,16 +181,21 @@ def wait_with_progress(client, nb: dict, targets: tuple[str, ...], failed: set[s
                 if state != "WAITING" and seen.get(number) != state:
                     seen[number] = state
                     text = step.get("description") or step.get("step_description") or ""
-                    progress.console.print(Text(f"step {number}/{STEPS} {state.lower()}: {text}",
-                                                style="red" if state == "FAILED" else ""))
+                    progress.console.print(
+                        Text(f"step {number}/{STEPS} {state.lower()}: {text}", style="red" if state == "FAILED" else "")
+                    )
             current = next((s for s in steps if s.get("status") in ("PROCESSING", "FAILED")), None)
             label = f"{nb['name']}: {nb['status']}"
             if current is not None:
                 label += f" · {current.get('description') or ''}"
             done = sum(1 for s in steps if s.get("status") == "COMPLETED")
             if nb["status"] in targets:
-                progress.update(task, description=f"{nb['name']}: {nb['status']}",
-                                completed=STEPS if has_steps else 1, total=STEPS if has_steps else 1)
+                progress.update(
+                    task,
+                    description=f"{nb['name']}: {nb['status']}",
+                    completed=STEPS if has_steps else 1,
+                    total=STEPS if has_steps else 1,
+                )
                 return nb
             progress.update(task, description=label, completed=done if has_steps else 0)
             if nb["status"] in failed or time.monotonic() > deadline:

@@ -6,6 +6,7 @@ owner controls what it serves. A target is kept only if it already is, exactly, 
 page (no dot segments, doubled or escaped slashes, escapes at all, backslashes, control characters,
 scheme or host); anything else is replaced by the caller's default.
 """
+
 from __future__ import annotations
 
 import posixpath

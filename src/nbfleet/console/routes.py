@@ -5,6 +5,7 @@ page hands its own query string, as ``{name: [values]}``, to ``NotebookService.l
 API call with the same query show the same rows. Refusals are the API's
 ``ModelArtsError``s, shown with their code and message.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,8 +70,11 @@ async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
     a page of another site managed to plant a cookie for the console's host."""
     foreign = foreign_origin(request.method, request.headers)
     if foreign is not None:
-        raise ConsoleRefusal(403, "ModelArts.0108", f"The form did not come from this console ({foreign}). "
-                             "Reload the page and try again.")
+        raise ConsoleRefusal(
+            403,
+            "ModelArts.0108",
+            f"The form did not come from this console ({foreign}). Reload the page and try again.",
+        )
     try:
         body = await read_body(request, MAX_FORM_BYTES)
     except E.PayloadTooLarge:
@@ -81,9 +85,12 @@ async def _form(request: Request, expected_csrf: str | None) -> dict[str, str]:
     if any(has_control_character(k) or has_control_character(v) for k, v in form.items()):
         raise ConsoleRefusal(400, "ModelArts.6336", "The form holds a control character.")
     if expected_csrf is None or not S.csrf_ok(expected_csrf, form.get(S.CSRF_FIELD)):
-        raise ConsoleRefusal(403, "ModelArts.0108",
-                             "The form did not come from this console session (missing or wrong CSRF token). "
-                             "Reload the page and try again.")
+        raise ConsoleRefusal(
+            403,
+            "ModelArts.0108",
+            "The form did not come from this console session (missing or wrong CSRF token). "
+            "Reload the page and try again.",
+        )
     return form
 
 
@@ -95,21 +102,34 @@ def _error(exc: E.ModelArtsError) -> dict:
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-                               "form-action 'self'; base-uri 'none'",
+    "form-action 'self'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
 
 
-def render(request: Request, name: str, context: dict, *, session: S.Session | None = None,
-           status_code: int = 200, page: bool = True) -> Response:
+def render(
+    request: Request,
+    name: str,
+    context: dict,
+    *,
+    session: S.Session | None = None,
+    status_code: int = 200,
+    page: bool = True,
+) -> Response:
     """A template with the session's user, CSRF token and (for whole pages) the pending flash message."""
     flash = S.take_flash(request) if page else None
-    base = {"session": session, "principal": session.principal if session else None,
-            "csrf": session.csrf if session else "", "flash": flash, "csrf_field": S.CSRF_FIELD}
-    response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code,
-                                          headers=SECURITY_HEADERS)
+    base = {
+        "session": session,
+        "principal": session.principal if session else None,
+        "csrf": session.csrf if session else "",
+        "flash": flash,
+        "csrf_field": S.CSRF_FIELD,
+    }
+    response = templates.TemplateResponse(
+        request, name, {**base, **context}, status_code=status_code, headers=SECURITY_HEADERS
+    )
     if flash is not None:
         S.clear_flash(response)
     return response
@@ -135,9 +155,17 @@ async def login_page(request: Request):
 
 def _login_form(request: Request, values: dict, error: dict | None, status_code: int = 200) -> Response:
     token = S.new_login_csrf()
-    response = render(request, "login.html", {"values": values, "error": error, "login_csrf": token,
-                                               "next": console_page(request.query_params.get("next"), "")},
-                      status_code=status_code)
+    response = render(
+        request,
+        "login.html",
+        {
+            "values": values,
+            "error": error,
+            "login_csrf": token,
+            "next": console_page(request.query_params.get("next"), ""),
+        },
+        status_code=status_code,
+    )
     S.set_login_csrf_cookie(request, response, token)
     return response
 
@@ -150,21 +178,28 @@ async def login(request: Request):
     name, project = form.get("user", "").strip(), form.get("project", "").strip()
     values = {"user": name, "project": project}
     try:
-        user = await run_in_threadpool(services.signin.sign_in, name, form.get("password", ""),
-                                       client_address(request))
+        user = await run_in_threadpool(services.signin.sign_in, name, form.get("password", ""), client_address(request))
     except E.SystemBusy as exc:  # throttled: say when to come back
         when = V.timestamp(services.signin.clock.now_ms() + exc.retry_after * 1000)
         response = _login_form(request, values, {"code": exc.code, "message": f"{exc.message} (at {when})"}, 429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if user is None:
-        return _login_form(request, values, {"code": "APIGW.0301", "message": "The user name or password is wrong."},
-                           401)
-    scope = identity.member_project(user["id"], project_id=project if is_hex_id(project) else None,
-                                    project_name=None if is_hex_id(project) else project or None)
+        return _login_form(
+            request, values, {"code": "APIGW.0301", "message": "The user name or password is wrong."}, 401
+        )
+    scope = identity.member_project(
+        user["id"],
+        project_id=project if is_hex_id(project) else None,
+        project_name=None if is_hex_id(project) else project or None,
+    )
     if scope is None:
-        return _login_form(request, values, {"code": "ModelArts.0210",
-                                             "message": f"You are not a member of the project {project!r}."}, 403)
+        return _login_form(
+            request,
+            values,
+            {"code": "ModelArts.0210", "message": f"You are not a member of the project {project!r}."},
+            403,
+        )
     context.note_project(scope[0])
     token, _expires = identity.create_token(user["id"], scope[0], origin=TOKEN_FROM_PASSWORD)
     response = redirect(console_page(form.get("next"), "/console/notebooks"))
@@ -216,21 +251,46 @@ def _list_page(request: Request, session: S.Session, *, all_view: bool) -> Respo
         merged = {**state, **changes}
         return path + "?" + urlencode({k: v for k, v in merged.items() if v not in (None, "")})
 
-    sort_links = {key: link(sort_key=key, offset=None,
-                            sort_dir=("ASC" if sort_dir == "DESC" else "DESC") if key == sort_key else first)
-                  for key, first in V.SORTABLE.items()}
-    pager = {"offset": offset, "limit": limit, "total": page["total"], "current": page["current"] + 1,
-             "pages": page["pages"],
-             "first": offset + 1 if page["data"] else 0, "last": offset + len(page["data"]),
-             "prev": link(offset=max(0, offset - limit)) if offset > 0 else None,
-             "next": link(offset=offset + limit) if offset + limit < page["total"] else None}
-    return render(request, "list.html", {
-        "rows": rows, "error": error, "state": state, "all_view": all_view, "here": here,
-        "sort_key": sort_key, "sort_dir": sort_dir, "sort_links": sort_links, "sortable": V.SORTABLE,
-        "pager": pager, "statuses": LIST_STATUSES, "features": [f.value for f in Feature],
-        "limits": sorted({*V.LIST_LIMITS, limit}), "now": services.notebooks.clock.now_ms(),
-        "nav": "all" if all_view else "mine",
-    }, session=session, status_code=status_code)
+    sort_links = {
+        key: link(
+            sort_key=key, offset=None, sort_dir=("ASC" if sort_dir == "DESC" else "DESC") if key == sort_key else first
+        )
+        for key, first in V.SORTABLE.items()
+    }
+    pager = {
+        "offset": offset,
+        "limit": limit,
+        "total": page["total"],
+        "current": page["current"] + 1,
+        "pages": page["pages"],
+        "first": offset + 1 if page["data"] else 0,
+        "last": offset + len(page["data"]),
+        "prev": link(offset=max(0, offset - limit)) if offset > 0 else None,
+        "next": link(offset=offset + limit) if offset + limit < page["total"] else None,
+    }
+    return render(
+        request,
+        "list.html",
+        {
+            "rows": rows,
+            "error": error,
+            "state": state,
+            "all_view": all_view,
+            "here": here,
+            "sort_key": sort_key,
+            "sort_dir": sort_dir,
+            "sort_links": sort_links,
+            "sortable": V.SORTABLE,
+            "pager": pager,
+            "statuses": LIST_STATUSES,
+            "features": [f.value for f in Feature],
+            "limits": sorted({*V.LIST_LIMITS, limit}),
+            "now": services.notebooks.clock.now_ms(),
+            "nav": "all" if all_view else "mine",
+        },
+        session=session,
+        status_code=status_code,
+    )
 
 
 def form_query(request: Request) -> dict[str, list[str]]:
@@ -256,58 +316,98 @@ async def live_status(request: Request, session: Console):
     out = {}
     for notebook_id in query_params(request).get("id", [])[:50]:
         try:
-            out[notebook_id] = V.status_json(services.notebooks.get(session.principal, notebook_id),
-                                             strict_delete=strict)
+            out[notebook_id] = V.status_json(
+                services.notebooks.get(session.principal, notebook_id), strict_delete=strict
+            )
         except E.NotebookNotFound:
             out[notebook_id] = V.gone_json()
-    return JSONBytes({"now": services.notebooks.clock.now_ms(), "notebooks": out},
-                     headers={"Cache-Control": "no-store"})
+    return JSONBytes(
+        {"now": services.notebooks.clock.now_ms(), "notebooks": out}, headers={"Cache-Control": "no-store"}
+    )
 
 
 # --- create --------------------------------------------------------------------------------------
-def _create_page(request: Request, session: S.Session, values: dict, error: dict | None,
-                 status_code: int = 200) -> Response:
+def _create_page(
+    request: Request, session: S.Session, values: dict, error: dict | None, status_code: int = 200
+) -> Response:
     services = _services(request)
     principal = session.principal
     flavors = [{**f.to_json(services.flavors.sold_out(f))} for f in services.flavors.flavors.values()]
-    images = sorted((i for i in services.images.page({"limit": ["200"]}, principal.project_id,
-                                                     principal.user_id)["data"]
-                     if {"NOTEBOOK", "SSH"} & set(i["dev_services"])),
-                    key=lambda i: (i["name"], i["tag"]))
+    images = sorted(
+        (
+            i
+            for i in services.images.page({"limit": ["200"]}, principal.project_id, principal.user_id)["data"]
+            if {"NOTEBOOK", "SSH"} & set(i["dev_services"])
+        ),
+        key=lambda i: (i["name"], i["tag"]),
+    )
     if not values.get("image_id"):  # preselect an image the preselected flavor can run
         flavor = services.flavors.get(values.get("flavor", ""))
         fitting = [i for i in images if flavor is None or flavor.category in i["resource_categories"]]
         values = {**values, "image_id": (fitting or images or [{"id": ""}])[0]["id"]}
     keypairs = [k["keypair"]["name"] for k in services.keypairs.list(principal)["keypairs"]]
-    return render(request, "create.html", {
-        "values": values, "error": error, "flavors": flavors, "images": images, "keypairs": keypairs,
-        "lease_choices": V.lease_choices(services.notebooks.limits), "nav": "new",
-    }, session=session, status_code=status_code)
+    return render(
+        request,
+        "create.html",
+        {
+            "values": values,
+            "error": error,
+            "flavors": flavors,
+            "images": images,
+            "keypairs": keypairs,
+            "lease_choices": V.lease_choices(services.notebooks.limits),
+            "nav": "new",
+        },
+        session=session,
+        status_code=status_code,
+    )
 
 
 @router.get("/notebooks/new")
 async def create_form(request: Request, session: Console):
-    return _create_page(request, session, {"flavor": "modelarts.vm.cpu.2u", "lease_duration": "3600000",
-                                           "lease_type": "TIMING"}, None)
+    return _create_page(
+        request, session, {"flavor": "modelarts.vm.cpu.2u", "lease_duration": "3600000", "lease_type": "TIMING"}, None
+    )
 
 
 @router.post("/notebooks/new")
 async def create_notebook(request: Request, session: Console):
     form = await _form(request, session.csrf)
     services = _services(request)
-    values = {k: form.get(k, "") for k in ("name", "flavor", "image_id", "lease_duration", "lease_type",
-                                           "description", "ssh_key", "ssh_public_key", "ssh_key_name", "ssh_allow")}
+    values = {
+        k: form.get(k, "")
+        for k in (
+            "name",
+            "flavor",
+            "image_id",
+            "lease_duration",
+            "lease_type",
+            "description",
+            "ssh_key",
+            "ssh_public_key",
+            "ssh_key_name",
+            "ssh_allow",
+        )
+    }
     flavor = services.flavors.get(values["flavor"])
-    body = {"name": values["name"].strip(), "flavor": values["flavor"], "image_id": values["image_id"],
-            "description": values["description"], "feature": flavor.feature if flavor else Feature.NOTEBOOK.value,
-            "volume": {"category": "EVS", "ownership": "MANAGED"}}
+    body = {
+        "name": values["name"].strip(),
+        "flavor": values["flavor"],
+        "image_id": values["image_id"],
+        "description": values["description"],
+        "feature": flavor.feature if flavor else Feature.NOTEBOOK.value,
+        "volume": {"category": "EVS", "ownership": "MANAGED"},
+    }
     try:
-        body["lease"] = {"duration": int(values["lease_duration"] or 3_600_000),
-                         "type": values["lease_type"] or "TIMING"}
+        body["lease"] = {
+            "duration": int(values["lease_duration"] or 3_600_000),
+            "type": values["lease_type"] or "TIMING",
+        }
         nb = await run_in_threadpool(_create_with_ssh, services, session.principal, body, values)
     except ValueError:
-        return _create_page(request, session, values, {"code": "ModelArts.0104",
-                                                       "message": "The lease duration must be a number."}, 400)
+        return _create_page(
+            request, session, values, {"code": "ModelArts.0104", "message": "The lease duration must be a number."}, 400
+        )
     except E.ModelArtsError as exc:
         return _create_page(request, session, values, _error(exc), exc.http_status)
     response = redirect(f"/console/notebooks/{nb['id']}")
@@ -341,10 +441,17 @@ def _detail_context(request: Request, session: S.Session, notebook_id: str) -> d
     services = _services(request)
     nb = services.notebooks.get(session.principal, notebook_id)
     events = services.notebooks.events(session.principal, notebook_id, {"limit": ["20"], "sort_dir": ["DESC"]})
-    return {"nb": nb, "events": events["data"], "events_total": events["total"],
-            "live": V.status_json(nb, strict_delete=services.notebooks.settings.strict_delete),
-            "open_url": V.open_url(nb), "ssh": V.ssh_access(nb), "progressing": nb["status"] in V.PROGRESSING,
-            "lease_choices": V.lease_choices(services.notebooks.limits), "now": services.notebooks.clock.now_ms()}
+    return {
+        "nb": nb,
+        "events": events["data"],
+        "events_total": events["total"],
+        "live": V.status_json(nb, strict_delete=services.notebooks.settings.strict_delete),
+        "open_url": V.open_url(nb),
+        "ssh": V.ssh_access(nb),
+        "progressing": nb["status"] in V.PROGRESSING,
+        "lease_choices": V.lease_choices(services.notebooks.limits),
+        "now": services.notebooks.clock.now_ms(),
+    }
 
 
 @router.get("/notebooks/{notebook_id}")
@@ -413,5 +520,10 @@ def install_console(app: FastAPI) -> None:
             target = "/console/login" + ("?" + urlencode({"next": here}) if request.method == "GET" else "")
             return redirect(target)
         session = S.current_session(request)
-        return render(request, "error.html", {"error": {"code": exc.code, "message": exc.message}},
-                      session=session, status_code=exc.status)
+        return render(
+            request,
+            "error.html",
+            {"error": {"code": exc.code, "message": exc.message}},
+            session=session,
+            status_code=exc.status,
+        )

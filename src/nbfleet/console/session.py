@@ -9,6 +9,7 @@ same for the whole session, is never stored, and cannot be computed by a page th
 the HttpOnly cookie. The sign-in form, which has no session yet, uses the double-submit pattern:
 a random value in a short-lived cookie that must come back in the form.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,8 +64,9 @@ def _secure(request: Request) -> bool:
 
 
 def set_session_cookie(request: Request, response: Response, token: str, max_age: int) -> None:
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path=COOKIE_PATH, httponly=True, samesite="lax",
-                        secure=_secure(request))
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=max_age, path=COOKIE_PATH, httponly=True, samesite="lax", secure=_secure(request)
+    )
 
 
 def clear_session_cookie(response: Response) -> None:
@@ -76,8 +78,15 @@ def new_login_csrf() -> str:
 
 
 def set_login_csrf_cookie(request: Request, response: Response, value: str) -> None:
-    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path=COOKIE_PATH, httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        value,
+        max_age=3600,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
 
 
 def clear_login_csrf_cookie(response: Response) -> None:
@@ -87,8 +96,15 @@ def clear_login_csrf_cookie(response: Response) -> None:
 def set_flash(request: Request, response: Response, kind: str, message: str, code: str | None = None) -> None:
     """A message for the next page the browser shows (after a redirect)."""
     raw = json.dumps({"kind": kind, "message": message[:500], "code": code}).encode()
-    response.set_cookie(FLASH_COOKIE, base64.urlsafe_b64encode(raw).decode(), max_age=60, path=COOKIE_PATH,
-                        httponly=True, samesite="lax", secure=_secure(request))
+    response.set_cookie(
+        FLASH_COOKIE,
+        base64.urlsafe_b64encode(raw).decode(),
+        max_age=60,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+    )
 
 
 def take_flash(request: Request) -> dict | None:
@@ -102,8 +118,11 @@ def take_flash(request: Request) -> dict | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("message"), str):
         return None
-    return {"kind": data.get("kind") if data.get("kind") in ("error", "ok") else "error",
-            "message": data["message"], "code": data.get("code") if isinstance(data.get("code"), str) else None}
+    return {
+        "kind": data.get("kind") if data.get("kind") in ("error", "ok") else "error",
+        "message": data["message"],
+        "code": data.get("code") if isinstance(data.get("code"), str) else None,
+    }
 
 
 def clear_flash(response: Response) -> None:

@@ -1,4 +1,5 @@
 """What the console's pages show about a notebook, derived from its API form (``NotebookResp``)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -51,16 +52,25 @@ def status_json(nb: dict, *, strict_delete: bool) -> dict:
     """The live part of a notebook the list page polls for."""
     steps = nb.get("action_progress") or []
     done = sum(1 for s in steps if s["status"] == "COMPLETED")
-    return {"status": nb["status"], "busy": nb["status"] in TRANSITIONAL or nb["status"] == Status.SNAPSHOTTING,
-            "actions": allowed_actions(nb["status"], strict_delete=strict_delete),
-            "lease": lease_summary(nb),
-            "progress": f"{done}/{len(steps)}" if nb["status"] in PROGRESSING and steps else None,
-            "fail_reason": nb.get("fail_reason")}
+    return {
+        "status": nb["status"],
+        "busy": nb["status"] in TRANSITIONAL or nb["status"] == Status.SNAPSHOTTING,
+        "actions": allowed_actions(nb["status"], strict_delete=strict_delete),
+        "lease": lease_summary(nb),
+        "progress": f"{done}/{len(steps)}" if nb["status"] in PROGRESSING and steps else None,
+        "fail_reason": nb.get("fail_reason"),
+    }
 
 
 def gone_json() -> dict:
-    return {"status": "DELETED", "busy": False, "actions": {name: False for name, _ in ACTIONS},
-            "lease": {"expires_at": None, "text": "—"}, "progress": None, "fail_reason": None}
+    return {
+        "status": "DELETED",
+        "busy": False,
+        "actions": {name: False for name, _ in ACTIONS},
+        "lease": {"expires_at": None, "text": "—"},
+        "progress": None,
+        "fail_reason": None,
+    }
 
 
 def open_url(nb: dict) -> str | None:
@@ -74,13 +84,18 @@ def ssh_access(nb: dict) -> dict | None:
     """The instance's SSH endpoint as the page shows it: key pairs, addresses, and while it runs the
     command and the ~/.ssh/config entry (VS Code Remote-SSH)."""
     from ..ssh.address import ssh_command, ssh_config
+
     endpoint = next((ep for ep in nb.get("endpoints") or [] if ep.get("service") == "SSH"), None)
     if endpoint is None:
         return None
     uri = endpoint.get("uri")
-    return {"keys": endpoint.get("key_pair_names") or [], "allowed": endpoint.get("allowed_access_ips") or [],
-            "uri": uri, "command": ssh_command(uri) if uri else None,
-            "config": ssh_config(uri, f"nb-{nb['id'][:8]}") if uri else None}
+    return {
+        "keys": endpoint.get("key_pair_names") or [],
+        "allowed": endpoint.get("allowed_access_ips") or [],
+        "uri": uri,
+        "command": ssh_command(uri) if uri else None,
+        "config": ssh_config(uri, f"nb-{nb['id'][:8]}") if uri else None,
+    }
 
 
 def timestamp(ms: int | None) -> str:

@@ -22,6 +22,7 @@ Memory decides nothing between replicas; the store does.
   for ``claim_seconds``. A replica that dies releases nothing: its claims run out after ``claim_seconds``
   (on SQLite, where one process owns the store, every claim left is released at start).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,7 +53,7 @@ class Claims:
     def __init__(self, reconciler: Reconciler):
         self.r = reconciler
         self.inflight: dict[str, asyncio.Task[Any]] = {}
-        self._released: set[str] = set()   # claims the final status write already gave up
+        self._released: set[str] = set()  # claims the final status write already gave up
         self._db_threads: set[asyncio.Future[Any]] = set()
 
     # --- store calls in threads ----------------------------------------------------------------------
@@ -60,12 +61,14 @@ class Claims:
         def run() -> Any:
             with self.r.db.write() as conn:
                 return fn(conn, *args)
+
         return await self._in_thread(run)
 
     async def db_read(self, fn: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
             with self.r.db.read() as conn:
                 return fn(conn, *args)
+
         return await self._in_thread(run)
 
     async def _in_thread(self, run: Callable[[], Any]) -> Any:
@@ -93,8 +96,9 @@ class Claims:
     async def claim_unchanged(self, row: Row) -> Row | None:
         """Claim ``row`` and return it if nothing changed since it was read (same version and lease),
         else release it and return None (another replica acted, or the user renewed the lease)."""
-        fresh: Row | None = await self.db_call(repo.claim_row, row["id"], self.r.replica_id, self.r.clock.now_ms(),
-                                               self.until())
+        fresh: Row | None = await self.db_call(
+            repo.claim_row, row["id"], self.r.replica_id, self.r.clock.now_ms(), self.until()
+        )
         if fresh is None:
             return None
         if (fresh["version"], fresh["lease_update_at"]) == (row["version"], row["lease_update_at"]):
@@ -108,7 +112,7 @@ class Claims:
 
     async def release(self, notebook_id: str) -> None:
         if notebook_id in self._released:
-            self._released.discard(notebook_id)   # the final status write gave the claim up already
+            self._released.discard(notebook_id)  # the final status write gave the claim up already
         else:
             await self.db_call(repo.release, notebook_id, self.r.replica_id)
 
@@ -142,8 +146,10 @@ class Claims:
             for notebook_id in taken:
                 task = self.inflight.get(notebook_id)
                 if task is not None and not task.done():
-                    log.warning("instance %s: claim expired and another replica took the work over; "
-                                "abandoning it here", notebook_id)
+                    log.warning(
+                        "instance %s: claim expired and another replica took the work over; abandoning it here",
+                        notebook_id,
+                    )
                     task.cancel()
 
     # --- work on claimed rows ----------------------------------------------------------------------

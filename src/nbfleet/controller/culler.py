@@ -3,6 +3,7 @@
 The idle rule is a small policy object whose decision carries its reason, so every automatic
 stop can say why it happened.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class KernelIdlePolicy:
             return KEEP
         last = max(activity.last_activity_ms or 0, started_at_ms)
         if now_ms - last >= window:
-            return Decision(True, f"idle since {_iso(last)} ({(now_ms - last) // 1000} s without activity, "
-                                  f"limit {window // 1000} s)")
+            return Decision(
+                True,
+                f"idle since {_iso(last)} ({(now_ms - last) // 1000} s without activity, limit {window // 1000} s)",
+            )
         return KEEP

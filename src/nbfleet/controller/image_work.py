@@ -7,6 +7,7 @@ and ACTIVE or CREATE_FAILED in the same transaction that brings the notebook bac
 crash the next claimant finds the image CREATING and saves again: ``ImageEngine.commit`` writes the
 same address, so a redone save is the same save.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,28 +34,34 @@ class ImageWork:
     def __init__(self, reconciler: Reconciler):
         self.r = reconciler
         self._purge: asyncio.Task[Any] | None = None
-        self.purge_requested = True   # look once after a start: a crash may have left removals undone
+        self.purge_requested = True  # look once after a start: a crash may have left removals undone
 
     # --- save an instance as an image ---------------------------------------------------------------
     async def save(self, row: Row) -> None:
         """Save the claimed SNAPSHOTTING instance as its image, then bring it back to RUNNING."""
         r = self.r
         image = await r.db_read(image_repo.saving_for, row["id"])
-        if image is None:   # nothing left to save (cannot happen through the API): the instance runs on
+        if image is None:  # nothing left to save (cannot happen through the API): the instance runs on
             await r._set(row, Event.SNAPSHOT_DONE, {}, note=("image_save_failed", "No image to save it as"))
             return
         engine = r.runtime.images
         placement = Placement.from_column(row["placement"])
         if engine is None or placement is None:
-            why = (f"the {r.runtime.name} runtime cannot save instances as images" if engine is None
-                   else "the instance has no placement to save")
+            why = (
+                f"the {r.runtime.name} runtime cannot save instances as images"
+                if engine is None
+                else "the instance has no placement to save"
+            )
             await self.finish(row, image, None, why)
             return
         if not await r.db_call(_mark_saving, image["id"], r.clock.now_ms()):
-            return   # the image moved on meanwhile; the next sweep looks again
-        await r.record(row, "scheduled", f"Saving as image {image['swr_path']} on the {r.runtime.name} runtime "
-                                         f"(replica {r.short_id})")
-        async with r._slots:   # as heavy as a start on a real engine
+            return  # the image moved on meanwhile; the next sweep looks again
+        await r.record(
+            row,
+            "scheduled",
+            f"Saving as image {image['swr_path']} on the {r.runtime.name} runtime (replica {r.short_id})",
+        )
+        async with r._slots:  # as heavy as a start on a real engine
             try:
                 saved = await engine.commit(r.spec_of(row), placement, image["swr_path"])
             except RuntimeFailure as failure:
@@ -78,11 +85,18 @@ class ImageWork:
             doc["status_message"] = "" if saved is not None else reason
             if saved is not None:
                 doc["size"] = saved.size_kb or 0
-            image_repo.change_status(conn, image["id"], current["status"],
-                                     {"status": target.value, "update_at": now, "doc": orjson.dumps(doc).decode()})
+            image_repo.change_status(
+                conn,
+                image["id"],
+                current["status"],
+                {"status": target.value, "update_at": now, "doc": orjson.dumps(doc).decode()},
+            )
 
-        note = (("image_saved", f"Saved as image {image['swr_path']}") if saved is not None else
-                ("image_save_failed", f"Saving as image {image['swr_path']} failed: {reason}"))
+        note = (
+            ("image_saved", f"Saved as image {image['swr_path']}")
+            if saved is not None
+            else ("image_save_failed", f"Saving as image {image['swr_path']} failed: {reason}")
+        )
         return await r._set(row, Event.SNAPSHOT_DONE, {}, note=note, also=write_image)
 
     async def give_up(self, row: Row, reason: str) -> None:
@@ -101,7 +115,7 @@ class ImageWork:
     def start_purge(self) -> None:
         """Remove deleted images' content in the background, one round at a time."""
         if self.r.runtime.images is None:
-            return   # nothing to remove on this runtime; a runtime with an engine will do it
+            return  # nothing to remove on this runtime; a runtime with an engine will do it
         if self._purge is not None and not self._purge.done():
             return
         self.purge_requested = False
@@ -112,7 +126,7 @@ class ImageWork:
         # call more (``ImageEngine.remove`` accepts content that is gone already).
         r = self.r
         images = r.runtime.images
-        assert images is not None   # start_purge starts no round on a runtime without an engine
+        assert images is not None  # start_purge starts no round on a runtime without an engine
         try:
             for swr_path in await r.db_read(image_repo.pending_purges):
                 # Content still used (a live image at that address, an instance created from it) waits: those
@@ -121,14 +135,14 @@ class ImageWork:
                     continue
                 try:
                     await images.remove(swr_path)
-                except RuntimeFailure as failure:   # tried again in the next round
+                except RuntimeFailure as failure:  # tried again in the next round
                     log.warning("removing the content of deleted image %s failed: %s", swr_path, failure.reason)
                     continue
                 await r.db_call(image_repo.purged, swr_path)
                 log.info("removed the content of deleted image %s", swr_path)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:   # the next round tries again
+        except Exception as exc:  # the next round tries again
             if store_unavailable(exc):
                 log.warning("removing deleted images' content: store unavailable, will retry")
             else:

@@ -6,6 +6,7 @@ the change, go in the same transaction. ``ProgressReporter`` writes a bring-up's
 Work that fails unexpectedly is retried with a growing pause (``RetrySchedule``), then the instance
 settles in its failed status (``after_unexpected_failure``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,11 +34,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbfleet.reconciler")
 
 # The failed status a transitional one settles in when its work keeps failing, and what that work is.
-_GIVE_UP = {Status.INIT: Event.PROVISION_FAILED, Status.CREATING: Event.PROVISION_FAILED,
-            Status.STARTING: Event.START_FAILED, Status.STOPPING: Event.STOP_FAILED,
-            Status.DELETING: Event.DELETE_FAILED, Status.SNAPSHOTTING: Event.SNAPSHOT_DONE}
-_ACTIONS = {Event.PROVISION_FAILED: "Creating", Event.START_FAILED: "Starting", Event.STOP_FAILED: "Stopping",
-            Event.DELETE_FAILED: "Deleting", Event.SNAPSHOT_DONE: "Saving as an image"}
+_GIVE_UP = {
+    Status.INIT: Event.PROVISION_FAILED,
+    Status.CREATING: Event.PROVISION_FAILED,
+    Status.STARTING: Event.START_FAILED,
+    Status.STOPPING: Event.STOP_FAILED,
+    Status.DELETING: Event.DELETE_FAILED,
+    Status.SNAPSHOTTING: Event.SNAPSHOT_DONE,
+}
+_ACTIONS = {
+    Event.PROVISION_FAILED: "Creating",
+    Event.START_FAILED: "Starting",
+    Event.STOP_FAILED: "Stopping",
+    Event.DELETE_FAILED: "Deleting",
+    Event.SNAPSHOT_DONE: "Saving as an image",
+}
 
 
 class ProgressReporter:
@@ -81,8 +92,7 @@ class ProgressReporter:
     async def _write(self) -> None:
         self._last_write = asyncio.get_running_loop().time()
         payload = orjson.dumps(self.steps).decode()
-        await self.r.db_call(repo.update_if_status, self.row["id"], self.row["status"],
-                             {"action_progress": payload})
+        await self.r.db_call(repo.update_if_status, self.row["id"], self.row["status"], {"action_progress": payload})
 
     async def close(self) -> None:
         """Drop a scheduled write: the caller writes the final steps with the status change."""
@@ -114,8 +124,14 @@ class Lifecycle:
         elif status is Status.SNAPSHOTTING:
             await self.r.image_work.save(row)
 
-    async def set(self, row: Row, event: Event, values: dict[str, Any], note: tuple[str, str] | None = None,
-                   also: Callable[[Connection], Any] | None = None) -> bool:
+    async def set(
+        self,
+        row: Row,
+        event: Event,
+        values: dict[str, Any],
+        note: tuple[str, str] | None = None,
+        also: Callable[[Connection], Any] | None = None,
+    ) -> bool:
         """Move the row along ``event`` if it is unchanged and still claimed by this replica; the
         event row ``note`` (kind, message) and ``also(conn)`` (a write that belongs to the change, e.g. the
         saved image's status) happen in the same transaction, so they exist exactly when the status
@@ -139,8 +155,12 @@ class Lifecycle:
                 # Writes that change no status (tags) move the version too; the transition still stands
                 # then. Any change of status or intent, or of the claim, means this work is stale.
                 fresh = repo.get(conn, row["id"])
-                if (fresh is None or fresh["version"] == version or fresh["claim_owner"] != self.r.replica_id
-                        or (fresh["status"], fresh["desired"]) != (row["status"], row["desired"])):
+                if (
+                    fresh is None
+                    or fresh["version"] == version
+                    or fresh["claim_owner"] != self.r.replica_id
+                    or (fresh["status"], fresh["desired"]) != (row["status"], row["desired"])
+                ):
                     return False
                 version = fresh["version"]
             else:
@@ -161,8 +181,9 @@ class Lifecycle:
 
     async def bring_up(self, row: Row, ok: Event, failed: Event) -> None:
         spec = self.r.spec_of(row)
-        await self.r.record(row, "scheduled",
-                          f"Scheduled on the {self.r.runtime.name} runtime (replica {self.r.short_id})")
+        await self.r.record(
+            row, "scheduled", f"Scheduled on the {self.r.runtime.name} runtime (replica {self.r.short_id})"
+        )
         reporter = ProgressReporter(self.r, row, flush_seconds=self.r.progress_flush_seconds)
         async with self.r._slots:
             try:
@@ -181,20 +202,32 @@ class Lifecycle:
                     if failure.step is not None and step["step"] == failure.step:
                         step["status"] = StepStatus.FAILED.value
                         step["description"] = failure.reason
-                await self.set(row, failed, {"fail_reason": failure.reason, "placement": None,
-                                              "action_progress": orjson.dumps(reporter.steps).decode()},
-                                note=("failed", failure.reason))
+                await self.set(
+                    row,
+                    failed,
+                    {
+                        "fail_reason": failure.reason,
+                        "placement": None,
+                        "action_progress": orjson.dumps(reporter.steps).decode(),
+                    },
+                    note=("failed", failure.reason),
+                )
                 return
         now = self.r.clock.now_ms()
         for step in reporter.steps:
             step["status"] = StepStatus.COMPLETED.value
-        values = {"placement": placement.to_column(), "ip": placement.host or None,
-                  "fail_reason": None, "last_activity_at": now,
-                  "action_progress": orjson.dumps(reporter.steps).decode()}
+        values = {
+            "placement": placement.to_column(),
+            "ip": placement.host or None,
+            "fail_reason": None,
+            "last_activity_at": now,
+            "action_progress": orjson.dumps(reporter.steps).decode(),
+        }
         note = ("started" if ok is Event.READY else "ready", "Jupyter is ready")
         # The instance's dynamic mounts are mounted again once it runs (MOUNTING, in the same transaction).
-        if not await self.set(row, ok, values, note=note,
-                               also=lambda conn: storage_repo.instance_started(conn, row["id"], now)):
+        if not await self.set(
+            row, ok, values, note=note, also=lambda conn: storage_repo.instance_started(conn, row["id"], now)
+        ):
             # The intent changed, or this replica lost its claim, while we worked: leave no process
             # nobody wants (a new owner starts from a clean slate anyway).
             try:
@@ -208,12 +241,21 @@ class Lifecycle:
         try:
             await self.r.runtime.stop(spec, placement)
         except RuntimeFailure as failure:
-            await self.set(row, Event.STOP_FAILED, {"fail_reason": failure.reason},
-                            note=("failed", f"Stop failed: {failure.reason}"))
+            await self.set(
+                row,
+                Event.STOP_FAILED,
+                {"fail_reason": failure.reason},
+                note=("failed", f"Stop failed: {failure.reason}"),
+            )
             return
         await self.unmount_all(spec)
-        await self.set(row, Event.STOPPED, {"placement": None, "ip": None, "action_progress": None},
-                        note=("stopped", reason or "Instance stopped"), also=self.mounts_kept(row))
+        await self.set(
+            row,
+            Event.STOPPED,
+            {"placement": None, "ip": None, "action_progress": None},
+            note=("stopped", reason or "Instance stopped"),
+            also=self.mounts_kept(row),
+        )
 
     async def unmount_all(self, spec: InstanceSpec) -> bool:
         """Nothing of the instance stays mounted on the host (its processes are gone); False if that failed,
@@ -222,8 +264,11 @@ class Lifecycle:
             await self.r.storage_work.instance_stopping(spec)
             return True
         except (TimeoutError, RuntimeFailure) as failure:
-            log.warning("instance %s: unmounting its dynamic storage failed: %s", spec.id,
-                        getattr(failure, "reason", None) or "timed out")
+            log.warning(
+                "instance %s: unmounting its dynamic storage failed: %s",
+                spec.id,
+                getattr(failure, "reason", None) or "timed out",
+            )
             return False
 
     def mounts_kept(self, row: Row) -> Callable[[Connection], Any]:
@@ -240,14 +285,24 @@ class Lifecycle:
                 raise RuntimeFailure("could not unmount the instance's dynamic storage")
             await self.r.runtime.delete(spec, placement)
         except RuntimeFailure as failure:
-            await self.set(row, Event.DELETE_FAILED, {"fail_reason": failure.reason},
-                            note=("failed", f"Delete failed: {failure.reason}"))
+            await self.set(
+                row,
+                Event.DELETE_FAILED,
+                {"fail_reason": failure.reason},
+                note=("failed", f"Delete failed: {failure.reason}"),
+            )
             return
 
         def remove(conn: Connection) -> None:
             if repo.remove(conn, row["id"], row["version"]):
-                repo.add_event(conn, row["id"], row["project_id"], self.r.clock.now_ms(), "deleted",
-                               "Instance and its storage deleted")
+                repo.add_event(
+                    conn,
+                    row["id"],
+                    row["project_id"],
+                    self.r.clock.now_ms(),
+                    "deleted",
+                    "Instance and its storage deleted",
+                )
 
         await self.r.db_call(remove)
         observe.deleted(row, self.r.clock.now_ms())
@@ -276,7 +331,7 @@ class Lifecycle:
             if event is None or fresh is None or fresh["status"] != row["status"]:
                 return
             reason = f"{_ACTIONS[event]} failed {attempts} times with an internal error; see the server log"
-            if event is Event.SNAPSHOT_DONE:   # the image fails; the instance itself runs on
+            if event is Event.SNAPSHOT_DONE:  # the image fails; the instance itself runs on
                 await self.r.image_work.give_up(fresh, reason)
                 return
             values: dict[str, Any] = {"fail_reason": reason}

@@ -5,6 +5,7 @@ judged by the idle policy) and expired TIMING leases. ``culler.py`` holds the de
 and acts. Looking needs no claim (it is cheap, and every replica may look); acting does, and a row that
 changed since it was read (stopped, restarted elsewhere, lease renewed) is left alone.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbfleet.reconciler")
 LIVE = (Status.RUNNING, Status.SNAPSHOTTING, Status.ERROR)
-OBSERVE_CONCURRENCY = 16   # instances probed at once by an observation (each probe is bounded by the runtime)
+OBSERVE_CONCURRENCY = 16  # instances probed at once by an observation (each probe is bounded by the runtime)
 
 
 class Observer:
@@ -74,8 +75,11 @@ class Observer:
             observe.auto_stop("lease")
             r.claims.dispatch(row, r.lifecycle.auto_stop, lease_decision(lease_of(row), now).reason)
         if r.runtime.observes or r.runtime.reports_activity:
-            idle = [row for row in await r.db_read(repo.running_with_idle_lease)
-                    if row["id"] not in inflight and row["placement"]]
+            idle = [
+                row
+                for row in await r.db_read(repo.running_with_idle_lease)
+                if row["id"] not in inflight and row["placement"]
+            ]
             await self._each(idle, self.check_idle)
         if not r.runtime.observes:
             return
@@ -136,7 +140,12 @@ class Observer:
             except RuntimeFailure as failure:
                 reason = f"{reason}; stopping its remains failed too: {failure.reason}"
             await r.lifecycle.unmount_all(spec)
-            await r.lifecycle.set(fresh, Event.LOST, {"fail_reason": reason, "placement": None, "ip": None},
-                                  note=("failed", f"Instance lost: {reason}"), also=r.lifecycle.mounts_kept(fresh))
+            await r.lifecycle.set(
+                fresh,
+                Event.LOST,
+                {"fail_reason": reason, "placement": None, "ip": None},
+                note=("failed", f"Instance lost: {reason}"),
+                also=r.lifecycle.mounts_kept(fresh),
+            )
         finally:
             await r.claims.release(row["id"])

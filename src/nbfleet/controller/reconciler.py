@@ -18,6 +18,7 @@ detail), ``lifecycle.py`` (bring-up, stop, delete, auto-stop, and the final stat
 ``storage_work.py``. This module keeps the loop (``start``/``stop``/``sweep``/``recover``/``wake``),
 what the parts share (``spec_of``, ``record``) and the names the parts and the app call.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -60,12 +61,23 @@ class Reconciler:
     RETRY_LIMIT = 5
     RETRY_MAX_SECONDS = 60.0
 
-    def __init__(self, db: Database, runtime: Runtime, clock: SystemClock, settings: Settings, flavors: FlavorCatalog,
-                 images: ImageCatalog, *, secrets: SecretBox, idle_policy: KernelIdlePolicy | None = None,
-                 replica_id: str | None = None, on_status: Callable[[str], None] = lambda notebook_id: None):
+    def __init__(
+        self,
+        db: Database,
+        runtime: Runtime,
+        clock: SystemClock,
+        settings: Settings,
+        flavors: FlavorCatalog,
+        images: ImageCatalog,
+        *,
+        secrets: SecretBox,
+        idle_policy: KernelIdlePolicy | None = None,
+        replica_id: str | None = None,
+        on_status: Callable[[str], None] = lambda notebook_id: None,
+    ):
         """``on_status(id)`` is told of every status this reconciler writes (the proxy forgets its route)."""
         self.db = db
-        self.secrets = secrets   # opens the sealed notebook tokens the runtime needs
+        self.secrets = secrets  # opens the sealed notebook tokens the runtime needs
         self.runtime: Runtime = runtime
         self.clock = clock
         self.settings = settings
@@ -80,9 +92,9 @@ class Reconciler:
         self._heartbeat_task: asyncio.Task[Any] | None = None
         self._slots = asyncio.Semaphore(settings.max_concurrent_starts)
         self._last_observe = 0.0
-        self.sweeps_started = 0    # sweeps begun and finished: a test's clock waits for one that began after
-        self.sweeps_finished = 0   # it asked (nbfleet.testing)
-        self.progress_flush_seconds = 0.1   # ProgressReporter's window; a test's server writes every step at once
+        self.sweeps_started = 0  # sweeps begun and finished: a test's clock waits for one that began after
+        self.sweeps_finished = 0  # it asked (nbfleet.testing)
+        self.progress_flush_seconds = 0.1  # ProgressReporter's window; a test's server writes every step at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         self.claims = Claims(self)
@@ -105,8 +117,14 @@ class Reconciler:
     def _claim_until(self) -> int:
         return self.claims.until()
 
-    async def _set(self, row: Row, event: Event, values: dict[str, Any], note: tuple[str, str] | None = None,
-                   also: Callable[[Connection], Any] | None = None) -> bool:
+    async def _set(
+        self,
+        row: Row,
+        event: Event,
+        values: dict[str, Any],
+        note: tuple[str, str] | None = None,
+        also: Callable[[Connection], Any] | None = None,
+    ) -> bool:
         return await self.lifecycle.set(row, event, values, note=note, also=also)
 
     @property
@@ -150,11 +168,18 @@ class Reconciler:
         if limits is None:
             limits = FlavorLimits(row["flavor"], 1, 1024)
         image_name, environment = self.images.environment(row["swr_path"])
-        return InstanceSpec(id=row["id"], name=row["name"], token=self.secrets.open(row["token"]), flavor=limits,
-                            image=ImageRef(image_name, row["swr_path"], environment,
-                                           serves_jupyter=self.images.serves_jupyter(row["swr_path"])),
-                            owner_id=row["user_id"], project_id=row["project_id"],
-                            first_start=row["status"] in (Status.INIT, Status.CREATING))
+        return InstanceSpec(
+            id=row["id"],
+            name=row["name"],
+            token=self.secrets.open(row["token"]),
+            flavor=limits,
+            image=ImageRef(
+                image_name, row["swr_path"], environment, serves_jupyter=self.images.serves_jupyter(row["swr_path"])
+            ),
+            owner_id=row["user_id"],
+            project_id=row["project_id"],
+            first_start=row["status"] in (Status.INIT, Status.CREATING),
+        )
 
     # --- lifecycle of the loop -------------------------------------------------------------------
     async def start(self) -> None:
@@ -180,8 +205,9 @@ class Reconciler:
             if stop_notebooks:
                 rows = await self.db_read(repo.get_many, [s.value for s in LIVE])
                 for row in rows:
-                    fresh = await self.db_call(repo.claim_row, row["id"], self.replica_id, self.clock.now_ms(),
-                                               self.claims.until())
+                    fresh = await self.db_call(
+                        repo.claim_row, row["id"], self.replica_id, self.clock.now_ms(), self.claims.until()
+                    )
                     if fresh is not None and fresh["status"] in LIVE:
                         await self.lifecycle.stop_row(fresh, reason="nbfleet is shutting down")
             # Statements of cancelled work may still commit claims: wait for them, then release (claims.py).
@@ -203,7 +229,7 @@ class Reconciler:
         await self.observer.recover()
 
     async def _run(self) -> None:
-        assert self._loop is not None   # start() set it before starting this task
+        assert self._loop is not None  # start() set it before starting this task
         down_since: float | None = None  # loop time the store became unreachable, while it is
         while not self.stopping:
             # Clear before sweeping: a wake-up that arrives during the sweep must cause another sweep.
@@ -242,9 +268,15 @@ class Reconciler:
         room = self.settings.max_concurrent_starts * 4 - len(self.inflight)
         loop_now = asyncio.get_running_loop().time()
         if room > 0:
-            rows = await self.db_call(repo.claim_in_status, [s.value for s in TRANSITIONAL], self.replica_id,
-                                      self.clock.now_ms(), self._claim_until(),
-                                      [*self.inflight, *self._retries.waiting(loop_now)], room)
+            rows = await self.db_call(
+                repo.claim_in_status,
+                [s.value for s in TRANSITIONAL],
+                self.replica_id,
+                self.clock.now_ms(),
+                self._claim_until(),
+                [*self.inflight, *self._retries.waiting(loop_now)],
+                room,
+            )
             for row in rows:
                 self.claims.dispatch(row, self.lifecycle.handle)
         await self.storage_work.sweep()

@@ -1,4 +1,5 @@
 """When the reconciler tries again an instance whose work failed unexpectedly, and when it gives up."""
+
 from __future__ import annotations
 
 
@@ -14,7 +15,7 @@ class RetrySchedule:
         self.limit = limit
         self.base_seconds = base_seconds
         self.max_seconds = max_seconds
-        self._entries: dict[str, tuple[int, float]] = {}   # id -> (failed attempts, time of the next)
+        self._entries: dict[str, tuple[int, float]] = {}  # id -> (failed attempts, time of the next)
 
     def succeeded(self, notebook_id: str) -> None:
         self._entries.pop(notebook_id, None)
@@ -26,7 +27,7 @@ class RetrySchedule:
         if attempts >= self.limit:
             self._entries.pop(notebook_id, None)
             return attempts
-        pause = min(self.base_seconds * 2 ** attempts, self.max_seconds)
+        pause = min(self.base_seconds * 2**attempts, self.max_seconds)
         self._entries[notebook_id] = (attempts, now + pause)
         return None
 

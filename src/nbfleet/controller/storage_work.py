@@ -8,6 +8,7 @@ and the runtime's calls are idempotent, so a half-made mount is finished and a h
 The instance's own transitions carry the mounts along: a stop (or delete, or loss) unmounts everything on
 the host and keeps the mounts as UNMOUNTED (finishing detaches in flight); a start makes them MOUNTING again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,14 @@ log = logging.getLogger("nbfleet.reconciler")
 
 def mount_spec(row: Row) -> MountSpec:
     parts = tuple(row["mount_path"].strip("/").split("/")[1:])
-    return MountSpec(id=row["id"], category=row["category"], parts=parts, uri=row["uri"], efs_id=row["efs_id"],
-                     project_id=row["project_id"])
+    return MountSpec(
+        id=row["id"],
+        category=row["category"],
+        parts=parts,
+        uri=row["uri"],
+        efs_id=row["efs_id"],
+        project_id=row["project_id"],
+    )
 
 
 class StorageWork:
@@ -56,8 +63,9 @@ class StorageWork:
         # A read first: mounts in flight are rare, and a write transaction every sweep would queue API writes.
         if not await r.db_read(storage_repo.any_in_flight, list(self.inflight)):
             return
-        rows = await r.db_call(storage_repo.claim_work, r.replica_id, r.clock.now_ms(), r._claim_until(),
-                               list(self.inflight), 32)
+        rows = await r.db_call(
+            storage_repo.claim_work, r.replica_id, r.clock.now_ms(), r._claim_until(), list(self.inflight), 32
+        )
         for row in rows:
             task = asyncio.create_task(self._claimed(row), name=f"storage-{row['id']}")
             self.inflight[row["id"]] = task
@@ -77,7 +85,7 @@ class StorageWork:
                 await self._unmount(row)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:   # the row keeps its status; the next sweep tries again
+        except Exception as exc:  # the row keeps its status; the next sweep tries again
             if store_unavailable(exc):
                 log.warning("mount %s: store unavailable, will retry", row["id"])
             else:
@@ -85,14 +93,14 @@ class StorageWork:
         finally:
             try:
                 await self.r.db_call(storage_repo.release, row["id"], self.r.replica_id)
-            except Exception as exc:   # unreleased, the claim runs out after claim_seconds
+            except Exception as exc:  # unreleased, the claim runs out after claim_seconds
                 log.warning("releasing the claim of mount %s failed: %s", row["id"], exc)
 
     async def _mount(self, row: Row) -> None:
         r = self.r
         notebook = await r.db_read(repo.get, row["notebook_id"])
         if notebook is None or notebook["status"] != Status.RUNNING:
-            return   # mounted once the instance runs (instance_started)
+            return  # mounted once the instance runs (instance_started)
         spec = r.spec_of(notebook)
         reason = None
         if self.storage is None:
@@ -105,9 +113,12 @@ class StorageWork:
             except TimeoutError:
                 reason = f"mounting took longer than {self._timeout():g} s"
                 await self._undo(spec, row)
-        values = {"status": (MountStatus.MOUNT_FAILED if reason else MountStatus.MOUNTED).value,
-                  "failure_reason": reason, "update_at": r.clock.now_ms()}
-        note = (f"Mounting {row['mount_path']} failed: {reason}" if reason else f"Mounted {row['mount_path']}")
+        values = {
+            "status": (MountStatus.MOUNT_FAILED if reason else MountStatus.MOUNTED).value,
+            "failure_reason": reason,
+            "update_at": r.clock.now_ms(),
+        }
+        note = f"Mounting {row['mount_path']} failed: {reason}" if reason else f"Mounted {row['mount_path']}"
 
         def finish(conn: Connection) -> bool:
             if not storage_repo.change(conn, row["id"], row["version"], values, owner=r.replica_id):
@@ -122,14 +133,18 @@ class StorageWork:
             fresh = await r.db_read(repo.get, row["notebook_id"])
             if not written or fresh is None or fresh["status"] != Status.RUNNING:
                 current = await r.db_read(storage_repo.get, row["id"])
-                if current is None or current["status"] != MountStatus.MOUNTED or \
-                        fresh is None or fresh["status"] != Status.RUNNING:
+                if (
+                    current is None
+                    or current["status"] != MountStatus.MOUNTED
+                    or fresh is None
+                    or fresh["status"] != Status.RUNNING
+                ):
                     await self._undo(spec, row)
 
     async def _undo(self, spec: InstanceSpec, row: Row) -> None:
         # Bounded like the mount: after a timed-out mount it waits for that mount's thread to let go.
         storage = self.storage
-        assert storage is not None   # reached only after a mount through it
+        assert storage is not None  # reached only after a mount through it
         try:
             await asyncio.wait_for(storage.detach(spec, mount_spec(row)), self._timeout())
         except RuntimeFailure as failure:
@@ -154,9 +169,17 @@ class StorageWork:
                 done = storage_repo.remove(conn, row["id"], row["version"], owner=r.replica_id)
                 note = f"Unmounted {row['mount_path']}"
             else:
-                done = storage_repo.change(conn, row["id"], row["version"],
-                                           {"status": MountStatus.UNMOUNT_FAILED.value, "failure_reason": reason,
-                                            "update_at": r.clock.now_ms()}, owner=r.replica_id)
+                done = storage_repo.change(
+                    conn,
+                    row["id"],
+                    row["version"],
+                    {
+                        "status": MountStatus.UNMOUNT_FAILED.value,
+                        "failure_reason": reason,
+                        "update_at": r.clock.now_ms(),
+                    },
+                    owner=r.replica_id,
+                )
                 note = f"Unmounting {row['mount_path']} failed: {reason}"
             if done and notebook is not None:
                 repo.add_event(conn, row["notebook_id"], row["project_id"], r.clock.now_ms(), "storage", note)
@@ -167,7 +190,7 @@ class StorageWork:
     async def instance_stopping(self, spec: InstanceSpec) -> None:
         """Before an instance's stop (or delete, or after its loss) is written: nothing of it stays mounted.
         ``RuntimeFailure`` if that fails (a delete must not remove directories that still hold mounts)."""
-        for mid, task in list(self.inflight.items()):   # a mount being made for it now would come back after
+        for mid, task in list(self.inflight.items()):  # a mount being made for it now would come back after
             if not task.done():
                 row = await self.r.db_read(storage_repo.get, mid)
                 if row is not None and row["notebook_id"] == spec.id:

@@ -3,6 +3,7 @@
 Every refusal in nbfleet is raised as a ``ModelArtsError`` carrying the upstream code, the HTTP
 status the public catalogue assigns, and an English message.
 """
+
 from __future__ import annotations
 
 
@@ -24,6 +25,7 @@ class ModelArtsError(Exception):
 
 class InvalidParameter(ModelArtsError):
     """A query parameter is out of range or not one of its enum values (0104)."""
+
     code = "ModelArts.0104"
     message = "Parameter error."
 
@@ -40,6 +42,7 @@ class InvalidPayload(ModelArtsError):
 
 class PayloadTooLarge(InvalidPayload):
     """A body over the configured limit, refused by its declared length or as soon as it grows past it."""
+
     http_status = 413
 
     def __init__(self, limit: int):
@@ -84,6 +87,7 @@ class NotebookNotFound(ModelArtsError):
 
 class ResourceNotFound(ModelArtsError):
     """Images and storage mounts that do not exist (6404)."""
+
     code = "ModelArts.6404"
     message = "The resource does not exist."
 
@@ -98,8 +102,10 @@ class IllegalTransition(ModelArtsError):
         "ModelArts.6308": "The instance is stopping.",
         "ModelArts.6326": "The instance is frozen. Check whether your account is in arrears in Billing Center.",
         "ModelArts.6327": "The instance is not in running. Please refresh the page and start it.",
-        "ModelArts.6357": ("The operation is not allowed because another operation is being performed on the "
-                           "instance or the instance is in the target state."),
+        "ModelArts.6357": (
+            "The operation is not allowed because another operation is being performed on the "
+            "instance or the instance is in the target state."
+        ),
     }
 
     def __init__(self, code: str, status: str, operation: str):
@@ -151,8 +157,9 @@ class FlavorNotSwitchable(ModelArtsError):
     code = "ModelArts.6792"
 
     def __init__(self, notebook_id: str, flavor: str):
-        super().__init__(f"Instance {notebook_id} does not support to update flavor to {flavor}, "
-                         "please try another flavor.")
+        super().__init__(
+            f"Instance {notebook_id} does not support to update flavor to {flavor}, please try another flavor."
+        )
 
 
 class ImageNotFound(ModelArtsError):
@@ -165,6 +172,7 @@ class ImageNotFound(ModelArtsError):
 class ImageTagConflict(ModelArtsError):
     """``namespace/name:tag`` is taken: by one of the caller's images, or (for a save) by any image at that
     address, whose content a save would overwrite."""
+
     code = "ModelArts.6737"
 
     def __init__(self, tag: str, image: str):
@@ -173,20 +181,26 @@ class ImageTagConflict(ModelArtsError):
 
 class ImageBeingSaved(ModelArtsError):
     """The image is still being saved from a notebook (INIT or CREATING); it can be deleted once that ends."""
+
     code = "ModelArts.6357"
 
     def __init__(self, image_id: str):
-        super().__init__(f"The operation is not allowed because the image {image_id} is being saved from a "
-                         "notebook. Try again when its status is ACTIVE or CREATE_FAILED.")
+        super().__init__(
+            f"The operation is not allowed because the image {image_id} is being saved from a "
+            "notebook. Try again when its status is ACTIVE or CREATE_FAILED."
+        )
 
 
 class NotSupportedOnRuntime(ModelArtsError):
     """The configured runtime cannot do this at all (a property of the installation, not of the request)."""
+
     code = "ModelArts.6361"
 
     def __init__(self, what: str, runtime: str, why: str):
-        super().__init__(f"ModelArts internal service or configuration error. {what} is not supported on the "
-                         f"{runtime} runtime: {why}")
+        super().__init__(
+            f"ModelArts internal service or configuration error. {what} is not supported on the "
+            f"{runtime} runtime: {why}"
+        )
 
 
 class ImageFlavorMismatch(ModelArtsError):
@@ -205,8 +219,10 @@ class KeyPairNotAllowed(ModelArtsError):
     code = "ModelArts.6789"
 
     def __init__(self, name: str):
-        super().__init__(f"The current user does not have the permission to use the SSH key pair {name}, "
-                         "please update the key pair of the instance and try again.")
+        super().__init__(
+            f"The current user does not have the permission to use the SSH key pair {name}, "
+            "please update the key pair of the instance and try again."
+        )
 
 
 class StorageRequired(ModelArtsError):
@@ -226,8 +242,10 @@ class ObsPathSlash(ModelArtsError):
 
 class ObsBucketRoot(ModelArtsError):
     code = "ModelArts.6358"
-    message = ("The path parameter is incorrect. It cannot be the root directory of an OBS bucket, "
-               "but must be a specific directory in the OBS bucket.")
+    message = (
+        "The path parameter is incorrect. It cannot be the root directory of an OBS bucket, "
+        "but must be a specific directory in the OBS bucket."
+    )
 
 
 class StorageCategoryUnsupported(ModelArtsError):
@@ -265,6 +283,7 @@ class ProjectMismatch(ModelArtsError):
 
 class AuthenticationFailed(ModelArtsError):
     """Gateway-style authentication failures (APIGW.0301)."""
+
     code = "APIGW.0301"
     http_status = 401
 
@@ -281,10 +300,13 @@ class AccessKeyDisabled(ModelArtsError):
 class ReplayedRequest(ModelArtsError):
     """A state-changing signed request whose signature was already received (a replay, or a repeat of the
     same call within the second of its X-Sdk-Date)."""
+
     code = "ModelArts.0208"
     http_status = 401
-    message = ("Failed to check the authorization request header: this signed request was already received. "
-               "Sign it again (with a new X-Sdk-Date) to repeat the operation.")
+    message = (
+        "Failed to check the authorization request header: this signed request was already received. "
+        "Sign it again (with a new X-Sdk-Date) to repeat the operation."
+    )
 
 
 class TokenInvalid(ModelArtsError):
@@ -309,7 +331,7 @@ class SystemBusy(ModelArtsError):
     code = "ModelArts.6101"
     http_status = 429
     message = "The system is busy now. Please try again later."
-    retry_after = 5     # seconds, sent as Retry-After
+    retry_after = 5  # seconds, sent as Retry-After
 
 
 class TooManySignIns(SystemBusy):
@@ -317,12 +339,12 @@ class TooManySignIns(SystemBusy):
 
     def __init__(self, retry_after: int):
         self.retry_after = retry_after
-        super().__init__(f"Too many failed sign-ins for this user or from this address. Try again in "
-                         f"{retry_after} s.")
+        super().__init__(f"Too many failed sign-ins for this user or from this address. Try again in {retry_after} s.")
 
 
 class SignInBusy(SystemBusy):
     """Every slot for password checks is taken; the sign-in is refused instead of queued."""
+
     retry_after = 1
     message = "Too many sign-ins are being checked at once. Try again in 1 s."
 

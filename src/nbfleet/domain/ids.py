@@ -4,6 +4,7 @@ Notebook instances (and images, file systems) have UUIDs, 8-4-4-4-12 hex digits;
 32 lower-case hex digits. The checks are cheap guards before asking the store: text that cannot be an id
 (a proxy host name, an SSH user name, a console path) is answered like an unknown id, without a query.
 """
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 
 Shape first (6400 not an object, 6335 missing, 6332 wrong JSON type), then each member's rule (6336).
 Enum members are case-insensitive and kept upper case (spec A18)."""
+
 from __future__ import annotations
 
 import re
@@ -35,12 +36,30 @@ _WORKSPACE_RE = re.compile(r"^(0|[0-9a-z]{32})$")
 _TAG_KEY_RE = re.compile(r"^[\w .:+\-@/]{1,128}$")
 _TAG_VALUE_RE = re.compile(r"^[\w .:+\-@/=,]{0,255}$")
 
-REGISTER_SCHEMA = {"swr_path": "str", "arch": "str", "description": "str", "origin": "str",
-                   "resource_category": "array", "service_type": "str", "services": "array", "visibility": "str",
-                   "workspace_id": "str", "flavor_type": "str", "tags": "array", "swr_instance_id": "str",
-                   "read_me": "str"}
-SAVE_SCHEMA = {"name": "str", "namespace": "str", "tag": "str", "description": "str", "workspace_id": "str",
-               "swr_instance_id": "str", "swr_instance_domain": "str"}
+REGISTER_SCHEMA = {
+    "swr_path": "str",
+    "arch": "str",
+    "description": "str",
+    "origin": "str",
+    "resource_category": "array",
+    "service_type": "str",
+    "services": "array",
+    "visibility": "str",
+    "workspace_id": "str",
+    "flavor_type": "str",
+    "tags": "array",
+    "swr_instance_id": "str",
+    "read_me": "str",
+}
+SAVE_SCHEMA = {
+    "name": "str",
+    "namespace": "str",
+    "tag": "str",
+    "description": "str",
+    "workspace_id": "str",
+    "swr_instance_id": "str",
+    "swr_instance_domain": "str",
+}
 GROUP_UPDATE_SCHEMA = {"read_me": "str", "tags": "array"}
 
 
@@ -59,7 +78,7 @@ class Registration:
     visibility: Visibility
     workspace_id: str
     flavor_type: str | None
-    tags: list[dict[str, Any]] | None        # None: not given (the group keeps its tags)
+    tags: list[dict[str, Any]] | None  # None: not given (the group keeps its tags)
     read_me: str | None
 
 
@@ -76,7 +95,7 @@ class SaveRequest:
 
 @dataclass(frozen=True)
 class GroupUpdate:
-    read_me: str | None      # None: unchanged
+    read_me: str | None  # None: unchanged
     tags: list[dict[str, Any]] | None  # None: unchanged
 
 
@@ -113,7 +132,7 @@ def _enum_list(values: list[Any] | None, member: str, enum: Any, default: tuple[
 def check_workspace(value: str | None) -> str:
     workspace = value or "0"
     if not _WORKSPACE_RE.fullmatch(workspace):
-        raise E.InvalidProperty("workspace_id", "Use \"0\" or 32 lower-case letters and digits.")
+        raise E.InvalidProperty("workspace_id", 'Use "0" or 32 lower-case letters and digits.')
     return workspace
 
 
@@ -151,11 +170,13 @@ def check_tags(tags: list[Any], member: str = "tags") -> list[dict[str, Any]]:
         else:
             raise E.WrongType(where, "str or object")
         if not _TAG_KEY_RE.fullmatch(key) or key != key.strip():
-            raise E.InvalidProperty(f"{where}.key", f"Use 1 to {TAG_KEY_MAX} letters, digits, spaces or "
-                                                     "'.:+-@/_' (no space at either end).")
+            raise E.InvalidProperty(
+                f"{where}.key", f"Use 1 to {TAG_KEY_MAX} letters, digits, spaces or '.:+-@/_' (no space at either end)."
+            )
         if not _TAG_VALUE_RE.fullmatch(value):
-            raise E.InvalidProperty(f"{where}.value", f"Use at most {TAG_VALUE_MAX} letters, digits, spaces "
-                                                       "or '.:+-@/=,_'.")
+            raise E.InvalidProperty(
+                f"{where}.value", f"Use at most {TAG_VALUE_MAX} letters, digits, spaces or '.:+-@/=,_'."
+            )
         if any(existing["key"] == key for existing in out):
             raise E.InvalidProperty(where, f"The key '{key}' is given twice.")
         out.append({"key": key, "value": value})
@@ -175,12 +196,14 @@ def check_registration(body: Any) -> Registration:
         raise E.InvalidProperty("read_me", f"At most {MAX_READ_ME_ON_REGISTER} characters.")
     flavor_type = body.get("flavor_type")
     return Registration(
-        address=address, swr_path=body["swr_path"],
+        address=address,
+        swr_path=body["swr_path"],
         arch=_enum(body.get("arch"), "arch", Arch, Arch.X86_64),
         description=check_image_description(body.get("description")),
         origin=_enum(body.get("origin"), "origin", Origin, Origin.CUSTOMIZE),
-        resource_categories=_enum_list(body.get("resource_category"), "resource_category", ResourceCategory,
-                                       ("CPU", "GPU")),
+        resource_categories=_enum_list(
+            body.get("resource_category"), "resource_category", ResourceCategory, ("CPU", "GPU")
+        ),
         service_type=_enum(body.get("service_type"), "service_type", ServiceType, ServiceType.UNKNOWN),
         services=_enum_list(body.get("services"), "services", DevService, ("NOTEBOOK", "SSH")),
         visibility=_enum(body.get("visibility"), "visibility", Visibility, Visibility.PRIVATE),
@@ -202,9 +225,13 @@ def check_save(body: Any, now_ms: int) -> SaveRequest:
     tag = body.get("tag")
     if tag is None or tag == "":
         tag = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%d%H%M%S")
-    return SaveRequest(namespace=check_namespace(body["namespace"]), name=check_image_name(body["name"]),
-                       tag=check_tag(tag), description=check_image_description(body.get("description")),
-                       workspace_id=check_workspace(body.get("workspace_id")))
+    return SaveRequest(
+        namespace=check_namespace(body["namespace"]),
+        name=check_image_name(body["name"]),
+        tag=check_tag(tag),
+        description=check_image_description(body.get("description")),
+        workspace_id=check_workspace(body.get("workspace_id")),
+    )
 
 
 def check_group_update(body: Any) -> GroupUpdate:

@@ -1,5 +1,6 @@
 """Images as values: statuses, the parts of an image reference, and the rules their names follow
 (spec images-flavors-tags-storage.md §2, notebooks.md §3.3)."""
+
 from __future__ import annotations
 
 import re
@@ -11,12 +12,12 @@ from . import errors as E
 
 
 class ImageStatus(StrEnum):
-    INIT = "INIT"                    # accepted (a save waits for the reconciler)
-    CREATING = "CREATING"            # being saved from a notebook
-    ACTIVE = "ACTIVE"                # usable
+    INIT = "INIT"  # accepted (a save waits for the reconciler)
+    CREATING = "CREATING"  # being saved from a notebook
+    ACTIVE = "ACTIVE"  # usable
     CREATE_FAILED = "CREATE_FAILED"  # the save failed (status_message says why)
-    ERROR = "ERROR"                  # the engine no longer has it (found by sync)
-    DELETED = "DELETED"              # never listed nor shown
+    ERROR = "ERROR"  # the engine no longer has it (found by sync)
+    DELETED = "DELETED"  # never listed nor shown
 
 
 class ImageType(StrEnum):
@@ -93,16 +94,19 @@ class ImageAddress:
 def check_image_name(name: str, member: str = "name") -> str:
     """An image name: at most 128 lower-case letters, digits, ``- _ .``, alphanumeric at both ends (6336)."""
     if not NAME_RE.fullmatch(name):
-        raise E.InvalidProperty(member, "Use at most 128 lower-case letters, digits, '-', '_' or '.', starting "
-                                        "and ending with a letter or digit.")
+        raise E.InvalidProperty(
+            member,
+            "Use at most 128 lower-case letters, digits, '-', '_' or '.', starting and ending with a letter or digit.",
+        )
     return name
 
 
 def check_namespace(namespace: str, member: str = "namespace") -> str:
     """An organisation: at most 64 letters, digits, ``- _ .``, starting with a lower-case letter (6336)."""
     if not NAMESPACE_RE.fullmatch(namespace):
-        raise E.InvalidProperty(member, "Use at most 64 letters, digits, '-', '_' or '.', starting with a "
-                                        "lower-case letter.")
+        raise E.InvalidProperty(
+            member, "Use at most 64 letters, digits, '-', '_' or '.', starting with a lower-case letter."
+        )
     return namespace
 
 
@@ -115,6 +119,7 @@ def check_tag(tag: str, member: str = "tag") -> str:
 
 def parse_swr_path(text: str) -> ImageAddress:
     """Take ``[registry[:port]/]namespace/name:tag`` apart; anything else is 6336 on ``swr_path``."""
+
     def bad(detail: str) -> E.InvalidProperty:
         return E.InvalidProperty("swr_path", f"Expected [registry[:port]/]namespace/name:tag; {detail}")
 
@@ -134,8 +139,11 @@ def parse_swr_path(text: str) -> ImageAddress:
         registry, (namespace, name) = None, parts
     else:
         raise bad("it has too few or too many '/'-separated parts.")
-    for check, value, what in ((check_namespace, namespace, "namespace"), (check_image_name, name, "name"),
-                               (check_tag, tag, "tag")):
+    for check, value, what in (
+        (check_namespace, namespace, "namespace"),
+        (check_image_name, name, "name"),
+        (check_tag, tag, "tag"),
+    ):
         try:
             check(value, "swr_path")
         except E.InvalidProperty:
@@ -151,5 +159,6 @@ def saved_image_address(namespace: str, name: str, tag: str) -> ImageAddress:
 def group_id(project_id: str | None, owner_id: str | None, namespace: str, name: str) -> str:
     """The stable id of an image group (one owner's images of one ``namespace/name``; built-ins have no
     project and no owner): derived, so every replica and every restart gives a group the same id."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL,
-                          f"nbfleet:image-group:{project_id or ''}:{owner_id or ''}:{namespace}/{name}"))
+    return str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"nbfleet:image-group:{project_id or ''}:{owner_id or ''}:{namespace}/{name}")
+    )

@@ -4,6 +4,7 @@
 These are the reconciler's words as much as the runtimes', so they live here, not in ``runtime/``;
 ``runtime.base`` re-exports them for code that imported them from there.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ class InstanceSpec:
     image: ImageRef
     owner_id: str
     project_id: str
-    first_start: bool = False   # True while the instance is being created (CREATING), False on a restart
+    first_start: bool = False  # True while the instance is being created (CREATING), False on a restart
 
 
 @dataclass
@@ -65,15 +66,19 @@ class Placement:
     socket: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details,
-                "socket": self.socket}
+        return {"host": self.host, "port": self.port, "pid": self.pid, "details": self.details, "socket": self.socket}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Placement | None:
         if not data:
             return None
-        return cls(host=data.get("host") or "", port=data.get("port") or 0, pid=data.get("pid"),
-                   details=data.get("details") or {}, socket=data.get("socket"))
+        return cls(
+            host=data.get("host") or "",
+            port=data.get("port") or 0,
+            pid=data.get("pid"),
+            details=data.get("details") or {},
+            socket=data.get("socket"),
+        )
 
     @classmethod
     def from_column(cls, text: str | bytes | None) -> Placement | None:
@@ -91,7 +96,7 @@ class MountSpec:
     ``/data`` inside the instance, already checked (plain directory names); ``uri``/``efs_id`` as attached."""
 
     id: str
-    category: str          # EFS | OBS | OBSFS
+    category: str  # EFS | OBS | OBSFS
     parts: tuple[str, ...]
     uri: str
     efs_id: str | None

@@ -3,6 +3,7 @@
 ``duration`` is always counted from the instance's ``create_at``: a running time ``d`` granted at
 ``now`` is stored as ``duration = now - create_at + d``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -41,20 +42,31 @@ class Lease:
         return self.create_at + self.duration
 
     def to_json(self) -> dict[str, Any]:
-        return {"create_at": self.create_at, "duration": self.duration, "enable": self.enable,
-                "type": self.type.value, "update_at": self.update_at}
+        return {
+            "create_at": self.create_at,
+            "duration": self.duration,
+            "enable": self.enable,
+            "type": self.type.value,
+            "update_at": self.update_at,
+        }
 
 
 def lease_of(row: Mapping[str, Any]) -> Lease:
     """The lease of a ``notebooks`` row (its ``lease_*`` and ``create_at`` columns)."""
-    return Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]), LeaseType(row["lease_type"]),
-                 row["lease_update_at"])
+    return Lease(
+        row["create_at"],
+        row["lease_duration"],
+        bool(row["lease_enable"]),
+        LeaseType(row["lease_type"]),
+        row["lease_update_at"],
+    )
 
 
 def lease_from_wire(lease: Mapping[str, Any]) -> Lease:
     """The lease of a notebook as the API shows it (``NotebookResp.lease``, see ``notebook_view.lease_json``)."""
-    return Lease(lease["create_at"], lease["duration"], bool(lease["enable"]), LeaseType(lease["type"]),
-                 lease["update_at"])
+    return Lease(
+        lease["create_at"], lease["duration"], bool(lease["enable"]), LeaseType(lease["type"]), lease["update_at"]
+    )
 
 
 def parse_type(value: object, name: str = "type") -> LeaseType:
@@ -78,8 +90,9 @@ def check_duration(d: int, lease_type: LeaseType, limits: LeaseLimits) -> None:
         raise DurationOutOfRange(low, high)
 
 
-def grant(create_at: int, now: int, d: int, lease_type: LeaseType, limits: LeaseLimits,
-          previous: Lease | None = None) -> Lease:
+def grant(
+    create_at: int, now: int, d: int, lease_type: LeaseType, limits: LeaseLimits, previous: Lease | None = None
+) -> Lease:
     """The lease after granting ``d`` ms of running time from ``now`` (start, renew, create)."""
     check_duration(d, lease_type, limits)
     if d == NO_AUTO_STOP:
@@ -97,4 +110,3 @@ def idle_window(lease: Lease) -> int | None:
     if not lease.enable or lease.type is not LeaseType.IDLE or lease.duration is None:
         return None
     return lease.duration - (lease.update_at - lease.create_at)
-

@@ -1,4 +1,5 @@
 """Value types of the notebook domain, spelled as the upstream API spells them."""
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -22,15 +23,24 @@ class Status(StrEnum):
 
 
 # Statuses in which the reconciler owes the world some work (SNAPSHOTTING: saving the instance as an image).
-TRANSITIONAL = frozenset({Status.INIT, Status.CREATING, Status.STARTING, Status.STOPPING, Status.DELETING,
-                          Status.SNAPSHOTTING})
+TRANSITIONAL = frozenset(
+    {Status.INIT, Status.CREATING, Status.STARTING, Status.STOPPING, Status.DELETING, Status.SNAPSHOTTING}
+)
 
 # Statuses in which an instance holds compute (the COMPUTE billing item). A stopped or failed
 # instance only keeps its storage.
-HOLDS_COMPUTE = frozenset({
-    Status.INIT, Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING,
-    Status.SNAPSHOTTING, Status.ERROR, Status.DELETING,
-})
+HOLDS_COMPUTE = frozenset(
+    {
+        Status.INIT,
+        Status.CREATING,
+        Status.STARTING,
+        Status.RUNNING,
+        Status.STOPPING,
+        Status.SNAPSHOTTING,
+        Status.ERROR,
+        Status.DELETING,
+    }
+)
 
 
 class Feature(StrEnum):

@@ -3,6 +3,7 @@
 ``parse_notebook_query`` turns raw query parameters into a validated ``NotebookQuery``; the
 store turns that into SQL. Nothing here touches a database.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -21,19 +22,27 @@ _E = TypeVar("_E", bound=Enum)
 
 # sort_key vocabulary (A19): public name -> canonical column name.
 SORT_KEYS = {
-    "create_at": "create_at", "createTime": "create_at", "create_time": "create_at",
-    "update_at": "update_at", "updateTime": "update_at", "update_time": "update_at",
-    "name": "name", "status": "status", "flavor": "flavor", "id": "id", "feature": "feature",
+    "create_at": "create_at",
+    "createTime": "create_at",
+    "create_time": "create_at",
+    "update_at": "update_at",
+    "updateTime": "update_at",
+    "update_time": "update_at",
+    "name": "name",
+    "status": "status",
+    "flavor": "flavor",
+    "id": "id",
+    "feature": "feature",
 }
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
 # Every integer query parameter is bounded: a larger offset than any store holds rows for is useless, and
 # beyond 64 bits the drivers refuse to bind the value at all (a 500 where a 400 belongs).
-MAX_OFFSET = 2 ** 31 - 1
-MAX_TAG_FILTERS = 20   # as many as one instance can carry (services.tags.MAX_TAGS)
+MAX_OFFSET = 2**31 - 1
+MAX_TAG_FILTERS = 20  # as many as one instance can carry (services.tags.MAX_TAGS)
 STRICT_LIMITS = (10, 20, 50)
 
-_NAME_RE = re.compile(r"^[\w\-]{1,128}$")            # letters of any language, digits, _ and -
+_NAME_RE = re.compile(r"^[\w\-]{1,128}$")  # letters of any language, digits, _ and -
 _POOL_ID_RE = re.compile(r"^[a-z][a-z0-9\-]{2,62}[a-z0-9]$")
 _POOL_NAME_RE = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 _OWNER_RE = re.compile(r"^[a-z0-9]{32}$")
@@ -56,7 +65,7 @@ class NotebookQuery:
     """A validated list request. Fuzzy fields match case-insensitive substrings."""
 
     project_id: str
-    owner_id: str | None                 # None: every user's instances of the project (admin /all)
+    owner_id: str | None  # None: every user's instances of the project (admin /all)
     feature: Feature = Feature.NOTEBOOK
     workspace_id: str = DEFAULT_WORKSPACE
     status: Status | None = None
@@ -81,8 +90,14 @@ class NotebookQuery:
 
     def fuzzy_filters(self) -> dict[str, str]:
         """Fuzzy filters that are set, by column name."""
-        pairs = {"name": self.name, "pool_name": self.pool_name, "flavor": self.flavor,
-                 "swr_path": self.swr_path, "description": self.description, "user_name": self.username}
+        pairs = {
+            "name": self.name,
+            "pool_name": self.pool_name,
+            "flavor": self.flavor,
+            "swr_path": self.swr_path,
+            "description": self.description,
+            "user_name": self.username,
+        }
         return {k: v for k, v in pairs.items() if v}
 
 
@@ -142,8 +157,13 @@ def parse_tags(raw: str | None) -> tuple[TagFilter, ...]:
         return ()
     if raw.count(",") >= MAX_TAG_FILTERS:
         raise InvalidParameter(f"Parameter error: 'tags' may hold at most {MAX_TAG_FILTERS} pairs.")
-    bad = (raw.startswith((",", "|")) or raw.endswith(",") or ",," in raw or "||" in raw
-           or not _TAG_CHARS_RE.fullmatch(raw))
+    bad = (
+        raw.startswith((",", "|"))
+        or raw.endswith(",")
+        or ",," in raw
+        or "||" in raw
+        or not _TAG_CHARS_RE.fullmatch(raw)
+    )
     if bad:
         raise InvalidParameter("Parameter error: 'tags' must look like k1|v1,k2|v2.")
     result = []
@@ -177,8 +197,15 @@ def parse_sort(sort_key: str | None, sort_dir: str | None) -> tuple[tuple[str, .
     return tuple(columns), descending
 
 
-def parse_notebook_query(params: Mapping[str, Sequence[str]], *, project_id: str, caller_id: str, caller_is_admin: bool,
-                         all_view: bool, strict_limit: bool = False) -> NotebookQuery:
+def parse_notebook_query(
+    params: Mapping[str, Sequence[str]],
+    *,
+    project_id: str,
+    caller_id: str,
+    caller_is_admin: bool,
+    all_view: bool,
+    strict_limit: bool = False,
+) -> NotebookQuery:
     """Validate list parameters (a mapping name -> list of values) into a ``NotebookQuery``.
 
     Scope (A5): a non-admin sees only their own instances and ``owner`` is ignored; an admin's

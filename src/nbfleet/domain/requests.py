@@ -3,6 +3,7 @@
 Validation runs in the order of the §1.1 table. The checks that need no catalogue live here; the
 service interleaves the catalogue look-ups (flavor, image, workspace, key pairs, quota).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,13 +25,12 @@ _WORKSPACE_RE = re.compile(r"^(0|[0-9a-z]{32})$")
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 EVS_MIN_GB, EVS_MAX_GB = 5, 4096
 MAX_ALLOWED_IPS = 5
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Members stored as the caller sent them (beyond their typed members): their nesting and size are bounded,
 # so that one instance cannot make the pages that show it unrenderable or huge.
 FREE_FORM = ("affinity", "custom_spec", "user_vpc")
 MAX_FREE_FORM_DEPTH = 8
 MAX_FREE_FORM_BYTES = 16 * 1024
-
 
 
 class _Service(StrEnum):
@@ -57,29 +57,77 @@ class _NetworkType(StrEnum):
 # JSON types of the members; nested objects have their own schema.
 _T = {"str": (str,), "int": (int,), "bool": (bool,), "object": (dict,), "array": (list,), "number": (int, float)}
 
-VOLUME_SCHEMA = {"category": "str", "ownership": "str", "capacity": "int", "uri": "str", "id": "str",
-                 "mount_path": "str", "read_only": "bool", "dew_secret_name": "str"}
+VOLUME_SCHEMA = {
+    "category": "str",
+    "ownership": "str",
+    "capacity": "int",
+    "uri": "str",
+    "id": "str",
+    "mount_path": "str",
+    "read_only": "bool",
+    "dew_secret_name": "str",
+}
 LEASE_SCHEMA = {"duration": "int", "type": "str"}
 ENDPOINT_SCHEMA = {"service": "str", "key_pair_names": "array", "allowed_access_ips": "array"}
 HOOK_CONFIG_SCHEMA = {"script": "str", "type": "str", "mode": "str"}
 RUN_USER_SCHEMA = {"uid": "int", "gid": "int"}
 NETWORK_SCHEMA = {"public_network_type": "str"}
-USER_VPC_SCHEMA = {"vpc_id": "str", "subnet_id": "str", "security_group_ids": "array", "connect_cidrs": "array",
-                   "nat_id": "str", "eip_id": "str"}
-CUSTOM_SPEC_SCHEMA = {"cpu": "number", "memory": "number", "gpu": "number", "gpu_type": "str", "arch": "str",
-                      "category": "str", "resource_flavor": "str"}
+USER_VPC_SCHEMA = {
+    "vpc_id": "str",
+    "subnet_id": "str",
+    "security_group_ids": "array",
+    "connect_cidrs": "array",
+    "nat_id": "str",
+    "eip_id": "str",
+}
+CUSTOM_SPEC_SCHEMA = {
+    "cpu": "number",
+    "memory": "number",
+    "gpu": "number",
+    "gpu_type": "str",
+    "arch": "str",
+    "category": "str",
+    "resource_flavor": "str",
+}
 CREATE_SCHEMA = {
-    "name": "str", "image_id": "str", "volume": "object", "flavor": "str", "description": "str", "feature": "str",
-    "custom_spec": "object", "pool_id": "str", "workspace_id": "str", "endpoints": "array", "hooks": "object",
-    "lease": "object", "duration": "int", "affinity": "object", "run_user": "object", "data_volumes": "array",
-    "user_vpc": "object", "public_network_config": "object",
+    "name": "str",
+    "image_id": "str",
+    "volume": "object",
+    "flavor": "str",
+    "description": "str",
+    "feature": "str",
+    "custom_spec": "object",
+    "pool_id": "str",
+    "workspace_id": "str",
+    "endpoints": "array",
+    "hooks": "object",
+    "lease": "object",
+    "duration": "int",
+    "affinity": "object",
+    "run_user": "object",
+    "data_volumes": "array",
+    "user_vpc": "object",
+    "public_network_config": "object",
 }
 UPDATE_SCHEMA = {
-    "name": "str", "description": "str", "flavor": "str", "image_id": "str", "endpoints": "array",
-    "storage_new_size": "int", "hooks": "object", "dew_secret_name": "str", "public_network_config": "object",
+    "name": "str",
+    "description": "str",
+    "flavor": "str",
+    "image_id": "str",
+    "endpoints": "array",
+    "storage_new_size": "int",
+    "hooks": "object",
+    "dew_secret_name": "str",
+    "public_network_config": "object",
 }
-_NESTED = {"volume": VOLUME_SCHEMA, "lease": LEASE_SCHEMA, "run_user": RUN_USER_SCHEMA,
-           "public_network_config": NETWORK_SCHEMA, "user_vpc": USER_VPC_SCHEMA, "custom_spec": CUSTOM_SPEC_SCHEMA}
+_NESTED = {
+    "volume": VOLUME_SCHEMA,
+    "lease": LEASE_SCHEMA,
+    "run_user": RUN_USER_SCHEMA,
+    "public_network_config": NETWORK_SCHEMA,
+    "user_vpc": USER_VPC_SCHEMA,
+    "custom_spec": CUSTOM_SPEC_SCHEMA,
+}
 _NESTED_LISTS = {"endpoints": ENDPOINT_SCHEMA, "data_volumes": VOLUME_SCHEMA}
 
 
@@ -107,8 +155,9 @@ def check_types(body: dict[str, Any], schema: dict[str, Any], prefix: str = "") 
                 if not isinstance(item, dict):
                     raise E.WrongType(f"{path}[{i}]", "object")
                 check_types(item, _NESTED_LISTS[name], f"{path}[{i}].")
-        if (name in ("key_pair_names", "allowed_access_ips", "security_group_ids", "connect_cidrs")
-                and any(not isinstance(v, str) for v in value)):
+        if name in ("key_pair_names", "allowed_access_ips", "security_group_ids", "connect_cidrs") and any(
+            not isinstance(v, str) for v in value
+        ):
             raise E.WrongType(path, "array of str")
     if not prefix and isinstance(body.get("hooks"), dict):
         _check_hooks_types(body["hooks"])
@@ -157,8 +206,9 @@ def check_free_form(body: dict[str, Any]) -> None:
     """6336 for a free-form member nested deeper or larger than the bounds."""
     for name in FREE_FORM:
         if not free_form_fits(body.get(name)):
-            raise E.InvalidProperty(name, f"At most {MAX_FREE_FORM_DEPTH} levels deep and "
-                                          f"{MAX_FREE_FORM_BYTES} bytes as JSON.")
+            raise E.InvalidProperty(
+                name, f"At most {MAX_FREE_FORM_DEPTH} levels deep and {MAX_FREE_FORM_BYTES} bytes as JSON."
+            )
 
 
 def check_name(name: str) -> str:
@@ -217,9 +267,17 @@ def check_create_shape(body: Any) -> CreateShape:
     feature = _upper_enum(body.get("feature"), "feature", Feature, Feature.NOTEBOOK)
     workspace = body.get("workspace_id") or "0"
     if not _WORKSPACE_RE.fullmatch(workspace):
-        raise E.InvalidProperty("workspace_id", "Use \"0\" or 32 lower-case letters and digits.")
-    return CreateShape(name=name, image_id=body["image_id"], flavor=body.get("flavor"), description=description,
-                       feature=feature, workspace_id=workspace, pool_id=body.get("pool_id"), body=body)
+        raise E.InvalidProperty("workspace_id", 'Use "0" or 32 lower-case letters and digits.')
+    return CreateShape(
+        name=name,
+        image_id=body["image_id"],
+        flavor=body.get("flavor"),
+        description=description,
+        feature=feature,
+        workspace_id=workspace,
+        pool_id=body.get("pool_id"),
+        body=body,
+    )
 
 
 def check_volume(volume: dict[str, Any], *, main: bool, prefix: str = "volume") -> dict[str, Any]:
@@ -233,8 +291,7 @@ def check_volume(volume: dict[str, Any], *, main: bool, prefix: str = "volume") 
     ownership = _upper_enum(volume["ownership"], f"{prefix}.ownership", Ownership)
     if ownership is Ownership.DEDICATED and category is not VolumeCategory.EFS:
         raise E.InvalidProperty(f"{prefix}.ownership", "DEDICATED ownership is only possible with EFS.")
-    out = {"category": category.value, "ownership": ownership.value,
-           "read_only": bool(volume.get("read_only", False))}
+    out = {"category": category.value, "ownership": ownership.value, "read_only": bool(volume.get("read_only", False))}
     if category is VolumeCategory.EVS:
         capacity = volume.get("capacity", EVS_MIN_GB)
         if capacity is None:
@@ -250,7 +307,7 @@ def check_volume(volume: dict[str, Any], *, main: bool, prefix: str = "volume") 
             raise E.ObsPathRequired()
         if not uri.endswith("/"):
             raise E.ObsPathSlash()
-        bucket_path = uri[len("obs://"):] if uri.startswith("obs://") else uri.lstrip("/")
+        bucket_path = uri[len("obs://") :] if uri.startswith("obs://") else uri.lstrip("/")
         if bucket_path.strip("/").count("/") == 0:
             raise E.ObsBucketRoot()
         if not volume.get("dew_secret_name"):
@@ -289,15 +346,21 @@ def check_endpoints(endpoints: list[Any]) -> list[dict[str, Any]]:
         if len(ips) > MAX_ALLOWED_IPS:
             raise E.InvalidProperty(f"endpoints[{i}].allowed_access_ips", f"At most {MAX_ALLOWED_IPS} addresses.")
         for ip in ips:
-            try:   # an address (one host) or a network in CIDR form without host bits, e.g. 203.0.113.0/24
+            try:  # an address (one host) or a network in CIDR form without host bits, e.g. 203.0.113.0/24
                 if not isinstance(ip, str):
                     raise ValueError(ip)
                 ipaddress.IPv4Network(ip)
             except ValueError:
-                raise E.InvalidProperty(f"endpoints[{i}].allowed_access_ips",
-                                        f"'{ip}' is not an IPv4 address or network.") from None
-        result.append({"service": service.value, "key_pair_names": list(ep.get("key_pair_names") or []),
-                       "allowed_access_ips": list(ips)})
+                raise E.InvalidProperty(
+                    f"endpoints[{i}].allowed_access_ips", f"'{ip}' is not an IPv4 address or network."
+                ) from None
+        result.append(
+            {
+                "service": service.value,
+                "key_pair_names": list(ep.get("key_pair_names") or []),
+                "allowed_access_ips": list(ips),
+            }
+        )
     return result
 
 
@@ -317,8 +380,12 @@ def check_hooks(hooks: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_network(config: dict[str, Any]) -> dict[str, Any]:
-    kind = _upper_enum(config.get("public_network_type"), "public_network_config.public_network_type",
-                       _NetworkType, _NetworkType.SHARED)
+    kind = _upper_enum(
+        config.get("public_network_type"),
+        "public_network_config.public_network_type",
+        _NetworkType,
+        _NetworkType.SHARED,
+    )
     return {"public_network_type": kind.value}
 
 
@@ -341,8 +408,9 @@ def lease_from_create(body: dict[str, Any], limits: LeaseLimits) -> LeaseRequest
     elif body.get("lease") is not None:
         lease = body["lease"]
         duration = lease.get("duration")
-        request = LeaseRequest(DEFAULT_DURATION_MS if duration is None else duration,
-                               parse_type(lease.get("type"), "lease.type"))
+        request = LeaseRequest(
+            DEFAULT_DURATION_MS if duration is None else duration, parse_type(lease.get("type"), "lease.type")
+        )
     else:
         request = LeaseRequest(DEFAULT_DURATION_MS, LeaseType.TIMING)
     check_duration(request.duration, request.type, limits)
@@ -362,8 +430,9 @@ def lease_from_body(body: Any, limits: LeaseLimits) -> LeaseRequest:
     return request
 
 
-def lease_from_query(duration: str | None, lease_type: str | None, limits: LeaseLimits,
-                     default_type: LeaseType = LeaseType.TIMING) -> LeaseRequest:
+def lease_from_query(
+    duration: str | None, lease_type: str | None, limits: LeaseLimits, default_type: LeaseType = LeaseType.TIMING
+) -> LeaseRequest:
     """Start/renew query parameters: ``duration`` in ms (default 1 h) and ``type``."""
     d = parse_int(duration, "duration", DEFAULT_DURATION_MS, INT64_MIN, INT64_MAX)
     kind = parse_type(lease_type) if lease_type not in (None, "") else default_type

@@ -4,6 +4,7 @@ A few failures are free (typing mistakes); each further one doubles the wait, up
 is forgotten once no failure has been added to it for ``forget_after_ms``; a successful sign-in clears its
 account's counter (not its address's: one's own account must not reset the count of guesses at others).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ class SignInBackoff:
         """The wait imposed after ``failures`` consecutive failures (none while they are free)."""
         if failures < self.free_failures:
             return 0
-        doublings = min(failures - self.free_failures, 40)   # 2**40 s is past any ceiling already
-        factor: int = 2 ** doublings
+        doublings = min(failures - self.free_failures, 40)  # 2**40 s is past any ceiling already
+        factor: int = 2**doublings
         return min(BASE_DELAY_MS * factor, self.max_delay_ms)
 
     def wait_ms(self, failures: int, last_failure_at: int, now: int) -> int:

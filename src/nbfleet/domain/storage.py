@@ -4,6 +4,7 @@ Pure: the request rules, the statuses of a mount, and the operator's allow-lists
 host side (bind mounts, s3fs) is ``runtime/mounts.py``; it asks the same policy again at mount time, so a
 file system the operator takes away is not mounted again on the next start.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -43,7 +44,7 @@ class MountStatus(StrEnum):
     MOUNT_FAILED = "MOUNT_FAILED"
     UNMOUNTING = "UNMOUNTING"
     UNMOUNT_FAILED = "UNMOUNT_FAILED"
-    UNMOUNTED = "UNMOUNTED"   # kept while the instance is stopped; mounted again when it starts
+    UNMOUNTED = "UNMOUNTED"  # kept while the instance is stopped; mounted again when it starts
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,13 @@ def normal_mount_path(text: str) -> str:
     odd characters are accepted at all, so the path means the same thing to nbfleet and to the host."""
     if not text.startswith(DATA_ROOT + "/"):
         raise E.InvalidProperty("mount_path", "It must be a sub-directory of /data/, e.g. /data/wang/.")
-    segments = text[len(DATA_ROOT) + 1:].rstrip("/").split("/")
+    segments = text[len(DATA_ROOT) + 1 :].rstrip("/").split("/")
     if segments == [""] or not all(_SEGMENT.match(s) and s not in (".", "..") for s in segments):
-        raise E.InvalidProperty("mount_path", "It must be a sub-directory of /data/ made of directory names "
-                                "of letters, digits, '.', '_' and '-' (no '..', no empty names), e.g. /data/wang/.")
+        raise E.InvalidProperty(
+            "mount_path",
+            "It must be a sub-directory of /data/ made of directory names "
+            "of letters, digits, '.', '_' and '-' (no '..', no empty names), e.g. /data/wang/.",
+        )
     if posixpath.normpath(text) != DATA_ROOT + "/" + "/".join(segments):
         raise E.InvalidProperty("mount_path")
     return DATA_ROOT + "/" + "/".join(segments) + "/"
@@ -103,10 +107,12 @@ def obs_location(uri: str) -> tuple[str, str]:
     segments = [s for s in path.split("/") if s]
     if not segments:
         raise E.ObsBucketRoot()
-    if path.replace("//", "/") != path or any(s in (".", "..") for s in segments) or \
-            any(ord(c) < 0x20 or c in "\\:," for c in path):
-        raise E.InvalidProperty("uri", "An OBS directory may not contain '.', '..' or empty names, "
-                                "',', ':' or '\\'.")
+    if (
+        path.replace("//", "/") != path
+        or any(s in (".", "..") for s in segments)
+        or any(ord(c) < 0x20 or c in "\\:," for c in path)
+    ):
+        raise E.InvalidProperty("uri", "An OBS directory may not contain '.', '..' or empty names, ',', ':' or '\\'.")
     return bucket, "/".join(segments)
 
 
@@ -192,18 +198,18 @@ class StoragePolicy:
         host, path, segments = efs_location(uri)
         entry = self.efs.get(efs_id.lower())
         below = segments
-        if entry is None:   # an export prefix: the longest configured "host:/path" the uri lies in
+        if entry is None:  # an export prefix: the longest configured "host:/path" the uri lies in
             best = None
             for key, candidate in self.efs.items():
                 m = _EFS_URI.match(key)
                 if m is None or m.group(1) != host:
                     continue
                 export = tuple(s for s in m.group(2).split("/") if s)
-                if segments[:len(export)] == export and (best is None or len(export) > len(best[0])):
+                if segments[: len(export)] == export and (best is None or len(export) > len(best[0])):
                     best = (export, candidate)
             if best is None:
                 return None
-            below, entry = segments[len(best[0]):], best[1]
+            below, entry = segments[len(best[0]) :], best[1]
         root = Path(_get(entry, "path"))
         # The most specific entry decides, whichever key the request named: an entry for a directory below
         # this one (offered to other projects, or read-only) is the operator's word on that directory.
@@ -212,7 +218,7 @@ class StoragePolicy:
         depth = -1
         for candidate in self.efs.values():
             have = _host_parts(Path(_get(candidate, "path")))
-            if wanted[:len(have)] != have or len(have) < depth:
+            if wanted[: len(have)] != have or len(have) < depth:
                 continue
             if len(have) > depth:
                 deciding, depth = [], len(have)
@@ -232,10 +238,11 @@ class StoragePolicy:
     def check(self, project_id: str, request: AttachRequest) -> None:
         """6336 naming ``uri`` when the project may not mount it."""
         if request.category is Category.EFS:
-            assert request.efs_id is not None   # parse_attach requires it for EFS
+            assert request.efs_id is not None  # parse_attach requires it for EFS
             if self.efs_source(project_id, request.efs_id, request.uri) is None:
-                raise E.InvalidProperty("uri", "No shared file system with this id and path is available to "
-                                        "this project.")
+                raise E.InvalidProperty(
+                    "uri", "No shared file system with this id and path is available to this project."
+                )
         else:
             bucket, _ = obs_location(request.uri)
             if not self.obs_allowed(project_id, bucket):

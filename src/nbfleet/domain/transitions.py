@@ -7,6 +7,7 @@ on or watches (``TRANSITIONAL``, RUNNING), where the proxy and the SSH gateway m
 SNAPSHOTTING), what the console and the CLI display, which mounts follow a running instance. A new rule
 about what may happen in which status belongs in this table.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,29 +24,29 @@ class Op(StrEnum):
     START = "start"
     STOP = "stop"
     DELETE = "delete"
-    UPDATE_A = "update"              # name, description, hooks, dew_secret_name, public_network_config
-    UPDATE_B = "update-spec"         # flavor, image_id, endpoints
-    UPDATE_C = "update-storage"      # storage_new_size
-    RUN_ONLY = "run-only"            # renew lease, attach/detach storage
-    SAVE_IMAGE = "create-image"      # a RUN_ONLY operation that moves RUNNING to SNAPSHOTTING
+    UPDATE_A = "update"  # name, description, hooks, dew_secret_name, public_network_config
+    UPDATE_B = "update-spec"  # flavor, image_id, endpoints
+    UPDATE_C = "update-storage"  # storage_new_size
+    RUN_ONLY = "run-only"  # renew lease, attach/detach storage
+    SAVE_IMAGE = "create-image"  # a RUN_ONLY operation that moves RUNNING to SNAPSHOTTING
 
 
 class Event(StrEnum):
     """Outcomes the reconciler observes; each moves the status along §6.2."""
 
-    SCHEDULED = "scheduled"          # INIT -> CREATING
-    PROVISIONED = "provisioned"      # CREATING -> RUNNING
+    SCHEDULED = "scheduled"  # INIT -> CREATING
+    PROVISIONED = "provisioned"  # CREATING -> RUNNING
     PROVISION_FAILED = "provision_failed"
-    READY = "ready"                  # STARTING -> RUNNING
+    READY = "ready"  # STARTING -> RUNNING
     START_FAILED = "start_failed"
-    STOPPED = "stopped"              # STOPPING -> STOPPED
-    STOP_FAILED = "stop_failed"      # STOPPING -> ERROR
-    LOST = "lost"                    # RUNNING -> ERROR (process died)
-    AUTO_STOP = "auto_stop"          # RUNNING -> STOPPING (lease expired or idle)
-    DELETED = "deleted"              # DELETING -> DELETED (row removed)
+    STOPPED = "stopped"  # STOPPING -> STOPPED
+    STOP_FAILED = "stop_failed"  # STOPPING -> ERROR
+    LOST = "lost"  # RUNNING -> ERROR (process died)
+    AUTO_STOP = "auto_stop"  # RUNNING -> STOPPING (lease expired or idle)
+    DELETED = "deleted"  # DELETING -> DELETED (row removed)
     DELETE_FAILED = "delete_failed"  # DELETING -> DELETE_FAILED
     SNAPSHOT_DONE = "snapshot_done"  # SNAPSHOTTING -> RUNNING (the image was saved, or its save failed)
-    RECOVERED = "recovered"          # ERROR -> RUNNING (process found alive again)
+    RECOVERED = "recovered"  # ERROR -> RUNNING (process found alive again)
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,19 @@ OK = Allowed(_)
 # A string is the ModelArts code of the refusal (all HTTP 400).
 _COLUMNS = (Op.START, Op.STOP, Op.DELETE, Op.UPDATE_A, Op.UPDATE_B, Op.UPDATE_C, Op.RUN_ONLY, Op.SAVE_IMAGE)
 _TABLE: dict[S, tuple[Allowed | str, ...]] = {
-    S.INIT:          ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
-    S.CREATING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6327", "6327"),
-    S.STARTING:      ("6306",   "6306",  "6306",    "6306", "6306", "6306", "6327", "6327"),
-    S.RUNNING:       ("6305",   OK_STOP, OK_DELETE, OK,     "6347", OK,     OK,     OK_SAVE),
-    S.SNAPSHOTTING:  ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357", "6357"),
-    S.STOPPING:      ("6308",   "6308",  "6308",    "6308", "6308", "6308", "6327", "6327"),
-    S.STOPPED:       (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327", "6327"),
-    S.CREATE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327", "6327"),
-    S.START_FAILED:  (OK_START, "6357",  OK_DELETE, OK,     OK,     "6327", "6327", "6327"),
-    S.ERROR:         (OK_START, OK_STOP, OK_DELETE, OK,     "6347", "6327", "6327", "6327"),
-    S.DELETING:      ("6357",   "6357",  "6357",    "6357", "6357", "6357", "6357", "6357"),
-    S.DELETE_FAILED: ("6357",   "6357",  OK_DELETE, "6357", "6357", "6357", "6327", "6327"),
-    S.FROZEN:        ("6326",   "6326",  OK_DELETE, "6326", "6326", "6326", "6326", "6326"),
+    S.INIT: ("6357", "6357", "6357", "6357", "6357", "6357", "6327", "6327"),
+    S.CREATING: ("6357", "6357", "6357", "6357", "6357", "6357", "6327", "6327"),
+    S.STARTING: ("6306", "6306", "6306", "6306", "6306", "6306", "6327", "6327"),
+    S.RUNNING: ("6305", OK_STOP, OK_DELETE, OK, "6347", OK, OK, OK_SAVE),
+    S.SNAPSHOTTING: ("6357", "6357", "6357", "6357", "6357", "6357", "6357", "6357"),
+    S.STOPPING: ("6308", "6308", "6308", "6308", "6308", "6308", "6327", "6327"),
+    S.STOPPED: (OK_START, "6357", OK_DELETE, OK, OK, "6327", "6327", "6327"),
+    S.CREATE_FAILED: ("6357", "6357", OK_DELETE, "6357", "6357", "6357", "6327", "6327"),
+    S.START_FAILED: (OK_START, "6357", OK_DELETE, OK, OK, "6327", "6327", "6327"),
+    S.ERROR: (OK_START, OK_STOP, OK_DELETE, OK, "6347", "6327", "6327", "6327"),
+    S.DELETING: ("6357", "6357", "6357", "6357", "6357", "6357", "6357", "6357"),
+    S.DELETE_FAILED: ("6357", "6357", OK_DELETE, "6357", "6357", "6357", "6327", "6327"),
+    S.FROZEN: ("6326", "6326", OK_DELETE, "6326", "6326", "6326", "6326", "6326"),
 }
 OPERATIONS: dict[tuple[S, Op], Allowed | str] = {
     (status, op): cell for status, row in _TABLE.items() for op, cell in zip(_COLUMNS, row, strict=True)
@@ -120,6 +121,7 @@ def after(status: str, event: Event) -> S | None:
 
 # --- images (spec images-flavors-tags-storage.md §2) ------------------------------------------------------
 
+
 class ImageOp(StrEnum):
     """What a user may ask of an image."""
 
@@ -130,28 +132,28 @@ class ImageOp(StrEnum):
 class ImageEvent(StrEnum):
     """What the reconciler (saves) or a sync observes; each moves the image's status."""
 
-    SAVING = "saving"            # INIT -> CREATING: the engine is writing it
-    SAVED = "saved"              # CREATING -> ACTIVE
+    SAVING = "saving"  # INIT -> CREATING: the engine is writing it
+    SAVED = "saved"  # CREATING -> ACTIVE
     SAVE_FAILED = "save_failed"  # INIT/CREATING -> CREATE_FAILED
-    FOUND = "found"              # ACTIVE/ERROR -> ACTIVE: the engine has it
-    MISSING = "missing"          # ACTIVE/ERROR -> ERROR: the engine does not have it (any more)
+    FOUND = "found"  # ACTIVE/ERROR -> ACTIVE: the engine has it
+    MISSING = "missing"  # ACTIVE/ERROR -> ERROR: the engine does not have it (any more)
 
 
 @dataclass(frozen=True)
 class ImageAllowed:
-    target: I | None             # the status the operation sets (None: unchanged)
-    reads_engine: bool = False   # sync: whether the engine is asked (else the image is answered as it is)
+    target: I | None  # the status the operation sets (None: unchanged)
+    reads_engine: bool = False  # sync: whether the engine is asked (else the image is answered as it is)
 
 
 # rows: image status; columns: DELETE, SYNC. A string is the refusal's code. An image being saved is
 # neither deleted (the save would write content nobody refers to) nor re-read (it has no content yet).
 _IMAGE_COLUMNS = (ImageOp.DELETE, ImageOp.SYNC)
 _IMAGE_TABLE: dict[I, tuple[ImageAllowed | str, ...]] = {
-    I.INIT:          ("6357",                ImageAllowed(None)),
-    I.CREATING:      ("6357",                ImageAllowed(None)),
-    I.ACTIVE:        (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
+    I.INIT: ("6357", ImageAllowed(None)),
+    I.CREATING: ("6357", ImageAllowed(None)),
+    I.ACTIVE: (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
     I.CREATE_FAILED: (ImageAllowed(I.DELETED), ImageAllowed(None)),
-    I.ERROR:         (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
+    I.ERROR: (ImageAllowed(I.DELETED), ImageAllowed(None, reads_engine=True)),
 }
 IMAGE_OPERATIONS: dict[tuple[I, ImageOp], ImageAllowed | str] = {
     (status, op): cell for status, row in _IMAGE_TABLE.items() for op, cell in zip(_IMAGE_COLUMNS, row, strict=True)
@@ -159,7 +161,7 @@ IMAGE_OPERATIONS: dict[tuple[I, ImageOp], ImageAllowed | str] = {
 
 IMAGE_EVENTS: dict[tuple[I, ImageEvent], I] = {
     (I.INIT, ImageEvent.SAVING): I.CREATING,
-    (I.CREATING, ImageEvent.SAVING): I.CREATING,    # a save redone after a crash
+    (I.CREATING, ImageEvent.SAVING): I.CREATING,  # a save redone after a crash
     (I.CREATING, ImageEvent.SAVED): I.ACTIVE,
     (I.INIT, ImageEvent.SAVE_FAILED): I.CREATE_FAILED,
     (I.CREATING, ImageEvent.SAVE_FAILED): I.CREATE_FAILED,

@@ -6,6 +6,7 @@ what (method, route template, action), which instance, and how it ended (status,
 body, a query string or a credential. Rows older than the retention are pruned at most once an hour, by
 the write that finds the last pruning an hour old.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,10 +61,21 @@ class AuditTrail:
 
 def wire(row: dict) -> dict:
     """A row as the endpoint and ``nbfleet admin audit --json`` show it."""
-    return {"id": row["id"], "at": row["at"], "time": iso(row["at"]), "request_id": row["request_id"],
-            "user_id": row["user_id"], "user_name": row["user_name"], "project_id": row["project_id"],
-            "method": row["method"], "route": row["route"], "action": row["action"], "instance_id": row["target"],
-            "status": row["status"], "error_code": row["error_code"]}
+    return {
+        "id": row["id"],
+        "at": row["at"],
+        "time": iso(row["at"]),
+        "request_id": row["request_id"],
+        "user_id": row["user_id"],
+        "user_name": row["user_name"],
+        "project_id": row["project_id"],
+        "method": row["method"],
+        "route": row["route"],
+        "action": row["action"],
+        "instance_id": row["target"],
+        "status": row["status"],
+        "error_code": row["error_code"],
+    }
 
 
 def iso(ms: int) -> str:

@@ -4,6 +4,7 @@ The HTTP middleware opens a ``RequestContext`` per request; API worker threads a
 tasks run in copies of the context, so a log line, an intent write or an audit row anywhere below finds
 the request id (and, once authentication has run, the caller) without passing it along by hand.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -16,7 +17,7 @@ class RequestContext:
     user_id: str | None = None
     user_name: str | None = None
     project_id: str | None = None
-    target: str | None = None      # the instance the request acts on, when the path does not name it
+    target: str | None = None  # the instance the request acts on, when the path does not name it
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("nbfleet_request", default=None)

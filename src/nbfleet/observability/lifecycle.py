@@ -3,6 +3,7 @@
 A transition is timed from the row's ``update_at`` before it (the moment the intent was recorded, or the
 previous transition) to the write; its log line carries the request id stored with the intent.
 """
+
 from __future__ import annotations
 
 from . import context, logs, metrics
@@ -31,10 +32,15 @@ def transition(row, event: str, to_status: str, now_ms: int) -> None:
     failed = event in _FAILURES
     elapsed_ms = max(now_ms - row["update_at"], 0) if from_status in _TRANSITIONAL else None
     metrics.transition(from_status, event, failed, elapsed_ms / 1000 if elapsed_ms is not None else None)
-    logs.transition_line(instance_id=row["id"], from_status=from_status, to_status=str(to_status),
-                         kind=metrics.kind_of(from_status) if from_status in _TRANSITIONAL else event,
-                         event=event, duration_ms=elapsed_ms,
-                         request_id=_request_id(row) if from_status in _TRANSITIONAL else None)
+    logs.transition_line(
+        instance_id=row["id"],
+        from_status=from_status,
+        to_status=str(to_status),
+        kind=metrics.kind_of(from_status) if from_status in _TRANSITIONAL else event,
+        event=event,
+        duration_ms=elapsed_ms,
+        request_id=_request_id(row) if from_status in _TRANSITIONAL else None,
+    )
 
 
 def deleted(row, now_ms: int) -> None:

@@ -6,6 +6,7 @@ instance carries the id of the API call that asked for the work. The access line
 record attributes, which the JSON formatter writes as keys; they never carry bodies, query strings or
 credentials.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,20 @@ access_log = logging.getLogger("nbfleet.access")
 transition_log = logging.getLogger("nbfleet.transition")
 
 # Record attributes written as JSON keys when present (set with ``extra=``).
-FIELDS = ("method", "route", "status", "duration_ms", "project_id", "user_id", "instance_id", "from_status",
-          "to_status", "kind", "event", "outcome")
+FIELDS = (
+    "method",
+    "route",
+    "status",
+    "duration_ms",
+    "project_id",
+    "user_id",
+    "instance_id",
+    "from_status",
+    "to_status",
+    "kind",
+    "event",
+    "outcome",
+)
 
 
 class RequestContextFilter(logging.Filter):
@@ -35,9 +48,13 @@ class RequestContextFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-                "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-                "request_id": getattr(record, "request_id", None) or context.request_id()}
+        line = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or context.request_id(),
+        }
         for key in FIELDS:
             value = getattr(record, key, None)
             if value is not None:
@@ -69,17 +86,49 @@ def request_line(*, method: str, route: str, status: int, duration_ms: float, ct
     """The access line of one request."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    access_log.info("%s %s %s %.1f ms", method, route, status, duration_ms,
-                    extra={"method": method, "route": route, "status": status, "duration_ms": round(duration_ms, 1),
-                           "request_id": ctx.request_id if ctx else None,
-                           "project_id": ctx.project_id if ctx else None, "user_id": ctx.user_id if ctx else None})
+    access_log.info(
+        "%s %s %s %.1f ms",
+        method,
+        route,
+        status,
+        duration_ms,
+        extra={
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(duration_ms, 1),
+            "request_id": ctx.request_id if ctx else None,
+            "project_id": ctx.project_id if ctx else None,
+            "user_id": ctx.user_id if ctx else None,
+        },
+    )
 
 
-def transition_line(*, instance_id: str, from_status: str, to_status: str, kind: str, event: str,
-                    duration_ms: int | None, request_id: str | None) -> None:
+def transition_line(
+    *,
+    instance_id: str,
+    from_status: str,
+    to_status: str,
+    kind: str,
+    event: str,
+    duration_ms: int | None,
+    request_id: str | None,
+) -> None:
     """The line of one lifecycle transition written by the reconciler."""
-    transition_log.info("instance %s: %s -> %s (%s%s)", instance_id, from_status, to_status, kind,
-                        f", {duration_ms} ms" if duration_ms is not None else "",
-                        extra={"instance_id": instance_id, "from_status": from_status, "to_status": to_status,
-                               "kind": kind, "event": event, "duration_ms": duration_ms,
-                               "request_id": request_id or context.request_id()})
+    transition_log.info(
+        "instance %s: %s -> %s (%s%s)",
+        instance_id,
+        from_status,
+        to_status,
+        kind,
+        f", {duration_ms} ms" if duration_ms is not None else "",
+        extra={
+            "instance_id": instance_id,
+            "from_status": from_status,
+            "to_status": to_status,
+            "kind": kind,
+            "event": event,
+            "duration_ms": duration_ms,
+            "request_id": request_id or context.request_id(),
+        },
+    )

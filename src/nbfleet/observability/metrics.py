@@ -8,6 +8,7 @@ Counters and histograms live in one registry for the process (there is one app p
 has no worker processes, each replica is scraped on its own). Gauges that describe the store (instances
 by status, work queued) are computed at scrape time by ``ScrapeCollector``, with one GROUP BY query.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,33 +27,73 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
-HTTP_REQUESTS = Counter("nbfleet_http_requests", "API and console requests answered, by route template, "
-                        "method and status code", ["route", "method", "status"], registry=REGISTRY)
-HTTP_DURATION = Histogram("nbfleet_http_request_duration_seconds", "Time to answer an API or console request, "
-                          "by route template, method and status class", ["route", "method", "status_class"],
-                          buckets=_FAST, registry=REGISTRY)
-TRANSITION_DURATION = Histogram("nbfleet_transition_duration_seconds", "From the intent (the API call) to the "
-                                "reconciler's final status write, by kind and outcome", ["kind", "outcome"],
-                                buckets=_SLOW, registry=REGISTRY)
-RECONCILER_FAILURES = Counter("nbfleet_reconciler_failures", "Failed transitions written by the reconciler, "
-                              "by failure event", ["event"], registry=REGISTRY)
-SWEEP_DURATION = Histogram("nbfleet_reconciler_sweep_duration_seconds", "Duration of one reconciler sweep "
-                           "(claiming work, storage work, and every observe_interval the observation)",
-                           buckets=_FAST, registry=REGISTRY)
-AUTO_STOPS = Counter("nbfleet_auto_stops", "Instances stopped by nbfleet itself, by reason kind (idle | lease)",
-                     ["reason"], registry=REGISTRY)
-PROXY_UPSTREAM = Histogram("nbfleet_proxy_upstream_latency_seconds", "Time until a notebook answers a proxied "
-                           "HTTP request with its headers", buckets=_FAST, registry=REGISTRY)
-PROXY_WEBSOCKETS = Gauge("nbfleet_proxy_websockets_open", "Websockets open through the notebook proxy",
-                         registry=REGISTRY)
-PROXY_BYTES = Counter("nbfleet_proxy_bytes", "Bytes through the notebook proxy: in = from clients to notebooks, "
-                      "out = from notebooks to clients", ["direction"], registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "nbfleet_http_requests",
+    "API and console requests answered, by route template, method and status code",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "nbfleet_http_request_duration_seconds",
+    "Time to answer an API or console request, by route template, method and status class",
+    ["route", "method", "status_class"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+TRANSITION_DURATION = Histogram(
+    "nbfleet_transition_duration_seconds",
+    "From the intent (the API call) to the reconciler's final status write, by kind and outcome",
+    ["kind", "outcome"],
+    buckets=_SLOW,
+    registry=REGISTRY,
+)
+RECONCILER_FAILURES = Counter(
+    "nbfleet_reconciler_failures",
+    "Failed transitions written by the reconciler, by failure event",
+    ["event"],
+    registry=REGISTRY,
+)
+SWEEP_DURATION = Histogram(
+    "nbfleet_reconciler_sweep_duration_seconds",
+    "Duration of one reconciler sweep (claiming work, storage work, and every observe_interval the observation)",
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+AUTO_STOPS = Counter(
+    "nbfleet_auto_stops",
+    "Instances stopped by nbfleet itself, by reason kind (idle | lease)",
+    ["reason"],
+    registry=REGISTRY,
+)
+PROXY_UPSTREAM = Histogram(
+    "nbfleet_proxy_upstream_latency_seconds",
+    "Time until a notebook answers a proxied HTTP request with its headers",
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+PROXY_WEBSOCKETS = Gauge(
+    "nbfleet_proxy_websockets_open", "Websockets open through the notebook proxy", registry=REGISTRY
+)
+PROXY_BYTES = Counter(
+    "nbfleet_proxy_bytes",
+    "Bytes through the notebook proxy: in = from clients to notebooks, out = from notebooks to clients",
+    ["direction"],
+    registry=REGISTRY,
+)
 for _direction in ("in", "out"):
     PROXY_BYTES.labels(_direction)
 
 # The kind of work a transition from each transitional status finishes.
-_KINDS = {"INIT": "create", "CREATING": "create", "STARTING": "start", "STOPPING": "stop", "DELETING": "delete",
-          "SNAPSHOTTING": "save_image", "RUNNING": "running", "ERROR": "error"}
+_KINDS = {
+    "INIT": "create",
+    "CREATING": "create",
+    "STARTING": "start",
+    "STOPPING": "stop",
+    "DELETING": "delete",
+    "SNAPSHOTTING": "save_image",
+    "RUNNING": "running",
+    "ERROR": "error",
+}
 
 
 def route_of(scope) -> str:
@@ -136,26 +177,39 @@ class ScrapeCollector:
 
     def collect(self):
         from ..store import notebook_repo
+
         with self.db.read() as conn:
             counts = notebook_repo.count_by_status(conn)
-        instances = GaugeMetricFamily("nbfleet_instances", "Instances in the store, by status (every status is "
-                                      "reported, 0 included) and by the runtime of this replica",
-                                      labels=["status", "runtime"])
+        instances = GaugeMetricFamily(
+            "nbfleet_instances",
+            "Instances in the store, by status (every status is "
+            "reported, 0 included) and by the runtime of this replica",
+            labels=["status", "runtime"],
+        )
         for status in self.statuses:
             instances.add_metric([status, self.runtime_name], counts.get(status, 0))
         yield instances
-        yield GaugeMetricFamily("nbfleet_reconciler_queue_depth", "Instances in a transitional status (work "
-                                "asked for and not yet finished), over all replicas",
-                                value=sum(n for s, n in counts.items() if s in self.transitional))
+        yield GaugeMetricFamily(
+            "nbfleet_reconciler_queue_depth",
+            "Instances in a transitional status (work asked for and not yet finished), over all replicas",
+            value=sum(n for s, n in counts.items() if s in self.transitional),
+        )
         inflight = getattr(self.reconciler, "inflight", {})
-        yield GaugeMetricFamily("nbfleet_reconciler_claims_held", "Instances this replica's reconciler works on "
-                                "right now", value=len(inflight))
+        yield GaugeMetricFamily(
+            "nbfleet_reconciler_claims_held",
+            "Instances this replica's reconciler works on right now",
+            value=len(inflight),
+        )
         pool = self.db.engine.pool
         checked_out = getattr(pool, "checkedout", None)
-        yield GaugeMetricFamily("nbfleet_db_pool_checked_out", "Database connections of this process in use",
-                                value=checked_out() if checked_out else 0)
-        yield GaugeMetricFamily("nbfleet_db_pool_max", "Database connections this process may open at once",
-                                value=self.db.max_connections)
+        yield GaugeMetricFamily(
+            "nbfleet_db_pool_checked_out",
+            "Database connections of this process in use",
+            value=checked_out() if checked_out else 0,
+        )
+        yield GaugeMetricFamily(
+            "nbfleet_db_pool_max", "Database connections this process may open at once", value=self.db.max_connections
+        )
 
 
 def exposition(scrape: CollectorRegistry | None) -> bytes:

@@ -1,6 +1,7 @@
 """One ASGI middleware for what every request leaves behind: its metrics, its access log line and, for
 a state-changing call, its audit row. Inside ``RequestIdMiddleware`` (the id is there already) and
 outside the router, so it sees the matched route in the scope once the app has answered."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,12 @@ class ObservabilityMiddleware:
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer.status = message["status"]
-            elif (message["type"] == "http.response.body" and audit_this and answer.status >= 400
-                  and len(answer.error_body) < _ERROR_BODY_LIMIT):
+            elif (
+                message["type"] == "http.response.body"
+                and audit_this
+                and answer.status >= 400
+                and len(answer.error_body) < _ERROR_BODY_LIMIT
+            ):
                 answer.error_body += message.get("body", b"")[:_ERROR_BODY_LIMIT]
             await send(message)
 
@@ -70,10 +75,18 @@ class ObservabilityMiddleware:
         action = getattr(scope.get("route"), "name", None) or "unmatched"
         if route.startswith("/console/"):
             action = "console." + action + (f".{params['action']}" if "action" in params else "")
-        row = {"request_id": ctx.request_id, "user_id": ctx.user_id, "user_name": ctx.user_name,
-               "project_id": ctx.project_id or params.get("project_id"), "method": method, "route": route[:256],
-               "action": action[:64], "target": (params.get("notebook_id") or ctx.target or None),
-               "status": status, "error_code": _error_code(status, error_body)}
+        row = {
+            "request_id": ctx.request_id,
+            "user_id": ctx.user_id,
+            "user_name": ctx.user_name,
+            "project_id": ctx.project_id or params.get("project_id"),
+            "method": method,
+            "route": route[:256],
+            "action": action[:64],
+            "target": (params.get("notebook_id") or ctx.target or None),
+            "status": status,
+            "error_code": _error_code(status, error_body),
+        }
         if row["target"] is not None:
             row["target"] = str(row["target"])[:64]
         if row["project_id"] is not None:
@@ -82,9 +95,12 @@ class ObservabilityMiddleware:
         executor = getattr(services, "api_threads", None)
         try:
             await asyncio.get_running_loop().run_in_executor(executor, trail.record, row)
-        except Exception as exc:   # an answer already went out; the store's trouble is logged, not raised
-            log.warning("could not record the audit row of request %s: %s", ctx.request_id,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # an answer already went out; the store's trouble is logged, not raised
+            log.warning(
+                "could not record the audit row of request %s: %s",
+                ctx.request_id,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
 
 
 def _error_code(status: int, body: bytes) -> str | None:

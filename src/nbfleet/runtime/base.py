@@ -4,6 +4,7 @@ A runtime is told *what* an instance should be (``InstanceSpec``) and reports *w
 (``Placement``, persisted by the reconciler in the store). Every method is idempotent, because
 after a crash the reconciler repeats whatever it was doing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,9 +15,23 @@ from ..domain.instances import FlavorLimits, ImageRef, InstanceSpec, MountSpec, 
 from ..domain.model import StepStatus
 
 # FlavorLimits, ImageRef, InstanceSpec, MountSpec and Placement live in domain.instances; re-exported here.
-__all__ = ["Activity", "DynamicStorage", "EngineImage", "FlavorLimits", "HostStorage", "ImageEngine", "ImageRef",
-           "InstanceSpec", "MountSpec", "Observation", "Placement", "Reporter", "Runtime", "RuntimeFailure",
-           "gpus_on_host"]
+__all__ = [
+    "Activity",
+    "DynamicStorage",
+    "EngineImage",
+    "FlavorLimits",
+    "HostStorage",
+    "ImageEngine",
+    "ImageRef",
+    "InstanceSpec",
+    "MountSpec",
+    "Observation",
+    "Placement",
+    "Reporter",
+    "Runtime",
+    "RuntimeFailure",
+    "gpus_on_host",
+]
 
 
 def gpus_on_host(flavor: FlavorLimits) -> bool:
@@ -128,8 +143,8 @@ class Runtime(Protocol):
     # runtime that runs nothing itself but can ask something that does). The observer runs idle checks
     # when ``observes or reports_activity``, liveness checks only when ``observes``.
     reports_activity: bool
-    images: ImageEngine | None   # None: images are not engine images (see ImageEngine)
-    storage: DynamicStorage | None   # None: no dynamic mounts (attach ends in MOUNT_FAILED)
+    images: ImageEngine | None  # None: images are not engine images (see ImageEngine)
+    storage: DynamicStorage | None  # None: no dynamic mounts (attach ends in MOUNT_FAILED)
 
     def isolation(self) -> dict[str, Any]:
         """What keeps instances apart on this runtime, for ``GET /health`` and the start events."""

@@ -3,6 +3,7 @@
 The local runtime builds an image into a Python environment under the image dir; the Docker runtime
 builds it into the engine. Either way a build whose inputs did not change finds its result and is instant.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,8 @@ class BuildFailed(Exception):
 @dataclass(frozen=True)
 class Built:
     name: str
-    where: str                 # the environment's directory, or the engine image's reference
-    seconds: float | None      # None: already built
+    where: str  # the environment's directory, or the engine image's reference
+    seconds: float | None  # None: already built
 
 
 def catalogue_entries(settings: Settings, name: str | None) -> list[dict[str, Any]]:
@@ -48,8 +49,9 @@ def build_images(settings: Settings, name: str | None = None, runtime: str | Non
 
 
 def _environments(settings: Settings, entries: list[dict[str, Any]]) -> Iterator[Built]:
-    environments = ImageEnvironments(settings.image_root(), pythons=settings.image_pythons,
-                                     shared=os.geteuid() == 0 and not settings.single_user)
+    environments = ImageEnvironments(
+        settings.image_root(), pythons=settings.image_pythons, shared=os.geteuid() == 0 and not settings.single_user
+    )
     for entry in entries:
         try:
             built, seconds = environments.build(entry["name"], EnvironmentSpec.from_json(entry["environment"]))
@@ -61,9 +63,14 @@ def _environments(settings: Settings, entries: list[dict[str, Any]]) -> Iterator
 def _docker(settings: Settings, entries: list[dict[str, Any]]) -> Iterator[Built]:
     from .docker import engine_client
     from .docker_images import DockerImageBuilder, ImageBuildError
+
     client = engine_client(settings.docker_host)
-    builder = DockerImageBuilder(client, base_image=settings.docker_base_image, mirror=settings.docker_debian_mirror,
-                                 scratch=settings.data_dir.resolve() if settings.data_dir.exists() else None)
+    builder = DockerImageBuilder(
+        client,
+        base_image=settings.docker_base_image,
+        mirror=settings.docker_debian_mirror,
+        scratch=settings.data_dir.resolve() if settings.data_dir.exists() else None,
+    )
     try:
         for entry in entries:
             swr_path = builtin_swr_path(entry)

@@ -13,6 +13,7 @@ installs lives in the container's layer while the instance runs, and saving the 
 (``ImageEngine.commit``) keeps it. Every container and volume carries labels (instance, project, owner,
 data dir), so after a restart of nbfleet the reconciler adopts what runs and removes what nobody owns.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,9 +57,11 @@ LABEL_DATA_DIR = "nbfleet.data-dir"
 SOCKET = f"{RUN_DIR}/{SOCKET_NAME}"
 TOKEN_FILE = "/run/nbfleet-token"
 # Reads the instance's token into Jupyter's environment, then runs jupyter_server with the arguments.
-TOKEN_THEN_JUPYTER = ("import os, runpy, sys; os.environ['JUPYTER_TOKEN'] = open('/run/nbfleet-token').read(); "
-                      "sys.argv[0] = 'jupyter-server'; runpy.run_module('jupyter_server', run_name='__main__', "
-                      "alter_sys=True)")
+TOKEN_THEN_JUPYTER = (
+    "import os, runpy, sys; os.environ['JUPYTER_TOKEN'] = open('/run/nbfleet-token').read(); "
+    "sys.argv[0] = 'jupyter-server'; runpy.run_module('jupyter_server', run_name='__main__', "
+    "alter_sys=True)"
+)
 DEFAULT_PIDS_MAX = 4096
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
@@ -66,18 +69,29 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 def engine_client(base_url: str | None = None) -> DockerClient:
     """A Docker Engine client: ``base_url`` (``NBFLEET_DOCKER_HOST``), else ``DOCKER_HOST``, else the default."""
     import docker
+
     return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
 
 
 class DockerRuntime:
     name = "docker"
     observes = True
-    reports_activity = False   # observes already: idle checks run anyway
+    reports_activity = False  # observes already: idle checks run anyway
 
-    def __init__(self, data_dir: Path, client: DockerClient, *, network: str = "none", ready_timeout: float = 90.0,
-                 stop_timeout: float = 5.0, builder: DockerImageBuilder | None = None,
-                 path_prefix: str | None = None, pids_max: int = DEFAULT_PIDS_MAX, storage: HostStorage | None = None,
-                 docker_host: str | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        client: DockerClient,
+        *,
+        network: str = "none",
+        ready_timeout: float = 90.0,
+        stop_timeout: float = 5.0,
+        builder: DockerImageBuilder | None = None,
+        path_prefix: str | None = None,
+        pids_max: int = DEFAULT_PIDS_MAX,
+        storage: HostStorage | None = None,
+        docker_host: str | None = None,
+    ):
         """``network``: ``none`` (instances reach nothing; Jupyter answers on its socket), ``host``, or the
         name of a Docker network. ``path_prefix`` as for the local runtime (None: Jupyter at ``/``)."""
         self.data_dir = Path(data_dir).resolve()
@@ -88,7 +102,7 @@ class DockerRuntime:
         self.builder = builder or DockerImageBuilder(client)
         self.path_prefix = normal_prefix(path_prefix)
         self.pids_max = pids_max
-        self.docker_host = docker_host   # for SSH sessions' exec helper; None: DOCKER_HOST or the default
+        self.docker_host = docker_host  # for SSH sessions' exec helper; None: DOCKER_HOST or the default
         self._images = DockerImages(client, self.container_name)
         self.images: ImageEngine | None = self._images
         self.jupyter = JupyterProbe(self.base_url)
@@ -98,9 +112,11 @@ class DockerRuntime:
         self.storage: DynamicStorage | None = storage
         self.remapped = _user_namespaces_remapped(client)
         if not self.remapped:
-            log.warning("the Docker engine does not remap user namespaces: every container's ma-user is host "
-                        "uid 1000, which any local account of that uid can signal and inspect (run dockerd with "
-                        "--userns-remap=default, docs/operations.md)")
+            log.warning(
+                "the Docker engine does not remap user namespaces: every container's ma-user is host "
+                "uid 1000, which any local account of that uid can signal and inspect (run dockerd with "
+                "--userns-remap=default, docs/operations.md)"
+            )
 
     # -- names ----------------------------------------------------------------------------
 
@@ -117,15 +133,25 @@ class DockerRuntime:
         return base_url_for(self.path_prefix, instance_id)
 
     def _labels(self, spec: InstanceSpec) -> dict[str, str]:
-        return {LABEL_INSTANCE: spec.id, LABEL_PROJECT: spec.project_id, LABEL_OWNER: spec.owner_id,
-                LABEL_DATA_DIR: str(self.data_dir)}
+        return {
+            LABEL_INSTANCE: spec.id,
+            LABEL_PROJECT: spec.project_id,
+            LABEL_OWNER: spec.owner_id,
+            LABEL_DATA_DIR: str(self.data_dir),
+        }
 
     def isolation(self) -> dict[str, Any]:
-        return {"mechanism": "docker", "user": "ma-user (uid 1000)", "network": self.network,
-                "host_uid": "remapped by the engine (userns-remap)" if self.remapped else
-                "1000, the same for every container (the engine does not remap user namespaces)",
-                "namespaces": ["mount", "pid", "ipc", "uts"] + (["network"] if self.network != "host" else []),
-                "capabilities": "none", "limits": "cgroups (the engine's)"}
+        return {
+            "mechanism": "docker",
+            "user": "ma-user (uid 1000)",
+            "network": self.network,
+            "host_uid": "remapped by the engine (userns-remap)"
+            if self.remapped
+            else "1000, the same for every container (the engine does not remap user namespaces)",
+            "namespaces": ["mount", "pid", "ipc", "uts"] + (["network"] if self.network != "host" else []),
+            "capabilities": "none",
+            "limits": "cgroups (the engine's)",
+        }
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -134,7 +160,7 @@ class DockerRuntime:
         try:
             dirs = self.dirs(spec.id)
             await reporter.step(1, StepStatus.PROCESSING, "Preparing the work volume")
-            await asyncio.to_thread(self._remove_container, spec.id)   # a start after a crash starts clean
+            await asyncio.to_thread(self._remove_container, spec.id)  # a start after a crash starts clean
             await asyncio.to_thread(self._prepare_storage, spec, dirs)
             await reporter.step(1, StepStatus.COMPLETED, f"Work volume ready at {WORK}")
 
@@ -143,8 +169,11 @@ class DockerRuntime:
             await self._ensure_image(spec, reporter)
             limits = _describe_limits(spec.flavor, self.pids_max)
             await reporter.event("limits", limits)
-            await reporter.event("sandbox", f"container: {', '.join(self.isolation()['namespaces'])} namespaces, "
-                                            f"ma-user (uid 1000), no capabilities, network: {self.network}")
+            await reporter.event(
+                "sandbox",
+                f"container: {', '.join(self.isolation()['namespaces'])} namespaces, "
+                f"ma-user (uid 1000), no capabilities, network: {self.network}",
+            )
             await reporter.step(2, StepStatus.COMPLETED, f"{spec.image.name} image ready; {limits}")
 
             step = 3
@@ -158,16 +187,18 @@ class DockerRuntime:
             host = self._host_storage
             data = await asyncio.to_thread(host.prepare, spec.id) if host is not None else None
             await asyncio.to_thread(self._run_container, spec, dirs, data)
-            placement = Placement(host="127.0.0.1", socket=str(dirs.socket),
-                                  details={"container": self.container_name(spec.id)})
-            await self.jupyter.wait_ready(placement, spec, self.ready_timeout,
-                                          lambda: asyncio.to_thread(self._ended, spec.id))
+            placement = Placement(
+                host="127.0.0.1", socket=str(dirs.socket), details={"container": self.container_name(spec.id)}
+            )
+            await self.jupyter.wait_ready(
+                placement, spec, self.ready_timeout, lambda: asyncio.to_thread(self._ended, spec.id)
+            )
             await reporter.step(4, StepStatus.COMPLETED, f"Jupyter ready in {time.monotonic() - started:.1f} s")
             return placement
         except BaseException as exc:
             try:
                 await asyncio.shield(asyncio.to_thread(self._remove_container, spec.id))
-            except Exception:   # the start's own failure is what the user needs to see
+            except Exception:  # the start's own failure is what the user needs to see
                 log.exception("instance %s: could not remove the container of a failed start", spec.id)
             raise await failed_start(exc, step, reporter, spec.id, _engine_message) from None
 
@@ -176,10 +207,11 @@ class DockerRuntime:
         if found is not None:
             return
         if not spec.image.environment:
-            raise RuntimeFailure(f"the image {spec.image.swr_path} is not in the engine and could not be pulled",
-                                 step=2)
+            raise RuntimeFailure(
+                f"the image {spec.image.swr_path} is not in the engine and could not be pulled", step=2
+            )
         lock = self._builds.setdefault(spec.image.swr_path, asyncio.Lock())
-        async with lock:   # concurrent starts of an unbuilt image build it once
+        async with lock:  # concurrent starts of an unbuilt image build it once
             if await self._images.inspect(spec.image.swr_path) is not None:
                 return
             await reporter.step(2, StepStatus.PROCESSING, f"Building the {spec.image.name} image (first use)")
@@ -193,6 +225,7 @@ class DockerRuntime:
 
     def _prepare_storage(self, spec: InstanceSpec, dirs: InstanceDirs) -> None:
         from docker.errors import NotFound
+
         try:
             self.client.volumes.get(self.volume_name(spec.id))
         except NotFound:
@@ -207,6 +240,7 @@ class DockerRuntime:
 
     def _run_container(self, spec: InstanceSpec, dirs: InstanceDirs, data: Path | None = None) -> None:
         from docker.types import Mount
+
         memory = spec.flavor.memory_mb * 1024 * 1024 if spec.flavor.memory_mb > 0 else None
         # The token reaches Jupyter through a file mounted read-only, never the container's configuration
         # (the engine copies a container's environment into every image saved from it). The file lies in
@@ -216,23 +250,45 @@ class DockerRuntime:
         with os.fdopen(fd, "w") as fh:
             os.fchown(fh.fileno(), SANDBOX_UID, SANDBOX_GID)
             fh.write(spec.token)
-        command = ["python", "-c", TOKEN_THEN_JUPYTER,
-                   *server_args(socket=SOCKET, root_dir=WORK, base_url=self.base_url(spec.id))]
+        command = [
+            "python",
+            "-c",
+            TOKEN_THEN_JUPYTER,
+            *server_args(socket=SOCKET, root_dir=WORK, base_url=self.base_url(spec.id)),
+        ]
         options: dict[str, Any] = dict(
-            name=self.container_name(spec.id), command=command, detach=True, labels=self._labels(spec),
-            user=f"{SANDBOX_UID}:{SANDBOX_GID}", working_dir=WORK, hostname=f"notebook-{spec.id[:8]}",
-            environment={"JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime", "HOME": "/home/ma-user",
-                         "PYTHONUNBUFFERED": "1"},
-            mounts=[Mount(WORK, self.volume_name(spec.id), type="volume"),
-                    Mount(RUN_DIR, str(dirs.run), type="bind"),
-                    Mount(TOKEN_FILE, str(token), type="bind", read_only=True),
-                    # SFTP sessions run OpenSSH's sftp-server in the container: the host's, read-only
-                    # (the catalogue's images are the host's Debian, whose C library it needs).
-                    *([Mount(SFTP_SERVER, SFTP_SERVER, type="bind", read_only=True)]
-                      if os.path.isfile(SFTP_SERVER) else [])],
+            name=self.container_name(spec.id),
+            command=command,
+            detach=True,
+            labels=self._labels(spec),
+            user=f"{SANDBOX_UID}:{SANDBOX_GID}",
+            working_dir=WORK,
+            hostname=f"notebook-{spec.id[:8]}",
+            environment={
+                "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter-runtime",
+                "HOME": "/home/ma-user",
+                "PYTHONUNBUFFERED": "1",
+            },
+            mounts=[
+                Mount(WORK, self.volume_name(spec.id), type="volume"),
+                Mount(RUN_DIR, str(dirs.run), type="bind"),
+                Mount(TOKEN_FILE, str(token), type="bind", read_only=True),
+                # SFTP sessions run OpenSSH's sftp-server in the container: the host's, read-only
+                # (the catalogue's images are the host's Debian, whose C library it needs).
+                *(
+                    [Mount(SFTP_SERVER, SFTP_SERVER, type="bind", read_only=True)]
+                    if os.path.isfile(SFTP_SERVER)
+                    else []
+                ),
+            ],
             tmpfs={"/tmp": f"size={memory or 1 << 30}"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True, pids_limit=self.pids_max,
-            network_mode=self.network, mem_limit=memory, memswap_limit=memory,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=True,
+            pids_limit=self.pids_max,
+            network_mode=self.network,
+            mem_limit=memory,
+            memswap_limit=memory,
             nano_cpus=int(spec.flavor.vcpus * 1e9) if spec.flavor.vcpus > 0 else None,
         )
         if data is not None:
@@ -240,12 +296,14 @@ class DockerRuntime:
             options["mounts"].append(Mount("/data", str(data), type="bind", propagation="rslave"))
         if spec.flavor.gpus > 0:
             from docker.types import DeviceRequest
+
             options["device_requests"] = [DeviceRequest(count=spec.flavor.gpus, capabilities=[["gpu"]])]
         self.client.containers.run(spec.image.swr_path, **options)
 
     def _ended(self, instance_id: str) -> str | None:
         """Why the instance's container is no longer running (None while it runs)."""
         from docker.errors import NotFound
+
         try:
             container = self.client.containers.get(self.container_name(instance_id))
         except NotFound:
@@ -264,17 +322,26 @@ class DockerRuntime:
     def session(self, instance_id: str, placement: Placement | None) -> ContainerEntry:
         """How to run commands in the running instance, for an SSH session: an exec in its container."""
         from docker.errors import APIError, NotFound
+
         try:
             container = self.client.containers.get(self.container_name(instance_id))
         except (NotFound, APIError):
             raise SessionRefused("the instance is not running") from None
         if container.status != "running" or container.labels.get(LABEL_DATA_DIR) != str(self.data_dir):
             raise SessionRefused("the instance is not running")
-        assert container.id is not None   # a container the engine returned has its id
-        return ContainerEntry(container=container.id, docker_host=self.docker_host,
-                              env={"HOME": "/home/ma-user", "USER": "ma-user", "LOGNAME": "ma-user",
-                                   "SHELL": "/bin/bash", "LANG": "C.UTF-8"},
-                              private_network=self.network != "host")
+        assert container.id is not None  # a container the engine returned has its id
+        return ContainerEntry(
+            container=container.id,
+            docker_host=self.docker_host,
+            env={
+                "HOME": "/home/ma-user",
+                "USER": "ma-user",
+                "LOGNAME": "ma-user",
+                "SHELL": "/bin/bash",
+                "LANG": "C.UTF-8",
+            },
+            private_network=self.network != "host",
+        )
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await asyncio.to_thread(self._remove_container, spec.id, self.stop_timeout)
@@ -282,6 +349,7 @@ class DockerRuntime:
 
     def _remove_container(self, instance_id: str, grace: float = 0.0) -> None:
         from docker.errors import APIError, NotFound
+
         try:
             container = self.client.containers.get(self.container_name(instance_id))
         except NotFound:
@@ -294,7 +362,8 @@ class DockerRuntime:
             pass
         except APIError as exc:
             raise RuntimeFailure(
-                f"the engine could not remove the instance's container: {_engine_message(exc)}") from exc
+                f"the engine could not remove the instance's container: {_engine_message(exc)}"
+            ) from exc
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
         await self.stop(spec, placement)
@@ -302,6 +371,7 @@ class DockerRuntime:
 
     def _remove_storage(self, instance_id: str) -> None:
         from docker.errors import APIError, NotFound
+
         try:
             self.client.volumes.get(self.volume_name(instance_id)).remove(force=True)
         except NotFound:
@@ -370,7 +440,7 @@ def _tail(container: Container, lines: int = 8, limit: int = 600) -> str:
     except Exception:
         return ""
     joined = " | ".join(line.strip()[:240] for line in text.splitlines() if line.strip())
-    return joined if len(joined) <= limit else "..." + joined[-(limit - 3):]
+    return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
 
 
 def _engine_message(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ exits with the command's exit status. The command runs in the container as ``ma-
 inside its limits, namespaces, capabilities (none) and no-new-privileges. On a terminal, window size
 changes reach the exec (``exec_resize``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -25,11 +26,19 @@ from typing import cast
 def main() -> None:
     spec = json.loads(sys.argv[1])
     import docker
+
     api = docker.APIClient(base_url=spec["docker_host"]) if spec.get("docker_host") else docker.from_env().api
     terminal = spec["tty"]
     try:
-        exec_id = api.exec_create(spec["container"], spec["argv"], stdin=True, tty=terminal, user=spec["user"],
-                                  workdir=spec["cwd"], environment=spec["env"])["Id"]
+        exec_id = api.exec_create(
+            spec["container"],
+            spec["argv"],
+            stdin=True,
+            tty=terminal,
+            user=spec["user"],
+            workdir=spec["cwd"],
+            environment=spec["env"],
+        )["Id"]
         connection = api.exec_start(exec_id, socket=True, tty=terminal)
     except docker.errors.APIError as exc:
         os.write(2, f"nbfleet: the instance is not running ({exc.explanation or exc})\n".encode())
@@ -37,7 +46,7 @@ def main() -> None:
     sock = cast(socket.socket, getattr(connection, "_sock", connection))
     if terminal:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        tty.setraw(0)   # the container's terminal does the line discipline; this one passes bytes as they are
+        tty.setraw(0)  # the container's terminal does the line discipline; this one passes bytes as they are
 
         def resize(*_: object) -> None:
             rows, cols = struct.unpack("hhhh", fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))[:2]
@@ -45,6 +54,7 @@ def main() -> None:
                 api.exec_resize(exec_id, height=rows, width=cols)
             except docker.errors.APIError:
                 pass
+
         signal.signal(signal.SIGWINCH, resize)
         resize()
     threading.Thread(target=_upload, args=(sock,), daemon=True).start()
@@ -91,14 +101,14 @@ def _demultiplex(sock: socket.socket) -> None:
             stream, size = buffer[0], struct.unpack(">I", buffer[4:8])[0]
             if len(buffer) < 8 + size:
                 break
-            _write(2 if stream == 2 else 1, buffer[8:8 + size])
-            buffer = buffer[8 + size:]
+            _write(2 if stream == 2 else 1, buffer[8 : 8 + size])
+            buffer = buffer[8 + size :]
 
 
 def _write(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ takes no time.
 ``DockerImages`` is the runtime's ``ImageEngine``: what the engine has (``inspect``), saving a running
 instance as an image (``commit``: its container's layer, never its work volume or its token), removing one.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,7 @@ BASE_REPOSITORY = "nbfleet/base"
 LABEL_RECIPE = "nbfleet.recipe"
 LABEL_SERVES = "nbfleet.serves"
 LABEL_SAVED_FROM = "nbfleet.saved-from"
-SUITE = "bookworm"            # Debian 12: Python 3.11
+SUITE = "bookworm"  # Debian 12: Python 3.11
 SUITE_PYTHON = "3.11"
 ENV_PREFIX = "/opt/nbfleet/env"
 BUILD_TIMEOUT = 1800
@@ -59,7 +60,7 @@ def split_reference(swr_path: str) -> tuple[str, str]:
     slash = swr_path.rfind("/")
     colon = swr_path.rfind(":")
     if colon > slash:
-        return swr_path[:colon], swr_path[colon + 1:]
+        return swr_path[:colon], swr_path[colon + 1 :]
     return swr_path, "latest"
 
 
@@ -95,8 +96,15 @@ def _quote(requirement: str) -> str:
 class DockerImageBuilder:
     """Builds the catalogue's images into the engine; idempotent, keyed by the digest of their inputs."""
 
-    def __init__(self, client: DockerClient, *, base_image: str | None = None, mirror: str = "http://deb.debian.org/debian",
-                 scratch: Path | None = None, extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")):
+    def __init__(
+        self,
+        client: DockerClient,
+        *,
+        base_image: str | None = None,
+        mirror: str = "http://deb.debian.org/debian",
+        scratch: Path | None = None,
+        extra_ca_dir: Path = Path("/usr/local/share/ca-certificates"),
+    ):
         self.client = client
         self.extra_ca_dir = Path(extra_ca_dir)
         self.base_image = base_image
@@ -114,22 +122,35 @@ class DockerImageBuilder:
         if self._exists(reference):
             return reference
         if shutil.which("debootstrap") is None:
-            raise ImageBuildError("building the base image needs debootstrap (apt-get install debootstrap), "
-                                  "or set NBFLEET_DOCKER_BASE_IMAGE to an image with Python "
-                                  f"{SUITE_PYTHON}")
+            raise ImageBuildError(
+                "building the base image needs debootstrap (apt-get install debootstrap), "
+                "or set NBFLEET_DOCKER_BASE_IMAGE to an image with Python "
+                f"{SUITE_PYTHON}"
+            )
         if os.geteuid() != 0:
-            raise ImageBuildError("debootstrap needs root to build the base image; run `nbfleet images build` "
-                                  "as root once, or set NBFLEET_DOCKER_BASE_IMAGE")
+            raise ImageBuildError(
+                "debootstrap needs root to build the base image; run `nbfleet images build` "
+                "as root once, or set NBFLEET_DOCKER_BASE_IMAGE"
+            )
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="nbfleet-rootfs-", dir=self.scratch) as work:
             rootfs = Path(work) / "rootfs"
-            _run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates,passwd",
-                  SUITE, str(rootfs), self.mirror])
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    "--include=python3,python3-venv,ca-certificates,passwd",
+                    SUITE,
+                    str(rootfs),
+                    self.mirror,
+                ]
+            )
             archive = Path(work) / "rootfs.tar"
             _run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."])
             repository, tag = split_reference(reference)
-            self.client.api.import_image(src=str(archive), repository=repository, tag=tag,
-                                         changes=[f'LABEL {LABEL_RECIPE}="{digest}"'])
+            self.client.api.import_image(
+                src=str(archive), repository=repository, tag=tag, changes=[f'LABEL {LABEL_RECIPE}="{digest}"']
+            )
         log.info("base image %s built in %.0f s", reference, time.monotonic() - started)
         return reference
 
@@ -150,16 +171,25 @@ class DockerImageBuilder:
             # The packages come from the package index: the build needs the host's network even when
             # instances get none.
             _, output = self.client.images.build(
-                fileobj=_context(text, authorities), custom_context=True, tag=f"{repository}:{tag}", rm=True,
+                fileobj=_context(text, authorities),
+                custom_context=True,
+                tag=f"{repository}:{tag}",
+                rm=True,
                 forcerm=True,
-                network_mode="host", labels={LABEL_RECIPE: digest, LABEL_SERVES: "NOTEBOOK,SSH"},
-                timeout=BUILD_TIMEOUT)
-        except Exception as exc:   # docker.errors.BuildError carries the build's log
-            lines = [chunk.get("stream", "").strip() for chunk in getattr(exc, "build_log", []) or []
-                     if isinstance(chunk, dict)]
+                network_mode="host",
+                labels={LABEL_RECIPE: digest, LABEL_SERVES: "NOTEBOOK,SSH"},
+                timeout=BUILD_TIMEOUT,
+            )
+        except Exception as exc:  # docker.errors.BuildError carries the build's log
+            lines = [
+                chunk.get("stream", "").strip()
+                for chunk in getattr(exc, "build_log", []) or []
+                if isinstance(chunk, dict)
+            ]
             tail = " | ".join(line for line in lines if line)[-800:]
-            raise ImageBuildError(f"building {swr_path} failed: {getattr(exc, 'msg', exc)}"
-                                  + (f"; build log: {tail}" if tail else "")) from None
+            raise ImageBuildError(
+                f"building {swr_path} failed: {getattr(exc, 'msg', exc)}" + (f"; build log: {tail}" if tail else "")
+            ) from None
         return time.monotonic() - started
 
     def _authorities(self) -> dict[str, str]:
@@ -174,6 +204,7 @@ class DockerImageBuilder:
 
     def _image_id(self, reference: str) -> str | None:
         from docker.errors import ImageNotFound
+
         try:
             return self.client.images.get(reference).id
         except ImageNotFound:
@@ -181,6 +212,7 @@ class DockerImageBuilder:
 
     def _recipe_of(self, reference: str) -> str | None:
         from docker.errors import ImageNotFound
+
         try:
             return (self.client.images.get(reference).labels or {}).get(LABEL_RECIPE)
         except ImageNotFound:
@@ -199,7 +231,7 @@ class DockerImages:
 
     def __init__(self, client: DockerClient, container_name: Callable[[str], str], *, threads: int = 4):
         self.client = client
-        self.container_name = container_name   # instance id -> its container's name
+        self.container_name = container_name  # instance id -> its container's name
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nbfleet-engine")
 
     async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
@@ -210,10 +242,11 @@ class DockerImages:
 
     def _inspect(self, swr_path: str) -> EngineImage | None:
         from docker.errors import APIError, ImageNotFound
+
         try:
             image = self.client.images.get(swr_path)
         except ImageNotFound:
-            try:   # a registry reference nbfleet has not pulled yet: anonymously
+            try:  # a registry reference nbfleet has not pulled yet: anonymously
                 repository, tag = split_reference(swr_path)
                 image = self.client.images.pull(repository, tag=tag, auth_config={"username": "", "password": ""})
             except APIError:
@@ -225,6 +258,7 @@ class DockerImages:
 
     def _commit(self, spec: InstanceSpec, swr_path: str) -> EngineImage:
         from docker.errors import APIError, NotFound
+
         try:
             container = self.client.containers.get(self.container_name(spec.id))
             source = self.client.images.get(container.attrs["Config"]["Image"])
@@ -238,9 +272,18 @@ class DockerImages:
                 labels.setdefault(key, "")
             labels[LABEL_SAVED_FROM] = spec.id
             repository, tag = split_reference(swr_path)
-            image = container.commit(repository=repository, tag=tag, conf={
-                "Env": config.get("Env"), "Cmd": config.get("Cmd"), "Entrypoint": config.get("Entrypoint"),
-                "User": config.get("User"), "WorkingDir": config.get("WorkingDir"), "Labels": labels})
+            image = container.commit(
+                repository=repository,
+                tag=tag,
+                conf={
+                    "Env": config.get("Env"),
+                    "Cmd": config.get("Cmd"),
+                    "Entrypoint": config.get("Entrypoint"),
+                    "User": config.get("User"),
+                    "WorkingDir": config.get("WorkingDir"),
+                    "Labels": labels,
+                },
+            )
             image.reload()
         except NotFound:
             raise RuntimeFailure("the instance's container is gone") from None
@@ -253,6 +296,7 @@ class DockerImages:
 
     def _remove(self, swr_path: str) -> None:
         from docker.errors import APIError, ImageNotFound
+
         try:
             self.client.images.remove(swr_path)
         except ImageNotFound:
@@ -266,8 +310,9 @@ class DockerImages:
 
 def _engine_image(swr_path: str, image: Image) -> EngineImage:
     serves = (image.labels or {}).get(LABEL_SERVES, "")
-    return EngineImage(swr_path, size_kb=(image.attrs.get("Size") or 0) // 1024,
-                       serves=tuple(s for s in serves.split(",") if s))
+    return EngineImage(
+        swr_path, size_kb=(image.attrs.get("Size") or 0) // 1024, serves=tuple(s for s in serves.split(",") if s)
+    )
 
 
 def _context(dockerfile_text: str, authorities: dict[str, str]) -> io.BytesIO:
@@ -291,11 +336,11 @@ def _digest(parts: list[Any]) -> str:
 
 def _run(argv: list[str]) -> None:
     try:
-        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(
+            argv, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT, stdin=subprocess.DEVNULL
+        )
     except subprocess.CalledProcessError as exc:
         tail = " | ".join(line.strip() for line in (exc.stderr or exc.stdout or "").splitlines() if line.strip())
         raise ImageBuildError(f"{Path(argv[0]).name} failed (exit code {exc.returncode}): {tail[-800:]}") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ImageBuildError(f"{Path(argv[0]).name} failed: {exc}") from None
-

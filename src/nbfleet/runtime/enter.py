@@ -19,6 +19,7 @@ the interpreter is read. Steps, in this order because each needs what the one be
 When the sandbox's first process exits, the kernel kills everything in its PID namespace, the command
 included; this process then exits too, which ends the SSH channel.
 """
+
 import ctypes
 import fcntl  # imported here: after setns the host's modules are out of reach
 import json
@@ -38,10 +39,17 @@ TIOCGPTPEER = 0x5441
 # The per-process limits a session takes from the instance (its kernels inherit the same from Jupyter), by
 # their names in /proc/<pid>/limits: readable without CAP_SYS_RESOURCE, which prlimit() on another
 # process needs.
-LIMITS = {"Max cpu time": "RLIMIT_CPU", "Max file size": "RLIMIT_FSIZE", "Max data size": "RLIMIT_DATA",
-          "Max stack size": "RLIMIT_STACK", "Max core file size": "RLIMIT_CORE", "Max processes": "RLIMIT_NPROC",
-          "Max open files": "RLIMIT_NOFILE", "Max locked memory": "RLIMIT_MEMLOCK",
-          "Max address space": "RLIMIT_AS"}
+LIMITS = {
+    "Max cpu time": "RLIMIT_CPU",
+    "Max file size": "RLIMIT_FSIZE",
+    "Max data size": "RLIMIT_DATA",
+    "Max stack size": "RLIMIT_STACK",
+    "Max core file size": "RLIMIT_CORE",
+    "Max processes": "RLIMIT_NPROC",
+    "Max open files": "RLIMIT_NOFILE",
+    "Max locked memory": "RLIMIT_MEMLOCK",
+    "Max address space": "RLIMIT_AS",
+}
 
 
 def fail(message: str, code: int = 126) -> NoReturn:
@@ -82,7 +90,7 @@ def main() -> None:
         signal.signal(sig, lambda number, frame: os.kill(child, number))
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
-    if code < 0:   # died of a signal: die of the same one, so the channel reports it
+    if code < 0:  # died of a signal: die of the same one, so the channel reports it
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code & 0xFF)
@@ -98,7 +106,7 @@ def instance_limits(pid: int | None) -> tuple[dict[str, tuple[int, int]], set[in
             for line in fh:
                 for label, name in LIMITS.items():
                     if line.startswith(label + " "):
-                        soft, hard = line[len(label):].split()[:2]
+                        soft, hard = line[len(label) :].split()[:2]
                         limits[name] = (_limit(soft), _limit(hard))
         cpus = os.sched_getaffinity(pid)
     except (OSError, ValueError) as exc:
@@ -157,7 +165,7 @@ def terminal(channel: int) -> None:
     (``tty``); its other side goes back to nbfleet over ``channel`` and the command runs on this one."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR)   # no path lookup: the peer of this very master
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR)  # no path lookup: the peer of this very master
     with socket.socket(fileno=channel) as sock:
         socket.send_fds(sock, [b"t"], [master])
     os.close(master)

@@ -19,6 +19,7 @@ the old environment (instances already running keep theirs).
 Environments are built with ``uv`` (seconds) when it is installed, else ``venv`` + ``pip``. Every file is
 made world-readable: in root mode each instance runs as a host uid of its own and must read the image.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,7 +42,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MARKER = ".nbfleet-image.json"
-FORMAT = 1   # bump when the layout of a built environment changes: every image builds anew
+FORMAT = 1  # bump when the layout of a built environment changes: every image builds anew
 BUILD_TIMEOUT = 1800.0
 _VERSION = re.compile(r"^3\.\d{1,2}$")
 _PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~ ]{0,199}$")
@@ -68,8 +69,9 @@ class EnvironmentSpec:
         for package in packages:
             if not _PACKAGE.match(package) or package.startswith("-"):
                 raise ImageEnvironmentError(f"image environment: not a package requirement: {package!r}")
-        if not any(_project(p) == "jupyter-server" for p in packages) and \
-                not any(_project(p) == "jupyterlab" for p in packages):
+        if not any(_project(p) == "jupyter-server" for p in packages) and not any(
+            _project(p) == "jupyterlab" for p in packages
+        ):
             raise ImageEnvironmentError("image environment: the packages must include jupyter-server or jupyterlab")
         return cls(python, packages)
 
@@ -82,10 +84,10 @@ def _project(requirement: str) -> str:
 class Interpreter:
     """A Python installation on the host that environments are made from."""
 
-    executable: Path       # the real binary, not a shim
-    version: str           # "3.11.2"
-    prefix: Path           # sys.base_prefix: a sandbox must see it read-only
-    site_dirs: tuple[Path, ...]   # its own site-packages: hidden from sandboxes so the image is all they see
+    executable: Path  # the real binary, not a shim
+    version: str  # "3.11.2"
+    prefix: Path  # sys.base_prefix: a sandbox must see it read-only
+    site_dirs: tuple[Path, ...]  # its own site-packages: hidden from sandboxes so the image is all they see
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class BuiltEnvironment:
     """A complete environment, as a sandbox needs to know it."""
 
     path: Path
-    python: Path           # path/bin/python
+    python: Path  # path/bin/python
     interpreter: Interpreter
 
     @property
@@ -115,11 +117,14 @@ def reachable_by_others(path: Path) -> bool:
 
 
 def _probe(candidate: Path) -> Interpreter | None:
-    code = ("import json, site, sys; print(json.dumps([sys.executable, '%d.%d.%d' % sys.version_info[:3], "
-            "sys.base_prefix, site.getsitepackages()]))")
+    code = (
+        "import json, site, sys; print(json.dumps([sys.executable, '%d.%d.%d' % sys.version_info[:3], "
+        "sys.base_prefix, site.getsitepackages()]))"
+    )
     try:
-        out = subprocess.run([str(candidate), "-I", "-c", code], capture_output=True, text=True, timeout=20,
-                             check=True).stdout
+        out = subprocess.run(
+            [str(candidate), "-I", "-c", code], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
         executable, version, prefix, sites = json.loads(out)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
@@ -152,13 +157,16 @@ def find_interpreter(version: str, preferred: Sequence[Path] = (), *, shared: bo
         return interpreter
     if refused:
         log.warning("Python %s interpreters that instances of other uids cannot read: %s", minor, ", ".join(refused))
-    raise ImageEnvironmentError(f"no Python {minor} interpreter on this host to build the image from "
-                                f"(install python{minor}, or name one in NBFLEET_IMAGE_PYTHONS)")
+    raise ImageEnvironmentError(
+        f"no Python {minor} interpreter on this host to build the image from "
+        f"(install python{minor}, or name one in NBFLEET_IMAGE_PYTHONS)"
+    )
 
 
 def _uv() -> str | None:
     try:
         import uv  # the PyPI package ships the binary
+
         return uv.find_uv_bin()
     except (ImportError, FileNotFoundError):
         return shutil.which("uv")
@@ -167,8 +175,7 @@ def _uv() -> str | None:
 class ImageEnvironments:
     """Builds and finds image environments under ``root``."""
 
-    def __init__(self, root: Path, *, pythons: Sequence[Path] = (), shared: bool = False,
-                 uv: str | None | bool = True):
+    def __init__(self, root: Path, *, pythons: Sequence[Path] = (), shared: bool = False, uv: str | None | bool = True):
         """``shared``: instances run as other uids (root mode), so interpreters and files must be
         readable by everyone. ``uv=False`` forces venv + pip."""
         self.root = Path(root)
@@ -179,9 +186,11 @@ class ImageEnvironments:
         self._interpreters: dict[str, Interpreter] = {}
 
     def key(self, name: str, spec: EnvironmentSpec, interpreter: Interpreter) -> str:
-        digest = hashlib.sha256(json.dumps(
-            [FORMAT, spec.python, sorted(spec.packages), str(interpreter.executable), interpreter.version]
-        ).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(
+            json.dumps(
+                [FORMAT, spec.python, sorted(spec.packages), str(interpreter.executable), interpreter.version]
+            ).encode()
+        ).hexdigest()[:12]
         return f"{_NAME.sub('-', name)[:60]}-{digest}"
 
     def interpreter(self, spec: EnvironmentSpec) -> Interpreter:
@@ -196,8 +205,9 @@ class ImageEnvironments:
         interpreter = self.interpreter(spec)
         return self._complete(self.root / self.key(name, spec, interpreter), interpreter)
 
-    async def ensure(self, name: str, spec: EnvironmentSpec,
-                     on_build: Callable[[], object] | None = None) -> BuiltEnvironment:
+    async def ensure(
+        self, name: str, spec: EnvironmentSpec, on_build: Callable[[], object] | None = None
+    ) -> BuiltEnvironment:
         """The environment, built first if needed (``on_build`` is called before a build starts)."""
         interpreter = await asyncio.to_thread(self.interpreter, spec)
         key = self.key(name, spec, interpreter)
@@ -238,12 +248,12 @@ class ImageEnvironments:
         locks = self.root / ".locks"
         locks.mkdir(mode=0o700, exist_ok=True)
         with open(locks / key, "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)   # another process may be building the same image
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # another process may be building the same image
             path = self.root / key
             built = self._complete(path, interpreter)
             if built is not None:
                 return built
-            if path.exists():   # a build that died half-way
+            if path.exists():  # a build that died half-way
                 _remove(path)
             started = time.monotonic()
             try:
@@ -252,10 +262,16 @@ class ImageEnvironments:
                 _remove(path)
                 raise
             seconds = time.monotonic() - started
-            record = {"format": FORMAT, "python": spec.python, "packages": list(spec.packages),
-                      "interpreter": str(interpreter.executable), "version": interpreter.version,
-                      "builder": "uv" if self.uv else "pip", "seconds": round(seconds, 2),
-                      "built_at": int(time.time())}
+            record = {
+                "format": FORMAT,
+                "python": spec.python,
+                "packages": list(spec.packages),
+                "interpreter": str(interpreter.executable),
+                "version": interpreter.version,
+                "builder": "uv" if self.uv else "pip",
+                "seconds": round(seconds, 2),
+                "built_at": int(time.time()),
+            }
             tmp = path / (MARKER + ".tmp")
             tmp.write_text(json.dumps(record, indent=1))
             os.chmod(tmp, 0o644)
@@ -266,39 +282,76 @@ class ImageEnvironments:
 
     def _make_dir(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        if self.shared:   # instances of other uids must reach the environments
+        if self.shared:  # instances of other uids must reach the environments
             os.chmod(path, 0o755)
 
     def _build(self, path: Path, spec: EnvironmentSpec, interpreter: Interpreter) -> None:
         if self.uv:
             env = {**_clean_env(), "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy", "UV_NO_CONFIG": "1"}
             _run([self.uv, "venv", "--quiet", "--seed", "--python", str(interpreter.executable), str(path)], env)
-            _run([self.uv, "pip", "install", "--quiet", "--python", str(path / "bin" / "python"), *spec.packages],
-                 env)
+            _run([self.uv, "pip", "install", "--quiet", "--python", str(path / "bin" / "python"), *spec.packages], env)
         else:
             env = _clean_env()
             _run([str(interpreter.executable), "-m", "venv", str(path)], env)
-            _run([str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  *spec.packages], env)
+            _run(
+                [
+                    str(path / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    *spec.packages,
+                ],
+                env,
+            )
         _enable_user_site(path)
 
 
 def _clean_env() -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "UV_CACHE_DIR", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL",
-            "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "HTTPS_PROXY", "HTTP_PROXY",
-            "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
+    keep = (
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "UV_CACHE_DIR",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_CERT",
+        "SSL_CERT_FILE",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "no_proxy",
+    )
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
 def _run(argv: list[str], env: dict[str, str]) -> None:
     try:
-        subprocess.run(argv, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=True,
-                       stdin=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0o022))
+        subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: os.umask(0o022),
+        )
     except subprocess.CalledProcessError as exc:
-        output = " | ".join(line.strip() for line in (exc.stderr or exc.stdout or "").splitlines()
-                            if line.strip())[-800:]
-        raise ImageEnvironmentError(f"building the image environment failed ({Path(argv[0]).name} "
-                                f"{argv[1]}, exit code {exc.returncode}): {output or 'no output'}") from None
+        output = " | ".join(line.strip() for line in (exc.stderr or exc.stdout or "").splitlines() if line.strip())[
+            -800:
+        ]
+        raise ImageEnvironmentError(
+            f"building the image environment failed ({Path(argv[0]).name} "
+            f"{argv[1]}, exit code {exc.returncode}): {output or 'no output'}"
+        ) from None
     except subprocess.TimeoutExpired:
         raise ImageEnvironmentError(f"building the image environment took longer than {BUILD_TIMEOUT:g} s") from None
     except OSError as exc:
@@ -310,8 +363,11 @@ def _enable_user_site(path: Path) -> None:
     site-packages disables user site-packages too. The base interpreter's own site-packages are hidden
     from sandboxes instead (``Interpreter.site_dirs``), so the image stays all an instance sees."""
     cfg = path / "pyvenv.cfg"
-    lines = [line for line in cfg.read_text().splitlines()
-             if not line.replace(" ", "").startswith("include-system-site-packages=")]
+    lines = [
+        line
+        for line in cfg.read_text().splitlines()
+        if not line.replace(" ", "").startswith("include-system-site-packages=")
+    ]
     lines.append("include-system-site-packages = true")
     cfg.write_text("\n".join(lines) + "\n")
 

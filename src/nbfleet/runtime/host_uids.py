@@ -4,6 +4,7 @@ No accounts are made: a uid is only a number the kernel compares. Each instance'
 in ``<instance>/uid``; ``<data dir>/sandbox-uids/<uid>``, created exclusively, reserves it, so two
 instances (or two nbfleet processes sharing the data dir) never get the same one.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ How it is started (``server_args``: a Unix socket, no redirect file with the tok
 accepted) and how it is watched over its socket (``JupyterProbe``: readiness, the token check of
 adoption, activity for idle auto-stop).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,10 +55,11 @@ class JupyterProbe:
         self._clients = UpstreamClients(timeout=httpx.Timeout(5.0, connect=2.0), keepalive=2)
 
     async def get(self, placement: Placement, spec: InstanceSpec, path: str, **kwargs: Any) -> httpx.Response:
-        assert placement.socket is not None   # both runtimes reach Jupyter through its socket
+        assert placement.socket is not None  # both runtimes reach Jupyter through its socket
         client = self._clients.get(placement.socket)
-        return await client.get(f"{self.base_url(spec.id)}{path}", headers={"Authorization": f"token {spec.token}"},
-                                **kwargs)
+        return await client.get(
+            f"{self.base_url(spec.id)}{path}", headers={"Authorization": f"token {spec.token}"}, **kwargs
+        )
 
     async def answers(self, placement: Placement, spec: InstanceSpec) -> bool:
         """Whether the server at ``placement`` accepts the instance's token."""
@@ -68,8 +70,13 @@ class JupyterProbe:
         except httpx.HTTPError:
             return False
 
-    async def wait_ready(self, placement: Placement, spec: InstanceSpec, timeout: float,
-                         exited: Callable[[], Coroutine[Any, Any, str | None] | str | None]) -> None:
+    async def wait_ready(
+        self,
+        placement: Placement,
+        spec: InstanceSpec,
+        timeout: float,
+        exited: Callable[[], Coroutine[Any, Any, str | None] | str | None],
+    ) -> None:
         """Until ``/api/status`` answers 200 with the token; ``exited()`` (awaitable or not) says why the
         server can no longer come up (it ended), and ends the wait with that reason."""
         deadline = time.monotonic() + timeout
@@ -88,8 +95,7 @@ class JupyterProbe:
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             if time.monotonic() >= deadline:
-                raise RuntimeFailure(f"jupyter-server was not ready within {timeout:g} s (last probe: {last})",
-                                     step=4)
+                raise RuntimeFailure(f"jupyter-server was not ready within {timeout:g} s (last probe: {last})", step=4)
             await asyncio.sleep(READY_POLL_S)
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
@@ -110,16 +116,21 @@ class JupyterProbe:
             kernel_list = kernels.json()
         except ValueError:
             return None
-        if not isinstance(info, dict) or not isinstance(kernel_list, list) \
-                or not all(isinstance(k, dict) for k in kernel_list):
+        if (
+            not isinstance(info, dict)
+            or not isinstance(kernel_list, list)
+            or not all(isinstance(k, dict) for k in kernel_list)
+        ):
             return None
         times = [_epoch_ms(info.get("last_activity"))]
         times += [_epoch_ms(k.get("last_activity")) for k in kernel_list]
         known = [t for t in times if t is not None]
         busy_count = sum(1 for k in kernel_list if k.get("execution_state") == "busy")
         connections = info.get("connections")
-        detail = (f"{len(kernel_list)} kernel(s), {busy_count} busy, "
-                  f"{connections if isinstance(connections, int) else 0} connection(s)")
+        detail = (
+            f"{len(kernel_list)} kernel(s), {busy_count} busy, "
+            f"{connections if isinstance(connections, int) else 0} connection(s)"
+        )
         return Activity(last_activity_ms=max(known) if known else None, busy=busy_count > 0, detail=detail)
 
     async def forget(self, placement: Placement | None) -> None:

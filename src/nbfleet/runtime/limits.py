@@ -17,6 +17,7 @@ the instances accounted to whoever runs nbfleet.
 The child joins its groups in ``LimitPlan.preexec`` (between fork and exec), so nothing the
 Jupyter server forks can escape them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -80,8 +81,7 @@ class LimitPlan:
         parts: list[str] = []
         if self.memory_bytes is not None:
             mib = self.memory_bytes // (1024 * 1024)
-            parts.append(f"address space {mib} MiB per process" if self.rlimit_as is not None
-                         else f"memory {mib} MiB")
+            parts.append(f"address space {mib} MiB per process" if self.rlimit_as is not None else f"memory {mib} MiB")
         if self.vcpus is not None:
             if self.cpus:
                 parts.append(f"cpu {self.vcpus} vCPU pinned to {_cpu_list(self.cpus)}")
@@ -138,8 +138,10 @@ class ResourceLimiter:
         if self._layout is False:
             self._layout = self._probe() if self.use_cgroups else None
             if self._layout is None:
-                log.info("resource limits: cgroups %s; using rlimit + affinity",
-                         "disabled" if not self.use_cgroups else "not usable")
+                log.info(
+                    "resource limits: cgroups %s; using rlimit + affinity",
+                    "disabled" if not self.use_cgroups else "not usable",
+                )
         return self._layout  # type: ignore[return-value]
 
     def _probe(self) -> _CgroupLayout | None:
@@ -212,12 +214,15 @@ class ResourceLimiter:
                 log.warning("cgroup setup for %s failed (%s); falling back to rlimit", instance_id, exc)
                 self.release(instance_id)
         return LimitPlan(
-            instance_id, "rlimit", memory_bytes=memory, vcpus=vcpus,
-            rlimit_as=memory, cpus=_affinity_for(instance_id, vcpus),
+            instance_id,
+            "rlimit",
+            memory_bytes=memory,
+            vcpus=vcpus,
+            rlimit_as=memory,
+            cpus=_affinity_for(instance_id, vcpus),
         )
 
-    def _prepare_v2(self, layout: _CgroupLayout, instance_id: str, memory: int | None,
-                    vcpus: int | None) -> LimitPlan:
+    def _prepare_v2(self, layout: _CgroupLayout, instance_id: str, memory: int | None, vcpus: int | None) -> LimitPlan:
         group = layout.bases[""] / instance_id
         group.mkdir(exist_ok=True)
         if memory is not None:
@@ -232,11 +237,11 @@ class ResourceLimiter:
             (group / "cpu.max").write_text(f"{vcpus * CFS_PERIOD_US} {CFS_PERIOD_US}")
         elif vcpus is not None:
             cpus = _affinity_for(instance_id, vcpus)
-        return LimitPlan(instance_id, "cgroup-v2", memory_bytes=memory, vcpus=vcpus, pids_max=pids,
-                         groups=(group,), cpus=cpus)
+        return LimitPlan(
+            instance_id, "cgroup-v2", memory_bytes=memory, vcpus=vcpus, pids_max=pids, groups=(group,), cpus=cpus
+        )
 
-    def _prepare_v1(self, layout: _CgroupLayout, instance_id: str, memory: int | None,
-                    vcpus: int | None) -> LimitPlan:
+    def _prepare_v1(self, layout: _CgroupLayout, instance_id: str, memory: int | None, vcpus: int | None) -> LimitPlan:
         groups: list[Path] = []
         for base in layout.bases.values():
             group = base / instance_id
@@ -268,8 +273,9 @@ class ResourceLimiter:
         if self.pids_max is not None and "pids" in layout.bases:
             pids = self.pids_max
             _write(layout.bases["pids"] / instance_id / "pids.max", pids)
-        return LimitPlan(instance_id, "cgroup-v1", memory_bytes=memory, vcpus=vcpus, pids_max=pids,
-                         groups=tuple(groups), cpus=cpus)
+        return LimitPlan(
+            instance_id, "cgroup-v1", memory_bytes=memory, vcpus=vcpus, pids_max=pids, groups=tuple(groups), cpus=cpus
+        )
 
     def group_dirs(self, instance_id: str, pid: int | None = None) -> list[Path]:
         """The instance's existing group directories: under our own cgroup, and wherever ``pid`` sits.
@@ -284,7 +290,7 @@ class ResourceLimiter:
             dirs.extend(base / instance_id for base in layout.bases.values())
         if pid is not None and self.use_cgroups:
             dirs.extend(_groups_of_pid(pid, self.cgroup_root, self.group_name, instance_id))
-        return [d for d in dict.fromkeys(dirs) if d.is_dir()]   # each once, in order
+        return [d for d in dict.fromkeys(dirs) if d.is_dir()]  # each once, in order
 
     def release(self, instance_id: str, pid: int | None = None, timeout: float = 3.0) -> None:
         """Kill whatever is left in the instance's groups and remove them; missing groups are fine."""

@@ -15,6 +15,7 @@ Recognising our processes: the process this runtime starts (the sandbox's outer 
 (``processes.py``). That survives restarts of nbfleet, tells apart two installations with different data
 dirs on one host, and guards against signalling a recycled pid.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,15 +59,17 @@ LOG_ROTATE_BYTES = 10 * 1024 * 1024
 DEFAULT_COMMAND = ("{python}", "-m", "jupyter_server")
 # An SSH-only image runs no Jupyter: this holds the sandbox open (its PID 1 lives as long as it does) for
 # SSH sessions, and ends on SIGTERM like a server would.
-HOLD = ("import signal; print('SSH only: no Jupyter in this image; the sandbox waits for SSH sessions', "
-        "flush=True); signal.pause()")
+HOLD = (
+    "import signal; print('SSH only: no Jupyter in this image; the sandbox waits for SSH sessions', "
+    "flush=True); signal.pause()"
+)
 
 
 class LocalRuntime:
     name = "local"
     observes = True
-    reports_activity = False   # observes already: idle checks run anyway
-    images: ImageEngine | None = None   # its images are environments built from the catalogue, not engine images
+    reports_activity = False  # observes already: idle checks run anyway
+    images: ImageEngine | None = None  # its images are environments built from the catalogue, not engine images
 
     def __init__(
         self,
@@ -108,8 +111,9 @@ class LocalRuntime:
         if uid == os.geteuid():
             return True
         uids = getattr(self.sandbox, "uids", None)
-        return bool(getattr(self.sandbox, "per_instance_uid", False)) and uids is not None and \
-            uids.low <= uid <= uids.high
+        return (
+            bool(getattr(self.sandbox, "per_instance_uid", False)) and uids is not None and uids.low <= uid <= uids.high
+        )
 
     def isolation(self) -> dict[str, Any]:
         return {**self.sandbox.describe(), "limits": self.limiter.mechanism}
@@ -132,7 +136,7 @@ class LocalRuntime:
         try:
             dirs = self.dirs(iid)
             await reporter.step(1, StepStatus.PROCESSING, "Preparing the work volume")
-            if not self._checked:   # serve checked at start; a runtime made otherwise checks here, once
+            if not self._checked:  # serve checked at start; a runtime made otherwise checks here, once
                 await asyncio.to_thread(self.sandbox.check, [self.environments.root])
                 self._checked = True
             # A start repeated after a crash must not leave the first attempt's server running.
@@ -156,45 +160,67 @@ class LocalRuntime:
             step = 3
             await reporter.step(3, StepStatus.PROCESSING, "Configuring the network")
             _remove_stale_socket(dirs.socket)
-            network = ("private network; Jupyter reachable through nbfleet only"
-                       if self.sandbox.describe().get("network") == "private"
-                       else "Jupyter reachable through nbfleet only")
+            network = (
+                "private network; Jupyter reachable through nbfleet only"
+                if self.sandbox.describe().get("network") == "private"
+                else "Jupyter reachable through nbfleet only"
+            )
             await reporter.step(3, StepStatus.COMPLETED, network[0].upper() + network[1:])
 
             step = 4
-            await reporter.step(4, StepStatus.PROCESSING, "Starting Jupyter" if spec.image.serves_jupyter
-                                else "Starting the instance (SSH only, no Jupyter)")
+            await reporter.step(
+                4,
+                StepStatus.PROCESSING,
+                "Starting Jupyter" if spec.image.serves_jupyter else "Starting the instance (SSH only, no Jupyter)",
+            )
             started = time.monotonic()
             proc, log_offset = self._spawn(spec, dirs, environment, plan, data)
             await self._wait_ready(spec, dirs, proc, log_offset)
             elapsed = time.monotonic() - started
-            log.info("instance %s: %s (process %s) ready in %.2f s", iid,
-                     "jupyter-server" if spec.image.serves_jupyter else "SSH-only sandbox", proc.pid, elapsed)
-            await reporter.step(4, StepStatus.COMPLETED, f"{'Jupyter' if spec.image.serves_jupyter else 'Instance'} "
-                                f"ready in {elapsed:.1f} s")
+            log.info(
+                "instance %s: %s (process %s) ready in %.2f s",
+                iid,
+                "jupyter-server" if spec.image.serves_jupyter else "SSH-only sandbox",
+                proc.pid,
+                elapsed,
+            )
+            await reporter.step(
+                4,
+                StepStatus.COMPLETED,
+                f"{'Jupyter' if spec.image.serves_jupyter else 'Instance'} ready in {elapsed:.1f} s",
+            )
         except BaseException as exc:
             # Off the event loop (it waits for the processes to end); shielded, so that it completes even
             # while this task is being cancelled.
             await asyncio.shield(asyncio.to_thread(self._kill_now, iid, proc))
-            if isinstance(exc, SandboxUnavailable):   # the host's fault, told to the operator, not the user
+            if isinstance(exc, SandboxUnavailable):  # the host's fault, told to the operator, not the user
                 log.error("instance %s: the sandbox cannot run: %s", iid, exc)
                 exc = RuntimeFailure("this host cannot run the notebook's sandbox; nbfleet's log says why", step)
             failure = await failed_start(exc, step, reporter, iid)
             raise failure from (None if exc is failure else exc)
         # host: the node the instance runs on (the API's ``ip``); the proxy connects to the socket.
         jupyter = spec.image.serves_jupyter
-        return Placement(host="127.0.0.1", pid=proc.pid, socket=str(dirs.socket) if jupyter else None,
-                         details={"limits": plan.mechanism, "isolation": self.sandbox.name, "jupyter": jupyter,
-                                  # for SSH sessions: the environment its kernels get (``session``)
-                                  "environment": str(environment.path)})
+        return Placement(
+            host="127.0.0.1",
+            pid=proc.pid,
+            socket=str(dirs.socket) if jupyter else None,
+            details={
+                "limits": plan.mechanism,
+                "isolation": self.sandbox.name,
+                "jupyter": jupyter,
+                # for SSH sessions: the environment its kernels get (``session``)
+                "environment": str(environment.path),
+            },
+        )
 
     def session(self, instance_id: str, placement: Placement | None) -> SessionEntry:
         """How to run commands in the running instance, for an SSH session (``sessions.py``).
 
         Refused without a sandbox: a session would then run on the host, as nbfleet's own user."""
         if not isinstance(self.sandbox, Bubblewrap):
-            raise SessionRefused("SSH needs the notebook sandbox, and this installation runs notebooks without "
-                                 "one (single-user mode)")
+            raise SessionRefused(
+                "SSH needs the notebook sandbox, and this installation runs notebooks without one (single-user mode)"
+            )
         if placement is None or placement.pid is None or "environment" not in placement.details:
             raise SessionRefused("the instance was started before SSH was available here; restart it")
         # The recorded process itself, checked by its markers and owner (as ``observe`` does): never a scan
@@ -214,13 +240,18 @@ class LocalRuntime:
 
     async def _environment(self, spec: InstanceSpec, reporter: Reporter) -> BuiltEnvironment:
         if not spec.image.environment:
-            raise RuntimeFailure(f"the image {spec.image.name} declares no environment the local runtime can "
-                                 "build (an 'environment' member in the image catalogue)", step=2)
+            raise RuntimeFailure(
+                f"the image {spec.image.name} declares no environment the local runtime can "
+                "build (an 'environment' member in the image catalogue)",
+                step=2,
+            )
 
         async def building() -> None:
-            await reporter.step(2, StepStatus.PROCESSING,
-                                f"Building the {spec.image.name} environment (first use of this image)")
+            await reporter.step(
+                2, StepStatus.PROCESSING, f"Building the {spec.image.name} environment (first use of this image)"
+            )
             await reporter.event("image", f"Building the {spec.image.name} environment")
+
         try:
             declared = EnvironmentSpec.from_json(spec.image.environment)
             return await self.environments.ensure(spec.image.name, declared, on_build=building)
@@ -257,7 +288,7 @@ class LocalRuntime:
             return Observation(False, self._exit_reason(spec.id, await self.processes.wait_exit_code(pid)))
         belongs_here = belongs(proc, self.data_dir, spec.id)
         if belongs_here:
-            try:   # a local user's process with forged markers on a recycled pid is not the instance
+            try:  # a local user's process with forged markers on a recycled pid is not the instance
                 belongs_here = self._may_own(proc.uids().real)
             except psutil.Error:
                 belongs_here = None
@@ -272,7 +303,7 @@ class LocalRuntime:
         """After a restart: is the recorded server still ours, alive and answering with the token?"""
         if placement is None or not (await self.observe(spec, placement)).alive:
             return False
-        if placement.details.get("jupyter") is False:   # SSH only: alive is all there is to check
+        if placement.details.get("jupyter") is False:  # SSH only: alive is all there is to check
             return True
         return bool(placement.socket) and await self.jupyter.answers(placement, spec)
 
@@ -301,18 +332,23 @@ class LocalRuntime:
         if not spec.image.serves_jupyter:
             return [str(environment.python), "-I", "-S", "-c", HOLD]
         command = [part.replace("{python}", str(environment.python)) for part in self.jupyter_command]
-        return [*command, *server_args(socket=inside.socket, root_dir=inside.work, base_url=self.base_url(spec.id)),
-                *self.extra_args]
+        return [
+            *command,
+            *server_args(socket=inside.socket, root_dir=inside.work, base_url=self.base_url(spec.id)),
+            *self.extra_args,
+        ]
 
     def _env(self, spec: InstanceSpec, environment: BuiltEnvironment, dirs: InstanceDirs) -> dict[str, str]:
         """The notebook's environment: nothing of nbfleet's own (which may hold database URLs and secrets)."""
         env = self._env_for(environment.path, self.sandbox.inside(dirs))
-        env.update({
-            # The token goes in the environment, not argv: argv is readable by every user through ps.
-            "JUPYTER_TOKEN": spec.token,
-            ENV_INSTANCE: spec.id,
-            ENV_DATA_DIR: str(self.data_dir),
-        })
+        env.update(
+            {
+                # The token goes in the environment, not argv: argv is readable by every user through ps.
+                "JUPYTER_TOKEN": spec.token,
+                ENV_INSTANCE: spec.id,
+                ENV_DATA_DIR: str(self.data_dir),
+            }
+        )
         return env
 
     @staticmethod
@@ -320,28 +356,43 @@ class LocalRuntime:
         """What every process of the notebook gets (its server, kernels and SSH sessions)."""
         env = {k: os.environ[k] for k in ("LANG", "LANGUAGE", "LC_ALL", "TZ") if k in os.environ}
         env.setdefault("LANG", "C.UTF-8")
-        env.update({
-            "PATH": os.pathsep.join([str(environment / "bin"), f"{inside.home}/.local/bin",
-                                     "/usr/local/bin", "/usr/bin", "/bin"]),
-            "HOME": inside.home,
-            "USER": inside.user,
-            "LOGNAME": inside.user,
-            "SHELL": "/bin/bash",
-            "VIRTUAL_ENV": str(environment),
-            # pip's --user layer lives in the volume, so it persists with the work and goes with it.
-            "PYTHONUSERBASE": f"{inside.work}/.local",
-            "JUPYTER_RUNTIME_DIR": inside.runtime_dir,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "PATH": os.pathsep.join(
+                    [str(environment / "bin"), f"{inside.home}/.local/bin", "/usr/local/bin", "/usr/bin", "/bin"]
+                ),
+                "HOME": inside.home,
+                "USER": inside.user,
+                "LOGNAME": inside.user,
+                "SHELL": "/bin/bash",
+                "VIRTUAL_ENV": str(environment),
+                # pip's --user layer lives in the volume, so it persists with the work and goes with it.
+                "PYTHONUSERBASE": f"{inside.work}/.local",
+                "JUPYTER_RUNTIME_DIR": inside.runtime_dir,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
-    def _spawn(self, spec: InstanceSpec, dirs: InstanceDirs, environment: BuiltEnvironment,
-               plan: LimitPlan, data: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
-        launch = self.sandbox.launch(self._command(spec, environment, dirs), self._env(spec, environment, dirs),
-                                     dirs, environment, spec.flavor, hostname=f"notebook-{spec.id[:8]}",
-                                     **({"data": data} if data is not None else {}))
+    def _spawn(
+        self,
+        spec: InstanceSpec,
+        dirs: InstanceDirs,
+        environment: BuiltEnvironment,
+        plan: LimitPlan,
+        data: Path | None = None,
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        launch = self.sandbox.launch(
+            self._command(spec, environment, dirs),
+            self._env(spec, environment, dirs),
+            dirs,
+            environment,
+            spec.flavor,
+            hostname=f"notebook-{spec.id[:8]}",
+            **({"data": data} if data is not None else {}),
+        )
 
-        def preexec() -> None:   # limits first, while still allowed to join the groups; then the uid
+        def preexec() -> None:  # limits first, while still allowed to join the groups; then the uid
             plan.preexec()
             if launch.become is not None:
                 launch.become()
@@ -355,15 +406,24 @@ class LocalRuntime:
         try:
             fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(fd, "ab") as fh:
-                fh.write(f"---- nbfleet: starting jupyter-server at "
-                         f"{datetime.now().astimezone().isoformat(timespec='seconds')} ----\n".encode())
+                fh.write(
+                    f"---- nbfleet: starting jupyter-server at "
+                    f"{datetime.now().astimezone().isoformat(timespec='seconds')} ----\n".encode()
+                )
                 fh.flush()
                 offset = fh.tell()
                 proc = subprocess.Popen(
-                    launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=fh,
-                    stderr=subprocess.STDOUT, pass_fds=launch.pass_fds,
+                    launch.argv,
+                    cwd=launch.cwd,
+                    env=launch.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=launch.pass_fds,
                     # Own session: the server outlives nbfleet and its group can be signalled as one.
-                    start_new_session=True, preexec_fn=preexec, close_fds=True,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                    close_fds=True,
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeFailure(f"could not start jupyter-server: {exc}", step=4) from exc
@@ -372,21 +432,25 @@ class LocalRuntime:
         self.processes.track(spec.id, proc)
         return proc, offset
 
-    async def _wait_ready(self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen[bytes],
-                          log_offset: int) -> None:
+    async def _wait_ready(
+        self, spec: InstanceSpec, dirs: InstanceDirs, proc: subprocess.Popen[bytes], log_offset: int
+    ) -> None:
         def exited() -> str | None:
             rc = proc.poll()
             if rc is None:
                 return None
-            return (f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
-                    f"Log: {self._log_tail(spec.id, log_offset) or '(empty)'}")
+            return (
+                f"jupyter-server exited with {_describe_rc(rc)} before it was ready. "
+                f"Log: {self._log_tail(spec.id, log_offset) or '(empty)'}"
+            )
 
         if not spec.image.serves_jupyter:
             await self._wait_sandbox(proc, exited)
             return
         try:
-            await self.jupyter.wait_ready(Placement(pid=proc.pid, socket=str(dirs.socket)), spec,
-                                          self.ready_timeout, exited)
+            await self.jupyter.wait_ready(
+                Placement(pid=proc.pid, socket=str(dirs.socket)), spec, self.ready_timeout, exited
+            )
         except RuntimeFailure as failure:
             if "not ready" in failure.reason:
                 failure.reason += f". Log: {self._log_tail(spec.id, log_offset) or '(empty)'}"
@@ -446,7 +510,7 @@ class LocalRuntime:
         kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
         kept = [line if len(line) <= 240 else line[:237] + "..." for line in kept]
         joined = " | ".join(kept)
-        return joined if len(joined) <= limit else "..." + joined[-(limit - 3):]
+        return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
 
     def _exit_reason(self, instance_id: str, rc: int | None) -> str:
         reason = "Jupyter exited"
@@ -471,7 +535,7 @@ def _remove_tree(path: Path) -> None:
     """Remove an instance directory, also what its owner made unreadable (chmod 000) in it."""
     if not path.exists():
         return
-    if os.geteuid() != 0:   # root reads and removes anything; the owner must first open up what it locked
+    if os.geteuid() != 0:  # root reads and removes anything; the owner must first open up what it locked
         for directory, subdirs, _ in os.walk(path):
             for name in subdirs:
                 try:
@@ -484,5 +548,7 @@ def _remove_tree(path: Path) -> None:
 def _describe_isolation(info: dict[str, Any]) -> str:
     if info.get("mechanism") == "none":
         return "no sandbox (single-user mode): the notebook runs as nbfleet's own user"
-    return (f"sandbox: {info['mechanism']} ({', '.join(info['namespaces'])} namespaces), "
-            f"{info['user']}, host uid: {info['host_uid']}, network: {info['network']}")
+    return (
+        f"sandbox: {info['mechanism']} ({', '.join(info['namespaces'])} namespaces), "
+        f"{info['user']}, host uid: {info['host_uid']}, network: {info['network']}"
+    )

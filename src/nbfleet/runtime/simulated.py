@@ -7,6 +7,7 @@ images misbehave in the pretend image engine (``SimulatedImages``): ``image=<glo
 Jupyter nor SSH), ``op=commit`` (saving an instance as that image fails; ``name=<glob>;op=commit`` fails
 the saves of chosen instances) or ``op=remove`` (removing its content fails).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -28,10 +29,10 @@ class FailureRule:
     """Fail instances whose name (or flavor) matches ``pattern`` at ``step`` of ``op``, or the engine's
     work on images whose ``swr_path`` matches it."""
 
-    field: str        # "name", "flavor" or "image"
+    field: str  # "name", "flavor" or "image"
     pattern: str
     step: int
-    op: str           # "create", "start", "any" (create and start), "delete", "stop", "commit"; images:
+    op: str  # "create", "start", "any" (create and start), "delete", "stop", "commit"; images:
     #                   "pull", "serve", "commit", "remove"
 
     @classmethod
@@ -105,7 +106,7 @@ class SimulatedImages:
 
     def __init__(self, runtime: SimulatedRuntime):
         self.runtime = runtime
-        self.committed: list[str] = []   # for tests: what was saved and removed, by this process
+        self.committed: list[str] = []  # for tests: what was saved and removed, by this process
         self.removed: list[str] = []
 
     def _rule(self, swr_path: str, op: str) -> FailureRule | None:
@@ -141,7 +142,7 @@ class SimulatedStorage:
 
     def __init__(self, runtime: SimulatedRuntime):
         self.runtime = runtime
-        self.mounted: dict[str, set[str]] = {}   # for tests: instance id -> mount ids, in this process
+        self.mounted: dict[str, set[str]] = {}  # for tests: instance id -> mount ids, in this process
 
     async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
         await self.runtime.pause(1)
@@ -175,24 +176,30 @@ class SimulatedRuntime:
     """
 
     name = "simulated"
-    observes = False   # nothing runs, so there is nothing that could die behind the store's back
-    reports_activity = False   # no kernels, so nothing is ever idle
+    observes = False  # nothing runs, so there is nothing that could die behind the store's back
+    reports_activity = False  # no kernels, so nothing is ever idle
 
-    def __init__(self, delay: float = 2.0, failures: list[str] | None = None, *,
-                 clock: SystemClock | None = None,
-                 observes: bool | None = None, reports_activity: bool | None = None):
+    def __init__(
+        self,
+        delay: float = 2.0,
+        failures: list[str] | None = None,
+        *,
+        clock: SystemClock | None = None,
+        observes: bool | None = None,
+        reports_activity: bool | None = None,
+    ):
         self.delay = delay
         self.clock = clock or SystemClock()
-        if observes is not None:   # else the class's (a test's subclass may observe)
+        if observes is not None:  # else the class's (a test's subclass may observe)
             self.observes = observes
         if reports_activity is not None:
             self.reports_activity = reports_activity
         self.rules = [FailureRule.parse(r) for r in failures or []]
         self.scripted: list[ScriptedFailure] = []
-        self.crashed: dict[str, str] = {}   # instance id -> why it died (a test's ``crash``)
-        self.activity_of: dict[str, Activity] = {}   # instance id -> what a test said it does
-        self.started: dict[str, int] = {}   # instance id -> times started, for tests that count starts
-        self.started_from: dict[str, str] = {}   # instance id -> the swr_path of its last start
+        self.crashed: dict[str, str] = {}  # instance id -> why it died (a test's ``crash``)
+        self.activity_of: dict[str, Activity] = {}  # instance id -> what a test said it does
+        self.started: dict[str, int] = {}  # instance id -> times started, for tests that count starts
+        self.started_from: dict[str, str] = {}  # instance id -> the swr_path of its last start
         self.images: ImageEngine | None = SimulatedImages(self)
         self.storage: DynamicStorage | None = SimulatedStorage(self)
 
@@ -244,11 +251,11 @@ class SimulatedRuntime:
         return Placement(host="127.0.0.1", pid=None, details={"runtime": "simulated"})
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
-        if self._rule(spec, "stop") is not None:   # a standing rule fails the clean-up before a start too
+        if self._rule(spec, "stop") is not None:  # a standing rule fails the clean-up before a start too
             raise RuntimeFailure("simulated failure while stopping")
         if placement is None or self.crashed.pop(spec.id, None) is not None:
-            return   # nothing runs (the clean-up before a start; a crashed instance): nothing to stop, no time spent
-        scripted = self._scripted(spec, "stop")   # "the next stop" is one of something that runs
+            return  # nothing runs (the clean-up before a start; a crashed instance): nothing to stop, no time spent
+        scripted = self._scripted(spec, "stop")  # "the next stop" is one of something that runs
         if scripted is not None:
             raise RuntimeFailure(scripted)
         await self.pause(1)

@@ -1,5 +1,6 @@
 """How a runtime ends a start that failed: one ``RuntimeFailure`` with its step, reported as that step's
 FAILED, whatever was raised (a failure of its own, a bug, an engine error)."""
+
 from __future__ import annotations
 
 import logging
@@ -11,9 +12,13 @@ from .base import Reporter, RuntimeFailure
 log = logging.getLogger(__name__)
 
 
-async def failed_start(exc: BaseException, step: int, reporter: Reporter, instance_id: str,
-                       describe: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
-                       ) -> RuntimeFailure:
+async def failed_start(
+    exc: BaseException,
+    step: int,
+    reporter: Reporter,
+    instance_id: str,
+    describe: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
+) -> RuntimeFailure:
     """The ``RuntimeFailure`` to raise for ``exc`` at ``step``, after reporting it; a cancellation (not an
     ``Exception``) is raised again as it is."""
     if isinstance(exc, RuntimeFailure):

@@ -7,6 +7,7 @@ Every connection therefore opens the name without following a link, checks that 
 connects to exactly that file through ``/proc/self/fd/<fd>`` (which also keeps the address short: a
 socket address may not be longer than 107 bytes, a deep data dir's path may).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,13 +43,13 @@ def connectable(path: str) -> Iterator[str]:
 class _VerifiedSocketBackend(httpcore.AnyIOBackend):
     """httpcore's network backend, connecting to Unix sockets only through ``connectable``."""
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
-                                  ) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+    ) -> httpcore.AsyncNetworkStream:
         try:
             with connectable(path) as address:
                 return await super().connect_unix_socket(address, timeout=timeout, socket_options=socket_options)
-        except ConnectionRefusedError as exc:   # as httpcore reports a failed connect, so httpx maps it
+        except ConnectionRefusedError as exc:  # as httpcore reports a failed connect, so httpx maps it
             raise httpcore.ConnectError(str(exc)) from None
 
 
@@ -59,9 +60,12 @@ class _SocketTransport(httpx.AsyncHTTPTransport):
         # httpx's transport takes no network backend, so its pool is made here (all its request handling
         # needs) with the verifying backend, rather than by its __init__.
         self._pool = httpcore.AsyncConnectionPool(
-            uds=path, max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_VerifiedSocketBackend())
+            uds=path,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_VerifiedSocketBackend(),
+        )
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
@@ -81,7 +85,7 @@ class UpstreamClients:
 
     def get(self, socket_path: str | Path) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:   # a pooled connection belongs to the loop that opened it
+        if loop is not self._loop:  # a pooled connection belongs to the loop that opened it
             self._clients.clear()
             self._loop = loop
         key = str(socket_path)
@@ -90,8 +94,14 @@ class UpstreamClients:
             self._clients.move_to_end(key)
             return client
         transport = _SocketTransport(key, httpx.Limits(max_connections=None, max_keepalive_connections=self.keepalive))
-        client = httpx.AsyncClient(transport=transport, cookies=_no_cookies(), trust_env=False,
-                                   follow_redirects=False, timeout=self.timeout, base_url="http://notebook")
+        client = httpx.AsyncClient(
+            transport=transport,
+            cookies=_no_cookies(),
+            trust_env=False,
+            follow_redirects=False,
+            timeout=self.timeout,
+            base_url="http://notebook",
+        )
         self._clients[key] = client
         while len(self._clients) > self.size:
             _, old = self._clients.popitem(last=False)

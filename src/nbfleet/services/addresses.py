@@ -9,6 +9,7 @@ a deployment sets a wildcard domain (``*.nb.example.com``) in DNS and on its TLS
 ``path`` routing (``/notebooks/<id>/`` on nbfleet's own origin) is kept for single-user set-ups only:
 there, any notebook's page can act as whoever opens it, on the console and on every other notebook.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ PATH_PREFIX = "/notebooks"
 
 @dataclass(frozen=True)
 class NotebookAddresses:
-    routing: str          # "host" | "path"
-    public_url: str       # nbfleet's own base URL, no trailing slash
-    domain: str           # host routing: instances are <id>.<domain>
-    ssh: str | None = None   # host:port of the SSH gateway; None: no SSH here
+    routing: str  # "host" | "path"
+    public_url: str  # nbfleet's own base URL, no trailing slash
+    domain: str  # host routing: instances are <id>.<domain>
+    ssh: str | None = None  # host:port of the SSH gateway; None: no SSH here
 
     def ssh_uri(self, notebook_id: str) -> str | None:
         """Where to connect with SSH: the instance's id is the user name (the gateway routes by it)."""
@@ -53,5 +54,5 @@ class NotebookAddresses:
         suffix = "." + self.domain
         if not host.endswith(suffix):
             return None
-        label = host[:-len(suffix)]
+        label = host[: -len(suffix)]
         return label if label and "." not in label else ""

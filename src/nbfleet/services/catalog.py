@@ -1,4 +1,5 @@
 """Flavors (operator configuration) and the catalogue files they, and the built-in images, come from."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ class Flavor:
     feature: str
     free: bool
     vcpus: int
-    memory_gb: float   # fractions allowed for small operator-defined flavors (0.5 = 512 MiB)
+    memory_gb: float  # fractions allowed for small operator-defined flavors (0.5 = 512 MiB)
     gpu: dict | None = None
     storages: tuple[str, ...] = ("EVS", "EFS", "OBS", "OBSFS")
     extra: dict = field(default_factory=dict)
@@ -34,11 +35,22 @@ class Flavor:
 
     def to_json(self, sold_out: bool) -> dict:
         return {
-            "id": self.id, "name": self.name, "description": self.description, "arch": self.arch.lower(),
-            "category": self.category, "feature": self.feature, "free": self.free, "sold_out": sold_out,
-            "vcpus": self.vcpus, "memory": int(self.memory_gb * 1024 * 1024), "gpu": self.gpu,
-            "billing": {"code": self.id, "unit_num": 1}, "storages": list(self.storages),
-            "evs_max_size": "4096", "evs_sku_code": "nbfleet.evs", "grow_support_type": "COMMON",
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "arch": self.arch.lower(),
+            "category": self.category,
+            "feature": self.feature,
+            "free": self.free,
+            "sold_out": sold_out,
+            "vcpus": self.vcpus,
+            "memory": int(self.memory_gb * 1024 * 1024),
+            "gpu": self.gpu,
+            "billing": {"code": self.id, "unit_num": 1},
+            "storages": list(self.storages),
+            "evs_max_size": "4096",
+            "evs_sku_code": "nbfleet.evs",
+            "grow_support_type": "COMMON",
         }
 
 
@@ -65,6 +77,7 @@ class FlavorCatalog:
 
     def page(self, params) -> dict:
         """``GET /notebooks/flavors`` with its filters, sort and 1-based paging."""
+
         def one(name):
             values = params.get(name)
             return values[0] if values else None
@@ -78,17 +91,28 @@ class FlavorCatalog:
         pool_type = one("type")
         if pool_type and pool_type.upper() not in ("MANAGED", "DEDICATED"):
             raise E.InvalidParameter("Parameter error: 'type' must be MANAGED or DEDICATED.")
-        selected = [f for f in self.flavors.values() if f.feature == feature
-                    and (not category or f.category == category.upper())
-                    and (not pool_type or pool_type.upper() == "MANAGED")
-                    and not one("flavor_type")]
-        return paged_catalogue([f.to_json(self.sold_out(f)) for f in selected], params, FLAVOR_SORT_KEYS,
-                               default_sort=None, flavors_twice=True)
+        selected = [
+            f
+            for f in self.flavors.values()
+            if f.feature == feature
+            and (not category or f.category == category.upper())
+            and (not pool_type or pool_type.upper() == "MANAGED")
+            and not one("flavor_type")
+        ]
+        return paged_catalogue(
+            [f.to_json(self.sold_out(f)) for f in selected],
+            params,
+            FLAVOR_SORT_KEYS,
+            default_sort=None,
+            flavors_twice=True,
+        )
 
 
-def paged_catalogue(items: list[dict], params, sort_keys: set[str], default_sort: str | None,
-                    flavors_twice: bool = False) -> dict:
+def paged_catalogue(
+    items: list[dict], params, sort_keys: set[str], default_sort: str | None, flavors_twice: bool = False
+) -> dict:
     """Sort and page a small in-memory catalogue (flavors) with the 1-based envelope."""
+
     def one(name):
         values = params.get(name)
         return values[0] if values else None
@@ -103,7 +127,7 @@ def paged_catalogue(items: list[dict], params, sort_keys: set[str], default_sort
         items = sorted(items, key=lambda f: tuple(f[k] for k in keys) + (f["id"],), reverse=descending)
     offset = parse_int(one("offset"), "offset", 0, 0, MAX_OFFSET)
     limit = parse_int(one("limit"), "limit", None, 1, MAX_OFFSET)
-    chunk = items[offset:offset + limit] if limit else items[offset:]
+    chunk = items[offset : offset + limit] if limit else items[offset:]
     size = limit or len(chunk)
     envelope = Page(chunk, len(items), offset, size).envelope(one_based=True)
     if not size:

@@ -1,4 +1,5 @@
 """Projects, users, keys and tokens: bootstrap, administration, and authentication of requests."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,8 @@ from ..store.db import Database
 CREDENTIALS_FILE = "credentials.json"
 
 # Where a token came from (tokens.origin): a password change revokes the ones the old password opened.
-TOKEN_FROM_PASSWORD = "password"   # console sessions, POST /v3/auth/tokens
-TOKEN_FROM_ADMIN = "admin"         # nbfleet admin create-token
+TOKEN_FROM_PASSWORD = "password"  # console sessions, POST /v3/auth/tokens
+TOKEN_FROM_ADMIN = "admin"  # nbfleet admin create-token
 
 
 def new_access_key() -> tuple[str, str]:
@@ -141,6 +142,7 @@ class IdentityService:
     def add_keypair(self, user_id: str, name: str, public_key: str) -> None:
         """ValueError when the user does not exist, or the name or key cannot be used."""
         from .keypairs import check_name, normal_public_key
+
         name, public_key = check_name(name), normal_public_key(public_key)
         with self.db.write() as conn:
             if repo.get_user(conn, user_id) is None:
@@ -182,13 +184,14 @@ class IdentityService:
             return None
         if domain_name is not None and domain_name != self.domain()[1]:
             return None
-        if stored is not None and passwords.needs_rehash(stored):   # verified: there is a hash
+        if stored is not None and passwords.needs_rehash(stored):  # verified: there is a hash
             with self.db.write() as conn:
                 repo.update_user(conn, user["id"], password_hash=passwords.hash_password(password))
         return {"id": user["id"], "name": user["name"], "is_admin": bool(user["is_admin"])}
 
-    def member_project(self, user_id: str, *, project_id: str | None = None,
-                       project_name: str | None = None) -> tuple[str, str] | None:
+    def member_project(
+        self, user_id: str, *, project_id: str | None = None, project_name: str | None = None
+    ) -> tuple[str, str] | None:
         """(id, name) of the project picked by id or name, if the user is a member of it.
 
         With neither given: the bootstrap project if the user is a member, else the user's first one.
@@ -216,8 +219,9 @@ class IdentityService:
         if row is None or row["project_id"] is None or row["expires_at"] <= self.clock.now_ms():
             return None
         domain_id, domain_name = self.domain()
-        return Principal(row["user_id"], row["user_name"], bool(row["is_admin"]), row["project_id"], domain_id,
-                         domain_name)
+        return Principal(
+            row["user_id"], row["user_name"], bool(row["is_admin"]), row["project_id"], domain_id, domain_name
+        )
 
     def revoke_token(self, token: str) -> None:
         """Forget a token (sign-out); unknown tokens are ignored."""
@@ -231,7 +235,7 @@ class IdentityService:
         Returns the credentials (also written to ``<data dir>/credentials.json``, mode 0600), or
         None when the store was already bootstrapped.
         """
-        make_private(data_dir / CREDENTIALS_FILE)   # a copy from an earlier start may be readable by others
+        make_private(data_dir / CREDENTIALS_FILE)  # a copy from an earlier start may be readable by others
         with self.db.write() as conn:
             if repo.get_meta(conn, "bootstrapped"):
                 return None
@@ -246,8 +250,14 @@ class IdentityService:
             repo.insert_access_key(conn, ak, user_id, self.box.seal(sk), now)
             repo.set_meta(conn, "bootstrapped", str(now))
             repo.set_meta(conn, "bootstrap_project", project_id)
-        creds = {"project_id": project_id, "user_id": user_id, "user_name": "admin", "ak": ak, "sk": sk,
-                 "endpoint": endpoint}
+        creds = {
+            "project_id": project_id,
+            "user_id": user_id,
+            "user_name": "admin",
+            "ak": ak,
+            "sk": sk,
+            "endpoint": endpoint,
+        }
         write_credentials(data_dir / CREDENTIALS_FILE, creds)
         return creds
 
@@ -263,9 +273,11 @@ class IdentityService:
         try:
             self.box.open(sealed)
         except ValueError:
-            raise RuntimeError("the secret key (NBFLEET_SECRET_KEY or <data dir>/secret.key) is not the one "
-                               "that encrypted the access keys in this database; give every replica the same "
-                               "key") from None
+            raise RuntimeError(
+                "the secret key (NBFLEET_SECRET_KEY or <data dir>/secret.key) is not the one "
+                "that encrypted the access keys in this database; give every replica the same "
+                "key"
+            ) from None
 
     def bootstrap_project(self) -> str | None:
         with self.db.read() as conn:

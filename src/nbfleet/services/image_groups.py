@@ -3,6 +3,7 @@ all tags together; the built-in images form groups of their own.
 
 The caller sees the built-in groups and their own; another user's group is not found (6404), like
 another user's private image. A group exists while it has an image that is not DELETED."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,10 +24,11 @@ class ImageGroups:
     def __init__(self, db: Database, clock, on_purge: Callable[[], None] = lambda: None):
         self.db = db
         self.clock = clock
-        self.on_purge = on_purge   # told when a forced delete leaves content to remove
+        self.on_purge = on_purge  # told when a forced delete leaves content to remove
 
     def page(self, principal: Principal, params) -> dict:
         """``GET /images/group``: name (fuzzy by default), namespace, type, workspace; 1-based paging."""
+
         def one(name):
             values = params.get(name)
             return values[0] if values else None
@@ -34,8 +36,9 @@ class ImageGroups:
         try:
             filters = {"workspace_id": check_workspace(one("workspace_id"))}
         except E.InvalidProperty:
-            raise E.InvalidParameter("Parameter error: 'workspace_id' must be \"0\" or 32 lower-case letters "
-                                     "and digits.") from None
+            raise E.InvalidParameter(
+                "Parameter error: 'workspace_id' must be \"0\" or 32 lower-case letters and digits."
+            ) from None
         kind = one("type")
         if kind:
             if kind.upper() not in (ImageType.BUILD_IN, ImageType.DEDICATED):
@@ -48,13 +51,20 @@ class ImageGroups:
             raise E.InvalidParameter("Parameter error: 'name_fuzzy_match' must be true or false.")
         offset = parse_int(one("offset"), "offset", 0, 0, MAX_OFFSET)
         limit = parse_int(one("limit"), "limit", 200, 0, MAX_OFFSET) or 200
-        if one("swr_instance_id"):   # no enterprise registry here, so nothing is in one
+        if one("swr_instance_id"):  # no enterprise registry here, so nothing is in one
             rows, total = [], 0
         else:
             with self.db.read() as conn:
-                rows, total = image_group_repo.page(conn, principal.project_id, principal.user_id, filters=filters,
-                                                    name=one("name"), fuzzy=fuzzy_raw == "true", offset=offset,
-                                                    limit=limit)
+                rows, total = image_group_repo.page(
+                    conn,
+                    principal.project_id,
+                    principal.user_id,
+                    filters=filters,
+                    name=one("name"),
+                    fuzzy=fuzzy_raw == "true",
+                    offset=offset,
+                    limit=limit,
+                )
         envelope = Page([image_group_repo.to_json(r) for r in rows], total, offset, limit).envelope(one_based=True)
         envelope["is_swr_enterprise"] = False
         return envelope
@@ -81,8 +91,9 @@ class ImageGroups:
             if values:
                 values["update_at"] = self.clock.now_ms()
                 image_group_repo.update_group(conn, group_id, values)
-            return image_group_repo.to_json(image_group_repo.get_visible(conn, group_id, principal.project_id,
-                                                                         principal.user_id))
+            return image_group_repo.to_json(
+                image_group_repo.get_visible(conn, group_id, principal.project_id, principal.user_id)
+            )
 
     def delete(self, principal: Principal, group_id: str, body, force_query: str | None) -> dict:
         """Delete every image of the group, all or none (an image being saved refuses the whole call)."""

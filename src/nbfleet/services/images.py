@@ -4,6 +4,7 @@ images: list, show, register, delete, sync.
 Registering and syncing ask the runtime's image engine what it has (``ImageEngine.inspect``). That is a
 read: nothing in the world changes, so the reconciler stays the only caller of runtimes that changes
 anything (saving a notebook as an image, removing a deleted image's content)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,14 @@ from .catalog import load_catalogue
 
 log = logging.getLogger("nbfleet.images")
 
-IMAGE_SORT_KEYS = {"create_at": "create_at", "createTime": "create_at", "update_at": "update_at",
-                   "updateTime": "update_at", "name": "name", "tag": "tag"}
+IMAGE_SORT_KEYS = {
+    "create_at": "create_at",
+    "createTime": "create_at",
+    "update_at": "update_at",
+    "updateTime": "update_at",
+    "name": "name",
+    "tag": "tag",
+}
 CAS_ATTEMPTS = 3
 
 
@@ -57,15 +64,19 @@ class EngineReader:
             return future.result(self.timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise E.RequestTimedOut(f"The request timed out: the image engine did not answer about {swr_path} "
-                                    f"within {self.timeout:g} s. Please try again.") from None
+            raise E.RequestTimedOut(
+                f"The request timed out: the image engine did not answer about {swr_path} "
+                f"within {self.timeout:g} s. Please try again."
+            ) from None
         except RuntimeFailure as failure:
-            raise E.BackendUnavailable(f"The image engine could not be asked about {swr_path}: "
-                                       f"{failure.reason}") from None
-        except Exception as exc:   # the engine down or refusing: an outage to retry, not a server error
+            raise E.BackendUnavailable(
+                f"The image engine could not be asked about {swr_path}: {failure.reason}"
+            ) from None
+        except Exception as exc:  # the engine down or refusing: an outage to retry, not a server error
             log.warning("image engine: inspecting %s failed: %r", swr_path, exc)
-            raise E.BackendUnavailable(f"The image engine could not be asked about {swr_path}. "
-                                       "Please try again later.") from None
+            raise E.BackendUnavailable(
+                f"The image engine could not be asked about {swr_path}. Please try again later."
+            ) from None
 
 
 def image_doc(row) -> dict:
@@ -74,10 +85,18 @@ def image_doc(row) -> dict:
 
 def group_row(image: dict, now: int) -> dict:
     """The group row an image belongs to (created with the first image of the group)."""
-    return {"id": image["group_id"], "project_id": image["project_id"], "owner_id": image["owner_id"],
-            "type": image["type"], "namespace": image["namespace"], "name": image["name"],
-            "workspace_id": image["workspace_id"], "description": orjson.loads(image["doc"])["description"],
-            "create_at": now, "update_at": now}
+    return {
+        "id": image["group_id"],
+        "project_id": image["project_id"],
+        "owner_id": image["owner_id"],
+        "type": image["type"],
+        "namespace": image["namespace"],
+        "name": image["name"],
+        "workspace_id": image["workspace_id"],
+        "description": orjson.loads(image["doc"])["description"],
+        "create_at": now,
+        "update_at": now,
+    }
 
 
 def delete_owned(conn, principal: Principal, row, *, purge: bool, now: int) -> dict:
@@ -88,33 +107,42 @@ def delete_owned(conn, principal: Principal, row, *, purge: bool, now: int) -> d
         raise E.PermissionDenied("delete image")
     for _attempt in range(CAS_ATTEMPTS):
         target = check_image(row["status"], ImageOp.DELETE, row["id"]).target
-        assert target is not None   # a deletion always moves the image to DELETED
-        if image_repo.change_status(conn, row["id"], row["status"],
-                                    {"status": target.value, "update_at": now, "purge": purge}):
+        assert target is not None  # a deletion always moves the image to DELETED
+        if image_repo.change_status(
+            conn, row["id"], row["status"], {"status": target.value, "update_at": now, "purge": purge}
+        ):
             return image_repo.to_json(image_repo.get(conn, row["id"]))
-        row = image_repo.get(conn, image_id)   # a save or a sync moved it meanwhile
+        row = image_repo.get(conn, image_id)  # a save or a sync moved it meanwhile
         if row is None or row["status"] == ImageStatus.DELETED:
             raise E.ResourceNotFound(f"The image {image_id} does not exist.")
-    raise E.ImageBeingSaved(image_id)   # it kept changing under us: as busy as an image being saved
+    raise E.ImageBeingSaved(image_id)  # it kept changing under us: as busy as an image being saved
 
 
 class ImageCatalog:
     """The images of the store: the built-ins (rewritten from the catalogue file at every start) and the
     images users registered or saved."""
 
-    def __init__(self, db: Database, clock, path: Path | None = None, *, engine: EngineReader | None = None,
-                 runtime_name: str = "", on_purge: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        db: Database,
+        clock,
+        path: Path | None = None,
+        *,
+        engine: EngineReader | None = None,
+        runtime_name: str = "",
+        on_purge: Callable[[], None] = lambda: None,
+    ):
         self.db = db
         self.clock = clock
-        self.engine = engine              # None: the runtime's images are not engine images (local)
+        self.engine = engine  # None: the runtime's images are not engine images (local)
         self.runtime_name = runtime_name
-        self.on_purge = on_purge          # told when a forced delete leaves content to remove
+        self.on_purge = on_purge  # told when a forced delete leaves content to remove
         self.builtins = load_catalogue(path, "images.json")
         # swr_path -> (name, environment declaration): what the local runtime builds for an image.
-        self._dev_services = {builtin_swr_path(img): tuple(img.get("dev_services", ("NOTEBOOK", "SSH")))
-                              for img in self.builtins}
-        self._environments = {builtin_swr_path(img): (img["name"], img.get("environment"))
-                              for img in self.builtins}
+        self._dev_services = {
+            builtin_swr_path(img): tuple(img.get("dev_services", ("NOTEBOOK", "SSH"))) for img in self.builtins
+        }
+        self._environments = {builtin_swr_path(img): (img["name"], img.get("environment")) for img in self.builtins}
 
     def serves_jupyter(self, swr_path: str) -> bool:
         """False for a catalogue image whose dev_services lack NOTEBOOK (an SSH-only image)."""
@@ -132,25 +160,42 @@ class ImageCatalog:
                 image_id = img.get("id") or builtin_image_id(img["namespace"], img["name"], img["tag"])
                 cats = img.get("resource_categories", ["CPU"])
                 doc = {
-                    "description": img.get("description", ""), "arch": img.get("arch", "X86_64").lower(),
+                    "description": img.get("description", ""),
+                    "arch": img.get("arch", "X86_64").lower(),
                     # Not BUILD_IN: origin says how a user's image came to be (registered, or saved from an
                     # instance) and the spec allows only CUSTOMIZE | IMAGE_SAVE, CUSTOMIZE being its default
                     # (images-flavors-tags-storage.md §2.2, notebooks.md §3.3). type=BUILD_IN marks presets.
-                    "origin": Origin.CUSTOMIZE.value, "status_message": "",
-                    "dev_services": img.get("dev_services", ["NOTEBOOK", "SSH"]), "resource_categories": cats,
-                    "support_res_categories": cats, "flavor_type": None, "size": img.get("size", 0),
-                    "swr_instance_id": None, "tags": [],
+                    "origin": Origin.CUSTOMIZE.value,
+                    "status_message": "",
+                    "dev_services": img.get("dev_services", ["NOTEBOOK", "SSH"]),
+                    "resource_categories": cats,
+                    "support_res_categories": cats,
+                    "flavor_type": None,
+                    "size": img.get("size", 0),
+                    "swr_instance_id": None,
+                    "tags": [],
                 }
                 row = {
-                    "id": image_id, "project_id": None, "owner_id": None, "name": img["name"],
-                    "namespace": img["namespace"], "tag": img["tag"],
+                    "id": image_id,
+                    "project_id": None,
+                    "owner_id": None,
+                    "name": img["name"],
+                    "namespace": img["namespace"],
+                    "tag": img["tag"],
                     "swr_path": builtin_swr_path(img),
-                    "type": "BUILD_IN", "status": "ACTIVE", "visibility": "PUBLIC", "workspace_id": "0",
-                    "service_type": img.get("service_type", "DEV"), "show_name": img.get("show_name"),
+                    "type": "BUILD_IN",
+                    "status": "ACTIVE",
+                    "visibility": "PUBLIC",
+                    "workspace_id": "0",
+                    "service_type": img.get("service_type", "DEV"),
+                    "show_name": img.get("show_name"),
                     "show_tag": img.get("show_tag"),
-                    "create_at": now, "update_at": now, "doc": orjson.dumps(doc).decode(),
+                    "create_at": now,
+                    "update_at": now,
+                    "doc": orjson.dumps(doc).decode(),
                     "group_id": group_id(None, None, img["namespace"], img["name"]),
-                    "source_notebook_id": None, "purge": False,
+                    "source_notebook_id": None,
+                    "purge": False,
                 }
                 image_repo.upsert(conn, row)
                 image_group_repo.ensure(conn, group_row(row, now))
@@ -169,8 +214,10 @@ class ImageCatalog:
             return values[0] if values else None
 
         filters = {}
-        for name, allowed in (("type", ("BUILD_IN", "DEDICATED")),
-                              ("service_type", ("COMMON", "INFERENCE", "TRAIN", "DEV", "UNKNOWN"))):
+        for name, allowed in (
+            ("type", ("BUILD_IN", "DEDICATED")),
+            ("service_type", ("COMMON", "INFERENCE", "TRAIN", "DEV", "UNKNOWN")),
+        ):
             value = one(name)
             if value:
                 if value.upper() not in allowed:
@@ -195,17 +242,29 @@ class ImageCatalog:
         offset = parse_int(one("offset"), "offset", 0, 0, MAX_OFFSET)
         limit = parse_int(one("limit"), "limit", 200, 0, MAX_OFFSET) or 200
         with self.db.read() as conn:
-            rows, total = image_repo.page(conn, project_id, user_id, filters=filters, name=one("name"),
-                                          fuzzy=fuzzy_raw == "true", sort=sort, descending=descending,
-                                          offset=offset, limit=limit)
+            rows, total = image_repo.page(
+                conn,
+                project_id,
+                user_id,
+                filters=filters,
+                name=one("name"),
+                fuzzy=fuzzy_raw == "true",
+                sort=sort,
+                descending=descending,
+                offset=offset,
+                limit=limit,
+            )
         data = [image_repo.to_json(r) for r in rows]
         return Page(data, total, offset, limit).envelope(one_based=True)
 
     # --- register ----------------------------------------------------------------------------------
     def _engine_or_refuse(self, what: str) -> EngineReader:
         if self.engine is None:
-            raise E.NotSupportedOnRuntime(what, self.runtime_name, "its images are environments built from the "
-                                          "image catalogue, not images of an engine.")
+            raise E.NotSupportedOnRuntime(
+                what,
+                self.runtime_name,
+                "its images are environments built from the image catalogue, not images of an engine.",
+            )
         return self.engine
 
     def register(self, principal: Principal, body) -> dict:
@@ -216,31 +275,60 @@ class ImageCatalog:
         if address.registry is not None and address.registry.lower() == REGISTRY:
             # Built-in and saved images live there, and belong to nbfleet or to whoever saved them: registering
             # one would hand another user's saved image (its owner's files, history, credentials) to the caller.
-            raise E.InvalidProperty("swr_path", f"Images under {REGISTRY} are nbfleet's own (built-in or saved from "
-                                    "a notebook) and cannot be registered; use them as they are, or save a notebook.")
-        with self.db.read() as conn:   # the cheap refusals before the engine is asked
+            raise E.InvalidProperty(
+                "swr_path",
+                f"Images under {REGISTRY} are nbfleet's own (built-in or saved from "
+                "a notebook) and cannot be registered; use them as they are, or save a notebook.",
+            )
+        with self.db.read() as conn:  # the cheap refusals before the engine is asked
             self._check_registrable(conn, principal, reg)
         found = engine.inspect(reg.swr_path)
         if found is None:
             raise E.ImageNotFound(reg.swr_path)
         services = [s for s in reg.services if s in found.serves]
         if not services:
-            raise E.InvalidProperty("swr_path", f"The image {reg.swr_path} serves neither a notebook (NOTEBOOK) "
-                                    "nor SSH (SSH) of those asked for in 'services'.")
+            raise E.InvalidProperty(
+                "swr_path",
+                f"The image {reg.swr_path} serves neither a notebook (NOTEBOOK) "
+                "nor SSH (SSH) of those asked for in 'services'.",
+            )
         now = self.clock.now_ms()
         categories = list(reg.resource_categories)
-        doc = {"description": reg.description, "arch": reg.arch.value.lower(), "origin": reg.origin.value,
-               "status_message": "", "dev_services": services, "resource_categories": categories,
-               "support_res_categories": categories, "flavor_type": reg.flavor_type,
-               "size": found.size_kb or 0, "swr_instance_id": None, "tags": reg.tags or []}
-        row = {"id": str(uuid.uuid4()), "project_id": principal.project_id, "owner_id": principal.user_id,
-               "name": address.name, "namespace": address.namespace, "tag": address.tag, "swr_path": reg.swr_path,
-               "type": ImageType.DEDICATED.value, "status": ImageStatus.ACTIVE.value,
-               "visibility": reg.visibility.value, "workspace_id": reg.workspace_id,
-               "service_type": reg.service_type.value, "show_name": None, "show_tag": None,
-               "create_at": now, "update_at": now, "doc": orjson.dumps(doc).decode(),
-               "group_id": group_id(principal.project_id, principal.user_id, address.namespace, address.name),
-               "source_notebook_id": None, "purge": False}
+        doc = {
+            "description": reg.description,
+            "arch": reg.arch.value.lower(),
+            "origin": reg.origin.value,
+            "status_message": "",
+            "dev_services": services,
+            "resource_categories": categories,
+            "support_res_categories": categories,
+            "flavor_type": reg.flavor_type,
+            "size": found.size_kb or 0,
+            "swr_instance_id": None,
+            "tags": reg.tags or [],
+        }
+        row = {
+            "id": str(uuid.uuid4()),
+            "project_id": principal.project_id,
+            "owner_id": principal.user_id,
+            "name": address.name,
+            "namespace": address.namespace,
+            "tag": address.tag,
+            "swr_path": reg.swr_path,
+            "type": ImageType.DEDICATED.value,
+            "status": ImageStatus.ACTIVE.value,
+            "visibility": reg.visibility.value,
+            "workspace_id": reg.workspace_id,
+            "service_type": reg.service_type.value,
+            "show_name": None,
+            "show_tag": None,
+            "create_at": now,
+            "update_at": now,
+            "doc": orjson.dumps(doc).decode(),
+            "group_id": group_id(principal.project_id, principal.user_id, address.namespace, address.name),
+            "source_notebook_id": None,
+            "purge": False,
+        }
         try:
             with self.db.write() as conn:
                 self._check_registrable(conn, principal, reg)
@@ -255,14 +343,13 @@ class ImageCatalog:
                 if group_values:
                     image_group_repo.update_group(conn, row["group_id"], group_values)
                 stored = image_repo.get(conn, row["id"])
-        except IntegrityError:   # the same image registered by a concurrent request (the unique index)
+        except IntegrityError:  # the same image registered by a concurrent request (the unique index)
             raise E.ImageTagConflict(address.tag, f"{address.namespace}/{address.name}") from None
         return image_repo.to_json(stored)
 
     @staticmethod
     def _check_registrable(conn, principal: Principal, reg) -> None:
-        if reg.workspace_id != "0" and not identity_repo.workspace_exists(conn, reg.workspace_id,
-                                                                        principal.project_id):
+        if reg.workspace_id != "0" and not identity_repo.workspace_exists(conn, reg.workspace_id, principal.project_id):
             raise E.WorkspaceNotFound()
         a = reg.address
         if image_repo.owned_with_tag(conn, principal.project_id, principal.user_id, a.namespace, a.name, a.tag):
@@ -291,8 +378,8 @@ class ImageCatalog:
         if row["type"] == ImageType.BUILD_IN or row["owner_id"] != principal.user_id:
             raise E.PermissionDenied("sync image")
         if not check_image(row["status"], ImageOp.SYNC, image_id).reads_engine or self.engine is None:
-            return image_repo.to_json(row)   # being saved, failed, or a runtime without engine images
-        found = self.engine.inspect(row["swr_path"])   # a read: see the module's docstring
+            return image_repo.to_json(row)  # being saved, failed, or a runtime without engine images
+        found = self.engine.inspect(row["swr_path"])  # a read: see the module's docstring
         target = image_after(row["status"], ImageEvent.FOUND if found else ImageEvent.MISSING)
         assert target is not None
         doc = image_doc(row)
@@ -300,8 +387,12 @@ class ImageCatalog:
         if found is not None and found.size_kb is not None:
             doc["size"] = found.size_kb
         with self.db.write() as conn:
-            image_repo.change_status(conn, image_id, row["status"], {
-                "status": target.value, "update_at": self.clock.now_ms(), "doc": orjson.dumps(doc).decode()})
+            image_repo.change_status(
+                conn,
+                image_id,
+                row["status"],
+                {"status": target.value, "update_at": self.clock.now_ms(), "doc": orjson.dumps(doc).decode()},
+            )
             # Lost to a concurrent delete or sync: the answer is what won.
             current = image_repo.get_visible(conn, image_id, principal.project_id, principal.user_id)
         if current is None:

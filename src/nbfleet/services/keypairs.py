@@ -4,6 +4,7 @@ The notebook API has no call for them (ModelArts keeps them in its key pair serv
 create/list/delete subset of that service's shape, ``/v3/{project_id}/keypairs``, for the CLI and the console.
 Only public keys are kept, in OpenSSH's one-line form; a private key is refused and never stored.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,12 +18,19 @@ from ..domain import errors as E
 from ..store import identity_repo as repo
 from ..store.db import Database
 
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # whole string (fullmatch): "$" would let a newline end it
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole string (fullmatch): "$" would let a newline end it
 MAX_KEY_CHARS = 16384
-MAX_RSA_BITS = 16384   # larger keys only cost the gateway time at every sign-in
-MAX_KEYPAIRS = 100     # per user
-KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
-             "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+MAX_RSA_BITS = 16384  # larger keys only cost the gateway time at every sign-in
+MAX_KEYPAIRS = 100  # per user
+KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
 
 
 class KeyPairInvalid(ValueError):
@@ -57,8 +65,13 @@ def normal_public_key(text) -> str:
 
 def keypair_json(row) -> dict:
     key = asyncssh.import_public_key(row["public_key"])
-    return {"name": row["name"], "type": "ssh", "public_key": row["public_key"],
-            "fingerprint": key.get_fingerprint("sha256"), "create_at": row["create_at"]}
+    return {
+        "name": row["name"],
+        "type": "ssh",
+        "public_key": row["public_key"],
+        "fingerprint": key.get_fingerprint("sha256"),
+        "create_at": row["create_at"],
+    }
 
 
 class KeyPairService:
@@ -83,8 +96,9 @@ class KeyPairService:
         try:
             with self.db.write() as conn:
                 if len(repo.list_keypairs(conn, principal.user_id)) >= MAX_KEYPAIRS:
-                    raise E.InvalidProperty("keypair", f"A user may have at most {MAX_KEYPAIRS} key pairs; "
-                                            "delete one first.")
+                    raise E.InvalidProperty(
+                        "keypair", f"A user may have at most {MAX_KEYPAIRS} key pairs; delete one first."
+                    )
                 repo.insert_keypair(conn, principal.user_id, name, public_key, self.clock.now_ms())
                 row = next(r for r in repo.list_keypairs(conn, principal.user_id) if r["name"] == name)
         except IntegrityError:

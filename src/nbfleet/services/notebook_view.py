@@ -1,4 +1,5 @@
 """The wire form (``NotebookResp``) of a stored notebook row."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ class SealedTokens:
 
 
 log = logging.getLogger("nbfleet.render")
-_ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})   # where endpoints have addresses
+_ADDRESSABLE = frozenset({Status.RUNNING.value, Status.SNAPSHOTTING.value})  # where endpoints have addresses
 
 
 @lru_cache(maxsize=8192)
@@ -44,8 +45,15 @@ def progress_json(notebook_id: str, steps: list[dict] | None) -> list[dict]:
     out = []
     for step in steps or []:
         text = step.get("description") or STEP_DESCRIPTIONS.get(step["step"], "")
-        out.append({"notebook_id": notebook_id, "step": step["step"], "status": step["status"],
-                    "description": text, "step_description": text})
+        out.append(
+            {
+                "notebook_id": notebook_id,
+                "step": step["step"],
+                "status": step["status"],
+                "description": text,
+                "step_description": text,
+            }
+        )
     return out
 
 
@@ -54,8 +62,13 @@ def initial_progress() -> list[dict]:
 
 
 def lease_json(row) -> dict:
-    return {"create_at": row["create_at"], "duration": row["lease_duration"], "enable": bool(row["lease_enable"]),
-            "type": row["lease_type"], "update_at": row["lease_update_at"]}
+    return {
+        "create_at": row["create_at"],
+        "duration": row["lease_duration"],
+        "enable": bool(row["lease_enable"]),
+        "type": row["lease_type"],
+        "update_at": row["lease_update_at"],
+    }
 
 
 def endpoints_json(spec: dict, placement: Placement | None) -> list[dict]:
@@ -67,9 +80,16 @@ def endpoints_json(spec: dict, placement: Placement | None) -> list[dict]:
     for ep in requested:
         # Filled in by notebook_json while the instance runs: NOTEBOOK the public address (never the
         # upstream), SSH the gateway's.
-        out.append({"service": ep["service"], "dev_service": ep["service"], "uri": None,
-                    "key_pair_names": ep.get("key_pair_names") or [], "ssh_keys": ep.get("key_pair_names") or [],
-                    "allowed_access_ips": ep.get("allowed_access_ips") or []})
+        out.append(
+            {
+                "service": ep["service"],
+                "dev_service": ep["service"],
+                "uri": None,
+                "key_pair_names": ep.get("key_pair_names") or [],
+                "ssh_keys": ep.get("key_pair_names") or [],
+                "allowed_access_ips": ep.get("allowed_access_ips") or [],
+            }
+        )
     return out
 
 
@@ -88,9 +108,16 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
         "custom_spec": spec.get("custom_spec"),
         "image": spec["image"],
         "volume": volume,
-        "data_volumes": [{"category": v["category"], "mount_path": v["mount_path"], "url": v.get("uri"),
-                          "status": "MOUNTED" if mounted else "UNMOUNTED",
-                          "mount_type": v.get("mount_type", "STATIC")} for v in spec.get("data_volumes") or []],
+        "data_volumes": [
+            {
+                "category": v["category"],
+                "mount_path": v["mount_path"],
+                "url": v.get("uri"),
+                "status": "MOUNTED" if mounted else "UNMOUNTED",
+                "mount_type": v.get("mount_type", "STATIC"),
+            }
+            for v in spec.get("data_volumes") or []
+        ],
         "endpoints": endpoints_json(spec, placement),
         "affinity": spec.get("affinity"),
         "run_user": spec.get("run_user"),
@@ -109,8 +136,10 @@ def spec_members(spec_document: str, mounted: bool, placement_document: str | No
 
 
 def _with_uris(endpoints: list[dict], notebook: str, ssh: str | None) -> list[dict]:
-    return [dict(ep, uri=notebook) if ep["service"] == "NOTEBOOK" else dict(ep, uri=ssh) if ep["service"] == "SSH"
-            else ep for ep in endpoints]
+    return [
+        dict(ep, uri=notebook) if ep["service"] == "NOTEBOOK" else dict(ep, uri=ssh) if ep["service"] == "SSH" else ep
+        for ep in endpoints
+    ]
 
 
 @lru_cache(maxsize=64)
@@ -118,8 +147,9 @@ def _billing(status: str, volume_category: str | None) -> list[str]:
     return billing_items(status, volume_category)
 
 
-def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str],
-                  dynamic: Sequence[dict] = ()) -> dict:
+def notebook_json(
+    row, *, token: str | None, addresses: NotebookAddresses, domain: tuple[str, str], dynamic: Sequence[dict] = ()
+) -> dict:
     """Every ``NotebookResp`` member with its JSON type (numbers as numbers, booleans as booleans).
 
     ``token``: the instance's Jupyter token as the caller may see it (the owner: opened; others: None).
@@ -146,9 +176,11 @@ def notebook_json(row, *, token: str | None, addresses: NotebookAddresses, domai
         "volume": from_spec["volume"],
         "data_volumes": [*from_spec["data_volumes"], *dynamic] if dynamic else from_spec["data_volumes"],
         "endpoints": _with_uris(from_spec["endpoints"], f"{jupyter}/", addresses.ssh_uri(notebook_id))
-        if running else from_spec["endpoints"],
-        "action_progress": progress_json(notebook_id, parsed(row["action_progress"])
-                                         if row["action_progress"] else None),
+        if running
+        else from_spec["endpoints"],
+        "action_progress": progress_json(
+            notebook_id, parsed(row["action_progress"]) if row["action_progress"] else None
+        ),
         "fail_reason": row["fail_reason"],
         "token": token,
         "url": f"{jupyter}/lab",
@@ -176,14 +208,36 @@ def degraded_notebook_json(row, *, addresses: NotebookAddresses, domain: tuple[s
     ``total`` still counts what the page shows and the owner can still find and delete the instance."""
     notebook_id = row["id"]
     return {
-        "id": notebook_id, "name": row["name"], "description": row["description"], "status": row["status"],
-        "feature": row["feature"], "flavor": row["flavor"], "custom_spec": None, "image": None,
-        "lease": lease_json(row), "pool": None, "volume": None, "data_volumes": [], "endpoints": [],
-        "action_progress": [], "fail_reason": row["fail_reason"], "token": None,
-        "url": f"{addresses.base(notebook_id)}/lab", "workspace_id": row["workspace_id"],
-        "billing_items": [], "user_id": row["user_id"],
+        "id": notebook_id,
+        "name": row["name"],
+        "description": row["description"],
+        "status": row["status"],
+        "feature": row["feature"],
+        "flavor": row["flavor"],
+        "custom_spec": None,
+        "image": None,
+        "lease": lease_json(row),
+        "pool": None,
+        "volume": None,
+        "data_volumes": [],
+        "endpoints": [],
+        "action_progress": [],
+        "fail_reason": row["fail_reason"],
+        "token": None,
+        "url": f"{addresses.base(notebook_id)}/lab",
+        "workspace_id": row["workspace_id"],
+        "billing_items": [],
+        "user_id": row["user_id"],
         "user": {"id": row["user_id"], "name": row["user_name"], "domain": {"id": domain[0], "name": domain[1]}},
-        "affinity": None, "run_user": None, "ip": row["ip"], "user_vpc": None, "is_need_credentials": True,
-        "jupyter_version": None, "tags": [], "hooks": None, "public_network_config": None,
-        "create_at": row["create_at"], "update_at": row["update_at"],
+        "affinity": None,
+        "run_user": None,
+        "ip": row["ip"],
+        "user_vpc": None,
+        "is_need_credentials": True,
+        "jupyter_version": None,
+        "tags": [],
+        "hooks": None,
+        "public_network_config": None,
+        "create_at": row["create_at"],
+        "update_at": row["update_at"],
     }

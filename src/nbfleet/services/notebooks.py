@@ -3,6 +3,7 @@
 Each call validates, checks the transition table, and records intent with one compare-and-set
 in one transaction; the reconciler does the slow work afterwards.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -38,8 +39,16 @@ UPDATE_B = ("flavor", "image_id", "endpoints")
 
 
 class NotebookService:
-    def __init__(self, db: Database, clock, flavors: FlavorCatalog, settings, *, secrets: SecretBox,
-                 on_change: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        db: Database,
+        clock,
+        flavors: FlavorCatalog,
+        settings,
+        *,
+        secrets: SecretBox,
+        on_change: Callable[[], None] = lambda: None,
+    ):
         self.db = db
         self.tokens = SealedTokens(secrets)
         self.clock = clock
@@ -54,8 +63,10 @@ class NotebookService:
     def domain(self) -> tuple[str, str]:
         if self._domain is None:
             with self.db.read() as conn:
-                self._domain = (identity_repo.get_meta(conn, "domain_id") or "",
-                                identity_repo.get_meta(conn, "domain_name") or "")
+                self._domain = (
+                    identity_repo.get_meta(conn, "domain_id") or "",
+                    identity_repo.get_meta(conn, "domain_name") or "",
+                )
         return self._domain
 
     def render(self, row, principal: Principal, mounts: list | None = None) -> dict:
@@ -66,8 +77,13 @@ class NotebookService:
             if mounts is None:
                 with self.db.read() as conn:
                     mounts = storage_repo.of_notebook(conn, row["id"])
-            return notebook_json(row, token=token, addresses=self.addresses, domain=self.domain(),
-                                 dynamic=[volume_json(m) for m in mounts])
+            return notebook_json(
+                row,
+                token=token,
+                addresses=self.addresses,
+                domain=self.domain(),
+                dynamic=[volume_json(m) for m in mounts],
+            )
         except Exception:
             log.exception("instance %s cannot be rendered in full; shown degraded", row["id"])
             return degraded_notebook_json(row, addresses=self.addresses, domain=self.domain())
@@ -76,8 +92,11 @@ class NotebookService:
     def _visible(conn, principal: Principal, notebook_id: str):
         """The row if the caller may see it; otherwise 6309 (never a hint that it exists)."""
         row = repo.get(conn, notebook_id)
-        if (row is None or row["project_id"] != principal.project_id
-                or (not principal.is_admin and row["user_id"] != principal.user_id)):
+        if (
+            row is None
+            or row["project_id"] != principal.project_id
+            or (not principal.is_admin and row["user_id"] != principal.user_id)
+        ):
             raise E.NotebookNotFound()
         return row
 
@@ -138,8 +157,9 @@ class NotebookService:
             user = identity_repo.get_user(conn, principal.user_id, lock=True)
             if shape.feature is Feature.DEFAULT and repo.count_owned(conn, principal.user_id, Feature.DEFAULT) > 0:
                 raise E.InstanceExists()
-            if shape.workspace_id != "0" and not identity_repo.workspace_exists(conn, shape.workspace_id,
-                                                                                principal.project_id):
+            if shape.workspace_id != "0" and not identity_repo.workspace_exists(
+                conn, shape.workspace_id, principal.project_id
+            ):
                 raise E.WorkspaceNotFound()
             flavor = self._check_flavor(shape.flavor, shape.feature) if shape.flavor else None
             if shape.pool_id is not None:
@@ -153,8 +173,10 @@ class NotebookService:
             volume = R.check_volume(body["volume"], main=True)
             if volume["category"] not in flavor.storages:
                 raise E.StorageCategoryUnsupported()
-            data_volumes = [R.check_volume(v, main=False, prefix=f"data_volumes[{i}]")
-                            for i, v in enumerate(body.get("data_volumes") or [])]
+            data_volumes = [
+                R.check_volume(v, main=False, prefix=f"data_volumes[{i}]")
+                for i, v in enumerate(body.get("data_volumes") or [])
+            ]
             lease_req = R.lease_from_create(body, self.limits)
             self._check_keypairs(conn, principal, endpoints)
             quota = user["instance_quota"] if user["instance_quota"] is not None else self.settings.instance_quota
@@ -163,25 +185,54 @@ class NotebookService:
             self._admit_start(conn)
             lease = leases.grant(now, now, lease_req.duration, lease_req.type, self.limits)
             spec = {
-                "volume": volume, "data_volumes": data_volumes, "endpoints": endpoints, "image": image,
+                "volume": volume,
+                "data_volumes": data_volumes,
+                "endpoints": endpoints,
+                "image": image,
                 "hooks": R.check_hooks(body["hooks"]) if body.get("hooks") else None,
                 "public_network_config": R.check_network(body["public_network_config"])
-                if body.get("public_network_config") else None,
-                "affinity": body.get("affinity"), "run_user": _run_user(body.get("run_user")),
-                "user_vpc": _user_vpc(body.get("user_vpc")), "custom_spec": body.get("custom_spec"),
+                if body.get("public_network_config")
+                else None,
+                "affinity": body.get("affinity"),
+                "run_user": _run_user(body.get("run_user")),
+                "user_vpc": _user_vpc(body.get("user_vpc")),
+                "custom_spec": body.get("custom_spec"),
             }
             row = {
-                "id": str(uuid.uuid4()), "project_id": principal.project_id, "user_id": principal.user_id,
-                "user_name": principal.user_name, "name": shape.name, "description": shape.description,
-                "status": Status.CREATING.value, "desired": Status.RUNNING.value, "version": 1,
-                "feature": shape.feature.value, "workspace_id": shape.workspace_id, "flavor": flavor.id,
-                "image_id": image["id"], "swr_path": image["swr_path"], "pool_id": None, "pool_name": None,
-                "ip": None, "volume_category": volume["category"], "token": self.tokens.new(),
-                "fail_reason": None, "action_progress": orjson.dumps(initial_progress()).decode(),
-                "lease_type": lease.type.value, "lease_duration": lease.duration, "lease_enable": lease.enable,
-                "lease_update_at": lease.update_at, "last_activity_at": None, "create_at": now, "update_at": now,
-                "spec": orjson.dumps(spec).decode(), "tags": "[]", "placement": None,
-                "claim_owner": None, "claim_until": None, "request_id": context.request_id(),
+                "id": str(uuid.uuid4()),
+                "project_id": principal.project_id,
+                "user_id": principal.user_id,
+                "user_name": principal.user_name,
+                "name": shape.name,
+                "description": shape.description,
+                "status": Status.CREATING.value,
+                "desired": Status.RUNNING.value,
+                "version": 1,
+                "feature": shape.feature.value,
+                "workspace_id": shape.workspace_id,
+                "flavor": flavor.id,
+                "image_id": image["id"],
+                "swr_path": image["swr_path"],
+                "pool_id": None,
+                "pool_name": None,
+                "ip": None,
+                "volume_category": volume["category"],
+                "token": self.tokens.new(),
+                "fail_reason": None,
+                "action_progress": orjson.dumps(initial_progress()).decode(),
+                "lease_type": lease.type.value,
+                "lease_duration": lease.duration,
+                "lease_enable": lease.enable,
+                "lease_update_at": lease.update_at,
+                "last_activity_at": None,
+                "create_at": now,
+                "update_at": now,
+                "spec": orjson.dumps(spec).decode(),
+                "tags": "[]",
+                "placement": None,
+                "claim_owner": None,
+                "claim_until": None,
+                "request_id": context.request_id(),
                 **(initial or {}),
             }
             repo.insert_notebook(conn, row)
@@ -197,12 +248,17 @@ class NotebookService:
             return self.render(self._visible(conn, principal, notebook_id), principal)
 
     def list(self, principal: Principal, params, *, all_view: bool) -> dict:
-        query = parse_notebook_query(params, project_id=principal.project_id, caller_id=principal.user_id,
-                                     caller_is_admin=principal.is_admin, all_view=all_view,
-                                     strict_limit=self.settings.strict_limit)
+        query = parse_notebook_query(
+            params,
+            project_id=principal.project_id,
+            caller_id=principal.user_id,
+            caller_is_admin=principal.is_admin,
+            all_view=all_view,
+            strict_limit=self.settings.strict_limit,
+        )
         with self.db.read() as conn:
             rows, total = repo.page(conn, query)
-            mounts = storage_repo.of_notebooks(conn, [row["id"] for row in rows])   # one query for the page
+            mounts = storage_repo.of_notebooks(conn, [row["id"] for row in rows])  # one query for the page
         data = [self.render(row, principal, mounts[row["id"]]) for row in rows]
         return Page(data, total, query.offset, query.limit).envelope()
 
@@ -230,7 +286,7 @@ class NotebookService:
             values["spec"] = orjson.dumps(spec).decode()
             values["update_at"] = self.clock.now_ms()
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
-                self._current(conn, notebook_id)   # 6309 if it was deleted meanwhile
+                self._current(conn, notebook_id)  # 6309 if it was deleted meanwhile
                 raise E.IllegalTransition("ModelArts.6357", status, Op.UPDATE_A)
             self._event(conn, row, "updated", "Changed " + ", ".join(sorted(changes)))
             return self.render(repo.get(conn, notebook_id), principal)
@@ -273,7 +329,7 @@ class NotebookService:
             volume["capacity"] = new_size
         return values, spec
 
-    def _switchable(self, row) -> builtins.list[dict]:   # `list` is a method of this class
+    def _switchable(self, row) -> builtins.list[dict]:  # `list` is a method of this class
         """Flavors the instance can change to: same feature, arch, image-compatible, not sold out."""
         current = self.flavors.get(row["flavor"])
         image = orjson.loads(row["spec"])["image"]
@@ -290,22 +346,28 @@ class NotebookService:
 
     def switchable_flavors(self, principal: Principal, notebook_id: str, params) -> dict:
         from .catalog import FLAVOR_SORT_KEYS, paged_catalogue
+
         with self.db.read() as conn:
             row = self._visible(conn, principal, notebook_id)
         return paged_catalogue(self._switchable(row), params, FLAVOR_SORT_KEYS, None, flavors_twice=True)
 
     # --- lifecycle -----------------------------------------------------------------------------------
-    def _transition(self, principal: Principal, notebook_id: str, op: Op, build: Callable, kind: str,
-                    message: str) -> dict:
+    def _transition(
+        self, principal: Principal, notebook_id: str, op: Op, build: Callable, kind: str, message: str
+    ) -> dict:
         """Check ``op`` against the table and record the new status with one compare-and-set."""
         with self.db.write() as conn:
             row = self._visible(conn, principal, notebook_id)
             target = check(row["status"], op, strict_delete=self.settings.strict_delete)
-            assert target is not None   # the operations that come here all change the status
+            assert target is not None  # the operations that come here all change the status
             if op is Op.START:
                 self._admit_start(conn)
-            values = {"status": target.value, "update_at": self.clock.now_ms(), "request_id": context.request_id(),
-                      **build(row)}
+            values = {
+                "status": target.value,
+                "update_at": self.clock.now_ms(),
+                "request_id": context.request_id(),
+                **build(row),
+            }
             if not repo.compare_and_set(conn, notebook_id, row["version"], values, bump=True):
                 current = self._current(conn, notebook_id)
                 check(current["status"], op, strict_delete=self.settings.strict_delete)
@@ -316,26 +378,44 @@ class NotebookService:
         return result
 
     def delete(self, principal: Principal, notebook_id: str) -> dict:
-        return self._transition(principal, notebook_id, Op.DELETE,
-                                lambda row: {"desired": "DELETED", "action_progress": None},
-                                "deleting", "Delete requested")
+        return self._transition(
+            principal,
+            notebook_id,
+            Op.DELETE,
+            lambda row: {"desired": "DELETED", "action_progress": None},
+            "deleting",
+            "Delete requested",
+        )
 
     def stop(self, principal: Principal, notebook_id: str) -> dict:
-        return self._transition(principal, notebook_id, Op.STOP,
-                                lambda row: {"desired": Status.STOPPED.value, "action_progress": None},
-                                "stopping", "Stop requested")
+        return self._transition(
+            principal,
+            notebook_id,
+            Op.STOP,
+            lambda row: {"desired": Status.STOPPED.value, "action_progress": None},
+            "stopping",
+            "Stop requested",
+        )
 
     def start(self, principal: Principal, notebook_id: str, duration: str | None, lease_type: str | None) -> dict:
         request = R.lease_from_query(duration, lease_type, self.limits)
         now = self.clock.now_ms()
 
         def build(row):
-            lease = leases.grant(row["create_at"], now, request.duration, request.type, self.limits,
-                                 previous=leases.lease_of(row))
-            return {"desired": Status.RUNNING.value, "token": self.tokens.new(), "fail_reason": None,
-                    "action_progress": orjson.dumps(initial_progress()).decode(), "lease_type": lease.type.value,
-                    "lease_duration": lease.duration, "lease_enable": lease.enable,
-                    "lease_update_at": lease.update_at, "last_activity_at": None}
+            lease = leases.grant(
+                row["create_at"], now, request.duration, request.type, self.limits, previous=leases.lease_of(row)
+            )
+            return {
+                "desired": Status.RUNNING.value,
+                "token": self.tokens.new(),
+                "fail_reason": None,
+                "action_progress": orjson.dumps(initial_progress()).decode(),
+                "lease_type": lease.type.value,
+                "lease_duration": lease.duration,
+                "lease_enable": lease.enable,
+                "lease_update_at": lease.update_at,
+                "last_activity_at": None,
+            }
 
         return self._transition(principal, notebook_id, Op.START, build, "starting", "Start requested")
 
@@ -352,29 +432,51 @@ class NotebookService:
         with self.db.write() as conn:
             row = self._visible(conn, principal, notebook_id)
             check(row["status"], Op.RUN_ONLY)
-            lease = leases.grant(row["create_at"], now, request.duration, request.type, self.limits,
-                                 previous=leases.lease_of(row))
-            values = {"lease_type": lease.type.value, "lease_duration": lease.duration,
-                      "lease_enable": lease.enable, "lease_update_at": lease.update_at, "update_at": now}
+            lease = leases.grant(
+                row["create_at"], now, request.duration, request.type, self.limits, previous=leases.lease_of(row)
+            )
+            values = {
+                "lease_type": lease.type.value,
+                "lease_duration": lease.duration,
+                "lease_enable": lease.enable,
+                "lease_update_at": lease.update_at,
+                "update_at": now,
+            }
             if not repo.compare_and_set(conn, notebook_id, row["version"], values):
                 self._current(conn, notebook_id)
                 raise E.IllegalTransition("ModelArts.6327", row["status"], Op.RUN_ONLY)
-            self._event(conn, row, "lease_renewed",
-                        "Auto-stop disabled" if not lease.enable else
-                        f"Lease renewed: {lease.type.value.lower()} {request.duration // 1000} s from now")
+            self._event(
+                conn,
+                row,
+                "lease_renewed",
+                "Auto-stop disabled"
+                if not lease.enable
+                else f"Lease renewed: {lease.type.value.lower()} {request.duration // 1000} s from now",
+            )
             return lease_json(repo.get(conn, notebook_id))
 
     def events(self, principal: Principal, notebook_id: str, params) -> dict:
-        query = parse_notebook_query({k: v for k, v in params.items() if k in ("limit", "offset", "sort_dir")},
-                                     project_id=principal.project_id, caller_id=principal.user_id,
-                                     caller_is_admin=principal.is_admin, all_view=False)
+        query = parse_notebook_query(
+            {k: v for k, v in params.items() if k in ("limit", "offset", "sort_dir")},
+            project_id=principal.project_id,
+            caller_id=principal.user_id,
+            caller_is_admin=principal.is_admin,
+            all_view=False,
+        )
         with self.db.read() as conn:
             self._visible(conn, principal, notebook_id)
             rows, total = repo.events_page(conn, notebook_id, query.offset, query.limit, query.descending)
-        data = [{"id": r["id"], "notebook_id": r["notebook_id"], "type": r["kind"], "message": r["message"],
-                 "create_at": r["at"]} for r in rows]
+        data = [
+            {
+                "id": r["id"],
+                "notebook_id": r["notebook_id"],
+                "type": r["kind"],
+                "message": r["message"],
+                "create_at": r["at"],
+            }
+            for r in rows
+        ]
         return Page(data, total, query.offset, query.limit).envelope()
-
 
     def route(self, notebook_id: str) -> Placement | E.ModelArtsError:
         """Where the notebook proxy sends a request for the instance, or why it cannot (``routing.py``).
@@ -386,8 +488,8 @@ class NotebookService:
         if row is None or row["status"] not in (Status.RUNNING, Status.SNAPSHOTTING) or not row["placement"]:
             return E.NotebookNotFound(http_status=404)
         placement = Placement.from_column(row["placement"])
-        assert placement is not None   # a RUNNING instance has its placement
-        if not placement.socket and not placement.port:   # an SSH-only instance: no Jupyter to reach
+        assert placement is not None  # a RUNNING instance has its placement
+        if not placement.socket and not placement.port:  # an SSH-only instance: no Jupyter to reach
             return E.NotebookNotFound(http_status=404)
         return placement
 
@@ -404,10 +506,13 @@ class NotebookService:
             names = {name for ep in ssh for name in ep.get("key_pair_names") or []}
             keys = identity_repo.keypairs_named(conn, row["user_id"], names)
         # Several SSH endpoints: any of their addresses; one without a list allows every address.
-        networks = None if any(not ep.get("allowed_access_ips") for ep in ssh) else \
-            [ip for ep in ssh for ip in ep["allowed_access_ips"]]
+        networks = (
+            None
+            if any(not ep.get("allowed_access_ips") for ep in ssh)
+            else [ip for ep in ssh for ip in ep["allowed_access_ips"]]
+        )
         placement = Placement.from_column(row["placement"])
-        assert placement is not None   # a RUNNING instance has its placement
+        assert placement is not None  # a RUNNING instance has its placement
         return SshAccess(notebook_id, placement, [key for _, key in keys], networks)
 
     def feature_quota(self, principal: Principal) -> dict:
@@ -416,17 +521,24 @@ class NotebookService:
             user = identity_repo.get_user(conn, principal.user_id)
             used = repo.count_owned(conn, principal.user_id)
         quota = user["instance_quota"] if user["instance_quota"] is not None else self.settings.instance_quota
-        return {"id": f"{principal.user_id}-NOTEBOOK", "name": "NOTEBOOK", "enabled": True, "quota": quota,
-                "used": used, "user_id": principal.user_id, "create_at": user["create_at"],
-                "update_at": user["create_at"]}
+        return {
+            "id": f"{principal.user_id}-NOTEBOOK",
+            "name": "NOTEBOOK",
+            "enabled": True,
+            "quota": quota,
+            "used": used,
+            "user_id": principal.user_id,
+            "create_at": user["create_at"],
+            "update_at": user["create_at"],
+        }
 
 
 @dataclass(frozen=True)
 class SshAccess:
     notebook_id: str
     placement: Placement
-    public_keys: list[str]               # OpenSSH public key lines of the key pairs named on the instance
-    allowed_networks: list[str] | None   # IPv4 addresses/CIDRs; None: any address
+    public_keys: list[str]  # OpenSSH public key lines of the key pairs named on the instance
+    allowed_networks: list[str] | None  # IPv4 addresses/CIDRs; None: any address
 
 
 def _run_user(value: dict | None) -> dict | None:

@@ -9,6 +9,7 @@ A signature is valid for the whole clock-skew window around its X-Sdk-Date, so a
 be sent again. ``finish`` records the signature of every state-changing signed request in the store until
 its date leaves the window and refuses a second request with the same one; reads may repeat.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ class PendingRequest:
 
     A token's caller is known already (``principal``); a signed request still needs its body verified.
     """
+
     method: str
     path: str
     raw_query: str
@@ -47,8 +49,14 @@ class PendingRequest:
 
 
 class RequestAuthenticator:
-    def __init__(self, identity: IdentityService, *, skew_seconds: int = 900, allow_unsigned_payload: bool = False,
-                 refuse_replays: bool = True):
+    def __init__(
+        self,
+        identity: IdentityService,
+        *,
+        skew_seconds: int = 900,
+        allow_unsigned_payload: bool = False,
+        refuse_replays: bool = True,
+    ):
         self.identity = identity
         self.db = identity.db
         self.clock = identity.clock
@@ -57,8 +65,9 @@ class RequestAuthenticator:
         self.refuse_replays = refuse_replays
         self._next_purge_ms = 0
 
-    def begin(self, *, method: str, path: str, raw_query: str, headers: dict[str, str],
-              project_id: str) -> PendingRequest:
+    def begin(
+        self, *, method: str, path: str, raw_query: str, headers: dict[str, str], project_id: str
+    ) -> PendingRequest:
         """Check what can be checked without the body, or raise the gateway's error."""
         request = PendingRequest(method, path, raw_query, headers, project_id)
         authorization = headers.get("authorization")
@@ -73,11 +82,20 @@ class RequestAuthenticator:
         if pending.principal is not None:
             return pending.principal
         key = pending.key
-        assert key is not None and pending.signed is not None   # a signed request that begin let through
+        assert key is not None and pending.signed is not None  # a signed request that begin let through
         try:
-            sig.verify(pending.signed, self.identity.secret_of(key["secret_enc"]), pending.method, pending.path,
-                       pending.raw_query, pending.headers, body, self.clock.now(), self.skew_seconds,
-                       allow_unsigned_payload=self.allow_unsigned_payload)
+            sig.verify(
+                pending.signed,
+                self.identity.secret_of(key["secret_enc"]),
+                pending.method,
+                pending.path,
+                pending.raw_query,
+                pending.headers,
+                body,
+                self.clock.now(),
+                self.skew_seconds,
+                allow_unsigned_payload=self.allow_unsigned_payload,
+            )
         except sig.SignatureError as exc:
             raise E.AuthenticationFailed(str(exc)) from None
         header_project = pending.headers.get("x-project-id")
@@ -86,8 +104,9 @@ class RequestAuthenticator:
         if pending.writes and self.refuse_replays:
             self._remember(pending)
         domain_id, domain_name = self.identity.domain()
-        return Principal(key["user_id"], key["user_name"], bool(key["is_admin"]), pending.project_id, domain_id,
-                         domain_name)
+        return Principal(
+            key["user_id"], key["user_name"], bool(key["is_admin"]), pending.project_id, domain_id, domain_name
+        )
 
     def _remember(self, pending: PendingRequest) -> None:
         """Record the request's signature until its date is out of the window, or refuse it as a repeat."""
@@ -130,8 +149,11 @@ class RequestAuthenticator:
         if row["expires_at"] <= self.clock.now_ms():
             raise E.TokenExpired()
         if row["project_id"] is None:
-            raise E.ModelArtsError("Invalid token header because the token does not contain a project.",
-                                   code="ModelArts.0212", http_status=401)
+            raise E.ModelArtsError(
+                "Invalid token header because the token does not contain a project.",
+                code="ModelArts.0212",
+                http_status=401,
+            )
         header_project = headers.get("x-project-id")
         if row["project_id"] != project_id or (header_project and header_project != project_id):
             raise E.ProjectMismatch()

@@ -8,6 +8,7 @@ Two limits, each answered with 429 ``ModelArts.6101`` and ``Retry-After``:
   per check; a sign-in that finds every slot taken is refused at once instead of queued, so a burst of
   sign-ins can neither grow the server's memory nor occupy the threads the rest of the API needs.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ PURGE_EVERY_MS = 60_000
 
 
 class PasswordSignIn:
-    def __init__(self, identity: IdentityService, clock, *, free_failures: int, max_delay_seconds: int,
-                 concurrent_checks: int):
+    def __init__(
+        self, identity: IdentityService, clock, *, free_failures: int, max_delay_seconds: int, concurrent_checks: int
+    ):
         self.identity = identity
         self.db = identity.db
         self.clock = clock
@@ -35,8 +37,9 @@ class PasswordSignIn:
         self._checks = threading.BoundedSemaphore(concurrent_checks)
         self._next_purge_ms = 0
 
-    def sign_in(self, user_name: str, password: str, address: str | None, *,
-                domain_name: str | None = None) -> dict | None:
+    def sign_in(
+        self, user_name: str, password: str, address: str | None, *, domain_name: str | None = None
+    ) -> dict | None:
         """``{"id", "name", "is_admin"}`` if the password is right, None if not; raises ``TooManySignIns``
         while the account or the address must wait and ``SignInBusy`` when no check slot is free.
 
@@ -58,7 +61,7 @@ class PasswordSignIn:
             self._checks.release()
         self._record(counters, succeeded=user is not None)
         if user is not None:
-            context.note_user(user["id"], user["name"])   # who signed in, for the audit trail
+            context.note_user(user["id"], user["name"])  # who signed in, for the audit trail
         return user
 
     def _record(self, counters: list[tuple[str, SignInBackoff]], *, succeeded: bool) -> None:

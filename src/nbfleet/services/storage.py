@@ -4,6 +4,7 @@ Like every state change, attach and detach record intent (a mount row MOUNTING, 
 at once; the reconciler mounts and unmounts on the host and writes MOUNTED / MOUNT_FAILED or removes the
 row. A refused request writes nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,8 +21,14 @@ from .notebooks import NotebookService
 
 
 class DynamicStorageService:
-    def __init__(self, notebooks: NotebookService, policy: StoragePolicy, *, max_mounts: int,
-                 on_change: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        notebooks: NotebookService,
+        policy: StoragePolicy,
+        *,
+        max_mounts: int,
+        on_change: Callable[[], None] = lambda: None,
+    ):
         self.nb = notebooks
         self.policy = policy
         self.max_mounts = max_mounts
@@ -38,16 +45,27 @@ class DynamicStorageService:
             check(row["status"], Op.RUN_ONLY)
             self.policy.check(row["project_id"], request)
             existing = storage_repo.of_notebook(conn, notebook_id)
-            if any(collides(request.mount_path, m["mount_path"]) for m in existing) or \
-                    any(collides(request.mount_path, _normal(v.get("mount_path"))) for v in _static(row)):
+            if any(collides(request.mount_path, m["mount_path"]) for m in existing) or any(
+                collides(request.mount_path, _normal(v.get("mount_path"))) for v in _static(row)
+            ):
                 raise E.InvalidProperty("mount_path", "It is, contains or lies in another mount of the instance.")
             if len(existing) >= self.max_mounts:
                 raise E.InvalidProperty("mount_path", f"An instance has at most {self.max_mounts} dynamic mounts.")
             now = self.nb.clock.now_ms()
-            mount = {"id": new_mount_id(), "notebook_id": notebook_id, "project_id": row["project_id"],
-                     "category": request.category.value, "mount_path": request.mount_path, "uri": request.uri,
-                     "efs_id": request.efs_id, "status": MountStatus.MOUNTING.value, "failure_reason": None,
-                     "version": 1, "create_at": now, "update_at": now}
+            mount = {
+                "id": new_mount_id(),
+                "notebook_id": notebook_id,
+                "project_id": row["project_id"],
+                "category": request.category.value,
+                "mount_path": request.mount_path,
+                "uri": request.uri,
+                "efs_id": request.efs_id,
+                "status": MountStatus.MOUNTING.value,
+                "failure_reason": None,
+                "version": 1,
+                "create_at": now,
+                "update_at": now,
+            }
             storage_repo.insert_mount(conn, mount)
             self.nb._event(conn, row, "storage", f"Mounting {request.category.value} at {request.mount_path}")
         self.on_change()
@@ -75,8 +93,11 @@ class DynamicStorageService:
             check(row["status"], Op.RUN_ONLY)
             if mount["status"] == MountStatus.UNMOUNTING:
                 return mount_json(mount)
-            values = {"status": MountStatus.UNMOUNTING.value, "failure_reason": None,
-                      "update_at": self.nb.clock.now_ms()}
+            values = {
+                "status": MountStatus.UNMOUNTING.value,
+                "failure_reason": None,
+                "update_at": self.nb.clock.now_ms(),
+            }
             if not storage_repo.change(conn, mount_id, mount["version"], values):
                 raise E.IllegalTransition("ModelArts.6357", row["status"], Op.RUN_ONLY)
             self.nb._event(conn, row, "storage", f"Unmounting {mount['mount_path']}")
@@ -102,4 +123,3 @@ def _static(row) -> list[dict]:
 def _normal(path) -> str:
     """A static volume's mount path in the form of dynamic ones (trailing slash), for the collision check."""
     return (path.rstrip("/") + "/") if isinstance(path, str) and path else "\0"
-

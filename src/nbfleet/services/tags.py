@@ -1,4 +1,5 @@
 """Notebook tags (spec images-flavors-tags-storage.md §3): add, remove, and the tags in use."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ from ..store import notebook_repo as repo
 from .notebooks import NotebookService
 
 MAX_TAGS = 20
-CAS_ATTEMPTS = 5   # concurrent writes to one instance are rare; losing this often means something is wrong
+CAS_ATTEMPTS = 5  # concurrent writes to one instance are rare; losing this often means something is wrong
 _KEY_RE = re.compile(r"^[\w .:=+\-@]{1,128}$")
 _VALUE_RE = re.compile(r"^[\w .:/=+\-@]{0,255}$")
 
@@ -49,15 +50,16 @@ class TagService:
     def __init__(self, notebooks: NotebookService):
         self.nb = notebooks
 
-    def _write(self, principal: Principal, notebook_id: str, change: Callable[[dict], dict[str, str]], *,
-               adding: bool) -> None:
+    def _write(
+        self, principal: Principal, notebook_id: str, change: Callable[[dict], dict[str, str]], *, adding: bool
+    ) -> None:
         """Apply ``change`` (current tags -> new tags) with a compare-and-set that bumps the version, and
         replace the tag rows the list filters use only when it won, in the same transaction: the tags
         shown and the tags filtered on can never differ. A write that moved the row meanwhile (a status
         change) makes it read the row again and re-apply ``change`` to what it finds."""
         with self.nb.db.write() as conn:
             for _attempt in range(CAS_ATTEMPTS):
-                row = self.nb._visible(conn, principal, notebook_id)   # 6309 once deleted meanwhile
+                row = self.nb._visible(conn, principal, notebook_id)  # 6309 once deleted meanwhile
                 if adding and row["status"] == "DELETING":  # tags go with the instance; nothing to add now
                     check(row["status"], Op.UPDATE_A)
                 tags = sorted(change({t["key"]: t["value"] for t in orjson.loads(row["tags"])}).items())
@@ -94,8 +96,9 @@ class TagService:
     def in_use(self, principal: Principal, workspace_id: str | None) -> dict:
         """Every distinct key over the caller's notebooks in the project (admins: all of them)."""
         with self.nb.db.read() as conn:
-            rows = repo.tags_in_use(conn, principal.project_id, None if principal.is_admin else principal.user_id,
-                                    workspace_id)
+            rows = repo.tags_in_use(
+                conn, principal.project_id, None if principal.is_admin else principal.user_id, workspace_id
+            )
         grouped: dict[str, list[str]] = {}
         for key, value in rows:
             grouped.setdefault(key, []).append(value)

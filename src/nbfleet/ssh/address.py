@@ -1,4 +1,5 @@
 """From an SSH endpoint's ``uri`` (``ssh://<instance id>@<host>:<port>``) to what users type."""
+
 from __future__ import annotations
 
 import shlex

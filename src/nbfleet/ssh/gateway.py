@@ -15,6 +15,7 @@ For each connection, in this order:
 Nothing runs in nbfleet's process on the client's behalf beyond copying bytes. A stopped or deleted
 instance takes its sessions down with its PID namespace, and the gateway closes its connections.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,9 +43,20 @@ class SshGateway:
     """``access(id)``: ``SshAccess | None`` (blocking, from the store); ``enter(id, placement)``: a
     ``SessionEntry`` (blocking), raising ``SessionRefused``."""
 
-    def __init__(self, *, host: str, port: int, host_key: Path, access: Callable, enter: Callable,
-                 watch_interval: float = 2.0, max_channels_per_connection: int = 10,
-                 max_sessions_per_instance: int = 32, max_sessions: int = 256, threads: int = 8):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        host_key: Path,
+        access: Callable,
+        enter: Callable,
+        watch_interval: float = 2.0,
+        max_channels_per_connection: int = 10,
+        max_sessions_per_instance: int = 32,
+        max_sessions: int = 256,
+        threads: int = 8,
+    ):
         self.host = host
         self.port = port
         self.host_key_path = host_key
@@ -70,11 +82,13 @@ class SshGateway:
         """A place for one more channel of this connection, or ChannelOpenError: a client, or the users of
         one instance, cannot hold more of nbfleet's file descriptors, processes and threads than this."""
         if channels.count >= self.max_channels_per_connection:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE,
-                                            f"at most {self.max_channels_per_connection} channels per connection")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, f"at most {self.max_channels_per_connection} channels per connection"
+            )
         if self._per_instance.get(notebook_id, 0) >= self.max_sessions_per_instance:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE,
-                                            f"at most {self.max_sessions_per_instance} sessions per instance")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, f"at most {self.max_sessions_per_instance} sessions per instance"
+            )
         if self._open >= self.max_sessions:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, "the SSH gateway is busy")
         return _Slot(self, channels, notebook_id)
@@ -82,10 +96,19 @@ class SshGateway:
     async def start(self) -> None:
         key = await self.blocking(load_or_create, self.host_key_path)
         self._server = await asyncssh.create_server(
-            lambda: _Connection(self), self.host, self.port, server_host_keys=[key],
-            encoding=None, agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+            lambda: _Connection(self),
+            self.host,
+            self.port,
+            server_host_keys=[key],
+            encoding=None,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
             # a dead client's sessions should not linger: ask it every 30 s, give up after 3 misses
-            keepalive_interval=30, keepalive_count_max=3, login_timeout=30)
+            keepalive_interval=30,
+            keepalive_count_max=3,
+            login_timeout=30,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         self._watcher = asyncio.create_task(self._watch(), name="nbfleet-ssh-watch")
         log.info("SSH gateway listening on %s:%s (host key %s)", self.host, self.port, self.host_key_path)
@@ -129,8 +152,11 @@ class SshGateway:
                 for conn, (nid, key) in list(self._connections.items()):
                     if nid != notebook_id or (still is not None and key in keys):
                         continue
-                    log.info("SSH: closing a connection to %s (%s)", notebook_id,
-                             "no longer running" if still is None else "its key pair was removed")
+                    log.info(
+                        "SSH: closing a connection to %s (%s)",
+                        notebook_id,
+                        "no longer running" if still is None else "its key pair was removed",
+                    )
                     conn.close()
                     self.closed(conn)
 
@@ -144,29 +170,42 @@ class SshGateway:
             raise SessionRefused("the key is no longer one of the instance's key pairs")
         return await self.blocking(self.enter, notebook_id, access.placement)
 
-    async def spawn(self, notebook_id: str, key: str | None, command: list[str], *,
-                    env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    async def spawn(
+        self, notebook_id: str, key: str | None, command: list[str], *, env: dict[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
         """Start ``command`` inside the instance with pipes."""
         entry = await self.open_entry(notebook_id, key)
         try:
             return await asyncio.create_subprocess_exec(
-                *entry.argv(command, env=env), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=entry.pass_fds, start_new_session=True,
-                env=entry.launch_env)
+                *entry.argv(command, env=env),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=entry.pass_fds,
+                start_new_session=True,
+                env=entry.launch_env,
+            )
         finally:
             entry.close()
 
-    async def spawn_terminal(self, notebook_id: str, key: str | None, command: list[str], *,
-                             env: dict[str, str] | None = None) -> tuple[asyncio.subprocess.Process, int]:
+    async def spawn_terminal(
+        self, notebook_id: str, key: str | None, command: list[str], *, env: dict[str, str] | None = None
+    ) -> tuple[asyncio.subprocess.Process, int]:
         """Start ``command`` inside the instance on a terminal of its own; returns the process and the
         terminal's master side (non-blocking)."""
         entry = await self.open_entry(notebook_id, key)
-        if not entry.terminal_inside:   # a container's exec makes its own terminal; this one only carries it
+        if not entry.terminal_inside:  # a container's exec makes its own terminal; this one only carries it
             master, slave = os.openpty()
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *entry.argv(command, tty=True, env=env), stdin=slave, stdout=slave, stderr=slave,
-                    pass_fds=entry.pass_fds, start_new_session=True, env=entry.launch_env)
+                    *entry.argv(command, tty=True, env=env),
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    pass_fds=entry.pass_fds,
+                    start_new_session=True,
+                    env=entry.launch_env,
+                )
             except BaseException:
                 os.close(master)
                 raise
@@ -178,9 +217,14 @@ class SshGateway:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *entry.argv(command, tty=theirs.fileno(), env=env), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                pass_fds=(*entry.pass_fds, theirs.fileno()), start_new_session=True, env=entry.launch_env)
+                *entry.argv(command, tty=theirs.fileno(), env=env),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(*entry.pass_fds, theirs.fileno()),
+                start_new_session=True,
+                env=entry.launch_env,
+            )
         finally:
             entry.close()
             theirs.close()
@@ -209,13 +253,19 @@ class SshGateway:
         except SessionRefused as exc:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
         try:
-            if not entry.private_network:   # its loopback is the host's: every host service is there
-                raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                                "port forwarding needs the instance's private network")
+            if not entry.private_network:  # its loopback is the host's: every host service is there
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "port forwarding needs the instance's private network"
+                )
             proc = await asyncio.create_subprocess_exec(
-                *entry.argv([entry.python, "-I", "-S", "-c", RELAY, str(port)]), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, pass_fds=entry.pass_fds,
-                start_new_session=True, env=entry.launch_env)
+                *entry.argv([entry.python, "-I", "-S", "-c", RELAY, str(port)]),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=entry.pass_fds,
+                start_new_session=True,
+                env=entry.launch_env,
+            )
         finally:
             entry.close()
         try:
@@ -227,8 +277,9 @@ class SshGateway:
             raise
         if ready != b"+":
             _end(proc)
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
-                                            f"nothing listens on port {port} in the instance")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_CONNECT_FAILED, f"nothing listens on port {port} in the instance"
+            )
         return Relay(proc, slot)
 
 
@@ -308,7 +359,7 @@ class _Connection(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.notebook_id: str | None = None
         self.keys: asyncssh.SSHAuthorizedKeys | None = None
-        self.key: str | None = None   # the public key the client signed in with
+        self.key: str | None = None  # the public key the client signed in with
         self.channels = _ChannelCount()
         self.lost = False
 
@@ -329,8 +380,9 @@ class _Connection(asyncssh.SSHServer):
             log.info("SSH: refused %s for %r (not running, no SSH endpoint, or address not allowed)", peer, username)
             raise asyncssh.PermissionDenied("not available to this address")
         self.notebook_id = username
-        self.keys = asyncssh.import_authorized_keys("\n".join(access.public_keys) + "\n") \
-            if access.public_keys else None
+        self.keys = (
+            asyncssh.import_authorized_keys("\n".join(access.public_keys) + "\n") if access.public_keys else None
+        )
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -364,8 +416,9 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
         if dest_host not in LOOPBACK:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                            "only the instance's own loopback (127.0.0.1) can be reached")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "only the instance's own loopback (127.0.0.1) can be reached"
+            )
         return self._forward(self.gateway.take_slot(self.channels, self.notebook_id), dest_port)
 
     async def _forward(self, slot: _Slot, port: int) -> Relay:
@@ -374,13 +427,13 @@ class _Connection(asyncssh.SSHServer):
         except BaseException:
             slot.release()
             raise
-        if self.lost:   # the client left while the relay started: its channel will never open
+        if self.lost:  # the client left while the relay started: its channel will never open
             relay.abandon()
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "the connection closed")
         return relay
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        return False   # remote forwarding would open a listener in nbfleet's own network
+        return False  # remote forwarding would open a listener in nbfleet's own network
 
     def unix_connection_requested(self, dest_path: str) -> bool:
         return False

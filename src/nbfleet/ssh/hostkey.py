@@ -1,5 +1,6 @@
 """The gateway's host key: made once per installation, kept in the data dir (0600), so that clients never
 see a changed host key after a restart or an upgrade."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ def load_or_create(path: Path) -> asyncssh.SSHKey:
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment="nbfleet host key")
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:   # O_EXCL: two replicas starting together on one data dir keep one key, the first
+        try:  # O_EXCL: two replicas starting together on one data dir keep one key, the first
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass

@@ -1,5 +1,6 @@
 """SSH channels of the gateway: a session (exec, shell, sftp) or a forwarded connection, each backed by one
 process inside the instance. Here only bytes are copied, with flow control both ways."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,7 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 # What a client may set in the session's environment (OpenSSH's AcceptEnv default in Debian).
 ACCEPTED_ENV = ("LANG", "LC_")
 CHUNK = 65536
-ORPHAN_AFTER = 60   # seconds a forwarding relay may wait for its channel to open
+ORPHAN_AFTER = 60  # seconds a forwarding relay may wait for its channel to open
 
 
 class SessionChannel(asyncssh.SSHServerSession):
@@ -29,9 +30,9 @@ class SessionChannel(asyncssh.SSHServerSession):
         self.gateway = gateway
         self.notebook_id = notebook_id
         self.key = key
-        self.slot = slot   # this channel's place under the gateway's limits, given back when it closes
-        self._closed = False   # the channel closed, maybe while its process was being started
-        self._typed = bytearray()   # terminal input not yet taken by the terminal
+        self.slot = slot  # this channel's place under the gateway's limits, given back when it closes
+        self._closed = False  # the channel closed, maybe while its process was being started
+        self._typed = bytearray()  # terminal input not yet taken by the terminal
         self.chan: asyncssh.SSHServerChannel | None = None
         self.command: list[str] | None = None
         self.term: tuple[str, tuple[int, int, int, int]] | None = None
@@ -64,7 +65,7 @@ class SessionChannel(asyncssh.SSHServerSession):
         if subsystem != "sftp":
             return False
         self.command = [SFTP_SERVER]
-        self.term = None   # a file transfer never runs on a terminal
+        self.term = None  # a file transfer never runs on a terminal
         return True
 
     def session_started(self) -> None:
@@ -75,7 +76,7 @@ class SessionChannel(asyncssh.SSHServerSession):
     def data_received(self, data: bytes, datatype) -> None:
         if self.proc is None:
             self._input.append(data)
-            self.chan.pause_reading()   # resumed once the process runs
+            self.chan.pause_reading()  # resumed once the process runs
             return
         self._to_process(data)
 
@@ -83,7 +84,7 @@ class SessionChannel(asyncssh.SSHServerSession):
         self._eof = True
         if self.proc is not None and self.master is None and self.proc.stdin is not None:
             self.proc.stdin.close()
-        return True   # keep the channel open for the output
+        return True  # keep the channel open for the output
 
     def terminal_size_changed(self, width, height, pixwidth, pixheight) -> None:
         if self.master is not None:
@@ -151,14 +152,16 @@ class SessionChannel(asyncssh.SSHServerSession):
     # -- the process ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        env = {k: v for k, v in (self.chan.get_environment() or {}).items()
-               if isinstance(k, str) and isinstance(v, str) and k.startswith(ACCEPTED_ENV)}
+        env = {
+            k: v
+            for k, v in (self.chan.get_environment() or {}).items()
+            if isinstance(k, str) and isinstance(v, str) and k.startswith(ACCEPTED_ENV)
+        }
         command = self.command or ["/bin/bash", "-l"]
         try:
             if self.term is not None:
                 env["TERM"] = self.term[0]
-                self.proc, self.master = await self.gateway.spawn_terminal(self.notebook_id, self.key, command,
-                                                                           env=env)
+                self.proc, self.master = await self.gateway.spawn_terminal(self.notebook_id, self.key, command, env=env)
             else:
                 self.proc = await self.gateway.spawn(self.notebook_id, self.key, command, env=env)
         except SessionRefused as exc:
@@ -172,7 +175,7 @@ class SessionChannel(asyncssh.SSHServerSession):
         # the process ended (a client may send anything, and may be gone already).
         code = None
         try:
-            if self._closed:   # the client left while the process started: nobody will ever end it
+            if self._closed:  # the client left while the process started: nobody will ever end it
                 return
             if self.master is not None:
                 _set_size(self.master, self.term[1])
@@ -185,10 +188,11 @@ class SessionChannel(asyncssh.SSHServerSession):
             if self.master is not None:
                 await self._pump_terminal()
             else:
-                await asyncio.gather(self._pump(self.proc.stdout, self.chan.write),
-                                     self._pump(self.proc.stderr, self.chan.write_stderr))
+                await asyncio.gather(
+                    self._pump(self.proc.stdout, self.chan.write), self._pump(self.proc.stderr, self.chan.write_stderr)
+                )
             code = await self.proc.wait()
-        except (BrokenPipeError, ConnectionError):   # asyncssh: a write to a closed channel is a BrokenPipeError
+        except (BrokenPipeError, ConnectionError):  # asyncssh: a write to a closed channel is a BrokenPipeError
             return
         except Exception:
             log.exception("SSH: a session in %s failed", self.notebook_id)
@@ -242,7 +246,7 @@ class SessionChannel(asyncssh.SSHServerSession):
                     data = os.read(self.master, CHUNK)
                 except BlockingIOError:
                     data = None
-                except OSError as exc:   # EIO: every holder of the terminal closed it
+                except OSError as exc:  # EIO: every holder of the terminal closed it
                     if exc.errno == errno.EIO:
                         return
                     raise
@@ -259,8 +263,9 @@ class SessionChannel(asyncssh.SSHServerSession):
                     except TimeoutError:
                         return
                 else:
-                    await asyncio.wait({waiting, asyncio.ensure_future(readable.wait())},
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {waiting, asyncio.ensure_future(readable.wait())}, return_when=asyncio.FIRST_COMPLETED
+                    )
         finally:
             loop.remove_reader(self.master)
 

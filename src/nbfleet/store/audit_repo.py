@@ -1,4 +1,5 @@
 """The audit trail: rows of state-changing calls, appended, read newest first, pruned by age."""
+
 from __future__ import annotations
 
 from sqlalchemy import Connection, delete, insert, select
@@ -17,8 +18,15 @@ def prune(conn: Connection, before: int) -> int:
     return conn.execute(delete(audit_events).where(A.at < before)).rowcount
 
 
-def page(conn: Connection, *, since: int | None = None, user: str | None = None, instance: str | None = None,
-         project_id: str | None = None, limit: int = 100) -> list[dict]:
+def page(
+    conn: Connection,
+    *,
+    since: int | None = None,
+    user: str | None = None,
+    instance: str | None = None,
+    project_id: str | None = None,
+    limit: int = 100,
+) -> list[dict]:
     """Rows newest first. ``user`` matches a user id or name."""
     stmt = select(audit_events)
     if since is not None:

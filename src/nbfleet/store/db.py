@@ -1,4 +1,5 @@
 """Engine set-up and transaction boundaries for SQLite (WAL) and PostgreSQL."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,12 +54,16 @@ class Database:
             if path and path != ":memory:":
                 database = Path(path)
                 database.parent.mkdir(parents=True, exist_ok=True)
-                create_private(database)   # before SQLite creates it (and its -wal, -shm) with the umask's mode
+                create_private(database)  # before SQLite creates it (and its -wal, -shm) with the umask's mode
                 for companion in ("-wal", "-shm", "-journal"):
                     make_private(database.with_name(database.name + companion))
             max_overflow = 20 if max_overflow is None else max_overflow
-            self.engine: Engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
-                                                connect_args={"check_same_thread": False, "timeout": 30})
+            self.engine: Engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                connect_args={"check_same_thread": False, "timeout": 30},
+            )
             _configure_sqlite(self.engine)
         else:
             # A database that is unreachable must fail a request quickly (503), not hang it; a URL's own
@@ -68,9 +73,15 @@ class Database:
             # pattern or the offset, and falls back to scans the trigram and ordering indexes exist to avoid.
             connect_args["options"] = "-c plan_cache_mode=force_custom_plan"
             max_overflow = 10 if max_overflow is None else max_overflow
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
-                                        pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
-        self.max_connections = pool_size + max_overflow   # what the pool may open at once
+            self.engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                pool_timeout=10,
+                connect_args=connect_args,
+            )
+        self.max_connections = pool_size + max_overflow  # what the pool may open at once
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -154,8 +165,15 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         # A modest page cache per connection and no mmap: the operating system's file cache already keeps
         # hot pages, and the server's own memory stays small and flat however large the database grows.
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON",
-                       "temp_store=MEMORY", "cache_size=-16384", "mmap_size=0"):
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=30000",
+            "foreign_keys=ON",
+            "temp_store=MEMORY",
+            "cache_size=-16384",
+            "mmap_size=0",
+        ):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
         # SQLite's built-in lower() folds ASCII only, so ILIKE (lower(x) LIKE lower(y)) missed 'É' for 'é';

@@ -1,4 +1,5 @@
 """Projects, users, memberships, access keys, tokens and key pairs."""
+
 from __future__ import annotations
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
@@ -29,8 +30,6 @@ def find_project_by_name(conn: Connection, name: str):
     return conn.execute(select(projects).where(projects.c.name == name)).mappings().first()
 
 
-
-
 def insert_user(conn: Connection, user_id: str, name: str, is_admin: bool, now: int) -> None:
     conn.execute(insert(users).values(id=user_id, name=name, is_admin=is_admin, create_at=now))
 
@@ -55,8 +54,11 @@ def update_user(conn: Connection, user_id: str, **values) -> int:
 
 
 def add_membership(conn: Connection, user_id: str, project_id: str) -> None:
-    exists = conn.execute(select(func.count()).select_from(memberships).where(
-        memberships.c.user_id == user_id, memberships.c.project_id == project_id)).scalar()
+    exists = conn.execute(
+        select(func.count())
+        .select_from(memberships)
+        .where(memberships.c.user_id == user_id, memberships.c.project_id == project_id)
+    ).scalar()
     if not exists:
         conn.execute(insert(memberships).values(user_id=user_id, project_id=project_id))
 
@@ -66,23 +68,36 @@ def user_projects(conn: Connection, user_id: str) -> list[str]:
 
 
 def is_member(conn: Connection, user_id: str, project_id: str) -> bool:
-    return conn.execute(select(func.count()).select_from(memberships).where(
-        memberships.c.user_id == user_id, memberships.c.project_id == project_id)).scalar_one() > 0
+    return (
+        conn.execute(
+            select(func.count())
+            .select_from(memberships)
+            .where(memberships.c.user_id == user_id, memberships.c.project_id == project_id)
+        ).scalar_one()
+        > 0
+    )
 
 
 def insert_access_key(conn: Connection, ak: str, user_id: str, secret_enc: str, now: int) -> None:
-    conn.execute(insert(access_keys).values(ak=ak, user_id=user_id, secret_enc=secret_enc, enabled=True,
-                                            create_at=now))
+    conn.execute(insert(access_keys).values(ak=ak, user_id=user_id, secret_enc=secret_enc, enabled=True, create_at=now))
 
 
 # Built once: this runs on every signed request, and building the expression costs more than running it.
 _KEY_FOR_PROJECT = (
-    select(access_keys.c.secret_enc, access_keys.c.enabled, users.c.id.label("user_id"),
-           users.c.name.label("user_name"), users.c.is_admin,
-           select(func.count()).select_from(memberships)
-           .where(memberships.c.user_id == users.c.id, memberships.c.project_id == bindparam("project_id"))
-           .scalar_subquery().label("member"))
-    .join(users, users.c.id == access_keys.c.user_id).where(access_keys.c.ak == bindparam("ak"))
+    select(
+        access_keys.c.secret_enc,
+        access_keys.c.enabled,
+        users.c.id.label("user_id"),
+        users.c.name.label("user_name"),
+        users.c.is_admin,
+        select(func.count())
+        .select_from(memberships)
+        .where(memberships.c.user_id == users.c.id, memberships.c.project_id == bindparam("project_id"))
+        .scalar_subquery()
+        .label("member"),
+    )
+    .join(users, users.c.id == access_keys.c.user_id)
+    .where(access_keys.c.ak == bindparam("ak"))
 )
 
 
@@ -100,18 +115,33 @@ def set_access_key_enabled(conn: Connection, ak: str, enabled: bool) -> int:
     return conn.execute(update(access_keys).where(access_keys.c.ak == ak).values(enabled=enabled)).rowcount
 
 
-
-
-def insert_token(conn: Connection, token_hash: str, user_id: str, project_id: str | None, expires_at: int,
-                 now: int, origin: str) -> None:
-    conn.execute(insert(tokens).values(token_hash=token_hash, user_id=user_id, project_id=project_id,
-                                       expires_at=expires_at, create_at=now, origin=origin))
+def insert_token(
+    conn: Connection, token_hash: str, user_id: str, project_id: str | None, expires_at: int, now: int, origin: str
+) -> None:
+    conn.execute(
+        insert(tokens).values(
+            token_hash=token_hash,
+            user_id=user_id,
+            project_id=project_id,
+            expires_at=expires_at,
+            create_at=now,
+            origin=origin,
+        )
+    )
 
 
 def get_token(conn: Connection, token_hash: str):
-    stmt = (select(tokens.c.project_id, tokens.c.expires_at, users.c.id.label("user_id"),
-                   users.c.name.label("user_name"), users.c.is_admin)
-            .join(users, users.c.id == tokens.c.user_id).where(tokens.c.token_hash == token_hash))
+    stmt = (
+        select(
+            tokens.c.project_id,
+            tokens.c.expires_at,
+            users.c.id.label("user_id"),
+            users.c.name.label("user_name"),
+            users.c.is_admin,
+        )
+        .join(users, users.c.id == tokens.c.user_id)
+        .where(tokens.c.token_hash == token_hash)
+    )
     return conn.execute(stmt).mappings().first()
 
 
@@ -123,8 +153,6 @@ def delete_user_tokens(conn: Connection, user_id: str, origin: str) -> int:
     return conn.execute(delete(tokens).where(tokens.c.user_id == user_id, tokens.c.origin == origin)).rowcount
 
 
-
-
 def insert_keypair(conn: Connection, user_id: str, name: str, public_key: str, now: int) -> None:
     conn.execute(insert(keypairs).values(user_id=user_id, name=name, public_key=public_key, create_at=now))
 
@@ -133,8 +161,11 @@ def keypairs_named(conn: Connection, user_id: str, names: set[str]) -> list[tupl
     """(name, public key) of the user's key pairs among ``names``."""
     if not names:
         return []
-    rows = conn.execute(select(keypairs.c.name, keypairs.c.public_key)
-                        .where(keypairs.c.user_id == user_id, keypairs.c.name.in_(sorted(names))))
+    rows = conn.execute(
+        select(keypairs.c.name, keypairs.c.public_key).where(
+            keypairs.c.user_id == user_id, keypairs.c.name.in_(sorted(names))
+        )
+    )
     return [(row.name, row.public_key) for row in rows]
 
 
@@ -156,5 +187,11 @@ def insert_workspace(conn: Connection, workspace_id: str, project_id: str, name:
 
 
 def workspace_exists(conn: Connection, workspace_id: str, project_id: str) -> bool:
-    return conn.execute(select(func.count()).select_from(workspaces).where(
-        workspaces.c.id == workspace_id, workspaces.c.project_id == project_id)).scalar_one() > 0
+    return (
+        conn.execute(
+            select(func.count())
+            .select_from(workspaces)
+            .where(workspaces.c.id == workspace_id, workspaces.c.project_id == project_id)
+        ).scalar_one()
+        > 0
+    )

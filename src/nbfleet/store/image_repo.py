@@ -1,4 +1,5 @@
 """Images: built-ins (no project), users' registered and saved images; compare-and-set status writes."""
+
 from __future__ import annotations
 
 import orjson
@@ -6,7 +7,7 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from .tables import images, notebooks
 
-I = images.c   # noqa: E741 - the table's columns, one capital letter as N, G and D in the other repos
+I = images.c  # noqa: E741 - the table's columns, one capital letter as N, G and D in the other repos
 _SORT = {"create_at": I.create_at, "update_at": I.update_at, "name": I.name, "tag": I.tag}
 _LIVE = I.status != "DELETED"
 
@@ -25,8 +26,9 @@ def insert_image(conn: Connection, row: dict) -> None:
 
 
 def _visible(project_id: str, user_id: str):
-    return or_(I.project_id.is_(None),
-               and_(I.project_id == project_id, or_(I.owner_id == user_id, I.visibility == "PUBLIC")))
+    return or_(
+        I.project_id.is_(None), and_(I.project_id == project_id, or_(I.owner_id == user_id, I.visibility == "PUBLIC"))
+    )
 
 
 def get(conn: Connection, image_id: str):
@@ -38,8 +40,19 @@ def get_visible(conn: Connection, image_id: str, project_id: str, user_id: str):
     return conn.execute(stmt).mappings().first()
 
 
-def page(conn: Connection, project_id: str, user_id: str, *, filters: dict, name: str | None, fuzzy: bool,
-         sort: tuple[str, ...], descending: bool, offset: int, limit: int):
+def page(
+    conn: Connection,
+    project_id: str,
+    user_id: str,
+    *,
+    filters: dict,
+    name: str | None,
+    fuzzy: bool,
+    sort: tuple[str, ...],
+    descending: bool,
+    offset: int,
+    limit: int,
+):
     cond = [_visible(project_id, user_id), _LIVE]
     for column, value in filters.items():
         cond.append(images.c[column] == value)
@@ -58,8 +71,14 @@ def page(conn: Connection, project_id: str, user_id: str, *, filters: dict, name
 
 def owned_with_tag(conn: Connection, project_id: str, owner_id: str, namespace: str, name: str, tag: str):
     """The owner's live image ``namespace/name:tag`` in the project, if any (spec: a second one is 6737)."""
-    stmt = select(images).where(I.project_id == project_id, I.owner_id == owner_id, I.namespace == namespace,
-                                I.name == name, I.tag == tag, _LIVE)
+    stmt = select(images).where(
+        I.project_id == project_id,
+        I.owner_id == owner_id,
+        I.namespace == namespace,
+        I.name == name,
+        I.tag == tag,
+        _LIVE,
+    )
     return conn.execute(stmt).mappings().first()
 
 
@@ -80,8 +99,11 @@ def change_status(conn: Connection, image_id: str, expected: str, values: dict) 
 
 def saving_for(conn: Connection, notebook_id: str):
     """The image a SNAPSHOTTING notebook is being saved as (INIT or CREATING), if any."""
-    stmt = (select(images).where(I.source_notebook_id == notebook_id, I.status.in_(("INIT", "CREATING")))
-            .order_by(I.create_at.desc(), I.id))
+    stmt = (
+        select(images)
+        .where(I.source_notebook_id == notebook_id, I.status.in_(("INIT", "CREATING")))
+        .order_by(I.create_at.desc(), I.id)
+    )
     return conn.execute(stmt).mappings().first()
 
 
@@ -115,9 +137,22 @@ def purged(conn: Connection, swr_path: str) -> None:
 def to_json(row) -> dict:
     """The wire ``Image`` object of a stored image."""
     doc = orjson.loads(row["doc"])
-    doc.update({"id": row["id"], "name": row["name"], "namespace": row["namespace"], "tag": row["tag"],
-                "swr_path": row["swr_path"], "type": row["type"], "status": row["status"],
-                "visibility": row["visibility"], "workspace_id": row["workspace_id"],
-                "service_type": row["service_type"], "show_name": row["show_name"], "show_tag": row["show_tag"],
-                "create_at": row["create_at"], "update_at": row["update_at"]})
+    doc.update(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "namespace": row["namespace"],
+            "tag": row["tag"],
+            "swr_path": row["swr_path"],
+            "type": row["type"],
+            "status": row["status"],
+            "visibility": row["visibility"],
+            "workspace_id": row["workspace_id"],
+            "service_type": row["service_type"],
+            "show_name": row["show_name"],
+            "show_tag": row["show_tag"],
+            "create_at": row["create_at"],
+            "update_at": row["update_at"],
+        }
+    )
     return doc

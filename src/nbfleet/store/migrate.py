@@ -1,4 +1,5 @@
 """Run the Alembic migrations programmatically (at ``nbfleet serve`` start and ``nbfleet db upgrade``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,5 +44,7 @@ def ensure_current(db: Database) -> None:
     with db.engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     if current != head:
-        raise SchemaOutOfDate(f"the database schema is at revision {current or '(empty)'}, this nbfleet needs "
-                              f"{head}: run `nbfleet db upgrade` first (or start without --no-migrate)")
+        raise SchemaOutOfDate(
+            f"the database schema is at revision {current or '(empty)'}, this nbfleet needs "
+            f"{head}: run `nbfleet db upgrade` first (or start without --no-migrate)"
+        )

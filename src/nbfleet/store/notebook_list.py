@@ -11,6 +11,7 @@ Three things keep it fast at a million rows (see docs/benchmarks.md):
 Statements are built once per query *shape* and reused with new parameters: building the SQLAlchemy
 expression costs more than running it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,15 +26,28 @@ from .tables import notebook_counts, notebook_tags, notebooks, users
 
 N = notebooks.c
 C = notebook_counts.c
-SORT_COLUMNS = {"create_at": N.create_at, "update_at": N.update_at, "name": N.name, "status": N.status,
-                "flavor": N.flavor, "id": N.id, "feature": N.feature}
-FUZZY_COLUMNS = {"name": N.name, "pool_name": N.pool_name, "flavor": N.flavor, "swr_path": N.swr_path,
-                 "description": N.description, "user_name": N.user_name}
-TRIGRAM_COLUMNS = ("name", "description", "user_name")   # the columns of notebooks_fts
-TRIGRAM_MIN = 3                                           # shorter substrings cannot use trigrams
+SORT_COLUMNS = {
+    "create_at": N.create_at,
+    "update_at": N.update_at,
+    "name": N.name,
+    "status": N.status,
+    "flavor": N.flavor,
+    "id": N.id,
+    "feature": N.feature,
+}
+FUZZY_COLUMNS = {
+    "name": N.name,
+    "pool_name": N.pool_name,
+    "flavor": N.flavor,
+    "swr_path": N.swr_path,
+    "description": N.description,
+    "user_name": N.user_name,
+}
+TRIGRAM_COLUMNS = ("name", "description", "user_name")  # the columns of notebooks_fts
+TRIGRAM_MIN = 3  # shorter substrings cannot use trigrams
 EXACT = ("pool_id", "image_id", "id", "ip")
 ALL_USERS = "*"
-OWNERS_BY_NAME_MAX = 500   # more users than this match a user name: filter the instances' own column instead
+OWNERS_BY_NAME_MAX = 500  # more users than this match a user name: filter the instances' own column instead
 _COMPUTE = sorted(s.value for s in HOLDS_COMPUTE)
 _cache: dict[tuple, tuple] = {}
 
@@ -61,14 +75,26 @@ def _split_fuzzy(q: NotebookQuery, trigram: bool, by_owner: bool) -> tuple[dict[
 
 
 def _shape(q: NotebookQuery, fts: dict, like: dict, owners: list | None) -> tuple:
-    return (q.owner_id is not None, owners is not None, q.status is not None,
-            tuple(f for f in EXACT if getattr(q, f) is not None), q.billing,
-            bool(q.tags), tuple(fts), tuple(like), q.sort, q.descending)
+    return (
+        q.owner_id is not None,
+        owners is not None,
+        q.status is not None,
+        tuple(f for f in EXACT if getattr(q, f) is not None),
+        q.billing,
+        bool(q.tags),
+        tuple(fts),
+        tuple(like),
+        q.sort,
+        q.descending,
+    )
 
 
 def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite: bool) -> tuple:
-    cond = [N.project_id == bindparam("project_id"), N.workspace_id == bindparam("workspace_id"),
-            N.feature == bindparam("feature")]
+    cond = [
+        N.project_id == bindparam("project_id"),
+        N.workspace_id == bindparam("workspace_id"),
+        N.feature == bindparam("feature"),
+    ]
     if q.owner_id is not None:
         cond.append(N.user_id == bindparam("owner_id"))
     if owners is not None:
@@ -86,8 +112,13 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
         cond.append(N.id.in_(_tagged(sqlite)))
     if fts:
         if sqlite:
-            cond.append(N.seq.in_(select(literal_column("rowid")).select_from(text("notebooks_fts")).where(
-                text("notebooks_fts MATCH :fts_query"))))
+            cond.append(
+                N.seq.in_(
+                    select(literal_column("rowid"))
+                    .select_from(text("notebooks_fts"))
+                    .where(text("notebooks_fts MATCH :fts_query"))
+                )
+            )
         else:
             for column in fts:
                 cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
@@ -95,13 +126,18 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
         cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
 
     plain_count = select(func.count()).select_from(notebooks).where(*cond)
-    countable = not (fts or like or q.tags or any(getattr(q, f) is not None for f in EXACT)
-                     or q.billing is Billing.STORAGE)
+    countable = not (
+        fts or like or q.tags or any(getattr(q, f) is not None for f in EXACT) or q.billing is Billing.STORAGE
+    )
     if countable:
-        count_cond = [C.project_id == bindparam("project_id"), C.workspace_id == bindparam("workspace_id"),
-                      C.feature == bindparam("feature"),
-                      C.user_id.in_(bindparam("owner_ids", expanding=True)) if owners is not None
-                      else C.user_id == bindparam("count_user")]
+        count_cond = [
+            C.project_id == bindparam("project_id"),
+            C.workspace_id == bindparam("workspace_id"),
+            C.feature == bindparam("feature"),
+            C.user_id.in_(bindparam("owner_ids", expanding=True))
+            if owners is not None
+            else C.user_id == bindparam("count_user"),
+        ]
         # Both may be given: status=FROZEN&billing=COMPUTE matches nothing, and the count must say so.
         if q.status is not None:
             count_cond.append(C.status == bindparam("status"))
@@ -120,8 +156,14 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
 
     def page_in(descending: bool):
         order = [c.desc() if descending else c.asc() for c in columns]
-        keys = (select(key).where(*cond).order_by(*order)
-                .offset(bindparam("offset", type_=None)).limit(bindparam("limit", type_=None)).subquery())
+        keys = (
+            select(key)
+            .where(*cond)
+            .order_by(*order)
+            .offset(bindparam("offset", type_=None))
+            .limit(bindparam("limit", type_=None))
+            .subquery()
+        )
         return select(notebooks).join(keys, keys.c[key.name] == key).order_by(*order)
 
     # The order ends in the unique id, so walking it backwards visits exactly the same rows reversed.
@@ -143,18 +185,30 @@ def _tagged(sqlite: bool):
         pairs = func.json_each(bindparam("tag_pairs")).table_valued("value").alias("wanted")
         key, value = func.json_extract(pairs.c.value, "$[0]"), func.json_extract(pairs.c.value, "$[1]")
     else:
-        pairs = (func.unnest(bindparam("tag_keys", type_=ARRAY(String)), bindparam("tag_values", type_=ARRAY(String)))
-                 .table_valued("key", "value").render_derived("wanted"))
+        pairs = (
+            func.unnest(bindparam("tag_keys", type_=ARRAY(String)), bindparam("tag_values", type_=ARRAY(String)))
+            .table_valued("key", "value")
+            .render_derived("wanted")
+        )
         key, value = pairs.c.key, pairs.c.value
-    return (select(t.notebook_id).select_from(notebook_tags)
-            .join(pairs, and_(t.key == key, or_(value.is_(None), t.value == value)))
-            .group_by(t.notebook_id).having(func.count() == bindparam("tag_count", type_=Integer)))
+    return (
+        select(t.notebook_id)
+        .select_from(notebook_tags)
+        .join(pairs, and_(t.key == key, or_(value.is_(None), t.value == value)))
+        .group_by(t.notebook_id)
+        .having(func.count() == bindparam("tag_count", type_=Integer))
+    )
 
 
 def _params(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite: bool) -> dict:
-    params: dict[str, Any] = {"project_id": q.project_id, "workspace_id": q.workspace_id, "feature": q.feature.value,
-              "count_user": q.owner_id if q.owner_id is not None else ALL_USERS, "offset": q.offset,
-              "limit": q.limit}
+    params: dict[str, Any] = {
+        "project_id": q.project_id,
+        "workspace_id": q.workspace_id,
+        "feature": q.feature.value,
+        "count_user": q.owner_id if q.owner_id is not None else ALL_USERS,
+        "offset": q.offset,
+        "limit": q.limit,
+    }
     if q.owner_id is not None:
         params["owner_id"] = q.owner_id
     if owners is not None:
@@ -192,9 +246,10 @@ def statements(q: NotebookQuery, sqlite: bool, owners: list | None = None) -> tu
     return (*built, _params(q, fts, like, owners, sqlite))
 
 
-_OWNERS_BY_TRIGRAM = text("SELECT user_id FROM users_fts WHERE users_fts MATCH :q LIMIT :n")   # SQLite
-_OWNERS_BY_LIKE = (select(users.c.id).where(users.c.name.ilike(bindparam("pattern"), escape="\\"))
-                   .limit(bindparam("n", type_=None)))
+_OWNERS_BY_TRIGRAM = text("SELECT user_id FROM users_fts WHERE users_fts MATCH :q LIMIT :n")  # SQLite
+_OWNERS_BY_LIKE = (
+    select(users.c.id).where(users.c.name.ilike(bindparam("pattern"), escape="\\")).limit(bindparam("n", type_=None))
+)
 
 
 def owners_named(conn: Connection, text_: str, sqlite: bool) -> list[str] | None:

@@ -1,5 +1,6 @@
 """Notebook rows: insert, fetch, compare-and-set transitions, events. The list query lives in
 ``notebook_list``."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -44,22 +45,23 @@ def _status_in(statuses: Iterable[str]):
 
 
 def _timing_expired(now: int) -> list:
-    return [N.status == Status.RUNNING.value, N.lease_enable.is_(True), N.lease_type == "TIMING",
-            N.lease_duration.is_not(None), N.create_at + N.lease_duration <= now]
-
-
+    return [
+        N.status == Status.RUNNING.value,
+        N.lease_enable.is_(True),
+        N.lease_type == "TIMING",
+        N.lease_duration.is_not(None),
+        N.create_at + N.lease_duration <= now,
+    ]
 
 
 def running_with_idle_lease(conn: Connection):
-    stmt = select(notebooks).where(N.status == Status.RUNNING.value, N.lease_enable.is_(True),
-                                   N.lease_type == "IDLE")
+    stmt = select(notebooks).where(N.status == Status.RUNNING.value, N.lease_enable.is_(True), N.lease_type == "IDLE")
     return conn.execute(stmt).mappings().all()
 
 
-
-
-def compare_and_set(conn: Connection, notebook_id: str, version: int, values: dict,
-                    bump: bool = False, owner: str | None = None) -> bool:
+def compare_and_set(
+    conn: Connection, notebook_id: str, version: int, values: dict, bump: bool = False, owner: str | None = None
+) -> bool:
     """Apply ``values`` only if the row is still at ``version`` (and, with ``owner``, still claimed by
     that worker: a replica that lost its claim cannot write a result); bump the version on status changes."""
     if bump:
@@ -92,8 +94,11 @@ def count_owned(conn: Connection, user_id: str, feature: str | None = None) -> i
 
 def claim(conn: Connection, notebook_id: str, owner: str, now: int, until: int) -> bool:
     """Take the right to act on an instance, unless another live worker holds it."""
-    result = conn.execute(update(notebooks).where(N.id == notebook_id, _claimable(owner, now))
-                          .values(claim_owner=owner, claim_until=until))
+    result = conn.execute(
+        update(notebooks)
+        .where(N.id == notebook_id, _claimable(owner, now))
+        .values(claim_owner=owner, claim_until=until)
+    )
     return result.rowcount == 1
 
 
@@ -101,8 +106,9 @@ def _claimable(owner: str, now: int):
     return (N.claim_owner.is_(None)) | (N.claim_until < now) | (N.claim_owner == owner)
 
 
-def _claim_where(conn: Connection, cond: list, owner: str, now: int, until: int, exclude: Iterable[str],
-                 limit: int) -> list:
+def _claim_where(
+    conn: Connection, cond: list, owner: str, now: int, until: int, exclude: Iterable[str], limit: int
+) -> list:
     """Claim up to ``limit`` free rows matching ``cond``; return them as they are now.
 
     ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) lets replicas sweeping at the same moment take disjoint rows
@@ -119,14 +125,22 @@ def _claim_where(conn: Connection, cond: list, owner: str, now: int, until: int,
     return list(conn.execute(select(notebooks).where(N.id.in_(ids)).order_by(N.update_at, N.id)).mappings())
 
 
-def claim_in_status(conn: Connection, statuses: Iterable[str], owner: str, now: int, until: int,
-                    exclude: Iterable[str] = (), limit: int = 100) -> list:
+def claim_in_status(
+    conn: Connection,
+    statuses: Iterable[str],
+    owner: str,
+    now: int,
+    until: int,
+    exclude: Iterable[str] = (),
+    limit: int = 100,
+) -> list:
     """Claim instances in ``statuses`` (the transitional ones: work a replica must finish)."""
     return _claim_where(conn, [_status_in(statuses)], owner, now, until, exclude, limit)
 
 
-def claim_expired_timing(conn: Connection, owner: str, now: int, until: int, exclude: Iterable[str] = (),
-                         limit: int = 100) -> list:
+def claim_expired_timing(
+    conn: Connection, owner: str, now: int, until: int, exclude: Iterable[str] = (), limit: int = 100
+) -> list:
     """Claim RUNNING instances whose TIMING lease ran out, so exactly one replica stops each."""
     return _claim_where(conn, _timing_expired(now), owner, now, until, exclude, limit)
 
@@ -145,13 +159,15 @@ def renew(conn: Connection, notebook_ids: Iterable[str], owner: str, until: int)
     if not ids:
         return set()
     conn.execute(update(notebooks).where(N.id.in_(ids), N.claim_owner == owner).values(claim_until=until))
-    return set(conn.execute(select(N.id).where(N.id.in_(ids), N.claim_owner.is_not(None),
-                                               N.claim_owner != owner)).scalars())
+    return set(
+        conn.execute(select(N.id).where(N.id.in_(ids), N.claim_owner.is_not(None), N.claim_owner != owner)).scalars()
+    )
 
 
 def release(conn: Connection, notebook_id: str, owner: str) -> None:
-    conn.execute(update(notebooks).where(N.id == notebook_id, N.claim_owner == owner)
-                 .values(claim_owner=None, claim_until=None))
+    conn.execute(
+        update(notebooks).where(N.id == notebook_id, N.claim_owner == owner).values(claim_owner=None, claim_until=None)
+    )
 
 
 def release_owned(conn: Connection, owner: str) -> None:
@@ -177,15 +193,20 @@ def tags_in_use(conn: Connection, project_id: str, user_id: str | None, workspac
         cond.append(N.user_id == user_id)
     if workspace_id:
         cond.append(N.workspace_id == workspace_id)
-    stmt = (select(notebook_tags.c.key, notebook_tags.c.value).distinct()
-            .join(notebooks, N.id == notebook_tags.c.notebook_id).where(*cond)
-            .order_by(notebook_tags.c.key, notebook_tags.c.value))
+    stmt = (
+        select(notebook_tags.c.key, notebook_tags.c.value)
+        .distinct()
+        .join(notebooks, N.id == notebook_tags.c.notebook_id)
+        .where(*cond)
+        .order_by(notebook_tags.c.key, notebook_tags.c.value)
+    )
     return conn.execute(stmt).all()
 
 
 def add_event(conn: Connection, notebook_id: str, project_id: str, at: int, kind: str, message: str) -> None:
-    conn.execute(insert(events).values(notebook_id=notebook_id, project_id=project_id, at=at, kind=kind,
-                                       message=message))
+    conn.execute(
+        insert(events).values(notebook_id=notebook_id, project_id=project_id, at=at, kind=kind, message=message)
+    )
 
 
 def events_page(conn: Connection, notebook_id: str, offset: int, limit: int, descending: bool):

@@ -1,4 +1,5 @@
 """Counters of failed password sign-ins, keyed by a hash of what they count (an account or an address)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,11 @@ def counter_key(kind: str, value: str) -> str:
 
 def failures_of(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
     """``{key: (failures, last_failure_at)}`` for those of ``keys`` that have failures."""
-    rows = conn.execute(select(signin_failures.c.key, signin_failures.c.failures, signin_failures.c.last_failure_at)
-                        .where(signin_failures.c.key.in_(keys)))
+    rows = conn.execute(
+        select(signin_failures.c.key, signin_failures.c.failures, signin_failures.c.last_failure_at).where(
+            signin_failures.c.key.in_(keys)
+        )
+    )
     return {key: (failures, at) for key, failures, at in rows}
 
 
@@ -27,11 +31,18 @@ def add_failure(conn: Connection, key: str, now: int, forget_after_ms: int) -> N
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = insert(signin_failures).values(key=key, failures=1, last_failure_at=now)
     # One statement, so two replicas counting the same key at once both count.
-    conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={
-        "failures": case((signin_failures.c.last_failure_at <= now - forget_after_ms, 1),
-                         else_=signin_failures.c.failures + 1),
-        "last_failure_at": now,
-    }))
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "failures": case(
+                    (signin_failures.c.last_failure_at <= now - forget_after_ms, 1),
+                    else_=signin_failures.c.failures + 1,
+                ),
+                "last_failure_at": now,
+            },
+        )
+    )
 
 
 def clear(conn: Connection, key: str) -> None:

@@ -3,6 +3,7 @@
 Every status change is a compare-and-set on (id, version) and bumps the version, like notebook rows: an
 API detach and the reconciler finishing a mount cannot both win.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -32,8 +33,11 @@ def get(conn: Connection, mount_id: str):
 
 
 def of_notebook(conn: Connection, notebook_id: str) -> list:
-    return list(conn.execute(select(dynamic_storages).where(D.notebook_id == notebook_id)
-                             .order_by(D.create_at, D.id)).mappings())
+    return list(
+        conn.execute(
+            select(dynamic_storages).where(D.notebook_id == notebook_id).order_by(D.create_at, D.id)
+        ).mappings()
+    )
 
 
 def of_notebooks(conn: Connection, notebook_ids: Iterable[str]) -> dict[str, list]:
@@ -42,8 +46,9 @@ def of_notebooks(conn: Connection, notebook_ids: Iterable[str]) -> dict[str, lis
     out: dict[str, list] = {i: [] for i in ids}
     if not ids:
         return out
-    for row in conn.execute(select(dynamic_storages).where(D.notebook_id.in_(ids))
-                            .order_by(D.create_at, D.id)).mappings():
+    for row in conn.execute(
+        select(dynamic_storages).where(D.notebook_id.in_(ids)).order_by(D.create_at, D.id)
+    ).mappings():
         out[row["notebook_id"]].append(row)
     return out
 
@@ -53,8 +58,7 @@ def change(conn: Connection, mount_id: str, version: int, values: dict, *, owner
     cond = [D.id == mount_id, D.version == version]
     if owner is not None:
         cond.append(D.claim_owner == owner)
-    return conn.execute(update(dynamic_storages).where(*cond)
-                        .values(**values, version=D.version + 1)).rowcount == 1
+    return conn.execute(update(dynamic_storages).where(*cond).values(**values, version=D.version + 1)).rowcount == 1
 
 
 def remove(conn: Connection, mount_id: str, version: int, *, owner: str | None = None) -> bool:
@@ -79,14 +83,16 @@ def claim_work(conn: Connection, owner: str, now: int, until: int, exclude: Iter
     A MOUNTING mount of an instance that is not running waits: it is mounted once the instance runs."""
     exclude = list(exclude)
     running = select(notebooks.c.id).where(notebooks.c.status == "RUNNING")
-    cond: list[Any] = [IN_FLIGHT_SQL, D.status.in_(("MOUNTING", "UNMOUNTING")),
-            or_(D.status == "UNMOUNTING", D.notebook_id.in_(running)),
-            or_(D.claim_owner.is_(None), D.claim_until < now, D.claim_owner == owner)]
+    cond: list[Any] = [
+        IN_FLIGHT_SQL,
+        D.status.in_(("MOUNTING", "UNMOUNTING")),
+        or_(D.status == "UNMOUNTING", D.notebook_id.in_(running)),
+        or_(D.claim_owner.is_(None), D.claim_until < now, D.claim_owner == owner),
+    ]
     stmt = select(D.id).where(*cond)
     if exclude:
         stmt = stmt.where(D.id.not_in(exclude))
-    ids = list(conn.execute(stmt.order_by(D.update_at, D.id).limit(limit).with_for_update(skip_locked=True))
-               .scalars())
+    ids = list(conn.execute(stmt.order_by(D.update_at, D.id).limit(limit).with_for_update(skip_locked=True)).scalars())
     if not ids:
         return []
     conn.execute(update(dynamic_storages).where(D.id.in_(ids)).values(claim_owner=owner, claim_until=until))
@@ -94,8 +100,11 @@ def claim_work(conn: Connection, owner: str, now: int, until: int, exclude: Iter
 
 
 def release(conn: Connection, mount_id: str, owner: str) -> None:
-    conn.execute(update(dynamic_storages).where(D.id == mount_id, D.claim_owner == owner)
-                 .values(claim_owner=None, claim_until=None))
+    conn.execute(
+        update(dynamic_storages)
+        .where(D.id == mount_id, D.claim_owner == owner)
+        .values(claim_owner=None, claim_until=None)
+    )
 
 
 def release_all(conn: Connection) -> None:
@@ -111,14 +120,27 @@ def renew(conn: Connection, mount_ids: Iterable[str], owner: str, until: int) ->
 def instance_stopped(conn: Connection, notebook_id: str, now: int) -> None:
     """The instance stopped and nothing of it is mounted any more: detaches in flight are done (rows gone),
     every other mount waits for the next start as UNMOUNTED."""
-    conn.execute(delete(dynamic_storages).where(D.notebook_id == notebook_id,
-                                                D.status.in_(("UNMOUNTING", "UNMOUNT_FAILED"))))
-    conn.execute(update(dynamic_storages).where(D.notebook_id == notebook_id)
-                 .values(status="UNMOUNTED", failure_reason=None, claim_owner=None, claim_until=None,
-                         update_at=now, version=D.version + 1))
+    conn.execute(
+        delete(dynamic_storages).where(D.notebook_id == notebook_id, D.status.in_(("UNMOUNTING", "UNMOUNT_FAILED")))
+    )
+    conn.execute(
+        update(dynamic_storages)
+        .where(D.notebook_id == notebook_id)
+        .values(
+            status="UNMOUNTED",
+            failure_reason=None,
+            claim_owner=None,
+            claim_until=None,
+            update_at=now,
+            version=D.version + 1,
+        )
+    )
 
 
 def instance_started(conn: Connection, notebook_id: str, now: int) -> None:
     """The instance runs again: every kept mount is mounted again (by the reconciler)."""
-    conn.execute(update(dynamic_storages).where(D.notebook_id == notebook_id, D.status != "UNMOUNTING")
-                 .values(status="MOUNTING", failure_reason=None, update_at=now, version=D.version + 1))
+    conn.execute(
+        update(dynamic_storages)
+        .where(D.notebook_id == notebook_id, D.status != "UNMOUNTING")
+        .values(status="MOUNTING", failure_reason=None, update_at=now, version=D.version + 1)
+    )

@@ -4,6 +4,7 @@
 this package's pytest plugin) gives an nbfleet on a loopback port with the simulated runtime, a throwaway store
 and a clock the test moves. Importing this package loads neither Jupyter nor a database server.
 """
+
 from __future__ import annotations
 
 from .emulation import Clock, Emulator, EmulatorError, User, emulator, sdk_client, start_emulator

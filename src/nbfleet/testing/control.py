@@ -12,6 +12,7 @@ next — the end of a simulated step, a TIMING lease's expiry, an idle window's 
 that two hours pass "exactly as if they had passed": a lease that ends after one hour stops the instance at
 that hour, and the stop itself completes a step later.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,7 @@ from ..store import notebook_repo
 
 # What ``seed`` may put instances in: the stable statuses, and CREATING (an ordinary create).
 SEEDABLE = ("RUNNING", "STOPPED", "CREATING", "CREATE_FAILED", "START_FAILED", "ERROR", "FROZEN")
-SETTLE_TIMEOUT = 30.0          # seconds of real time a settle may take before the test hears about it
+SETTLE_TIMEOUT = 30.0  # seconds of real time a settle may take before the test hears about it
 MAX_EVENTS_PER_ADVANCE = 10_000
 
 
@@ -39,7 +40,7 @@ class SettleTimeout(Exception):
 
 
 class TestControl:
-    __test__ = False   # pytest: not a test class
+    __test__ = False  # pytest: not a test class
 
     def __init__(self, clock: ControlledClock, runtime: SimulatedRuntime, reconciler, notebooks, identity):
         self.clock = clock
@@ -47,7 +48,7 @@ class TestControl:
         self.reconciler = reconciler
         self.notebooks = notebooks
         self.identity = identity
-        self._lock = asyncio.Lock()   # one advance at a time: each settles the whole server
+        self._lock = asyncio.Lock()  # one advance at a time: each settles the whole server
         # Every progress step written when it happens: what a test reads after moving the clock is current.
         reconciler.progress_flush_seconds = 0
 
@@ -116,8 +117,13 @@ class TestControl:
         now = self.clock.now_ms()
         times = []
         for row in rows:
-            lease = Lease(row["create_at"], row["lease_duration"], bool(row["lease_enable"]),
-                          LeaseType(row["lease_type"]), row["lease_update_at"])
+            lease = Lease(
+                row["create_at"],
+                row["lease_duration"],
+                bool(row["lease_enable"]),
+                LeaseType(row["lease_type"]),
+                row["lease_update_at"],
+            )
             expires = lease.expires_at()
             if expires is not None:
                 times.append(expires)
@@ -165,7 +171,8 @@ class TestControl:
         # A sweep may wait on the clock itself (an observation stops a dead instance inline): then it is as
         # far as it can get at this time.
         while self.reconciler.sweeps_finished <= started and not (
-                self.reconciler.sweeps_started > started and self.reconciler.sweeping_task() in self.clock.parked):
+            self.reconciler.sweeps_started > started and self.reconciler.sweeping_task() in self.clock.parked
+        ):
             if loop.time() > deadline:
                 raise SettleTimeout("the reconciler did not sweep; see the server's log")
             await asyncio.sleep(0.001)
@@ -186,13 +193,15 @@ class TestControl:
         self.runtime.crashed[notebook_id] = reason
 
     def set_activity(self, notebook_id: str, *, busy: bool, last_activity_ms: int | None) -> None:
-        self.runtime.activity_of[notebook_id] = Activity(last_activity_ms=last_activity_ms, busy=busy,
-                                                         detail="set by a test")
+        self.runtime.activity_of[notebook_id] = Activity(
+            last_activity_ms=last_activity_ms, busy=busy, detail="set by a test"
+        )
 
     # --- users and instances ------------------------------------------------------------------------
     def user(self, project_id: str, name: str, *, quota: int | None = None) -> dict:
         """A user of the project with an access key (created if missing; a new key each call)."""
         from ..store import identity_repo
+
         with self.identity.db.read() as conn:
             existing = identity_repo.find_user_by_name(conn, name)
         if existing is None:
@@ -222,13 +231,13 @@ class TestControl:
         async with self._lock:
             sweeping = self.reconciler.sweeping_task()
             work = [t for t in self.reconciler.work_in_progress() if t is not sweeping]
-            for task in work:   # work on instances about to vanish: nothing of it may land afterwards
+            for task in work:  # work on instances about to vanish: nothing of it may land afterwards
                 task.cancel()
             await asyncio.gather(*work, return_exceptions=True)
             self.clear_failures()
             self.runtime.crashed.clear()
             self.runtime.activity_of.clear()
-            self.clock.wake_all()   # a sweep waiting on the clock finishes now, before the rows go
+            self.clock.wake_all()  # a sweep waiting on the clock finishes now, before the rows go
             deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT
             while self.reconciler.sweeping_task() is not None:
                 if asyncio.get_running_loop().time() > deadline:
@@ -249,18 +258,21 @@ def _initial_values(status: Status, now: int) -> dict:
         placement = Placement(host="127.0.0.1", details={"runtime": "simulated"}).to_json()
     elif status in (Status.CREATE_FAILED, Status.START_FAILED, Status.ERROR):
         fail_reason = f"seeded in {status.value} by a test"
-    return {"status": status.value, "desired": Status.RUNNING.value if status is Status.RUNNING
-            else Status.STOPPED.value,
-            "action_progress": orjson.dumps(progress).decode() if progress is not None else None,
-            "placement": orjson.dumps(placement).decode() if placement is not None else None,
-            "ip": "127.0.0.1" if placement is not None else None, "fail_reason": fail_reason,
-            "last_activity_at": now if status is Status.RUNNING else None}
+    return {
+        "status": status.value,
+        "desired": Status.RUNNING.value if status is Status.RUNNING else Status.STOPPED.value,
+        "action_progress": orjson.dumps(progress).decode() if progress is not None else None,
+        "placement": orjson.dumps(placement).decode() if placement is not None else None,
+        "ip": "127.0.0.1" if placement is not None else None,
+        "fail_reason": fail_reason,
+        "last_activity_at": now if status is Status.RUNNING else None,
+    }
 
 
 def _delete_all_instances(conn) -> None:
     from sqlalchemy import delete
 
     from ..store.tables import dynamic_storages, events, notebook_tags, notebooks
-    for table in (dynamic_storages, notebook_tags, events, notebooks):   # children first (SQLite may not cascade)
-        conn.execute(delete(table))
 
+    for table in (dynamic_storages, notebook_tags, events, notebooks):  # children first (SQLite may not cascade)
+        conn.execute(delete(table))

@@ -9,6 +9,7 @@ the server beyond the API — moving time, scripting failures, seeding — goes 
 A migrated and bootstrapped store is made once per process and copied for each server, so a server costs
 its thread, its port and a copy of a small file (see ``bench/testing_fixture.py``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,12 +56,17 @@ def sdk_client(endpoint: str, ak: str, sk: str, project_id: str, *, timeout: tup
         from huaweicloudsdkcore.auth.credentials import BasicCredentials
         from huaweicloudsdkcore.http.http_config import HttpConfig
         from huaweicloudsdkmodelarts.v1 import ModelArtsClient
-    except ImportError as exc:   # the emulator itself does not need the SDK; a client does
+    except ImportError as exc:  # the emulator itself does not need the SDK; a client does
         raise EmulatorError("the official SDK is not installed: pip install huaweicloudsdkmodelarts") from exc
     config = HttpConfig.get_default_config()
     config.timeout = timeout
-    return (ModelArtsClient.new_builder().with_http_config(config)
-            .with_credentials(BasicCredentials(ak, sk, project_id)).with_endpoint(endpoint).build())
+    return (
+        ModelArtsClient.new_builder()
+        .with_http_config(config)
+        .with_credentials(BasicCredentials(ak, sk, project_id))
+        .with_endpoint(endpoint)
+        .build()
+    )
 
 
 class Clock:
@@ -80,11 +86,20 @@ class Clock:
     def frozen(self) -> bool:
         return self._env._control("GET", "/clock")["frozen"]
 
-    def advance(self, delta: timedelta | None = None, *, days: float = 0, hours: float = 0, minutes: float = 0,
-                seconds: float = 0, milliseconds: float = 0) -> datetime:
+    def advance(
+        self,
+        delta: timedelta | None = None,
+        *,
+        days: float = 0,
+        hours: float = 0,
+        minutes: float = 0,
+        seconds: float = 0,
+        milliseconds: float = 0,
+    ) -> datetime:
         """Move the clock forward (``advance(hours=2)`` or ``advance(timedelta(hours=2))``); returns the new time."""
-        step = (delta or timedelta()) + timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds,
-                                                  milliseconds=milliseconds)
+        step = (delta or timedelta()) + timedelta(
+            days=days, hours=hours, minutes=minutes, seconds=seconds, milliseconds=milliseconds
+        )
         ms = int(step.total_seconds() * 1000)
         if ms < 0:
             raise ValueError("the clock only moves forward")
@@ -132,11 +147,13 @@ class Emulator:
         for; shared, closed with the emulator."""
         if self._api is None:
             from ..cli.client import ApiClient, Credentials
+
             self._api = ApiClient(Credentials(self.endpoint, self.project_id, self.ak, self.sk))
         return self._api
 
     def _control(self, method: str, path: str, body: dict | None = None) -> dict:
         from ..cli.client import ApiError
+
         try:
             return self.api().request(method, f"/nbfleet/testing{path}", body=body) or {}
         except ApiError as exc:
@@ -152,8 +169,15 @@ class Emulator:
         u = self._control("POST", "/users", body)
         return User(u["user_name"], u["user_id"], u["project_id"], u["ak"], u["sk"], self.endpoint)
 
-    def seed(self, count: int = 1, *, status: str = "RUNNING", owner: str | None = None,
-             name_prefix: str | None = None, **create_fields: Any) -> list[str]:
+    def seed(
+        self,
+        count: int = 1,
+        *,
+        status: str = "RUNNING",
+        owner: str | None = None,
+        name_prefix: str | None = None,
+        **create_fields: Any,
+    ) -> list[str]:
         """``count`` instances in ``status`` (RUNNING, STOPPED, CREATING, CREATE_FAILED, START_FAILED, ERROR,
         FROZEN) owned by ``owner`` (a user name, made on first use; default the admin), in one call. Other
         keyword arguments are create-request fields (``flavor``, ``image_id``, ``duration``, ``description``…).
@@ -165,8 +189,7 @@ class Emulator:
             body["name_prefix"] = name_prefix
         return self._control("POST", "/seed", body)["ids"]
 
-    def fail_next(self, op: str, reason: str | None = None, *, name: str = "*", step: int = 4,
-                  count: int = 1) -> None:
+    def fail_next(self, op: str, reason: str | None = None, *, name: str = "*", step: int = 4, count: int = 1) -> None:
         """The next ``count`` times ``op`` (create, start, stop, delete, commit, mount) runs for an instance
         whose name matches ``name`` (a glob), it fails — a create or start at progress step ``step`` (1-4),
         leaving the instance in CREATE_FAILED or START_FAILED with ``reason``."""
@@ -185,7 +208,7 @@ class Emulator:
     def crash(self, notebook_id: str, reason: str | None = None) -> None:
         """The instance dies as if its process had; the server notices at once and marks it ERROR."""
         self._control("POST", f"/instances/{notebook_id}/crash", {"reason": reason} if reason else {})
-        self._control("POST", "/clock", {"advance_ms": 0})   # an observation, now
+        self._control("POST", "/clock", {"advance_ms": 0})  # an observation, now
 
     def set_activity(self, notebook_id: str, *, busy: bool = False, last_activity: datetime | int | None = None):
         """What the instance reports for idle auto-stop (IDLE leases): busy kernels are never idle; otherwise
@@ -229,15 +252,16 @@ def _template() -> Path:
     with _template_lock:
         if _template_dir is None or not (_template_dir / "nbfleet.db").exists():
             from ..app import open_store
+
             path = Path(tempfile.mkdtemp(prefix="nbfleet-testing-template-"))
             settings = _settings_class()(data_dir=path, runtime="simulated")
             db, identity = open_store(settings)
             try:
                 identity.bootstrap(path, "http://127.0.0.1")
             finally:
-                db.dispose()   # the last connection closed: the WAL is folded into the file
+                db.dispose()  # the last connection closed: the WAL is folded into the file
             _template_dir = path
-            atexit.register(shutil.rmtree, path, True)   # nothing of a test run stays behind
+            atexit.register(shutil.rmtree, path, True)  # nothing of a test run stays behind
         return _template_dir
 
 
@@ -283,7 +307,7 @@ class _ServerThread:
                     return
                 await owner._exit.wait()
 
-            def install_signal_handlers(self) -> None:   # the test's process keeps its own handlers
+            def install_signal_handlers(self) -> None:  # the test's process keeps its own handlers
                 return None
 
             async def shutdown(self, sockets=None) -> None:
@@ -291,23 +315,33 @@ class _ServerThread:
                 stop accepting, ask each connection to end, give their requests up to 5 s, then the app's
                 own shutdown (the reconciler and the store)."""
                 if not hasattr(self, "server_state") or not hasattr(self, "servers"):
-                    await super().shutdown(sockets)   # a uvicorn whose insides differ: its own way
+                    await super().shutdown(sockets)  # a uvicorn whose insides differ: its own way
                     return
                 for server in self.servers:
                     server.close()
                 for connection in list(self.server_state.connections):
                     connection.shutdown()
                 deadline = asyncio.get_running_loop().time() + 5
-                while (self.server_state.connections or self.server_state.tasks) \
-                        and asyncio.get_running_loop().time() < deadline:
+                while (
+                    self.server_state.connections or self.server_state.tasks
+                ) and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(0.002)
                 for task in list(self.server_state.tasks):
                     task.cancel()
                 await self.lifespan.shutdown()
 
         self.sock = sock
-        self.server = Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
-                                            server_header=False, date_header=False, timeout_graceful_shutdown=5))
+        self.server = Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+                server_header=False,
+                date_header=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="nbfleet-emulator", daemon=True)
 
@@ -318,12 +352,13 @@ class _ServerThread:
         loop: asyncio.AbstractEventLoop
         try:
             import uvloop
+
             loop = uvloop.new_event_loop()
         except ImportError:
             loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self.server.serve(sockets=[self.sock]))
-        except BaseException as exc:   # reported by start()
+        except BaseException as exc:  # reported by start()
             self.error = exc
         finally:
             loop.close()
@@ -341,14 +376,19 @@ class _ServerThread:
         self._stop.set()
         self.server.should_exit = True
         if self._loop is not None and self._exit is not None:
-            with contextlib.suppress(RuntimeError):   # the loop has ended already
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
                 self._loop.call_soon_threadsafe(self._exit.set)
         self.thread.join(START_TIMEOUT)
         self.sock.close()
 
 
-def start_emulator(*, step_seconds: float = 2.0, frozen: bool = False, failures: list[str] | tuple[str, ...] = (),
-                   settings: dict[str, Any] | None = None) -> Emulator:
+def start_emulator(
+    *,
+    step_seconds: float = 2.0,
+    frozen: bool = False,
+    failures: list[str] | tuple[str, ...] = (),
+    settings: dict[str, Any] | None = None,
+) -> Emulator:
     """Start an emulated server (see ``emulator``); the caller closes it."""
     from ..app import create_app
     from ..clock import ControlledClock
@@ -358,11 +398,21 @@ def start_emulator(*, step_seconds: float = 2.0, frozen: bool = False, failures:
     try:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        config = _settings_class()(**{"data_dir": data_dir, "host": "127.0.0.1", "port": port,
-                                      "runtime": "simulated", "testing": True, "migrate": False,
-                                      "simulated_delay": step_seconds, "simulated_fail": list(failures),
-                                      "ssh_port": 0, "refuse_replayed_requests": False,
-                                      **(settings or {})})
+        config = _settings_class()(
+            **{
+                "data_dir": data_dir,
+                "host": "127.0.0.1",
+                "port": port,
+                "runtime": "simulated",
+                "testing": True,
+                "migrate": False,
+                "simulated_delay": step_seconds,
+                "simulated_fail": list(failures),
+                "ssh_port": 0,
+                "refuse_replayed_requests": False,
+                **(settings or {}),
+            }
+        )
         app = create_app(config, clock=ControlledClock(frozen=frozen), announce=lambda text: None)
         server = _ServerThread(app, sock)
         server.start()
@@ -385,10 +435,20 @@ class emulator(contextlib.ContextDecorator):  # noqa: N801 - used like a functio
     nbfleet setting (``{"instance_quota": 3}``, lease limits…).
     """
 
-    def __init__(self, *, step_seconds: float = 2.0, frozen: bool = False,
-                 failures: list[str] | tuple[str, ...] = (), settings: dict[str, Any] | None = None):
-        self._options: dict[str, Any] = {"step_seconds": step_seconds, "frozen": frozen, "failures": failures,
-                                         "settings": settings}
+    def __init__(
+        self,
+        *,
+        step_seconds: float = 2.0,
+        frozen: bool = False,
+        failures: list[str] | tuple[str, ...] = (),
+        settings: dict[str, Any] | None = None,
+    ):
+        self._options: dict[str, Any] = {
+            "step_seconds": step_seconds,
+            "frozen": frozen,
+            "failures": failures,
+            "settings": settings,
+        }
         self._env: Emulator | None = None
 
     def __enter__(self) -> Emulator:
@@ -405,4 +465,5 @@ class emulator(contextlib.ContextDecorator):  # noqa: N801 - used like a functio
         def wrapped(*args, **kwargs):
             with emulator(**self._options) as env:
                 return func(env, *args, **kwargs)
+
         return wrapped

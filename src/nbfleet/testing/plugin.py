@@ -14,6 +14,7 @@ one test (function scope only: a session's server is made before any test's mark
 Nothing is imported from nbfleet until a fixture is used: the plugin costs a test run that does not use it
 nothing.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -26,15 +27,23 @@ SCOPES: tuple[Scope, ...] = ("function", "session")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("nbfleet", "nbfleet emulator (nbfleet.testing)")
-    group.addoption("--nbfleet-scope", choices=SCOPES, default=None,
-                    help="lifetime of the nbfleet_server fixture's server: function (default) or session")
-    parser.addini("nbfleet_scope", "lifetime of the nbfleet_server fixture's server: function or session",
-                  default="function")
+    group.addoption(
+        "--nbfleet-scope",
+        choices=SCOPES,
+        default=None,
+        help="lifetime of the nbfleet_server fixture's server: function (default) or session",
+    )
+    parser.addini(
+        "nbfleet_scope", "lifetime of the nbfleet_server fixture's server: function or session", default="function"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "nbfleet(step_seconds=2.0, frozen=False, failures=(), settings=None): "
-                                       "options of the nbfleet_server fixture's server for this test")
+    config.addinivalue_line(
+        "markers",
+        "nbfleet(step_seconds=2.0, frozen=False, failures=(), settings=None): "
+        "options of the nbfleet_server fixture's server for this test",
+    )
 
 
 def _scope(fixture_name: str, config: pytest.Config) -> Scope:
@@ -48,6 +57,7 @@ def _scope(fixture_name: str, config: pytest.Config) -> Scope:
 @pytest.fixture(scope=_scope)
 def _nbfleet_emulator(request: pytest.FixtureRequest):
     from .emulation import start_emulator
+
     options = {}
     if request.scope == "function":
         marker = request.node.get_closest_marker("nbfleet")

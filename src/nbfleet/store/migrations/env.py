@@ -1,4 +1,5 @@
 """Alembic environment: run against the connection nbfleet hands over (or the configured URL)."""
+
 from __future__ import annotations
 
 from alembic import context
@@ -22,8 +23,7 @@ def run() -> None:
 
 
 def _migrate(connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
-                      compare_type=True)
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
 

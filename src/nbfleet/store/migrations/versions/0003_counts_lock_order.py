@@ -14,6 +14,7 @@ them, which several API replicas and reconcilers make likely. Taking the rows in
 
 SQLite runs one writer at a time and needs nothing.
 """
+
 from alembic import op
 
 revision = "0003"
@@ -23,10 +24,12 @@ depends_on = None
 
 
 def _count_sql(sign: str, row: str, user: str) -> str:
-    return (f"INSERT INTO notebook_counts (project_id, workspace_id, feature, user_id, status, n) "
-            f"VALUES ({row}.project_id, {row}.workspace_id, {row}.feature, {user}, {row}.status, {sign}1) "
-            f"ON CONFLICT (project_id, workspace_id, feature, user_id, status) "
-            f"DO UPDATE SET n = notebook_counts.n {sign} 1")
+    return (
+        f"INSERT INTO notebook_counts (project_id, workspace_id, feature, user_id, status, n) "
+        f"VALUES ({row}.project_id, {row}.workspace_id, {row}.feature, {user}, {row}.status, {sign}1) "
+        f"ON CONFLICT (project_id, workspace_id, feature, user_id, status) "
+        f"DO UPDATE SET n = notebook_counts.n {sign} 1"
+    )
 
 
 def upgrade() -> None:

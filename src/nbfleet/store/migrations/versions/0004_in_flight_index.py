@@ -8,6 +8,7 @@ The reconciler asks for INIT/CREATING/STARTING/STOPPING/DELETING rows many times
 few, but per-status averages in the planner's statistics make a plain status index look useless, and
 SQLite then scans the table. A partial index holds only those rows.
 """
+
 import sqlalchemy as sa
 from alembic import op
 

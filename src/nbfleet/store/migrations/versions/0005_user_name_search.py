@@ -10,6 +10,7 @@ first finds the matching users in their own small trigram index and then lists t
 through the owner index and the counter rows, instead of intersecting large trigram lists over every
 instance (see store/notebook_list.py).
 """
+
 from alembic import op
 
 revision = "0005"
@@ -24,16 +25,24 @@ def upgrade() -> None:
         # point at (an implicit rowid may change on VACUUM).
         op.execute("CREATE VIRTUAL TABLE users_fts USING fts5(user_id UNINDEXED, name, tokenize='trigram')")
         op.execute("INSERT INTO users_fts (user_id, name) SELECT id, name FROM users")
-        op.execute("CREATE TRIGGER users_fts_insert AFTER INSERT ON users BEGIN "
-                   "INSERT INTO users_fts (user_id, name) VALUES (NEW.id, NEW.name); END")
-        op.execute("CREATE TRIGGER users_fts_delete AFTER DELETE ON users BEGIN "
-                   "DELETE FROM users_fts WHERE user_id = OLD.id; END")
-        op.execute("CREATE TRIGGER users_fts_update AFTER UPDATE OF id, name ON users BEGIN "
-                   "DELETE FROM users_fts WHERE user_id = OLD.id; "
-                   "INSERT INTO users_fts (user_id, name) VALUES (NEW.id, NEW.name); END")
+        op.execute(
+            "CREATE TRIGGER users_fts_insert AFTER INSERT ON users BEGIN "
+            "INSERT INTO users_fts (user_id, name) VALUES (NEW.id, NEW.name); END"
+        )
+        op.execute(
+            "CREATE TRIGGER users_fts_delete AFTER DELETE ON users BEGIN "
+            "DELETE FROM users_fts WHERE user_id = OLD.id; END"
+        )
+        op.execute(
+            "CREATE TRIGGER users_fts_update AFTER UPDATE OF id, name ON users BEGIN "
+            "DELETE FROM users_fts WHERE user_id = OLD.id; "
+            "INSERT INTO users_fts (user_id, name) VALUES (NEW.id, NEW.name); END"
+        )
     else:
-        op.execute("DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN "
-                   "CREATE INDEX ix_users_name_trgm ON users USING gin (name gin_trgm_ops); END IF; END $$")
+        op.execute(
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN "
+            "CREATE INDEX ix_users_name_trgm ON users USING gin (name gin_trgm_ops); END IF; END $$"
+        )
 
 
 def downgrade() -> None:

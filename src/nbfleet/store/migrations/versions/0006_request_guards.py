@@ -18,6 +18,7 @@ Create Date: 2026-11-27
   sealed here, which needs that key (``nbfleet serve`` and ``nbfleet db upgrade`` hand it over). The
   column becomes text: a sealed token is longer than 64 characters.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -46,7 +47,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_signin_failures_last_failure_at", "signin_failures", ["last_failure_at"])
     op.add_column("tokens", sa.Column("origin", sa.String(16), nullable=False, server_default="password"))
-    if op.get_bind().dialect.name == "postgresql":   # SQLite does not enforce a VARCHAR's length
+    if op.get_bind().dialect.name == "postgresql":  # SQLite does not enforce a VARCHAR's length
         op.alter_column("notebooks", "token", type_=sa.Text, existing_type=sa.String(64), existing_nullable=False)
     _rewrite_tokens(lambda secrets: secrets.seal)
 
@@ -70,18 +71,24 @@ def _rewrite_tokens(transform_with) -> None:
         return
     secrets = op.get_context().config.attributes.get("secrets")
     if secrets is None:
-        raise RuntimeError("migration 0006 seals the notebook tokens with the installation's secret key; "
-                           "run it through `nbfleet db upgrade` (or `nbfleet serve`)")
+        raise RuntimeError(
+            "migration 0006 seals the notebook tokens with the installation's secret key; "
+            "run it through `nbfleet db upgrade` (or `nbfleet serve`)"
+        )
     _check_key(bind, secrets)
     transform = transform_with(secrets)
     last = -1
     while True:
-        rows = bind.execute(sa.text("SELECT seq, token FROM notebooks WHERE seq > :last ORDER BY seq LIMIT :n"),
-                            {"last": last, "n": BATCH}).all()
+        rows = bind.execute(
+            sa.text("SELECT seq, token FROM notebooks WHERE seq > :last ORDER BY seq LIMIT :n"),
+            {"last": last, "n": BATCH},
+        ).all()
         if not rows:
             return
-        bind.execute(sa.text("UPDATE notebooks SET token = :token WHERE seq = :seq"),
-                     [{"seq": seq, "token": transform(token)} for seq, token in rows])
+        bind.execute(
+            sa.text("UPDATE notebooks SET token = :token WHERE seq = :seq"),
+            [{"seq": seq, "token": transform(token)} for seq, token in rows],
+        )
         last = rows[-1][0]
 
 
@@ -94,5 +101,7 @@ def _check_key(bind, secrets) -> None:
     try:
         secrets.open(sealed)
     except ValueError:
-        raise RuntimeError("the secret key (NBFLEET_SECRET_KEY or <data dir>/secret.key) is not the one that "
-                           "encrypted the access keys in this database; migrate with the installation's key") from None
+        raise RuntimeError(
+            "the secret key (NBFLEET_SECRET_KEY or <data dir>/secret.key) is not the one that "
+            "encrypted the access keys in this database; migrate with the installation's key"
+        ) from None

@@ -16,6 +16,7 @@ Create Date: 2026-12-01
 - ``ix_notebooks_in_flight`` also holds SNAPSHOTTING rows, which the reconciler now claims like any
   other work in flight (an instance being saved as an image).
 """
+
 import uuid
 
 import sqlalchemy as sa
@@ -36,8 +37,9 @@ IN_FLIGHT_AFTER = sa.text("status IN ('INIT', 'CREATING', 'STARTING', 'STOPPING'
 
 def _group_id(project_id, owner_id, namespace, name) -> str:
     # The formula of nbfleet.domain.images.group_id at this revision, kept here as it was.
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nbfleet:image-group:{project_id or ''}:{owner_id or ''}:"
-                                              f"{namespace}/{name}"))
+    return str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"nbfleet:image-group:{project_id or ''}:{owner_id or ''}:{namespace}/{name}")
+    )
 
 
 def upgrade() -> None:
@@ -67,48 +69,93 @@ def upgrade() -> None:
         batch.alter_column("group_id", existing_type=sa.String(36), nullable=False)
     op.create_index("ix_images_group", "images", ["group_id", "status"])
     op.create_index("ix_images_swr_path", "images", ["swr_path", "status"])
-    op.create_index("uq_images_owner_tag", "images", ["project_id", "owner_id", "namespace", "name", "tag"],
-                    unique=True, sqlite_where=LIVE, postgresql_where=LIVE)
-    op.create_index("uq_images_saved_path", "images", ["swr_path"], unique=True, sqlite_where=SAVED_LIVE,
-                    postgresql_where=SAVED_LIVE)
-    op.create_index("ix_images_saving", "images", ["source_notebook_id"], sqlite_where=SAVING,
-                    postgresql_where=SAVING)
+    op.create_index(
+        "uq_images_owner_tag",
+        "images",
+        ["project_id", "owner_id", "namespace", "name", "tag"],
+        unique=True,
+        sqlite_where=LIVE,
+        postgresql_where=LIVE,
+    )
+    op.create_index(
+        "uq_images_saved_path",
+        "images",
+        ["swr_path"],
+        unique=True,
+        sqlite_where=SAVED_LIVE,
+        postgresql_where=SAVED_LIVE,
+    )
+    op.create_index("ix_images_saving", "images", ["source_notebook_id"], sqlite_where=SAVING, postgresql_where=SAVING)
     op.create_index("ix_images_purge", "images", ["id"], sqlite_where=PURGE, postgresql_where=PURGE)
 
     op.create_index("ix_notebooks_image_id", "notebooks", ["image_id"])
     op.drop_index("ix_notebooks_in_flight", table_name="notebooks")
-    op.create_index("ix_notebooks_in_flight", "notebooks", ["status"], sqlite_where=IN_FLIGHT_AFTER,
-                    postgresql_where=IN_FLIGHT_AFTER)
+    op.create_index(
+        "ix_notebooks_in_flight",
+        "notebooks",
+        ["status"],
+        sqlite_where=IN_FLIGHT_AFTER,
+        postgresql_where=IN_FLIGHT_AFTER,
+    )
 
 
 def _fill_groups() -> None:
     """Give every existing image its group id, and every group its row (no guide text, no tags)."""
     bind = op.get_bind()
-    rows = bind.execute(sa.text("SELECT id, project_id, owner_id, namespace, name, type, workspace_id, "
-                                "create_at, update_at FROM images")).all()
+    rows = bind.execute(
+        sa.text(
+            "SELECT id, project_id, owner_id, namespace, name, type, workspace_id, create_at, update_at FROM images"
+        )
+    ).all()
     groups: dict[str, dict] = {}
     for row in rows:
         gid = _group_id(row.project_id, row.owner_id, row.namespace, row.name)
         bind.execute(sa.text("UPDATE images SET group_id = :gid WHERE id = :id"), {"gid": gid, "id": row.id})
-        group = groups.setdefault(gid, {"id": gid, "project_id": row.project_id, "owner_id": row.owner_id,
-                                        "type": row.type, "namespace": row.namespace, "name": row.name,
-                                        "workspace_id": row.workspace_id, "create_at": row.create_at,
-                                        "update_at": row.update_at})
+        group = groups.setdefault(
+            gid,
+            {
+                "id": gid,
+                "project_id": row.project_id,
+                "owner_id": row.owner_id,
+                "type": row.type,
+                "namespace": row.namespace,
+                "name": row.name,
+                "workspace_id": row.workspace_id,
+                "create_at": row.create_at,
+                "update_at": row.update_at,
+            },
+        )
         group["create_at"] = min(group["create_at"], row.create_at)
         group["update_at"] = max(group["update_at"], row.update_at)
     if groups:
-        bind.execute(sa.text("INSERT INTO image_groups (id, project_id, owner_id, type, namespace, name, "
-                             "workspace_id, create_at, update_at) VALUES (:id, :project_id, :owner_id, :type, "
-                             ":namespace, :name, :workspace_id, :create_at, :update_at)"), list(groups.values()))
+        bind.execute(
+            sa.text(
+                "INSERT INTO image_groups (id, project_id, owner_id, type, namespace, name, "
+                "workspace_id, create_at, update_at) VALUES (:id, :project_id, :owner_id, :type, "
+                ":namespace, :name, :workspace_id, :create_at, :update_at)"
+            ),
+            list(groups.values()),
+        )
 
 
 def downgrade() -> None:
     op.drop_index("ix_notebooks_in_flight", table_name="notebooks")
-    op.create_index("ix_notebooks_in_flight", "notebooks", ["status"], sqlite_where=IN_FLIGHT_BEFORE,
-                    postgresql_where=IN_FLIGHT_BEFORE)
+    op.create_index(
+        "ix_notebooks_in_flight",
+        "notebooks",
+        ["status"],
+        sqlite_where=IN_FLIGHT_BEFORE,
+        postgresql_where=IN_FLIGHT_BEFORE,
+    )
     op.drop_index("ix_notebooks_image_id", table_name="notebooks")
-    for index in ("ix_images_purge", "ix_images_saving", "uq_images_saved_path", "uq_images_owner_tag",
-                  "ix_images_swr_path", "ix_images_group"):
+    for index in (
+        "ix_images_purge",
+        "ix_images_saving",
+        "uq_images_saved_path",
+        "uq_images_owner_tag",
+        "ix_images_swr_path",
+        "ix_images_group",
+    ):
         op.drop_index(index, table_name="images")
     with op.batch_alter_table("images") as batch:
         batch.drop_column("purge")

@@ -9,6 +9,7 @@ Create Date: 2026-11-30
   unique per instance; rows go with their instance.
 - ``ix_dynamic_storages_work``: the reconciler looks for mounts in flight every sweep; they are few.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -38,13 +39,15 @@ def upgrade() -> None:
         sa.Column("create_at", sa.BigInteger, nullable=False),
         sa.Column("update_at", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_dynamic_storages"),
-        sa.ForeignKeyConstraint(["notebook_id"], ["notebooks.id"], ondelete="CASCADE",
-                                name="fk_dynamic_storages_notebook_id_notebooks"),
+        sa.ForeignKeyConstraint(
+            ["notebook_id"], ["notebooks.id"], ondelete="CASCADE", name="fk_dynamic_storages_notebook_id_notebooks"
+        ),
     )
     op.create_index("ix_dynamic_storages_notebook", "dynamic_storages", ["notebook_id", "create_at"])
     op.create_index("uq_dynamic_storages_path", "dynamic_storages", ["notebook_id", "mount_path"], unique=True)
-    op.create_index("ix_dynamic_storages_work", "dynamic_storages", ["status"],
-                    sqlite_where=IN_FLIGHT, postgresql_where=IN_FLIGHT)
+    op.create_index(
+        "ix_dynamic_storages_work", "dynamic_storages", ["status"], sqlite_where=IN_FLIGHT, postgresql_where=IN_FLIGHT
+    )
 
 
 def downgrade() -> None:

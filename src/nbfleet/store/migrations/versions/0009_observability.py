@@ -11,6 +11,7 @@ Create Date: 2026-11-30
   answer's status and error code), pruned after ``NBFLEET_AUDIT_RETENTION_DAYS``. Indexed for the three
   ways it is read: by time, by user, by instance.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
