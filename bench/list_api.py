@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,18 @@ sys.path.insert(0, str(ROOT))
 from bench._report import median, percentile, publish, table  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
 from tests.support import Creds, encode_query, sign_headers  # noqa: E402
+
+
+def scrape(endpoint: str, token: str) -> dict:
+    """One Prometheus scrape of the server: how many series and families, and how many label values look
+    like an id (an instance, user or project id must never be a label)."""
+    import re
+
+    text = httpx.get(f"{endpoint}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10).text
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    ids = re.compile(r'="([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
+    return {"series": len(series), "families": len(families), "id_labels": sum(len(ids.findall(s)) for s in series)}
 
 
 def machine_speed_ms() -> float:
@@ -254,12 +267,14 @@ def main() -> None:
     from nbfleet.settings import Settings
 
     db, _identity = open_store(Settings(data_dir=data_dir, database_url=args.database_url))
-    server_env = {"NBFLEET_SIMULATED_DELAY": "0"}
+    metrics_token = uuid.uuid4().hex
+    server_env = {"NBFLEET_SIMULATED_DELAY": "0", "NBFLEET_METRICS_TOKEN": metrics_token}
     if args.database_url:
         server_env["NBFLEET_DATABASE_URL"] = args.database_url
     server = ServeProcess(data_dir, runtime="simulated", env=server_env).start()
     try:
         settle(db)
+        before = scrape(server.endpoint, metrics_token)
         admin = Creds(server.creds["ak"], server.creds["sk"], server.creds["project_id"], server.creds["user_id"])
         sample = report["sample_user"]
         user = Creds(sample["ak"], sample["sk"], sample["project_id"], sample["user_id"])
@@ -408,6 +423,7 @@ def main() -> None:
                 url, headers = signer_admin.request(f"/notebooks/{notebook_id}", {}, method="DELETE")
                 assert client.delete(url, headers=headers).status_code == 200
             settle(db)
+        after = scrape(server.endpoint, metrics_token)
     finally:
         server.terminate()
         db.dispose()
@@ -439,6 +455,8 @@ def main() -> None:
         f"| server RSS after the run | {rss.rss / 2**20:.0f} MiB (anonymous {_anon(rss):.0f} MiB) | ≤ 150 MiB |\n"
         f"| create through the API with the table full, p50 / p99 | {median(create_times):.2f} / "
         f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
+        f"| /metrics series before / after the run (families) | {before['series']} / {after['series']} "
+        f"({after['families']}); label values that are ids: {after['id_labels']} | bounded, no ids |\n"
         f"\nStore: {report['instances']:,} instances in {report['projects']} projects, {big_n:,} in the big "
         f"project; requests per query: {min(samples):,}–{max(samples):,} "
         f"({'wrk, one connection' if use_wrk else 'httpx, one connection'})."
@@ -457,6 +475,8 @@ def main() -> None:
             "machine_speed_ms": speed,
             "rss_mib": rss.rss / 2**20,
             "create_ms": create_times,
+            "metrics_before": before,
+            "metrics_after": after,
         },
         record=not args.no_record,
     )
