@@ -85,3 +85,18 @@ def test_create_with_ssh_and_the_ssh_command(user, api, tmp_path):
         "not-registered",
     )
     assert unknown.returncode == 1 and "ModelArts.6789" in unknown.stderr
+
+
+def test_the_same_command_twice_in_one_second_is_two_requests(server):
+    """The CLI signs a fresh request id into every call: repeating a state-changing command at once reaches the
+    server's logic again (here: not found) instead of being refused as a replayed signature (ModelArts.0208)."""
+    from nbfleet.cli.client import ApiClient, ApiError, Credentials
+
+    creds = server.admin_creds()
+    with ApiClient(Credentials(server.endpoint, creds.project_id, creds.ak, creds.sk)) as client:
+        codes = []
+        for _ in range(3):  # well within one second: the same method, path, body and X-Sdk-Date
+            with pytest.raises(ApiError) as refused:
+                client.request("DELETE", "/keypairs/never-added", version="v3")
+            codes.append(refused.value.code)
+    assert codes == ["ModelArts.6789"] * 3

@@ -7,6 +7,7 @@ from ``nbfleet.auth.signature`` (the server's verifier), so client and server ca
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,6 +114,9 @@ class ApiClient:
             "user-agent": self.user_agent,
             "x-project-id": self.creds.project_id,
             "x-sdk-date": datetime.now(UTC).strftime(DATE_FORMAT),
+            # Signed like every header here: two identical commands within one second (the date's resolution)
+            # are two requests, not a replay that the server refuses with ModelArts.0208 (docs/api.md).
+            "x-client-request-id": uuid.uuid4().hex,
         }
         signed = tuple(sorted(headers))
         canonical = canonical_request(method, full_path, query, headers, signed, data)
