@@ -150,7 +150,7 @@ def test_requests_are_signed_exactly_as_the_official_sdk_signs_them():
         headers = {
             k: v
             for k, v in request.headers.items()
-            if k in ("content-type", "host", "user-agent", "x-project-id", "x-sdk-date")
+            if k in ("content-type", "host", "user-agent", "x-client-request-id", "x-project-id", "x-sdk-date")
         }
         assert headers["host"] == "127.0.0.1:8080" and headers["x-project-id"] == creds.project_id
         raw_query = request.url.query.decode()
