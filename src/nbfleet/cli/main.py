@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..settings import Settings
+from .deploy import deploy_app
 from .dev import dev
 from .notebooks import configure, flavors_app, images_app, keypairs_app, notebooks_app
 
@@ -24,6 +25,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.add_typer(db_app, name="db")
 app.add_typer(dev, name="dev")
+app.add_typer(deploy_app, name="deploy")
 app.add_typer(notebooks_app, name="notebooks")
 app.add_typer(images_app, name="images")
 app.add_typer(flavors_app, name="flavors")
