@@ -688,7 +688,7 @@ class KubernetesRuntime:
             claim = await self._call(self._ensure_claim, spec, deadline)
             # A start after a crash starts clean: a pod left from before goes first (its name is the same).
             await self._call(self._remove_pod, spec.id, 0, max(deadline - time.monotonic(), 1.0))
-            service = await self._call(self._ensure_service, spec, claim)
+            await self._call(self._ensure_service, spec, claim)
             pod = await self._call(self._create, "pod", self.objects.pod(spec, claim))
             follower = _PodFollower(pod)
             watch = _Watch(
@@ -719,7 +719,12 @@ class KubernetesRuntime:
 
             step = 3
             await reporter.step(3, StepStatus.PROCESSING, "Starting the container")
-            placement = _placement(service, pod)
+            # The Service as it is now: its address is what the proxy will use (read after the pod runs, so
+            # that whatever set it up meanwhile is seen).
+            current = await self._call(self._get, "service", service_name(spec.id))
+            if current is None:
+                raise RuntimeFailure(f"the instance's service {service_name(spec.id)} is gone", 3)
+            placement = _placement(current, follower.pod or pod)
             await reporter.step(
                 3, StepStatus.COMPLETED, f"Container started; Jupyter reachable at its service {placement.host}"
             )
@@ -757,10 +762,10 @@ class KubernetesRuntime:
         while True:
             follower.changed.clear()
             state = pod_state(follower.pod, spec.flavor)
+            if done(state):  # even if it failed later on: that failure belongs to a later step
+                return state
             if state.failure is not None:
                 raise RuntimeFailure(state.failure, step)
-            if done(state):
-                return state
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 why = f"the pod was not {what} within {self.ready_timeout:g} s ({state.phase})"
