@@ -527,7 +527,8 @@ class _PodFollower:
     """The latest state of one pod during a start, with a wake-up at every change."""
 
     def __init__(self, pod: Json):
-        self.name = pod["metadata"]["name"]
+        self.name: str = pod["metadata"]["name"]
+        self.uid: str | None = pod["metadata"].get("uid")
         self.pod: Json | None = pod
         self.changed = asyncio.Event()
 
@@ -681,6 +682,7 @@ class KubernetesRuntime:
         name = pod_name(spec.id)
         follower: _PodFollower | None = None
         watch: _Watch | None = None
+        uid: str | None = None  # of the pod this start made
         started = time.monotonic()
         deadline = started + self.ready_timeout
         try:
@@ -690,6 +692,7 @@ class KubernetesRuntime:
             await self._call(self._remove_pod, spec.id, 0, max(deadline - time.monotonic(), 1.0))
             await self._call(self._ensure_service, spec, claim)
             pod = await self._call(self._create, "pod", self.objects.pod(spec, claim))
+            uid = pod["metadata"].get("uid")
             follower = _PodFollower(pod)
             watch = _Watch(
                 self,
@@ -741,7 +744,7 @@ class KubernetesRuntime:
             return placement
         except BaseException as exc:
             try:
-                await asyncio.shield(self._after_failure(spec, reporter))
+                await asyncio.shield(self._after_failure(spec, reporter, uid))
             except Exception:  # the start's own failure is what the user needs to see
                 log.exception("instance %s: could not remove the pod of a failed start", spec.id)
             raise await failed_start(exc, step, reporter, spec.id, api_message) from None
@@ -770,7 +773,7 @@ class KubernetesRuntime:
             if remaining <= 0:
                 why = f"the pod was not {what} within {self.ready_timeout:g} s ({state.phase})"
                 try:
-                    warnings = await self._call(self._warnings, follower.name)
+                    warnings = await self._call(self._warnings, follower.name, follower.uid)
                 except Exception:
                     warnings = []
                 if warnings:
@@ -781,25 +784,32 @@ class KubernetesRuntime:
             except TimeoutError:
                 pass
 
-    async def _after_failure(self, spec: InstanceSpec, reporter: Reporter) -> None:
+    async def _after_failure(self, spec: InstanceSpec, reporter: Reporter, uid: str | None) -> None:
         """Leave nothing running; tell the pod's warning events (why it was not scheduled, pulled, run)."""
         events: list[Json] = []
         try:
-            events = await self._call(self._warnings, pod_name(spec.id))
+            events = await self._call(self._warnings, pod_name(spec.id), uid) if uid else []
         except Exception as exc:
             log.warning("instance %s: reading the pod's events failed: %s", spec.id, api_message(exc))
         for event in events[-5:]:
             await reporter.event("kubernetes", f"{event.get('reason')}: {event.get('message')}"[:500])
         await self._call(self._remove_pod, spec.id, 0, 60.0)
 
-    def _warnings(self, name: str) -> list[Json]:
+    def _warnings(self, name: str, uid: str | None) -> list[Json]:
+        """The warning events of the pod ``name`` of ``uid`` (events outlive their pod: an earlier pod of the
+        same name has its own)."""
         found = self._json(
             "list_namespaced_event",
             self.namespace,
             field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}",
         )
-        items = [e for e in found.get("items") or [] if (e.get("involvedObject") or {}).get("name") == name]
-        return [e for e in items if e.get("type") == "Warning"]
+        return [
+            e
+            for e in found.get("items") or []
+            if e.get("type") == "Warning"
+            and (e.get("involvedObject") or {}).get("name") == name
+            and (uid is None or (e.get("involvedObject") or {}).get("uid") in (None, "", uid))
+        ]
 
     def _ensure_claim(self, spec: InstanceSpec, deadline: float) -> Json:
         name = claim_name(spec.id)
