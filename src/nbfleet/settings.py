@@ -220,7 +220,9 @@ class Settings(BaseSettings):
         "else ~/.kube/config",
     )
     kube_api_url: str | None = Field(
-        default=None, description="the API server's base URL, overriding the configuration's (e.g. a test server)"
+        default=None,
+        description="the API server's base URL, overriding kube_config's; alone: that server without "
+        "credentials (kubectl proxy, a test server)",
     )
     kube_storage_class: str | None = Field(
         default=None, description="storage class of the work volumes' claims; default: the cluster's default class"

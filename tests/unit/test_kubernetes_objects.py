@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 
 import orjson
 import pytest
@@ -361,3 +362,50 @@ def test_api_messages_are_one_line():
     assert api_message(exc) == 'the Kubernetes API answered 403 Forbidden: pods is forbidden: User "x" cannot list'
     assert api_message(ApiException(status=0, reason="SSLError")) == "the Kubernetes API is unreachable (SSLError)"
     assert api_message(ConnectionRefusedError()) == "the Kubernetes API is unreachable (ConnectionRefusedError)"
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def test_where_the_client_connects(tmp_path, monkeypatch):
+    from nbfleet.runtime.kubernetes import KubeUnavailable, api_client, check_reachable
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(KubeUnavailable, match="no Kubernetes configuration"):
+        api_client()
+    # ~/.kube/config, when there is one; a URL alone stands alone, without its credentials.
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://cluster.example:6443"}}],
+                "users": [{"name": "u", "user": {"token": "cluster-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "nb"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    from_home = api_client()
+    assert from_home.configuration.host == "https://cluster.example:6443"
+    assert "cluster-token" in str(from_home.configuration.api_key)
+    alone = api_client(api_url="http://127.0.0.1:8001/")
+    assert alone.configuration.host == "http://127.0.0.1:8001"
+    assert "cluster-token" not in str(alone.configuration.api_key)
+    both = api_client(tmp_path / ".kube" / "config", "https://other.example:6443")
+    assert both.configuration.host == "https://other.example:6443" and "cluster-token" in str(
+        both.configuration.api_key
+    )
+    with pytest.raises(KubeUnavailable, match="cannot be loaded"):
+        api_client(tmp_path / "missing.yaml")
+    # An API that does not answer: one line saying so.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    unreachable = api_client(api_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(KubeUnavailable) as refused:
+        check_reachable(unreachable, "nbfleet")
+    assert str(refused.value) == f"http://127.0.0.1:{port}: the Kubernetes API is unreachable (MaxRetryError)"
+    assert "\n" not in str(refused.value)

@@ -111,18 +111,21 @@ class KubeUnavailable(Exception):
 
 def api_client(config_file: Path | None = None, api_url: str | None = None, *, pool: int = 32) -> Any:
     """A ``kubernetes.client.ApiClient``: ``config_file``, else the in-cluster service account when running in a
-    pod, else ~/.kube/config; ``api_url`` replaces the configuration's server (or stands alone)."""
+    pod, else ~/.kube/config. ``api_url`` replaces the configuration's server; without ``config_file`` it stands
+    alone, with no credentials (``kubectl proxy``, a test server): credentials found elsewhere never go to it."""
     from kubernetes import client, config
 
     configuration = client.Configuration()
     try:
         if config_file is not None:
             config.load_kube_config(config_file=str(config_file), client_configuration=configuration)
+        elif api_url:
+            pass
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         elif (Path.home() / ".kube" / "config").is_file():
             config.load_kube_config(client_configuration=configuration)
-        elif api_url is None:
+        else:
             raise KubeUnavailable(
                 "no Kubernetes configuration: not in a pod, no ~/.kube/config, and neither NBFLEET_KUBE_CONFIG "
                 "nor NBFLEET_KUBE_API_URL given"
