@@ -257,7 +257,10 @@ def test_the_pod_is_hardened():
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     assert volumes["work"] == {"name": "work", "persistentVolumeClaim": {"claimName": f"nb-{INSTANCE}-work"}}
     assert volumes[mounts["/tmp"]["name"]]["emptyDir"] == {}
-    assert volumes[mounts["/home/ma-user/.local"]["name"]]["emptyDir"] == {}
+    for directory in (".local", ".cache", ".config", ".jupyter", ".ipython"):
+        assert volumes[mounts[f"/home/ma-user/{directory}"]["name"]]["emptyDir"] == {}
+    assert not any("subPath" in m for m in container["volumeMounts"])
+    assert len({m["name"] for m in container["volumeMounts"]}) == len(container["volumeMounts"])
     assert not any("hostPath" in v for v in pod_spec["volumes"])
 
 

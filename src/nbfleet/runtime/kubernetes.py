@@ -30,10 +30,11 @@ Choices, and why:
   capabilities, RuntimeDefault seccomp, no service-account token, no service links (environment variables
   naming the namespace's other services, nbfleet's own among them), and a read-only root filesystem.
   What Jupyter and its owner must write besides the work volume is on emptyDirs: ``/tmp``, and
-  ``~/.local``, ``~/.cache``, ``~/.config``, ``~/.jupyter``, ``~/.ipython`` (one emptyDir, a subPath
-  each). Not all of $HOME: images keep things there (ModelArts images their conda), which a volume over
-  the home would hide. So ``pip install --user`` works and lasts until the instance stops, like a
-  container's layer on the docker runtime; writes anywhere else in the image fail.
+  ``~/.local``, ``~/.cache``, ``~/.config``, ``~/.jupyter``, ``~/.ipython`` (an emptyDir each, rather than
+  subPaths of one, whose directories the kubelet makes itself). Not all of $HOME: images keep things
+  there (ModelArts images their conda), which a volume over the home would hide. So ``pip install
+  --user`` works and lasts until the instance stops, like a container's layer on the docker runtime;
+  writes anywhere else in the image fail.
 * The token reaches Jupyter as ``JUPYTER_TOKEN`` in the pod's environment: whoever may read pods in the
   namespace can read it, which is why the namespace should be nbfleet's alone (docs/kubernetes.md).
 * Progress: the four steps are scheduling (1), the image pull (2), the container's start with the
@@ -262,7 +263,7 @@ class KubeObjects:
         mounts: list[Json] = [
             {"name": "work", "mountPath": WORK},
             {"name": "tmp", "mountPath": "/tmp"},
-            *({"name": "home", "mountPath": f"{HOME}/{d}", "subPath": d.lstrip(".")} for d in WRITABLE_HOME),
+            *({"name": _home_volume(d), "mountPath": f"{HOME}/{d}"} for d in WRITABLE_HOME),
         ]
         container: Json = {
             "name": CONTAINER,
@@ -309,7 +310,7 @@ class KubeObjects:
             "volumes": [
                 {"name": "work", "persistentVolumeClaim": {"claimName": claim_name(spec.id)}},
                 {"name": "tmp", "emptyDir": {}},
-                {"name": "home", "emptyDir": {}},
+                *({"name": _home_volume(d), "emptyDir": {}} for d in WRITABLE_HOME),
             ],
         }
         if self.image_pull_secrets:
@@ -324,6 +325,10 @@ class KubeObjects:
             "metadata": self._metadata(pod_name(spec.id), spec, claim),
             "spec": pod_spec,
         }
+
+
+def _home_volume(directory: str) -> str:
+    return "home-" + directory.lstrip(".")
 
 
 def owner_reference(owner: Json) -> Json:
