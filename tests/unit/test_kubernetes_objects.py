@@ -412,3 +412,20 @@ def test_where_the_client_connects(tmp_path, monkeypatch):
         check_reachable(unreachable, "nbfleet")
     assert str(refused.value) == f"http://127.0.0.1:{port}: the Kubernetes API is unreachable (MaxRetryError)"
     assert "\n" not in str(refused.value)
+
+
+def test_serve_refuses_to_start_without_the_api(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nbfleet.cli.main import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NBFLEET_KUBE_API_URL", f"http://127.0.0.1:{port}")
+    result = CliRunner().invoke(app, ["serve", "--runtime", "kubernetes", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: the kubernetes runtime cannot reach the Kubernetes API (namespace nbfleet): "
+        f"http://127.0.0.1:{port}: the Kubernetes API is unreachable (MaxRetryError)"
+    )

@@ -166,7 +166,8 @@ def serve(
         try:  # refuse before listening: without its API server the runtime can do nothing
             from ..runtime.kubernetes import api_client, check_reachable
 
-            check_reachable(api_client(settings.kube_config, settings.kube_api_url), settings.kube_namespace)
+            client = api_client(settings.kube_config, settings.kube_api_url, retries=0)  # one answer, one line
+            check_reachable(client, settings.kube_namespace)
         except Exception as exc:
             typer.echo(
                 f"error: the kubernetes runtime cannot reach the Kubernetes API (namespace "

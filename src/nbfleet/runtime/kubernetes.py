@@ -110,7 +110,9 @@ class KubeUnavailable(Exception):
     """No configuration for, or no answer from, the Kubernetes API."""
 
 
-def api_client(config_file: Path | None = None, api_url: str | None = None, *, pool: int = 32) -> Any:
+def api_client(
+    config_file: Path | None = None, api_url: str | None = None, *, pool: int = 32, retries: int | None = None
+) -> Any:
     """A ``kubernetes.client.ApiClient``: ``config_file``, else the in-cluster service account when running in a
     pod, else ~/.kube/config. ``api_url`` replaces the configuration's server; without ``config_file`` it stands
     alone, with no credentials (``kubectl proxy``, a test server): credentials found elsewhere never go to it."""
@@ -136,6 +138,8 @@ def api_client(config_file: Path | None = None, api_url: str | None = None, *, p
     if api_url:
         configuration.host = api_url.rstrip("/")
     configuration.connection_pool_maxsize = pool
+    if retries is not None:  # None: urllib3's default (3)
+        configuration.retries = retries
     return client.ApiClient(configuration)
 
 
