@@ -321,7 +321,11 @@ async def test_oom_killed_after_running_is_observed(fake_kube, jupyters, runtime
     placement = await runtime.start(spec, Reporter())
     assert (await runtime.observe(spec, placement)).alive
     fake_kube.oom_kill(NS, f"nb-{spec.id}")
-    observed = await runtime.observe(spec, placement)
+    # observe reads the watched pod cache, which hears of the end within moments (the reconciler observes
+    # every NBFLEET_OBSERVE_INTERVAL seconds).
+    deadline = time.monotonic() + 10
+    while (observed := await runtime.observe(spec, placement)).alive and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     assert not observed.alive
     assert (observed.reason or "").startswith("OOMKilled")
     await runtime.stop(spec, placement)  # what the reconciler does with a lost instance

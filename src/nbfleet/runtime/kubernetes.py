@@ -854,6 +854,7 @@ class KubernetesRuntime:
             raise
         except Exception as exc:
             raise RuntimeFailure(f"the instance's pod could not be removed: {api_message(exc)}") from None
+        self._cache.pop(pod_name(spec.id), None)  # gone: whatever the watch has yet to tell
         await self.jupyter.forget(placement)
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
