@@ -414,18 +414,24 @@ def test_where_the_client_connects(tmp_path, monkeypatch):
     assert "\n" not in str(refused.value)
 
 
-def test_serve_refuses_to_start_without_the_api(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from nbfleet.cli.main import app
+def test_serve_refuses_to_start_without_the_api(tmp_path):
+    """In a process of its own: serve configures logging and the umask of the process it runs in."""
+    import os
+    import subprocess
+    import sys
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv("NBFLEET_KUBE_API_URL", f"http://127.0.0.1:{port}")
-    result = CliRunner().invoke(app, ["serve", "--runtime", "kubernetes", "--data-dir", str(tmp_path / "data")])
-    assert result.exit_code == 2
-    assert result.output.strip() == (
+    result = subprocess.run(
+        [sys.executable, "-c", "from nbfleet.cli.main import app; app()", "serve", "--runtime", "kubernetes"],
+        env={**os.environ, "NBFLEET_KUBE_API_URL": f"http://127.0.0.1:{port}", "NBFLEET_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
         "error: the kubernetes runtime cannot reach the Kubernetes API (namespace nbfleet): "
         f"http://127.0.0.1:{port}: the Kubernetes API is unreachable (MaxRetryError)"
     )
