@@ -67,6 +67,8 @@ def build_runtime(settings: Settings, clock=None):
     path_prefix = "/notebooks/" if settings.notebook_routing == "path" else None
     if settings.runtime == "docker":
         return build_docker_runtime(settings, path_prefix)
+    if settings.runtime == "kubernetes":
+        return build_kubernetes_runtime(settings, path_prefix)
     from .runtime.environments import ImageEnvironments
     from .runtime.limits import ResourceLimiter
     from .runtime.local import LocalRuntime
@@ -150,6 +152,22 @@ def build_docker_runtime(settings: Settings, path_prefix: str | None):
         path_prefix=path_prefix,
         storage=host_mounts(settings, lambda _id: (SANDBOX_UID, SANDBOX_GID), private_instance_dirs=True),
         docker_host=settings.docker_host,
+    )
+
+
+def build_kubernetes_runtime(settings: Settings, path_prefix: str | None):
+    from .runtime.kubernetes import KubernetesRuntime, api_client, check_reachable
+
+    client = api_client(settings.kube_config, settings.kube_api_url)
+    check_reachable(client, settings.kube_namespace)  # an API that does not answer fails the start
+    return KubernetesRuntime(
+        client,
+        namespace=settings.kube_namespace,
+        storage_class=settings.kube_storage_class,
+        image_pull_secrets=settings.kube_image_pull_secrets,
+        # Scheduling, attaching a volume and pulling an image take longer than a local start.
+        ready_timeout=max(settings.ready_timeout, 300.0),
+        path_prefix=path_prefix,
     )
 
 

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     db_max_overflow: int | None = Field(
         default=None, ge=0, description="extra connections under load; default 10 (SQLite: 20)"
     )
-    runtime: Literal["simulated", "local", "docker"] = "local"
+    runtime: Literal["simulated", "local", "docker", "kubernetes"] = "local"
     public_url: str | None = Field(
         default=None, description="Base URL users reach nbfleet at; default http://host:port"
     )
@@ -208,6 +208,29 @@ class Settings(BaseSettings):
         description="base of the catalogue's images (with the declared Python); default: Debian built with debootstrap",
     )
     docker_debian_mirror: str = "http://deb.debian.org/debian"
+    # kubernetes runtime (docs/kubernetes.md)
+    kube_namespace: str = Field(
+        default="nbfleet",
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="namespace of the instances' pods, services and volume claims (nbfleet's alone)",
+    )
+    kube_config: Path | None = Field(
+        default=None,
+        description="kubeconfig file; default: the in-cluster service account when nbfleet runs in a pod, "
+        "else ~/.kube/config",
+    )
+    kube_api_url: str | None = Field(
+        default=None,
+        description="the API server's base URL, overriding kube_config's; alone: that server without "
+        "credentials (kubectl proxy, a test server)",
+    )
+    kube_storage_class: str | None = Field(
+        default=None, description="storage class of the work volumes' claims; default: the cluster's default class"
+    )
+    kube_image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description='secrets (in kube_namespace) the pods pull their images with, as JSON: ["regcred"]',
+    )
 
     image_dir: Path | None = Field(
         default=None, description="where image environments are built; default <data dir>/images"

@@ -83,7 +83,9 @@ def serve(
     data_dir: Path | None = DataDir,
     database_url: str | None = DbUrl,
     database_url_file: Path | None = DbUrlFile,
-    runtime: str | None = typer.Option(None, help="simulated | local (env NBFLEET_RUNTIME, default local)."),
+    runtime: str | None = typer.Option(
+        None, help="simulated | local | docker | kubernetes (env NBFLEET_RUNTIME, default local)."
+    ),
     public_url: str | None = typer.Option(None, help="Base URL users reach nbfleet at (env NBFLEET_PUBLIC_URL)."),
     stop_notebooks_on_exit: bool | None = typer.Option(
         None,
@@ -159,6 +161,19 @@ def serve(
             typer.echo(
                 f"error: the docker runtime cannot reach a Docker engine "
                 f"({settings.docker_host or 'DOCKER_HOST or the default socket'}): {exc}",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+    if settings.runtime == "kubernetes":
+        try:  # refuse before listening: without its API server the runtime can do nothing
+            from ..runtime.kubernetes import api_client, check_reachable
+
+            client = api_client(settings.kube_config, settings.kube_api_url, retries=0)  # one answer, one line
+            check_reachable(client, settings.kube_namespace)
+        except Exception as exc:
+            typer.echo(
+                f"error: the kubernetes runtime cannot reach the Kubernetes API (namespace "
+                f"{settings.kube_namespace}): {exc}",
                 err=True,
             )
             raise typer.Exit(2) from None

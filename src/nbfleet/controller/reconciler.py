@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import Connection
 
 from ..auth.secrets import SecretBox
@@ -179,6 +180,7 @@ class Reconciler:
             owner_id=row["user_id"],
             project_id=row["project_id"],
             first_start=row["status"] in (Status.INIT, Status.CREATING),
+            volume_gb=_volume_gb(row),
         )
 
     # --- lifecycle of the loop -------------------------------------------------------------------
@@ -287,3 +289,13 @@ class Reconciler:
             await self.observer.observe_running()
         if self.image_work.purge_requested:
             self.image_work.start_purge()
+
+
+def _volume_gb(row: Row) -> int | None:
+    """The capacity (GB) of the instance's EVS work volume as created, or None (another category, or not told)."""
+    try:
+        volume = orjson.loads(row["spec"]).get("volume") or {}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    capacity = volume.get("capacity") if isinstance(volume, dict) and volume.get("category") == "EVS" else None
+    return capacity if isinstance(capacity, int) and capacity > 0 else None

@@ -22,6 +22,10 @@ class FlavorLimits:
     vcpus: int
     memory_mb: int
     gpus: int = 0
+    # Where a cluster may run the flavor (the kubernetes runtime; other runtimes ignore them): the pod's
+    # nodeSelector and tolerations, as the flavor catalogue gives them. Not part of the flavor's identity.
+    node_selector: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    tolerations: tuple[Mapping[str, Any], ...] = field(default=(), hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class InstanceSpec:
     owner_id: str
     project_id: str
     first_start: bool = False  # True while the instance is being created (CREATING), False on a restart
+    volume_gb: int | None = None  # the EVS work volume's capacity in GB, for runtimes that size volumes (kubernetes)
 
 
 @dataclass

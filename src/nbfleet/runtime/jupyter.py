@@ -1,8 +1,8 @@
 """What every runtime says to and asks of the Jupyter server of an instance, whatever runs it.
 
-How it is started (``server_args``: a Unix socket, no redirect file with the token in it, the public Host
-accepted) and how it is watched over its socket (``JupyterProbe``: readiness, the token check of
-adoption, activity for idle auto-stop).
+How it is started (``server_args``: a Unix socket, or a TCP port where only a network address can reach it
+(kubernetes), no redirect file with the token in it, the public Host accepted) and how it is watched over its
+socket or address (``JupyterProbe``: readiness, the token check of adoption, activity for idle auto-stop).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import httpx
 
 from ..domain.instances import InstanceSpec, Placement
 from .base import Activity, RuntimeFailure
-from .upstream import UpstreamClients
+from .upstream import UpstreamClients, _no_cookies
 
 READY_POLL_S = 0.02
 
@@ -32,11 +32,17 @@ def normal_prefix(path_prefix: str | None) -> str | None:
     return None if path_prefix is None else "/" + path_prefix.strip("/") + "/"
 
 
-def server_args(*, socket: str, root_dir: str, base_url: str) -> list[str]:
-    """jupyter-server's options as nbfleet runs it (the token comes from ``JUPYTER_TOKEN``)."""
+def server_args(*, socket: str | None = None, port: int | None = None, root_dir: str, base_url: str) -> list[str]:
+    """jupyter-server's options as nbfleet runs it (the token comes from ``JUPYTER_TOKEN``): on the Unix
+    socket ``socket``, else on ``port`` of every address (a pod's, behind its Service)."""
+    if socket is not None:
+        listen = [f"--ServerApp.sock={socket}", "--ServerApp.sock_mode=0600"]
+    elif port is not None:
+        listen = ["--ServerApp.ip=0.0.0.0", f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
+    else:
+        raise ValueError("jupyter-server listens on a socket or a port")
     return [
-        f"--ServerApp.sock={socket}",
-        "--ServerApp.sock_mode=0600",
+        *listen,
         f"--ServerApp.root_dir={root_dir}",
         f"--ServerApp.base_url={base_url}",
         "--ServerApp.open_browser=False",
@@ -47,23 +53,47 @@ def server_args(*, socket: str, root_dir: str, base_url: str) -> list[str]:
     ]
 
 
+def reachable(placement: Placement) -> bool:
+    """Whether ``placement`` says where a Jupyter server answers (a socket, or host and port)."""
+    return bool(placement.socket or (placement.host and placement.port))
+
+
 class JupyterProbe:
-    """Requests to instances' Jupyter servers over their sockets, with the instance's token."""
+    """Requests to instances' Jupyter servers over their sockets (or ``host:port``), with the instance's token."""
 
     def __init__(self, base_url: Callable[[str], str]):
         self.base_url = base_url
-        self._clients = UpstreamClients(timeout=httpx.Timeout(5.0, connect=2.0), keepalive=2)
+        self._timeout = httpx.Timeout(5.0, connect=2.0)
+        self._clients = UpstreamClients(timeout=self._timeout, keepalive=2)
+        self._tcp: httpx.AsyncClient | None = None
+        self._tcp_loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self, placement: Placement) -> tuple[httpx.AsyncClient, str]:
+        if placement.socket:
+            return self._clients.get(placement.socket), ""
+        assert placement.host and placement.port  # a placement without a socket has a network address
+        loop = asyncio.get_running_loop()
+        if self._tcp is None or self._tcp_loop is not loop:  # a pooled connection belongs to its loop
+            self._tcp = httpx.AsyncClient(
+                cookies=_no_cookies(),
+                trust_env=False,
+                follow_redirects=False,
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+            )
+            self._tcp_loop = loop
+        host = f"[{placement.host}]" if ":" in placement.host else placement.host
+        return self._tcp, f"http://{host}:{placement.port}"
 
     async def get(self, placement: Placement, spec: InstanceSpec, path: str, **kwargs: Any) -> httpx.Response:
-        assert placement.socket is not None  # both runtimes reach Jupyter through its socket
-        client = self._clients.get(placement.socket)
+        client, origin = self._client(placement)
         return await client.get(
-            f"{self.base_url(spec.id)}{path}", headers={"Authorization": f"token {spec.token}"}, **kwargs
+            f"{origin}{self.base_url(spec.id)}{path}", headers={"Authorization": f"token {spec.token}"}, **kwargs
         )
 
     async def answers(self, placement: Placement, spec: InstanceSpec) -> bool:
         """Whether the server at ``placement`` accepts the instance's token."""
-        if not placement.socket:
+        if not reachable(placement):
             return False
         try:
             return (await self.get(placement, spec, "api/status")).status_code == 200
@@ -100,7 +130,7 @@ class JupyterProbe:
 
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         # /api/status does not count as activity; other endpoints do unless told not to track.
-        if not placement.socket:
+        if not reachable(placement):
             return None
         try:
             status = await self.get(placement, spec, "api/status")
@@ -139,6 +169,9 @@ class JupyterProbe:
 
     async def close(self) -> None:
         await self._clients.aclose()
+        if self._tcp is not None and self._tcp_loop is asyncio.get_running_loop():
+            await self._tcp.aclose()
+        self._tcp = None
 
 
 def _epoch_ms(value: Any) -> int | None:

@@ -29,9 +29,19 @@ class Flavor:
     gpu: dict | None = None
     storages: tuple[str, ...] = ("EVS", "EFS", "OBS", "OBSFS")
     extra: dict = field(default_factory=dict)
+    # The kubernetes runtime's placement of the flavor's pods (a pod's nodeSelector and tolerations); never shown.
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple[dict, ...] = ()
 
     def limits(self) -> FlavorLimits:
-        return FlavorLimits(self.id, self.vcpus, int(self.memory_gb * 1024), (self.gpu or {}).get("gpu", 0))
+        return FlavorLimits(
+            self.id,
+            self.vcpus,
+            int(self.memory_gb * 1024),
+            (self.gpu or {}).get("gpu", 0),
+            node_selector=self.node_selector,
+            tolerations=self.tolerations,
+        )
 
     def to_json(self, sold_out: bool) -> dict:
         return {
@@ -61,7 +71,7 @@ def load_catalogue(path: Path | None, default_name: str) -> list[dict]:
 
 
 def _flavor_fields(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: (tuple(v) if k == "storages" else v) for k, v in entry.items()}
+    return {k: (tuple(v) if k in ("storages", "tolerations") else v) for k, v in entry.items()}
 
 
 class FlavorCatalog:

@@ -44,7 +44,9 @@ class ImageSaves:
             raise E.NotSupportedOnRuntime(
                 "Saving a notebook as an image",
                 self.runtime_name,
-                "its images are environments built from the image catalogue, and "
+                "a pod cannot be saved as an image through the cluster's API."
+                if self.runtime_name == "kubernetes"
+                else "its images are environments built from the image catalogue, and "
                 "what a notebook installs stays in its own work volume.",
             )
         now = self.nb.clock.now_ms()

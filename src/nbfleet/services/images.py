@@ -263,7 +263,9 @@ class ImageCatalog:
             raise E.NotSupportedOnRuntime(
                 what,
                 self.runtime_name,
-                "its images are environments built from the image catalogue, not images of an engine.",
+                "its pods pull their images from a registry, which nbfleet does not inspect."
+                if self.runtime_name == "kubernetes"
+                else "its images are environments built from the image catalogue, not images of an engine.",
             )
         return self.engine
 
