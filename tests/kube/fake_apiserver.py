@@ -102,8 +102,9 @@ deleted, OOM-killed or terminated, so that the test stops its process.
 What is NOT implemented: authentication and authorization (every request is allowed), admission (no quotas, no
 LimitRanges, no default StorageClass logic, no Pod Security), scheduling and a kubelet of its own (Pods stay
 Pending until a test calls the kubelet API or `auto` does), controllers (no Endpoints/EndpointSlices, no
-ReplicaSets, no PV provisioning beyond bind_pvcs), strategic merge patch semantics (a strategic merge patch is
-applied as a JSON merge patch: lists are replaced, not merged by key), server-side apply, the status subresources
+ReplicaSets, no PV provisioning beyond bind_pvcs), the full strategic merge patch (lists merge by their key for the
+lists in MERGE_KEYS, finalizers as a set, `$patch: delete|replace` works; other directives are ignored and
+other lists replaced), server-side apply, the status subresources
 over HTTP, pagination (`limit`/`continue`), `resourceVersionMatch`, `sendInitialEvents`, protobuf/YAML/Table
 output, API discovery beyond /version, any group other than core/v1, and field validation beyond the basics above.
 """
@@ -117,6 +118,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -360,6 +362,76 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# The patch merge keys of the core/v1 lists a notebook Pod, Service or PVC has (from the API's
+# x-kubernetes-patch-merge-key); lists not named here are replaced by a strategic merge patch, as atomic lists are.
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "hostAliases": "ip",
+    "ownerReferences": "uid",
+    "conditions": "type",
+    "containerStatuses": "name",
+    "initContainerStatuses": "name",
+    "ports": "containerPort",  # a container's; a Service's ports merge by "port" (below)
+}
+MERGE_SETS = {"finalizers"}  # lists of scalars merged as sets (x-kubernetes-patch-strategy: merge)
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch: a JSON merge patch whose known lists merge by their key (MERGE_KEYS), with
+    `$patch: delete` on a list item and `$patch: replace` on a map or list item; other directives
+    ($setElementOrder, $retainKeys, $deleteFromPrimitiveList) are ignored."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    if patch.get("$patch") == "delete":
+        return None
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, list) and isinstance(result.get(key), list) and key in MERGE_KEYS:
+            merge_key = MERGE_KEYS[key]
+            if key == "ports" and not any(isinstance(p, dict) and "containerPort" in p for p in result[key] + value):
+                merge_key = "port"  # a Service's
+            result[key] = _merge_list(result[key], value, merge_key)
+        elif isinstance(value, list) and isinstance(result.get(key), list) and key in MERGE_SETS:
+            result[key] = result[key] + [v for v in value if v not in result[key]]
+        else:
+            merged = strategic_merge_patch(result.get(key), value)
+            if merged is None:
+                result.pop(key, None)
+            else:
+                result[key] = merged
+    return result
+
+
+def _merge_list(current: list[Any], patch: list[Any], key: str) -> list[Any]:
+    merged = [copy.deepcopy(item) for item in current]
+    for item in patch:
+        if not isinstance(item, dict) or key not in item:
+            merged.append(copy.deepcopy(item))
+            continue
+        index = next((i for i, m in enumerate(merged) if isinstance(m, dict) and m.get(key) == item[key]), None)
+        if item.get("$patch") == "delete":
+            if index is not None:
+                merged.pop(index)
+        elif index is None:
+            merged.append({k: copy.deepcopy(v) for k, v in item.items() if k != "$patch"})
+        else:
+            merged[index] = strategic_merge_patch(merged[index], item)
+    return [m for m in merged if m is not None]
+
+
 def _pointer(path: str) -> list[str]:
     if path == "":
         return []
@@ -589,6 +661,24 @@ class FakeKubeApiServer:
         from kubernetes import client
 
         return client.CoreV1Api(self.api_client())
+
+    def kubeconfig(self, namespace: str = "default") -> Obj:
+        """A kubeconfig (as a dict) for this server: one cluster, one user without credentials, one context."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+            "current-context": "fake",
+            "preferences": {},
+        }
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default") -> str:
+        """Write kubeconfig() to path (JSON, which is YAML) for `kubernetes.config.load_kube_config(path)`."""
+        with open(path, "w") as f:
+            json.dump(self.kubeconfig(namespace), f, indent=2)
+        return str(path)
 
     def sleep(self, seconds: float) -> bool:
         """Sleep unless the fake stops meanwhile; False when it stopped (for policies)."""
@@ -948,21 +1038,7 @@ class FakeKubeApiServer:
         application/strategic-merge-patch+json."""
         with self._lock:
             current = self._raw(plural, namespace, name)
-            if "json-patch" in content_type:
-                if not isinstance(patch, list):
-                    raise bad_request(
-                        "json: cannot unmarshal object into Go value of type []handlers.jsonPatchOp "
-                        "(a JSON patch is a list of operations)"
-                    )
-                updated = json_patch(current, patch)
-            elif "merge-patch" in content_type:
-                if not isinstance(patch, dict):
-                    raise bad_request("a merge patch must be a JSON object")
-                updated = merge_patch(current, patch)
-            else:
-                raise FakeApiError(
-                    415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
-                )
+            updated = self._apply_patch(current, patch, content_type)
             rv = (patch if isinstance(patch, dict) else {}).get("metadata", {}) or {}
             if rv.get("resourceVersion") and rv["resourceVersion"] != current["metadata"]["resourceVersion"]:
                 raise conflict(
@@ -971,6 +1047,28 @@ class FakeKubeApiServer:
                     "the object has been modified; please apply your changes to the latest version and try again",
                 )
             return self._update_from_client(plural, current, updated)
+
+    @staticmethod
+    def _apply_patch(current: Obj, patch: Any, content_type: str) -> Obj:
+        if "json-patch" in content_type:
+            if not isinstance(patch, list):
+                raise bad_request(
+                    "json: cannot unmarshal object into Go value of type []handlers.jsonPatchOp "
+                    "(a JSON patch is a list of operations)"
+                )
+            result = json_patch(current, patch)
+        elif "merge-patch" in content_type:
+            if not isinstance(patch, dict):
+                raise bad_request("a merge patch must be a JSON object")
+            strategic = "strategic" in content_type
+            result = strategic_merge_patch(current, patch) if strategic else merge_patch(current, patch)
+        else:
+            raise FakeApiError(
+                415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
+            )
+        if not isinstance(result, dict):
+            raise FakeApiError(422, "Invalid", "the patch does not leave an object")
+        return result
 
     def _update_from_client(self, plural: str, current: Obj, new: Obj) -> Obj:
         res = RESOURCES[plural]
@@ -1088,6 +1186,15 @@ class FakeKubeApiServer:
                     f"{obj['metadata']['resourceVersion']}",
                 )
             meta = obj["metadata"]
+            if plural == "pods" and not meta.get("deletionTimestamp"):
+                for cs in (obj.get("status") or {}).get("containerStatuses") or []:
+                    if "running" in cs.get("state", {}):
+                        self._event(
+                            obj,
+                            "Killing",
+                            f"Stopping container {cs['name']}",
+                            field_path=f"spec.containers{{{cs['name']}}}",
+                        )
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return copy.deepcopy(obj)
@@ -1192,18 +1299,17 @@ class FakeKubeApiServer:
 
     def _pod_gone(self, namespace: str, name: str, uid: str, pod: Obj) -> None:
         self._addresses.pop((namespace, name), None)
-        self._stop_hook(namespace, name, uid, pod, in_thread=True)
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self._spawn(self.on_stop, copy.deepcopy(pod))  # not under the lock, not on the server's event loop
 
-    def _stop_hook(self, namespace: str, name: str, uid: str, pod: Obj, in_thread: bool) -> None:
-        key = (namespace, name, uid)
-        if key not in self._running_hooks:
-            return
-        self._running_hooks.discard(key)
-        if self.on_stop is not None:
-            if in_thread:
-                self._spawn(self.on_stop, copy.deepcopy(pod))
-            else:
-                self.on_stop(copy.deepcopy(pod))
+    def _take_running_hook(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether on_run ran for this Pod and on_stop is due (at most once per on_run)."""
+        with self._lock:
+            key = (namespace, name, uid)
+            if key not in self._running_hooks:
+                return False
+            self._running_hooks.discard(key)
+            return True
 
     def delete_collection(
         self,
@@ -1391,15 +1497,22 @@ class FakeKubeApiServer:
                 ]
             address = self.on_run(copy.deepcopy(pod), services)
         with self._lock:
-            try:
-                current = self._raw("pods", namespace, name)
-            except FakeApiError:
-                current = None
-            if current is None or current["metadata"]["uid"] != uid or current["metadata"].get("deletionTimestamp"):
-                # Deleted while on_run started its process: stop it again.
-                if self.on_run is not None and self.on_stop is not None:
-                    self.on_stop(copy.deepcopy(pod))
-                raise not_found("pods", name)
+            current = self._objects.get(("pods", namespace, name))
+            if (
+                current is not None
+                and current["metadata"]["uid"] == uid
+                and not current["metadata"].get("deletionTimestamp")
+            ):
+                return self._commit_running(namespace, name, uid, ready, restart, address)
+        # Deleted (or terminating) while on_run started its process: stop that again.
+        if self.on_run is not None and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
+        raise not_found("pods", name)
+
+    def _commit_running(
+        self, namespace: str, name: str, uid: str, ready: bool, restart: bool, address: tuple[str, int] | None
+    ) -> Obj:
+        with self._lock:
             if self.on_run is not None:
                 self._running_hooks.add((namespace, name, uid))
             if address is not None:
@@ -1557,8 +1670,8 @@ class FakeKubeApiServer:
         if restart is None:
             policy = pod["spec"].get("restartPolicy", "Always")
             restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-        with self._lock:
-            self._stop_hook(namespace, name, uid, pod, in_thread=False)
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
         stamp = now_rfc3339()
 
         def exited(p: Obj) -> None:
@@ -1647,6 +1760,11 @@ class FakeKubeApiServer:
                 Route("/api/v1/namespaces", self._h_namespaces, methods=["GET"]),
                 Route("/api/v1/namespaces/{name}", self._h_namespace, methods=["GET"]),
                 Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self._h_log, methods=["GET"]),
+                Route(
+                    "/api/v1/namespaces/{namespace}/{plural}/{name}/status",
+                    self._h_status,
+                    methods=["GET", "PUT", "PATCH"],
+                ),
                 Route("/api/v1/{plural}", self._h_cluster, methods=["GET"]),
                 Route(
                     "/api/v1/namespaces/{namespace}/{plural}",
@@ -1795,6 +1913,31 @@ class FakeKubeApiServer:
             )
         raise FakeApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
+    async def _h_status(self, request: Request) -> Response:
+        """The status subresource: GET is the object; PUT and PATCH change its status only."""
+        self._record(request)
+        res = self._resource(request.path_params["plural"])
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        if request.method == "GET":
+            return self._json(self.get(res.plural, namespace, name))
+        body = await self._body(request, any_json=True)
+        with self._lock:
+            current = self._raw(res.plural, namespace, name)
+            if request.method == "PUT":
+                new = body if isinstance(body, dict) else {}
+                rv = (new.get("metadata") or {}).get("resourceVersion")
+                if rv and rv != current["metadata"]["resourceVersion"]:
+                    raise conflict(
+                        res.plural,
+                        name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    )
+            else:
+                content_type = request.headers.get("content-type", "").split(";")[0].strip()
+                new = self._apply_patch(current, body, content_type)
+            status = copy.deepcopy(new.get("status"))
+            return self._json(self._update(res.plural, namespace, name, lambda o: o.__setitem__("status", status)))
+
     @staticmethod
     async def _body(request: Request, any_json: bool = False) -> Any:
         raw = await request.body()
@@ -1826,6 +1969,9 @@ class FakeKubeApiServer:
         labels = parse_label_selector(params.get("labelSelector"))
         fields = parse_field_selector(params.get("fieldSelector"), res.plural)
         if parse_bool(params.get("watch")):
+            if namespace is not None:
+                with self._lock:
+                    self._check_namespace(namespace)
             return self._watch(res, namespace, labels, fields, params)
         if "limit" in params:
             pass  # everything at once: no continue token (see the module docstring)

@@ -681,3 +681,60 @@ def test_on_run_points_the_service_at_the_local_process(core_v1, fake_kube):
     core_v1.delete_namespaced_pod("nb-1", NS)
     wait_until(lambda: stopped == ["nb-1"])
     assert servers == {}
+
+
+# --- patches, subresources, configuration --------------------------------------------------------------------------
+
+
+def test_strategic_merge_patch_merges_lists_by_key(core_v1):
+    body = pod_body("p")
+    body["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    body["spec"]["containers"].append({"name": "sidecar", "image": "registry.local/sidecar:1"})
+    core_v1.create_namespaced_pod(NS, body)
+    patched = core_v1.patch_namespaced_pod(
+        "p", NS, {"spec": {"containers": [{"name": "sidecar", "image": "registry.local/sidecar:2"}]}}
+    )  # only an image may change in a Pod's spec
+    assert [(c.name, c.image) for c in patched.spec.containers] == [
+        ("notebook", "registry.local/notebook:1.0"),
+        ("sidecar", "registry.local/sidecar:2"),
+    ]
+    assert [e.name for e in patched.spec.containers[0].env] == ["A", "B"]
+    svc = core_v1.create_namespaced_service(NS, service_body("s", {"a": "b"}, labels={"x": "1"}))
+    patched = core_v1.patch_namespaced_service(
+        "s", NS, {"metadata": {"labels": {"x": None, "y": "2"}}, "spec": {"ports": [{"port": 22, "name": "ssh"}]}}
+    )
+    assert patched.metadata.labels == {"y": "2"}
+    assert sorted(p.port for p in patched.spec.ports) == [22, 8888]
+    assert patched.spec.cluster_ip == svc.spec.cluster_ip
+    exc = api_error(core_v1.patch_namespaced_service, "s", NS, {"spec": {"clusterIP": "10.0.0.1"}})
+    assert exc.status == 422  # immutable
+
+
+def test_status_subresource(core_v1, fake_kube):
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    assert core_v1.read_namespaced_pod_status("p", NS).status.phase == "Running"
+    # Status in a patch of the main resource is ignored; through /status it applies.
+    core_v1.patch_namespaced_pod("p", NS, {"status": {"phase": "Failed"}})
+    assert core_v1.read_namespaced_pod("p", NS).status.phase == "Running"
+    core_v1.patch_namespaced_pod_status("p", NS, {"status": {"phase": "Failed"}})
+    assert core_v1.read_namespaced_pod("p", NS).status.phase == "Failed"
+
+
+def test_deleting_a_running_pod_records_killing(core_v1, fake_kube):
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    core_v1.delete_namespaced_pod("p", NS)
+    assert [e["reason"] for e in fake_kube.events_for(NS, "p")][-1] == "Killing"
+
+
+def test_load_kube_config_and_version(fake_kube, tmp_path):
+    from kubernetes import config
+
+    path = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+    api_client = config.new_client_from_config(config_file=path)
+    try:
+        assert client.VersionApi(api_client).get_code().git_version.startswith("v1.32")
+        assert client.CoreV1Api(api_client).list_namespaced_pod(NS).items == []
+    finally:
+        api_client.close()
