@@ -19,6 +19,8 @@ What is implemented (core/v1, under /api/v1):
   Namespaces: get and list (GET /api/v1/namespaces[/NS]); `FakeKubeApiServer(namespaces=None)` (the default)
   lets any namespace exist, `namespaces=["a", "b"]` makes the others 404 (`namespaces "x" not found`) on create.
   GET /version answers like a 1.32 server; GET /api/v1/namespaces/NS/pods/NAME/log returns `set_log()`'s text.
+  The status subresource (GET, PUT, PATCH .../NAME/status, e.g. `read_namespaced_pod_status`) reads the object and
+  changes only its status. `kubeconfig()`/`write_kubeconfig(path)` give a kubeconfig for `load_kube_config`.
 - Errors are `Status` objects with the real reasons and codes: 404 NotFound (`pods "x" not found`),
   409 AlreadyExists (`pods "x" already exists`), 409 Conflict (a PUT or a precondition with a stale
   resourceVersion or uid), 422 Invalid (with details.causes), 400 BadRequest (a malformed selector, a namespace in
@@ -33,14 +35,19 @@ What is implemented (core/v1, under /api/v1):
   spec.type ClusterIP, spec.clusterIP/clusterIPs from 10.96.0.0/16 (kept if given, "None" for headless), port
   protocol TCP and targetPort = port, nodePorts from 30000 for NodePort/LoadBalancer. PVCs get volumeMode
   Filesystem and, with `bind_pvcs=True` (default), status {phase: Bound, capacity, accessModes} at once plus
-  spec.volumeName; with `bind_pvcs=False` they stay Pending until `bind_pvc()`. Secrets' stringData is folded into
+  spec.volumeName; with `bind_pvcs=False` they stay Pending until `bind_pvc()`. PVCs get the finalizer
+  kubernetes.io/pvc-protection, as the admission plugin adds it (see Deletion). Secrets' stringData is folded into
   base64 data.
 - Validation, basic only: names (DNS-1123 subdomain; DNS-1035 label for Services), label keys and values, a Pod
   needs containers with a name and an image, a Service needs ports in 1..65535 (unless headless), a PVC needs
   accessModes and resources.requests.storage. PUT and PATCH of a Pod may change only container images and labels,
   annotations and the like in metadata (other spec changes: 422, as the real "pod updates may not change fields"),
   a Service's clusterIP may not change (422); status in a PUT/PATCH of the main resource is ignored (status is a
-  subresource; the fake changes status only through its Python "kubelet" API below).
+  subresource). Patches: application/json-patch+json (RFC 6902; the client's choice for a list body),
+  application/merge-patch+json (RFC 7386; pass `_content_type="application/merge-patch+json"`) and
+  application/strategic-merge-patch+json (the client's choice for a dict body: a merge patch whose lists in
+  MERGE_KEYS, e.g. containers, env, volumes, ports, ownerReferences, merge by their key, finalizers as a set,
+  with `$patch: delete|replace`; other directives are ignored and other lists replaced).
 - Label selectors: equality (`a=b`, `a==b`, `a!=b`, comma = AND) and set-based (`a in (x,y)`, `a notin (x)`,
   `a`, `!a`), with the real semantics (`a!=b` and `notin` also match objects without the label). Field selectors:
   `=`, `==`, `!=` on metadata.name and metadata.namespace for every kind, plus for Pods spec.nodeName,
@@ -68,15 +75,20 @@ What is implemented (core/v1, under /api/v1):
     ends every open watch.
 - Deletion: `propagationPolicy` (query or DeleteOptions body) Background (the default), Foreground or Orphan, and
   `preconditions` (uid, resourceVersion). Garbage collection by ownerReferences is done synchronously in the same
-  request: dependents (any kind in the namespace) whose ownerReferences name the deleted owner's uid and that have
-  no other owner still present are deleted too, recursively; Background deletes the owner first, then the
-  dependents; Foreground the dependents first, then the owner (a real server would show the owner with a
-  deletionTimestamp and the foregroundDeletion finalizer meanwhile); Orphan removes the reference from the
-  dependents (MODIFIED) and keeps them. The response is 200 with the object (the real server does this for these
-  kinds). With `pod_termination_seconds > 0`, deleting a scheduled Pod (without gracePeriodSeconds=0) is graceful:
-  the Pod gets deletionTimestamp and deletionGracePeriodSeconds (MODIFIED) and stays, Terminating (so a create
-  of the same name is 409 meanwhile), until that many seconds pass or `finish_termination()`. Objects with
-  metadata.finalizers are only marked (deletionTimestamp) until an update removes the finalizers.
+  request, when the owner is removed from the store: dependents (any kind in the namespace) whose ownerReferences
+  name the owner's uid and that have no other owner still present are deleted too, through the same path as a
+  DELETE (so finalizers and graceful Pod termination apply to them), recursively. Background removes the owner
+  first, then deletes the dependents; Foreground deletes the dependents first, then removes the owner without
+  waiting for dependents that are only Terminating (a real server keeps the owner, with a deletionTimestamp and the
+  foregroundDeletion finalizer, until they are gone); Orphan removes the reference from the dependents (MODIFIED)
+  and keeps them. The response is 200 with the object (the real server does this for these kinds).
+  With `pod_termination_seconds > 0`, deleting a scheduled Pod (without gracePeriodSeconds=0) is graceful: the
+  Pod gets deletionTimestamp and deletionGracePeriodSeconds (MODIFIED) and stays, Terminating (so a create of the
+  same name is 409 meanwhile), until that many seconds pass or `finish_termination()`; by default (0) Pods go at
+  once, as with gracePeriodSeconds=0. Deleting a running Pod records Killing Events. Objects with
+  metadata.finalizers are only marked (deletionTimestamp, MODIFIED) until an update removes the last finalizer,
+  which removes them (DELETED). A PVC that a Pod (not Succeeded or Failed) mounts stays Terminating until no Pod
+  uses it (the pvc-protection controller's job, done synchronously when Pods change).
 - Events (core/v1 Event, as the kubelet and the scheduler write them): reason, message, type Normal/Warning,
   involvedObject (kind, namespace, name, uid, apiVersion, resourceVersion, fieldPath), source, count,
   first/lastTimestamp; a repeat of the same reason and message for the same object increments count (MODIFIED).
@@ -85,7 +97,11 @@ What is implemented (core/v1, under /api/v1):
 The "kubelet" and "scheduler" side is a Python API on the fake, for tests; each call bumps resourceVersion,
 produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod:
 `schedule`, `unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `set_pod_status`,
-`bind_pvc`, `finish_termination`, `set_log`. `auto` is a policy called (in its own thread) for each created Pod,
+`bind_pvc`, `finish_termination`, `set_log`; and `create`, `get`, `exists`, `objects`, `delete`, `events_for`,
+`compact`, `resource_version`, `requests` (every HTTP request, for assertions), `errors` (exceptions of policies
+and hooks run in threads). Objects go in and out as plain dicts (copies). Every method is thread-safe; hooks and
+policies never run under the store's lock nor on the server's event loop.
+`auto` is a policy called (in its own thread) for each created Pod,
 e.g. `fake.auto = run_after(0.1)`, so that Pods start by themselves (`run_after`, `fail_image_pull_after`,
 `unschedulable_after` below, or any `Callable[[FakeKubeApiServer, dict], None]`).
 
@@ -96,17 +112,18 @@ returns where it listens. DEVIATION from Kubernetes: the fake then REWRITES the 
 spec.clusterIP (and clusterIPs) is that host and spec.ports[0].port (and targetPort) is that port (MODIFIED
 events), and a Service created later for that Pod gets the address at once; status.podIP becomes the host too.
 So a runtime that reaches an instance at `clusterIP:ports[0].port` must read the Service after the Pod is Running
-(or watch it). `on_stop(pod)` is called (in a separate thread) when such a Pod's containers stop: the Pod is
-deleted, OOM-killed or terminated, so that the test stops its process.
+(or watch it). `on_stop(pod)` is called once per `on_run` when that Pod's containers stop, so that the test stops
+its process: in the caller's thread for `oom_kill`/`terminate` (before a restart's new `on_run`), in a thread of its
+own when the Pod is removed (a graceful deletion: when it ends), and when the Pod was deleted while `on_run` ran.
 
 What is NOT implemented: authentication and authorization (every request is allowed), admission (no quotas, no
 LimitRanges, no default StorageClass logic, no Pod Security), scheduling and a kubelet of its own (Pods stay
 Pending until a test calls the kubelet API or `auto` does), controllers (no Endpoints/EndpointSlices, no
-ReplicaSets, no PV provisioning beyond bind_pvcs), the full strategic merge patch (lists merge by their key for the
-lists in MERGE_KEYS, finalizers as a set, `$patch: delete|replace` works; other directives are ignored and
-other lists replaced), server-side apply, the status subresources
-over HTTP, pagination (`limit`/`continue`), `resourceVersionMatch`, `sendInitialEvents`, protobuf/YAML/Table
-output, API discovery beyond /version, any group other than core/v1, and field validation beyond the basics above.
+ReplicaSets, no PV provisioning beyond bind_pvcs), the strategic merge patch beyond the above, server-side apply,
+exec/attach/port-forward, pagination (`limit` is accepted and everything returned, without `continue`),
+`resourceVersionMatch`, `sendInitialEvents`, a watch from a resourceVersion in the future (served as if current),
+protobuf/YAML/Table output, API discovery beyond /version, any group other than core/v1 (no apps/v1, no
+networking), and field validation beyond the basics above.
 """
 
 from __future__ import annotations
@@ -162,6 +179,7 @@ RESOURCES = {
     )
 }
 
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 FIELDS_ALL = {"metadata.name", "metadata.namespace"}
 FIELDS = {
     "pods": FIELDS_ALL
@@ -706,7 +724,34 @@ class FakeKubeApiServer:
         while len(self._log) > self.history:
             self._compacted = self._log.popleft().rv
         self._wake_all()
-        return copy.deepcopy(obj)
+        result = copy.deepcopy(obj)
+        if plural == "pods" and type_ != "ADDED":
+            self._release_pvcs(meta["namespace"])
+        return result
+
+    def _release_pvcs(self, namespace: str) -> None:
+        """The pvc-protection controller: a deleted PVC that no Pod uses any more loses its finalizer (and goes)."""
+        for key, pvc in list(self._objects.items()):
+            if key[0] != "persistentvolumeclaims" or key[1] != namespace:
+                continue
+            meta = pvc["metadata"]
+            if not meta.get("deletionTimestamp") or PVC_PROTECTION not in (meta.get("finalizers") or []):
+                continue
+            if any(
+                (vol.get("persistentVolumeClaim") or {}).get("claimName") == meta["name"]
+                and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                for (p, ns, _), pod in self._objects.items()
+                if p == "pods" and ns == namespace
+                for vol in (pod.get("spec") or {}).get("volumes") or []
+            ):
+                continue
+            updated = copy.deepcopy(pvc)
+            updated["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != PVC_PROTECTION]
+            if updated["metadata"]["finalizers"]:
+                self._commit(key[0], "MODIFIED", updated, copy.deepcopy(pvc))
+            else:
+                updated["metadata"].pop("finalizers")
+                self._delete_now(key[0], updated, "Background")
 
     def _wake_all(self) -> None:
         for wake in list(self._subscribers):
@@ -984,6 +1029,9 @@ class FakeKubeApiServer:
     def _default_persistentvolumeclaims(self, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("volumeMode", "Filesystem")
+        finalizers = obj["metadata"].setdefault("finalizers", [])
+        if PVC_PROTECTION not in finalizers:  # as the StorageObjectInUseProtection admission plugin does
+            finalizers.append(PVC_PROTECTION)
         obj["status"] = {"phase": "Pending"}
         if self.bind_pvcs:
             self._bind(obj)
@@ -1127,8 +1175,8 @@ class FakeKubeApiServer:
             and not merged_meta.get("finalizers")
             and (plural != "pods" or ("pods", meta["namespace"], meta["name"]) not in self._terminating)
         ):
-            self._commit(plural, "MODIFIED", updated, old)
-            return self._delete_now(plural, updated, "Background")
+            updated["metadata"]["resourceVersion"] = meta["resourceVersion"]
+            return self._delete_now(plural, updated, "Background")  # the last finalizer gone: DELETED at once
         return self._commit(plural, "MODIFIED", updated, old)
 
     def _update(self, plural: str, namespace: str, name: str, fn: Callable[[Obj], None], uid: str | None = None) -> Obj:
@@ -1198,12 +1246,15 @@ class FakeKubeApiServer:
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return copy.deepcopy(obj)
-                return self._update(
+                marked = self._update(
                     plural,
                     namespace,
                     name,
                     lambda o: o["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0),
                 )
+                if plural == "persistentvolumeclaims":
+                    self._release_pvcs(namespace)
+                return marked
             graceful = (
                 plural == "pods"
                 and self.pod_termination_seconds > 0
@@ -1295,7 +1346,12 @@ class FakeKubeApiServer:
                 if r.get("uid") != owner_uid and r.get("uid") in live_uids
             ]
             if not others:
-                self._delete_now(plural, current, "Background" if policy == "Orphan" else policy)
+                try:  # the whole DELETE path: finalizers hold it, Pods terminate gracefully (as the real GC's calls)
+                    self.delete(
+                        plural, key[1], key[2], propagation_policy="Background" if policy == "Orphan" else policy
+                    )
+                except FakeApiError:
+                    pass
 
     def _pod_gone(self, namespace: str, name: str, uid: str, pod: Obj) -> None:
         self._addresses.pop((namespace, name), None)

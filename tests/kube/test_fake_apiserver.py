@@ -470,7 +470,39 @@ def test_graceful_pod_deletion_keeps_the_name_taken_until_it_ends():
         fake.run(NS, "p")
         api.delete_namespaced_pod("p", NS, grace_period_seconds=0)
         assert not fake.exists("pods", NS, "p")
+        # The garbage collector's deletions are graceful too.
+        owner = api.create_namespaced_config_map(NS, {"metadata": {"name": "owner"}})
+        api.create_namespaced_pod(NS, pod_body("p", ownerReferences=[owner_ref(owner, "ConfigMap")]))
+        fake.run(NS, "p")
+        api.delete_namespaced_config_map("owner", NS)
+        assert api.read_namespaced_pod("p", NS).metadata.deletion_timestamp is not None
+        fake.finish_termination(NS, "p")
+        assert not fake.exists("pods", NS, "p")
         api.api_client.close()
+
+
+def test_a_pvc_in_use_stays_terminating_until_its_pod_is_gone(core_v1, fake_kube):
+    pvc = core_v1.create_namespaced_persistent_volume_claim(NS, pvc_body("data"))
+    assert pvc.metadata.finalizers == ["kubernetes.io/pvc-protection"]
+    body = pod_body("p")
+    body["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    core_v1.create_namespaced_pod(NS, body)
+    start = fake_kube.resource_version
+    terminating = core_v1.delete_namespaced_persistent_volume_claim("data", NS)
+    assert terminating.metadata.deletion_timestamp is not None
+    assert core_v1.read_namespaced_persistent_volume_claim("data", NS).metadata.deletion_timestamp is not None
+    assert api_error(core_v1.create_namespaced_persistent_volume_claim, NS, pvc_body("data")).status == 409
+    core_v1.delete_namespaced_pod("p", NS)
+    assert api_error(core_v1.read_namespaced_persistent_volume_claim, "data", NS).status == 404
+    w = watch.Watch()
+    stream = w.stream(
+        core_v1.list_namespaced_persistent_volume_claim, NS, resource_version=str(start), timeout_seconds=5
+    )
+    assert [e["type"] for e in collect(stream, w, 2)] == ["MODIFIED", "DELETED"]
+    # One no Pod uses goes at once.
+    core_v1.create_namespaced_persistent_volume_claim(NS, pvc_body("free"))
+    core_v1.delete_namespaced_persistent_volume_claim("free", NS)
+    assert not fake_kube.exists("persistentvolumeclaims", NS, "free")
 
 
 def test_finalizers_hold_a_deletion_until_removed(core_v1, fake_kube):
@@ -478,8 +510,15 @@ def test_finalizers_hold_a_deletion_until_removed(core_v1, fake_kube):
     held = core_v1.delete_namespaced_persistent_volume_claim("d", NS)
     assert held.metadata.deletion_timestamp is not None
     assert fake_kube.exists("persistentvolumeclaims", NS, "d")
+    assert core_v1.read_namespaced_persistent_volume_claim("d", NS).metadata.finalizers == ["example.com/hold"]
+    start = fake_kube.resource_version
     core_v1.patch_namespaced_persistent_volume_claim("d", NS, [{"op": "remove", "path": "/metadata/finalizers"}])
     assert not fake_kube.exists("persistentvolumeclaims", NS, "d")
+    w = watch.Watch()
+    stream = w.stream(
+        core_v1.list_namespaced_persistent_volume_claim, NS, resource_version=str(start), timeout_seconds=5
+    )
+    assert [e["type"] for e in collect(stream, w, 1)] == ["DELETED"]  # removing the last finalizer deletes it
 
 
 # --- the kubelet API and Events ------------------------------------------------------------------------------------
