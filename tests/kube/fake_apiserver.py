@@ -1468,7 +1468,10 @@ class FakeKubeApiServer:
         return pod
 
     def unschedulable(self, namespace: str, name: str, message: str | None = None) -> Obj:
-        """The scheduler cannot place the Pod: PodScheduled False (Unschedulable), Event FailedScheduling."""
+        """The scheduler cannot place the Pod: PodScheduled False (Unschedulable), Event FailedScheduling.
+        ValueError for a Pod already scheduled."""
+        if (self._pod(namespace, name).get("spec") or {}).get("nodeName"):
+            raise ValueError(f"pod {namespace}/{name} is already scheduled")
         message = message or (
             "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: "
             "1 No preemption victims found for incoming pod."
@@ -1518,7 +1521,14 @@ class FakeKubeApiServer:
     def run(self, namespace: str, name: str, *, node: str | None = None, ready: bool = True, pull: bool = True) -> Obj:
         """Schedule (if needed) and start the Pod: Events Scheduled, Pulling, Pulled, Created, Started; then
         phase Running with podIP, containers running (ready unless ready=False) and the conditions True.
-        Calls `on_run` first (see the module docstring) and points the Pod's Services at its address."""
+        Calls `on_run` first (see the module docstring) and points the Pod's Services at its address.
+        A Pod already Running with every container running is returned as it is (no second on_run)."""
+        pod = self._pod(namespace, name)
+        statuses = pod["status"].get("containerStatuses") or []
+        if pod["status"].get("phase") == "Running" and statuses and all("running" in c["state"] for c in statuses):
+            return pod
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
         pod = self.schedule(namespace, name, node)
         uid = pod["metadata"]["uid"]
         pod = self._kubelet_start(namespace, name, uid)
@@ -1723,6 +1733,9 @@ class FakeKubeApiServer:
         pod = self._pod(namespace, name)
         uid = pod["metadata"]["uid"]
         container = container or pod["spec"]["containers"][0]["name"]
+        state = next((c["state"] for c in pod["status"].get("containerStatuses") or [] if c["name"] == container), {})
+        if "running" not in state:
+            raise ValueError(f"container {container} of pod {namespace}/{name} is not running")
         if restart is None:
             policy = pod["spec"].get("restartPolicy", "Always")
             restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)

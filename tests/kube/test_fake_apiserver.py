@@ -294,8 +294,8 @@ def test_watch_follows_live_changes_and_a_status_change_through_the_kubelet_api(
 
     def later():
         time.sleep(0.2)
-        fake_kube.schedule(NS, "nb-1")
         fake_kube.unschedulable(NS, "nb-1", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+        fake_kube.schedule(NS, "nb-1")  # a node turned up
 
     thread = threading.Thread(target=later)
     thread.start()
@@ -303,8 +303,15 @@ def test_watch_follows_live_changes_and_a_status_change_through_the_kubelet_api(
     events = collect(w.stream(core_v1.list_namespaced_pod, NS, resource_version=start, timeout_seconds=5), w, 2)
     thread.join(5)
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED"]
-    scheduled = {c.type: c for c in events[1]["object"].status.conditions}["PodScheduled"]
-    assert (scheduled.status, scheduled.reason) == ("False", "Unschedulable")
+    first = {c.type: c for c in events[0]["object"].status.conditions}["PodScheduled"]
+    assert (first.status, first.reason, first.message) == (
+        "False",
+        "Unschedulable",
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    )
+    second = {c.type: c for c in events[1]["object"].status.conditions}["PodScheduled"]
+    assert (second.status, second.reason) == ("True", None)
+    assert events[1]["object"].spec.node_name == "fake-node"
 
 
 def test_watch_without_a_resource_version_starts_with_the_current_objects(core_v1, fake_kube):
@@ -351,6 +358,7 @@ def test_bookmarks_arrive_with_the_current_resource_version(core_v1, fake_kube):
     assert all(e["raw_object"]["kind"] == "Pod" for e in events)
     assert events[-1]["raw_object"]["metadata"]["resourceVersion"] == str(fake_kube.resource_version)
     assert w.resource_version == str(fake_kube.resource_version)  # the client keeps it for a resumption
+    wait_until(lambda: not fake_kube._subscribers)  # the server noticed the client went away
 
 
 def test_no_bookmarks_unless_asked(core_v1, fake_kube):
@@ -624,10 +632,17 @@ def test_terminate(core_v1, fake_kube):
     assert core_v1.read_namespaced_pod("job", NS).status.phase == "Succeeded"
 
 
-def test_kubelet_calls_for_a_missing_pod_raise_404(fake_kube):
+def test_kubelet_calls_for_a_missing_pod_raise_404_and_nonsense_value_error(core_v1, fake_kube):
     with pytest.raises(FakeApiError) as info:
         fake_kube.run(NS, "nope")
     assert info.value.code == 404
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    with pytest.raises(ValueError):
+        fake_kube.oom_kill(NS, "p")  # not running
+    running = fake_kube.run(NS, "p")
+    assert fake_kube.run(NS, "p") == running  # already running: nothing happens
+    with pytest.raises(ValueError):
+        fake_kube.unschedulable(NS, "p")  # already scheduled
 
 
 # --- auto policies and the on_run hook -----------------------------------------------------------------------------
