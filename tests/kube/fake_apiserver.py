@@ -628,6 +628,7 @@ class FakeKubeApiServer:
         self._running_hooks: set[tuple[str, str, str]] = set()  # (ns, pod, uid) whose on_run ran, for on_stop
         self._logs: dict[tuple[str, str], str] = {}
         self._timers: list[threading.Timer] = []
+        self._threads: list[threading.Thread] = []  # policies and hooks running
         self._server: ServerThread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
@@ -640,13 +641,33 @@ class FakeKubeApiServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving: end the watches, wait (bounded) for policies and hooks in threads, then call on_stop for
+        every Pod whose on_run ran and that is still up, so that a test's processes do not outlive the fake."""
         self._closing.set()
-        self._wake_all()
-        for timer in self._timers:
+        with self._lock:
+            self._wake_all()
+            timers, threads = list(self._timers), list(self._threads)
+        for timer in timers:
             timer.cancel()
         if self._server is not None:
             self._server.__exit__(None, None, None)
             self._server = None
+        deadline = time.monotonic() + 30
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = sorted(self._running_hooks)
+            self._running_hooks.clear()
+            pods = {(ns, name, uid): self._objects.get(("pods", ns, name)) for ns, name, uid in left}
+        if self.on_stop is not None:
+            for (ns, name, uid), pod in pods.items():
+                try:
+                    self.on_stop(
+                        copy.deepcopy(pod) if pod else {"metadata": {"namespace": ns, "name": name, "uid": uid}}
+                    )
+                except Exception as exc:
+                    log.exception("fake kube-apiserver: on_stop failed")
+                    self.errors.append(exc)
 
     def __enter__(self) -> FakeKubeApiServer:
         return self.start()
@@ -881,14 +902,18 @@ class FakeKubeApiServer:
             try:
                 fn(*args)
             except FakeApiError as exc:
-                if exc.code != 404:  # the Pod went away meanwhile: nothing to do
+                if exc.code != 404 and not self._closing.is_set():  # the Pod went away meanwhile: nothing to do
                     log.exception("fake kube-apiserver: %r failed", fn)
                     self.errors.append(exc)
             except BaseException as exc:
                 log.exception("fake kube-apiserver: %r failed", fn)
                 self.errors.append(exc)
 
-        threading.Thread(target=target, daemon=True, name="fake-kube-policy").start()
+        thread = threading.Thread(target=target, daemon=True, name="fake-kube-policy")
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
 
     def _validate(self, res: Resource, obj: Obj, name: str) -> None:
         causes: list[tuple[str, str]] = []
@@ -1552,6 +1577,8 @@ class FakeKubeApiServer:
         return self._start_containers(namespace, name, uid, ready)
 
     def _start_containers(self, namespace: str, name: str, uid: str, ready: bool, restart: bool = False) -> Obj:
+        if self._closing.is_set():
+            raise FakeApiError(503, "ServiceUnavailable", "the fake kube-apiserver is stopping")
         pod = self._pod(namespace, name)
         address = None
         if self.on_run is not None:
@@ -1568,9 +1595,10 @@ class FakeKubeApiServer:
                 current is not None
                 and current["metadata"]["uid"] == uid
                 and not current["metadata"].get("deletionTimestamp")
+                and not self._closing.is_set()
             ):
                 return self._commit_running(namespace, name, uid, ready, restart, address)
-        # Deleted (or terminating) while on_run started its process: stop that again.
+        # Deleted (or terminating, or the fake stopping) while on_run started its process: stop that again.
         if self.on_run is not None and self.on_stop is not None:
             self.on_stop(copy.deepcopy(pod))
         raise not_found("pods", name)

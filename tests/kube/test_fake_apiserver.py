@@ -792,3 +792,26 @@ def test_load_kube_config_and_version(fake_kube, tmp_path):
         assert client.CoreV1Api(api_client).list_namespaced_pod(NS).items == []
     finally:
         api_client.close()
+
+
+def test_stopping_the_fake_stops_what_on_run_started():
+    started: list[str] = []
+    stopped: list[str] = []
+
+    def on_run(pod, services):
+        started.append(pod["metadata"]["name"])
+        return None  # no address: the Services keep theirs
+
+    with FakeKubeApiServer(on_run=on_run, on_stop=lambda pod: stopped.append(pod["metadata"]["name"])) as fake:
+        api = fake.core_v1()
+        api.create_namespaced_pod(NS, pod_body("a"))
+        api.create_namespaced_pod(NS, pod_body("b"))
+        fake.run(NS, "a")
+        fake.run(NS, "b")
+        fake.oom_kill(NS, "b")  # on_stop, then on_run again for the restart
+        assert (started, stopped) == (["a", "b", "b"], ["b"])
+        fake.auto = run_after(5.0)  # still asleep when the fake stops: never runs
+        api.create_namespaced_pod(NS, pod_body("c"))
+        api.api_client.close()
+    assert sorted(stopped) == ["a", "b", "b"] and started == ["a", "b", "b"]
+    assert fake.errors == []
