@@ -95,15 +95,17 @@ What is implemented (core/v1, under /api/v1):
   They stay after their Pod is deleted.
 
 The "kubelet" and "scheduler" side is a Python API on the fake, for tests; each call bumps resourceVersion,
-produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod:
-`schedule`, `unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `set_pod_status`,
-`bind_pvc`, `finish_termination`, `set_log`; and `create`, `get`, `exists`, `objects`, `delete`, `events_for`,
-`compact`, `resource_version`, `requests` (every HTTP request, for assertions), `errors` (exceptions of policies
-and hooks run in threads). Objects go in and out as plain dicts (copies). Every method is thread-safe; hooks and
-policies never run under the store's lock nor on the server's event loop.
-`auto` is a policy called (in its own thread) for each created Pod,
-e.g. `fake.auto = run_after(0.1)`, so that Pods start by themselves (`run_after`, `fail_image_pull_after`,
-`unschedulable_after` below, or any `Callable[[FakeKubeApiServer, dict], None]`).
+produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod: `schedule`,
+`unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `set_pod_status`, `bind_pvc`,
+`finish_termination`, `set_log`. The store: `create`, `get`, `exists`, `objects`, `delete`, `events_for`, `compact`,
+`resource_version`; `requests` (every HTTP request, for assertions), `errors` (exceptions of policies and hooks run
+in threads). For the runtime's error paths: `inject_failure` (the next matching requests fail with a given Status:
+403 exceeded quota, 429, 500, also on watches), `drop_watches` (every open watch stream ends, as when an apiserver
+restarts) and `open_watches` (to wait until a watch is established). Objects go in and out as plain dicts
+(copies). Every method is thread-safe; hooks and policies never run under the store's lock nor on the server's
+event loop. `auto` is a policy called (in its own thread) for each created Pod, e.g. `fake.auto = run_after(0.1)`,
+so that Pods start by themselves (`run_after`, `fail_image_pull_after`, `unschedulable_after` below, or any
+`Callable[[FakeKubeApiServer, dict], None]`).
 
 A real Jupyter behind a running Pod: `on_run(pod, services) -> (host, port) | None` is called by `run()` (and by a
 restart after `oom_kill`/`terminate`) in the caller's thread, before the Pod turns Running; `services` are the
@@ -563,6 +565,27 @@ def _condition(status: Obj, kind: str, value: bool, reason: str | None = None, m
 
 
 @dataclass
+class Fault:
+    """An injected failure (FakeKubeApiServer.inject_failure)."""
+
+    method: str | None
+    plural: str | None
+    name: str | None
+    watch: bool | None
+    error: FakeApiError
+    times: int
+
+    def matches(self, method: str, plural: str | None, name: str | None, watch: bool) -> bool:
+        return (
+            self.times != 0
+            and self.method in (None, method)
+            and self.plural in (None, plural)
+            and self.name in (None, name)
+            and self.watch in (None, watch)
+        )
+
+
+@dataclass
 class Change:
     """One entry of the watch history: a committed create, update or delete."""
 
@@ -629,6 +652,8 @@ class FakeKubeApiServer:
         self._logs: dict[tuple[str, str], str] = {}
         self._timers: list[threading.Timer] = []
         self._threads: list[threading.Thread] = []  # policies and hooks running
+        self._watch_generation = 0  # drop_watches() ends the watches of older generations
+        self._faults: list[Fault] = []
         self._server: ServerThread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
@@ -1886,9 +1911,62 @@ class FakeKubeApiServer:
         return self._json(exc.status(), exc.code)
 
     def _record(self, request: Request) -> None:
+        """Log the request and fail it if an injected failure matches."""
         query = request.url.query
+        plural = request.path_params.get("plural")
+        if plural is None and "/pods/" in request.url.path:
+            plural = "pods"  # .../pods/NAME/log
+        name = request.path_params.get("name")
+        is_watch = parse_bool(request.query_params.get("watch"))
         with self._lock:
             self.requests.append((request.method, request.url.path + (f"?{query}" if query else "")))
+            for fault in self._faults:
+                if fault.matches(request.method, plural, name, is_watch):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    raise fault.error
+
+    def inject_failure(
+        self,
+        *,
+        method: str | None = None,
+        plural: str | None = None,
+        name: str | None = None,
+        watch: bool | None = None,
+        code: int = 500,
+        reason: str = "InternalError",
+        message: str = 'an error on the server ("injected by the test") has prevented the request from succeeding',
+        times: int = 1,
+    ) -> Fault:
+        """Fail the next `times` HTTP requests that match (None matches anything; times=-1: until
+        clear_failures()) with a Status of this code, reason and message. A watch request fails before streaming.
+        E.g. a quota: `inject_failure(method="POST", plural="pods", code=403, reason="Forbidden",
+        message='pods "x" is forbidden: exceeded quota: compute, requested: limits.cpu=2, used: limits.cpu=8,
+        limited: limits.cpu=8')`; throttling: code=429, reason="TooManyRequests"."""
+        fault = Fault(
+            method.upper() if method else None, plural, name, watch, FakeApiError(code, reason, message), times
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def drop_watches(self) -> None:
+        """End every open watch stream (cleanly, as when an apiserver restarts or a proxy drops idle streams); a
+        client resumes from the last resourceVersion it saw."""
+        with self._lock:
+            self._watch_generation += 1
+            self._wake_all()
+
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are open now (e.g. to wait until the runtime's watch is established)."""
+        with self._lock:
+            return len(self._subscribers)
 
     @staticmethod
     def _resource(plural: str) -> Resource:
@@ -2142,6 +2220,7 @@ class FakeKubeApiServer:
                 if start < self._compacted:
                     return StreamingResponse(iter([expired(start)]), media_type="application/json")
             self._subscribers.add(notify)
+            generation = self._watch_generation
 
         async def stream() -> Any:
             last = start
@@ -2154,11 +2233,15 @@ class FakeKubeApiServer:
                     wake.clear()
                     out: list[bytes] = []
                     with self._lock:
-                        if last < self._compacted:
-                            yield expired(last)
-                            return
+                        too_old = last < self._compacted
+                        dropped = self._watch_generation != generation
                         changes = [c for c in self._log if c.rv > last and c.plural == res.plural]
                         upto = self._rv
+                    if too_old:  # fell behind the kept history
+                        yield expired(last)
+                        return
+                    if dropped:  # drop_watches(): the connection ends, as when an apiserver restarts
+                        return
                     for change in changes:
                         now_matches, before = matches(change.obj), matches(change.old)
                         if change.type == "ADDED" and now_matches:

@@ -815,3 +815,49 @@ def test_stopping_the_fake_stops_what_on_run_started():
         api.api_client.close()
     assert sorted(stopped) == ["a", "b", "b"] and started == ["a", "b", "b"]
     assert fake.errors == []
+
+
+def test_injected_failures(core_v1, fake_kube):
+    fake_kube.inject_failure(
+        method="POST",
+        plural="pods",
+        code=403,
+        reason="Forbidden",
+        message='pods "p" is forbidden: exceeded quota: compute, requested: limits.cpu=1, used: limits.cpu=8, '
+        "limited: limits.cpu=8",
+    )
+    exc = api_error(core_v1.create_namespaced_pod, NS, pod_body("p"))
+    assert exc.status == 403 and "exceeded quota" in message(exc)
+    core_v1.create_namespaced_pod(NS, pod_body("p"))  # once only
+    fake_kube.inject_failure(watch=True, code=500, times=-1)
+    core_v1.list_namespaced_pod(NS)  # not a watch
+    for _ in range(2):
+        exc = api_error(lambda: list(watch.Watch().stream(core_v1.list_namespaced_pod, NS, timeout_seconds=1)))
+        assert exc.status == 500
+    fake_kube.clear_failures()
+    assert list(watch.Watch().stream(core_v1.list_namespaced_service, NS, timeout_seconds=1)) == []
+
+
+def test_dropped_watches_resume_from_the_last_resource_version(core_v1, fake_kube):
+    seen: list[str] = []
+    w = watch.Watch()
+
+    def watching():
+        # No timeout_seconds: the client reconnects by itself when the stream ends.
+        for event in w.stream(core_v1.list_namespaced_pod, NS, resource_version=str(fake_kube.resource_version)):
+            seen.append(event["object"].metadata.name)
+            if len(seen) == 2:
+                w.stop()
+                break
+
+    thread = threading.Thread(target=watching, daemon=True)
+    thread.start()
+    wait_until(lambda: fake_kube.open_watches == 1)
+    first = core_v1.create_namespaced_pod(NS, pod_body("a")).metadata.resource_version
+    wait_until(lambda: seen == ["a"])
+    fake_kube.drop_watches()
+    wait_until(lambda: len([r for r in fake_kube.requests if "watch=true" in r[1]]) == 2)
+    assert f"resourceVersion={first}" in fake_kube.requests[-1][1]
+    core_v1.create_namespaced_pod(NS, pod_body("b"))
+    thread.join(5)
+    assert not thread.is_alive() and seen == ["a", "b"]
