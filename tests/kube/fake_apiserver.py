@@ -21,6 +21,9 @@ What is implemented (core/v1, under /api/v1):
   GET /version answers like a 1.32 server; GET /api/v1/namespaces/NS/pods/NAME/log returns `set_log()`'s text.
   The status subresource (GET, PUT, PATCH .../NAME/status, e.g. `read_namespaced_pod_status`) reads the object and
   changes only its status. `kubeconfig()`/`write_kubeconfig(path)` give a kubeconfig for `load_kube_config`.
+  Legacy discovery (/api, /apis, /api/v1) is enough for kubectl (get, describe, delete, run; no Table output, so
+  `kubectl get` shows NAME and AGE only). `python -m tests.kube.fake_apiserver --auto-run 0.1 --kubeconfig PATH`
+  serves one until SIGINT/SIGTERM, for trying things by hand.
 - Errors are `Status` objects with the real reasons and codes: 404 NotFound (`pods "x" not found`),
   409 AlreadyExists (`pods "x" already exists`), 409 Conflict (a PUT or a precondition with a stale
   resourceVersion or uid), 422 Invalid (with details.causes), 400 BadRequest (a malformed selector, a namespace in
@@ -91,7 +94,8 @@ What is implemented (core/v1, under /api/v1):
   uses it (the pvc-protection controller's job, done synchronously when Pods change).
 - Events (core/v1 Event, as the kubelet and the scheduler write them): reason, message, type Normal/Warning,
   involvedObject (kind, namespace, name, uid, apiVersion, resourceVersion, fieldPath), source, count,
-  first/lastTimestamp; a repeat of the same reason and message for the same object increments count (MODIFIED).
+  first/lastTimestamp; named NAME.<hex nanoseconds> as the kubelet does (so listed in the order recorded); a repeat
+  of the same reason and message for the same object increments count (MODIFIED).
   They stay after their Pod is deleted.
 
 The "kubelet" and "scheduler" side is a Python API on the fake, for tests; each call bumps resourceVersion,
@@ -124,12 +128,14 @@ Pending until a test calls the kubelet API or `auto` does), controllers (no Endp
 ReplicaSets, no PV provisioning beyond bind_pvcs), the strategic merge patch beyond the above, server-side apply,
 exec/attach/port-forward, pagination (`limit` is accepted and everything returned, without `continue`),
 `resourceVersionMatch`, `sendInitialEvents`, a watch from a resourceVersion in the future (served as if current),
-protobuf/YAML/Table output, API discovery beyond /version, any group other than core/v1 (no apps/v1, no
-networking), and field validation beyond the basics above.
+protobuf/YAML/Table output, aggregated discovery and OpenAPI (so no `kubectl apply` validation), any group other
+than core/v1 (no apps/v1, no networking), and field validation beyond the basics above. Admission quotas can be
+imitated with `inject_failure`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import copy
@@ -139,6 +145,7 @@ import json
 import logging
 import os
 import re
+import signal
 import threading
 import time
 import uuid
@@ -654,6 +661,7 @@ class FakeKubeApiServer:
         self._threads: list[threading.Thread] = []  # policies and hooks running
         self._watch_generation = 0  # drop_watches() ends the watches of older generations
         self._faults: list[Fault] = []
+        self._last_event_ns = 0
         self._server: ServerThread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
@@ -1482,7 +1490,7 @@ class FakeKubeApiServer:
             if component == "kubelet":
                 source["host"] = (obj.get("spec") or {}).get("nodeName") or self.node_name
             event = {
-                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+                "metadata": {"name": f"{meta['name']}.{self._event_suffix()}", "namespace": namespace},
                 "involvedObject": involved,
                 "reason": reason,
                 "message": message,
@@ -1496,6 +1504,12 @@ class FakeKubeApiServer:
                 "reportingInstance": source.get("host", ""),
             }
             self.create("events", namespace, event)
+
+    def _event_suffix(self) -> str:
+        """As the kubelet names Events: the hex of the time in nanoseconds (unique and increasing here)."""
+        with self._lock:
+            self._last_event_ns = max(time.time_ns(), self._last_event_ns + 1)
+            return f"{self._last_event_ns:x}"
 
     def _pod(self, namespace: str, name: str) -> Obj:
         return self.get("pods", namespace, name)
@@ -1879,6 +1893,9 @@ class FakeKubeApiServer:
             routes=[
                 Route("/version", self._h_version, methods=["GET"]),
                 Route("/version/", self._h_version, methods=["GET"]),
+                Route("/api", self._h_discovery, methods=["GET"]),
+                Route("/apis", self._h_discovery, methods=["GET"]),
+                Route("/api/v1", self._h_discovery, methods=["GET"]),
                 Route("/api/v1/namespaces", self._h_namespaces, methods=["GET"]),
                 Route("/api/v1/namespaces/{name}", self._h_namespace, methods=["GET"]),
                 Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self._h_log, methods=["GET"]),
@@ -1994,6 +2011,66 @@ class FakeKubeApiServer:
                 "platform": "linux/amd64",
             }
         )
+
+    async def _h_discovery(self, request: Request) -> Response:
+        """Legacy discovery (/api, /apis, /api/v1), enough for kubectl to find the core/v1 kinds served here."""
+        self._record(request)
+        path = request.url.path.rstrip("/")
+        if path == "/api":
+            return self._json(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
+                    ],
+                }
+            )
+        if path == "/apis":
+            return self._json({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        short = {
+            "pods": ["po"],
+            "services": ["svc"],
+            "persistentvolumeclaims": ["pvc"],
+            "configmaps": ["cm"],
+            "events": ["ev"],
+            "namespaces": ["ns"],
+        }
+        resources = [
+            {
+                "name": r.plural,
+                "singularName": r.kind.lower(),
+                "namespaced": True,
+                "kind": r.kind,
+                "verbs": verbs,
+                "shortNames": short.get(r.plural, []),
+            }
+            for r in RESOURCES.values()
+        ]
+        resources += [
+            {
+                "name": f"{r.plural}/status",
+                "singularName": "",
+                "namespaced": True,
+                "kind": r.kind,
+                "verbs": ["get", "patch", "update"],
+            }
+            for r in RESOURCES.values()
+            if r.plural in ("pods", "services", "persistentvolumeclaims")
+        ]
+        resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
+        resources.append(
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "verbs": ["get", "list"],
+                "shortNames": ["ns"],
+            }
+        )
+        return self._json({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
 
     async def _h_namespaces(self, request: Request) -> Response:
         self._record(request)
@@ -2328,3 +2405,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.kube.fake_apiserver [--auto-run SECONDS] [--kubeconfig PATH]`: serve until interrupted (for
+    trying a runtime or kubectl by hand)."""
+    parser = argparse.ArgumentParser(description="Run the fake Kubernetes API server until interrupted.")
+    parser.add_argument("--auto-run", type=float, default=None, help="Pods run by themselves after SECONDS")
+    parser.add_argument("--kubeconfig", default=None, help="write a kubeconfig for it to this path")
+    parser.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    with FakeKubeApiServer(auto=run_after(args.auto_run) if args.auto_run is not None else None) as fake:
+        print(fake.url, flush=True)
+        if args.kubeconfig:
+            fake.write_kubeconfig(args.kubeconfig, args.namespace)
+            print(f"export KUBECONFIG={args.kubeconfig}", flush=True)
+        done = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: done.set())
+        done.wait()
+
+
+if __name__ == "__main__":
+    main()

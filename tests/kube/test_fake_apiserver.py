@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -861,3 +864,23 @@ def test_dropped_watches_resume_from_the_last_resource_version(core_v1, fake_kub
     core_v1.create_namespaced_pod(NS, pod_body("b"))
     thread.join(5)
     assert not thread.is_alive() and seen == ["a", "b"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_works_against_it(fake_kube, tmp_path):
+    """Go's client (kubectl: discovery, lists, describe, delete) accepts the fake as well."""
+    fake_kube.create("pods", NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    env = dict(os.environ, KUBECONFIG=fake_kube.write_kubeconfig(tmp_path / "kubeconfig", NS), HOME=str(tmp_path))
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert kubectl("get", "pod", "p", "-o", "jsonpath={.status.phase}") == "Running"
+    described = kubectl("describe", "pod", "p")
+    events = [line.split()[1] for line in described.split("Events:")[1].splitlines()[3:] if line.strip()]
+    assert events == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]
+    assert "p" in kubectl("delete", "pod", "p", "--wait=true")
+    assert not fake_kube.exists("pods", NS, "p")
