@@ -100,16 +100,16 @@ What is implemented (core/v1, under /api/v1):
 
 The "kubelet" and "scheduler" side is a Python API on the fake, for tests; each call bumps resourceVersion,
 produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod: `schedule`,
-`unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `set_pod_status`, `bind_pvc`,
-`finish_termination`, `set_log`. The store: `create`, `get`, `exists`, `objects`, `delete`, `events_for`, `compact`,
-`resource_version`; `requests` (every HTTP request, for assertions), `errors` (exceptions of policies and hooks run
-in threads). For the runtime's error paths: `inject_failure` (the next matching requests fail with a given Status:
-403 exceeded quota, 429, 500, also on watches), `drop_watches` (every open watch stream ends, as when an apiserver
-restarts) and `open_watches` (to wait until a watch is established). Objects go in and out as plain dicts
-(copies). Every method is thread-safe; hooks and policies never run under the store's lock nor on the server's
-event loop. `auto` is a policy called (in its own thread) for each created Pod, e.g. `fake.auto = run_after(0.1)`,
-so that Pods start by themselves (`run_after`, `fail_image_pull_after`, `unschedulable_after` below, or any
-`Callable[[FakeKubeApiServer, dict], None]`).
+`unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `crash_loop`, `evict`,
+`set_pod_status`, `bind_pvc`, `finish_termination`, `set_log`. The store: `create`, `get`, `exists`, `objects`,
+`delete`, `events_for`, `compact`, `resource_version`; `requests` (every HTTP request, for assertions), `errors`
+(exceptions of policies and hooks run in threads). For the runtime's error paths: `inject_failure` (the next
+matching requests fail with a given Status: 403 exceeded quota, 429, 500, also on watches), `drop_watches` (every
+open watch stream ends, as when an apiserver restarts) and `open_watches` (to wait until a watch is established).
+Objects go in and out as plain dicts (copies). Every method is thread-safe; hooks and policies never run under the
+store's lock nor on the server's event loop. `auto` is a policy called (in its own thread) for each created Pod,
+e.g. `fake.auto = run_after(0.1)`, so that Pods start by themselves (`run_after`, `fail_image_pull_after`,
+`unschedulable_after`, `crash_loop_after` below, or any `Callable[[FakeKubeApiServer, dict], None]`).
 
 A real Jupyter behind a running Pod: `on_run(pod, services) -> (host, port) | None` is called by `run()` (and by a
 restart after `oom_kill`/`terminate`) in the caller's thread, before the Pod turns Running; `services` are the
@@ -567,7 +567,7 @@ def _condition(status: Obj, kind: str, value: bool, reason: str | None = None, m
             c.pop(key, None)
         else:
             c[key] = v
-    order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+    order = ["DisruptionTarget", "PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
     conditions.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else len(order))
 
 
@@ -1873,6 +1873,117 @@ class FakeKubeApiServer:
         self._event(pod, "Started", f"Started container {container}", field_path=path)
         return self._start_containers(namespace, name, uid, ready=True, restart=True)
 
+    def crash_loop(self, namespace: str, name: str, exit_code: int = 1, container: str | None = None) -> Obj:
+        """The container exits at start and the kubelet backs off (an image whose command fails): each call is one
+        more crash: lastState.terminated (reason Error, exit_code), restartCount + 1, state.waiting
+        CrashLoopBackOff ("back-off 10s restarting failed container=..."; 20s, 40s, ... up to 5m0s), not ready,
+        phase Running (the container did start); Events Created/Started the first time, then BackOff (Warning,
+        count going up). Schedules and admits the Pod first if needed; calls on_stop if on_run had run."""
+        pod = self._pod(namespace, name)
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
+        pod = self.schedule(namespace, name)
+        uid = pod["metadata"]["uid"]
+        pod = self._kubelet_start(namespace, name, uid)
+        container = container or pod["spec"]["containers"][0]["name"]
+        if container not in [c["name"] for c in pod["spec"]["containers"]]:
+            raise ValueError(f"pod {namespace}/{name} has no container {container}")
+        path = f"spec.containers{{{container}}}"
+        if not any(c["name"] == container and c.get("restartCount") for c in pod["status"]["containerStatuses"]):
+            self._event(pod, "Created", f"Created container: {container}", field_path=path)
+            self._event(pod, "Started", f"Started container {container}", field_path=path)
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
+        stamp = now_rfc3339()
+
+        def crashed(p: Obj) -> None:
+            status = p["status"]
+            status["phase"] = "Running"
+            for cs in status.get("containerStatuses") or []:
+                if cs["name"] != container:
+                    continue
+                restarts = cs.get("restartCount", 0) + 1
+                backoff = min(10 * 2 ** (restarts - 1), 300)
+                text = f"{backoff}s" if backoff < 60 else f"{backoff // 60}m{backoff % 60}s"
+                cs["lastState"] = {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Error",
+                        "startedAt": stamp,
+                        "finishedAt": stamp,
+                        "containerID": cs.get("containerID") or f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}",
+                    }
+                }
+                cs["state"] = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off {text} restarting failed container={container} pod={name}_{namespace}"
+                        f"({uid})",
+                    }
+                }
+                cs["restartCount"] = restarts
+                cs["ready"] = False
+                cs["started"] = False
+            names = ", ".join(c["name"] for c in status.get("containerStatuses") or [] if not c["ready"])
+            for kind in ("Ready", "ContainersReady"):
+                _condition(status, kind, False, "ContainersNotReady", f"containers with unready status: [{names}]")
+
+        pod = self._update("pods", namespace, name, crashed, uid)
+        self._event(
+            pod,
+            "BackOff",
+            f"Back-off restarting failed container {container} in pod {name}_{namespace}({uid})",
+            "Warning",
+            field_path=path,
+        )
+        return pod
+
+    def evict(self, namespace: str, name: str, message: str | None = None) -> Obj:
+        """The kubelet evicts the Pod (node pressure): phase Failed, status.reason Evicted and status.message,
+        containers terminated (137), condition DisruptionTarget (TerminationByKubelet); Events Evicted (Warning)
+        and Killing. The Pod object stays (as evicted Pods do) until deleted; on_stop is called."""
+        message = message or (
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. Container "
+            "notebook was using 2Gi, request is 1Gi, has larger consumption of memory. "
+        )
+        pod = self._pod(namespace, name)
+        uid = pod["metadata"]["uid"]
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
+        self._event(pod, "Evicted", message, "Warning")
+        for cs in pod["status"].get("containerStatuses") or []:
+            if "running" in cs["state"]:
+                self._event(
+                    pod, "Killing", f"Stopping container {cs['name']}", field_path=f"spec.containers{{{cs['name']}}}"
+                )
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
+        stamp = now_rfc3339()
+
+        def evicted(p: Obj) -> None:
+            status = p["status"]
+            status["phase"] = "Failed"
+            status["reason"] = "Evicted"
+            status["message"] = message
+            _condition(status, "DisruptionTarget", True, "TerminationByKubelet", message)
+            for cs in status.get("containerStatuses") or []:
+                started = (cs["state"].get("running") or {}).get("startedAt", stamp)
+                cs["state"] = {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "Error",
+                        "startedAt": started,
+                        "finishedAt": stamp,
+                        "containerID": cs.get("containerID", ""),
+                    }
+                }
+                cs["ready"] = False
+                cs["started"] = False
+            for kind in ("Ready", "ContainersReady"):
+                _condition(status, kind, False, "PodFailed")
+
+        return self._update("pods", namespace, name, evicted, uid)
+
     def set_pod_status(self, namespace: str, name: str, mutate: Callable[[Obj], None]) -> Obj:
         """Change a Pod's status (or anything) through `mutate(pod_dict)`; one MODIFIED event if it changed."""
         return self._update("pods", namespace, name, mutate)
@@ -2391,6 +2502,16 @@ def unschedulable_after(delay: float = 0.0, message: str | None = None) -> Polic
     def policy(fake: FakeKubeApiServer, pod: Obj) -> None:
         if fake.sleep(delay):
             fake.unschedulable(pod["metadata"]["namespace"], pod["metadata"]["name"], message)
+
+    return policy
+
+
+def crash_loop_after(delay: float = 0.0, exit_code: int = 1) -> Policy:
+    """A Pod created crashes at start (CrashLoopBackOff) after `delay` seconds."""
+
+    def policy(fake: FakeKubeApiServer, pod: Obj) -> None:
+        if fake.sleep(delay):
+            fake.crash_loop(pod["metadata"]["namespace"], pod["metadata"]["name"], exit_code)
 
     return policy
 

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from .fake_apiserver import (
     FakeApiError,
     FakeKubeApiServer,
+    crash_loop_after,
     fail_image_pull_after,
     run_after,
     unschedulable_after,
@@ -635,6 +636,42 @@ def test_terminate(core_v1, fake_kube):
     assert core_v1.read_namespaced_pod("job", NS).status.phase == "Succeeded"
 
 
+def test_crash_loop_backs_off_and_can_recover(core_v1, fake_kube):
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.crash_loop(NS, "p")
+    fake_kube.crash_loop(NS, "p", exit_code=2)
+    pod = core_v1.read_namespaced_pod("p", NS)
+    cs = pod.status.container_statuses[0]
+    assert pod.status.phase == "Running" and not cs.ready and cs.restart_count == 2
+    assert cs.state.waiting.reason == "CrashLoopBackOff" and cs.state.waiting.message.startswith("back-off 20s ")
+    assert (cs.last_state.terminated.reason, cs.last_state.terminated.exit_code) == ("Error", 2)
+    backoffs = [
+        e for e in core_v1.list_namespaced_event(NS, field_selector="involvedObject.name=p,reason=BackOff").items
+    ]
+    assert [(e.type, e.count) for e in backoffs] == [("Warning", 2)]
+    fake_kube.run(NS, "p")  # fixed: it starts
+    cs = core_v1.read_namespaced_pod("p", NS).status.container_statuses[0]
+    assert cs.ready and cs.state.running and cs.restart_count == 2
+
+
+def test_eviction(core_v1, fake_kube):
+    stopped = []
+    fake_kube.on_run = lambda pod, services: None
+    fake_kube.on_stop = lambda pod: stopped.append(pod["metadata"]["name"])
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    fake_kube.evict(NS, "p")
+    pod = core_v1.read_namespaced_pod("p", NS)
+    assert (pod.status.phase, pod.status.reason) == ("Failed", "Evicted")
+    assert "low on resource: memory" in pod.status.message
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 137
+    assert {c.type: c.status for c in pod.status.conditions}["DisruptionTarget"] == "True"
+    assert [e["reason"] for e in fake_kube.events_for(NS, "p")][-2:] == ["Evicted", "Killing"]
+    assert stopped == ["p"]
+    with pytest.raises(ValueError):
+        fake_kube.run(NS, "p")
+
+
 def test_kubelet_calls_for_a_missing_pod_raise_404_and_nonsense_value_error(core_v1, fake_kube):
     with pytest.raises(FakeApiError) as info:
         fake_kube.run(NS, "nope")
@@ -683,6 +720,7 @@ def scheduled_reason(pod: Any) -> str | None:
         (fail_image_pull_after(0.0), waiting_reason, "ImagePullBackOff"),
         (fail_image_pull_after(0.0, "ErrImagePull"), waiting_reason, "ErrImagePull"),
         (unschedulable_after(0.0), scheduled_reason, "Unschedulable"),
+        (crash_loop_after(0.0), waiting_reason, "CrashLoopBackOff"),
     ],
 )
 def test_other_auto_policies(core_v1, fake_kube, policy, check, expected):
