@@ -1432,12 +1432,20 @@ class FakeKubeApiServer:
         label_selector: str | None = None,
         field_selector: str | None = None,
         propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> list[Obj]:
+        """DELETE of a collection: each matching object as by delete(); returns them."""
         deleted = []
         for obj in self.objects(plural, namespace, label_selector, field_selector):
             try:
                 deleted.append(
-                    self.delete(plural, namespace, obj["metadata"]["name"], propagation_policy=propagation_policy)
+                    self.delete(
+                        plural,
+                        namespace,
+                        obj["metadata"]["name"],
+                        propagation_policy=propagation_policy,
+                        grace_period_seconds=grace_period_seconds,
+                    )
                 )
             except FakeApiError as exc:
                 if exc.code != 404:
@@ -2028,7 +2036,7 @@ class FakeKubeApiServer:
                 ),
                 Route("/{path:path}", self._h_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             ],
-            exception_handlers={FakeApiError: self._h_error},  # type: ignore[dict-item]
+            exception_handlers={FakeApiError: self._h_error, Exception: self._h_bug},  # type: ignore[dict-item]
         )
 
     @staticmethod
@@ -2037,6 +2045,13 @@ class FakeKubeApiServer:
 
     async def _h_error(self, request: Request, exc: FakeApiError) -> Response:
         return self._json(exc.status(), exc.code)
+
+    async def _h_bug(self, request: Request, exc: Exception) -> Response:
+        """A bug of the fake (or a request it cannot take): 500 with a Status, and recorded in `errors`."""
+        log.error("fake kube-apiserver: %s %s failed", request.method, request.url, exc_info=exc)
+        with self._lock:
+            self.errors.append(exc)
+        return self._json(FakeApiError(500, "InternalError", f"the fake failed: {exc!r}").status(), 500)
 
     def _record(self, request: Request) -> None:
         """Log the request and fail it if an injected failure matches."""
@@ -2235,12 +2250,14 @@ class FakeKubeApiServer:
             return self._json(self.create(res.plural, namespace, body), 201)
         if request.method == "DELETE":
             options = await self._delete_options(request)
+            grace = options.get("gracePeriodSeconds")
             deleted = self.delete_collection(
                 res.plural,
                 namespace,
                 request.query_params.get("labelSelector"),
                 request.query_params.get("fieldSelector"),
                 options.get("propagationPolicy"),
+                grace_period_seconds=int(grace) if grace is not None else None,
             )
             with self._lock:
                 return self._json(self._list(res.kind, deleted))
