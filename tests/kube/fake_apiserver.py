@@ -99,7 +99,8 @@ What is implemented (core/v1, under /api/v1):
   They stay after their Pod is deleted.
 
 The "kubelet" and "scheduler" side is a Python API on the fake, for tests; each call bumps resourceVersion,
-produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod: `schedule`,
+produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod and `PodTerminating` (a
+FakeApiError, 409) for one being deleted, which nothing starts (policies ignore both): `schedule`,
 `unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `crash_loop`, `evict`,
 `set_pod_status`, `bind_pvc`, `finish_termination`, `set_log`. The store: `create`, `get`, `exists`, `objects`,
 `delete`, `events_for`, `compact`, `resource_version`; `requests` (every HTTP request, for assertions), `errors`
@@ -234,6 +235,10 @@ class FakeApiError(Exception):
         if self.details is not None:
             body["details"] = self.details
         return body
+
+
+class PodTerminating(FakeApiError):
+    """A kubelet or scheduler call for a Pod that is being deleted (policies ignore it, as they ignore 404)."""
 
 
 def not_found(plural: str, name: str) -> FakeApiError:
@@ -935,7 +940,8 @@ class FakeKubeApiServer:
             try:
                 fn(*args)
             except FakeApiError as exc:
-                if exc.code != 404 and not self._closing.is_set():  # the Pod went away meanwhile: nothing to do
+                # The Pod went away (or is going) meanwhile, or the fake is stopping: nothing to do.
+                if exc.code != 404 and not isinstance(exc, PodTerminating) and not self._closing.is_set():
                     log.exception("fake kube-apiserver: %r failed", fn)
                     self.errors.append(exc)
             except BaseException as exc:
@@ -1522,10 +1528,17 @@ class FakeKubeApiServer:
     def _pod(self, namespace: str, name: str) -> Obj:
         return self.get("pods", namespace, name)
 
+    def _live_pod(self, namespace: str, name: str) -> Obj:
+        """The Pod, unless it is being deleted: nothing starts a Terminating Pod (PodTerminating, a 409)."""
+        pod = self._pod(namespace, name)
+        if pod["metadata"].get("deletionTimestamp"):
+            raise PodTerminating(409, "Conflict", f'pods "{name}" is terminating', {"name": name, "kind": "pods"})
+        return pod
+
     def schedule(self, namespace: str, name: str, node: str | None = None) -> Obj:
         """The scheduler binds the Pod to a node: spec.nodeName, PodScheduled True, Event Scheduled."""
         node = node or self.node_name
-        pod = self._pod(namespace, name)
+        pod = self._live_pod(namespace, name)
         if (pod.get("spec") or {}).get("nodeName"):
             return pod
 
@@ -1542,7 +1555,7 @@ class FakeKubeApiServer:
     def unschedulable(self, namespace: str, name: str, message: str | None = None) -> Obj:
         """The scheduler cannot place the Pod: PodScheduled False (Unschedulable), Event FailedScheduling.
         ValueError for a Pod already scheduled."""
-        if (self._pod(namespace, name).get("spec") or {}).get("nodeName"):
+        if (self._live_pod(namespace, name).get("spec") or {}).get("nodeName"):
             raise ValueError(f"pod {namespace}/{name} is already scheduled")
         message = message or (
             "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: "
@@ -1595,7 +1608,7 @@ class FakeKubeApiServer:
         phase Running with podIP, containers running (ready unless ready=False) and the conditions True.
         Calls `on_run` first (see the module docstring) and points the Pod's Services at its address.
         A Pod already Running with every container running is returned as it is (no second on_run)."""
-        pod = self._pod(namespace, name)
+        pod = self._live_pod(namespace, name)
         statuses = pod["status"].get("containerStatuses") or []
         if pod["status"].get("phase") == "Running" and statuses and all("running" in c["state"] for c in statuses):
             return pod
@@ -1887,7 +1900,7 @@ class FakeKubeApiServer:
         CrashLoopBackOff ("back-off 10s restarting failed container=..."; 20s, 40s, ... up to 5m0s), not ready,
         phase Running (the container did start); Events Created/Started the first time, then BackOff (Warning,
         count going up). Schedules and admits the Pod first if needed; calls on_stop if on_run had run."""
-        pod = self._pod(namespace, name)
+        pod = self._live_pod(namespace, name)
         if pod["status"].get("phase") in ("Succeeded", "Failed"):
             raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
         pod = self.schedule(namespace, name)

@@ -476,6 +476,9 @@ def test_graceful_pod_deletion_keeps_the_name_taken_until_it_ends():
         assert terminating.metadata.deletion_timestamp is not None
         assert terminating.metadata.deletion_grace_period_seconds == 30
         assert api_error(api.create_namespaced_pod, NS, pod_body("p")).status == 409
+        with pytest.raises(FakeApiError) as info:
+            fake.run(NS, "p")  # nothing starts a Terminating Pod
+        assert info.value.code == 409
         wait_until(lambda: not fake.exists("pods", NS, "p"), timeout=5)
         api.create_namespaced_pod(NS, pod_body("p"))
         # gracePeriodSeconds=0 deletes at once.
