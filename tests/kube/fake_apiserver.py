@@ -16,8 +16,9 @@ What is implemented (core/v1, under /api/v1):
 - Pods, Services, PersistentVolumeClaims, ConfigMaps, Secrets and Events: create (POST, 201), get, list,
   replace (PUT), patch (PATCH), delete (DELETE one, and DELETE of a collection with selectors), watch; lists and
   watches both per namespace (/api/v1/namespaces/NS/pods) and across namespaces (/api/v1/pods).
-  Namespaces: get and list (GET /api/v1/namespaces[/NS]); `FakeKubeApiServer(namespaces=None)` (the default)
-  lets any namespace exist, `namespaces=["a", "b"]` makes the others 404 (`namespaces "x" not found`) on create.
+  Namespaces: get, list and create (GET /api/v1/namespaces[/NS], POST); `FakeKubeApiServer(namespaces=None)` (the
+  default) lets every namespace exist (so creating one is 409 AlreadyExists), `namespaces=["a", "b"]` makes the
+  others 404 (`namespaces "x" not found`) until created (POST or `create_namespace`).
   GET /version answers like a 1.32 server; GET /api/v1/namespaces/NS/pods/NAME/log returns `set_log()`'s text.
   The status subresource (GET, PUT, PATCH .../NAME/status, e.g. `read_namespaced_pod_status`) reads the object and
   changes only its status. `kubeconfig()`/`write_kubeconfig(path)` give a kubeconfig for `load_kube_config`.
@@ -2028,7 +2029,7 @@ class FakeKubeApiServer:
                 Route("/api", self._h_discovery, methods=["GET"]),
                 Route("/apis", self._h_discovery, methods=["GET"]),
                 Route("/api/v1", self._h_discovery, methods=["GET"]),
-                Route("/api/v1/namespaces", self._h_namespaces, methods=["GET"]),
+                Route("/api/v1/namespaces", self._h_namespaces, methods=["GET", "POST"]),
                 Route("/api/v1/namespaces/{name}", self._h_namespace, methods=["GET"]),
                 Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self._h_log, methods=["GET"]),
                 Route(
@@ -2213,6 +2214,16 @@ class FakeKubeApiServer:
 
     async def _h_namespaces(self, request: Request) -> Response:
         self._record(request)
+        if request.method == "POST":  # 409 when it exists (with namespaces=None, every namespace exists)
+            body = await self._body(request)
+            name = (body.get("metadata") or {}).get("name") or ""
+            if len(name) > 63 or not _DNS_LABEL_RE.match(name):
+                raise invalid("Namespace", name, [("metadata.name", f'Invalid value: "{name}"')])
+            with self._lock:
+                if self._namespaces is None or name in self._namespaces:
+                    raise already_exists("namespaces", name)
+                self._namespaces.add(name)
+                return self._json(self._namespace_object(name), 201)
         with self._lock:
             names = (
                 sorted(self._namespaces)

@@ -158,6 +158,9 @@ def test_namespaces_can_be_restricted():
         assert exc.status == 404 and message(exc) == 'namespaces "elsewhere" not found'
         assert api.read_namespace("nb").status.phase == "Active"
         assert api_error(api.read_namespace, "elsewhere").status == 404
+        api.create_namespace({"metadata": {"name": "elsewhere"}})
+        api.create_namespaced_pod("elsewhere", pod_body("p"))
+        assert api_error(api.create_namespace, {"metadata": {"name": "elsewhere"}}).status == 409
         api.api_client.close()
 
 
