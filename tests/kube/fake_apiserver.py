@@ -2206,7 +2206,7 @@ class FakeKubeApiServer:
                 "singularName": "namespace",
                 "namespaced": False,
                 "kind": "Namespace",
-                "verbs": ["get", "list"],
+                "verbs": ["create", "get", "list"],
                 "shortNames": ["ns"],
             }
         )
