@@ -928,3 +928,40 @@ def test_kubectl_works_against_it(fake_kube, tmp_path):
     assert events == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]
     assert "p" in kubectl("delete", "pod", "p", "--wait=true")
     assert not fake_kube.exists("pods", NS, "p")
+
+
+def test_every_object_the_fake_makes_matches_the_api_schemas(fake_kube):
+    """Pods in every state the kubelet API produces, Services, PVCs, ConfigMaps, Secrets and Events are valid
+    against the Kubernetes OpenAPI schemas, strictly (no field the API does not have)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    docs = []
+
+    def keep(plural: str, name: str) -> None:
+        docs.append(fake_kube.get(plural, NS, name))
+
+    fake_kube.create("pods", NS, pod_body("p", {"app": "p"}))
+    keep("pods", "p")
+    fake_kube.create("services", NS, service_body("s", {"app": "p"}))
+    fake_kube.create("persistentvolumeclaims", NS, pvc_body("d"))
+    fake_kube.create("configmaps", NS, {"metadata": {"name": "c"}, "data": {"a": "b"}})
+    fake_kube.create("secrets", NS, {"metadata": {"name": "x"}, "stringData": {"a": "b"}})
+    for plural, name in (("services", "s"), ("persistentvolumeclaims", "d"), ("configmaps", "c"), ("secrets", "x")):
+        keep(plural, name)
+    for step in (fake_kube.unschedulable, fake_kube.run, fake_kube.oom_kill, fake_kube.crash_loop):
+        step(NS, "p")
+        keep("pods", "p")
+    fake_kube.set_ready(NS, "p", False)
+    keep("pods", "p")
+    for name, steps in (
+        ("q", [fake_kube.fail_image_pull]),
+        ("r", [fake_kube.run, fake_kube.evict]),
+        ("t", [fake_kube.run, lambda ns, n: fake_kube.terminate(ns, n, 0, restart=False)]),
+    ):
+        fake_kube.create("pods", NS, pod_body(name))
+        for step in steps:
+            step(NS, name)
+        keep("pods", name)
+    docs += fake_kube.objects("events", NS)
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.32.0", strict=True)
+    assert len(docs) > 30
