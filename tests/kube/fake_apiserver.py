@@ -121,8 +121,10 @@ spec.clusterIP (and clusterIPs) is that host and spec.ports[0].port (and targetP
 events), and a Service created later for that Pod gets the address at once; status.podIP becomes the host too.
 So a runtime that reaches an instance at `clusterIP:ports[0].port` must read the Service after the Pod is Running
 (or watch it). `on_stop(pod)` is called once per `on_run` when that Pod's containers stop, so that the test stops
-its process: in the caller's thread for `oom_kill`/`terminate` (before a restart's new `on_run`), in a thread of its
-own when the Pod is removed (a graceful deletion: when it ends), and when the Pod was deleted while `on_run` ran.
+its process: in the caller's thread for `oom_kill`/`terminate`/`crash_loop`/`evict` (before a restart's new
+`on_run`), in a thread of its own when the Pod is removed (a graceful deletion: when it ends), when the Pod was
+deleted while `on_run` ran, and by `stop()` for every Pod still up. An exception from `on_run` propagates to the
+caller of `run()` (with `auto`: into `errors`) and leaves the Pod in ContainerCreating.
 
 What is NOT implemented: authentication and authorization (every request is allowed), admission (no quotas, no
 LimitRanges, no default StorageClass logic, no Pod Security), scheduling and a kubelet of its own (Pods stay
