@@ -16,9 +16,15 @@ What is implemented (core/v1, under /api/v1):
 - Pods, Services, PersistentVolumeClaims, ConfigMaps, Secrets and Events: create (POST, 201), get, list,
   replace (PUT), patch (PATCH), delete (DELETE one, and DELETE of a collection with selectors), watch; lists and
   watches both per namespace (/api/v1/namespaces/NS/pods) and across namespaces (/api/v1/pods).
-  Namespaces: get and list (GET /api/v1/namespaces[/NS]); `FakeKubeApiServer(namespaces=None)` (the default)
-  lets any namespace exist, `namespaces=["a", "b"]` makes the others 404 (`namespaces "x" not found`) on create.
+  Namespaces: get, list and create (GET /api/v1/namespaces[/NS], POST); `FakeKubeApiServer(namespaces=None)` (the
+  default) lets every namespace exist (so creating one is 409 AlreadyExists), `namespaces=["a", "b"]` makes the
+  others 404 (`namespaces "x" not found`) until created (POST or `create_namespace`).
   GET /version answers like a 1.32 server; GET /api/v1/namespaces/NS/pods/NAME/log returns `set_log()`'s text.
+  The status subresource (GET, PUT, PATCH .../NAME/status, e.g. `read_namespaced_pod_status`) reads the object and
+  changes only its status. `kubeconfig()`/`write_kubeconfig(path)` give a kubeconfig for `load_kube_config`.
+  Legacy discovery (/api, /apis, /api/v1) is enough for kubectl (get, describe, delete, run; no Table output, so
+  `kubectl get` shows NAME and AGE only). `python -m tests.kube.fake_apiserver --auto-run 0.1 --kubeconfig PATH`
+  serves one until SIGINT/SIGTERM, for trying things by hand.
 - Errors are `Status` objects with the real reasons and codes: 404 NotFound (`pods "x" not found`),
   409 AlreadyExists (`pods "x" already exists`), 409 Conflict (a PUT or a precondition with a stale
   resourceVersion or uid), 422 Invalid (with details.causes), 400 BadRequest (a malformed selector, a namespace in
@@ -33,14 +39,19 @@ What is implemented (core/v1, under /api/v1):
   spec.type ClusterIP, spec.clusterIP/clusterIPs from 10.96.0.0/16 (kept if given, "None" for headless), port
   protocol TCP and targetPort = port, nodePorts from 30000 for NodePort/LoadBalancer. PVCs get volumeMode
   Filesystem and, with `bind_pvcs=True` (default), status {phase: Bound, capacity, accessModes} at once plus
-  spec.volumeName; with `bind_pvcs=False` they stay Pending until `bind_pvc()`. Secrets' stringData is folded into
+  spec.volumeName; with `bind_pvcs=False` they stay Pending until `bind_pvc()`. PVCs get the finalizer
+  kubernetes.io/pvc-protection, as the admission plugin adds it (see Deletion). Secrets' stringData is folded into
   base64 data.
 - Validation, basic only: names (DNS-1123 subdomain; DNS-1035 label for Services), label keys and values, a Pod
   needs containers with a name and an image, a Service needs ports in 1..65535 (unless headless), a PVC needs
   accessModes and resources.requests.storage. PUT and PATCH of a Pod may change only container images and labels,
   annotations and the like in metadata (other spec changes: 422, as the real "pod updates may not change fields"),
   a Service's clusterIP may not change (422); status in a PUT/PATCH of the main resource is ignored (status is a
-  subresource; the fake changes status only through its Python "kubelet" API below).
+  subresource). Patches: application/json-patch+json (RFC 6902; the client's choice for a list body),
+  application/merge-patch+json (RFC 7386; pass `_content_type="application/merge-patch+json"`) and
+  application/strategic-merge-patch+json (the client's choice for a dict body: a merge patch whose lists in
+  MERGE_KEYS, e.g. containers, env, volumes, ports, ownerReferences, merge by their key, finalizers as a set,
+  with `$patch: delete|replace`; other directives are ignored and other lists replaced).
 - Label selectors: equality (`a=b`, `a==b`, `a!=b`, comma = AND) and set-based (`a in (x,y)`, `a notin (x)`,
   `a`, `!a`), with the real semantics (`a!=b` and `notin` also match objects without the label). Field selectors:
   `=`, `==`, `!=` on metadata.name and metadata.namespace for every kind, plus for Pods spec.nodeName,
@@ -68,26 +79,39 @@ What is implemented (core/v1, under /api/v1):
     ends every open watch.
 - Deletion: `propagationPolicy` (query or DeleteOptions body) Background (the default), Foreground or Orphan, and
   `preconditions` (uid, resourceVersion). Garbage collection by ownerReferences is done synchronously in the same
-  request: dependents (any kind in the namespace) whose ownerReferences name the deleted owner's uid and that have
-  no other owner still present are deleted too, recursively; Background deletes the owner first, then the
-  dependents; Foreground the dependents first, then the owner (a real server would show the owner with a
-  deletionTimestamp and the foregroundDeletion finalizer meanwhile); Orphan removes the reference from the
-  dependents (MODIFIED) and keeps them. The response is 200 with the object (the real server does this for these
-  kinds). With `pod_termination_seconds > 0`, deleting a scheduled Pod (without gracePeriodSeconds=0) is graceful:
-  the Pod gets deletionTimestamp and deletionGracePeriodSeconds (MODIFIED) and stays, Terminating (so a create
-  of the same name is 409 meanwhile), until that many seconds pass or `finish_termination()`. Objects with
-  metadata.finalizers are only marked (deletionTimestamp) until an update removes the finalizers.
+  request, when the owner is removed from the store: dependents (any kind in the namespace) whose ownerReferences
+  name the owner's uid and that have no other owner still present are deleted too, through the same path as a
+  DELETE (so finalizers and graceful Pod termination apply to them), recursively. Background removes the owner
+  first, then deletes the dependents; Foreground deletes the dependents first, then removes the owner without
+  waiting for dependents that are only Terminating (a real server keeps the owner, with a deletionTimestamp and the
+  foregroundDeletion finalizer, until they are gone); Orphan removes the reference from the dependents (MODIFIED)
+  and keeps them. The response is 200 with the object (the real server does this for these kinds).
+  With `pod_termination_seconds > 0`, deleting a scheduled Pod (without gracePeriodSeconds=0) is graceful: the
+  Pod gets deletionTimestamp and deletionGracePeriodSeconds (MODIFIED) and stays, Terminating (so a create of the
+  same name is 409 meanwhile), until that many seconds pass or `finish_termination()`; by default (0) Pods go at
+  once, as with gracePeriodSeconds=0. Deleting a running Pod records Killing Events. Objects with
+  metadata.finalizers are only marked (deletionTimestamp, MODIFIED) until an update removes the last finalizer,
+  which removes them (DELETED). A PVC that a Pod (not Succeeded or Failed) mounts stays Terminating until no Pod
+  uses it (the pvc-protection controller's job, done synchronously when Pods change).
 - Events (core/v1 Event, as the kubelet and the scheduler write them): reason, message, type Normal/Warning,
   involvedObject (kind, namespace, name, uid, apiVersion, resourceVersion, fieldPath), source, count,
-  first/lastTimestamp; a repeat of the same reason and message for the same object increments count (MODIFIED).
+  first/lastTimestamp; named NAME.<hex nanoseconds> as the kubelet does (so listed in the order recorded); a repeat
+  of the same reason and message for the same object increments count (MODIFIED).
   They stay after their Pod is deleted.
 
 The "kubelet" and "scheduler" side is a Python API on the fake, for tests; each call bumps resourceVersion,
-produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod:
-`schedule`, `unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `set_pod_status`,
-`bind_pvc`, `finish_termination`, `set_log`. `auto` is a policy called (in its own thread) for each created Pod,
+produces watch events and Events, and raises `FakeApiError` (code 404) for a missing Pod and `PodTerminating` (a
+FakeApiError, 409) for one being deleted, which nothing starts (policies ignore both): `schedule`,
+`unschedulable`, `run`, `set_ready`, `fail_image_pull`, `oom_kill`, `terminate`, `crash_loop`, `evict`,
+`set_pod_status`, `bind_pvc`, `finish_termination`, `set_log`. The store: `create`, `get`, `exists`, `objects`,
+`delete`, `events_for`, `compact`, `resource_version`; `requests` (every HTTP request, for assertions), `errors`
+(exceptions of policies and hooks run in threads). For the runtime's error paths: `inject_failure` (the next
+matching requests fail with a given Status: 403 exceeded quota, 429, 500, also on watches), `drop_watches` (every
+open watch stream ends, as when an apiserver restarts) and `open_watches` (to wait until a watch is established).
+Objects go in and out as plain dicts (copies). Every method is thread-safe; hooks and policies never run under the
+store's lock nor on the server's event loop. `auto` is a policy called (in its own thread) for each created Pod,
 e.g. `fake.auto = run_after(0.1)`, so that Pods start by themselves (`run_after`, `fail_image_pull_after`,
-`unschedulable_after` below, or any `Callable[[FakeKubeApiServer, dict], None]`).
+`unschedulable_after`, `crash_loop_after` below, or any `Callable[[FakeKubeApiServer, dict], None]`).
 
 A real Jupyter behind a running Pod: `on_run(pod, services) -> (host, port) | None` is called by `run()` (and by a
 restart after `oom_kill`/`terminate`) in the caller's thread, before the Pod turns Running; `services` are the
@@ -96,20 +120,26 @@ returns where it listens. DEVIATION from Kubernetes: the fake then REWRITES the 
 spec.clusterIP (and clusterIPs) is that host and spec.ports[0].port (and targetPort) is that port (MODIFIED
 events), and a Service created later for that Pod gets the address at once; status.podIP becomes the host too.
 So a runtime that reaches an instance at `clusterIP:ports[0].port` must read the Service after the Pod is Running
-(or watch it). `on_stop(pod)` is called (in a separate thread) when such a Pod's containers stop: the Pod is
-deleted, OOM-killed or terminated, so that the test stops its process.
+(or watch it). `on_stop(pod)` is called once per `on_run` when that Pod's containers stop, so that the test stops
+its process: in the caller's thread for `oom_kill`/`terminate`/`crash_loop`/`evict` (before a restart's new
+`on_run`), in a thread of its own when the Pod is removed (a graceful deletion: when it ends), when the Pod was
+deleted while `on_run` ran, and by `stop()` for every Pod still up. An exception from `on_run` propagates to the
+caller of `run()` (with `auto`: into `errors`) and leaves the Pod in ContainerCreating.
 
 What is NOT implemented: authentication and authorization (every request is allowed), admission (no quotas, no
 LimitRanges, no default StorageClass logic, no Pod Security), scheduling and a kubelet of its own (Pods stay
 Pending until a test calls the kubelet API or `auto` does), controllers (no Endpoints/EndpointSlices, no
-ReplicaSets, no PV provisioning beyond bind_pvcs), strategic merge patch semantics (a strategic merge patch is
-applied as a JSON merge patch: lists are replaced, not merged by key), server-side apply, the status subresources
-over HTTP, pagination (`limit`/`continue`), `resourceVersionMatch`, `sendInitialEvents`, protobuf/YAML/Table
-output, API discovery beyond /version, any group other than core/v1, and field validation beyond the basics above.
+ReplicaSets, no PV provisioning beyond bind_pvcs), the strategic merge patch beyond the above, server-side apply,
+exec/attach/port-forward, pagination (`limit` is accepted and everything returned, without `continue`),
+`resourceVersionMatch`, `sendInitialEvents`, a watch from a resourceVersion in the future (served as if current),
+protobuf/YAML/Table output, aggregated discovery and OpenAPI (so no `kubectl apply` validation), any group other
+than core/v1 (no apps/v1, no networking), and field validation beyond the basics above. Admission quotas can be
+imitated with `inject_failure`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import copy
@@ -117,7 +147,9 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
+import signal
 import threading
 import time
 import uuid
@@ -160,6 +192,7 @@ RESOURCES = {
     )
 }
 
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 FIELDS_ALL = {"metadata.name", "metadata.namespace"}
 FIELDS = {
     "pods": FIELDS_ALL
@@ -205,6 +238,10 @@ class FakeApiError(Exception):
         if self.details is not None:
             body["details"] = self.details
         return body
+
+
+class PodTerminating(FakeApiError):
+    """A kubelet or scheduler call for a Pod that is being deleted (policies ignore it, as they ignore 404)."""
 
 
 def not_found(plural: str, name: str) -> FakeApiError:
@@ -360,6 +397,76 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# The patch merge keys of the core/v1 lists a notebook Pod, Service or PVC has (from the API's
+# x-kubernetes-patch-merge-key); lists not named here are replaced by a strategic merge patch, as atomic lists are.
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "hostAliases": "ip",
+    "ownerReferences": "uid",
+    "conditions": "type",
+    "containerStatuses": "name",
+    "initContainerStatuses": "name",
+    "ports": "containerPort",  # a container's; a Service's ports merge by "port" (below)
+}
+MERGE_SETS = {"finalizers"}  # lists of scalars merged as sets (x-kubernetes-patch-strategy: merge)
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch: a JSON merge patch whose known lists merge by their key (MERGE_KEYS), with
+    `$patch: delete` on a list item and `$patch: replace` on a map or list item; other directives
+    ($setElementOrder, $retainKeys, $deleteFromPrimitiveList) are ignored."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    if patch.get("$patch") == "delete":
+        return None
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, list) and isinstance(result.get(key), list) and key in MERGE_KEYS:
+            merge_key = MERGE_KEYS[key]
+            if key == "ports" and not any(isinstance(p, dict) and "containerPort" in p for p in result[key] + value):
+                merge_key = "port"  # a Service's
+            result[key] = _merge_list(result[key], value, merge_key)
+        elif isinstance(value, list) and isinstance(result.get(key), list) and key in MERGE_SETS:
+            result[key] = result[key] + [v for v in value if v not in result[key]]
+        else:
+            merged = strategic_merge_patch(result.get(key), value)
+            if merged is None:
+                result.pop(key, None)
+            else:
+                result[key] = merged
+    return result
+
+
+def _merge_list(current: list[Any], patch: list[Any], key: str) -> list[Any]:
+    merged = [copy.deepcopy(item) for item in current]
+    for item in patch:
+        if not isinstance(item, dict) or key not in item:
+            merged.append(copy.deepcopy(item))
+            continue
+        index = next((i for i, m in enumerate(merged) if isinstance(m, dict) and m.get(key) == item[key]), None)
+        if item.get("$patch") == "delete":
+            if index is not None:
+                merged.pop(index)
+        elif index is None:
+            merged.append({k: copy.deepcopy(v) for k, v in item.items() if k != "$patch"})
+        else:
+            merged[index] = strategic_merge_patch(merged[index], item)
+    return [m for m in merged if m is not None]
+
+
 def _pointer(path: str) -> list[str]:
     if path == "":
         return []
@@ -468,8 +575,29 @@ def _condition(status: Obj, kind: str, value: bool, reason: str | None = None, m
             c.pop(key, None)
         else:
             c[key] = v
-    order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+    order = ["DisruptionTarget", "PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
     conditions.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else len(order))
+
+
+@dataclass
+class Fault:
+    """An injected failure (FakeKubeApiServer.inject_failure)."""
+
+    method: str | None
+    plural: str | None
+    name: str | None
+    watch: bool | None
+    error: FakeApiError
+    times: int
+
+    def matches(self, method: str, plural: str | None, name: str | None, watch: bool) -> bool:
+        return (
+            self.times != 0
+            and self.method in (None, method)
+            and self.plural in (None, plural)
+            and self.name in (None, name)
+            and self.watch in (None, watch)
+        )
 
 
 @dataclass
@@ -538,6 +666,10 @@ class FakeKubeApiServer:
         self._running_hooks: set[tuple[str, str, str]] = set()  # (ns, pod, uid) whose on_run ran, for on_stop
         self._logs: dict[tuple[str, str], str] = {}
         self._timers: list[threading.Timer] = []
+        self._threads: list[threading.Thread] = []  # policies and hooks running
+        self._watch_generation = 0  # drop_watches() ends the watches of older generations
+        self._faults: list[Fault] = []
+        self._last_event_ns = 0
         self._server: ServerThread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
@@ -550,13 +682,33 @@ class FakeKubeApiServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving: end the watches, wait (bounded) for policies and hooks in threads, then call on_stop for
+        every Pod whose on_run ran and that is still up, so that a test's processes do not outlive the fake."""
         self._closing.set()
-        self._wake_all()
-        for timer in self._timers:
+        with self._lock:
+            self._wake_all()
+            timers, threads = list(self._timers), list(self._threads)
+        for timer in timers:
             timer.cancel()
         if self._server is not None:
             self._server.__exit__(None, None, None)
             self._server = None
+        deadline = time.monotonic() + 30
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = sorted(self._running_hooks)
+            self._running_hooks.clear()
+            pods = {(ns, name, uid): self._objects.get(("pods", ns, name)) for ns, name, uid in left}
+        if self.on_stop is not None:
+            for (ns, name, uid), pod in pods.items():
+                try:
+                    self.on_stop(
+                        copy.deepcopy(pod) if pod else {"metadata": {"namespace": ns, "name": name, "uid": uid}}
+                    )
+                except Exception as exc:
+                    log.exception("fake kube-apiserver: on_stop failed")
+                    self.errors.append(exc)
 
     def __enter__(self) -> FakeKubeApiServer:
         return self.start()
@@ -590,6 +742,24 @@ class FakeKubeApiServer:
 
         return client.CoreV1Api(self.api_client())
 
+    def kubeconfig(self, namespace: str = "default") -> Obj:
+        """A kubeconfig (as a dict) for this server: one cluster, one user without credentials, one context."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+            "current-context": "fake",
+            "preferences": {},
+        }
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default") -> str:
+        """Write kubeconfig() to path (JSON, which is YAML) for `kubernetes.config.load_kube_config(path)`."""
+        with open(path, "w") as f:
+            json.dump(self.kubeconfig(namespace), f, indent=2)
+        return str(path)
+
     def sleep(self, seconds: float) -> bool:
         """Sleep unless the fake stops meanwhile; False when it stopped (for policies)."""
         return not self._closing.wait(seconds)
@@ -616,7 +786,34 @@ class FakeKubeApiServer:
         while len(self._log) > self.history:
             self._compacted = self._log.popleft().rv
         self._wake_all()
-        return copy.deepcopy(obj)
+        result = copy.deepcopy(obj)
+        if plural == "pods" and type_ != "ADDED":
+            self._release_pvcs(meta["namespace"])
+        return result
+
+    def _release_pvcs(self, namespace: str) -> None:
+        """The pvc-protection controller: a deleted PVC that no Pod uses any more loses its finalizer (and goes)."""
+        for key, pvc in list(self._objects.items()):
+            if key[0] != "persistentvolumeclaims" or key[1] != namespace:
+                continue
+            meta = pvc["metadata"]
+            if not meta.get("deletionTimestamp") or PVC_PROTECTION not in (meta.get("finalizers") or []):
+                continue
+            if any(
+                (vol.get("persistentVolumeClaim") or {}).get("claimName") == meta["name"]
+                and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                for (p, ns, _), pod in self._objects.items()
+                if p == "pods" and ns == namespace
+                for vol in (pod.get("spec") or {}).get("volumes") or []
+            ):
+                continue
+            updated = copy.deepcopy(pvc)
+            updated["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != PVC_PROTECTION]
+            if updated["metadata"]["finalizers"]:
+                self._commit(key[0], "MODIFIED", updated, copy.deepcopy(pvc))
+            else:
+                updated["metadata"].pop("finalizers")
+                self._delete_now(key[0], updated, "Background")
 
     def _wake_all(self) -> None:
         for wake in list(self._subscribers):
@@ -746,14 +943,19 @@ class FakeKubeApiServer:
             try:
                 fn(*args)
             except FakeApiError as exc:
-                if exc.code != 404:  # the Pod went away meanwhile: nothing to do
+                # The Pod went away (or is going) meanwhile, or the fake is stopping: nothing to do.
+                if exc.code != 404 and not isinstance(exc, PodTerminating) and not self._closing.is_set():
                     log.exception("fake kube-apiserver: %r failed", fn)
                     self.errors.append(exc)
             except BaseException as exc:
                 log.exception("fake kube-apiserver: %r failed", fn)
                 self.errors.append(exc)
 
-        threading.Thread(target=target, daemon=True, name="fake-kube-policy").start()
+        thread = threading.Thread(target=target, daemon=True, name="fake-kube-policy")
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
 
     def _validate(self, res: Resource, obj: Obj, name: str) -> None:
         causes: list[tuple[str, str]] = []
@@ -894,6 +1096,9 @@ class FakeKubeApiServer:
     def _default_persistentvolumeclaims(self, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("volumeMode", "Filesystem")
+        finalizers = obj["metadata"].setdefault("finalizers", [])
+        if PVC_PROTECTION not in finalizers:  # as the StorageObjectInUseProtection admission plugin does
+            finalizers.append(PVC_PROTECTION)
         obj["status"] = {"phase": "Pending"}
         if self.bind_pvcs:
             self._bind(obj)
@@ -948,21 +1153,7 @@ class FakeKubeApiServer:
         application/strategic-merge-patch+json."""
         with self._lock:
             current = self._raw(plural, namespace, name)
-            if "json-patch" in content_type:
-                if not isinstance(patch, list):
-                    raise bad_request(
-                        "json: cannot unmarshal object into Go value of type []handlers.jsonPatchOp "
-                        "(a JSON patch is a list of operations)"
-                    )
-                updated = json_patch(current, patch)
-            elif "merge-patch" in content_type:
-                if not isinstance(patch, dict):
-                    raise bad_request("a merge patch must be a JSON object")
-                updated = merge_patch(current, patch)
-            else:
-                raise FakeApiError(
-                    415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
-                )
+            updated = self._apply_patch(current, patch, content_type)
             rv = (patch if isinstance(patch, dict) else {}).get("metadata", {}) or {}
             if rv.get("resourceVersion") and rv["resourceVersion"] != current["metadata"]["resourceVersion"]:
                 raise conflict(
@@ -971,6 +1162,28 @@ class FakeKubeApiServer:
                     "the object has been modified; please apply your changes to the latest version and try again",
                 )
             return self._update_from_client(plural, current, updated)
+
+    @staticmethod
+    def _apply_patch(current: Obj, patch: Any, content_type: str) -> Obj:
+        if "json-patch" in content_type:
+            if not isinstance(patch, list):
+                raise bad_request(
+                    "json: cannot unmarshal object into Go value of type []handlers.jsonPatchOp "
+                    "(a JSON patch is a list of operations)"
+                )
+            result = json_patch(current, patch)
+        elif "merge-patch" in content_type:
+            if not isinstance(patch, dict):
+                raise bad_request("a merge patch must be a JSON object")
+            strategic = "strategic" in content_type
+            result = strategic_merge_patch(current, patch) if strategic else merge_patch(current, patch)
+        else:
+            raise FakeApiError(
+                415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
+            )
+        if not isinstance(result, dict):
+            raise FakeApiError(422, "Invalid", "the patch does not leave an object")
+        return result
 
     def _update_from_client(self, plural: str, current: Obj, new: Obj) -> Obj:
         res = RESOURCES[plural]
@@ -1029,8 +1242,8 @@ class FakeKubeApiServer:
             and not merged_meta.get("finalizers")
             and (plural != "pods" or ("pods", meta["namespace"], meta["name"]) not in self._terminating)
         ):
-            self._commit(plural, "MODIFIED", updated, old)
-            return self._delete_now(plural, updated, "Background")
+            updated["metadata"]["resourceVersion"] = meta["resourceVersion"]
+            return self._delete_now(plural, updated, "Background")  # the last finalizer gone: DELETED at once
         return self._commit(plural, "MODIFIED", updated, old)
 
     def _update(self, plural: str, namespace: str, name: str, fn: Callable[[Obj], None], uid: str | None = None) -> Obj:
@@ -1088,15 +1301,27 @@ class FakeKubeApiServer:
                     f"{obj['metadata']['resourceVersion']}",
                 )
             meta = obj["metadata"]
+            if plural == "pods" and not meta.get("deletionTimestamp"):
+                for cs in (obj.get("status") or {}).get("containerStatuses") or []:
+                    if "running" in cs.get("state", {}):
+                        self._event(
+                            obj,
+                            "Killing",
+                            f"Stopping container {cs['name']}",
+                            field_path=f"spec.containers{{{cs['name']}}}",
+                        )
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return copy.deepcopy(obj)
-                return self._update(
+                marked = self._update(
                     plural,
                     namespace,
                     name,
                     lambda o: o["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0),
                 )
+                if plural == "persistentvolumeclaims":
+                    self._release_pvcs(namespace)
+                return marked
             graceful = (
                 plural == "pods"
                 and self.pod_termination_seconds > 0
@@ -1188,22 +1413,26 @@ class FakeKubeApiServer:
                 if r.get("uid") != owner_uid and r.get("uid") in live_uids
             ]
             if not others:
-                self._delete_now(plural, current, "Background" if policy == "Orphan" else policy)
+                try:  # the whole DELETE path: finalizers hold it, Pods terminate gracefully (as the real GC's calls)
+                    self.delete(
+                        plural, key[1], key[2], propagation_policy="Background" if policy == "Orphan" else policy
+                    )
+                except FakeApiError:
+                    pass
 
     def _pod_gone(self, namespace: str, name: str, uid: str, pod: Obj) -> None:
         self._addresses.pop((namespace, name), None)
-        self._stop_hook(namespace, name, uid, pod, in_thread=True)
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self._spawn(self.on_stop, copy.deepcopy(pod))  # not under the lock, not on the server's event loop
 
-    def _stop_hook(self, namespace: str, name: str, uid: str, pod: Obj, in_thread: bool) -> None:
-        key = (namespace, name, uid)
-        if key not in self._running_hooks:
-            return
-        self._running_hooks.discard(key)
-        if self.on_stop is not None:
-            if in_thread:
-                self._spawn(self.on_stop, copy.deepcopy(pod))
-            else:
-                self.on_stop(copy.deepcopy(pod))
+    def _take_running_hook(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether on_run ran for this Pod and on_stop is due (at most once per on_run)."""
+        with self._lock:
+            key = (namespace, name, uid)
+            if key not in self._running_hooks:
+                return False
+            self._running_hooks.discard(key)
+            return True
 
     def delete_collection(
         self,
@@ -1212,12 +1441,20 @@ class FakeKubeApiServer:
         label_selector: str | None = None,
         field_selector: str | None = None,
         propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> list[Obj]:
+        """DELETE of a collection: each matching object as by delete(); returns them."""
         deleted = []
         for obj in self.objects(plural, namespace, label_selector, field_selector):
             try:
                 deleted.append(
-                    self.delete(plural, namespace, obj["metadata"]["name"], propagation_policy=propagation_policy)
+                    self.delete(
+                        plural,
+                        namespace,
+                        obj["metadata"]["name"],
+                        propagation_policy=propagation_policy,
+                        grace_period_seconds=grace_period_seconds,
+                    )
                 )
             except FakeApiError as exc:
                 if exc.code != 404:
@@ -1270,7 +1507,7 @@ class FakeKubeApiServer:
             if component == "kubelet":
                 source["host"] = (obj.get("spec") or {}).get("nodeName") or self.node_name
             event = {
-                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+                "metadata": {"name": f"{meta['name']}.{self._event_suffix()}", "namespace": namespace},
                 "involvedObject": involved,
                 "reason": reason,
                 "message": message,
@@ -1285,13 +1522,26 @@ class FakeKubeApiServer:
             }
             self.create("events", namespace, event)
 
+    def _event_suffix(self) -> str:
+        """As the kubelet names Events: the hex of the time in nanoseconds (unique and increasing here)."""
+        with self._lock:
+            self._last_event_ns = max(time.time_ns(), self._last_event_ns + 1)
+            return f"{self._last_event_ns:x}"
+
     def _pod(self, namespace: str, name: str) -> Obj:
         return self.get("pods", namespace, name)
+
+    def _live_pod(self, namespace: str, name: str) -> Obj:
+        """The Pod, unless it is being deleted: nothing starts a Terminating Pod (PodTerminating, a 409)."""
+        pod = self._pod(namespace, name)
+        if pod["metadata"].get("deletionTimestamp"):
+            raise PodTerminating(409, "Conflict", f'pods "{name}" is terminating', {"name": name, "kind": "pods"})
+        return pod
 
     def schedule(self, namespace: str, name: str, node: str | None = None) -> Obj:
         """The scheduler binds the Pod to a node: spec.nodeName, PodScheduled True, Event Scheduled."""
         node = node or self.node_name
-        pod = self._pod(namespace, name)
+        pod = self._live_pod(namespace, name)
         if (pod.get("spec") or {}).get("nodeName"):
             return pod
 
@@ -1306,7 +1556,10 @@ class FakeKubeApiServer:
         return pod
 
     def unschedulable(self, namespace: str, name: str, message: str | None = None) -> Obj:
-        """The scheduler cannot place the Pod: PodScheduled False (Unschedulable), Event FailedScheduling."""
+        """The scheduler cannot place the Pod: PodScheduled False (Unschedulable), Event FailedScheduling.
+        ValueError for a Pod already scheduled."""
+        if (self._live_pod(namespace, name).get("spec") or {}).get("nodeName"):
+            raise ValueError(f"pod {namespace}/{name} is already scheduled")
         message = message or (
             "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: "
             "1 No preemption victims found for incoming pod."
@@ -1356,7 +1609,14 @@ class FakeKubeApiServer:
     def run(self, namespace: str, name: str, *, node: str | None = None, ready: bool = True, pull: bool = True) -> Obj:
         """Schedule (if needed) and start the Pod: Events Scheduled, Pulling, Pulled, Created, Started; then
         phase Running with podIP, containers running (ready unless ready=False) and the conditions True.
-        Calls `on_run` first (see the module docstring) and points the Pod's Services at its address."""
+        Calls `on_run` first (see the module docstring) and points the Pod's Services at its address.
+        A Pod already Running with every container running is returned as it is (no second on_run)."""
+        pod = self._live_pod(namespace, name)
+        statuses = pod["status"].get("containerStatuses") or []
+        if pod["status"].get("phase") == "Running" and statuses and all("running" in c["state"] for c in statuses):
+            return pod
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
         pod = self.schedule(namespace, name, node)
         uid = pod["metadata"]["uid"]
         pod = self._kubelet_start(namespace, name, uid)
@@ -1380,6 +1640,8 @@ class FakeKubeApiServer:
         return self._start_containers(namespace, name, uid, ready)
 
     def _start_containers(self, namespace: str, name: str, uid: str, ready: bool, restart: bool = False) -> Obj:
+        if self._closing.is_set():
+            raise FakeApiError(503, "ServiceUnavailable", "the fake kube-apiserver is stopping")
         pod = self._pod(namespace, name)
         address = None
         if self.on_run is not None:
@@ -1391,15 +1653,23 @@ class FakeKubeApiServer:
                 ]
             address = self.on_run(copy.deepcopy(pod), services)
         with self._lock:
-            try:
-                current = self._raw("pods", namespace, name)
-            except FakeApiError:
-                current = None
-            if current is None or current["metadata"]["uid"] != uid or current["metadata"].get("deletionTimestamp"):
-                # Deleted while on_run started its process: stop it again.
-                if self.on_run is not None and self.on_stop is not None:
-                    self.on_stop(copy.deepcopy(pod))
-                raise not_found("pods", name)
+            current = self._objects.get(("pods", namespace, name))
+            if (
+                current is not None
+                and current["metadata"]["uid"] == uid
+                and not current["metadata"].get("deletionTimestamp")
+                and not self._closing.is_set()
+            ):
+                return self._commit_running(namespace, name, uid, ready, restart, address)
+        # Deleted (or terminating, or the fake stopping) while on_run started its process: stop that again.
+        if self.on_run is not None and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
+        raise not_found("pods", name)
+
+    def _commit_running(
+        self, namespace: str, name: str, uid: str, ready: bool, restart: bool, address: tuple[str, int] | None
+    ) -> Obj:
+        with self._lock:
             if self.on_run is not None:
                 self._running_hooks.add((namespace, name, uid))
             if address is not None:
@@ -1554,11 +1824,14 @@ class FakeKubeApiServer:
         pod = self._pod(namespace, name)
         uid = pod["metadata"]["uid"]
         container = container or pod["spec"]["containers"][0]["name"]
+        state = next((c["state"] for c in pod["status"].get("containerStatuses") or [] if c["name"] == container), {})
+        if "running" not in state:
+            raise ValueError(f"container {container} of pod {namespace}/{name} is not running")
         if restart is None:
             policy = pod["spec"].get("restartPolicy", "Always")
             restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-        with self._lock:
-            self._stop_hook(namespace, name, uid, pod, in_thread=False)
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
         stamp = now_rfc3339()
 
         def exited(p: Obj) -> None:
@@ -1624,6 +1897,117 @@ class FakeKubeApiServer:
         self._event(pod, "Started", f"Started container {container}", field_path=path)
         return self._start_containers(namespace, name, uid, ready=True, restart=True)
 
+    def crash_loop(self, namespace: str, name: str, exit_code: int = 1, container: str | None = None) -> Obj:
+        """The container exits at start and the kubelet backs off (an image whose command fails): each call is one
+        more crash: lastState.terminated (reason Error, exit_code), restartCount + 1, state.waiting
+        CrashLoopBackOff ("back-off 10s restarting failed container=..."; 20s, 40s, ... up to 5m0s), not ready,
+        phase Running (the container did start); Events Created/Started the first time, then BackOff (Warning,
+        count going up). Schedules and admits the Pod first if needed; calls on_stop if on_run had run."""
+        pod = self._live_pod(namespace, name)
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
+        pod = self.schedule(namespace, name)
+        uid = pod["metadata"]["uid"]
+        pod = self._kubelet_start(namespace, name, uid)
+        container = container or pod["spec"]["containers"][0]["name"]
+        if container not in [c["name"] for c in pod["spec"]["containers"]]:
+            raise ValueError(f"pod {namespace}/{name} has no container {container}")
+        path = f"spec.containers{{{container}}}"
+        if not any(c["name"] == container and c.get("restartCount") for c in pod["status"]["containerStatuses"]):
+            self._event(pod, "Created", f"Created container: {container}", field_path=path)
+            self._event(pod, "Started", f"Started container {container}", field_path=path)
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
+        stamp = now_rfc3339()
+
+        def crashed(p: Obj) -> None:
+            status = p["status"]
+            status["phase"] = "Running"
+            for cs in status.get("containerStatuses") or []:
+                if cs["name"] != container:
+                    continue
+                restarts = cs.get("restartCount", 0) + 1
+                backoff = min(10 * 2 ** (restarts - 1), 300)
+                text = f"{backoff}s" if backoff < 60 else f"{backoff // 60}m{backoff % 60}s"
+                cs["lastState"] = {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Error",
+                        "startedAt": stamp,
+                        "finishedAt": stamp,
+                        "containerID": cs.get("containerID") or f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}",
+                    }
+                }
+                cs["state"] = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off {text} restarting failed container={container} pod={name}_{namespace}"
+                        f"({uid})",
+                    }
+                }
+                cs["restartCount"] = restarts
+                cs["ready"] = False
+                cs["started"] = False
+            names = ", ".join(c["name"] for c in status.get("containerStatuses") or [] if not c["ready"])
+            for kind in ("Ready", "ContainersReady"):
+                _condition(status, kind, False, "ContainersNotReady", f"containers with unready status: [{names}]")
+
+        pod = self._update("pods", namespace, name, crashed, uid)
+        self._event(
+            pod,
+            "BackOff",
+            f"Back-off restarting failed container {container} in pod {name}_{namespace}({uid})",
+            "Warning",
+            field_path=path,
+        )
+        return pod
+
+    def evict(self, namespace: str, name: str, message: str | None = None) -> Obj:
+        """The kubelet evicts the Pod (node pressure): phase Failed, status.reason Evicted and status.message,
+        containers terminated (137), condition DisruptionTarget (TerminationByKubelet); Events Evicted (Warning)
+        and Killing. The Pod object stays (as evicted Pods do) until deleted; on_stop is called."""
+        message = message or (
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. Container "
+            "notebook was using 2Gi, request is 1Gi, has larger consumption of memory. "
+        )
+        pod = self._pod(namespace, name)
+        uid = pod["metadata"]["uid"]
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            raise ValueError(f"pod {namespace}/{name} has finished ({pod['status']['phase']})")
+        self._event(pod, "Evicted", message, "Warning")
+        for cs in pod["status"].get("containerStatuses") or []:
+            if "running" in cs["state"]:
+                self._event(
+                    pod, "Killing", f"Stopping container {cs['name']}", field_path=f"spec.containers{{{cs['name']}}}"
+                )
+        if self._take_running_hook(namespace, name, uid) and self.on_stop is not None:
+            self.on_stop(copy.deepcopy(pod))
+        stamp = now_rfc3339()
+
+        def evicted(p: Obj) -> None:
+            status = p["status"]
+            status["phase"] = "Failed"
+            status["reason"] = "Evicted"
+            status["message"] = message
+            _condition(status, "DisruptionTarget", True, "TerminationByKubelet", message)
+            for cs in status.get("containerStatuses") or []:
+                started = (cs["state"].get("running") or {}).get("startedAt", stamp)
+                cs["state"] = {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "Error",
+                        "startedAt": started,
+                        "finishedAt": stamp,
+                        "containerID": cs.get("containerID", ""),
+                    }
+                }
+                cs["ready"] = False
+                cs["started"] = False
+            for kind in ("Ready", "ContainersReady"):
+                _condition(status, kind, False, "PodFailed")
+
+        return self._update("pods", namespace, name, evicted, uid)
+
     def set_pod_status(self, namespace: str, name: str, mutate: Callable[[Obj], None]) -> Obj:
         """Change a Pod's status (or anything) through `mutate(pod_dict)`; one MODIFIED event if it changed."""
         return self._update("pods", namespace, name, mutate)
@@ -1644,9 +2028,17 @@ class FakeKubeApiServer:
             routes=[
                 Route("/version", self._h_version, methods=["GET"]),
                 Route("/version/", self._h_version, methods=["GET"]),
-                Route("/api/v1/namespaces", self._h_namespaces, methods=["GET"]),
+                Route("/api", self._h_discovery, methods=["GET"]),
+                Route("/apis", self._h_discovery, methods=["GET"]),
+                Route("/api/v1", self._h_discovery, methods=["GET"]),
+                Route("/api/v1/namespaces", self._h_namespaces, methods=["GET", "POST"]),
                 Route("/api/v1/namespaces/{name}", self._h_namespace, methods=["GET"]),
                 Route("/api/v1/namespaces/{namespace}/pods/{name}/log", self._h_log, methods=["GET"]),
+                Route(
+                    "/api/v1/namespaces/{namespace}/{plural}/{name}/status",
+                    self._h_status,
+                    methods=["GET", "PUT", "PATCH"],
+                ),
                 Route("/api/v1/{plural}", self._h_cluster, methods=["GET"]),
                 Route(
                     "/api/v1/namespaces/{namespace}/{plural}",
@@ -1660,7 +2052,7 @@ class FakeKubeApiServer:
                 ),
                 Route("/{path:path}", self._h_unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             ],
-            exception_handlers={FakeApiError: self._h_error},  # type: ignore[dict-item]
+            exception_handlers={FakeApiError: self._h_error, Exception: self._h_bug},  # type: ignore[dict-item]
         )
 
     @staticmethod
@@ -1670,10 +2062,70 @@ class FakeKubeApiServer:
     async def _h_error(self, request: Request, exc: FakeApiError) -> Response:
         return self._json(exc.status(), exc.code)
 
+    async def _h_bug(self, request: Request, exc: Exception) -> Response:
+        """A bug of the fake (or a request it cannot take): 500 with a Status, and recorded in `errors`."""
+        log.error("fake kube-apiserver: %s %s failed", request.method, request.url, exc_info=exc)
+        with self._lock:
+            self.errors.append(exc)
+        return self._json(FakeApiError(500, "InternalError", f"the fake failed: {exc!r}").status(), 500)
+
     def _record(self, request: Request) -> None:
+        """Log the request and fail it if an injected failure matches."""
         query = request.url.query
+        plural = request.path_params.get("plural")
+        if plural is None and "/pods/" in request.url.path:
+            plural = "pods"  # .../pods/NAME/log
+        name = request.path_params.get("name")
+        is_watch = parse_bool(request.query_params.get("watch"))
         with self._lock:
             self.requests.append((request.method, request.url.path + (f"?{query}" if query else "")))
+            for fault in self._faults:
+                if fault.matches(request.method, plural, name, is_watch):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    raise fault.error
+
+    def inject_failure(
+        self,
+        *,
+        method: str | None = None,
+        plural: str | None = None,
+        name: str | None = None,
+        watch: bool | None = None,
+        code: int = 500,
+        reason: str = "InternalError",
+        message: str = 'an error on the server ("injected by the test") has prevented the request from succeeding',
+        times: int = 1,
+    ) -> Fault:
+        """Fail the next `times` HTTP requests that match (None matches anything; times=-1: until
+        clear_failures()) with a Status of this code, reason and message. A watch request fails before streaming.
+        E.g. a quota: `inject_failure(method="POST", plural="pods", code=403, reason="Forbidden",
+        message='pods "x" is forbidden: exceeded quota: compute, requested: limits.cpu=2, used: limits.cpu=8,
+        limited: limits.cpu=8')`; throttling: code=429, reason="TooManyRequests"."""
+        fault = Fault(
+            method.upper() if method else None, plural, name, watch, FakeApiError(code, reason, message), times
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def drop_watches(self) -> None:
+        """End every open watch stream (cleanly, as when an apiserver restarts or a proxy drops idle streams); a
+        client resumes from the last resourceVersion it saw."""
+        with self._lock:
+            self._watch_generation += 1
+            self._wake_all()
+
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are open now (e.g. to wait until the runtime's watch is established)."""
+        with self._lock:
+            return len(self._subscribers)
 
     @staticmethod
     def _resource(plural: str) -> Resource:
@@ -1702,8 +2154,78 @@ class FakeKubeApiServer:
             }
         )
 
+    async def _h_discovery(self, request: Request) -> Response:
+        """Legacy discovery (/api, /apis, /api/v1), enough for kubectl to find the core/v1 kinds served here."""
+        self._record(request)
+        path = request.url.path.rstrip("/")
+        if path == "/api":
+            return self._json(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
+                    ],
+                }
+            )
+        if path == "/apis":
+            return self._json({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        short = {
+            "pods": ["po"],
+            "services": ["svc"],
+            "persistentvolumeclaims": ["pvc"],
+            "configmaps": ["cm"],
+            "events": ["ev"],
+            "namespaces": ["ns"],
+        }
+        resources = [
+            {
+                "name": r.plural,
+                "singularName": r.kind.lower(),
+                "namespaced": True,
+                "kind": r.kind,
+                "verbs": verbs,
+                "shortNames": short.get(r.plural, []),
+            }
+            for r in RESOURCES.values()
+        ]
+        resources += [
+            {
+                "name": f"{r.plural}/status",
+                "singularName": "",
+                "namespaced": True,
+                "kind": r.kind,
+                "verbs": ["get", "patch", "update"],
+            }
+            for r in RESOURCES.values()
+            if r.plural in ("pods", "services", "persistentvolumeclaims")
+        ]
+        resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
+        resources.append(
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "verbs": ["create", "get", "list"],
+                "shortNames": ["ns"],
+            }
+        )
+        return self._json({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
+
     async def _h_namespaces(self, request: Request) -> Response:
         self._record(request)
+        if request.method == "POST":  # 409 when it exists (with namespaces=None, every namespace exists)
+            body = await self._body(request)
+            name = (body.get("metadata") or {}).get("name") or ""
+            if len(name) > 63 or not _DNS_LABEL_RE.match(name):
+                raise invalid("Namespace", name, [("metadata.name", f'Invalid value: "{name}"')])
+            with self._lock:
+                if self._namespaces is None or name in self._namespaces:
+                    raise already_exists("namespaces", name)
+                self._namespaces.add(name)
+                return self._json(self._namespace_object(name), 201)
         with self._lock:
             names = (
                 sorted(self._namespaces)
@@ -1754,12 +2276,14 @@ class FakeKubeApiServer:
             return self._json(self.create(res.plural, namespace, body), 201)
         if request.method == "DELETE":
             options = await self._delete_options(request)
+            grace = options.get("gracePeriodSeconds")
             deleted = self.delete_collection(
                 res.plural,
                 namespace,
                 request.query_params.get("labelSelector"),
                 request.query_params.get("fieldSelector"),
                 options.get("propagationPolicy"),
+                grace_period_seconds=int(grace) if grace is not None else None,
             )
             with self._lock:
                 return self._json(self._list(res.kind, deleted))
@@ -1795,6 +2319,31 @@ class FakeKubeApiServer:
             )
         raise FakeApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
+    async def _h_status(self, request: Request) -> Response:
+        """The status subresource: GET is the object; PUT and PATCH change its status only."""
+        self._record(request)
+        res = self._resource(request.path_params["plural"])
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        if request.method == "GET":
+            return self._json(self.get(res.plural, namespace, name))
+        body = await self._body(request, any_json=True)
+        with self._lock:
+            current = self._raw(res.plural, namespace, name)
+            if request.method == "PUT":
+                new = body if isinstance(body, dict) else {}
+                rv = (new.get("metadata") or {}).get("resourceVersion")
+                if rv and rv != current["metadata"]["resourceVersion"]:
+                    raise conflict(
+                        res.plural,
+                        name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    )
+            else:
+                content_type = request.headers.get("content-type", "").split(";")[0].strip()
+                new = self._apply_patch(current, body, content_type)
+            status = copy.deepcopy(new.get("status"))
+            return self._json(self._update(res.plural, namespace, name, lambda o: o.__setitem__("status", status)))
+
     @staticmethod
     async def _body(request: Request, any_json: bool = False) -> Any:
         raw = await request.body()
@@ -1826,6 +2375,9 @@ class FakeKubeApiServer:
         labels = parse_label_selector(params.get("labelSelector"))
         fields = parse_field_selector(params.get("fieldSelector"), res.plural)
         if parse_bool(params.get("watch")):
+            if namespace is not None:
+                with self._lock:
+                    self._check_namespace(namespace)
             return self._watch(res, namespace, labels, fields, params)
         if "limit" in params:
             pass  # everything at once: no continue token (see the module docstring)
@@ -1899,6 +2451,7 @@ class FakeKubeApiServer:
                 if start < self._compacted:
                     return StreamingResponse(iter([expired(start)]), media_type="application/json")
             self._subscribers.add(notify)
+            generation = self._watch_generation
 
         async def stream() -> Any:
             last = start
@@ -1911,11 +2464,15 @@ class FakeKubeApiServer:
                     wake.clear()
                     out: list[bytes] = []
                     with self._lock:
-                        if last < self._compacted:
-                            yield expired(last)
-                            return
+                        too_old = last < self._compacted
+                        dropped = self._watch_generation != generation
                         changes = [c for c in self._log if c.rv > last and c.plural == res.plural]
                         upto = self._rv
+                    if too_old:  # fell behind the kept history
+                        yield expired(last)
+                        return
+                    if dropped:  # drop_watches(): the connection ends, as when an apiserver restarts
+                        return
                     for change in changes:
                         now_matches, before = matches(change.obj), matches(change.old)
                         if change.type == "ADDED" and now_matches:
@@ -1992,6 +2549,16 @@ def unschedulable_after(delay: float = 0.0, message: str | None = None) -> Polic
     return policy
 
 
+def crash_loop_after(delay: float = 0.0, exit_code: int = 1) -> Policy:
+    """A Pod created crashes at start (CrashLoopBackOff) after `delay` seconds."""
+
+    def policy(fake: FakeKubeApiServer, pod: Obj) -> None:
+        if fake.sleep(delay):
+            fake.crash_loop(pod["metadata"]["namespace"], pod["metadata"]["name"], exit_code)
+
+    return policy
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
     """Poll predicate until it returns something truthy (returned) or raise AssertionError after timeout."""
     deadline = time.monotonic() + timeout
@@ -2002,3 +2569,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.kube.fake_apiserver [--auto-run SECONDS] [--kubeconfig PATH]`: serve until interrupted (for
+    trying a runtime or kubectl by hand)."""
+    parser = argparse.ArgumentParser(description="Run the fake Kubernetes API server until interrupted.")
+    parser.add_argument("--auto-run", type=float, default=None, help="Pods run by themselves after SECONDS")
+    parser.add_argument("--kubeconfig", default=None, help="write a kubeconfig for it to this path")
+    parser.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    with FakeKubeApiServer(auto=run_after(args.auto_run) if args.auto_run is not None else None) as fake:
+        print(fake.url, flush=True)
+        if args.kubeconfig:
+            fake.write_kubeconfig(args.kubeconfig, args.namespace)
+            print(f"export KUBECONFIG={args.kubeconfig}", flush=True)
+        done = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: done.set())
+        done.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -17,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from .fake_apiserver import (
     FakeApiError,
     FakeKubeApiServer,
+    crash_loop_after,
     fail_image_pull_after,
     run_after,
     unschedulable_after,
@@ -154,6 +158,9 @@ def test_namespaces_can_be_restricted():
         assert exc.status == 404 and message(exc) == 'namespaces "elsewhere" not found'
         assert api.read_namespace("nb").status.phase == "Active"
         assert api_error(api.read_namespace, "elsewhere").status == 404
+        api.create_namespace({"metadata": {"name": "elsewhere"}})
+        api.create_namespaced_pod("elsewhere", pod_body("p"))
+        assert api_error(api.create_namespace, {"metadata": {"name": "elsewhere"}}).status == 409
         api.api_client.close()
 
 
@@ -294,8 +301,8 @@ def test_watch_follows_live_changes_and_a_status_change_through_the_kubelet_api(
 
     def later():
         time.sleep(0.2)
-        fake_kube.schedule(NS, "nb-1")
         fake_kube.unschedulable(NS, "nb-1", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+        fake_kube.schedule(NS, "nb-1")  # a node turned up
 
     thread = threading.Thread(target=later)
     thread.start()
@@ -303,8 +310,15 @@ def test_watch_follows_live_changes_and_a_status_change_through_the_kubelet_api(
     events = collect(w.stream(core_v1.list_namespaced_pod, NS, resource_version=start, timeout_seconds=5), w, 2)
     thread.join(5)
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED"]
-    scheduled = {c.type: c for c in events[1]["object"].status.conditions}["PodScheduled"]
-    assert (scheduled.status, scheduled.reason) == ("False", "Unschedulable")
+    first = {c.type: c for c in events[0]["object"].status.conditions}["PodScheduled"]
+    assert (first.status, first.reason, first.message) == (
+        "False",
+        "Unschedulable",
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    )
+    second = {c.type: c for c in events[1]["object"].status.conditions}["PodScheduled"]
+    assert (second.status, second.reason) == ("True", None)
+    assert events[1]["object"].spec.node_name == "fake-node"
 
 
 def test_watch_without_a_resource_version_starts_with_the_current_objects(core_v1, fake_kube):
@@ -351,6 +365,7 @@ def test_bookmarks_arrive_with_the_current_resource_version(core_v1, fake_kube):
     assert all(e["raw_object"]["kind"] == "Pod" for e in events)
     assert events[-1]["raw_object"]["metadata"]["resourceVersion"] == str(fake_kube.resource_version)
     assert w.resource_version == str(fake_kube.resource_version)  # the client keeps it for a resumption
+    wait_until(lambda: not fake_kube._subscribers)  # the server noticed the client went away
 
 
 def test_no_bookmarks_unless_asked(core_v1, fake_kube):
@@ -464,13 +479,48 @@ def test_graceful_pod_deletion_keeps_the_name_taken_until_it_ends():
         assert terminating.metadata.deletion_timestamp is not None
         assert terminating.metadata.deletion_grace_period_seconds == 30
         assert api_error(api.create_namespaced_pod, NS, pod_body("p")).status == 409
+        with pytest.raises(FakeApiError) as info:
+            fake.run(NS, "p")  # nothing starts a Terminating Pod
+        assert info.value.code == 409
         wait_until(lambda: not fake.exists("pods", NS, "p"), timeout=5)
         api.create_namespaced_pod(NS, pod_body("p"))
         # gracePeriodSeconds=0 deletes at once.
         fake.run(NS, "p")
         api.delete_namespaced_pod("p", NS, grace_period_seconds=0)
         assert not fake.exists("pods", NS, "p")
+        # The garbage collector's deletions are graceful too.
+        owner = api.create_namespaced_config_map(NS, {"metadata": {"name": "owner"}})
+        api.create_namespaced_pod(NS, pod_body("p", ownerReferences=[owner_ref(owner, "ConfigMap")]))
+        fake.run(NS, "p")
+        api.delete_namespaced_config_map("owner", NS)
+        assert api.read_namespaced_pod("p", NS).metadata.deletion_timestamp is not None
+        fake.finish_termination(NS, "p")
+        assert not fake.exists("pods", NS, "p")
         api.api_client.close()
+
+
+def test_a_pvc_in_use_stays_terminating_until_its_pod_is_gone(core_v1, fake_kube):
+    pvc = core_v1.create_namespaced_persistent_volume_claim(NS, pvc_body("data"))
+    assert pvc.metadata.finalizers == ["kubernetes.io/pvc-protection"]
+    body = pod_body("p")
+    body["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    core_v1.create_namespaced_pod(NS, body)
+    start = fake_kube.resource_version
+    terminating = core_v1.delete_namespaced_persistent_volume_claim("data", NS)
+    assert terminating.metadata.deletion_timestamp is not None
+    assert core_v1.read_namespaced_persistent_volume_claim("data", NS).metadata.deletion_timestamp is not None
+    assert api_error(core_v1.create_namespaced_persistent_volume_claim, NS, pvc_body("data")).status == 409
+    core_v1.delete_namespaced_pod("p", NS)
+    assert api_error(core_v1.read_namespaced_persistent_volume_claim, "data", NS).status == 404
+    w = watch.Watch()
+    stream = w.stream(
+        core_v1.list_namespaced_persistent_volume_claim, NS, resource_version=str(start), timeout_seconds=5
+    )
+    assert [e["type"] for e in collect(stream, w, 2)] == ["MODIFIED", "DELETED"]
+    # One no Pod uses goes at once.
+    core_v1.create_namespaced_persistent_volume_claim(NS, pvc_body("free"))
+    core_v1.delete_namespaced_persistent_volume_claim("free", NS)
+    assert not fake_kube.exists("persistentvolumeclaims", NS, "free")
 
 
 def test_finalizers_hold_a_deletion_until_removed(core_v1, fake_kube):
@@ -478,8 +528,15 @@ def test_finalizers_hold_a_deletion_until_removed(core_v1, fake_kube):
     held = core_v1.delete_namespaced_persistent_volume_claim("d", NS)
     assert held.metadata.deletion_timestamp is not None
     assert fake_kube.exists("persistentvolumeclaims", NS, "d")
+    assert core_v1.read_namespaced_persistent_volume_claim("d", NS).metadata.finalizers == ["example.com/hold"]
+    start = fake_kube.resource_version
     core_v1.patch_namespaced_persistent_volume_claim("d", NS, [{"op": "remove", "path": "/metadata/finalizers"}])
     assert not fake_kube.exists("persistentvolumeclaims", NS, "d")
+    w = watch.Watch()
+    stream = w.stream(
+        core_v1.list_namespaced_persistent_volume_claim, NS, resource_version=str(start), timeout_seconds=5
+    )
+    assert [e["type"] for e in collect(stream, w, 1)] == ["DELETED"]  # removing the last finalizer deletes it
 
 
 # --- the kubelet API and Events ------------------------------------------------------------------------------------
@@ -585,10 +642,53 @@ def test_terminate(core_v1, fake_kube):
     assert core_v1.read_namespaced_pod("job", NS).status.phase == "Succeeded"
 
 
-def test_kubelet_calls_for_a_missing_pod_raise_404(fake_kube):
+def test_crash_loop_backs_off_and_can_recover(core_v1, fake_kube):
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.crash_loop(NS, "p")
+    fake_kube.crash_loop(NS, "p", exit_code=2)
+    pod = core_v1.read_namespaced_pod("p", NS)
+    cs = pod.status.container_statuses[0]
+    assert pod.status.phase == "Running" and not cs.ready and cs.restart_count == 2
+    assert cs.state.waiting.reason == "CrashLoopBackOff" and cs.state.waiting.message.startswith("back-off 20s ")
+    assert (cs.last_state.terminated.reason, cs.last_state.terminated.exit_code) == ("Error", 2)
+    backoffs = [
+        e for e in core_v1.list_namespaced_event(NS, field_selector="involvedObject.name=p,reason=BackOff").items
+    ]
+    assert [(e.type, e.count) for e in backoffs] == [("Warning", 2)]
+    fake_kube.run(NS, "p")  # fixed: it starts
+    cs = core_v1.read_namespaced_pod("p", NS).status.container_statuses[0]
+    assert cs.ready and cs.state.running and cs.restart_count == 2
+
+
+def test_eviction(core_v1, fake_kube):
+    stopped = []
+    fake_kube.on_run = lambda pod, services: None
+    fake_kube.on_stop = lambda pod: stopped.append(pod["metadata"]["name"])
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    fake_kube.evict(NS, "p")
+    pod = core_v1.read_namespaced_pod("p", NS)
+    assert (pod.status.phase, pod.status.reason) == ("Failed", "Evicted")
+    assert "low on resource: memory" in pod.status.message
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 137
+    assert {c.type: c.status for c in pod.status.conditions}["DisruptionTarget"] == "True"
+    assert [e["reason"] for e in fake_kube.events_for(NS, "p")][-2:] == ["Evicted", "Killing"]
+    assert stopped == ["p"]
+    with pytest.raises(ValueError):
+        fake_kube.run(NS, "p")
+
+
+def test_kubelet_calls_for_a_missing_pod_raise_404_and_nonsense_value_error(core_v1, fake_kube):
     with pytest.raises(FakeApiError) as info:
         fake_kube.run(NS, "nope")
     assert info.value.code == 404
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    with pytest.raises(ValueError):
+        fake_kube.oom_kill(NS, "p")  # not running
+    running = fake_kube.run(NS, "p")
+    assert fake_kube.run(NS, "p") == running  # already running: nothing happens
+    with pytest.raises(ValueError):
+        fake_kube.unschedulable(NS, "p")  # already scheduled
 
 
 # --- auto policies and the on_run hook -----------------------------------------------------------------------------
@@ -626,6 +726,7 @@ def scheduled_reason(pod: Any) -> str | None:
         (fail_image_pull_after(0.0), waiting_reason, "ImagePullBackOff"),
         (fail_image_pull_after(0.0, "ErrImagePull"), waiting_reason, "ErrImagePull"),
         (unschedulable_after(0.0), scheduled_reason, "Unschedulable"),
+        (crash_loop_after(0.0), waiting_reason, "CrashLoopBackOff"),
     ],
 )
 def test_other_auto_policies(core_v1, fake_kube, policy, check, expected):
@@ -681,3 +782,186 @@ def test_on_run_points_the_service_at_the_local_process(core_v1, fake_kube):
     core_v1.delete_namespaced_pod("nb-1", NS)
     wait_until(lambda: stopped == ["nb-1"])
     assert servers == {}
+
+
+# --- patches, subresources, configuration --------------------------------------------------------------------------
+
+
+def test_strategic_merge_patch_merges_lists_by_key(core_v1):
+    body = pod_body("p")
+    body["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    body["spec"]["containers"].append({"name": "sidecar", "image": "registry.local/sidecar:1"})
+    core_v1.create_namespaced_pod(NS, body)
+    patched = core_v1.patch_namespaced_pod(
+        "p", NS, {"spec": {"containers": [{"name": "sidecar", "image": "registry.local/sidecar:2"}]}}
+    )  # only an image may change in a Pod's spec
+    assert [(c.name, c.image) for c in patched.spec.containers] == [
+        ("notebook", "registry.local/notebook:1.0"),
+        ("sidecar", "registry.local/sidecar:2"),
+    ]
+    assert [e.name for e in patched.spec.containers[0].env] == ["A", "B"]
+    svc = core_v1.create_namespaced_service(NS, service_body("s", {"a": "b"}, labels={"x": "1"}))
+    patched = core_v1.patch_namespaced_service(
+        "s", NS, {"metadata": {"labels": {"x": None, "y": "2"}}, "spec": {"ports": [{"port": 22, "name": "ssh"}]}}
+    )
+    assert patched.metadata.labels == {"y": "2"}
+    assert sorted(p.port for p in patched.spec.ports) == [22, 8888]
+    assert patched.spec.cluster_ip == svc.spec.cluster_ip
+    exc = api_error(core_v1.patch_namespaced_service, "s", NS, {"spec": {"clusterIP": "10.0.0.1"}})
+    assert exc.status == 422  # immutable
+
+
+def test_status_subresource(core_v1, fake_kube):
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    assert core_v1.read_namespaced_pod_status("p", NS).status.phase == "Running"
+    # Status in a patch of the main resource is ignored; through /status it applies.
+    core_v1.patch_namespaced_pod("p", NS, {"status": {"phase": "Failed"}})
+    assert core_v1.read_namespaced_pod("p", NS).status.phase == "Running"
+    core_v1.patch_namespaced_pod_status("p", NS, {"status": {"phase": "Failed"}})
+    assert core_v1.read_namespaced_pod("p", NS).status.phase == "Failed"
+
+
+def test_deleting_a_running_pod_records_killing(core_v1, fake_kube):
+    core_v1.create_namespaced_pod(NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    core_v1.delete_namespaced_pod("p", NS)
+    assert [e["reason"] for e in fake_kube.events_for(NS, "p")][-1] == "Killing"
+
+
+def test_load_kube_config_and_version(fake_kube, tmp_path):
+    from kubernetes import config
+
+    path = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+    api_client = config.new_client_from_config(config_file=path)
+    try:
+        assert client.VersionApi(api_client).get_code().git_version.startswith("v1.32")
+        assert client.CoreV1Api(api_client).list_namespaced_pod(NS).items == []
+    finally:
+        api_client.close()
+
+
+def test_stopping_the_fake_stops_what_on_run_started():
+    started: list[str] = []
+    stopped: list[str] = []
+
+    def on_run(pod, services):
+        started.append(pod["metadata"]["name"])
+        return None  # no address: the Services keep theirs
+
+    with FakeKubeApiServer(on_run=on_run, on_stop=lambda pod: stopped.append(pod["metadata"]["name"])) as fake:
+        api = fake.core_v1()
+        api.create_namespaced_pod(NS, pod_body("a"))
+        api.create_namespaced_pod(NS, pod_body("b"))
+        fake.run(NS, "a")
+        fake.run(NS, "b")
+        fake.oom_kill(NS, "b")  # on_stop, then on_run again for the restart
+        assert (started, stopped) == (["a", "b", "b"], ["b"])
+        fake.auto = run_after(5.0)  # still asleep when the fake stops: never runs
+        api.create_namespaced_pod(NS, pod_body("c"))
+        api.api_client.close()
+    assert sorted(stopped) == ["a", "b", "b"] and started == ["a", "b", "b"]
+    assert fake.errors == []
+
+
+def test_injected_failures(core_v1, fake_kube):
+    fake_kube.inject_failure(
+        method="POST",
+        plural="pods",
+        code=403,
+        reason="Forbidden",
+        message='pods "p" is forbidden: exceeded quota: compute, requested: limits.cpu=1, used: limits.cpu=8, '
+        "limited: limits.cpu=8",
+    )
+    exc = api_error(core_v1.create_namespaced_pod, NS, pod_body("p"))
+    assert exc.status == 403 and "exceeded quota" in message(exc)
+    core_v1.create_namespaced_pod(NS, pod_body("p"))  # once only
+    fake_kube.inject_failure(watch=True, code=500, times=-1)
+    core_v1.list_namespaced_pod(NS)  # not a watch
+    for _ in range(2):
+        exc = api_error(lambda: list(watch.Watch().stream(core_v1.list_namespaced_pod, NS, timeout_seconds=1)))
+        assert exc.status == 500
+    fake_kube.clear_failures()
+    assert list(watch.Watch().stream(core_v1.list_namespaced_service, NS, timeout_seconds=1)) == []
+
+
+def test_dropped_watches_resume_from_the_last_resource_version(core_v1, fake_kube):
+    seen: list[str] = []
+    w = watch.Watch()
+
+    def watching():
+        # No timeout_seconds: the client reconnects by itself when the stream ends.
+        for event in w.stream(core_v1.list_namespaced_pod, NS, resource_version=str(fake_kube.resource_version)):
+            seen.append(event["object"].metadata.name)
+            if len(seen) == 2:
+                w.stop()
+                break
+
+    thread = threading.Thread(target=watching, daemon=True)
+    thread.start()
+    wait_until(lambda: fake_kube.open_watches == 1)
+    first = core_v1.create_namespaced_pod(NS, pod_body("a")).metadata.resource_version
+    wait_until(lambda: seen == ["a"])
+    fake_kube.drop_watches()
+    wait_until(lambda: len([r for r in fake_kube.requests if "watch=true" in r[1]]) == 2)
+    assert f"resourceVersion={first}" in fake_kube.requests[-1][1]
+    core_v1.create_namespaced_pod(NS, pod_body("b"))
+    thread.join(5)
+    assert not thread.is_alive() and seen == ["a", "b"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_works_against_it(fake_kube, tmp_path):
+    """Go's client (kubectl: discovery, lists, describe, delete) accepts the fake as well."""
+    fake_kube.create("pods", NS, pod_body("p"))
+    fake_kube.run(NS, "p")
+    env = dict(os.environ, KUBECONFIG=fake_kube.write_kubeconfig(tmp_path / "kubeconfig", NS), HOME=str(tmp_path))
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert kubectl("get", "pod", "p", "-o", "jsonpath={.status.phase}") == "Running"
+    described = kubectl("describe", "pod", "p")
+    events = [line.split()[1] for line in described.split("Events:")[1].splitlines()[3:] if line.strip()]
+    assert events == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]
+    assert "p" in kubectl("delete", "pod", "p", "--wait=true")
+    assert not fake_kube.exists("pods", NS, "p")
+
+
+def test_every_object_the_fake_makes_matches_the_api_schemas(fake_kube):
+    """Pods in every state the kubelet API produces, Services, PVCs, ConfigMaps, Secrets and Events are valid
+    against the Kubernetes OpenAPI schemas, strictly (no field the API does not have)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    docs = []
+
+    def keep(plural: str, name: str) -> None:
+        docs.append(fake_kube.get(plural, NS, name))
+
+    fake_kube.create("pods", NS, pod_body("p", {"app": "p"}))
+    keep("pods", "p")
+    fake_kube.create("services", NS, service_body("s", {"app": "p"}))
+    fake_kube.create("persistentvolumeclaims", NS, pvc_body("d"))
+    fake_kube.create("configmaps", NS, {"metadata": {"name": "c"}, "data": {"a": "b"}})
+    fake_kube.create("secrets", NS, {"metadata": {"name": "x"}, "stringData": {"a": "b"}})
+    for plural, name in (("services", "s"), ("persistentvolumeclaims", "d"), ("configmaps", "c"), ("secrets", "x")):
+        keep(plural, name)
+    for step in (fake_kube.unschedulable, fake_kube.run, fake_kube.oom_kill, fake_kube.crash_loop):
+        step(NS, "p")
+        keep("pods", "p")
+    fake_kube.set_ready(NS, "p", False)
+    keep("pods", "p")
+    for name, steps in (
+        ("q", [fake_kube.fail_image_pull]),
+        ("r", [fake_kube.run, fake_kube.evict]),
+        ("t", [fake_kube.run, lambda ns, n: fake_kube.terminate(ns, n, 0, restart=False)]),
+    ):
+        fake_kube.create("pods", NS, pod_body(name))
+        for step in steps:
+            step(NS, name)
+        keep("pods", name)
+    docs += fake_kube.objects("events", NS)
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.32.0", strict=True)
+    assert len(docs) > 30
