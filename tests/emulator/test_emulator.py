@@ -11,6 +11,7 @@ import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkmodelarts.v1 import (
     DeleteNotebookRequest,
+    ListAllNotebooksRequest,
     ListNotebooksRequest,
     ShowNotebookRequest,
     StartNotebookRequest,
@@ -161,7 +162,8 @@ def test_seeding_owners_and_statuses(nbfleet_server):
     assert error_code(lambda: create(dave, "more")) == "ModelArts.6302"  # seeded ones count
     with pytest.raises(EmulatorError, match="ModelArts.6336"):
         env.seed(1, status="DELETING")
-    assert env.client().list_all_notebooks  # the admin sees everyone's (smoke)
+    everyone = env.client().list_all_notebooks(ListAllNotebooksRequest(limit=50))  # the admin's view
+    assert {n.id for n in everyone.data} == set(ids) | set(failed)
 
 
 def test_reset_empties_the_server(nbfleet_server, modelarts_client):
