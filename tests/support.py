@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
+
+from nbfleet.runtime.base import InStore, StoreLookup
 
 
 @dataclass
@@ -155,3 +158,17 @@ def end_process(proc, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def store_lookup(live: Iterable[str] = (), stopped: Iterable[str] = ()) -> StoreLookup:
+    """A runtime's orphan check as a store holding ``live`` instances (running or in a transition) and
+    ``stopped`` ones (stored, not live); any other id is not in the store."""
+    live_ids, stored_ids = set(live), set(live) | set(stopped)
+
+    async def lookup(ids: set[str]) -> InStore:
+        return InStore(live=frozenset(ids & live_ids), stored=frozenset(ids & stored_ids))
+
+    return lookup
+
+
+NOTHING_STORED = store_lookup()

@@ -233,6 +233,25 @@ def test_orphans_are_removed_at_start(engine, docker_server):
     assert owned(engine, first.data_dir) == ([], [])
 
 
+def test_a_stopped_instances_work_survives_a_restart_of_nbfleet(engine, docker_server):
+    """The restart's orphan sweep removes what runs for instances that are not live, but the volume of one
+    that is only STOPPED is the user's work (it once went with the sweep)."""
+    first = docker_server()
+    client = sdk(first)
+    nb = wait(client, create(client, "kept-while-stopped"), "RUNNING")
+    assert run(nb, "open('/home/ma-user/work/keep.txt', 'w').write('still here')") == "10"
+    client.stop_notebook(StopNotebookRequest(id=nb.id))
+    wait(client, nb.id, "STOPPED")
+    first.kill()
+    second = docker_server()
+    client = sdk(second)
+    assert len(owned(engine, second.data_dir)[1]) == 1
+    client.start_notebook(StartNotebookRequest(id=nb.id))
+    nb = wait(client, nb.id, "RUNNING", "START_FAILED")
+    assert nb.status == "RUNNING", nb.fail_reason
+    assert run(nb, "open('/home/ma-user/work/keep.txt').read()") == "'still here'"
+
+
 def test_an_image_the_engine_does_not_have_fails_the_create_with_a_reason(engine, docker_server, tmp_path):
     images = tmp_path / "images.json"
     images.write_text(

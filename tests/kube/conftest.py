@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from .fake_apiserver import FakeKubeApiServer
+from .jupyter_pods import JupyterBehindPods
 
 
 @pytest.fixture
@@ -23,3 +25,15 @@ def core_v1(fake_kube: FakeKubeApiServer):
     api = fake_kube.core_v1()
     yield api
     api.api_client.close()
+
+
+@pytest.fixture
+def jupyters(fake_kube: FakeKubeApiServer, tmp_path: Path) -> Iterator[JupyterBehindPods]:
+    """A real jupyter-server behind every pod that fake_kube runs, ended with the pod (or after the test)."""
+    root = tmp_path / "pods"
+    root.mkdir()
+    hooks = JupyterBehindPods(root)
+    fake_kube.on_run = hooks.on_run
+    fake_kube.on_stop = hooks.on_stop
+    yield hooks
+    hooks.close()

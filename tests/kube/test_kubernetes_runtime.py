@@ -5,16 +5,9 @@ runtime put into the pod, answers at the address the pod's Service says."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +18,7 @@ from nbfleet.runtime import kubernetes as kube
 from nbfleet.runtime.base import RuntimeFailure
 from nbfleet.runtime.kubernetes import KubernetesRuntime
 
+from ..support import store_lookup
 from .fake_apiserver import FakeKubeApiServer, fail_image_pull_after, run_after, unschedulable_after, wait_until
 
 pytestmark = pytest.mark.slow
@@ -33,11 +27,6 @@ NS = "nbfleet-test"
 PROJECT = "5d1f3c0e9a8b4c7d8e9f0a1b2c3d4e5f"
 OWNER = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 FLAVOR = FlavorLimits("modelarts.vm.cpu.2u", 2, 8192)
-# Only what answering needs: skips a second or two of loading extensions.
-BARE = [
-    "--ServerApp.jpserver_extensions={'jupyterlab': False, 'jupyter_lsp': False, "
-    "'notebook_shim': False, 'jupyter_server_terminals': False}"
-]
 
 
 class Reporter:
@@ -66,104 +55,6 @@ def make_spec(token: str | None = None) -> InstanceSpec:
         project_id=PROJECT,
         volume_gb=10,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class JupyterBehindPods:
-    """The fake's ``on_run``/``on_stop``: a jupyter-server per running pod, run as the pod's container says
-    (its command, arguments and JUPYTER_TOKEN), on 127.0.0.1 instead of the pod's 0.0.0.0:8888."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.commands: dict[str, list[str]] = {}
-        self.lock = threading.Lock()
-
-    def on_run(self, pod: dict, services: list[dict]) -> tuple[str, int]:
-        (container,) = pod["spec"]["containers"]
-        env = {e["name"]: e["value"] for e in container.get("env") or []}
-        assert container["command"] == ["python", "-m", "jupyter_server"]
-        port = free_port()
-        name = pod["metadata"]["name"]
-        work = self.root / name / "work"
-        home = self.root / name / "home"
-        work.mkdir(parents=True, exist_ok=True)
-        home.mkdir(parents=True, exist_ok=True)
-        # The pod's arguments, but for where it listens and its work directory (the pod's volume).
-        args = [
-            a
-            for a in container["args"]
-            if not a.startswith(("--ServerApp.ip=", "--ServerApp.port=", "--ServerApp.root_dir="))
-        ]
-        command = [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            *args,
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            f"--ServerApp.root_dir={work}",
-            *BARE,
-            # The pod runs as uid 1000; the test's process is whoever runs the tests.
-            *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
-        ]
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
-        environment.update(
-            JUPYTER_TOKEN=env["JUPYTER_TOKEN"],
-            HOME=str(home),
-            JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-            JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
-            JUPYTER_DATA_DIR=str(home / ".local"),
-            IPYTHONDIR=str(home / ".ipython"),
-        )
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (the process keeps it)
-        process = subprocess.Popen(
-            command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        with self.lock:
-            self.processes[name] = process
-            self.commands[name] = command
-        return "127.0.0.1", port
-
-    def on_stop(self, pod: dict) -> None:
-        with self.lock:
-            process = self.processes.pop(pod["metadata"]["name"], None)
-        if process is not None:
-            _end(process)
-
-    def close(self) -> None:
-        with self.lock:
-            processes = list(self.processes.values())
-            self.processes.clear()
-        for process in processes:
-            _end(process)
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-
-
-@pytest.fixture
-def jupyters(fake_kube: FakeKubeApiServer, tmp_path: Path):
-    hooks = JupyterBehindPods(tmp_path)
-    fake_kube.on_run = hooks.on_run
-    fake_kube.on_stop = hooks.on_stop
-    yield hooks
-    hooks.close()
 
 
 @pytest.fixture
@@ -357,12 +248,19 @@ async def test_adopt_after_a_restart_and_reap_orphans(fake_kube, jupyters, runti
     # nbfleet restarts: a new runtime finds what runs.
     restarted = KubernetesRuntime(fake_kube.api_client(), namespace=NS, ready_timeout=60, stop_grace=1)
     try:
-        assert await restarted.reap_orphans({kept.id}) == [orphan.id]
+        # The store says the orphan is STOPPED (it was stopped while nbfleet was down): its pod goes, its
+        # volume and Service stay, since a stopped instance keeps them.
+        assert await restarted.reap_orphans(store_lookup(live=[kept.id], stopped=[orphan.id])) == [orphan.id]
         assert objects(fake_kube, "pods", orphan.id) == []
-        # A stopped instance is not "known" to reap_orphans: its volume and Service stay (delete removes them).
         assert len(objects(fake_kube, "persistentvolumeclaims", orphan.id)) == 1
+        assert len(objects(fake_kube, "services", orphan.id)) == 1
         assert len(objects(fake_kube, "pods", kept.id)) == 1
-        assert await restarted.reap_orphans({kept.id}) == []
+        assert await restarted.reap_orphans(store_lookup(live=[kept.id], stopped=[orphan.id])) == []
+        # Then the store no longer holds it at all (deleted while nbfleet was down): everything of it goes.
+        assert await restarted.reap_orphans(store_lookup(live=[kept.id])) == [orphan.id]
+        for kind in ("persistentvolumeclaims", "services"):
+            wait_until(lambda kind=kind: objects(fake_kube, kind, orphan.id) == [], timeout=10)
+        assert len(objects(fake_kube, "persistentvolumeclaims", kept.id)) == 1
 
         assert await restarted.adopt(kept, placement)
         assert not await restarted.adopt(make_spec(), placement)  # no such pod

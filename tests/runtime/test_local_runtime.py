@@ -19,6 +19,7 @@ from nbfleet.runtime.limits import ResourceLimiter
 from nbfleet.runtime.local import LocalRuntime
 
 from ..images import make_reachable, shared_environments
+from ..support import NOTHING_STORED, store_lookup
 from .local_helpers import BARE_SERVER, FLAVOR, Jupyter, RecordingReporter, in_sandbox, make_spec, marked
 
 # No store at all: the same on SQLite and PostgreSQL (.ci/run runs it once).
@@ -40,7 +41,7 @@ async def runtime(data_dir):
     rt = local_runtime(data_dir, ready_timeout=60)
     yield rt
     # Whatever a failing test left running in this data dir ends here.
-    await rt.reap_orphans(set())
+    await rt.reap_orphans(NOTHING_STORED)
     await rt.close()
     assert not marked(data_dir)
 
@@ -69,7 +70,7 @@ async def scratch(tmp_path):
 
     yield make
     for rt in runtimes:
-        await rt.reap_orphans(set())
+        await rt.reap_orphans(NOTHING_STORED)
         await rt.close()
     assert not marked(tmp_path / "data")
     # A test that failed half-way may have left the limit groups of a dead instance.
@@ -203,9 +204,9 @@ async def test_observe_and_adopt_a_running_instance(running, runtime, data_dir):
 
 async def test_reap_orphans_spares_known_and_foreign_instances(running, runtime, tmp_path):
     spec, placement, _ = running
-    assert await runtime.reap_orphans({spec.id}) == []
+    assert await runtime.reap_orphans(store_lookup(live=[spec.id])) == []
     foreign = local_runtime(tmp_path / "other-data-dir")
-    assert await foreign.reap_orphans(set()) == []
+    assert await foreign.reap_orphans(NOTHING_STORED) == []
     await foreign.close()
     assert (await runtime.observe(spec, placement)).alive
 
@@ -306,7 +307,7 @@ async def test_reap_orphans_ends_unknown_instances(scratch):
 
     # A restarted nbfleet whose store does not know the instance.
     restarted = scratch()
-    assert await restarted.reap_orphans({"some-other-id"}) == [spec.id]
+    assert await restarted.reap_orphans(store_lookup(live=["some-other-id"])) == [spec.id]
     assert not marked(rt.data_dir, spec.id)
     assert not ResourceLimiter().group_dirs(spec.id)
     assert not (await rt.observe(spec, placement)).alive

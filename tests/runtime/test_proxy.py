@@ -23,6 +23,7 @@ from nbfleet.api.proxy import ProxyRefusal, ProxyTarget, install_notebook_proxy
 from nbfleet.runtime.local import LocalRuntime
 
 from ..images import make_reachable, shared_environments
+from ..support import NOTHING_STORED
 from ..threaded_server import ServerThread
 from .local_helpers import make_spec
 
@@ -119,7 +120,7 @@ async def notebook(tmp_path_factory):
     placement = await runtime.start(spec, Reporter())
     yield spec, placement
     await runtime.delete(spec, placement)
-    await runtime.reap_orphans(set())
+    await runtime.reap_orphans(NOTHING_STORED)
     await runtime.close()
 
 

@@ -351,6 +351,10 @@ def test_pod_failures_carry_their_reason():
     assert exited.failure == "Error: Jupyter exited with code 1"
     evicted = pod_state(pod("Failed", node="n", reason="Evicted", message="The node was low on memory."))
     assert evicted.failure == "Evicted: The node was low on memory."
+    # As the kubelet leaves an evicted pod: its container killed (137) too; the eviction is the reason.
+    killed = {"terminated": {"reason": "Error", "exitCode": 137}}
+    evicted = pod_state(pod("Failed", node="n", state=killed, reason="Evicted", message="The node was low on memory."))
+    assert evicted.failure == "Evicted: The node was low on memory." and not evicted.alive
     deleting = pod_state(pod("Running", node="n", state={"running": {}}, deleting=True))
     assert not deleting.alive and "being deleted" in (deleting.failure or "")
     config = pod_state(pod(node="n", state={"waiting": {"reason": "CreateContainerConfigError", "message": "x"}}))

@@ -18,7 +18,7 @@ from ..domain.lease import lease_of
 from ..domain.model import TRANSITIONAL, Status
 from ..domain.transitions import Event
 from ..observability import lifecycle as observe
-from ..runtime.base import RuntimeFailure
+from ..runtime.base import InStore, RuntimeFailure
 from ..store import notebook_repo as repo
 from ..store.db import store_unavailable
 from .claims import Row
@@ -44,10 +44,10 @@ class Observer:
         r = self.r
         if not r.runtime.observes:
             return
-        rows = await r.db_read(repo.get_many, [s.value for s in (*LIVE, *TRANSITIONAL)])
-        reaped = await r.runtime.reap_orphans({row["id"] for row in rows})
+        reaped = await r.runtime.reap_orphans(self.in_store)
         for notebook_id in reaped:
-            log.warning("ended orphan process of unknown instance %s", notebook_id)
+            log.warning("removed what was left of instance %s, which is not live in the store", notebook_id)
+        rows = await r.db_read(repo.get_many, [s.value for s in (*LIVE, *TRANSITIONAL)])
         storage = r.runtime.storage
         if storage is not None:
             try:
@@ -58,6 +58,15 @@ class Observer:
         for row in rows:
             if row["status"] == Status.RUNNING:
                 await self.check_alive(row, adopting=True)
+
+    async def in_store(self, ids: set[str]) -> InStore:
+        """The runtime's orphan check: which of ``ids`` are live, which are stored at all."""
+        statuses = await self.r.db_read(repo.statuses_of, ids)
+        live_statuses = {s.value for s in (*LIVE, *TRANSITIONAL)}
+        return InStore(
+            live=frozenset(i for i, status in statuses.items() if status in live_statuses),
+            stored=frozenset(statuses),
+        )
 
     async def observe_running(self) -> None:
         """Auto-stop expired and idle instances; for runtimes that run something, check liveness.
@@ -121,8 +130,12 @@ class Observer:
         spec = r.spec_of(row)
         placement = Placement.from_column(row["placement"])
         if adopting:
-            alive = await r.runtime.adopt(spec, placement)
-            reason = None if alive else "the Jupyter process did not survive the restart of nbfleet"
+            alive, reason = await r.runtime.adopt(spec, placement), None
+            if not alive:
+                # What ended it, where the runtime can tell (a pod OOM-killed while nbfleet was down).
+                seen = await r.runtime.observe(spec, placement)
+                survived = "the Jupyter process did not survive the restart of nbfleet"
+                reason = (not seen.alive and seen.reason) or survived
         else:
             observation = await r.runtime.observe(spec, placement)
             alive, reason = observation.alive, observation.reason

@@ -7,6 +7,7 @@ after a crash the reconciler repeats whatever it was doing.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ __all__ = [
     "FlavorLimits",
     "HostStorage",
     "ImageEngine",
+    "InStore",
     "ImageRef",
     "InstanceSpec",
     "MountSpec",
@@ -30,6 +32,7 @@ __all__ = [
     "Reporter",
     "Runtime",
     "RuntimeFailure",
+    "StoreLookup",
     "gpus_on_host",
 ]
 
@@ -52,6 +55,23 @@ class Activity:
     last_activity_ms: int | None
     busy: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class InStore:
+    """What the store says of the instances a runtime found objects of, read *after* it listed them.
+
+    Read after, not before: an object listed at t0 was made by a replica that had already moved its row into
+    a transition, so a read at t1 > t0 shows it live; a read before the listing could miss a start another
+    replica began in between, and its fresh pod or container would be taken for an orphan.
+    """
+
+    live: frozenset[str]  # running or in a transition: what runs for them stays
+    stored: frozenset[str]  # in the store in any status (live included): their volumes stay
+
+
+# Given instance ids, what the store says of them (ids it does not answer for are not in the store).
+StoreLookup = Callable[[set[str]], Awaitable[InStore]]
 
 
 class RuntimeFailure(Exception):
@@ -168,8 +188,12 @@ class Runtime(Protocol):
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         """Usage signal for idle auto-stop, or None if the runtime cannot tell."""
 
-    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
-        """End processes of instances the store does not know; return what was ended."""
+    async def reap_orphans(self, lookup: StoreLookup) -> list[str]:
+        """End what runs for instances that are not live in the store, and remove the volumes of instances
+        the store does not hold at all; return the ids of what was removed.
+
+        A STOPPED instance is not live but is stored: its processes go, its work volume stays.
+        """
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:
         """False when the flavor cannot be served at all on this runtime (shown as sold out)."""

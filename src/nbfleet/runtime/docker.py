@@ -31,9 +31,11 @@ from .base import (
     DynamicStorage,
     HostStorage,
     ImageEngine,
+    InStore,
     Observation,
     Reporter,
     RuntimeFailure,
+    StoreLookup,
     gpus_on_host,
 )
 from .docker_images import DockerImageBuilder, DockerImages, ImageBuildError
@@ -392,24 +394,42 @@ class DockerRuntime:
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         return await self.jupyter.activity(spec, placement)
 
-    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
-        return await asyncio.to_thread(self._reap, known_ids)
+    async def reap_orphans(self, lookup: StoreLookup) -> list[str]:
+        containers, volumes = await asyncio.to_thread(self._owned)
+        found = set(containers) | set(volumes)
+        if not found:
+            return []
+        store = await lookup(found)
+        return await asyncio.to_thread(self._reap, containers, volumes, store)
 
-    def _reap(self, known_ids: set[str]) -> list[str]:
-        """Remove the containers and volumes of this data dir's instances the store does not know."""
+    def _owned(self) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """This data dir's containers and work volumes, by instance."""
         mine: dict[str, str | list[str] | bool] = {"label": [f"{LABEL_DATA_DIR}={self.data_dir}"]}
-        orphans = set()
+        containers: dict[str, list[Any]] = {}
         for container in self.client.containers.list(all=True, filters=mine):
-            instance = container.labels.get(LABEL_INSTANCE)
-            if instance and instance not in known_ids:
-                log.warning("removing the container of instance %s (not in the store)", instance)
-                container.remove(force=True)
-                orphans.add(instance)
+            if instance := container.labels.get(LABEL_INSTANCE):
+                containers.setdefault(instance, []).append(container)
+        volumes: dict[str, list[Any]] = {}
         for volume in self.client.volumes.list(filters=mine):
-            instance = (volume.attrs.get("Labels") or {}).get(LABEL_INSTANCE)
-            if instance and instance not in known_ids:
+            if instance := (volume.attrs.get("Labels") or {}).get(LABEL_INSTANCE):
+                volumes.setdefault(instance, []).append(volume)
+        return containers, volumes
+
+    def _reap(self, containers: dict[str, list[Any]], volumes: dict[str, list[Any]], store: InStore) -> list[str]:
+        """Remove the containers of instances that are not live, and the volumes of those not stored at all
+        (a STOPPED instance keeps its work volume: it is the user's data)."""
+        orphans = set()
+        for instance, found in containers.items():
+            if instance not in store.live:
+                log.warning("removing the container of instance %s (not running in the store)", instance)
+                for container in found:
+                    container.remove(force=True)
+                orphans.add(instance)
+        for instance, found in volumes.items():
+            if instance not in store.stored:
                 log.warning("removing the work volume of instance %s (not in the store)", instance)
-                volume.remove(force=True)
+                for volume in found:
+                    volume.remove(force=True)
                 shutil.rmtree(self.dirs(instance).root, ignore_errors=True)
                 orphans.add(instance)
         return sorted(orphans)

@@ -51,9 +51,10 @@ Choices, and why:
   selector; listed once, then watched from the list's resourceVersion, resumed the same way, relisting on
   410 Gone), so an observation of many instances costs no request each; until that cache has synced
   (and if its watch fails) it reads the pod itself.
-* ``reap_orphans`` deletes the *pods* of instances the reconciler does not pass (it passes live and
-  in-flight instances only, so a stopped instance is "unknown" there); claims and Services stay, since a
-  stopped instance keeps them: removing volumes is ``delete``'s alone.
+* ``reap_orphans`` lists nbfleet's objects, then asks the store about their instances: the pods of
+  instances that are neither running nor in a transition are deleted; claims and Services only of
+  instances the store does not hold at all (deleted while nbfleet was down, or a store restored from an
+  older backup), since a stopped instance keeps both.
 * ``has_capacity`` is always true: the cluster's scheduler decides, and a flavor that cannot be placed
   fails its start with ``Unschedulable``. Flavors may carry ``node_selector`` and ``tolerations``.
 * No dynamic mounts (``storage`` is None) and no image engine (``images`` is None): the pod pulls its
@@ -78,7 +79,16 @@ from typing import Any, TypeVar
 
 from ..domain.instances import FlavorLimits, InstanceSpec, Placement
 from ..domain.model import StepStatus
-from .base import Activity, DynamicStorage, ImageEngine, Observation, Reporter, RuntimeFailure
+from .base import (
+    Activity,
+    DynamicStorage,
+    ImageEngine,
+    InStore,
+    Observation,
+    Reporter,
+    RuntimeFailure,
+    StoreLookup,
+)
 from .jupyter import JupyterProbe, base_url_for, normal_prefix, server_args
 from .steps import failed_start
 
@@ -398,11 +408,15 @@ def pod_state(pod: Json | None, flavor: FlavorLimits | None = None) -> PodState:
         return failed(f"{reason}: {detail}")
     if reason in CONTAINER_FAILURES:
         return failed(f"{reason}: {waiting.get('message') or 'the container cannot be created'}")
+    ended = phase in ("Failed", "Succeeded")
+    if ended and status.get("reason") and (terminated or {}).get("reason") != "OOMKilled":
+        # The kubelet's reason for the whole pod (Evicted, DeadlineExceeded, NodeShutdown …) says more than
+        # the exit code 137 of the container it killed for it.
+        return failed(f"{status['reason']}: {status.get('message') or 'the pod ended'}")
     if terminated:
         return failed(_ended(terminated, flavor))
-    if phase in ("Failed", "Succeeded"):
-        why = status.get("reason") or phase
-        return failed(f"{why}: {status.get('message') or 'the pod ended'}")
+    if ended:
+        return failed(f"{phase}: {status.get('message') or 'the pod ended'}")
     return PodState(True, scheduled, node, running, None, phase)
 
 
@@ -902,18 +916,40 @@ class KubernetesRuntime:
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         return await self.jupyter.activity(spec, placement)
 
-    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
+    async def reap_orphans(self, lookup: StoreLookup) -> list[str]:
         self._start_cache()
-        return await self._call(self._reap, known_ids)
+        owned = await self._call(self._owned)
+        found = {instance for by_instance in owned.values() for instance in by_instance}
+        if not found:
+            return []
+        store = await lookup(found)
+        return await self._call(self._reap, owned, store)
 
-    def _reap(self, known_ids: set[str]) -> list[str]:
+    def _owned(self) -> dict[str, dict[str, str]]:
+        """nbfleet's pods, Services and claims in the namespace: kind → instance id → object name."""
+        owned: dict[str, dict[str, str]] = {}
+        for kind in ("pod", "service", "persistent_volume_claim"):
+            owned[kind] = {}
+            for item in self._list(kind, f"{MANAGED_BY}={MANAGER}"):
+                if instance := (item["metadata"].get("labels") or {}).get(LABEL_INSTANCE):
+                    owned[kind][instance] = item["metadata"]["name"]
+        return owned
+
+    def _reap(self, owned: dict[str, dict[str, str]], store: InStore) -> list[str]:
+        """Delete the pods of instances that are not live, and the claims and Services of instances the store
+        does not hold at all (a STOPPED instance keeps both: its volume is the user's data)."""
         orphans = set()
-        for pod in self._list("pod", f"{MANAGED_BY}={MANAGER}"):
-            instance = (pod["metadata"].get("labels") or {}).get(LABEL_INSTANCE)
-            if instance and instance not in known_ids:
+        for instance, name in owned["pod"].items():
+            if instance not in store.live:
                 log.warning("removing the pod of instance %s (not running in the store)", instance)
-                self._delete("pod", pod["metadata"]["name"], 0)
+                self._delete("pod", name, 0)
                 orphans.add(instance)
+        for kind in ("service", "persistent_volume_claim"):
+            for instance, name in owned[kind].items():
+                if instance not in store.stored:
+                    log.warning("removing the %s of instance %s (not in the store)", kind.replace("_", " "), instance)
+                    self._delete(kind, name)
+                    orphans.add(instance)
         return sorted(orphans)
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:

@@ -42,6 +42,7 @@ from .base import (
     Observation,
     Reporter,
     RuntimeFailure,
+    StoreLookup,
     gpus_on_host,
 )
 from .environments import BuiltEnvironment, EnvironmentSpec, ImageEnvironmentError, ImageEnvironments
@@ -310,13 +311,16 @@ class LocalRuntime:
     async def activity(self, spec: InstanceSpec, placement: Placement) -> Activity | None:
         return await self.jupyter.activity(spec, placement)
 
-    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
-        orphans = sorted({iid for iid, _ in self.processes.marked() if iid not in known_ids})
+    async def reap_orphans(self, lookup: StoreLookup) -> list[str]:
+        # Only processes: a stopped instance's volume stays, and delete removes a deleted one's.
+        found = {iid for iid, _ in self.processes.marked()}
+        live = (await lookup(found)).live if found else frozenset()
+        orphans = sorted(found - live)
         for iid in orphans:
-            log.warning("ending orphaned instance %s (not in the store)", iid)
+            log.warning("ending orphaned instance %s (not running in the store)", iid)
         await asyncio.gather(*(self._terminate(iid, None, grace=self.stop_timeout) for iid in orphans))
-        # Groups of instances that died with nobody stopping them.
-        self.limiter.sweep(known_ids)
+        # Empty groups of instances that died with nobody stopping them.
+        self.limiter.sweep(live)
         return orphans
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:

@@ -18,7 +18,16 @@ from typing import Any
 from ..clock import SystemClock
 from ..domain.instances import FlavorLimits, InstanceSpec, MountSpec, Placement
 from ..domain.model import STEP_DESCRIPTIONS, StepStatus
-from .base import Activity, DynamicStorage, EngineImage, ImageEngine, Observation, Reporter, RuntimeFailure
+from .base import (
+    Activity,
+    DynamicStorage,
+    EngineImage,
+    ImageEngine,
+    Observation,
+    Reporter,
+    RuntimeFailure,
+    StoreLookup,
+)
 
 INSTANCE_OPS = ("create", "start", "any", "delete", "stop", "commit", "mount")
 IMAGE_OPS = ("pull", "serve", "commit", "remove")
@@ -279,7 +288,7 @@ class SimulatedRuntime:
         # Nothing runs, so unless a test said otherwise the instance has been idle since it started.
         return self.activity_of.get(spec.id, Activity(last_activity_ms=None, busy=False, detail="simulated"))
 
-    async def reap_orphans(self, known_ids: set[str]) -> list[str]:
+    async def reap_orphans(self, lookup: StoreLookup) -> list[str]:
         return []
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:

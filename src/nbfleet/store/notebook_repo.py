@@ -35,6 +35,16 @@ def get_many(conn: Connection, statuses: Iterable[str]):
     return conn.execute(select(notebooks).where(_status_in(statuses))).mappings().all()
 
 
+def statuses_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    """The status of each of ``ids`` that is in the store (absent ids are not), in bounded IN lists."""
+    wanted = sorted(set(ids))
+    found: dict[str, str] = {}
+    for at in range(0, len(wanted), 500):
+        chunk = wanted[at : at + 500]
+        found.update(conn.execute(select(N.id, N.status).where(N.id.in_(chunk))).tuples().all())
+    return found
+
+
 def _status_in(statuses: Iterable[str]):
     """``status IN (…)``, written so that a subset of the in-flight statuses can use their partial index."""
     wanted = sorted(str(s) for s in statuses)
