@@ -40,6 +40,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from ..observability import metrics
 from ..runtime.upstream import UpstreamClients, connectable
 from ..services.addresses import NotebookAddresses
+from .proxy_forward import ClientGone, ConnectionPool, UpstreamBroken, UpstreamUnreachable, forward
 from .proxy_policy import filter_set_cookie, foreign_origin
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ HOP_BY_HOP = frozenset(
 )
 # The server in front of us adds its own; a second copy would make the response invalid.
 RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
+RESPONSE_DROP_RAW = frozenset(h.encode() for h in RESPONSE_DROP)
+# Framing is the fast path's own (proxy_forward.py); "expect" would make the upstream answer 100 first.
+FORWARD_DROP = frozenset({"content-length", "transfer-encoding", "expect", "x-forwarded-for"})
 # Set by the websocket client library itself for the upstream handshake.
 WS_DROP = HOP_BY_HOP | {
     "host",
@@ -122,6 +126,8 @@ class NotebookProxy:
         self.per_instance_origin = per_instance_origin
         self.connect_timeout = connect_timeout
         self.drop_request = HOP_BY_HOP | {h.lower() for h in drop_request_headers}
+        self._drop_forwarded = frozenset(h.encode() for h in self.drop_request | FORWARD_DROP)
+        self._pool = ConnectionPool(connect_timeout)
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # No read timeout: downloads, long polls and slow notebooks are legitimate.
@@ -150,6 +156,7 @@ class NotebookProxy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        self._pool.close()
         await self._sockets.aclose()
 
     def _upstream(self, target: ProxyTarget, raw_target: bytes) -> tuple[httpx.AsyncClient, httpx.URL]:
@@ -174,6 +181,8 @@ class NotebookProxy:
                 location += "?" + request.url.query
             return RedirectResponse(location, status_code=307)
 
+        if request.method != "HEAD" and not self._is_version_probe(request, notebook_id):
+            return _Forwarded(self, request, target, notebook_id)
         client, url = self._upstream(target, _raw_target(request.scope))
         headers = self._request_headers(request)
         if self._is_version_probe(request, notebook_id) and not await self._signed_in(client, url, headers):
@@ -236,6 +245,50 @@ class NotebookProxy:
                 value = cookie
             headers.append((key.encode("latin-1"), value.encode("latin-1")))
         return headers
+
+    def forwarded_head(self, request: Request) -> tuple[bytes, str | None]:
+        """The fast path's request line and headers (no framing headers, no blank line) and how its body is
+        framed upstream: None (no body), "length:<n>" or "chunked"."""
+        scope = request.scope
+        drop = self._drop_forwarded
+        tokens = request.headers.get("connection")
+        if tokens:
+            drop = drop | {t.encode() for t in _connection_tokens(tokens)}
+        parts = [scope["method"].encode(), b" ", _raw_target(scope), b" HTTP/1.1\r\n"]
+        framing: str | None = None
+        prior = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                framing = f"length:{int(value)}"
+            elif key == b"transfer-encoding":
+                framing = "chunked"
+            elif key == b"x-forwarded-for":
+                prior = value
+            if key not in drop:
+                parts += (key, b": ", value, b"\r\n")
+        client = scope.get("client")
+        if client:
+            parts += (b"x-forwarded-for: ", prior + b", " if prior else b"", client[0].encode(), b"\r\n")
+        if "x-forwarded-proto" not in request.headers:
+            parts += (b"x-forwarded-proto: ", scope.get("scheme", "http").encode(), b"\r\n")
+        return b"".join(parts), framing
+
+    def forwarded_response_headers(self, headers: list[tuple[bytes, bytes]], notebook_id: str) -> list:
+        """The answer's headers for the client, as ``_response_headers`` filters them, from raw pairs."""
+        prefix = None if self.per_instance_origin else f"{PREFIX}/{notebook_id}/"
+        kept = []
+        for name, value in headers:
+            key = name.lower()
+            if key in RESPONSE_DROP_RAW:
+                continue
+            if key == b"set-cookie":
+                cookie = filter_set_cookie(value.decode("latin-1"), prefix)
+                if cookie is None:
+                    log.info("notebook %s: dropped a cookie that would leave the instance", notebook_id)
+                    continue
+                value = cookie.encode("latin-1")
+            kept.append((key, value))
+        return kept
 
     def _request_headers(self, request: Request) -> list[tuple[str, str]]:
         drop = self.drop_request | _connection_tokens(request.headers.get("connection", ""))
@@ -306,6 +359,36 @@ class NotebookProxy:
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.close()
+
+
+class _Forwarded(Response):
+    """A request sent on by the fast path (proxy_forward.py) when the response is served."""
+
+    def __init__(self, proxy: NotebookProxy, request: Request, target: ProxyTarget, notebook_id: str):
+        super().__init__()
+        self.proxy, self.request, self.target, self.notebook_id = proxy, request, target, notebook_id
+
+    async def __call__(self, scope, receive, send) -> None:
+        proxy, notebook_id = self.proxy, self.notebook_id
+        head, framing = proxy.forwarded_head(self.request)
+        try:
+            await forward(
+                proxy._pool,
+                (self.target.socket, self.target.host, self.target.port),
+                head,
+                framing,
+                receive,
+                send,
+                lambda _status, headers: proxy.forwarded_response_headers(headers, notebook_id),
+            )
+        except UpstreamUnreachable as exc:
+            log.warning("notebook %s: upstream unreachable: %s", notebook_id, exc)
+            proxy._pool.forget(self.target.socket, self.target.host, self.target.port)
+            await refusal_response(self.request, await proxy._unreachable(notebook_id))(scope, receive, send)
+        except UpstreamBroken as exc:
+            log.info("notebook %s: answer cut off: %s", notebook_id, exc)
+        except ClientGone:
+            pass
 
 
 class _UpstreamResponse(StreamingResponse):

@@ -1,0 +1,324 @@
+"""The proxy's fast path: one HTTP/1.1 request forwarded to an instance's Jupyter over a pooled connection.
+
+A general client (httpx) costs about a millisecond per proxied request in pool bookkeeping, cancellation
+shields and header objects; what the proxy needs is narrower: write the request line and headers it already
+has as bytes, copy the body, parse the answer (httptools, the parser uvicorn uses) and hand it to the ASGI
+server as it arrives. Everything that is not plain request/response (websockets, HEAD, the version probe)
+stays on the general client in ``proxy.py``.
+
+Framing is nbfleet's own in both directions, never passed through: the request goes upstream with a
+Content-Length when the client sent one and chunked otherwise (the ASGI server has already undone the
+client's framing, so a request cannot be smuggled past it); the answer's body is handed to the ASGI server,
+which frames it for the client again. Connections are pooled per upstream (an instance's socket or
+address), so what a notebook's server does to its connections (a malformed answer, a connection left in a
+bad state) reaches only that notebook's own later requests; any answer that does not parse closes the
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httptools
+
+from ..observability import metrics
+from ..runtime.upstream import connectable
+
+READ_SIZE = 65536
+IDLE_SECONDS = 20.0  # an idle pooled connection older than this is closed instead of reused
+IDLE_PER_UPSTREAM = 16
+
+
+class UpstreamUnreachable(Exception):
+    """No connection could be made, or it failed before any byte of the answer arrived."""
+
+
+class ClientGone(Exception):
+    """The client left while its request's body was being sent upstream."""
+
+
+class UpstreamBroken(Exception):
+    """The upstream broke off or answered what does not parse, after the answer had begun."""
+
+
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    idle_since: float = field(default_factory=time.monotonic)
+
+    def usable(self) -> bool:
+        return (
+            not self.writer.is_closing()
+            and not self.reader.at_eof()
+            and time.monotonic() - self.idle_since < IDLE_SECONDS
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class ConnectionPool:
+    """Idle keep-alive connections per upstream key (``unix:<path>`` or ``tcp:<host>:<port>``); one event loop."""
+
+    def __init__(self, connect_timeout: float):
+        self.connect_timeout = connect_timeout
+        self._idle: dict[str, collections.deque[_Connection]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def acquire(self, socket_path: str | None, host: str, port: int) -> tuple[_Connection, bool]:
+        """A connection and whether it was reused (a reused one may have been closed by the other side)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections belong to the loop that opened them (test clients: one each)
+            self._idle.clear()
+            self._loop = loop
+        idle = self._idle.get(_key(socket_path, host, port))
+        while idle:
+            conn = idle.pop()
+            if conn.usable():
+                return conn, True
+            conn.close()
+        return await self._open(socket_path, host, port), False
+
+    async def _open(self, socket_path: str | None, host: str, port: int) -> _Connection:
+        try:
+            if socket_path:
+                # The socket's directory is the instance's to write: connect to the socket file itself, never
+                # through a link it may have put there (runtime/upstream.py).
+                with connectable(socket_path) as address:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_unix_connection(address, limit=READ_SIZE), self.connect_timeout
+                    )
+            else:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, limit=READ_SIZE), self.connect_timeout
+                )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamUnreachable(repr(exc)) from None
+        return _Connection(reader, writer)
+
+    def release(self, socket_path: str | None, host: str, port: int, conn: _Connection) -> None:
+        if asyncio.get_running_loop() is not self._loop or not conn.usable():
+            conn.close()
+            return
+        idle = self._idle.setdefault(_key(socket_path, host, port), collections.deque())
+        if len(idle) >= IDLE_PER_UPSTREAM:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def forget(self, socket_path: str | None, host: str, port: int) -> None:
+        for conn in self._idle.pop(_key(socket_path, host, port), ()):
+            conn.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+
+def _key(socket_path: str | None, host: str, port: int) -> str:
+    return f"unix:{socket_path}" if socket_path else f"tcp:{host}:{port}"
+
+
+class _Answer:
+    """httptools' callbacks, collecting the head and the body's pieces of one answer."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.parser: httptools.HttpResponseParser | None = None
+        self.keep_alive = False
+        self.head_done = False
+        self.done = False
+        self.body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        # Asked here: once the message is complete, httptools answers for the next one (always False).
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+HeadFilter = Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+Send = Callable[[dict], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict]]
+
+
+async def forward(
+    pool: ConnectionPool,
+    target: tuple[str | None, str, int],
+    head: bytes,
+    body_framing: str | None,
+    receive: Receive,
+    send: Send,
+    response_headers: HeadFilter,
+) -> None:
+    """Send ``head`` (request line and headers, without framing headers or the blank line) and the request's
+    body (``body_framing``: None, "length:<n>" or "chunked") upstream, and the answer to ``send``.
+
+    Raises ``UpstreamUnreachable`` before anything was sent to the client (the caller answers instead), and
+    ``UpstreamBroken`` after the answer has begun (the caller can only end the client's connection).
+    """
+    socket_path, host, port = target
+    # A request without a body may go again on a fresh connection when a reused one turns out closed;
+    # one with a body has been read from the client, and cannot.
+    attempts = 2 if body_framing is None else 1
+    for attempt in range(attempts):
+        conn, reused = await pool.acquire(socket_path, host, port)
+        try:
+            reusable = await _exchange(conn, head, body_framing, receive, send, response_headers)
+        except _ClosedBeforeAnswer:
+            conn.close()
+            if reused and attempt + 1 < attempts:
+                continue
+            raise UpstreamUnreachable("the connection closed before an answer") from None
+        except BaseException:
+            conn.close()
+            raise
+        if reusable:
+            pool.release(socket_path, host, port, conn)
+        else:
+            conn.close()
+        return
+
+
+class _ClosedBeforeAnswer(Exception):
+    pass
+
+
+async def _exchange(
+    conn: _Connection,
+    head: bytes,
+    body_framing: str | None,
+    receive: Receive,
+    send: Send,
+    response_headers: HeadFilter,
+) -> bool:
+    """One request and its answer on ``conn``; True when the connection may serve another."""
+    writer, reader = conn.writer, conn.reader
+    if body_framing is None:
+        writer.write(head + b"\r\n")
+    elif body_framing == "chunked":
+        writer.write(head + b"transfer-encoding: chunked\r\n\r\n")
+    else:
+        writer.write(head + b"content-length: " + body_framing.split(":", 1)[1].encode() + b"\r\n\r\n")
+    request_complete = True
+    try:
+        if body_framing is not None:
+            request_complete = await _copy_body(writer, body_framing, receive)
+        await writer.drain()
+    except (ConnectionError, OSError):
+        raise _ClosedBeforeAnswer from None
+    if not request_complete:
+        raise ClientGone  # nobody to answer; the upstream still waits for the rest: the connection goes
+
+    answer = _Answer()
+    parser = answer.parser = httptools.HttpResponseParser(answer)
+    with metrics.upstream_timer():
+        while not answer.head_done:
+            data = await _read(reader)
+            if not data:
+                raise _ClosedBeforeAnswer
+            try:
+                _feed(parser, data)
+            except _Unparsable:
+                raise _ClosedBeforeAnswer from None
+    status = parser.get_status_code()
+    await send({"type": "http.response.start", "status": status, "headers": response_headers(status, answer.headers)})
+    out = metrics.PROXY_BYTES.labels("out")
+    watcher: asyncio.Future[None] | None = None
+    try:
+        while True:
+            if answer.body:
+                pieces, answer.body = answer.body, []
+                chunk = b"".join(pieces)
+                out.inc(len(chunk))
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if answer.done:
+                break
+            if watcher is None and request_complete:
+                # A body still to come (a download, a stream): stop reading it when the client leaves.
+                watcher = asyncio.ensure_future(_close_on_disconnect(receive, conn))
+            data = await _read(reader)
+            if not data:
+                if _ends_at_close(answer.headers):  # no length, not chunked: the body ends with the connection
+                    break
+                raise UpstreamBroken("the upstream closed the connection in the middle of its answer")
+            try:
+                _feed(parser, data)
+            except _Unparsable as exc:
+                raise UpstreamBroken(str(exc)) from None
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    # Not sent when the answer broke off: the ASGI server then ends the client's connection, so a cut
+    # answer is never passed off as a whole one.
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return request_complete and answer.done and answer.keep_alive
+
+
+class _Unparsable(Exception):
+    pass
+
+
+def _feed(parser: httptools.HttpResponseParser, data: bytes) -> None:
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        raise _Unparsable("the upstream switched protocols on a plain request") from None
+    except httptools.HttpParserError as exc:
+        raise _Unparsable(f"the upstream's answer does not parse: {exc}") from None
+
+
+async def _close_on_disconnect(receive: Receive, conn: _Connection) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    conn.close()  # the read waiting for more of the answer ends
+
+
+async def _read(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.read(READ_SIZE)
+    except (ConnectionError, OSError):
+        return b""
+
+
+def _ends_at_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    names = {name.lower() for name, _ in headers}
+    return b"content-length" not in names and b"transfer-encoding" not in names
+
+
+async def _copy_body(writer: asyncio.StreamWriter, framing: str, receive: Receive) -> bool:
+    """The client's body upstream; False when the client went away before it was whole."""
+    chunked = framing == "chunked"
+    count = metrics.PROXY_BYTES.labels("in")
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        body = message.get("body", b"")
+        if body:
+            count.inc(len(body))
+            writer.write(b"%x\r\n%b\r\n" % (len(body), body) if chunked else body)
+            await writer.drain()
+        if not message.get("more_body", False):
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+            return True
