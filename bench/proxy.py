@@ -104,12 +104,12 @@ def main() -> None:
 
     root = make_reachable(Path(tempfile.mkdtemp(prefix="nbfleet-bench-proxy-")))
     server = ServeProcess(root / "data", runtime="local").start()
+    api = SignedClient(server.endpoint, server.admin_creds())
+    nb = None
     try:
-        api = SignedClient(server.endpoint, server.admin_creds())
         nb = api.create("proxied")
         nb = api.wait_status(nb["id"], "RUNNING", "CREATE_FAILED", timeout=120)
         assert nb["status"] == "RUNNING", nb
-        api.close()
         [sock_path] = list((server.data_dir / "instances" / nb["id"]).rglob("jupyter.sock"))
         host = f"{nb['id']}.nb.localhost:{server.port}"  # the instance's own origin (host routing)
         request = request_bytes(host, nb["token"])
@@ -136,6 +136,13 @@ def main() -> None:
             rates["proxied"] = wrk(f"http://127.0.0.1:{server.port}/api/status", auth, args.seconds)
             rates["health"] = wrk(f"http://127.0.0.1:{server.port}/health", [], args.seconds)
     finally:
+        # nbfleet leaves instances running when it stops (the next start adopts them): delete ours first.
+        if nb is not None:
+            api.call("DELETE", f"/notebooks/{nb['id']}")
+            deadline = time.monotonic() + 60
+            while api.call("GET", f"/notebooks/{nb['id']}").status_code != 404 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        api.close()
         server.terminate()
 
     overhead = median(through) - median(straight)

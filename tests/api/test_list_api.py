@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from nbfleet.app import create_app
+from nbfleet.store import notebook_list
 
 from ..conftest import make_settings
 from ..support import Api, Creds
@@ -191,6 +192,27 @@ def test_fuzzy_filters_are_case_insensitive_beyond_ascii(api):
     assert names(api.ok("GET", "/notebooks", {"name": "éCOLE"})) == ["École_nb"]
     assert names(api.ok("GET", "/notebooks", {"name": "üNÏ"})) == ["Ünïcode"]
     assert names(api.ok("GET", "/notebooks", {"description": "élan"})) == ["Ünïcode"]
+
+
+@pytest.mark.parametrize("lookup_cost", [0, 10**9], ids=["rarest-trigrams-then-like", "like-over-the-scope"])
+def test_a_fuzzy_term_matches_exactly_whichever_way_it_is_looked_up(api, monkeypatch, lookup_cost):
+    """SQLite asks the trigram index for a term's rarest trigrams and rechecks with LIKE, or reads the scope
+    with LIKE when that is cheaper; either way only rows containing the whole term match."""
+    monkeypatch.setattr(notebook_list, "LOOKUP_COST_IN_SCANNED_ROWS", lookup_cost)
+    monkeypatch.setattr(notebook_list, "_doc_freq", {})
+    matching = ["Tango-ECHO-3", "tango-echo-1", "x-tango-echo"]
+    # Every trigram of "tango-echo", in another order: an index of trigrams alone would say "maybe".
+    for name in [*matching, "go-ech_tango-e_echo", "echo-tango", "tango"]:
+        api.create(name, description=f"about {name}")
+    page = api.ok("GET", "/notebooks", {"name": "Tango-Echo"})
+    assert sorted(names(page)) == matching and page["total"] == 3
+    assert sorted(names(api.ok("GET", "/notebooks", {"description": "T X-TANGO-e"}))) == ["x-tango-echo"]
+    assert api.ok("GET", "/notebooks", {"name": "tango-echo-1", "description": "echo-1"})["total"] == 1
+    # Case folded beyond ASCII either way: an ASCII term finds a name whose letters only fold to it.
+    api.create("\u212aelvin-scale")  # KELVIN SIGN, whose lower case is "k"
+    api.create("ÉCOLE-tango")
+    assert names(api.ok("GET", "/notebooks", {"name": "kelvin-sc"})) == ["\u212aelvin-scale"]
+    assert names(api.ok("GET", "/notebooks", {"name": "école-TAN"})) == ["ÉCOLE-tango"]
 
 
 def test_fuzzy_flavor_and_username(api):

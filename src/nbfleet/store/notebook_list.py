@@ -5,7 +5,10 @@ Three things keep it fast at a million rows (see docs/benchmarks.md):
   owner and status; otherwise from ``COUNT(*)`` over an index;
 - case-insensitive substring filters on name and description use a trigram index (SQLite FTS5,
   PostgreSQL pg_trgm) instead of scanning; the user name filter first finds the matching users in
-  their own (small) trigram index, then lists their instances like an owner filter;
+  their own (small) trigram index, then lists their instances like an owner filter. On SQLite the index
+  is asked only for a term's rarest trigrams (their document counts are cached) and the candidates are
+  rechecked with LIKE; a term so common that its candidates would cost more to look up one by one than
+  reading the query's whole scope is matched by LIKE over that scope instead (``plan_fuzzy``);
 - the page is found by walking an index that matches the sort order (row keys only), and only the
   rows of the page are read.
 Statements are built once per query *shape* and reused with new parameters: building the SQLAlchemy
@@ -14,10 +17,25 @@ expression costs more than running it.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Integer, String, and_, bindparam, func, literal_column, or_, select, text
+from sqlalchemy import (
+    Connection,
+    Integer,
+    LargeBinary,
+    String,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..domain.model import HOLDS_COMPUTE, Billing
@@ -51,15 +69,114 @@ OWNERS_BY_NAME_MAX = 500  # more users than this match a user name: filter the i
 _COMPUTE = sorted(s.value for s in HOLDS_COMPUTE)
 _cache: dict[tuple, tuple] = {}
 
+# SQLite: how the trigram index is used (plan_fuzzy).
+RARE_TRIGRAMS = 3  # of a term's trigrams, the rarest this many are looked up; LIKE rechecks the rest
+# A candidate from the index is a row looked up by its rowid; a scan reads the scope's rows in order. On the
+# reference machine one lookup cost as much as ~15 rows of a scan (docs/benchmarks.md, 2026-11-30).
+LOOKUP_COST_IN_SCANNED_ROWS = 15
+DOC_FREQ_TTL = 600.0  # seconds a trigram's document count is trusted: it only steers the plan
+_doc_freq: dict[tuple[str, str], tuple[int, float]] = {}
+_doc_freq_lock = threading.Lock()
+_VOCAB = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.notebooks_fts_vocab USING fts5vocab(main, notebooks_fts, col)"
+
 
 def like_pattern(text_: str) -> str:
     """A LIKE pattern matching ``text_`` anywhere, with ``_``, ``%`` and ``\\`` taken literally."""
     return "%" + text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _phrase(column: str, value: str) -> str:
+    """An FTS5 phrase in ``column`` (quotes doubled)."""
+    return f'{column} : "{value.replace(chr(34), chr(34) * 2)}"'
+
+
 def _fts_query(terms: dict[str, str]) -> str:
-    """An FTS5 query: every term as a quoted phrase in its column (quotes doubled), ANDed."""
-    return " AND ".join(f'{column} : "{value.replace(chr(34), chr(34) * 2)}"' for column, value in terms.items())
+    """An FTS5 query: every term as a quoted phrase in its column, ANDed."""
+    return " AND ".join(_phrase(column, value) for column, value in terms.items())
+
+
+def trigrams(value: str) -> list[str]:
+    low = value.lower()
+    return sorted({low[i : i + 3] for i in range(len(low) - 2)})
+
+
+def _doc_counts(conn: Connection, column: str, grams: list[str]) -> dict[str, int]:
+    """How many rows contain each trigram in ``column``: cached, since counting reads a trigram's whole list."""
+    now = time.monotonic()
+    counts: dict[str, int] = {}
+    missing = []
+    for gram in grams:
+        cached = _doc_freq.get((column, gram))
+        if cached is not None and now - cached[1] < DOC_FREQ_TTL:
+            counts[gram] = cached[0]
+        else:
+            missing.append(gram)
+    if missing:
+        conn.exec_driver_sql(_VOCAB)  # per connection, a definition only: it stores nothing
+        rows = conn.execute(
+            text("SELECT term, doc FROM temp.notebooks_fts_vocab WHERE col = :col AND term IN :terms").bindparams(
+                bindparam("terms", expanding=True)
+            ),
+            {"col": column, "terms": missing},
+        )
+        found = {str(term): int(doc) for term, doc in rows}
+        with _doc_freq_lock:
+            if len(_doc_freq) > 50_000:
+                _doc_freq.clear()
+            for gram in missing:
+                counts[gram] = int(found.get(gram, 0))
+                _doc_freq[(column, gram)] = (counts[gram], now)
+    return counts
+
+
+def plan_fuzzy(conn: Connection, q: NotebookQuery, fts: dict[str, str], like: dict[str, str], owners) -> tuple:
+    """SQLite: for each trigram filter, the FTS5 expression to ask the index (an ASCII term: its rarest
+    trigrams, the term itself then rechecked by LIKE, whose case folding is FTS5's for ASCII; any other
+    term: the whole phrase), or, when its candidates would cost more to look up than reading the
+    query's scope, LIKE alone. Returns (FTS5 expressions by column, LIKE terms by column)."""
+    if not fts:
+        return {}, like
+    scope = _scope_rows(conn, q, owners)
+    planned: dict[str, str] = {}
+    like = dict(like)
+    for column, value in fts.items():
+        if not value.isascii():
+            planned[column] = _phrase(column, value)
+            continue
+        grams = trigrams(value)
+        counts = _doc_counts(conn, column, grams)
+        rare = sorted(grams, key=lambda g: (counts[g], g))[:RARE_TRIGRAMS]
+        if scope is not None and counts[rare[0]] * LOOKUP_COST_IN_SCANNED_ROWS > scope:
+            like[column] = value  # cheaper to read the scope than to look the candidates up
+            continue
+        planned[column] = " AND ".join(_phrase(column, g) for g in rare)
+        like[column] = value  # the recheck: the rare trigrams alone say only "maybe"
+    return planned, like
+
+
+_SCOPE_ROWS = select(func.coalesce(func.sum(C.n), 0)).where(
+    C.project_id == bindparam("project_id"),
+    C.workspace_id == bindparam("workspace_id"),
+    C.feature == bindparam("feature"),
+    C.user_id == bindparam("count_user"),
+)
+_SCOPE_STATUS_ROWS = _SCOPE_ROWS.where(C.status == bindparam("status"))
+
+
+def _scope_rows(conn: Connection, q: NotebookQuery, owners) -> int | None:
+    """How many rows the query's scope (project, workspace, feature, owner, status) holds, from the counters;
+    None when the user-name filter narrowed it to a set of owners (then it is small)."""
+    if owners is not None:
+        return None
+    params = {
+        "project_id": q.project_id,
+        "workspace_id": q.workspace_id,
+        "feature": q.feature.value,
+        "count_user": q.owner_id if q.owner_id is not None else ALL_USERS,
+    }
+    if q.status is None:
+        return int(conn.execute(_SCOPE_ROWS, params).scalar_one())
+    return int(conn.execute(_SCOPE_STATUS_ROWS, {**params, "status": q.status.value}).scalar_one())
 
 
 def _split_fuzzy(q: NotebookQuery, trigram: bool, by_owner: bool) -> tuple[dict[str, str], dict[str, str]]:
@@ -123,7 +240,10 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
             for column in fts:
                 cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
     for column in like:
-        cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
+        if sqlite:
+            cond.append(_contains_any_case(FUZZY_COLUMNS[column], bindparam(f"like_{column}")))
+        else:
+            cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
 
     plain_count = select(func.count()).select_from(notebooks).where(*cond)
     countable = not (
@@ -168,6 +288,17 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
 
     # The order ends in the unique id, so walking it backwards visits exactly the same rows reversed.
     return total_stmt, page_in(q.descending), page_in(not q.descending), plain_count
+
+
+def _contains_any_case(column, pattern):
+    """SQLite: ILIKE's answer (``lower`` is nbfleet's Unicode one, store/db.py) at the cost of a LIKE for the
+    ASCII rows. LIKE (built in, folding ASCII only) finding the term proves the match; only a value with a
+    character beyond ASCII (more bytes than characters in UTF-8) can match without it, so only such values
+    pay for ``lower``."""
+    return or_(
+        column.like(pattern, escape="\\"),
+        and_(func.length(column) != func.length(cast(column, LargeBinary)), column.ilike(pattern, escape="\\")),
+    )
 
 
 def _tagged(sqlite: bool):
@@ -226,17 +357,20 @@ def _params(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite
             params["tag_keys"] = [t.key for t in q.tags]
             params["tag_values"] = [t.value for t in q.tags]
     if fts and sqlite:
-        params["fts_query"] = _fts_query(fts)
+        params["fts_query"] = " AND ".join(fts.values())
     elif fts:
         params.update({f"like_{c}": like_pattern(v) for c, v in fts.items()})
     params.update({f"like_{c}": like_pattern(v) for c, v in like.items()})
     return params
 
 
-def statements(q: NotebookQuery, sqlite: bool, owners: list | None = None) -> tuple:
+def statements(q: NotebookQuery, conn: Connection, owners: list | None = None) -> tuple:
     """(total statement, page statement, page statement walking backwards, plain COUNT statement,
     parameters), built once per shape. ``owners``: the users the user name filter resolved to."""
+    sqlite = conn.dialect.name == "sqlite"
     fts, like = _split_fuzzy(q, trigram=True, by_owner=owners is not None)
+    if sqlite:
+        fts, like = plan_fuzzy(conn, q, fts, like, owners)
     key = (sqlite, *_shape(q, fts, like, owners))
     built = _cache.get(key)
     if built is None:
@@ -272,7 +406,7 @@ def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
         owners = [o for o in owners if o == q.owner_id]
     if owners == []:
         return [], 0
-    total_stmt, forward, backward, _plain, params = statements(q, sqlite, owners)
+    total_stmt, forward, backward, _plain, params = statements(q, conn, owners)
     total = int(conn.execute(total_stmt, params).scalar_one())
     if total == 0 or q.offset >= total:
         return [], total
@@ -288,5 +422,5 @@ def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
 
 def count_matching(conn: Connection, q: NotebookQuery) -> int:
     """A plain ``COUNT(*)`` with the query's filters (no counters): what ``total`` must equal."""
-    _total, _forward, _backward, plain_count, params = statements(q, conn.dialect.name == "sqlite")
+    _total, _forward, _backward, plain_count, params = statements(q, conn)
     return int(conn.execute(plain_count, params).scalar_one())

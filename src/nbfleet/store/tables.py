@@ -237,7 +237,18 @@ notebooks = Table(
         "id",
     ),
     Index("ix_notebooks_scope_name", "project_id", "workspace_id", "feature", "name", "id"),
-    Index("ix_notebooks_scope_status_name", "project_id", "workspace_id", "feature", "status", "name", "id"),
+    # With the description: a LIKE over a scope (a common substring, notebook_list.plan_fuzzy) reads the index
+    # alone (migration 0010).
+    Index(
+        "ix_notebooks_scope_status_name",
+        "project_id",
+        "workspace_id",
+        "feature",
+        "status",
+        "name",
+        "id",
+        "description",
+    ),
     Index("ix_notebooks_scope_updated", "project_id", "workspace_id", "feature", "update_at", "id"),
     Index("ix_notebooks_status", "status"),
     Index("ix_notebooks_user_feature", "user_id", "feature"),
