@@ -232,6 +232,25 @@ class ServeProcess:
         return json.loads(out.stdout)
 
 
+class ServerRestarts:
+    """``nbfleet serve`` on one data dir (so one store) and one port, started again after a kill or a stop
+    as a restarted service would be; ``kill_all`` ends every process it started."""
+
+    def __init__(self, data_dir: Path, runtime: str, env: dict[str, str]):
+        self.data_dir, self.runtime, self.env = data_dir, runtime, env
+        self.servers: list[ServeProcess] = []
+
+    def start(self, **env: str) -> ServeProcess:
+        port = self.servers[0].port if self.servers else None
+        server = ServeProcess(self.data_dir, runtime=self.runtime, env={**self.env, **env}, port=port).start()
+        self.servers.append(server)
+        return server
+
+    def kill_all(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+
 class UnprivilegedUser:
     """Another uid to run a server as (root only), with an interpreter every user can run.
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ..procs import ServeProcess, SignedClient
+from ..procs import ServerRestarts, SignedClient
 
 IMAGE = "notebook-python3.11"
 
@@ -66,21 +66,11 @@ def delete_all(client: SignedClient, timeout: float = 60) -> None:
 @pytest.fixture
 def docker_server(engine, tmp_path):
     """A ``nbfleet serve --runtime docker`` of its own; whatever it leaves behind is removed after."""
-    servers: list[ServeProcess] = []
-
-    def start(**env) -> ServeProcess:
-        server = ServeProcess(
-            tmp_path / "data",
-            runtime="docker",
-            env={"NBFLEET_CLAIM_SECONDS": "5", "NBFLEET_OBSERVE_INTERVAL": "0.3", **env},
-            port=servers[0].port if servers else None,
-        ).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.kill()
+    restarts = ServerRestarts(
+        tmp_path / "data", "docker", {"NBFLEET_CLAIM_SECONDS": "5", "NBFLEET_OBSERVE_INTERVAL": "0.3"}
+    )
+    yield restarts.start
+    restarts.kill_all()
     containers, volumes = owned(engine, tmp_path / "data")
     for container in containers:
         container.remove(force=True)

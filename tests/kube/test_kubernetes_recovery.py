@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from ..procs import ServeProcess, SignedClient
+from ..procs import ServeProcess, ServerRestarts, SignedClient
 from .fake_apiserver import FakeKubeApiServer, fail_image_pull_after, run_after, unschedulable_after, wait_until
 from .test_kubernetes_runtime import NS, objects
 
@@ -23,27 +23,19 @@ KINDS = ("pods", "services", "persistentvolumeclaims")
 @pytest.fixture
 def kube_server(fake_kube: FakeKubeApiServer, jupyters, tmp_path) -> Iterator[Callable[[], ServeProcess]]:
     """Start (and restart: same data dir, store and port) ``nbfleet serve`` on the fake cluster."""
-    servers: list[ServeProcess] = []
-
-    def start() -> ServeProcess:
-        server = ServeProcess(
-            tmp_path / "data",
-            runtime="kubernetes",
-            env={
-                "NBFLEET_KUBE_API_URL": fake_kube.url,
-                "NBFLEET_KUBE_NAMESPACE": NS,
-                "NBFLEET_NOTEBOOK_ROUTING": "path",  # the test reaches Jupyter through 127.0.0.1
-                "NBFLEET_CLAIM_SECONDS": "3",
-                "NBFLEET_OBSERVE_INTERVAL": "0.3",
-            },
-            port=servers[0].port if servers else None,
-        ).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.kill()
+    restarts = ServerRestarts(
+        tmp_path / "data",
+        "kubernetes",
+        {
+            "NBFLEET_KUBE_API_URL": fake_kube.url,
+            "NBFLEET_KUBE_NAMESPACE": NS,
+            "NBFLEET_NOTEBOOK_ROUTING": "path",  # the test reaches Jupyter through 127.0.0.1
+            "NBFLEET_CLAIM_SECONDS": "3",
+            "NBFLEET_OBSERVE_INTERVAL": "0.3",
+        },
+    )
+    yield restarts.start
+    restarts.kill_all()
 
 
 def client_of(server: ServeProcess) -> SignedClient:
