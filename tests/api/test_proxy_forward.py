@@ -4,6 +4,7 @@ client that leaves in the middle of a download."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from nbfleet.api.proxy import ProxyRefusal, ProxyTarget, install_notebook_proxy
+from nbfleet.api.proxy_forward import ConnectionPool
 
 from ..threaded_server import ServerThread
 
@@ -216,3 +218,42 @@ def test_head_requests_pass(through):
         response = client.head(url + "file")
     assert response.status_code == 200 and response.headers["content-length"] == "12345"
     assert upstream.requests[0][0].startswith(b"HEAD ")
+
+
+def test_an_endless_answer_head_is_cut_off_with_a_502(through):
+    """A notebook's server is the tenant's: a head that never ends must not grow in nbfleet's memory."""
+
+    def flood(head: bytes, body: bytes, conn: socket.socket) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(2000):  # up to ~4 MiB of headers, never the blank line
+            conn.sendall(b"X-Filler: " + b"f" * 2000 + b"\r\n")
+        return False
+
+    url, upstream = through(flood)
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        response = client.get(url + "flood")
+    assert response.status_code == 502 and response.json()["error_code"] == "ModelArts.6102"
+    assert upstream.closed_by_peer.wait(10)  # nbfleet hung up instead of reading on
+
+
+def test_the_pool_keeps_nothing_for_an_upstream_with_no_idle_connection():
+    """Instances come and go: the pool must not keep an entry per upstream it ever reached."""
+    upstream = RawUpstream(answering(OK))
+
+    async def scenario() -> None:
+        pool = ConnectionPool(2.0)
+        conn, reused = await pool.acquire(None, "127.0.0.1", upstream.port)
+        assert not reused
+        pool.release(None, "127.0.0.1", upstream.port, conn)
+        assert len(pool._idle) == 1
+        conn.close()  # closed while idle
+        await asyncio.sleep(0.05)
+        fresh, reused = await pool.acquire(None, "127.0.0.1", upstream.port)
+        assert not reused and pool._idle == {}
+        fresh.close()
+        pool.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        upstream.close()

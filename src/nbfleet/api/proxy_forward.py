@@ -32,6 +32,10 @@ from ..runtime.upstream import connectable
 READ_SIZE = 65536
 IDLE_SECONDS = 20.0  # an idle pooled connection older than this is closed instead of reused
 IDLE_PER_UPSTREAM = 16
+# The answer's status line and headers: what a notebook's server sends there is held in memory until the
+# head is complete, and that server is the tenant's to replace, so it is bounded (h11, under httpx, allowed
+# 16 KiB; Jupyter's heads are well below 4 KiB).
+MAX_HEAD = 64 * 1024
 
 
 class UpstreamUnreachable(Exception):
@@ -78,12 +82,15 @@ class ConnectionPool:
         if loop is not self._loop:  # connections belong to the loop that opened them (test clients: one each)
             self._idle.clear()
             self._loop = loop
-        idle = self._idle.get(_key(socket_path, host, port))
+        key = _key(socket_path, host, port)
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             if conn.usable():
                 return conn, True
             conn.close()
+        if idle is not None:
+            del self._idle[key]  # no entry kept per upstream that has nothing idle: instances come and go
         return await self._open(socket_path, host, port), False
 
     async def _open(self, socket_path: str | None, host: str, port: int) -> _Connection:
@@ -231,6 +238,7 @@ async def _exchange(
 
     answer = _Answer()
     parser = answer.parser = httptools.HttpResponseParser(answer)
+    head_bytes = 0
     with metrics.upstream_timer():
         while not answer.head_done:
             data = await _read(reader)
@@ -240,6 +248,9 @@ async def _exchange(
                 _feed(parser, data)
             except _Unparsable:
                 raise _ClosedBeforeAnswer from None
+            head_bytes += len(data)
+            if not answer.head_done and head_bytes > MAX_HEAD:
+                raise UpstreamUnreachable(f"the answer's head is longer than {MAX_HEAD} bytes")
     status = parser.get_status_code()
     await send({"type": "http.response.start", "status": status, "headers": response_headers(status, answer.headers)})
     out = metrics.PROXY_BYTES.labels("out")
