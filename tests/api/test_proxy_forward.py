@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from nbfleet.api import proxy_forward
 from nbfleet.api.proxy import ProxyRefusal, ProxyTarget, install_notebook_proxy
 from nbfleet.api.proxy_forward import ConnectionPool
 
@@ -257,3 +258,68 @@ def test_the_pool_keeps_nothing_for_an_upstream_with_no_idle_connection():
         asyncio.run(scenario())
     finally:
         upstream.close()
+
+
+def test_endless_trailers_after_a_chunked_body_are_cut_off(through):
+    def trailers(head: bytes, body: bytes, conn: socket.socket) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+        for _ in range(2000):  # ~4 MiB of trailer lines, never the blank line
+            conn.sendall(b"X-Trailer: " + b"t" * 2000 + b"\r\n")
+        return False
+
+    url, upstream = through(trailers)
+    with httpx.Client(trust_env=False, timeout=30) as client, pytest.raises(httpx.RemoteProtocolError):
+        client.get(url + "trailers").read()
+    assert upstream.closed_by_peer.wait(10)
+
+
+def test_an_interim_answer_is_skipped_and_the_connection_stays_in_step(through):
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n"
+    url, upstream = through(answering(early_hints + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+    with httpx.Client(trust_env=False) as client:
+        for _ in range(3):
+            response = client.get(url + "hinted")
+            assert response.status_code == 200 and response.text == "hello"
+    assert upstream.connections == 1
+
+
+def test_a_request_that_may_have_been_acted_on_is_never_sent_twice(through):
+    answers = iter([OK, b"garbage that is not HTTP\r\n\r\n"])
+
+    def once_then_garbage(head: bytes, body: bytes, conn: socket.socket) -> bool:
+        conn.sendall(next(answers))
+        return True
+
+    url, upstream = through(once_then_garbage)
+    with httpx.Client(trust_env=False) as client:
+        assert client.get(url + "first").text == "ok"
+        response = client.delete(url + "kernels/k1")  # on the pooled connection: an answer that does not parse
+    assert response.status_code == 502
+    assert [head.split(b" ", 1)[0] for head, _ in upstream.requests] == [b"GET", b"DELETE"]
+
+
+def test_a_body_longer_or_shorter_than_its_length_never_reaches_the_upstream_whole():
+    class Writer:
+        def __init__(self) -> None:
+            self.sent = b""
+
+        def write(self, data: bytes) -> None:
+            self.sent += data
+
+        async def drain(self) -> None:
+            return None
+
+    def receiving(*parts: bytes):
+        messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        return receive
+
+    longer, shorter = Writer(), Writer()
+    with pytest.raises(proxy_forward.BodyMismatch):
+        asyncio.run(proxy_forward._copy_body(longer, "length:5", receiving(b"abc", b"defGET / HTTP/1.1\r\n")))
+    assert longer.sent == b"abc"
+    with pytest.raises(proxy_forward.BodyMismatch):
+        asyncio.run(proxy_forward._copy_body(shorter, "length:5", receiving(b"ab", b"")))

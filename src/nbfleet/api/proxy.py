@@ -40,7 +40,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from ..observability import metrics
 from ..runtime.upstream import UpstreamClients, connectable
 from ..services.addresses import NotebookAddresses
-from .proxy_forward import ClientGone, ConnectionPool, UpstreamBroken, UpstreamUnreachable, forward
+from .proxy_forward import BodyMismatch, ClientGone, ConnectionPool, UpstreamBroken, UpstreamUnreachable, forward
 from .proxy_policy import filter_set_cookie, foreign_origin
 
 log = logging.getLogger(__name__)
@@ -258,9 +258,9 @@ class NotebookProxy:
         framing: str | None = None
         prior = None
         for key, value in scope["headers"]:
-            if key == b"content-length":
+            if key == b"content-length" and framing != "chunked":
                 framing = f"length:{int(value)}"
-            elif key == b"transfer-encoding":
+            elif key == b"transfer-encoding":  # it overrides a Content-Length (RFC 9112 §6.3)
                 framing = "chunked"
             elif key == b"x-forwarded-for":
                 prior = value
@@ -380,7 +380,11 @@ class _Forwarded(Response):
                 receive,
                 send,
                 lambda _status, headers: proxy.forwarded_response_headers(headers, notebook_id),
+                idempotent=scope["method"] in ("GET", "OPTIONS"),
             )
+        except BodyMismatch as exc:
+            refusal = ProxyRefusal(400, "ModelArts.0104", f"Parameter error: {exc}.")
+            await refusal_response(self.request, refusal)(scope, receive, send)
         except UpstreamUnreachable as exc:
             log.warning("notebook %s: upstream unreachable: %s", notebook_id, exc)
             proxy._pool.forget(self.target.socket, self.target.host, self.target.port)

@@ -32,6 +32,7 @@ from ..runtime.upstream import connectable
 READ_SIZE = 65536
 IDLE_SECONDS = 20.0  # an idle pooled connection older than this is closed instead of reused
 IDLE_PER_UPSTREAM = 16
+MAX_IDLE = 256  # idle connections in all
 # The answer's status line and headers: what a notebook's server sends there is held in memory until the
 # head is complete, and that server is the tenant's to replace, so it is bounded (h11, under httpx, allowed
 # 16 KiB; Jupyter's heads are well below 4 KiB).
@@ -44,6 +45,10 @@ class UpstreamUnreachable(Exception):
 
 class ClientGone(Exception):
     """The client left while its request's body was being sent upstream."""
+
+
+class BodyMismatch(Exception):
+    """The request's body does not match the length it declared (nothing past that length went upstream)."""
 
 
 class UpstreamBroken(Exception):
@@ -69,24 +74,31 @@ class _Connection:
 
 
 class ConnectionPool:
-    """Idle keep-alive connections per upstream key (``unix:<path>`` or ``tcp:<host>:<port>``); one event loop."""
+    """Idle keep-alive connections per upstream key (``unix:<path>`` or ``tcp:<host>:<port>``); one event loop.
+
+    At most ``IDLE_PER_UPSTREAM`` per upstream and ``MAX_IDLE`` in all (the least recently used upstream's
+    oldest go first), so instances that come and go cannot pile up open connections."""
 
     def __init__(self, connect_timeout: float):
         self.connect_timeout = connect_timeout
-        self._idle: dict[str, collections.deque[_Connection]] = {}
+        self._idle: collections.OrderedDict[str, collections.deque[_Connection]] = collections.OrderedDict()
+        self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self, socket_path: str | None, host: str, port: int) -> tuple[_Connection, bool]:
         """A connection and whether it was reused (a reused one may have been closed by the other side)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # connections belong to the loop that opened them (test clients: one each)
-            self._idle.clear()
+            self.close()
             self._loop = loop
         key = _key(socket_path, host, port)
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
+            self._count -= 1
             if conn.usable():
+                if not idle:
+                    del self._idle[key]
                 return conn, True
             conn.close()
         if idle is not None:
@@ -114,22 +126,36 @@ class ConnectionPool:
         if asyncio.get_running_loop() is not self._loop or not conn.usable():
             conn.close()
             return
-        idle = self._idle.setdefault(_key(socket_path, host, port), collections.deque())
+        key = _key(socket_path, host, port)
+        idle = self._idle.setdefault(key, collections.deque())
+        self._idle.move_to_end(key)
         if len(idle) >= IDLE_PER_UPSTREAM:
             conn.close()
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
+        self._count += 1
+        while self._count > MAX_IDLE:
+            oldest_key, oldest = next(iter(self._idle.items()))
+            oldest.popleft().close()
+            self._count -= 1
+            if not oldest:
+                del self._idle[oldest_key]
+
+    def idle_connections(self) -> int:
+        return self._count
 
     def forget(self, socket_path: str | None, host: str, port: int) -> None:
         for conn in self._idle.pop(_key(socket_path, host, port), ()):
             conn.close()
+            self._count -= 1
 
     def close(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
         self._idle.clear()
+        self._count = 0
 
 
 def _key(socket_path: str | None, host: str, port: int) -> str:
@@ -146,21 +172,46 @@ class _Answer:
         self.head_done = False
         self.done = False
         self.body: list[bytes] = []
+        self.body_bytes = 0
+        self.chunks = 0
+        self.interim = False  # a 1xx answer is being read: the real one follows
+        self.extra = False  # bytes beyond the answer: the connection is not used again
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.head_done:  # trailers (after a chunked body) are dropped, as before
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # 101 makes the parser raise HttpParserUpgrade
+            self.interim, self.headers = True, []
+            return
         self.head_done = True
         # Asked here: once the message is complete, httptools answers for the next one (always False).
-        assert self.parser is not None
         self.keep_alive = self.parser.should_keep_alive()
+
+    def on_chunk_header(self) -> None:
+        self.chunks += 1
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.body_bytes += len(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.done = True
+
+    def framing_bytes_allowed(self) -> int:
+        """How many bytes that are not body the answer may have taken so far: its head, then a chunk-size
+        line per chunk (trailers and chunk extensions are held by the parser until their line ends)."""
+        return MAX_HEAD + 64 * self.chunks
 
 
 HeadFilter = Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
@@ -176,6 +227,8 @@ async def forward(
     receive: Receive,
     send: Send,
     response_headers: HeadFilter,
+    *,
+    idempotent: bool = False,
 ) -> None:
     """Send ``head`` (request line and headers, without framing headers or the blank line) and the request's
     body (``body_framing``: None, "length:<n>" or "chunked") upstream, and the answer to ``send``.
@@ -184,14 +237,15 @@ async def forward(
     ``UpstreamBroken`` after the answer has begun (the caller can only end the client's connection).
     """
     socket_path, host, port = target
-    # A request without a body may go again on a fresh connection when a reused one turns out closed;
-    # one with a body has been read from the client, and cannot.
-    attempts = 2 if body_framing is None else 1
+    # A reused connection the upstream had closed fails before a single byte of an answer: a GET (or
+    # OPTIONS) without a body may then go again on a fresh one. Nothing else may: the upstream may have
+    # acted on it, and a body has been read from the client already.
+    attempts = 2 if body_framing is None and idempotent else 1
     for attempt in range(attempts):
         conn, reused = await pool.acquire(socket_path, host, port)
         try:
             reusable = await _exchange(conn, head, body_framing, receive, send, response_headers)
-        except _ClosedBeforeAnswer:
+        except _NoAnswer:
             conn.close()
             if reused and attempt + 1 < attempts:
                 continue
@@ -206,8 +260,8 @@ async def forward(
         return
 
 
-class _ClosedBeforeAnswer(Exception):
-    pass
+class _NoAnswer(Exception):
+    """Not a byte of an answer: the connection was closed (the request may be sent again if idempotent)."""
 
 
 async def _exchange(
@@ -232,24 +286,26 @@ async def _exchange(
             request_complete = await _copy_body(writer, body_framing, receive)
         await writer.drain()
     except (ConnectionError, OSError):
-        raise _ClosedBeforeAnswer from None
+        raise _NoAnswer from None
     if not request_complete:
         raise ClientGone  # nobody to answer; the upstream still waits for the rest: the connection goes
 
     answer = _Answer()
     parser = answer.parser = httptools.HttpResponseParser(answer)
-    head_bytes = 0
+    fed = 0
     with metrics.upstream_timer():
         while not answer.head_done:
             data = await _read(reader)
             if not data:
-                raise _ClosedBeforeAnswer
+                if fed == 0:
+                    raise _NoAnswer
+                raise UpstreamUnreachable("the connection closed in the middle of the answer's head")
+            fed += len(data)
             try:
                 _feed(parser, data)
-            except _Unparsable:
-                raise _ClosedBeforeAnswer from None
-            head_bytes += len(data)
-            if not answer.head_done and head_bytes > MAX_HEAD:
+            except _Unparsable as exc:
+                raise UpstreamUnreachable(str(exc)) from None
+            if fed - answer.body_bytes > answer.framing_bytes_allowed() and not answer.done:
                 raise UpstreamUnreachable(f"the answer's head is longer than {MAX_HEAD} bytes")
     status = parser.get_status_code()
     await send({"type": "http.response.start", "status": status, "headers": response_headers(status, answer.headers)})
@@ -272,17 +328,20 @@ async def _exchange(
                 if _ends_at_close(answer.headers):  # no length, not chunked: the body ends with the connection
                     break
                 raise UpstreamBroken("the upstream closed the connection in the middle of its answer")
+            fed += len(data)
             try:
                 _feed(parser, data)
             except _Unparsable as exc:
                 raise UpstreamBroken(str(exc)) from None
+            if fed - answer.body_bytes > answer.framing_bytes_allowed() and not answer.done:
+                raise UpstreamBroken("the answer's chunk lines or trailers are too long")
     finally:
         if watcher is not None:
             watcher.cancel()
     # Not sent when the answer broke off: the ASGI server then ends the client's connection, so a cut
     # answer is never passed off as a whole one.
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return request_complete and answer.done and answer.keep_alive
+    return request_complete and answer.done and answer.keep_alive and not answer.extra
 
 
 class _Unparsable(Exception):
@@ -317,19 +376,28 @@ def _ends_at_close(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 async def _copy_body(writer: asyncio.StreamWriter, framing: str, receive: Receive) -> bool:
-    """The client's body upstream; False when the client went away before it was whole."""
+    """The client's body upstream; False when the client went away before it was whole. A body longer or
+    shorter than the Content-Length it came with is refused before anything past that length is sent, so
+    the upstream never reads a second request out of it."""
     chunked = framing == "chunked"
+    length = None if chunked else int(framing.split(":", 1)[1])
+    sent = 0
     count = metrics.PROXY_BYTES.labels("in")
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return False
         body = message.get("body", b"")
+        if length is not None and sent + len(body) > length:
+            raise BodyMismatch("the request's body is longer than its Content-Length")
         if body:
+            sent += len(body)
             count.inc(len(body))
             writer.write(b"%x\r\n%b\r\n" % (len(body), body) if chunked else body)
             await writer.drain()
         if not message.get("more_body", False):
             if chunked:
                 writer.write(b"0\r\n\r\n")
+            elif sent != length:
+                raise BodyMismatch("the request's body is shorter than its Content-Length")
             return True

@@ -200,7 +200,7 @@ def _shape(q: NotebookQuery, fts: dict, like: dict, owners: list | None) -> tupl
         q.billing,
         bool(q.tags),
         tuple(fts),
-        tuple(like),
+        tuple((column, value.isascii()) for column, value in like.items()),
         q.sort,
         q.descending,
     )
@@ -239,8 +239,8 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
         else:
             for column in fts:
                 cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
-    for column in like:
-        if sqlite:
+    for column, value in like.items():
+        if sqlite and value.isascii():
             cond.append(_contains_any_case(FUZZY_COLUMNS[column], bindparam(f"like_{column}")))
         else:
             cond.append(FUZZY_COLUMNS[column].ilike(bindparam(f"like_{column}"), escape="\\"))
@@ -291,10 +291,11 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
 
 
 def _contains_any_case(column, pattern):
-    """SQLite: ILIKE's answer (``lower`` is nbfleet's Unicode one, store/db.py) at the cost of a LIKE for the
-    ASCII rows. LIKE (built in, folding ASCII only) finding the term proves the match; only a value with a
-    character beyond ASCII (more bytes than characters in UTF-8) can match without it, so only such values
-    pay for ``lower``."""
+    """SQLite, for an ASCII term: ILIKE's answer (``lower`` is nbfleet's Unicode one, store/db.py) at the cost
+    of a LIKE for the ASCII rows. LIKE (built in, folding ASCII only) finding an ASCII term proves the match;
+    only a value with a character beyond ASCII (more bytes than characters in UTF-8) can match without it,
+    so only such values pay for ``lower``. A term beyond ASCII gets ILIKE alone: its own letters may fold
+    to ASCII (KELVIN SIGN to k) or differently from LIKE's byte comparison (a final sigma)."""
     return or_(
         column.like(pattern, escape="\\"),
         and_(func.length(column) != func.length(cast(column, LargeBinary)), column.ilike(pattern, escape="\\")),
