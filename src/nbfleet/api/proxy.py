@@ -379,7 +379,7 @@ class _Forwarded(Response):
                 framing,
                 receive,
                 send,
-                lambda _status, headers: proxy.forwarded_response_headers(headers, notebook_id),
+                lambda headers: proxy.forwarded_response_headers(headers, notebook_id),
                 idempotent=scope["method"] in ("GET", "OPTIONS"),
             )
         except BodyMismatch as exc:

@@ -142,9 +142,6 @@ class ConnectionPool:
             if not oldest:
                 del self._idle[oldest_key]
 
-    def idle_connections(self) -> int:
-        return self._count
-
     def forget(self, socket_path: str | None, host: str, port: int) -> None:
         for conn in self._idle.pop(_key(socket_path, host, port), ()):
             conn.close()
@@ -173,6 +170,7 @@ class _Answer:
         self.done = False
         self.body: list[bytes] = []
         self.body_bytes = 0
+        self.fed = 0  # bytes given to the parser
         self.chunks = 0
         self.interim = False  # a 1xx answer is being read: the real one follows
         self.extra = False  # bytes beyond the answer: the connection is not used again
@@ -214,7 +212,7 @@ class _Answer:
         return MAX_HEAD + 64 * self.chunks
 
 
-HeadFilter = Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+HeadFilter = Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
 Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
 
@@ -292,23 +290,18 @@ async def _exchange(
 
     answer = _Answer()
     parser = answer.parser = httptools.HttpResponseParser(answer)
-    fed = 0
     with metrics.upstream_timer():
         while not answer.head_done:
-            data = await _read(reader)
-            if not data:
-                if fed == 0:
-                    raise _NoAnswer
-                raise UpstreamUnreachable("the connection closed in the middle of the answer's head")
-            fed += len(data)
             try:
-                _feed(parser, data)
+                got = await _read_into(reader, parser, answer)
             except _Unparsable as exc:
                 raise UpstreamUnreachable(str(exc)) from None
-            if fed - answer.body_bytes > answer.framing_bytes_allowed() and not answer.done:
-                raise UpstreamUnreachable(f"the answer's head is longer than {MAX_HEAD} bytes")
+            if not got:
+                if answer.fed == 0:
+                    raise _NoAnswer
+                raise UpstreamUnreachable("the connection closed in the middle of the answer's head")
     status = parser.get_status_code()
-    await send({"type": "http.response.start", "status": status, "headers": response_headers(status, answer.headers)})
+    await send({"type": "http.response.start", "status": status, "headers": response_headers(answer.headers)})
     out = metrics.PROXY_BYTES.labels("out")
     watcher: asyncio.Future[None] | None = None
     try:
@@ -323,18 +316,14 @@ async def _exchange(
             if watcher is None and request_complete:
                 # A body still to come (a download, a stream): stop reading it when the client leaves.
                 watcher = asyncio.ensure_future(_close_on_disconnect(receive, conn))
-            data = await _read(reader)
-            if not data:
+            try:
+                got = await _read_into(reader, parser, answer)
+            except _Unparsable as exc:
+                raise UpstreamBroken(str(exc)) from None
+            if not got:
                 if _ends_at_close(answer.headers):  # no length, not chunked: the body ends with the connection
                     break
                 raise UpstreamBroken("the upstream closed the connection in the middle of its answer")
-            fed += len(data)
-            try:
-                _feed(parser, data)
-            except _Unparsable as exc:
-                raise UpstreamBroken(str(exc)) from None
-            if fed - answer.body_bytes > answer.framing_bytes_allowed() and not answer.done:
-                raise UpstreamBroken("the answer's chunk lines or trailers are too long")
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -355,6 +344,18 @@ def _feed(parser: httptools.HttpResponseParser, data: bytes) -> None:
         raise _Unparsable("the upstream switched protocols on a plain request") from None
     except httptools.HttpParserError as exc:
         raise _Unparsable(f"the upstream's answer does not parse: {exc}") from None
+
+
+async def _read_into(reader: asyncio.StreamReader, parser: httptools.HttpResponseParser, answer: _Answer) -> int:
+    """Read the next piece of the answer and parse it; its size (0: the connection ended). ``_Unparsable``
+    when it does not parse, or when the answer's bytes that are not body pass what it may have."""
+    data = await _read(reader)
+    if data:
+        answer.fed += len(data)
+        _feed(parser, data)
+        if answer.fed - answer.body_bytes > answer.framing_bytes_allowed() and not answer.done:
+            raise _Unparsable(f"the answer's head, chunk lines or trailers are longer than allowed ({MAX_HEAD} bytes)")
+    return len(data)
 
 
 async def _close_on_disconnect(receive: Receive, conn: _Connection) -> None:
