@@ -733,9 +733,12 @@ class TestMutatingPopulation:
                 stats["nonempty"] += bool(got["data"])
 
         # No shrinking: replaying API operations is slow; the report shows the whole failing run.
+        # Derandomized: the coverage checks below ask that every operation ran at least once, which a free
+        # draw of 15 runs cannot promise (one run drew no start at all); a fixed draw that meets them does.
         run_state_machine_as_test(
             Machine,
             settings=settings(
+                derandomize=True,
                 max_examples=15,
                 stateful_step_count=15,
                 deadline=None,
