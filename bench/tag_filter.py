@@ -108,7 +108,7 @@ def main() -> None:
                 notebook_list.page(conn, q)
                 timings.append((time.perf_counter() - t0) * 1000)
                 if not sqlite:
-                    _total, forward, _b, _plain, p = notebook_list.statements(q, conn)
+                    _total, forward, _b, _plain, _counted, p = notebook_list.statements(q, conn)
                     explain = conn.execution_options(explain=True)
                     plan = explain.execute(forward, p).scalar_one()
                     planning.append(plan[0]["Planning Time"])

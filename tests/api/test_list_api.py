@@ -218,6 +218,41 @@ def test_a_fuzzy_term_matches_exactly_whichever_way_it_is_looked_up(api, monkeyp
     assert sorted(names(api.ok("GET", "/notebooks", {"name": "\u212a8"}))) == ["k8s-lab"]
 
 
+def test_the_index_path_pages_and_counts_in_one_pass_exactly(api, monkeypatch):
+    """Rare terms: one statement gives the page and the total (a window count before OFFSET/LIMIT); every
+    page, in both directions, and an offset past the end give what the plain COUNT and order say."""
+    monkeypatch.setattr(notebook_list, "LOOKUP_COST_IN_SCANNED_ROWS", 0)  # always the index path
+    monkeypatch.setattr(notebook_list, "_doc_freq", {})
+    matching = sorted(f"quartz-{i:02d}" for i in range(7))
+    for name in [*matching, "quart", "zztrauq", "other"]:
+        api.create(name, wait=False)
+    ran = []
+    real_page = notebook_list.page
+
+    def spy(conn, q):
+        ran.append(notebook_list.statements(q, conn)[4] is not None)
+        return real_page(conn, q)
+
+    monkeypatch.setattr(notebook_list, "page", spy)
+    for sort_dir, expected in (("ASC", matching), ("DESC", matching[::-1])):
+        seen = []
+        for offset in range(0, 9, 3):
+            page = api.ok(
+                "GET",
+                "/notebooks",
+                {"name": "QUARTZ", "sort_key": "name", "sort_dir": sort_dir, "offset": offset, "limit": 3},
+            )
+            assert page["total"] == 7
+            seen += names(page)
+        assert seen == expected
+    beyond = api.ok("GET", "/notebooks", {"name": "quartz", "offset": 50})
+    assert (beyond["total"], beyond["data"]) == (7, [])
+    nothing = api.ok("GET", "/notebooks", {"name": "quartzite"})
+    assert (nothing["total"], nothing["data"]) == (0, [])
+    if api.services.notebooks.db.is_sqlite:  # PostgreSQL matches with pg_trgm and counts apart
+        assert ran and all(ran)  # the one-pass statement was the one used
+
+
 def test_fuzzy_flavor_and_username(api):
     api.create("small")
     api.create("big", flavor="modelarts.vm.cpu.8u")

@@ -74,6 +74,7 @@ RARE_TRIGRAMS = 3  # of a term's trigrams, the rarest this many are looked up; L
 # A candidate from the index is a row looked up by its rowid; a scan reads the scope's rows in order. On the
 # reference machine one lookup cost as much as ~15 rows of a scan (docs/benchmarks.md, 2026-11-30).
 LOOKUP_COST_IN_SCANNED_ROWS = 15
+TOTAL = "_total"  # the column of the one-pass page that carries the exact total
 DOC_FREQ_TTL = 600.0  # seconds a trigram's document count is trusted: it only steers the plan
 _doc_freq: dict[tuple[str, str], tuple[int, float]] = {}
 _doc_freq_lock = threading.Lock()
@@ -286,8 +287,22 @@ def _build(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite:
         )
         return select(notebooks).join(keys, keys.c[key.name] == key).order_by(*order)
 
+    counted = None
+    if fts and sqlite:
+        # The index gave few candidates (plan_fuzzy): one pass over them yields both the page and the exact
+        # total (the window count is taken before OFFSET/LIMIT), instead of matching them twice.
+        order = [c.desc() if q.descending else c.asc() for c in columns]
+        keys = (
+            select(key, func.count().over().label(TOTAL))
+            .where(*cond)
+            .order_by(*order)
+            .offset(bindparam("offset", type_=None))
+            .limit(bindparam("limit", type_=None))
+            .subquery()
+        )
+        counted = select(notebooks, keys.c[TOTAL]).join(keys, keys.c[key.name] == key).order_by(*order)
     # The order ends in the unique id, so walking it backwards visits exactly the same rows reversed.
-    return total_stmt, page_in(q.descending), page_in(not q.descending), plain_count
+    return total_stmt, page_in(q.descending), page_in(not q.descending), plain_count, counted
 
 
 def _contains_any_case(column, pattern):
@@ -366,8 +381,9 @@ def _params(q: NotebookQuery, fts: dict, like: dict, owners: list | None, sqlite
 
 
 def statements(q: NotebookQuery, conn: Connection, owners: list | None = None) -> tuple:
-    """(total statement, page statement, page statement walking backwards, plain COUNT statement,
-    parameters), built once per shape. ``owners``: the users the user name filter resolved to."""
+    """(total statement, page statement, page statement walking backwards, plain COUNT statement, page
+    statement with the total in each row or None, parameters), built once per shape. ``owners``: the users
+    the user name filter resolved to."""
     sqlite = conn.dialect.name == "sqlite"
     fts, like = _split_fuzzy(q, trigram=True, by_owner=owners is not None)
     if sqlite:
@@ -407,7 +423,12 @@ def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
         owners = [o for o in owners if o == q.owner_id]
     if owners == []:
         return [], 0
-    total_stmt, forward, backward, _plain, params = statements(q, conn, owners)
+    total_stmt, forward, backward, _plain, counted, params = statements(q, conn, owners)
+    if counted is not None:
+        rows = conn.execute(counted, params).mappings().all()
+        if rows:
+            return list(rows), int(rows[0][TOTAL])
+        # An empty page: no row carried the total (nothing matches, or the offset lies past the end).
     total = int(conn.execute(total_stmt, params).scalar_one())
     if total == 0 or q.offset >= total:
         return [], total
@@ -423,5 +444,5 @@ def page(conn: Connection, q: NotebookQuery) -> tuple[list, int]:
 
 def count_matching(conn: Connection, q: NotebookQuery) -> int:
     """A plain ``COUNT(*)`` with the query's filters (no counters): what ``total`` must equal."""
-    _total, _forward, _backward, plain_count, params = statements(q, conn)
+    _total, _forward, _backward, plain_count, _counted, params = statements(q, conn)
     return int(conn.execute(plain_count, params).scalar_one())
