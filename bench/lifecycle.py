@@ -3,11 +3,13 @@
 Measures the floor (a bare ``jupyter_server`` from the same image environment with the same flags
 nbfleet uses, no sandbox, start to ``/api/status`` 200 on its socket) next to nbfleet as the official
 SDK sees it, sandbox included: create → RUNNING, stop → STOPPED, start → RUNNING (polling
-``show_notebook`` every 20 ms), and 10 instances created at once. Also the one-off build of the image
+``show_notebook`` every 20 ms), and 10 instances created at once; then create → RUNNING with a warm
+pool (``--warm-pool N`` members ready for the default image and flavor), how long a member takes to refill,
+and each idle member's RSS. Also the one-off build of the image
 environment (uv's cache warm, and empty), the RSS of one idle instance (and of its sandbox's own
 processes), and of nbfleet itself.
 
-    python bench/lifecycle.py [--runs 7] [--concurrent 10] [--no-record]
+    python bench/lifecycle.py [--runs 7] [--concurrent 10] [--warm-pool 2] [--no-record]
 
 With ``--runtime docker`` (an engine in DOCKER_HOST, the catalogue's image built) the floor is a bare
 ``docker run`` of the same image with the same options until Jupyter answers on its socket, next to
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=10)
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     parser.add_argument("--runtime", choices=["local", "docker"], default="local")
+    parser.add_argument("--warm-pool", type=int, default=2, help="members of the warm pool measured (0: skip)")
     args = parser.parse_args()
     if args.runtime == "docker":
         return main_docker(args)
@@ -213,6 +216,8 @@ def main() -> None:
     finally:
         server.terminate()
 
+    warm = warm_pool_runs(root, args.runs, args.warm_pool) if args.warm_pool > 0 else None
+
     bare_ready = median([b[0] for b in bare])
     rows = [
         [
@@ -248,6 +253,7 @@ def main() -> None:
             f"bare: {median([b[1] for b in bare]):.0f} MiB; of it the sandbox's sh + bwrap: "
             f"{median(sandbox_rss):.1f} MiB",
         ],
+        *(_warm_rows(warm, bare_ready) if warm else []),
         ["image environment build (notebook-python3.11), uv cache warm", f"{build_warm:.1f} s", "", "once per image"],
         ["image environment build, uv cache empty (downloads)", f"{build_cold:.1f} s", "", "once per image"],
         ["RSS of nbfleet after the run", f"{nbfleet_rss:.0f} MiB", "", ""],
@@ -271,9 +277,88 @@ def main() -> None:
             "burst_failed": [str(f) for f in failed],
             "instance_rss_mib": rss,
             "nbfleet_rss_mib": nbfleet_rss,
+            "warm_pool": warm,
         },
         record=not args.no_record,
     )
+
+
+def warm_pool_runs(root: Path, runs: int, size: int) -> dict:
+    """A server with a warm pool of ``size`` for the default image and flavor: create → RUNNING as the SDK
+    sees it, each create made once the pool is full again (also timed: how long a member takes to refill),
+    and the RSS of each idle member as ``/health`` reports it."""
+    from huaweicloudsdkmodelarts.v1 import (
+        CreateNotebookRequest,
+        DeleteNotebookRequest,
+        ListImageRequest,
+        NotebookCreateRequest,
+        VolumeMountRequest,
+    )
+
+    env = {"NBFLEET_WARM_POOL": f'["notebook-python3.11@modelarts.vm.cpu.2u={size}"]'}
+    server = ServeProcess(root / "data-warm", runtime="local", env=env).start()
+    client = sdk_client(server)
+    image = next(i.id for i in client.list_image(ListImageRequest()).data if i.name == "notebook-python3.11")
+
+    def pool() -> dict:
+        return httpx.get(f"{server.endpoint}/health", timeout=10).json()["warm_pool"]["pools"][0]
+
+    def full(timeout: float = 120) -> float:
+        t0 = time.perf_counter()
+        while pool()["ready"] < size:
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"the warm pool did not fill: {pool()}")
+            time.sleep(0.05)
+        return time.perf_counter() - t0
+
+    creates, refills, member_rss = [], [], []
+    try:
+        full()
+        member_rss = pool()["rss_mib"]
+        for i in range(runs):
+            time.sleep(1)  # the last member's start has settled (its CPU would slow the create)
+            t0 = time.perf_counter()
+            nb = client.create_notebook(
+                CreateNotebookRequest(
+                    body=NotebookCreateRequest(
+                        name=f"warm-{i}",
+                        image_id=image,
+                        flavor="modelarts.vm.cpu.2u",
+                        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+                    )
+                )
+            )
+            creates.append(wait(client, nb.id, "RUNNING", t0))
+            refills.append(full())
+            client.delete_notebook(DeleteNotebookRequest(id=nb.id))
+        time.sleep(3)
+    finally:
+        server.terminate()  # ends the members no create took
+    return {"size": size, "create_s": creates, "refill_s": refills, "member_rss_mib": member_rss}
+
+
+def _warm_rows(warm: dict, bare_ready: float) -> list[list[str]]:
+    creates, refills = warm["create_s"], warm["refill_s"]
+    return [
+        [
+            f"nbfleet create → RUNNING, warm pool of {warm['size']} (SDK polling 20 ms)",
+            f"{median(creates):.2f} s",
+            f"{min(creates):.2f}–{max(creates):.2f}",
+            f"{median(creates) / bare_ready:.2f}× floor (target < 0.5 s)",
+        ],
+        [
+            "warm pool: a member refilled after a create",
+            f"{median(refills):.2f} s",
+            f"{min(refills):.2f}–{max(refills):.2f}",
+            "in the background, one member at a time",
+        ],
+        [
+            "RSS of one idle warm-pool member (as /health reports it)",
+            f"{median(warm['member_rss_mib']):.0f} MiB",
+            ", ".join(f"{r:.0f}" for r in warm["member_rss_mib"]),
+            "each member costs this while it waits",
+        ],
+    ]
 
 
 IMAGE_REF = "registry.nbfleet.local/nbfleet/notebook-python3.11:1.0"

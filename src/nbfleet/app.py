@@ -280,7 +280,12 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
             from .testing.control import TestControl
 
             app.state.test_control = TestControl(clock, rt, reconciler, notebooks, identity)
-        await reconciler.start()
+        warm = build_warm_pool(settings, rt, flavors, images, reconciler)  # refuses a wrong setting first
+        app.state.warm_pool = warm
+        await reconciler.start()  # reaps orphans before the pool ends what dead owners left of theirs
+        if warm is not None:
+            await warm.start(reconciler.observer.in_store)
+            notebooks.warm = warm
         gateway = await _start_ssh(settings, rt, notebooks)
         log.info(
             "nbfleet ready on %s (runtime %s, store %s)",
@@ -293,6 +298,9 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         finally:
             if gateway is not None:
                 await gateway.stop()
+            if warm is not None:
+                notebooks.warm = None
+                await warm.close()
             await reconciler.stop(stop_notebooks=settings.stop_notebooks_on_exit)
             await close_notebook_proxy(app)
             await rt.close()
@@ -340,6 +348,28 @@ def create_app(settings: Settings, *, clock=None, runtime=None, announce=print) 
         ws_max_message=settings.proxy_ws_max_message_bytes,
     )
     return app
+
+
+def build_warm_pool(settings: Settings, rt, flavors: FlavorCatalog, images: ImageCatalog, reconciler: Reconciler):
+    """The local runtime's warm pool (``runtime/warm_pool.py``) when ``warm_pool`` asks for one, else None."""
+    if not settings.warm_pool:
+        return None
+    from .runtime.local import LocalRuntime
+    from .runtime.warm_pool import WarmPool, parse_targets
+    from .services.images import builtin_swr_path
+
+    if not isinstance(rt, LocalRuntime):
+        raise ValueError(f"warm_pool is for the local runtime; the {rt.name} runtime has none")
+    targets = parse_targets(settings.warm_pool, {img["name"]: builtin_swr_path(img) for img in images.builtins})
+    for _, flavor_id in targets:
+        if flavors.get(flavor_id) is None:
+            raise ValueError(f"warm_pool names the flavor {flavor_id!r}, which is not in the flavor catalogue")
+
+    def spec_for(swr_path: str, flavor_id: str, instance_id: str, token: str):
+        # As the reconciler makes a create's spec: the same limits and image environment.
+        return reconciler.spec_for(instance_id, flavor_id, swr_path, token, first_start=True)
+
+    return WarmPool(rt, targets, spec_for)
 
 
 def raise_open_files_limit() -> None:

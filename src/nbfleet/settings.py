@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         "in a plain directory: only for one trusted user (every notebook can read "
         "nbfleet's data dir and every other notebook)",
     )
+    warm_pool: list[str] = Field(
+        default_factory=list,
+        description="local runtime: sandboxes kept started ahead of creates, as IMAGE@FLAVOR=N entries "
+        '(e.g. ["notebook-python3.11@modelarts.vm.cpu.2u=2"]); a create of that image and flavor takes one '
+        "over instead of starting Jupyter. Each costs an idle instance's memory (GET /health shows it). "
+        "Empty: no pool",
+    )
     bwrap: Path | None = Field(
         default=None,
         description="bubblewrap executable; default: bwrap on PATH, else "

@@ -18,7 +18,11 @@ router = APIRouter(default_response_class=JSONBytes)
 @router.get("/health")
 async def health(request: Request):
     runtime = request.app.state.services.runtime
-    return JSONBytes({"status": "ok", "runtime": runtime.name, "isolation": runtime.isolation()})
+    body = {"status": "ok", "runtime": runtime.name, "isolation": runtime.isolation()}
+    warm = getattr(request.app.state, "warm_pool", None)
+    if warm is not None:  # what the warm pool holds and what each member costs (RSS), for the operator
+        body["warm_pool"] = await asyncio.to_thread(warm.describe)
+    return JSONBytes(body)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -164,23 +164,37 @@ class Reconciler:
         self.wake()
 
     def spec_of(self, row: Row) -> InstanceSpec:
-        flavor = self.flavors.get(row["flavor"])
-        limits = flavor.limits() if flavor else None
-        if limits is None:
-            limits = FlavorLimits(row["flavor"], 1, 1024)
-        image_name, environment = self.images.environment(row["swr_path"])
-        return InstanceSpec(
-            id=row["id"],
+        return self.spec_for(
+            row["id"],
+            row["flavor"],
+            row["swr_path"],
+            self.secrets.open(row["token"]),
             name=row["name"],
-            token=self.secrets.open(row["token"]),
-            flavor=limits,
-            image=ImageRef(
-                image_name, row["swr_path"], environment, serves_jupyter=self.images.serves_jupyter(row["swr_path"])
-            ),
             owner_id=row["user_id"],
             project_id=row["project_id"],
             first_start=row["status"] in (Status.INIT, Status.CREATING),
             volume_gb=_volume_gb(row),
+        )
+
+    def spec_for(
+        self, instance_id: str, flavor_id: str, swr_path: str, token: str, *, first_start: bool, **about: Any
+    ) -> InstanceSpec:
+        """The spec of an instance of this flavor and image (also of a warm-pool member, before it has a row)."""
+        flavor = self.flavors.get(flavor_id)
+        limits = flavor.limits() if flavor else None
+        if limits is None:
+            limits = FlavorLimits(flavor_id, 1, 1024)
+        image_name, environment = self.images.environment(swr_path)
+        return InstanceSpec(
+            id=instance_id,
+            token=token,
+            flavor=limits,
+            image=ImageRef(image_name, swr_path, environment, serves_jupyter=self.images.serves_jupyter(swr_path)),
+            first_start=first_start,
+            name=about.pop("name", ""),
+            owner_id=about.pop("owner_id", ""),
+            project_id=about.pop("project_id", ""),
+            **about,
         )
 
     # --- lifecycle of the loop -------------------------------------------------------------------

@@ -53,6 +53,7 @@ from .processes import describe_rc as _describe_rc
 from .sandbox import Bubblewrap, Inside, InstanceDirs, Isolation, SandboxUnavailable
 from .sessions import SessionEntry, SessionRefused, open_entry, sandbox_process
 from .steps import failed_start
+from .warm_pool import WarmRecord, WarmRecords
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class LocalRuntime:
         # Dynamic mounts (``mounts.HostMounts``): /data of every instance, prepared before it starts.
         self._host_storage = storage
         self.storage: DynamicStorage | None = storage
+        # Sandboxes started ahead of creates (``warm_pool.py``); records shared by processes of this data dir.
+        self.warm_records = WarmRecords(self.data_dir)
 
     def _may_own(self, uid: int) -> bool:
         """Whether a process of real uid ``uid`` may be an instance's: nbfleet's own, or (as root) one of
@@ -130,6 +133,10 @@ class LocalRuntime:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self, spec: InstanceSpec, reporter: Reporter) -> Placement:
+        if spec.first_start:
+            warm = await self._claim_warm(spec, reporter)
+            if warm is not None:
+                return warm
         iid = spec.id
         step = 1
         plan: LimitPlan | None = None
@@ -214,6 +221,42 @@ class LocalRuntime:
             },
         )
 
+    async def _claim_warm(self, spec: InstanceSpec, reporter: Reporter) -> Placement | None:
+        """The instance's warm-pool member, if a create took one for it and it still answers its token."""
+        record = await asyncio.to_thread(self.warm_records.claim, spec.id)
+        if record is None:
+            return None
+        placement = record.placement
+        if await self._warm_usable(spec, record):
+            plan = self.limiter.prepare(spec.id, spec.flavor)  # idempotent: the member's groups, as they are
+            limits = plan.describe()
+            sandbox = _describe_isolation(self.sandbox.describe())
+            log.info("instance %s: taken from the warm pool (process %s); %s", spec.id, placement.pid, sandbox)
+            await reporter.event("limits", limits)
+            await reporter.event("sandbox", sandbox)
+            await reporter.event("warm pool", "Started from the warm pool: the sandbox and Jupyter were ready")
+            for step, text in (
+                (1, f"Work volume ready at {self.sandbox.inside(self.dirs(spec.id)).work}"),
+                (2, f"{spec.image.name} environment ready; {limits}"),
+                (3, "Network configured"),
+                (4, "Jupyter ready (warm pool)" if spec.image.serves_jupyter else "Instance ready (warm pool)"),
+            ):
+                await reporter.step(step, StepStatus.COMPLETED, text)
+            return placement
+        log.warning("instance %s: its warm-pool member is gone or does not answer; starting anew", spec.id)
+        await self._terminate(spec.id, placement.pid, grace=self.stop_timeout)
+        return None
+
+    async def _warm_usable(self, spec: InstanceSpec, record: WarmRecord) -> bool:
+        if record.key != (spec.image.swr_path, spec.flavor.id):
+            return False  # not what this instance asks for (the store changed under it): never reuse
+        placement = record.placement
+        if not (await self.observe(spec, placement)).alive:
+            return False
+        if placement.details.get("jupyter") is False:
+            return not spec.image.serves_jupyter
+        return spec.image.serves_jupyter and await self.jupyter.answers(placement, spec)
+
     def session(self, instance_id: str, placement: Placement | None) -> SessionEntry:
         """How to run commands in the running instance, for an SSH session (``sessions.py``).
 
@@ -262,10 +305,16 @@ class LocalRuntime:
             raise RuntimeFailure(str(exc).replace(str(self.environments.root), "<image dir>"), step=2) from None
 
     async def stop(self, spec: InstanceSpec, placement: Placement | None) -> None:
+        if placement is None and spec.first_start and self.warm_records.holds(spec.id):
+            # The clean-up before a create's start: what runs for it is the warm member its create took
+            # (ready, not half-started), which that start claims. A create cannot be stopped otherwise,
+            # and delete removes the record first.
+            return
         await self._terminate(spec.id, placement.pid if placement else None, grace=self.stop_timeout)
         await self.jupyter.forget(placement)
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
+        self.warm_records.remove(spec.id)  # deleted before its start claimed a warm member
         await self.stop(spec, placement)
         dirs = self.dirs(spec.id)
         release = self.sandbox.release_after(dirs)
@@ -315,12 +364,14 @@ class LocalRuntime:
         # Only processes: a stopped instance's volume stays, and delete removes a deleted one's.
         found = {iid for iid, _ in self.processes.marked()}
         live = (await lookup(found)).live if found else frozenset()
-        orphans = sorted(found - live)
+        # Warm-pool members of live processes (this data dir may be shared) are not in the store yet.
+        kept = live | self.warm_records.kept_by_live_owners()
+        orphans = sorted(found - kept)
         for iid in orphans:
             log.warning("ending orphaned instance %s (not running in the store)", iid)
         await asyncio.gather(*(self._terminate(iid, None, grace=self.stop_timeout) for iid in orphans))
         # Empty groups of instances that died with nobody stopping them.
-        self.limiter.sweep(live)
+        self.limiter.sweep(kept)
         return orphans
 
     def has_capacity(self, flavor: FlavorLimits) -> bool:

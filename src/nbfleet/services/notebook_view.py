@@ -27,7 +27,11 @@ class SealedTokens:
 
     def new(self) -> str:
         """A fresh token, sealed."""
-        return self._secrets.seal(str(uuid.uuid4()))
+        return self.seal(str(uuid.uuid4()))
+
+    def seal(self, token: str) -> str:
+        """A token chosen elsewhere (a warm-pool member's, made the same way), sealed."""
+        return self._secrets.seal(token)
 
 
 log = logging.getLogger("nbfleet.render")

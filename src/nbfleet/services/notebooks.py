@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -56,6 +57,8 @@ class NotebookService:
         self.settings = settings
         self.limits = settings.lease.limits()
         self.on_change = on_change
+        # Sandboxes started ahead of creates (the local runtime's warm pool), or None.
+        self.warm: WarmMembers | None = None
         self.addresses = settings.addresses()
         self._domain: tuple[str, str] | None = None
 
@@ -153,7 +156,8 @@ class NotebookService:
         quota does not refuse it (a server started for testing seeds instances so; ``nbfleet.testing``)."""
         shape = R.check_create_shape(body)
         now = self.clock.now_ms()
-        with self.db.write() as conn:
+        warm = _WarmTake(self.warm if not (initial and "id" in initial) else None)
+        with warm, self.db.write() as conn:  # warm first: a create that fails gives its member back
             user = identity_repo.get_user(conn, principal.user_id, lock=True)
             if shape.feature is Feature.DEFAULT and repo.count_owned(conn, principal.user_id, Feature.DEFAULT) > 0:
                 raise E.InstanceExists()
@@ -184,6 +188,8 @@ class NotebookService:
                 raise E.InstanceQuotaReached()
             self._admit_start(conn)
             lease = leases.grant(now, now, lease_req.duration, lease_req.type, self.limits)
+            # Last, once nothing can refuse the create: a warm member's id and token, or fresh ones.
+            notebook_id, token = warm.take(image["swr_path"], flavor.id) or (str(uuid.uuid4()), None)
             spec = {
                 "volume": volume,
                 "data_volumes": data_volumes,
@@ -199,7 +205,7 @@ class NotebookService:
                 "custom_spec": body.get("custom_spec"),
             }
             row = {
-                "id": str(uuid.uuid4()),
+                "id": notebook_id,
                 "project_id": principal.project_id,
                 "user_id": principal.user_id,
                 "user_name": principal.user_name,
@@ -217,7 +223,7 @@ class NotebookService:
                 "pool_name": None,
                 "ip": None,
                 "volume_category": volume["category"],
-                "token": self.tokens.new(),
+                "token": self.tokens.new() if token is None else self.tokens.seal(token),
                 "fail_reason": None,
                 "action_progress": orjson.dumps(initial_progress()).decode(),
                 "lease_type": lease.type.value,
@@ -555,3 +561,31 @@ def _user_vpc(value: dict | None) -> dict | None:
     out.setdefault("port_id", [])
     out.setdefault("port_ip", None)
     return out
+
+
+class WarmMembers(Protocol):
+    """Ready sandboxes a create can take over (``runtime.warm_pool.WarmPool``)."""
+
+    def take(self, swr_path: str, flavor_id: str) -> tuple[str, str] | None: ...
+
+    def give_back(self, instance_id: str, token: str) -> None: ...
+
+
+class _WarmTake:
+    """A create's use of the warm pool: what it took goes back if the create fails, the commit included."""
+
+    def __init__(self, members: WarmMembers | None):
+        self.members = members
+        self.taken: tuple[str, str] | None = None
+
+    def take(self, swr_path: str, flavor_id: str) -> tuple[str, str] | None:
+        if self.members is not None:
+            self.taken = self.members.take(swr_path, flavor_id)
+        return self.taken
+
+    def __enter__(self) -> _WarmTake:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is not None and self.taken is not None and self.members is not None:
+            self.members.give_back(*self.taken)
