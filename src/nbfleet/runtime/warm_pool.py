@@ -320,6 +320,9 @@ class WarmPool:
         spec = self.spec_for(key[0], key[1], str(uuid.uuid4()), str(uuid.uuid4()))
         started = time.monotonic()
         try:
+            # Recorded before it starts (nowhere yet): if this process dies meanwhile, the next one finds
+            # the member by its record and removes what was made of it.
+            self.records.write(spec.id, key, Placement())
             placement = await self.runtime.start(spec, _Quiet())
             self.records.write(spec.id, key, placement)
         except asyncio.CancelledError:
