@@ -253,7 +253,15 @@ def main() -> None:
         help="measure on PostgreSQL (postgresql+psycopg://…); default: SQLite in the data dir",
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure the throughput of `serve --workers N` on the same store (PostgreSQL only)",
+    )
     args = parser.parse_args()
+    if args.workers > 1 and not args.database_url:
+        parser.error("--workers above 1 needs --database-url (PostgreSQL)")
     if args.quick:
         args.instances, args.projects, args.samples = 20_000, 10, 50
     suffix = "-pg" if args.database_url else ""
@@ -427,6 +435,25 @@ def main() -> None:
     finally:
         server.terminate()
         db.dispose()
+    several = None
+    if args.workers > 1:  # the same requests, the same 8 connections, N serving processes
+        server = ServeProcess(data_dir, runtime="simulated", env=server_env, args=["--workers", str(args.workers)])
+        server.start()
+        try:
+            throughput(server.endpoint, plain, 2)  # every worker warmed up (statement caches, connections)
+            several = (
+                throughput(server.endpoint, mixed, 5 if args.quick else 10),
+                throughput(server.endpoint, plain, 5 if args.quick else 10),
+            )
+        finally:
+            server.terminate()
+    workers_rows = (
+        f"| throughput with `serve --workers {args.workers}`, the same two mixes | {several[0]:,.0f} / "
+        f"{several[1]:,.0f} req/s ({several[0] / rps:.2f}× / {several[1] / rps_plain:.2f}× one worker) "
+        f"| ≥ 1.8× |\n"
+        if several
+        else ""
+    )
 
     text = table(
         [
@@ -452,6 +479,7 @@ def main() -> None:
         f"| {rps:,.0f} req/s | ≥ 1,200 |\n"
         f"| the same, filters, sorts and own lists only (no fuzzy search, no deep offset) "
         f"| {rps_plain:,.0f} req/s | |\n"
+        f"{workers_rows}"
         f"| server RSS after the run | {rss.rss / 2**20:.0f} MiB (anonymous {_anon(rss):.0f} MiB) | ≤ 150 MiB |\n"
         f"| create through the API with the table full, p50 / p99 | {median(create_times):.2f} / "
         f"{percentile(create_times, 99):.2f} ms | p50 ≤ 5 ms |\n"
@@ -472,6 +500,8 @@ def main() -> None:
             "queries": results,
             "throughput_rps": rps,
             "throughput_plain_rps": rps_plain,
+            "workers": args.workers,
+            "throughput_workers_rps": several,
             "machine_speed_ms": speed,
             "rss_mib": rss.rss / 2**20,
             "create_ms": create_times,

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         description="run the schema migrations at start; false: the operator "
         "runs `nbfleet db upgrade` and serve refuses an out-of-date schema",
     )
+    workers: int = Field(
+        default=1, ge=1, description="serving processes on one port (serve --workers); above 1 needs PostgreSQL"
+    )
     db_pool_size: int = Field(default=10, ge=1, description="connections each process keeps open")
     db_max_overflow: int | None = Field(
         default=None, ge=0, description="extra connections under load; default 10 (SQLite: 20)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -117,6 +119,14 @@ def serve(
         help="text | json: one JSON object per line, with request ids and a line per "
         "request and per lifecycle transition (env NBFLEET_LOG_FORMAT, default text).",
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Serving processes on one port (env NBFLEET_WORKERS, default 1). More than one needs PostgreSQL: "
+        "each is a replica of the others (docs/operations.md).",
+    ),
+    listen_fd: int | None = typer.Option(None, "--listen-fd", hidden=True, help="A worker's inherited socket."),
 ):
     """Run the API server (and its reconciler and notebook proxy)."""
     import uvicorn
@@ -139,6 +149,7 @@ def serve(
         single_user=single_user,
         testing=testing,
         log_format=log_format,
+        workers=workers,
         runtime_default="simulated" if testing else None,
     )
     if settings.testing and settings.runtime != "simulated":
@@ -148,6 +159,16 @@ def serve(
     except MissingDriver as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if settings.workers > 1 and listen_fd is None:
+        if settings.sqlalchemy_url().startswith("sqlite"):
+            _fail(
+                "--workers above 1 needs PostgreSQL (NBFLEET_DATABASE_URL): SQLite has one owning process, "
+                "and each worker is a replica"
+            )
+        from .workers import run_workers
+
+        configure_logging(settings.log_format, log_level)
+        raise typer.Exit(run_workers(sys.argv[1:], settings.host, settings.port, settings.workers))
     configure_logging(settings.log_format, log_level)
     # Whatever nbfleet creates is its own (the data dir holds keys, tokens, the database); what other uids
     # must read (image environments, instance directories) gets its mode explicitly.
@@ -188,7 +209,7 @@ def serve(
     application = create_app(settings, announce=lambda text: typer.echo(text))
     # In JSON, uvicorn's own lines go through nbfleet's handler too (log_config=None keeps uvicorn's off).
     json_logs: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -200,6 +221,10 @@ def serve(
         timeout_graceful_shutdown=10,
         http=http_protocol(),
     )
+    if listen_fd is None:
+        uvicorn.Server(config).run()
+    else:  # a worker of `serve --workers N` (cli/workers.py), on the socket its parent bound
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=listen_fd)])
 
 
 @images_app.command("build")

@@ -1,0 +1,119 @@
+"""``nbfleet serve --workers N``: N serving processes behind one listening socket.
+
+Why processes: a request's Python (routing, signature check, rendering) runs under one GIL, so one process
+uses one core however many connections it serves (docs/benchmarks.md). N processes on one PostgreSQL
+database are N replicas (docs/operations.md), which already share all work safely; this only saves
+running them by hand behind a load balancer on one host.
+
+The parent binds the address once (so a port in use is one clear error), then starts each worker as
+``nbfleet serve`` with the same arguments and environment plus ``--listen-fd``: the kernel hands each new
+connection to one of the workers waiting in accept. Only the first worker runs the SSH gateway (one port).
+A worker that dies is started again after a second; SIGTERM or SIGINT to the parent stops every worker
+gracefully (SIGKILL after a grace period) and then the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+log = logging.getLogger("nbfleet.workers")
+
+RESTART_DELAY_S = 1.0
+STOP_GRACE_S = 20.0  # each worker's own graceful shutdown is bounded at 10 s
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def worker_argv(argv: Sequence[str], fd: int) -> list[str]:
+    """The worker's command: this ``nbfleet serve`` again, on the inherited socket."""
+    return [sys.executable, "-m", "nbfleet.cli.main", *argv, "--listen-fd", str(fd)]
+
+
+class Workers:
+    def __init__(self, argv: Sequence[str], count: int, sock: socket.socket):
+        self.argv = list(argv)
+        self.count = count
+        self.sock = sock
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def _spawn(self, index: int) -> None:
+        env = dict(os.environ)
+        if index > 0:
+            env["NBFLEET_SSH_PORT"] = "0"  # one SSH gateway: the first worker's
+        fd = self.sock.fileno()
+        self.procs[index] = subprocess.Popen(
+            worker_argv(self.argv, fd), env=env, pass_fds=(fd,), preexec_fn=_end_with_parent
+        )
+        log.info("worker %d started (process %d)", index, self.procs[index].pid)
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(self.count):
+            self._spawn(index)
+        restart_at: dict[int, float] = {}
+        while not self.stopping:
+            for index, proc in list(self.procs.items()):
+                if index in restart_at or proc.poll() is None:
+                    continue
+                log.warning(
+                    "worker %d (process %d) exited with %s; starting it again", index, proc.pid, proc.returncode
+                )
+                restart_at[index] = time.monotonic() + RESTART_DELAY_S
+            for index, at in list(restart_at.items()):
+                if time.monotonic() >= at and not self.stopping:
+                    del restart_at[index]
+                    self._spawn(index)
+            time.sleep(0.2)
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        codes = []
+        for proc in self.procs.values():
+            try:
+                codes.append(proc.wait(max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        self.sock.close()
+        # uvicorn ends a server stopped by SIGTERM by raising that signal again once it shut down cleanly
+        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+
+
+def _end_with_parent() -> None:
+    """In the worker, before it runs: SIGTERM when the parent dies, however it dies (a SIGKILL included)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def run_workers(argv: Sequence[str], host: str, port: int, count: int) -> int:
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return Workers(argv, count, sock).run()
