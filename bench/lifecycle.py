@@ -129,6 +129,19 @@ def sdk_client(server: ServeProcess):
     )
 
 
+def sdk_create(client, image: str, name: str) -> str:
+    """Create an instance of ``image`` with the default flavor through the SDK; its id."""
+    from huaweicloudsdkmodelarts.v1 import CreateNotebookRequest, NotebookCreateRequest, VolumeMountRequest
+
+    body = NotebookCreateRequest(
+        name=name,
+        image_id=image,
+        flavor="modelarts.vm.cpu.2u",
+        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
+    )
+    return client.create_notebook(CreateNotebookRequest(body=body)).id
+
+
 def wait(client, notebook_id: str, status: str, t0: float, timeout: float = 120) -> float:
     from huaweicloudsdkmodelarts.v1 import ShowNotebookRequest
 
@@ -154,13 +167,10 @@ def main() -> None:
     if args.runtime == "docker":
         return main_docker(args)
     from huaweicloudsdkmodelarts.v1 import (
-        CreateNotebookRequest,
         DeleteNotebookRequest,
         ListImageRequest,
-        NotebookCreateRequest,
         StartNotebookRequest,
         StopNotebookRequest,
-        VolumeMountRequest,
     )
 
     root = make_reachable(Path(tempfile.mkdtemp(prefix="nbfleet-bench-")))
@@ -175,17 +185,8 @@ def main() -> None:
 
     def create(name: str) -> tuple[str, float]:
         t0 = time.perf_counter()
-        nb = client.create_notebook(
-            CreateNotebookRequest(
-                body=NotebookCreateRequest(
-                    name=name,
-                    image_id=image,
-                    flavor="modelarts.vm.cpu.2u",
-                    volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
-                )
-            )
-        )
-        return nb.id, wait(client, nb.id, "RUNNING", t0)
+        nid = sdk_create(client, image, name)
+        return nid, wait(client, nid, "RUNNING", t0)
 
     creates, stops, starts, rss, sandbox_rss = [], [], [], [], []
     try:
@@ -288,11 +289,8 @@ def warm_pool_runs(root: Path, runs: int, size: int) -> dict:
     sees it, each create made once the pool is full again (also timed: how long a member takes to refill),
     and the RSS of each idle member as ``/health`` reports it."""
     from huaweicloudsdkmodelarts.v1 import (
-        CreateNotebookRequest,
         DeleteNotebookRequest,
         ListImageRequest,
-        NotebookCreateRequest,
-        VolumeMountRequest,
     )
 
     env = {"NBFLEET_WARM_POOL": f'["notebook-python3.11@modelarts.vm.cpu.2u={size}"]'}
@@ -318,19 +316,10 @@ def warm_pool_runs(root: Path, runs: int, size: int) -> dict:
         for i in range(runs):
             time.sleep(1)  # the last member's start has settled (its CPU would slow the create)
             t0 = time.perf_counter()
-            nb = client.create_notebook(
-                CreateNotebookRequest(
-                    body=NotebookCreateRequest(
-                        name=f"warm-{i}",
-                        image_id=image,
-                        flavor="modelarts.vm.cpu.2u",
-                        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
-                    )
-                )
-            )
-            creates.append(wait(client, nb.id, "RUNNING", t0))
+            nid = sdk_create(client, image, f"warm-{i}")
+            creates.append(wait(client, nid, "RUNNING", t0))
             refills.append(full())
-            client.delete_notebook(DeleteNotebookRequest(id=nb.id))
+            client.delete_notebook(DeleteNotebookRequest(id=nid))
         time.sleep(3)
     finally:
         server.terminate()  # ends the members no create took
@@ -426,14 +415,11 @@ def main_docker(args) -> None:
     import docker
     from huaweicloudsdkmodelarts.v1 import (
         CreateImageRequest,
-        CreateNotebookRequest,
         DeleteNotebookRequest,
         ImageCreateReq,
         ListImageRequest,
-        NotebookCreateRequest,
         ShowImageRequest,
         StopNotebookRequest,
-        VolumeMountRequest,
     )
 
     engine = docker.from_env()
@@ -446,16 +432,7 @@ def main_docker(args) -> None:
     try:
         for i in range(args.runs):
             t0 = time.perf_counter()
-            nid = client.create_notebook(
-                CreateNotebookRequest(
-                    body=NotebookCreateRequest(
-                        name=f"bench-{i}",
-                        image_id=image,
-                        flavor="modelarts.vm.cpu.2u",
-                        volume=VolumeMountRequest(category="EVS", ownership="MANAGED"),
-                    )
-                )
-            ).id
+            nid = sdk_create(client, image, f"bench-{i}")
             creates.append(wait(client, nid, "RUNNING", t0))
             memory.append(engine.containers.get(f"nbfleet-{nid}").stats(stream=False)["memory_stats"]["usage"] / 2**20)
             if i < 3:  # saving is slow and disk-bound: a few are enough

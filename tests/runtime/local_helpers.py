@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 import uuid
 from pathlib import Path
 
@@ -216,3 +217,13 @@ class Jupyter:
         out = await self.execute(kernel_id, code)
         assert out["error"] is None, out["error"]
         return out["stream"]
+
+
+def delete_every_instance(client, timeout: float = 60) -> None:
+    """Delete whatever instances the server holds (a ``SignedClient`` of its admin) and wait until they
+    are gone (bounded)."""
+    for nb in client.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
+        client.call("DELETE", f"/notebooks/{nb['id']}")
+    deadline = time.monotonic() + timeout
+    while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
+        time.sleep(0.2)

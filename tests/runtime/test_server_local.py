@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine, text
 from .. import notebook_http
 from ..jupyter_client import execute, send_without_waiting, start_kernel
 from ..procs import ServeProcess, SignedClient
-from .local_helpers import marked
+from .local_helpers import delete_every_instance, marked
 
 pytestmark = pytest.mark.slow
 # runtime_only below: what a test checks is the local runtime (Jupyter, limits, idle detection), and the store
@@ -58,21 +59,26 @@ def notebook_base(nb: dict) -> str:
     return nb["url"].rsplit("/lab", 1)[0]
 
 
+@contextlib.contextmanager
+def local_server(root: Path, env: dict):
+    """A local-runtime nbfleet and its admin's client; afterwards every instance deleted, the server stopped
+    and nothing of it left running."""
+    proc = ServeProcess(root / "data", runtime="local", env=env).start()
+    client = SignedClient(proc.endpoint, proc.admin_creds())
+    try:
+        yield proc, client
+    finally:
+        delete_every_instance(client, timeout=30)
+        client.close()
+        proc.terminate()
+        for leftover in jupyter_processes(proc.data_dir):
+            leftover.kill()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("local")
-    proc = ServeProcess(root / "data", runtime="local", env=SHORT_LEASES).start()
-    client = SignedClient(proc.endpoint, proc.admin_creds())
-    yield proc, client
-    for nb in client.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
-        client.call("DELETE", f"/notebooks/{nb['id']}")
-    deadline = time.monotonic() + 30
-    while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    client.close()
-    proc.terminate()
-    for leftover in jupyter_processes(proc.data_dir):
-        leftover.kill()
+    with local_server(tmp_path_factory.mktemp("local"), SHORT_LEASES) as running:
+        yield running
 
 
 def test_jupyter_through_nbfleets_port(server):

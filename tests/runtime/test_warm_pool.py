@@ -20,8 +20,8 @@ import pytest
 from .. import notebook_http
 from ..jupyter_client import execute, start_kernel
 from ..procs import ServeProcess, SignedClient
-from .local_helpers import marked_roots
-from .test_server_local import jupyter_processes, notebook_base
+from .local_helpers import delete_every_instance, marked_roots
+from .test_server_local import jupyter_processes, local_server, notebook_base
 
 pytestmark = pytest.mark.slow
 
@@ -60,25 +60,10 @@ def member_answers(data_dir: Path, member_id: str, token: str) -> int:
         return http.get("http://member/api/status", headers={"Authorization": f"token {token}"}).status_code
 
 
-def delete_all(client: SignedClient) -> None:
-    for nb in client.ok("GET", "/notebooks/all", {"limit": 50})["data"]:
-        client.call("DELETE", f"/notebooks/{nb['id']}")
-    deadline = time.monotonic() + 60
-    while client.ok("GET", "/notebooks/all", {"limit": 50})["total"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("warm")
-    proc = ServeProcess(root / "data", runtime="local", env=POOL_ENV).start()
-    client = SignedClient(proc.endpoint, proc.admin_creds())
-    yield proc, client
-    delete_all(client)
-    client.close()
-    proc.terminate()
-    for leftover in jupyter_processes(proc.data_dir):
-        leftover.kill()
+    with local_server(tmp_path_factory.mktemp("warm"), POOL_ENV) as running:
+        yield running
 
 
 @pytest.mark.runtime_only
@@ -183,7 +168,7 @@ def test_members_of_a_gone_process_are_ended_and_a_stopping_one_ends_its_own(tmp
         nb = client.create("after-restart")
         assert nb["id"] in fresh
         client.wait_status(nb["id"], "RUNNING", timeout=30)
-        delete_all(client)
+        delete_every_instance(client)
         client.close()
 
         proc.terminate()  # a stopping nbfleet ends the members no create took: they would be nobody's
