@@ -361,13 +361,18 @@ def build_warm_pool(settings: Settings, rt, flavors: FlavorCatalog, images: Imag
     if not isinstance(rt, LocalRuntime):
         raise ValueError(f"warm_pool is for the local runtime; the {rt.name} runtime has none")
     targets = parse_targets(settings.warm_pool, {img["name"]: builtin_swr_path(img) for img in images.builtins})
-    for _, flavor_id in targets:
-        if flavors.get(flavor_id) is None:
+    categories = {builtin_swr_path(img): img.get("resource_categories", ["CPU"]) for img in images.builtins}
+    for swr_path, flavor_id in targets:
+        flavor = flavors.get(flavor_id)
+        if flavor is None:
             raise ValueError(f"warm_pool names the flavor {flavor_id!r}, which is not in the flavor catalogue")
+        if flavor.category not in categories[swr_path]:  # a create of the pair would be refused (6330)
+            raise ValueError(f"warm_pool pairs {swr_path} with {flavor_id}, a flavor the image does not run on")
 
     def spec_for(swr_path: str, flavor_id: str, instance_id: str, token: str):
-        # As the reconciler makes a create's spec: the same limits and image environment.
-        return reconciler.spec_for(instance_id, flavor_id, swr_path, token, first_start=True)
+        # As the reconciler makes a create's spec: the same limits and image environment. Not a first start:
+        # a member's own start claims no warm member (its record already stands for it while it starts).
+        return reconciler.spec_for(instance_id, flavor_id, swr_path, token, first_start=False)
 
     return WarmPool(rt, targets, spec_for)
 

@@ -82,6 +82,16 @@ def test_pool_entries_name_a_catalogue_image_and_a_count():
     assert parse_targets(["swr/nb/py311:1.0@f=1", "notebook-python3.11@g=0", " "], images) == {
         ("swr/nb/py311:1.0", "f"): 1
     }
-    for wrong in ("notebook-python3.11=2", "notebook-python3.11@f", "@f=1", "nope@f=1", "notebook-python3.11@f=-1"):
+    for wrong in (
+        "notebook-python3.11=2",
+        "notebook-python3.11@f",
+        "@f=1",
+        "nope@f=1",
+        "notebook-python3.11@f=-1",
+    ):
         with pytest.raises(ValueError):
             parse_targets([wrong], images)
+    with pytest.raises(ValueError, match="twice"):
+        parse_targets(["notebook-python3.11@f=1", "swr/nb/py311:1.0@f=2"], images)
+    digest = {"pinned": "swr/nb/py311@sha256:abc"}
+    assert parse_targets(["swr/nb/py311@sha256:abc@f=1"], digest) == {("swr/nb/py311@sha256:abc", "f"): 1}

@@ -10,6 +10,7 @@ members no create took.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -176,6 +177,39 @@ def test_members_of_a_gone_process_are_ended_and_a_stopping_one_ends_its_own(tmp
         assert not rest, rest
         assert not marked_roots(proc.data_dir), [p.pid for p in marked_roots(proc.data_dir)]
         assert {p.name for p in (proc.data_dir / "instances").iterdir()} <= set()
+    finally:
+        proc.kill()
+        for leftover in marked_roots(proc.data_dir):
+            leftover.kill()
+
+
+def starting_members(data_dir: Path) -> set[str]:
+    """Members whose record says they are still starting (no process recorded yet)."""
+    found = set()
+    for path in (data_dir / "warm").glob("*.json") if (data_dir / "warm").is_dir() else ():
+        try:
+            if json.loads(path.read_text())["placement"]["pid"] is None:
+                found.add(path.stem)
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def test_a_member_still_starting_when_nbfleet_dies_is_removed_by_the_next_process(tmp_path):
+    proc = ServeProcess(tmp_path / "data", runtime="local", env=POOL_ENV).start()
+    try:
+        # A member is recorded from before its start: a crash while it starts leaves the record behind.
+        deadline = time.monotonic() + 60
+        while not (starting := starting_members(proc.data_dir)):
+            assert time.monotonic() < deadline, "no member was seen starting"
+            time.sleep(0.01)
+        proc.kill()
+        proc.start()
+        wait_full(proc)
+        for iid in starting:
+            assert not marked_roots(proc.data_dir, iid), iid
+            assert not (proc.data_dir / "instances" / iid).exists(), iid
+            assert iid not in warm_ids(proc.data_dir)
     finally:
         proc.kill()
         for leftover in marked_roots(proc.data_dir):

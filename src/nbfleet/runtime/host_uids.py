@@ -32,7 +32,7 @@ class HostUids:
         try:
             fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            self.release(uid)
+            self.release(uid, instance_root.name)
             return int(record.read_text())
         with os.fdopen(fd, "w") as fh:
             fh.write(str(uid))
@@ -58,11 +58,16 @@ class HostUids:
         except (FileNotFoundError, ValueError):
             return None
 
-    def release(self, uid: int | None) -> None:
-        """The instance that held ``uid`` is gone: the uid may be given to another one."""
+    def release(self, uid: int | None, instance_id: str) -> None:
+        """The instance that held ``uid`` is gone: the uid may be given to another one. Only a reservation
+        this instance still holds goes: one removed twice (two processes cleaning up after the same instance)
+        must not free the uid another instance has been given meanwhile."""
         if uid is None:
             return
+        reservation = self.table / str(uid)
         try:
-            os.unlink(self.table / str(uid))
+            if reservation.read_text() != instance_id:
+                return
+            os.unlink(reservation)
         except FileNotFoundError:
             pass

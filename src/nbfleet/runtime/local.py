@@ -53,7 +53,7 @@ from .processes import describe_rc as _describe_rc
 from .sandbox import Bubblewrap, Inside, InstanceDirs, Isolation, SandboxUnavailable
 from .sessions import SessionEntry, SessionRefused, open_entry, sandbox_process
 from .steps import failed_start
-from .warm_pool import WarmRecord, WarmRecords
+from .warm_pool import KeepingMembersMounted, WarmRecord, WarmRecords, fit_of
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,11 @@ class LocalRuntime:
         self._checked = False
         # Dynamic mounts (``mounts.HostMounts``): /data of every instance, prepared before it starts.
         self._host_storage = storage
-        self.storage: DynamicStorage | None = storage
         # Sandboxes started ahead of creates (``warm_pool.py``); records shared by processes of this data dir.
         self.warm_records = WarmRecords(self.data_dir)
+        self.storage: DynamicStorage | None = (
+            KeepingMembersMounted(storage, self.warm_records) if storage is not None else None
+        )
 
     def _may_own(self, uid: int) -> bool:
         """Whether a process of real uid ``uid`` may be an instance's: nbfleet's own, or (as root) one of
@@ -248,8 +250,8 @@ class LocalRuntime:
         return None
 
     async def _warm_usable(self, spec: InstanceSpec, record: WarmRecord) -> bool:
-        if record.key != (spec.image.swr_path, spec.flavor.id):
-            return False  # not what this instance asks for (the store changed under it): never reuse
+        if record.key != (spec.image.swr_path, spec.flavor.id) or record.fit != fit_of(spec):
+            return False  # not what this instance asks for (a catalogue changed while it waited): never reuse
         placement = record.placement
         if not (await self.observe(spec, placement)).alive:
             return False
@@ -314,7 +316,6 @@ class LocalRuntime:
         await self.jupyter.forget(placement)
 
     async def delete(self, spec: InstanceSpec, placement: Placement | None) -> None:
-        self.warm_records.remove(spec.id)  # deleted before its start claimed a warm member
         await self.stop(spec, placement)
         dirs = self.dirs(spec.id)
         release = self.sandbox.release_after(dirs)
@@ -324,6 +325,7 @@ class LocalRuntime:
             raise RuntimeFailure(f"could not remove the instance's volume: {exc.strerror or exc}") from exc
         # Only once nothing of the instance is left may its host uid go to another one.
         release()
+        self.warm_records.remove(spec.id)  # a warm member's record, if it never was claimed: last, as it names it
 
     async def observe(self, spec: InstanceSpec, placement: Placement | None) -> Observation:
         if placement is None or placement.pid is None:

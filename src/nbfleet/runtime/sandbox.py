@@ -338,7 +338,7 @@ class Bubblewrap:
         if not self.per_instance_uid:
             return lambda: None
         uid = self.uids.recorded(dirs.root)
-        return lambda: self.uids.release(uid)
+        return lambda: self.uids.release(uid, dirs.root.name)
 
     # -- starting --------------------------------------------------------------------------
 

@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psutil
 
-from ..domain.instances import InstanceSpec, Placement
+from ..domain.instances import InstanceSpec, MountSpec, Placement
 from ..domain.model import StepStatus
-from .base import StoreLookup
+from .base import DynamicStorage, StoreLookup
 
 if TYPE_CHECKING:
     from .local import LocalRuntime
@@ -70,15 +70,28 @@ def parse_targets(entries: list[str], image_paths: dict[str, str]) -> dict[PoolK
         if not text:
             continue
         pair, sep, count = text.rpartition("=")
-        image, at, flavor = pair.partition("@")
+        image, at, flavor = pair.rpartition("@")  # the last @: an image path may carry an @digest
         if not sep or not at or not image or not flavor or not count.strip().isdigit():
             raise ValueError(f"warm_pool entry {entry!r} must look like IMAGE@FLAVOR=N")
         swr_path = image_paths.get(image) or (image if image in image_paths.values() else None)
         if swr_path is None:
             raise ValueError(f"warm_pool entry {entry!r}: no image {image!r} in the catalogue")
-        if int(count) > 0:
-            targets[(swr_path, flavor)] = int(count)
-    return targets
+        if (swr_path, flavor) in targets:
+            raise ValueError(f"warm_pool names {image}@{flavor} twice")
+        targets[(swr_path, flavor)] = int(count)
+    return {key: count for key, count in targets.items() if count > 0}
+
+
+def fit_of(spec: InstanceSpec) -> dict[str, Any]:
+    """What a member must share with the instance that takes it over, beyond the pool's key: the limits it
+    was started under and the image environment it runs (the catalogues may change while it waits)."""
+    flavor = spec.flavor
+    document = {
+        "limits": [flavor.vcpus, flavor.memory_mb, flavor.gpus],
+        "environment": spec.image.environment,
+        "jupyter": spec.image.serves_jupyter,
+    }
+    return dict(orjson.loads(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)))  # as a record reads back
 
 
 class _Quiet:
@@ -108,12 +121,21 @@ class WarmRecord:
     instance_id: str
     key: PoolKey
     placement: Placement
+    fit: dict[str, Any]
     owner_pid: int
     owner_started: float | None
 
     def owner_alive(self) -> bool:
+        """Whether the process that started the member still runs. At a process's start no record can be its
+        own yet: one naming its pid was left by an earlier process that had the same pid (PID 1 of a
+        container restarted), and is stale."""
+        if self.owner_pid == os.getpid() and not _STARTED_ANY[0]:
+            return False
         started = _owner_started(self.owner_pid)
         return started is not None and (self.owner_started is None or abs(started - self.owner_started) < 1.0)
+
+
+_STARTED_ANY = [False]  # whether this process has recorded a member of its own yet
 
 
 class WarmRecords:
@@ -125,13 +147,16 @@ class WarmRecords:
     def _path(self, instance_id: str) -> Path:
         return self.dir / f"{instance_id}.json"
 
-    def write(self, instance_id: str, key: PoolKey, placement: Placement) -> None:
+    def write(self, instance_id: str, key: PoolKey, placement: Placement, fit: dict[str, Any]) -> None:
+        """Record the member as this process's (an existing record of it is replaced whole)."""
         self.dir.mkdir(mode=0o700, exist_ok=True)
         me = os.getpid()
+        _STARTED_ANY[0] = True
         document = {
             "id": instance_id,
             "key": list(key),
             "placement": placement.to_json(),
+            "fit": fit,
             "owner_pid": me,
             "owner_started": _owner_started(me),
         }
@@ -148,7 +173,12 @@ class WarmRecords:
             placement = Placement.from_json(data["placement"])
             assert placement is not None
             return WarmRecord(
-                data["id"], (data["key"][0], data["key"][1]), placement, int(data["owner_pid"]), data["owner_started"]
+                data["id"],
+                (data["key"][0], data["key"][1]),
+                placement,
+                dict(data.get("fit") or {}),
+                int(data["owner_pid"]),
+                data["owner_started"],
             )
         except (OSError, ValueError, KeyError, IndexError, TypeError, AssertionError):
             return None
@@ -164,6 +194,20 @@ class WarmRecords:
             return self._read(claimed)
         finally:
             claimed.unlink(missing_ok=True)
+
+    def adopt(self, instance_id: str) -> WarmRecord | None:
+        """Make the member's record this process's, to remove the member: of several processes asking at
+        once exactly one gets it (an atomic rename); the record stays on disk, now naming this process, until
+        the member is gone, so that a crash midway leaves it to the next process."""
+        taken = self.dir / f".{instance_id}.adopted.{os.getpid()}.{threading.get_ident()}"
+        try:
+            os.rename(self._path(instance_id), taken)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        record = self._read(taken) or WarmRecord(instance_id, ("", ""), Placement(), {}, 0, None)
+        self.write(instance_id, record.key, record.placement, record.fit)
+        taken.unlink(missing_ok=True)
+        return record
 
     def holds(self, instance_id: str) -> bool:
         return self._path(instance_id).exists()
@@ -208,6 +252,7 @@ class WarmPool:
         self._task: asyncio.Task[None] | None = None
         self._retry_at: dict[PoolKey, float] = {}
         self._failures: dict[PoolKey, int] = {}
+        self._lookup: StoreLookup | None = None
         self.taken = 0
 
     # --- what the API's create calls (any thread) ---------------------------------------------------
@@ -225,10 +270,11 @@ class WarmPool:
         return member.spec.id, member.spec.token
 
     def give_back(self, instance_id: str, token: str) -> None:
-        """The create that took this member failed before its row was stored: end the member (any thread)."""
+        """The create that took this member failed: end the member, unless its row was stored after all (a
+        commit whose answer was lost), which the reconciler's start then claims (any thread)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self._discard_id(instance_id), loop)
+            asyncio.run_coroutine_threadsafe(self._give_back(instance_id), loop)
 
     def _poke(self) -> None:
         loop = self._loop
@@ -239,6 +285,7 @@ class WarmPool:
     async def start(self, lookup: StoreLookup) -> None:
         """End what dead owners left (members no create took), then fill the pool in the background."""
         self._loop = asyncio.get_running_loop()
+        self._lookup = lookup
         await self._reap(lookup)
         self._task = asyncio.create_task(self._run(), name="nbfleet-warm-pool")
 
@@ -252,7 +299,7 @@ class WarmPool:
             members = [m for queue in self._ready.values() for m in queue]
             for queue in self._ready.values():
                 queue.clear()
-        await asyncio.gather(*(self._discard(m.spec, m.placement) for m in members), return_exceptions=True)
+        await asyncio.gather(*(self._discard(m.spec, m.placement) for m in members))
 
     def describe(self) -> dict[str, Any]:
         """For ``GET /health``: per (image, flavor) the target, the ready members and each one's RSS."""
@@ -280,9 +327,14 @@ class WarmPool:
         for record in stale:
             if record.instance_id in stored:
                 continue  # a create took it: the reconciler's start claims or replaces it
+            adopted = self.records.adopt(record.instance_id)
+            if adopted is None:
+                continue  # another process of this data dir is removing it
             log.info("warm pool: ending member %s left by a process that is gone", record.instance_id)
-            spec = self.spec_for(record.key[0], record.key[1], record.instance_id, "")
-            await self._discard(spec, record.placement)
+            await self._discard(self._spec_of(adopted), adopted.placement)
+
+    def _spec_of(self, record: WarmRecord) -> InstanceSpec:
+        return self.spec_for(record.key[0], record.key[1], record.instance_id, "")
 
     async def _run(self) -> None:
         last_health = time.monotonic()
@@ -318,13 +370,14 @@ class WarmPool:
 
     async def _fill_one(self, key: PoolKey) -> None:
         spec = self.spec_for(key[0], key[1], str(uuid.uuid4()), str(uuid.uuid4()))
+        fit = fit_of(spec)
         started = time.monotonic()
         try:
             # Recorded before it starts (nowhere yet): if this process dies meanwhile, the next one finds
             # the member by its record and removes what was made of it.
-            self.records.write(spec.id, key, Placement())
+            self.records.write(spec.id, key, Placement(), fit)
             placement = await self.runtime.start(spec, _Quiet())
-            self.records.write(spec.id, key, placement)
+            self.records.write(spec.id, key, placement, fit)
         except asyncio.CancelledError:
             await asyncio.shield(self._discard(spec, None))
             raise
@@ -334,7 +387,7 @@ class WarmPool:
             delay = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** (failures - 1))
             self._retry_at[key] = time.monotonic() + delay
             log.warning("warm pool: a member for %s on %s failed to start (%s); next try in %.0f s", *key, exc, delay)
-            await self._discard(spec, None)
+            await asyncio.shield(self._discard(spec, None))
             return
         self._failures.pop(key, None)
         self._retry_at.pop(key, None)
@@ -354,23 +407,31 @@ class WarmPool:
                 except ValueError:
                     continue  # taken meanwhile: the claim finds it dead and starts anew
             log.warning("warm pool: member %s died while waiting; replacing it", member.spec.id)
-            await self._discard(member.spec, member.placement)
+            await asyncio.shield(self._discard(member.spec, member.placement))
 
-    async def _discard_id(self, instance_id: str) -> None:
-        record = self.records.claim(instance_id)
+    async def _give_back(self, instance_id: str) -> None:
+        if self._lookup is not None and instance_id in (await self._lookup({instance_id})).stored:
+            log.warning("warm pool: member %s was given back, but its instance was stored; it stays", instance_id)
+            return
+        record = self.records.adopt(instance_id)
         if record is not None:
-            spec = self.spec_for(record.key[0], record.key[1], instance_id, "")
-            await self._discard(spec, record.placement)
+            await asyncio.shield(self._discard(self._spec_of(record), record.placement))
 
     async def _discard(self, spec: InstanceSpec, placement: Placement | None) -> None:
-        self.records.remove(spec.id)
-        try:
-            storage = self.runtime.storage
-            if storage is not None:
+        """End a member and remove all of it. Its record goes last: if removing fails, or this process dies
+        midway, the record still names what to remove, and the next process does."""
+        storage = self.runtime.storage
+        if storage is not None:
+            try:
                 await storage.detach_all(spec)
+            except Exception:
+                log.exception("warm pool: could not unmount the /data of member %s", spec.id)
+        try:
             await self.runtime.delete(spec, placement)
         except Exception:
-            log.exception("warm pool: could not remove member %s", spec.id)
+            log.exception("warm pool: could not remove member %s; nbfleet's next start tries again", spec.id)
+            return
+        self.records.remove(spec.id)
 
 
 def _tree_rss_mib(pid: int | None) -> float | None:
@@ -389,3 +450,24 @@ def _tree_rss_mib(pid: int | None) -> float | None:
         except psutil.Error:
             continue
     return round(total / 2**20, 1)
+
+
+class KeepingMembersMounted:
+    """The local runtime's dynamic storage, whose start-up sweep also spares the /data of warm members that
+    live processes of this data dir hold (they have no row yet, and a create may take one any moment)."""
+
+    def __init__(self, storage: DynamicStorage, records: WarmRecords):
+        self._storage = storage
+        self._records = records
+
+    async def attach(self, spec: InstanceSpec, mount: MountSpec) -> None:
+        await self._storage.attach(spec, mount)
+
+    async def detach(self, spec: InstanceSpec, mount: MountSpec) -> None:
+        await self._storage.detach(spec, mount)
+
+    async def detach_all(self, spec: InstanceSpec) -> None:
+        await self._storage.detach_all(spec)
+
+    async def reap(self, known_ids: set[str]) -> list[str]:
+        return await self._storage.reap(known_ids | self._records.kept_by_live_owners())
