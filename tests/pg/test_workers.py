@@ -83,3 +83,14 @@ def test_more_than_one_worker_is_refused_on_sqlite(tmp_path):
         env={k: v for k, v in os.environ.items() if not k.startswith("NBFLEET_")},
     )
     assert result.returncode != 0 and "needs PostgreSQL" in result.stderr, result.stderr
+
+
+def test_workers_end_with_their_parent_however_it_ends(pg_db, tmp_path):
+    proc = ServeProcess(tmp_path / "data", env={"NBFLEET_DATABASE_URL": pg_db.url}, args=["--workers", "2"]).start()
+    try:
+        workers = workers_of(psutil.Process(proc.proc.pid))
+        proc.kill()  # SIGKILL: the parent cannot pass anything on
+        _gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        proc.kill()

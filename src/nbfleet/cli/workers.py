@@ -8,8 +8,9 @@ running them by hand behind a load balancer on one host.
 The parent binds the address once (so a port in use is one clear error), then starts each worker as
 ``nbfleet serve`` with the same arguments and environment plus ``--listen-fd``: the kernel hands each new
 connection to one of the workers waiting in accept. Only the first worker runs the SSH gateway (one port).
-A worker that dies is started again after a second; SIGTERM or SIGINT to the parent stops every worker
-gracefully (SIGKILL after a grace period) and then the parent.
+A worker that dies is started again (after a second; longer, up to a minute, while it keeps dying at
+once); SIGTERM or SIGINT to the parent stops every worker gracefully (SIGKILL only after two minutes) and
+then the parent.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from collections.abc import Sequence
 
 log = logging.getLogger("nbfleet.workers")
 
-RESTART_DELAY_S = 1.0
-STOP_GRACE_S = 20.0  # each worker's own graceful shutdown is bounded at 10 s
+RESTART_DELAY_S = 1.0  # doubled for each quick death in a row, up to RESTART_MAX_S
+RESTART_MAX_S = 60.0
+STEADY_S = 60.0  # a worker that ran this long before it died starts again after RESTART_DELAY_S
+# A worker's shutdown ends its connections within 10 s, then stops its reconciler, warm pool and store,
+# which may take longer (stop_notebooks_on_exit stops every notebook); only a worker still alive after this
+# is killed.
+STOP_GRACE_S = 120.0
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -50,6 +56,8 @@ class Workers:
         self.count = count
         self.sock = sock
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.started: dict[int, float] = {}
+        self.deaths: dict[int, int] = {}  # quick deaths in a row, per worker
         self.stopping = False
 
     def _spawn(self, index: int) -> None:
@@ -57,9 +65,11 @@ class Workers:
         if index > 0:
             env["NBFLEET_SSH_PORT"] = "0"  # one SSH gateway: the first worker's
         fd = self.sock.fileno()
+        parent = os.getpid()
         self.procs[index] = subprocess.Popen(
-            worker_argv(self.argv, fd), env=env, pass_fds=(fd,), preexec_fn=_end_with_parent
+            worker_argv(self.argv, fd), env=env, pass_fds=(fd,), preexec_fn=lambda: _end_with_parent(parent)
         )
+        self.started[index] = time.monotonic()
         log.info("worker %d started (process %d)", index, self.procs[index].pid)
 
     def _stop(self, *_: object) -> None:
@@ -75,10 +85,14 @@ class Workers:
             for index, proc in list(self.procs.items()):
                 if index in restart_at or proc.poll() is None:
                     continue
+                quick = time.monotonic() - self.started[index] < STEADY_S
+                self.deaths[index] = self.deaths.get(index, 0) + 1 if quick else 1
+                delay = min(RESTART_MAX_S, RESTART_DELAY_S * 2 ** (self.deaths[index] - 1))
+                code = proc.returncode
                 log.warning(
-                    "worker %d (process %d) exited with %s; starting it again", index, proc.pid, proc.returncode
+                    "worker %d (process %d) exited with %s; starting it again in %.0f s", index, proc.pid, code, delay
                 )
-                restart_at[index] = time.monotonic() + RESTART_DELAY_S
+                restart_at[index] = time.monotonic() + delay
             for index, at in list(restart_at.items()):
                 if time.monotonic() >= at and not self.stopping:
                     del restart_at[index]
@@ -103,12 +117,15 @@ class Workers:
         return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
-def _end_with_parent() -> None:
-    """In the worker, before it runs: SIGTERM when the parent dies, however it dies (a SIGKILL included)."""
+def _end_with_parent(parent: int) -> None:
+    """In the worker, before it runs: SIGTERM when the parent dies, however it dies (a SIGKILL included).
+    A parent that died before this was set cannot signal any more: then the worker does not run at all."""
     import ctypes
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def run_workers(argv: Sequence[str], host: str, port: int, count: int) -> int:
