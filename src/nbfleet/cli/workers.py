@@ -5,9 +5,9 @@ uses one core however many connections it serves (docs/benchmarks.md). N process
 database are N replicas (docs/operations.md), which already share all work safely; this only saves
 running them by hand behind a load balancer on one host.
 
-The parent binds the address once (so a port in use is one clear error), then starts each worker as
-``nbfleet serve`` with the same arguments and environment plus ``--listen-fd``: the kernel hands each new
-connection to one of the workers waiting in accept. Only the first worker runs the SSH gateway (one port).
+The parent binds the address (so a port in use is one clear error), one socket per worker, then starts
+each worker as ``nbfleet serve`` with the same arguments and environment plus ``--listen-fd``: the kernel
+spreads new connections over the workers' sockets. Only the first worker runs the SSH gateway (one port).
 A worker that dies is started again (after a second; longer, up to a minute, while it keeps dying at
 once); SIGTERM or SIGINT to the parent stops every worker gracefully (SIGKILL only after two minutes) and
 then the parent.
@@ -35,14 +35,28 @@ STEADY_S = 60.0  # a worker that ran this long before it died starts again after
 STOP_GRACE_S = 120.0
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on the address (SO_REUSEPORT): the kernel spreads new
+    connections over them. One socket shared by all would not: the first worker woken accepts every
+    connection waiting (asyncio takes up to a hundred per wake-up), so a burst of connections (a client's
+    pool) would all land on one worker. SO_REUSEPORT lets only processes of the same user share the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # the others join the first one's port (port 0: the one it got)
+            sock.listen(2048)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def worker_argv(argv: Sequence[str], fd: int) -> list[str]:
@@ -51,10 +65,12 @@ def worker_argv(argv: Sequence[str], fd: int) -> list[str]:
 
 
 class Workers:
-    def __init__(self, argv: Sequence[str], count: int, sock: socket.socket):
+    def __init__(self, argv: Sequence[str], sockets: list[socket.socket]):
         self.argv = list(argv)
-        self.count = count
-        self.sock = sock
+        self.count = len(sockets)
+        # Worker i listens on sockets[i]; the parent keeps them open, so connections the kernel gives a
+        # worker's socket while that worker is being replaced wait for the new one.
+        self.sockets = sockets
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self.deaths: dict[int, int] = {}  # quick deaths in a row, per worker
@@ -64,7 +80,7 @@ class Workers:
         env = dict(os.environ)
         if index > 0:
             env["NBFLEET_SSH_PORT"] = "0"  # one SSH gateway: the first worker's
-        fd = self.sock.fileno()
+        fd = self.sockets[index].fileno()
         parent = os.getpid()
         self.procs[index] = subprocess.Popen(
             worker_argv(self.argv, fd), env=env, pass_fds=(fd,), preexec_fn=lambda: _end_with_parent(parent)
@@ -112,7 +128,8 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes.append(proc.wait())
-        self.sock.close()
+        for sock in self.sockets:
+            sock.close()
         # uvicorn ends a server stopped by SIGTERM by raising that signal again once it shut down cleanly
         return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
@@ -130,7 +147,7 @@ def _end_with_parent(parent: int) -> None:
 
 def run_workers(argv: Sequence[str], host: str, port: int, count: int) -> int:
     try:
-        sock = listening_socket(host, port)
+        sockets = listening_sockets(host, port, count)
     except OSError as exc:
         raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return Workers(argv, count, sock).run()
+    return Workers(argv, sockets).run()
