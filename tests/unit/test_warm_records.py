@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_a_member_started_under_other_limits_is_not_taken_over(tmp_path):
 @pytest.mark.parametrize("pair", ["a@b@c=1"])
 def test_an_entry_splits_at_its_last_at_sign(pair):
     assert warm_pool.parse_targets([pair], {"x": "a@b"}) == {("a@b", "c"): 1}
+
+
+def test_what_dead_processes_left_between_two_steps_is_put_right(tmp_path):
+    records = WarmRecords(tmp_path)
+    records.write("m1", KEY, Placement(pid=7), {})
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    adopted = records.dir / f".m1.adopted.{dead.pid}.1"
+    os.rename(records.dir / "m1.json", adopted)  # died after taking the record, before writing it back
+    (records.dir / f".m2.staged.{dead.pid}").write_text("{")  # died while writing a record
+    (records.dir / f".m3.claimed.{dead.pid}.1").write_text("{}")  # died while claiming
+    mine = records.dir / f".m4.claimed.{os.getpid()}.1"
+    mine.write_text("{}")  # a live process's step in progress
+    records.tidy()
+    assert records.holds("m1") and records.all()[0].placement.pid == 7  # found again, as a stale record is
+    assert sorted(p.name for p in records.dir.iterdir()) == [mine.name, "m1.json"]

@@ -160,7 +160,7 @@ class WarmRecords:
             "owner_pid": me,
             "owner_started": _owner_started(me),
         }
-        staged = self.dir / f".{instance_id}.{me}.tmp"
+        staged = self.dir / f".{instance_id}.staged.{me}"
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(orjson.dumps(document))
@@ -214,6 +214,24 @@ class WarmRecords:
 
     def remove(self, instance_id: str) -> None:
         self._path(instance_id).unlink(missing_ok=True)
+
+    def tidy(self) -> None:
+        """Put right what processes that died left between two steps: a record being adopted (renamed
+        away, not yet written back) goes back under its name, so that it is found and removed like any
+        stale record; half-written and half-claimed copies go. Files of live processes stay."""
+        try:
+            names = [p.name for p in self.dir.iterdir() if p.name.startswith(".")]
+        except FileNotFoundError:
+            return
+        for name in names:
+            parts = name[1:].split(".")
+            if len(parts) < 3 or not parts[2].isdigit() or _owner_started(int(parts[2])) is not None:
+                continue  # not ours to judge, or its process still runs
+            instance_id, step, path = parts[0], parts[1], self.dir / name
+            if step == "adopted" and not self._path(instance_id).exists():
+                os.replace(path, self._path(instance_id))
+            else:
+                path.unlink(missing_ok=True)
 
     def all(self) -> list[WarmRecord]:
         try:
@@ -320,6 +338,7 @@ class WarmPool:
         return {"pools": pools, "taken": self.taken}
 
     async def _reap(self, lookup: StoreLookup) -> None:
+        self.records.tidy()
         stale = [record for record in self.records.all() if not record.owner_alive()]
         if not stale:
             return
