@@ -24,7 +24,9 @@ from ..procs import ServeProcess, SignedClient
 from .local_helpers import delete_every_instance, marked_roots
 from .test_server_local import jupyter_processes, local_server, notebook_base
 
-pytestmark = pytest.mark.slow
+# runtime_only: the pool is the local runtime's; its store work (a create's transaction, the start-up
+# lookup of ids) is the API's and the reconciler's ordinary work, which the PostgreSQL pass covers elsewhere.
+pytestmark = [pytest.mark.slow, pytest.mark.runtime_only]
 
 IMAGE = "notebook-python3.11"
 POOLED = "modelarts.vm.cpu.2u"
@@ -67,7 +69,6 @@ def server(tmp_path_factory):
         yield running
 
 
-@pytest.mark.runtime_only
 def test_a_create_takes_over_a_ready_member_and_the_pool_refills(server):
     proc, client = server
     pool = wait_full(proc)
@@ -108,7 +109,6 @@ def test_a_create_takes_over_a_ready_member_and_the_pool_refills(server):
         )  # and every member has a uid of its own
 
 
-@pytest.mark.runtime_only
 def test_a_pooled_instance_keeps_its_work_across_stop_and_start_and_delete_removes_it(server):
     proc, client = server
     wait_full(proc)
@@ -135,7 +135,6 @@ def test_a_pooled_instance_keeps_its_work_across_stop_and_start_and_delete_remov
     assert not jupyter_processes(proc.data_dir, instance_id=nb["id"])
 
 
-@pytest.mark.runtime_only
 def test_a_flavor_not_pooled_starts_anew(server):
     proc, client = server
     members = warm_ids(proc.data_dir)
